@@ -1,0 +1,191 @@
+"""One exception tree for qwenhome, with stable kebab-case codes.
+
+Every error a user can see is a :class:`QwenhomeError` carrying a ``code``
+(stable, documented, also used by the doctor and the web API), a one-line
+``message``, a ``hint`` that says what to do, and optional ``context``.
+
+    QwenhomeError
+    ├── UsageError                 bad input from the user (invalid-repo-id, invalid-revision, …)
+    ├── ConfigError                unreadable or invalid configuration (config-invalid)
+    ├── StoreError                 the on-disk home
+    │   ├── NotCachedError         snapshot-not-found, snapshot-incomplete
+    │   ├── DiskFullError          disk-full
+    │   ├── LockTimeoutError       lock-timeout
+    │   └── IntegrityError         hash-mismatch, size-mismatch
+    ├── RemoteError                a source answered, but not with what we need
+    │   ├── RepoNotFoundError      repo-not-found
+    │   ├── RevisionNotFoundError  revision-not-found
+    │   ├── EntryNotFoundError     entry-not-found
+    │   ├── AuthError              gated-repo, unauthorized
+    │   ├── RateLimitedError       rate-limited (transient)
+    │   ├── ServerError            server-error (transient), http-error
+    │   └── ProtocolError          not-a-hub, bad-metadata, unsafe-path
+    ├── NetworkError               transient transport failure (retryable)
+    │   ├── ConnectError           dns-resolution-failed, connection-refused, connection-timeout, tls-verification-failed
+    │   ├── ReadTimeoutError       response-timeout, stalled
+    │   └── TransferInterrupted    connection-dropped
+    └── OfflineError               offline (the network is needed and not there)
+
+Exit codes are per family (see ``EXIT_CODES``) so scripts can branch on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_AUTH = 4
+EXIT_NETWORK = 5
+EXIT_INTEGRITY = 6
+EXIT_DISK = 7
+EXIT_OFFLINE = 8
+EXIT_INTERRUPTED = 130
+
+
+class QwenhomeError(Exception):
+    """Root of every error qwenhome raises on purpose."""
+
+    code: str = "error"
+    exit_code: int = EXIT_FAILURE
+    default_hint: str = ""
+    transient: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        hint: str | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.hint = hint if hint is not None else self.default_hint
+        self.context: dict[str, Any] = context
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.context:
+            out["context"] = {k: str(v) for k, v in self.context.items()}
+        return out
+
+    def one_line(self) -> str:
+        line = f"error[{self.code}]: {self.message}"
+        if self.hint:
+            line += f" (hint: {self.hint})"
+        return line
+
+
+class UsageError(QwenhomeError):
+    code = "usage"
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(QwenhomeError):
+    code = "config-invalid"
+    exit_code = EXIT_USAGE
+    default_hint = "fix or remove the file; `qwenhome doctor` shows the effective configuration"
+
+
+class StoreError(QwenhomeError):
+    code = "store-error"
+
+
+class NotCachedError(StoreError):
+    code = "snapshot-not-found"
+    exit_code = EXIT_NOT_FOUND
+    default_hint = "run `qwenhome pull REPO` while online, or `qwenhome adopt` to reuse another cache"
+
+
+class DiskFullError(StoreError):
+    code = "disk-full"
+    exit_code = EXIT_DISK
+    default_hint = "free space under QWEN_HOME or point --home at a larger disk; the partial download is kept and resumes"
+
+
+class LockTimeoutError(StoreError):
+    code = "lock-timeout"
+    default_hint = "another qwenhome process holds the lock; wait for it, or stop it"
+
+
+class IntegrityError(StoreError):
+    code = "hash-mismatch"
+    exit_code = EXIT_INTEGRITY
+    default_hint = "the bytes were corrupted in transit or on disk; pull again (bad files are never kept)"
+    transient = True
+
+
+class RemoteError(QwenhomeError):
+    code = "http-error"
+    exit_code = EXIT_NETWORK
+
+
+class RepoNotFoundError(RemoteError):
+    code = "repo-not-found"
+    exit_code = EXIT_NOT_FOUND
+    default_hint = "check the repository id (Org/Name); a private repo needs a token (HF_TOKEN)"
+
+
+class RevisionNotFoundError(RemoteError):
+    code = "revision-not-found"
+    exit_code = EXIT_NOT_FOUND
+    default_hint = "check the branch, tag or commit after '@'"
+
+
+class EntryNotFoundError(RemoteError):
+    code = "entry-not-found"
+    exit_code = EXIT_NOT_FOUND
+    default_hint = "the file is listed but the source does not serve it; try another source"
+
+
+class AuthError(RemoteError):
+    code = "unauthorized"
+    exit_code = EXIT_AUTH
+    default_hint = "set HF_TOKEN (or the source's token in config.toml); gated repos need access granted on the website"
+
+
+class RateLimitedError(RemoteError):
+    code = "rate-limited"
+    transient = True
+    default_hint = "the source limits request rate; qwenhome retried with backoff; wait or use a token"
+
+
+class ServerError(RemoteError):
+    code = "server-error"
+    transient = True
+    default_hint = "the source is failing; qwenhome retried; try again later or add a mirror source"
+
+
+class ProtocolError(RemoteError):
+    code = "bad-metadata"
+    default_hint = "the source is not a Hub-compatible endpoint or sent invalid data; check HF_ENDPOINT / --source"
+
+
+class NetworkError(QwenhomeError):
+    code = "network-error"
+    exit_code = EXIT_NETWORK
+    transient = True
+    default_hint = "run `qwenhome doctor` to find the cause"
+
+
+class ConnectError(NetworkError):
+    code = "connection-failed"
+
+
+class ReadTimeoutError(NetworkError):
+    code = "response-timeout"
+
+
+class TransferInterrupted(NetworkError):
+    code = "connection-dropped"
+
+
+class OfflineError(QwenhomeError):
+    code = "offline"
+    exit_code = EXIT_OFFLINE
+    default_hint = "connect to the network, or use what is cached (`qwenhome ls`)"

@@ -1,0 +1,69 @@
+"""What a snapshot should contain: the per-file sizes and hashes a source listed.
+
+A manifest is source-neutral: files are identified by size and content hash
+(sha256, and the git blob oid where the Hub gives one), never by commit, so the
+same file can come from the Hub, a mirror or ModelScope.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .store.layout import validate_relpath
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str
+    size: int
+    blob_id: str | None = None  # git blob sha1 (Hub); None when the source has none
+    sha256: str | None = None  # LFS sha256 (Hub) or per-file sha256 (ModelScope)
+
+    @property
+    def etag(self) -> str:
+        """The blob name in the cache, as huggingface_hub names it."""
+        if self.sha256:
+            return self.sha256
+        if self.blob_id:
+            return self.blob_id
+        raise ValueError(f"{self.path}: no hash to name its blob")
+
+    @property
+    def is_lfs(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass
+class Manifest:
+    repo_id: str
+    repo_type: str
+    commit: str
+    files: list[RepoFile] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "repo_id": self.repo_id,
+                "repo_type": self.repo_type,
+                "commit": self.commit,
+                "source": self.source,
+                "files": [asdict(f) for f in self.files],
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data: dict[str, Any] = json.loads(text)
+        files = [
+            RepoFile(validate_relpath(f["path"]), int(f["size"]), f.get("blob_id"), f.get("sha256"))
+            for f in data["files"]
+        ]
+        return cls(data["repo_id"], data["repo_type"], data["commit"], files, data.get("source", ""))

@@ -1,0 +1,203 @@
+"""The on-disk store: blobs, snapshot links, refs and qwenhome's manifests.
+
+Writes are crash-safe without relying on locks: content goes to a unique
+temporary file, is verified, then renamed into ``blobs/``; links and refs are
+replaced atomically. Locks only avoid duplicate work between processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import DiskFullError, LockTimeoutError, NotCachedError, StoreError
+from ..manifest import Manifest
+from .layout import RepoRef, is_commit, validate_etag, validate_relpath, validate_revision
+
+
+class Store:
+    """A hub cache (``hub_cache``) plus qwenhome's own state beside it (``state_dir``)."""
+
+    def __init__(self, hub_cache: Path, state_dir: Path) -> None:
+        self.root = hub_cache
+        self.state_dir = state_dir
+
+    # -- paths -------------------------------------------------------------
+    def repo_dir(self, ref: RepoRef) -> Path:
+        return self.root / ref.folder_name
+
+    def blob_path(self, ref: RepoRef, etag: str) -> Path:
+        return self.repo_dir(ref) / "blobs" / validate_etag(etag)
+
+    def snapshot_dir(self, ref: RepoRef, commit: str) -> Path:
+        if not is_commit(commit):
+            raise StoreError(f"not a commit id: {commit!r}", code="invalid-revision")
+        return self.repo_dir(ref) / "snapshots" / commit
+
+    def ref_path(self, ref: RepoRef, name: str) -> Path:
+        return self.repo_dir(ref) / "refs" / validate_revision(name)
+
+    def manifest_path(self, ref: RepoRef, commit: str) -> Path:
+        return self.state_dir / "manifests" / ref.folder_name / f"{commit}.json"
+
+    @property
+    def partials_dir(self) -> Path:
+        return self.state_dir / "partials"
+
+    def partial_path(self, etag: str) -> Path:
+        return self.partials_dir / f"{validate_etag(etag)}.part"
+
+    # -- refs --------------------------------------------------------------
+    def read_ref(self, ref: RepoRef, name: str) -> str | None:
+        try:
+            commit = self.ref_path(ref, name).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return commit if is_commit(commit) else None
+
+    def write_ref(self, ref: RepoRef, name: str, commit: str) -> None:
+        if name == commit:
+            return
+        path = self.ref_path(ref, name)
+        atomic_write(path, commit)
+
+    def resolve_commit(self, ref: RepoRef) -> str | None:
+        """The commit a local revision points to, without any network."""
+        rev = ref.rev
+        if is_commit(rev):
+            return rev if self.snapshot_dir(ref, rev).is_dir() else None
+        return self.read_ref(ref, rev)
+
+    # -- manifests ---------------------------------------------------------
+    def save_manifest(self, manifest: Manifest) -> None:
+        ref = RepoRef(manifest.repo_id, manifest.repo_type)
+        atomic_write(self.manifest_path(ref, manifest.commit), manifest.to_json())
+
+    def load_manifest(self, ref: RepoRef, commit: str) -> Manifest | None:
+        try:
+            return Manifest.from_json(self.manifest_path(ref, commit).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    # -- blobs and links ---------------------------------------------------
+    def has_blob(self, ref: RepoRef, etag: str, size: int | None = None) -> bool:
+        try:
+            st = self.blob_path(ref, etag).stat()
+        except OSError:
+            return False
+        return size is None or st.st_size == size
+
+    def install_blob(self, ref: RepoRef, etag: str, src: Path) -> Path:
+        """Move a verified file into ``blobs/`` atomically (copy across filesystems)."""
+        dest = self.blob_path(ref, etag)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = dest.with_name(f"{etag}.{uuid.uuid4().hex[:8]}.incomplete")
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dest)
+            except OSError as copy_exc:
+                tmp.unlink(missing_ok=True)
+                raise translate_os_error(copy_exc, dest) from copy_exc
+            src.unlink(missing_ok=True)
+        return dest
+
+    def link(self, ref: RepoRef, commit: str, relpath: str, etag: str) -> Path:
+        """Point ``snapshots/<commit>/<relpath>`` at its blob with a relative symlink."""
+        validate_relpath(relpath)
+        snap = self.snapshot_dir(ref, commit)
+        target = snap / relpath
+        blob = self.blob_path(ref, etag)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Refuse to follow a symlinked directory that something else planted.
+        if not target.parent.resolve().is_relative_to(snap.resolve()):
+            raise StoreError(f"snapshot folder for {relpath!r} leaves the snapshot", code="unsafe-path")
+        rel = os.path.relpath(blob, target.parent)
+        if target.is_symlink() and os.readlink(target) == rel:
+            return target
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        os.symlink(rel, tmp)
+        os.replace(tmp, target)
+        return target
+
+    # -- queries -----------------------------------------------------------
+    def snapshot_path(self, ref: RepoRef) -> Path:
+        """The complete local snapshot for ``ref``; raises when absent or incomplete."""
+        commit = self.resolve_commit(ref)
+        if commit is None:
+            raise NotCachedError(f"{ref} is not in the home ({self.root})", repo=str(ref))
+        snap = self.snapshot_dir(ref, commit)
+        missing = self.missing_files(ref, commit)
+        if missing:
+            raise NotCachedError(
+                f"{ref} is incomplete: {len(missing)} file(s) missing, e.g. {missing[0]}",
+                code="snapshot-incomplete",
+                hint="run `qwenhome pull` again; it resumes where it stopped",
+                repo=str(ref),
+            )
+        if not snap.is_dir():
+            raise NotCachedError(f"{ref} is not in the home ({self.root})", repo=str(ref))
+        return snap
+
+    def missing_files(self, ref: RepoRef, commit: str) -> list[str]:
+        """Files the manifest lists that are not linked to a present blob."""
+        manifest = self.load_manifest(ref, commit)
+        if manifest is None:
+            return []
+        snap = self.snapshot_dir(ref, commit)
+        missing = []
+        for f in manifest.files:
+            p = snap / f.path
+            if not (p.is_symlink() or p.is_file()) or not p.exists():
+                missing.append(f.path)
+        return missing
+
+    # -- locks -------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = 600.0, poll: float = 0.05) -> Iterator[None]:
+        """An inter-process lock (flock). Correctness never depends on it."""
+        path = self.state_dir / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockTimeoutError(f"timed out waiting for lock {path}") from None
+                    time.sleep(poll)
+            yield
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise translate_os_error(exc, path) from exc
+
+
+def translate_os_error(exc: OSError, path: Path) -> Exception:
+    """Map disk-full style errors to DiskFullError; keep others as StoreError."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFullError(f"no space left writing {path}", path=path)
+    return StoreError(f"cannot write {path}: {exc.strerror or exc}", code="store-io", path=path)

@@ -1,0 +1,42 @@
+"""``qwenhome.mirror``: serve a store or plain repository folders over the Hub protocol.
+
+    with MirrorServer(StoreBackend(settings.hub_cache)) as server:
+        snapshot_download("Org/Name", endpoint=server.url)
+
+Stock ``huggingface_hub`` (``HF_ENDPOINT=server.url``), ``transformers`` and
+qwenhome download from it. :func:`run_mirror` is what the CLI calls.
+"""
+
+from .backends import Backend, FolderBackend, StoreBackend
+from .catalog import FileEntry, Snapshot, git_blob_oid, lfs_pointer
+from .hashing import HashCache
+from .hooks import BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
+from .protocol import BadTarget, Route, parse_range, parse_target
+from .run import make_backend, run_mirror
+from .server import BodyInterrupted, MirrorServer, resolve_target, sendfile_body
+
+__all__ = [
+    "Backend",
+    "BadTarget",
+    "BodyInterrupted",
+    "BodySlice",
+    "BodyWriter",
+    "CannedResponse",
+    "FileEntry",
+    "FolderBackend",
+    "HashCache",
+    "Hooks",
+    "MirrorServer",
+    "RequestInfo",
+    "Route",
+    "Snapshot",
+    "StoreBackend",
+    "git_blob_oid",
+    "lfs_pointer",
+    "make_backend",
+    "parse_range",
+    "parse_target",
+    "resolve_target",
+    "run_mirror",
+    "sendfile_body",
+]

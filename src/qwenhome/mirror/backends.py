@@ -1,0 +1,254 @@
+"""Where a mirror's repositories come from.
+
+* :class:`StoreBackend` serves a hub cache (``models--Org--Name/{refs,snapshots,blobs}``)
+  as written by huggingface_hub or qwenhome; blob names already are the hashes.
+* :class:`FolderBackend` serves plain folders ``ROOT/Org/Name/...`` (datasets under
+  ``ROOT/datasets/Org/Name``), hashing each file once (see :mod:`.hashing`).
+
+Both only ever list files whose real path is inside their root; the server
+checks again before it opens anything.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import RepoNotFoundError, RevisionNotFoundError, UsageError
+from ..store.layout import (
+    DEFAULT_REVISION,
+    RepoRef,
+    etag_kind,
+    is_commit,
+    validate_relpath,
+    validate_revision,
+)
+from .catalog import FileEntry, Snapshot, is_lfs_name
+from .hashing import HashCache
+
+# Folders that are never part of a repository's content.
+_SKIP_DIRS = frozenset({".git", ".cache", ".huggingface", ".no_exist"})
+
+
+class Backend(Protocol):
+    """What the server needs from a source of repositories."""
+
+    @property
+    def root(self) -> Path:
+        """Every served file's real path is inside this (resolved) folder."""
+        ...
+
+    def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
+        """The repository at ``revision``; raises RepoNotFoundError / RevisionNotFoundError."""
+        ...
+
+
+def repo_ref(repo_type: str, repo_id: str) -> RepoRef:
+    """A validated reference, or RepoNotFoundError for names that cannot exist."""
+    try:
+        ref = RepoRef.parse(repo_id, repo_type)
+    except UsageError:
+        raise RepoNotFoundError(f"repository {repo_id!r} not found", repo=repo_id) from None
+    if ref.repo_id != repo_id or ref.repo_type != repo_type:
+        raise RepoNotFoundError(f"repository {repo_id!r} not found", repo=repo_id)
+    return ref
+
+
+def check_revision(revision: str) -> str:
+    try:
+        return validate_revision(revision)
+    except UsageError:
+        raise RevisionNotFoundError(f"invalid revision {revision!r}", revision=revision) from None
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether the real path ``path`` is ``root`` or below it (both resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _TTLCache:
+    """Tiny time-bounded memo so the hot path (range requests) does no disk scans."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._data: dict[object, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> object | None:
+        with self._lock:
+            hit = self._data.get(key)
+        if hit is None or self._clock() - hit[0] > self.ttl:
+            return None
+        return hit[1]
+
+    def put(self, key: object, value: object) -> None:
+        with self._lock:
+            if len(self._data) > 4096:
+                self._data.clear()
+            self._data[key] = (self._clock(), value)
+
+
+def _walk_files(top: Path, root_real: str) -> list[tuple[str, Path, os.stat_result]]:
+    """(relative path, real path, stat) for regular files under ``top`` whose
+    real path stays inside ``root_real``; symlinked folders are not followed."""
+    out: list[tuple[str, Path, os.stat_result]] = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, top).replace(os.sep, "/")
+            try:
+                validate_relpath(rel)
+            except Exception:
+                continue
+            real = os.path.realpath(full)
+            if not inside(real, root_real):
+                continue
+            try:
+                st = os.stat(real)
+            except OSError:
+                continue  # dangling link: an unfinished download
+            if stat.S_ISREG(st.st_mode):
+                out.append((rel, Path(real), st))
+    return out
+
+
+class StoreBackend:
+    """Serves a Hugging Face hub cache folder read-only."""
+
+    def __init__(
+        self, hub_cache: Path, *, hashes: HashCache | None = None, ttl: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._root = Path(os.path.realpath(hub_cache))
+        self._hashes = hashes or HashCache()
+        self._cache = _TTLCache(ttl, clock)
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
+        ref = repo_ref(repo_type, repo_id)
+        check_revision(revision)
+        key = (repo_type, repo_id, revision)
+        cached = self._cache.get(key)
+        if isinstance(cached, Snapshot):
+            return cached
+        repo_dir = self._root / ref.folder_name
+        if not (repo_dir / "snapshots").is_dir():
+            raise RepoNotFoundError(f"repository {repo_id!r} not found", repo=repo_id)
+        commit = self._resolve(repo_dir, revision)
+        snap = self._scan(ref, repo_dir, commit)
+        self._cache.put(key, snap)
+        return snap
+
+    def _resolve(self, repo_dir: Path, revision: str) -> str:
+        if is_commit(revision) and (repo_dir / "snapshots" / revision).is_dir():
+            return revision
+        try:
+            commit = (repo_dir / "refs" / revision).read_text(encoding="utf-8").strip()
+        except OSError:
+            commit = ""
+        if not is_commit(commit) or not (repo_dir / "snapshots" / commit).is_dir():
+            raise RevisionNotFoundError(f"revision {revision!r} not found", revision=revision)
+        return commit
+
+    def _scan(self, ref: RepoRef, repo_dir: Path, commit: str) -> Snapshot:
+        snap_dir = repo_dir / "snapshots" / commit
+        repo_real = os.path.realpath(repo_dir)
+        if not inside(repo_real, str(self._root)):
+            raise RepoNotFoundError(f"repository {ref.repo_id!r} not found", repo=ref.repo_id)
+        files: dict[str, FileEntry] = {}
+        newest = 0.0
+        for rel, real, st in _walk_files(snap_dir, repo_real):
+            newest = max(newest, st.st_mtime)
+            kind = etag_kind(real.name) if real.parent.name == "blobs" else None
+            if kind == "sha256":
+                files[rel] = FileEntry.lfs(rel, st.st_size, real.name, real)
+            elif kind == "git-sha1":
+                files[rel] = FileEntry(rel, st.st_size, real.name, None, real)
+            else:  # a plain copy (no symlinks): hash it like a folder repo
+                files[rel] = _hashed_entry(self._hashes, rel, real, st)
+        self._hashes.save()
+        return Snapshot.build(ref.repo_type, ref.repo_id, files, newest, commit=commit)
+
+
+def _hashed_entry(hashes: HashCache, rel: str, real: Path, st: os.stat_result) -> FileEntry:
+    if is_lfs_name(rel, st.st_size):
+        sha = hashes.get(real, st, git=False, sha256=True).sha256
+        assert sha is not None
+        return FileEntry.lfs(rel, st.st_size, sha, real)
+    oid = hashes.get(real, st, git=True, sha256=False).git_oid
+    assert oid is not None
+    return FileEntry(rel, st.st_size, oid, None, real)
+
+
+class FolderBackend:
+    """Serves plain repository folders: ``ROOT/Org/Name`` and ``ROOT/datasets/Org/Name``.
+
+    The only branch is ``main``; its commit id is derived from the file tree, so
+    it changes when a file changes. Recently seen commits stay addressable.
+    """
+
+    def __init__(
+        self, root: Path, *, hashes: HashCache | None = None, ttl: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._root = Path(os.path.realpath(root))
+        self._hashes = hashes or HashCache()
+        self._cache = _TTLCache(ttl, clock)
+        self._commits: dict[tuple[str, str, str], Snapshot] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def repo_dir(self, repo_type: str, repo_id: str) -> Path:
+        ref = repo_ref(repo_type, repo_id)
+        base = self._root / "datasets" if ref.repo_type == "dataset" else self._root
+        if ref.repo_type not in ("model", "dataset"):
+            raise RepoNotFoundError(f"repository {repo_id!r} not found", repo=repo_id)
+        return base / ref.repo_id
+
+    def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
+        check_revision(revision)
+        key = (repo_type, repo_id, revision)
+        with self._lock:
+            known = self._commits.get(key)
+        if known is not None:
+            return known
+        head = self._head(repo_type, repo_id)
+        if revision in (DEFAULT_REVISION, head.commit):
+            return head
+        raise RevisionNotFoundError(f"revision {revision!r} not found", revision=revision)
+
+    def _head(self, repo_type: str, repo_id: str) -> Snapshot:
+        key = (repo_type, repo_id)
+        cached = self._cache.get(key)
+        if isinstance(cached, Snapshot):
+            return cached
+        top = self.repo_dir(repo_type, repo_id)
+        real_top = os.path.realpath(top)
+        if not top.is_dir() or not inside(real_top, str(self._root)):
+            raise RepoNotFoundError(f"repository {repo_id!r} not found", repo=repo_id)
+        files: dict[str, FileEntry] = {}
+        newest = 0.0
+        for rel, real, st in _walk_files(top, str(self._root)):
+            newest = max(newest, st.st_mtime)
+            files[rel] = _hashed_entry(self._hashes, rel, real, st)
+        self._hashes.save()
+        snap = Snapshot.build(repo_type, repo_id, files, newest)
+        self._cache.put(key, snap)
+        with self._lock:
+            if len(self._commits) > 256:
+                self._commits.clear()
+            self._commits[(repo_type, repo_id, snap.commit)] = snap
+        return snap

@@ -1,0 +1,155 @@
+"""The Hub protocol as the mirror speaks it: routes, header names, ranges, errors.
+
+Request targets are decoded segment by segment (clients send the revision and
+tree paths with ``/`` encoded as ``%2F``), and every file path is checked with
+:func:`qwenhome.store.layout.validate_relpath` after decoding, so encoded
+``..``, NUL bytes, backslashes and absolute paths never reach the file system.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote
+
+from ..errors import ProtocolError, UsageError
+from ..store.layout import validate_relpath
+
+# Header names, as huggingface_hub reads them (constants.py).
+X_REPO_COMMIT = "X-Repo-Commit"
+X_LINKED_ETAG = "X-Linked-Etag"
+X_LINKED_SIZE = "X-Linked-Size"
+X_ERROR_CODE = "X-Error-Code"
+X_ERROR_MESSAGE = "X-Error-Message"
+
+# X-Error-Code values huggingface_hub maps to typed errors (utils/_http.py).
+REPO_NOT_FOUND = "RepoNotFound"
+REVISION_NOT_FOUND = "RevisionNotFound"
+ENTRY_NOT_FOUND = "EntryNotFound"
+
+_API_TYPES = {"models": "model", "datasets": "dataset"}
+
+
+class BadTarget(Exception):
+    """The request target is malformed or unsafe; answered with 400/404, never served."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A parsed request target.
+
+    ``kind`` is ``info`` (repo/revision metadata), ``tree``, ``resolve`` or ``cdn``
+    (the redirect target for LFS files in redirect mode).
+    """
+
+    kind: str
+    repo_type: str
+    repo_id: str
+    revision: str
+    path: str = ""  # file (resolve, cdn) or folder (tree) inside the repository
+    query: dict[str, list[str]] = field(default_factory=dict, compare=False)
+    signature: str = ""  # cdn only
+
+    def flag(self, name: str) -> bool:
+        value = self.param(name)
+        return value is not None and value.lower() in ("1", "true", "yes")
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+
+def _decode(segment: str) -> str:
+    try:
+        return unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        raise BadTarget("undecodable path segment") from None
+
+
+def _file_path(segments: list[str]) -> str:
+    path = "/".join(_decode(s) for s in segments)
+    try:
+        return validate_relpath(path)
+    except (ProtocolError, UsageError):
+        raise BadTarget(f"unsafe path {path!r}") from None
+
+
+def parse_target(target: str) -> Route:
+    """Parse a request target (path and query) into a :class:`Route`.
+
+    Raises :class:`BadTarget` for anything that is not a well-formed Hub route
+    with a safe file path. Repository ids and revisions are validated later by
+    the backend (they map to RepoNotFound / RevisionNotFound).
+    """
+    if "\x00" in target or "\\" in target or len(target) > 8192:
+        raise BadTarget("invalid characters in target")
+    raw_path, _, raw_query = target.partition("?")
+    if not raw_path.startswith("/"):
+        raise BadTarget("target must be absolute-path form")
+    query = parse_qs(raw_query, keep_blank_values=True) if raw_query else {}
+    segs = raw_path[1:].split("/")
+    if segs and segs[-1] == "" and len(segs) > 1:
+        segs = segs[:-1]  # tolerate one trailing slash on API routes
+
+    if len(segs) >= 4 and segs[0] == "api" and segs[1] in _API_TYPES:
+        repo_type = _API_TYPES[segs[1]]
+        repo_id = f"{_decode(segs[2])}/{_decode(segs[3])}"
+        rest = segs[4:]
+        if not rest:
+            return Route("info", repo_type, repo_id, "main", query=query)
+        if rest[0] == "revision" and len(rest) >= 2:
+            # The revision is sent percent-encoded as one segment; accept raw slashes too.
+            return Route("info", repo_type, repo_id, "/".join(_decode(s) for s in rest[1:]), query=query)
+        if rest[0] == "tree" and len(rest) >= 2:
+            path = _file_path(rest[2:]) if len(rest) > 2 else ""
+            return Route("tree", repo_type, repo_id, _decode(rest[1]), path, query=query)
+        raise BadTarget("unknown API route")
+
+    if len(segs) >= 7 and segs[0] == "cdn":
+        cdn_type = _API_TYPES.get(segs[2])
+        if cdn_type is None:
+            raise BadTarget("unknown repository type")
+        repo_id = f"{_decode(segs[3])}/{_decode(segs[4])}"
+        return Route("cdn", cdn_type, repo_id, _decode(segs[5]), _file_path(segs[6:]),
+                     query=query, signature=segs[1])
+
+    repo_type = "model"
+    if segs and segs[0] == "datasets":
+        repo_type, segs = "dataset", segs[1:]
+    if len(segs) >= 5 and segs[2] == "resolve":
+        repo_id = f"{_decode(segs[0])}/{_decode(segs[1])}"
+        return Route("resolve", repo_type, repo_id, _decode(segs[3]), _file_path(segs[4:]), query=query)
+    raise BadTarget("unknown route")
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class Unsatisfiable(Exception):
+    """The Range cannot be served: answer 416 with ``Content-Range: bytes */size``."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end_inclusive)`` for a single satisfiable byte range, None to send
+    the whole body (no header, a malformed one, or several ranges), or raises
+    :class:`Unsatisfiable`."""
+    if not header:
+        return None
+    m = _RANGE_RE.match(header.strip().replace(" ", ""))
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable
+    return start, min(end, size - 1)

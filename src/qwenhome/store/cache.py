@@ -164,25 +164,55 @@ class Store:
         return missing
 
     # -- locks -------------------------------------------------------------
+    def file_lock(self, name: str) -> FileLock:
+        return FileLock(self.state_dir / "locks" / f"{name}.lock")
+
     @contextlib.contextmanager
-    def lock(self, name: str, timeout: float = 600.0, poll: float = 0.05) -> Iterator[None]:
+    def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
         """An inter-process lock (flock). Correctness never depends on it."""
-        path = self.state_dir / "locks" / f"{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        lk = self.file_lock(name)
+        if not lk.acquire(timeout=timeout):
+            raise LockTimeoutError(f"timed out waiting for lock {lk.path}")
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LockTimeoutError(f"timed out waiting for lock {path}") from None
-                    time.sleep(poll)
             yield
         finally:
-            os.close(fd)
+            lk.release()
+
+
+class FileLock:
+    """flock-based lock. Where the filesystem has no working flock, it
+    degrades to no lock: every writer uses verified content-addressed files,
+    so that is slower at worst, never wrong."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+
+    def acquire(self, timeout: float = 0.0, poll: float = 0.05) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(poll)
+            except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    self._fd = fd
+                    return True
+                os.close(fd)
+                raise
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -1,0 +1,314 @@
+"""A small HTTP/1.1 client on ``http.client``: pooled keep-alive connections,
+bounded connect and read time-outs on every request, proxies from the
+settings' environment copy, redirects followed by hand so that a token never
+crosses to another host.
+
+This is the one boundary where transport exceptions (socket, ssl,
+http.client) become qwenhome errors; see :func:`translate`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from .. import __version__
+from ..config import Timeouts
+from ..errors import (
+    ConnectError,
+    NetworkError,
+    ProtocolError,
+    ReadTimeoutError,
+    TransferInterrupted,
+)
+
+USER_AGENT = f"qwenhome/{__version__}"
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ProtocolError(f"unsupported URL {url!r}", code="bad-url")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname.lower(), port)
+
+
+@dataclass
+class Response:
+    """A response whose body may still be streaming. Call ``release`` (body read
+    to the end: the connection is reused) or ``close`` (connection dropped)."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    url: str
+    _resp: http.client.HTTPResponse
+    _conn: http.client.HTTPConnection
+    _pool: ConnectionPool
+    _origin: Origin
+    _done: bool = field(default=False)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def readinto(self, buf: memoryview) -> int:
+        try:
+            return self._resp.readinto(buf)
+        except BaseException as exc:
+            self.close()
+            raise translate(exc, self.url) from exc
+
+    def read(self, limit: int = 64 << 20) -> bytes:
+        try:
+            data = self._resp.read(limit + 1)
+        except BaseException as exc:
+            self.close()
+            raise translate(exc, self.url) from exc
+        if len(data) > limit:
+            self.close()
+            raise ProtocolError(f"response from {self.url} is larger than {limit} bytes", code="bad-metadata")
+        self.release()
+        return data
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._resp.isclosed() and not self._resp.will_close:
+            self._pool.put(self._origin, self._conn)
+        else:
+            self._conn.close()
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn.close()
+
+
+class ConnectionPool:
+    """Idle keep-alive connections per origin, shared by threads."""
+
+    def __init__(self, max_idle_per_origin: int = 64) -> None:
+        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._max = max_idle_per_origin
+
+    def get(self, origin: Origin) -> http.client.HTTPConnection | None:
+        with self._lock:
+            conns = self._idle.get(origin)
+            return conns.pop() if conns else None
+
+    def put(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            conns = self._idle.setdefault(origin, [])
+            if len(conns) < self._max:
+                conns.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for conns in self._idle.values():
+                for c in conns:
+                    c.close()
+            self._idle.clear()
+
+
+def translate(exc: BaseException, url: str) -> Exception:
+    """Map transport exceptions to qwenhome errors, most specific first."""
+    host = urlsplit(url).hostname or url
+    if isinstance(exc, NetworkError | ProtocolError):
+        return exc
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve {host}: {exc.strerror}", code="dns-resolution-failed", host=host)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectError(
+            f"TLS certificate of {host} not trusted: {exc.verify_message}",
+            code="tls-verification-failed",
+            hint="a proxy may be intercepting TLS; run `qwenhome doctor`, or set SSL_CERT_FILE to its CA",
+            host=host,
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(f"connection to {host} refused", code="connection-refused", host=host)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return ReadTimeoutError(f"{host} did not answer in time", code="response-timeout", host=host)
+    if isinstance(exc, http.client.IncompleteRead | http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+        return TransferInterrupted(f"connection to {host} dropped", host=host)
+    if isinstance(exc, ssl.SSLError):
+        return ConnectError(f"TLS error with {host}: {exc}", code="tls-error", host=host)
+    if isinstance(exc, http.client.HTTPException):
+        return TransferInterrupted(f"bad HTTP exchange with {host}: {exc!r}", host=host)
+    if isinstance(exc, OSError):
+        return ConnectError(f"network error with {host}: {exc.strerror or exc}", host=host)
+    return NetworkError(f"unexpected error talking to {host}: {exc!r}", host=host)
+
+
+class HttpClient:
+    """Thread-safe. One per pull (or per process)."""
+
+    def __init__(
+        self,
+        timeouts: Timeouts = Timeouts(),
+        env: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.timeouts = timeouts
+        self.pool = ConnectionPool()
+        self.user_agent = user_agent
+        self._env = dict(env or {})
+        self._ssl = ssl_context
+        self._proxies = {
+            k: v for k, v in (("http", self._env_get("http_proxy")), ("https", self._env_get("https_proxy"))) if v
+        }
+        no_proxy = self._env_get("no_proxy")
+        if no_proxy:
+            self._proxies["no"] = no_proxy
+
+    def _env_get(self, name: str) -> str | None:
+        return self._env.get(name) or self._env.get(name.upper()) or (
+            self._env.get("all_proxy") or self._env.get("ALL_PROXY") if name != "no_proxy" else None
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self._env.get("SSL_CERT_FILE") or None)
+        return self._ssl
+
+    def _proxy_for(self, origin: Origin) -> str | None:
+        proxy = self._proxies.get(origin.scheme)
+        if not proxy:
+            return None
+        bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (not in typeshed)
+        if "no" in self._proxies and bypass(origin.host, self._proxies):
+            return None
+        return proxy
+
+    def _connect(self, origin: Origin, timeout: float) -> http.client.HTTPConnection:
+        proxy = self._proxy_for(origin)
+        conn: http.client.HTTPConnection
+        if proxy:
+            p = Origin.of(proxy if "://" in proxy else "http://" + proxy)
+            if origin.scheme == "https":
+                conn = http.client.HTTPSConnection(p.host, p.port, timeout=timeout, context=self._ssl_context())
+                conn.set_tunnel(origin.host, origin.port)
+            else:
+                conn = http.client.HTTPConnection(p.host, p.port, timeout=timeout)
+        elif origin.scheme == "https":
+            conn = http.client.HTTPSConnection(origin.host, origin.port, timeout=timeout, context=self._ssl_context())
+        else:
+            conn = http.client.HTTPConnection(origin.host, origin.port, timeout=timeout)
+        try:
+            conn.connect()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_translated(self, origin: Origin, url: str) -> http.client.HTTPConnection:
+        try:
+            return self._connect(origin, self.timeouts.connect)
+        except TimeoutError as exc:
+            raise ConnectError(
+                f"connecting to {origin.host}:{origin.port} timed out",
+                code="connection-timeout",
+                host=origin.host,
+            ) from exc
+        except BaseException as exc:
+            raise translate(exc, url) from exc
+
+    def open(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        follow_redirects: bool = True,
+        max_redirects: int = 10,
+        read_timeout: float | None = None,
+    ) -> Response:
+        """Send a request and return once the status line and headers arrived.
+
+        The token is sent as a bearer token only to the host of ``url``; it is
+        dropped for good at the first redirect to another host.
+        """
+        token_host = Origin.of(url).host if token else None
+        for _ in range(max_redirects + 1):
+            resp = self._once(method, url, headers, token if Origin.of(url).host == token_host else None, read_timeout)
+            if not (follow_redirects and resp.status in REDIRECT_CODES):
+                return resp
+            location = resp.header("Location")
+            resp.read(1 << 20) if method != "HEAD" else resp.release()
+            if not location:
+                raise ProtocolError(f"redirect without Location from {url}", code="bad-redirect")
+            new_url = urljoin(url, location)
+            if Origin.of(new_url).host != token_host:
+                token_host = None
+            if resp.status == 303:
+                method = "GET"
+            url = new_url
+        raise ProtocolError(f"too many redirects from {url}", code="too-many-redirects")
+
+    def _once(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        token: str | None,
+        read_timeout: float | None,
+    ) -> Response:
+        origin = Origin.of(url)
+        parts = urlsplit(url)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        if self._proxy_for(origin) and origin.scheme == "http":
+            target = url  # absolute-form through an HTTP proxy
+        hdrs: dict[str, Any] = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
+        if headers:
+            hdrs.update(headers)
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        rt = read_timeout if read_timeout is not None else self.timeouts.read
+        # A pooled connection may have been closed by the server meanwhile: on a
+        # failure before any response byte, retry once on a fresh connection.
+        for attempt in (0, 1):
+            conn = self.pool.get(origin) if attempt == 0 else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect_translated(origin, url)
+            try:
+                if conn.sock is not None:
+                    conn.sock.settimeout(rt)
+                conn.request(method, target, headers=hdrs)
+                raw = conn.getresponse()
+            except BaseException as exc:
+                conn.close()
+                if reused and isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+                    continue
+                raise translate(exc, url) from exc
+            return Response(raw.status, raw.headers, url, raw, conn, self.pool, origin)
+        raise TransferInterrupted(f"connection to {origin.host} dropped", host=origin.host)  # pragma: no cover
+
+    def get_bytes(self, url: str, *, token: str | None = None, headers: Mapping[str, str] | None = None,
+                  limit: int = 64 << 20) -> tuple[Response, bytes]:
+        resp = self.open("GET", url, token=token, headers=headers)
+        return resp, resp.read(limit)
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,292 @@
+"""Pull a repository snapshot into the home: metadata, plan, transfer, place.
+
+The order of effects is what keeps the store consistent under crashes:
+1. the manifest (what the snapshot should hold) is saved first, so ``ls``
+   and ``path`` can tell an incomplete snapshot;
+2. each file is verified, then renamed into ``blobs/`` and linked into the
+   snapshot as it completes, so a later pull never refetches it;
+3. ``refs/<revision>`` moves to the new commit only when every file is there,
+   so an interrupted update never hides the previous complete snapshot.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings, Source
+from .errors import (
+    NetworkError,
+    NotCachedError,
+    OfflineError,
+    QwenhomeError,
+    RemoteError,
+)
+from .hub.hf import HubClient
+from .hub.http import HttpClient
+from .manifest import Manifest, RepoFile
+from .progress import DONE, OFFLINE, SOURCE, START, EventSink, ProgressEvent
+from .store.cache import FileLock, Store
+from .store.layout import RepoRef, is_commit
+from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
+
+
+@dataclass(frozen=True)
+class PullResult:
+    ref: RepoRef
+    commit: str
+    snapshot: Path
+    files: int
+    downloaded_bytes: int = 0
+    cached_bytes: int = 0
+    offline: bool = False
+    source: str = ""
+    seconds: float = 0.0
+    stats: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "repo": str(self.ref),
+            "commit": self.commit,
+            "snapshot": str(self.snapshot),
+            "files": self.files,
+            "downloaded_bytes": self.downloaded_bytes,
+            "cached_bytes": self.cached_bytes,
+            "offline": self.offline,
+            "source": self.source,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def select_files(files: Sequence[RepoFile], include: Sequence[str], exclude: Sequence[str]) -> list[RepoFile]:
+    """huggingface_hub's allow/ignore pattern semantics (fnmatch on the path)."""
+
+    def match(path: str, patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.rstrip("/") + "/*") for p in patterns)
+
+    return [f for f in files if (not include or match(f.path, include)) and not match(f.path, exclude)]
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        connections=settings.max_connections,
+        stall_timeout=settings.timeouts.stall,
+        max_retries=settings.max_retries,
+    )
+
+
+class Puller:
+    """One pull. Holds the clients, the store and the event sink."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_event: EventSink | None = None,
+        http: HttpClient | None = None,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = Store(settings.hub_cache, settings.state_dir)
+        self.http = http or HttpClient(settings.timeouts, settings.env)
+        self.emit: EventSink = on_event or (lambda _e: None)
+        self.config = config or engine_config(settings)
+
+    # -- metadata ------------------------------------------------------------
+    def clients(self) -> list[HubClient]:
+        return [HubClient(s, self.http) for s in self.settings.sources if s.kind == "hf"]
+
+    def fetch_manifest(self, ref: RepoRef) -> tuple[Manifest, Source]:
+        """Ask each source in order; network failures move on to the next."""
+        first_error: QwenhomeError | None = None
+        for client in self.clients():
+            try:
+                return client.manifest(ref), client.source
+            except (NetworkError, RemoteError) as exc:
+                if first_error is None or isinstance(first_error, NetworkError):
+                    first_error = exc
+                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.name}: {exc.code}: {exc.message}"))
+        if first_error is None:
+            raise OfflineError("no source is configured", hint="add a source with --source URL or in config.toml")
+        raise first_error
+
+    def candidates(self, ref: RepoRef, commit: str, path: str, first: Source) -> list[Candidate]:
+        srcs = [first] + [s for s in self.settings.sources if s != first and s.kind == "hf"]
+        return [Candidate(s, HubClient(s, self.http).file_url(ref, commit, path)) for s in srcs]
+
+    # -- the pull -------------------------------------------------------------
+    def pull(
+        self,
+        ref: RepoRef,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> PullResult:
+        t0 = time.monotonic()
+        cached = self._cached(ref) if ref.revision and is_commit(ref.revision) else None
+        if cached is not None:
+            return cached
+        if self.settings.offline_forced:
+            return self._offline(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
+        try:
+            full, source = self.fetch_manifest(ref)
+        except NetworkError as exc:
+            return self._offline(ref, f"{exc.code}: {exc.message}", exc)
+        files = select_files(full.files, include, exclude)
+        manifest = Manifest(full.repo_id, full.repo_type, full.commit, files, source.name)
+        previous = self.store.load_manifest(ref, manifest.commit)
+        if previous is not None:
+            known = {f.path for f in files}
+            manifest.files.extend(f for f in previous.files if f.path not in known)
+        self.store.save_manifest(manifest)
+
+        by_etag: dict[str, list[RepoFile]] = {}
+        for f in files:
+            by_etag.setdefault(f.etag, []).append(f)
+        cached_bytes = 0
+        todo: list[RepoFile] = []
+        for etag, group in by_etag.items():
+            if self.store.has_blob(ref, etag, group[0].size) or self._reuse_blob(ref, group[0]):
+                cached_bytes += group[0].size
+                for f in group:
+                    self.store.link(ref, manifest.commit, f.path, etag)
+            else:
+                todo.append(group[0])
+        total = sum(f.size for f in todo)
+        self.emit(ProgressEvent(START, str(ref), None, 0, total, files_done=len(by_etag) - len(todo),
+                                files_total=len(by_etag), message=f"{manifest.commit} from {source.name}"))
+        downloaded = self._transfer(ref, manifest.commit, todo, by_etag, source, cancel)
+
+        missing = self.store.missing_files(ref, manifest.commit)
+        if missing:  # pragma: no cover - the engine raises before this
+            raise NotCachedError(f"{ref}: {len(missing)} file(s) missing after pull", code="snapshot-incomplete")
+        if ref.revision is None or not is_commit(ref.revision):
+            self.store.write_ref(ref, ref.rev, manifest.commit)
+        snapshot = self.store.snapshot_dir(ref, manifest.commit)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        result = PullResult(ref, manifest.commit, snapshot, len(files), downloaded, cached_bytes,
+                            False, source.name, time.monotonic() - t0)
+        self.emit(ProgressEvent(DONE, str(ref), None, downloaded, total, files_done=len(by_etag),
+                                files_total=len(by_etag), message=str(snapshot)))
+        return result
+
+    def _transfer(
+        self,
+        ref: RepoRef,
+        commit: str,
+        todo: list[RepoFile],
+        by_etag: dict[str, list[RepoFile]],
+        source: Source,
+        cancel: threading.Event | None,
+    ) -> int:
+        """Fetch ``todo`` under per-blob locks, in rounds: blobs another process
+        is fetching are waited for, then found in the store."""
+        downloaded = 0
+        remaining = list(todo)
+        first_error: QwenhomeError | None = None
+        failed = 0
+
+        def install(job: FileJob) -> None:
+            self.store.install_blob(ref, job.key, job.partial)
+            for f in by_etag[job.key]:
+                self.store.link(ref, commit, f.path, job.key)
+
+        while remaining:
+            held: list[tuple[RepoFile, FileLock]] = []
+            waiting: list[RepoFile] = []
+            for f in remaining:
+                lk = self.store.file_lock(f.etag)
+                (held.append((f, lk)) if lk.acquire() else waiting.append(f))
+            if not held:
+                lk = self.store.file_lock(waiting[0].etag)
+                if lk.acquire(timeout=3600):
+                    held.append((waiting.pop(0), lk))
+            try:
+                jobs = []
+                for f, _ in held:
+                    if self.store.has_blob(ref, f.etag, f.size):
+                        install_links = by_etag[f.etag]
+                        for g in install_links:
+                            self.store.link(ref, commit, g.path, f.etag)
+                        continue
+                    jobs.append(FileJob(f.etag, f.path, f.size, f.sha256, f.blob_id,
+                                        self.candidates(ref, commit, f.path, source), self.store.partial_path(f.etag)))
+                if jobs:
+                    engine = TransferEngine(self.http, self.config, on_event=self.emit, repo=str(ref))
+                    errors = engine.run(jobs, install, cancel)
+                    downloaded += int(engine.stats.get("bytes", 0))
+                    for err in errors.values():
+                        failed += 1
+                        first_error = first_error or err
+            finally:
+                for _, lk in held:
+                    lk.release()
+            remaining = waiting
+        if first_error is not None:
+            first_error.message = f"{failed} file(s) of {ref} failed: {first_error.message}"
+            first_error.args = (first_error.message,)
+            raise first_error
+        return downloaded
+
+    def _reuse_blob(self, ref: RepoRef, f: RepoFile) -> bool:
+        """Hard-link an identical blob from another repository of the home."""
+        try:
+            candidates = list(self.store.root.glob(f"*/blobs/{f.etag}"))
+        except OSError:
+            return False
+        for other in candidates:
+            try:
+                if other.stat().st_size != f.size:
+                    continue
+                dest = self.store.blob_path(ref, f.etag)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(f"{f.etag}.{os.getpid()}.link")
+                tmp.unlink(missing_ok=True)
+                os.link(other, tmp)
+                os.replace(tmp, dest)
+                return True
+            except OSError:
+                continue
+        return False
+
+    def _cached(self, ref: RepoRef) -> PullResult | None:
+        try:
+            snap = self.store.snapshot_path(ref)
+        except NotCachedError:
+            return None
+        commit = snap.name
+        manifest = self.store.load_manifest(ref, commit)
+        n = len(manifest.files) if manifest else sum(1 for _ in snap.rglob("*") if not _.is_dir())
+        return PullResult(ref, commit, snap, n, 0, manifest.total_size if manifest else 0, False, "cache")
+
+    def _offline(self, ref: RepoRef, reason: str, cause: QwenhomeError | None = None) -> PullResult:
+        try:
+            snap = self.store.snapshot_path(ref)
+        except NotCachedError as exc:
+            if cause is not None:
+                raise cause from None
+            raise OfflineError(f"offline and {exc.message}", hint=exc.hint) from None
+        self.emit(ProgressEvent(OFFLINE, str(ref), message=f"offline ({reason}); using the cached snapshot"))
+        manifest = self.store.load_manifest(ref, snap.name)
+        n = len(manifest.files) if manifest else 0
+        return PullResult(ref, snap.name, snap, n, 0, manifest.total_size if manifest else 0, True, "cache")
+
+
+def pull(
+    settings: Settings,
+    ref: RepoRef,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    on_event: EventSink | None = None,
+    cancel: threading.Event | None = None,
+    http: HttpClient | None = None,
+    config: EngineConfig | None = None,
+) -> PullResult:
+    """Pull ``ref`` into the home of ``settings``. See the module docstring."""
+    return Puller(settings, on_event=on_event, http=http, config=config).pull(ref, include, exclude, cancel)

@@ -1,0 +1,648 @@
+"""The transfer engine: ranged, parallel, resumable, verified.
+
+All files of a pull share one pool of worker threads (one keep-alive
+connection each). A file is carved into ranges on demand, lowest offset first,
+written in place with ``pwrite`` into a pre-sized partial file. When no range
+is left to hand out, an idle worker splits the largest remaining range of a
+slow connection (end-game), so one slow stream never holds up the end. A
+hasher thread follows each file's written prefix, so verification is almost
+finished when the last byte lands. The run() thread persists part maps,
+emits progress and tunes the connection count from the measured throughput.
+
+Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
+body) back off with jitter (``Retry-After`` wins) and the file's ranges are
+handed out again; permanent ones (404, 401/403, wrong size) and repeated
+transient ones move the file to its next candidate source; bytes that fail
+verification are discarded and the file refetched, from another source when
+there is one. A full disk stops the whole run; part maps stay for resume.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Source
+from ..errors import (
+    EXIT_INTERRUPTED,
+    DiskFullError,
+    IntegrityError,
+    ProtocolError,
+    QwenhomeError,
+    StoreError,
+    TransferInterrupted,
+)
+from ..hub.errors import raise_for_status
+from ..hub.http import HttpClient, Origin, Response
+from ..progress import (
+    FILE_DONE,
+    FILE_ERROR,
+    FILE_START,
+    PROGRESS,
+    RETRY,
+    SOURCE,
+    EventSink,
+    ProgressEvent,
+)
+from ..store.cache import translate_os_error
+from . import partmap
+from .hashing import Verifier
+from .partmap import Intervals
+from .retry import Backoff
+
+MiB = 1 << 20
+
+
+class Cancelled(QwenhomeError):
+    code = "cancelled"
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place a file can be fetched from."""
+
+    source: Source
+    url: str
+
+
+@dataclass
+class FileJob:
+    key: str  # the blob name (sha256 or git oid); also names the partial file
+    path: str
+    size: int
+    sha256: str | None
+    blob_id: str | None
+    candidates: list[Candidate]
+    partial: Path
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    connections: int = 0  # fixed count; 0 = adaptive between initial and max
+    initial_connections: int = 8
+    max_connections: int = 48
+    chunk_min: int = 4 * MiB
+    chunk_max: int = 32 * MiB
+    buffer_size: int = 1 * MiB
+    steal_min: int = 2 * MiB
+    stall_timeout: float = 15.0
+    max_retries: int = 8
+    max_integrity_retries: int = 2
+    tick: float = 0.25
+    backoff: Backoff = Backoff()
+
+
+@dataclass
+class _Range:
+    file: _FileState
+    start: int
+    cur: int
+    end: int
+    gen: int
+    t0: float
+
+
+@dataclass
+class _FileState:
+    job: FileJob
+    fd: int
+    done: Intervals
+    validator: str | None
+    verifier: Verifier
+    cand: int = 0
+    inflight: list[_Range] = field(default_factory=list)
+    direct_url: str | None = None
+    failures: int = 0
+    integrity_failures: int = 0
+    ready_at: float = 0.0
+    gen: int = 0
+    no_ranges: bool = False
+    state: str = "active"  # active | verified | failed
+    error: QwenhomeError | None = None
+    started: bool = False
+    dirty: bool = False
+    resumed: int = 0
+
+
+class TransferEngine:
+    """Fetch a batch of files. ``on_verified(job)`` runs (in the hasher thread)
+    for each file once its partial file holds verified content; the caller
+    moves it into the store there."""
+
+    def __init__(
+        self,
+        http: HttpClient,
+        config: EngineConfig = EngineConfig(),
+        *,
+        on_event: EventSink | None = None,
+        repo: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.http = http
+        self.cfg = config
+        self.on_event = on_event or (lambda _e: None)
+        self.repo = repo
+        self.clock = clock
+        self._cv = threading.Condition()
+        self._files: list[_FileState] = []
+        self._fatal: BaseException | None = None
+        self._bytes = 0  # bytes received this run
+        self._target = config.connections or config.initial_connections
+        self._chunk = config.chunk_min * 2
+        self.bad_sources: set[str] = set()
+        self.stats: dict[str, Any] = {}
+
+    # -- public ------------------------------------------------------------
+    def run(
+        self,
+        jobs: Sequence[FileJob],
+        on_verified: Callable[[FileJob], None],
+        cancel: threading.Event | None = None,
+    ) -> dict[str, QwenhomeError]:
+        """Transfer ``jobs``; returns the errors of files that failed (by key)."""
+        self._on_verified = on_verified
+        try:
+            self._files = [self._open(job) for job in jobs]
+        except BaseException:
+            self._close_all()
+            raise
+        self._check_disk()
+        total = sum(f.job.size for f in self._files)
+        n_workers = self.cfg.connections or self.cfg.max_connections
+        workers = [threading.Thread(target=self._worker, args=(i,), daemon=True, name=f"qh-xfer-{i}") for i in range(n_workers)]
+        hasher = threading.Thread(target=self._hasher, daemon=True, name="qh-hash")
+        for t in workers:
+            t.start()
+        hasher.start()
+        t_start = self.clock()
+        try:
+            self._supervise(total, cancel)
+        finally:
+            with self._cv:
+                if self._fatal is None and not self._all_finished():
+                    self._fatal = Cancelled("transfer interrupted")
+                self._cv.notify_all()
+            for t in workers:
+                t.join(timeout=30)
+            hasher.join(timeout=60)
+            self._save_maps(force=True)
+            self._close_all()
+        elapsed = max(1e-9, self.clock() - t_start)
+        self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk}
+        if self._fatal is not None:
+            raise self._fatal
+        return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
+
+    # -- setup -------------------------------------------------------------
+    def _open(self, job: FileJob) -> _FileState:
+        job.partial.parent.mkdir(parents=True, exist_ok=True)
+        done, validator = partmap.load(job.partial, job.key, job.size)
+        try:
+            fd = os.open(job.partial, os.O_RDWR | os.O_CREAT, 0o644)
+            if not done.starts:
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, job.size)
+        except OSError as exc:
+            raise translate_os_error(exc, job.partial) from exc
+        st = _FileState(job, fd, done, validator, Verifier(job.size, job.sha256, job.blob_id))
+        st.resumed = done.covered()
+        return st
+
+    def _check_disk(self) -> None:
+        if not self._files:
+            return
+        need = sum(f.job.size - f.done.covered() for f in self._files)
+        where = self._files[0].job.partial.parent
+        try:
+            free = os.statvfs(where).f_bavail * os.statvfs(where).f_frsize
+        except OSError:
+            return
+        if need > free:
+            raise DiskFullError(
+                f"need {need / MiB:.1f} MiB at {where}, only {free / MiB:.1f} MiB free",
+                needed=need,
+                free=free,
+            )
+
+    def _close_all(self) -> None:
+        for f in self._files:
+            if f.fd >= 0:
+                try:
+                    os.close(f.fd)
+                except OSError:
+                    pass
+                f.fd = -1
+
+    # -- scheduling (all under self._cv) ------------------------------------
+    def _all_finished(self) -> bool:
+        return all(f.state != "active" for f in self._files)
+
+    def _next_range(self, wid: int) -> _Range | None:
+        with self._cv:
+            while True:
+                if self._fatal is not None or self._all_finished():
+                    return None
+                if wid < self._target:
+                    now = self.clock()
+                    for f in self._files:
+                        if f.state == "active" and f.ready_at <= now:
+                            r = self._carve(f, now)
+                            if r is not None:
+                                return r
+                    r = self._steal(now)
+                    if r is not None:
+                        return r
+                self._cv.wait(0.1)
+
+    def _carve(self, f: _FileState, now: float) -> _Range | None:
+        size = f.job.size
+        if f.no_ranges and f.inflight:
+            return None
+        busy = Intervals(list(f.done.starts), list(f.done.ends))
+        for r in f.inflight:
+            busy.add(r.start, r.end)
+        gap = busy.first_gap(0, size)
+        if gap is None:
+            return None
+        s, e = gap
+        if not f.no_ranges:
+            e = min(e, s + self._chunk)
+            if 0 < size - e < self._chunk // 4 and gap[1] == size:
+                e = size  # no tiny tail range
+        r = _Range(f, s, s, e, f.gen, now)
+        f.inflight.append(r)
+        if not f.started:
+            f.started = True
+            self._emit(ProgressEvent(FILE_START, self.repo, f.job.path, f.done.covered(), size))
+        return r
+
+    def _steal(self, now: float) -> _Range | None:
+        best: _Range | None = None
+        best_left = 0
+        for f in self._files:
+            if f.state != "active" or f.no_ranges:
+                continue
+            for r in f.inflight:
+                left = r.end - r.cur
+                if left < 2 * self.cfg.steal_min or left <= best_left:
+                    continue
+                elapsed = now - r.t0
+                speed = (r.cur - r.start) / elapsed if elapsed > 0 else 0.0
+                # Only split ranges that would take a while yet: splitting fast
+                # ones just costs a reconnect.
+                if elapsed < 0.2 or (speed > 0 and left / speed < 0.5):
+                    continue
+                best, best_left = r, left
+        if best is None:
+            return None
+        mid = best.cur + (best.end - best.cur) // 2
+        mid -= mid % (64 * 1024)
+        if mid <= best.cur:
+            return None
+        new = _Range(best.file, mid, mid, best.end, best.gen, now)
+        best.end = mid
+        best.file.inflight.append(new)
+        return new
+
+    # -- workers -------------------------------------------------------------
+    def _worker(self, wid: int) -> None:
+        buf = bytearray(self.cfg.buffer_size)
+        mv = memoryview(buf)
+        while True:
+            r = self._next_range(wid)
+            if r is None:
+                return
+            try:
+                self._fetch(r, mv)
+            except BaseException as exc:  # classified, never lost
+                self._failed(r, exc)
+            else:
+                with self._cv:
+                    self._drop(r)
+                    self._cv.notify_all()
+
+    def _drop(self, r: _Range) -> None:
+        if r in r.file.inflight:
+            r.file.inflight.remove(r)
+
+    def _fetch(self, r: _Range, mv: memoryview) -> None:
+        f = r.file
+        cand = f.job.candidates[f.cand]
+        url = f.direct_url or cand.url
+        token = cand.source.token if Origin.of(url).host == cand.source.host else None
+        req_end = r.end
+        headers = {"Range": f"bytes={r.start}-{req_end - 1}"} if f.job.size > 0 else {}
+        if f.validator and r.start > 0:
+            headers["If-Range"] = f.validator
+        if f.job.size == 0:
+            return
+        resp = self.http.open("GET", url, headers=headers, token=token, read_timeout=self.cfg.stall_timeout)
+        try:
+            self._check_response(r, resp, url)
+            if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
+                f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
+            if f.validator is None:
+                etag = resp.header("ETag")
+                if etag and not etag.startswith("W/"):
+                    f.validator = etag
+            self._read_body(r, resp, mv)
+        finally:
+            # Reuses the connection only when the body was read to its end
+            # (a split range stops early and drops it).
+            resp.release()
+
+    def _check_response(self, r: _Range, resp: Response, url: str) -> None:
+        f = r.file
+        size = f.job.size
+        if resp.status == 206:
+            cr = resp.header("Content-Range") or ""
+            try:
+                unit_span, total = cr.split("/", 1)
+                first = int(unit_span.split()[1].split("-")[0])
+                total_n = int(total)
+            except (ValueError, IndexError) as exc:
+                raise ProtocolError(f"bad Content-Range {cr!r} from {url}", code="bad-response") from exc
+            if total_n != size:
+                raise ProtocolError(
+                    f"{f.job.path}: source says {total_n} bytes, metadata says {size}",
+                    code="size-mismatch",
+                    hint="the source serves a different file than it lists; another source will be tried",
+                )
+            if first != r.start:
+                raise ProtocolError(f"range mismatch from {url}", code="bad-response")
+            return
+        if resp.status == 200:
+            length = resp.header("Content-Length")
+            if length is not None and int(length) != size:
+                raise ProtocolError(
+                    f"{f.job.path}: source sent {length} bytes, metadata says {size}",
+                    code="size-mismatch",
+                    hint="the source serves a different file than it lists; another source will be tried",
+                )
+            if r.start != 0 or r.end != size:
+                # Ranges ignored or If-Range failed (content changed): restart
+                # the file from byte 0 on this very response.
+                with self._cv:
+                    f.gen += 1
+                    f.done.clear()
+                    f.verifier = Verifier(size, f.job.sha256, f.job.blob_id)
+                    f.no_ranges = resp.header("Accept-Ranges") != "bytes"
+                    f.validator = None
+                    f.inflight = [r]
+                    r.start = r.cur = 0
+                    r.end = size
+                    r.gen = f.gen
+            return
+        if resp.status in (403, 404, 410) and f.direct_url and url == f.direct_url:
+            f.direct_url = None  # signed URL expired: resolve again
+            raise TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {resp.status})")
+        body = b""
+        try:
+            body = resp.read(1 << 16)
+        except QwenhomeError:
+            pass
+        raise_for_status(resp.status, resp.headers, url, None, body)
+
+    def _read_body(self, r: _Range, resp: Response, mv: memoryview) -> None:
+        """Read the range into place, stopping early if the range was split."""
+        f = r.file
+        fd = f.fd
+        bufsize = len(mv)
+        while True:
+            with self._cv:
+                if self._fatal is not None or r.gen != f.gen or f.state != "active":
+                    return
+                end = r.end
+                pos = r.cur
+            if pos >= end:
+                return
+            want = min(bufsize, end - pos)
+            n = resp.readinto(mv[:want])
+            if n <= 0:
+                raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
+            try:
+                written = os.pwrite(fd, mv[:n], pos)
+            except OSError as exc:
+                raise translate_os_error(exc, f.job.partial) from exc
+            if written != n:
+                raise StoreError(f"short write to {f.job.partial}", code="store-io")
+            with self._cv:
+                if r.gen != f.gen:
+                    return
+                f.done.add(pos, pos + n)
+                r.cur = pos + n
+                f.failures = 0
+                f.dirty = True
+                self._bytes += n
+
+    def _failed(self, r: _Range, exc: BaseException) -> None:
+        f = r.file
+        with self._cv:
+            self._drop(r)
+            if isinstance(exc, DiskFullError | StoreError) or not isinstance(exc, QwenhomeError):
+                if self._fatal is None:
+                    self._fatal = exc
+                self._cv.notify_all()
+                return
+            if r.gen != f.gen or f.state != "active":
+                return
+            if exc.transient:
+                f.failures += 1
+                if f.failures <= self.cfg.max_retries:
+                    ra = exc.context.get("retry_after")
+                    delay = self.cfg.backoff.delay(f.failures, ra if isinstance(ra, float | int) else None)
+                    f.ready_at = self.clock() + delay
+                    self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{exc.code}: {exc.message}; retry in {delay:.1f}s"))
+                    self._cv.notify_all()
+                    return
+            self._next_candidate(f, exc)
+            self._cv.notify_all()
+
+    def _next_candidate(self, f: _FileState, exc: QwenhomeError) -> None:
+        """Move ``f`` to its next usable source, or fail it (under the lock)."""
+        f.failures = 0
+        f.direct_url = None
+        f.validator = None
+        f.ready_at = 0.0
+        nxt = f.cand + 1
+        while nxt < len(f.job.candidates) and f.job.candidates[nxt].source.name in self.bad_sources:
+            nxt += 1
+        if nxt >= len(f.job.candidates):
+            f.state = "failed"
+            f.error = exc
+            for r in f.inflight:
+                r.gen = -1
+            f.inflight.clear()
+            self._emit(ProgressEvent(FILE_ERROR, self.repo, f.job.path, message=exc.one_line()))
+            return
+        f.cand = nxt
+        src = f.job.candidates[nxt].source
+        self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.name} ({src.url})"))
+
+    # -- hashing -----------------------------------------------------------------
+    def _hasher(self) -> None:
+        buf = bytearray(4 * MiB)
+        mv = memoryview(buf)
+        while True:
+            work: list[tuple[_FileState, Verifier, int, int]] = []
+            with self._cv:
+                if self._fatal is not None or self._all_finished():
+                    return
+                for f in self._files:
+                    if f.state == "active":
+                        prefix = f.done.prefix()
+                        if prefix > f.verifier.hashed or (prefix == f.job.size and f.verifier.hashed == f.job.size):
+                            work.append((f, f.verifier, prefix, f.gen))
+                if not work:
+                    self._cv.wait(0.02)
+                    continue
+            for f, verifier, stop, gen in work:
+                self._hash_span(f, verifier, stop, gen, mv)
+
+    def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int, mv: memoryview) -> None:
+        pos = verifier.hashed
+        while pos < stop:
+            n = os.preadv(f.fd, [mv[: min(len(mv), stop - pos)]], pos)
+            if n <= 0:
+                break
+            if f.gen != gen:
+                return
+            verifier.update(mv[:n])
+            pos += n
+        if verifier.hashed == f.job.size and f.gen == gen:
+            self._finish(f, verifier)
+
+    def _finish(self, f: _FileState, verifier: Verifier) -> None:
+        with self._cv:
+            if f.state != "active" or (not f.done.covers(0, f.job.size) and f.job.size > 0):
+                return
+        if verifier.ok():
+            try:
+                os.close(f.fd)
+            except OSError:
+                pass
+            f.fd = -1
+            partmap.map_path(f.job.partial).unlink(missing_ok=True)
+            try:
+                self._on_verified(f.job)
+            except BaseException as exc:
+                with self._cv:
+                    self._fatal = exc
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                f.state = "verified"
+                self._cv.notify_all()
+            self._emit(ProgressEvent(FILE_DONE, self.repo, f.job.path, f.job.size, f.job.size))
+            return
+        err = IntegrityError(
+            f"{f.job.path}: {verifier.algorithm} mismatch (expected {verifier.expected[:12]}…, got {verifier.hexdigest()[:12]}…)",
+            path=f.job.path,
+        )
+        with self._cv:
+            f.gen += 1
+            f.done.clear()
+            f.inflight.clear()
+            f.verifier = Verifier(f.job.size, f.job.sha256, f.job.blob_id)
+            f.integrity_failures += 1
+            f.dirty = True
+            try:
+                os.ftruncate(f.fd, 0)
+                os.ftruncate(f.fd, f.job.size)
+            except OSError as exc:
+                self._fatal = translate_os_error(exc, f.job.partial)
+            src = f.job.candidates[f.cand].source
+            self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{err.code} from {src.name}; refetching"))
+            has_other = any(c.source.name not in self.bad_sources and c.source.name != src.name for c in f.job.candidates)
+            if has_other:
+                self.bad_sources.add(src.name)
+                self._next_candidate(f, err)
+            elif f.integrity_failures > self.cfg.max_integrity_retries:
+                self._next_candidate(f, err)
+            self._cv.notify_all()
+
+    # -- supervision ---------------------------------------------------------------
+    def _supervise(self, total: int, cancel: threading.Event | None) -> None:
+        last_t = self.clock()
+        last_bytes = 0
+        speed = 0.0
+        probe_t = last_t
+        probe_bytes = 0
+        prev_rate = 0.0
+        prev_target = self._target
+        probing = not self.cfg.connections
+        last_save = last_t
+        while True:
+            with self._cv:
+                if self._fatal is not None or self._all_finished():
+                    break
+                self._cv.wait(self.cfg.tick)
+                if cancel is not None and cancel.is_set() and self._fatal is None:
+                    self._fatal = Cancelled("pull cancelled")
+                    self._cv.notify_all()
+                    break
+                now = self.clock()
+                received = self._bytes
+                done_total = sum(f.done.covered() if f.state == "active" else f.job.size for f in self._files)
+                files_done = sum(1 for f in self._files if f.state == "verified")
+            dt = now - last_t
+            if dt > 0:
+                inst = (received - last_bytes) / dt
+                speed = inst if speed == 0 else 0.7 * speed + 0.3 * inst
+            last_t, last_bytes = now, received
+            self._emit(ProgressEvent(PROGRESS, self.repo, None, done_total, total, speed, files_done, len(self._files)))
+            if now - last_save >= 0.5:
+                self._save_maps()
+                last_save = now
+            if probing and now - probe_t >= 1.0:
+                rate = (received - probe_bytes) / (now - probe_t)
+                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
+                probe_t, probe_bytes = now, received
+
+    def _tune(self, rate: float, prev_rate: float, prev_target: int) -> tuple[bool, float, int]:
+        """Grow the connection count while it pays; step back when it stops paying."""
+        with self._cv:
+            active = [f for f in self._files if f.state == "active"]
+            per_conn = rate / max(1, self._target)
+            # About half a second per range, but keep the bytes in flight (the
+            # hasher's lag behind the last byte) near 128 MiB.
+            want = min(per_conn * 0.5, (128 * MiB) / max(1, self._target))
+            self._chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
+            remaining = sum(f.job.size - f.done.covered() for f in active)
+            if prev_rate and rate < prev_rate * 1.15:
+                if rate < prev_rate * 0.95:
+                    self._target = prev_target
+                return False, rate, self._target
+            if self._target >= self.cfg.max_connections or remaining < self._target * self._chunk * 2:
+                return prev_rate == 0.0, rate, self._target
+            before = self._target
+            self._target = min(self.cfg.max_connections, self._target * 2)
+            self._cv.notify_all()
+            return True, rate, before
+
+    def _save_maps(self, force: bool = False) -> None:
+        with self._cv:
+            snap = [
+                (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
+                for f in self._files
+                if f.state == "active" and (f.dirty or force) and f.fd >= 0
+            ]
+            for f in self._files:
+                f.dirty = False
+        for partial, key, size, done, validator in snap:
+            try:
+                partmap.save(partial, key, size, done, validator)
+            except OSError:
+                pass  # a lost map only costs re-downloading; never fatal
+
+    def _emit(self, event: ProgressEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:
+            pass  # a broken progress consumer must not break the transfer

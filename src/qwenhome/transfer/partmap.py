@@ -1,0 +1,102 @@
+"""Which byte ranges of a partial file are on disk, persisted beside it so that
+a killed process resumes where it stopped.
+
+The map is written with an atomic rename; it only ever claims bytes that were
+written to the partial file before the claim (``pwrite`` first, then
+``mark``), so after ``kill -9`` it may under-claim but never over-claim. The
+final hash check catches anything else.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Intervals:
+    """Sorted, merged half-open intervals ``[start, end)``."""
+
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+    def add(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        i = bisect.bisect_left(self.ends, start)  # first interval that may touch
+        j = bisect.bisect_right(self.starts, end)  # first interval strictly after
+        if i < j:
+            start = min(start, self.starts[i])
+            end = max(end, self.ends[j - 1])
+        self.starts[i:j] = [start]
+        self.ends[i:j] = [end]
+
+    def prefix(self) -> int:
+        """Length of the covered prefix starting at 0."""
+        return self.ends[0] if self.starts and self.starts[0] == 0 else 0
+
+    def covered(self) -> int:
+        return sum(e - s for s, e in zip(self.starts, self.ends, strict=True))
+
+    def covers(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self.starts, start) - 1
+        return i >= 0 and self.ends[i] >= end
+
+    def first_gap(self, start: int, limit: int) -> tuple[int, int] | None:
+        """The first uncovered ``[s, e)`` at or after ``start`` below ``limit``."""
+        pos = start
+        i = bisect.bisect_right(self.starts, pos) - 1
+        if i >= 0 and self.ends[i] > pos:
+            pos = self.ends[i]
+        if pos >= limit:
+            return None
+        k = bisect.bisect_right(self.starts, pos)
+        end = self.starts[k] if k < len(self.starts) else limit
+        return pos, min(end, limit)
+
+    def pairs(self) -> list[list[int]]:
+        return [[s, e] for s, e in zip(self.starts, self.ends, strict=True)]
+
+    def clear(self) -> None:
+        self.starts.clear()
+        self.ends.clear()
+
+
+def map_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".json")
+
+
+def load(partial: Path, key: str, size: int) -> tuple[Intervals, str | None]:
+    """Done intervals and the stored validator; empty when absent or for another file."""
+    done = Intervals()
+    try:
+        data = json.loads(map_path(partial).read_text(encoding="utf-8"))
+        st = partial.stat()
+    except (OSError, ValueError):
+        return done, None
+    if data.get("key") != key or data.get("size") != size or st.st_size != size:
+        return done, None
+    for s, e in data.get("done", []):
+        if isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= size:
+            done.add(s, e)
+    validator = data.get("validator")
+    return done, validator if isinstance(validator, str) else None
+
+
+def save(partial: Path, key: str, size: int, done: Intervals, validator: str | None) -> None:
+    path = map_path(partial)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(
+        json.dumps({"key": key, "size": size, "validator": validator, "done": done.pairs()}),
+        encoding="utf-8",
+    )
+    os.replace(tmp, path)
+
+
+def discard(partial: Path) -> None:
+    for p in (partial, map_path(partial)):
+        p.unlink(missing_ok=True)

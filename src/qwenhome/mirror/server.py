@@ -433,7 +433,7 @@ class MirrorServer:
         """Serve in a background thread; returns self."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                 name=f"qwenhome-mirror-{self.port}", daemon=True,
             )
             self._thread.start()

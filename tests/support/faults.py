@@ -1,0 +1,290 @@
+"""Fault injection and a request log for the mirror, through its hooks.
+
+Every fault is count-based and so deterministic: ``faults.fail(503, times=2)``
+answers the first two matching requests with 503 and then serves normally.
+A rule matches a request when its ``path`` is None, equals the repository file
+path (``model.safetensors``) or equals the request path (``/api/models/...``),
+and its ``method`` (if given) is the request's method.
+
+    faults = Faults()
+    server = MirrorServer(FolderBackend(root), hooks=faults).start()
+    faults.drop_after(1_000_000, path="model.safetensors")
+    ...
+    assert faults.bytes_sent("model.safetensors") == expected
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qwenhome.mirror import (
+    BodyInterrupted,
+    BodySlice,
+    BodyWriter,
+    CannedResponse,
+    Hooks,
+    RequestInfo,
+)
+
+Predicate = Callable[[RequestInfo], bool]
+_CHUNK = 64 * 1024
+
+
+@dataclass
+class RequestRecord:
+    """What one request asked for and what the server actually sent."""
+
+    method: str
+    path: str
+    target: str
+    file_path: str
+    range: str | None
+    status: int
+    bytes_sent: int  # body bytes that reached the socket
+    connection_id: int
+    request_no: int  # 1 for the first request on a connection
+    has_auth_header: bool
+    error: str | None
+    started: float
+    ended: float
+
+
+@dataclass
+class _Rule:
+    kind: str
+    path: str | None
+    method: str | None
+    remaining: int | None  # None: unlimited
+    params: dict[str, Any] = field(default_factory=dict)
+    predicate: Predicate | None = None
+    hits: int = 0
+
+    def matches(self, info: RequestInfo) -> bool:
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.method is not None and info.method != self.method:
+            return False
+        if self.predicate is not None and not self.predicate(info):
+            return False
+        return self.path is None or self.path in (info.file_path, info.path)
+
+    def consume(self) -> None:
+        self.hits += 1
+        if self.remaining is not None:
+            self.remaining -= 1
+
+
+class _Bucket:
+    """Token bucket pacing one TCP connection at ``rate`` bytes/s."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(16 * 1024.0, rate / 20)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def take(self, n: int, wait: Callable[[float], bool]) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= n:
+                self.tokens -= n
+                return
+            if wait((n - self.tokens) / self.rate):
+                return  # released: stop pacing
+
+
+class Faults(Hooks):
+    """Configurable faults plus a log of every request; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[_Rule] = []
+        self._rate: float | None = None
+        self._buckets: dict[int, _Bucket] = {}
+        self._released = threading.Event()
+        self.log: list[RequestRecord] = []
+        self._started: dict[tuple[int, int], float] = {}
+
+    # -- configuration -------------------------------------------------------------
+    def _add(self, kind: str, path: str | None, method: str | None, times: int | None,
+             predicate: Predicate | None = None, **params: Any) -> Faults:
+        with self._lock:
+            self._rules.append(_Rule(kind, path, method, times, params, predicate))
+        return self
+
+    def fail(self, status: int, times: int | None = 1, *, path: str | None = None,
+             method: str | None = None, retry_after: float | None = None,
+             predicate: Predicate | None = None) -> Faults:
+        """Answer ``status`` (e.g. 500, 503, 429) with an error body, optionally ``Retry-After``."""
+        return self._add("fail", path, method, times, predicate, status=status, retry_after=retry_after)
+
+    def respond(self, status: int, body: bytes | str = b"", *, path: str | None = None,
+                method: str | None = None, times: int | None = None,
+                headers: dict[str, str] | None = None, content_type: str = "application/json",
+                truncate_to: int | None = None, predicate: Predicate | None = None) -> Faults:
+        """Send this exact response instead of the real one (the "lying server")."""
+        data = body.encode() if isinstance(body, str) else body
+        return self._add("respond", path, method, times, predicate, response=CannedResponse(
+            status, data, dict(headers or {}), content_type, truncate_to=truncate_to))
+
+    def respond_json(self, obj: Any, *, path: str, status: int = 200, times: int | None = None,
+                     headers: dict[str, str] | None = None, method: str | None = None) -> Faults:
+        """Serve ``obj`` as the JSON body for ``path`` (e.g. a forged revision listing)."""
+        return self.respond(status, json.dumps(obj), path=path, times=times, headers=headers,
+                            method=method)
+
+    def latency(self, seconds: float, times: int | None = None, *, path: str | None = None,
+                method: str | None = None) -> Faults:
+        """Wait ``seconds`` before answering (time to first byte)."""
+        return self._add("latency", path, method, times, seconds=seconds)
+
+    def drop_after(self, nbytes: int, times: int | None = 1, *, path: str | None = None) -> Faults:
+        """Close the connection after ``nbytes`` of a file body."""
+        return self._add("drop", path, "GET", times, nbytes=nbytes)
+
+    def stall(self, after_bytes: int, seconds: float, times: int | None = 1, *,
+              path: str | None = None) -> Faults:
+        """Send nothing for ``seconds`` once ``after_bytes`` of a body are out."""
+        return self._add("stall", path, "GET", times, after=after_bytes, seconds=seconds)
+
+    def corrupt(self, offset: int, times: int | None = 1, *, path: str | None = None) -> Faults:
+        """Flip the byte at file ``offset`` in bodies whose range covers it."""
+        return self._add("corrupt", path, "GET", times, offset=offset)
+
+    def bandwidth(self, bytes_per_second: float | None) -> Faults:
+        """Limit every TCP connection to this rate (None removes the limit)."""
+        with self._lock:
+            self._rate = bytes_per_second
+            self._buckets.clear()
+        return self
+
+    def clear(self) -> None:
+        """Remove all faults (the log is kept) and release stalled bodies."""
+        with self._lock:
+            self._rules.clear()
+            self._rate = None
+            self._buckets.clear()
+        self._released.set()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """End every stall and pacing wait now (used when stopping the server)."""
+        self._released.set()
+
+    # -- log queries ---------------------------------------------------------------
+    def records(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
+        with self._lock:
+            log = list(self.log)
+        return [
+            r for r in log
+            if (path is None or path in (r.file_path, r.path)) and (method is None or r.method == method)
+        ]
+
+    def bytes_sent(self, path: str | None = None) -> int:
+        return sum(r.bytes_sent for r in self.records(path, "GET"))
+
+    def hits(self, kind: str) -> int:
+        with self._lock:
+            return sum(r.hits for r in self._rules if r.kind == kind)
+
+    # -- hooks -----------------------------------------------------------------------
+    def _take(self, info: RequestInfo, kinds: tuple[str, ...]) -> list[_Rule]:
+        """Matching rules of these kinds, consuming one use of each."""
+        taken = []
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind in kinds and rule.matches(info):
+                    rule.consume()
+                    taken.append(rule)
+        return taken
+
+    def on_request(self, info: RequestInfo) -> CannedResponse | None:
+        with self._lock:
+            self._started[(info.connection_id, info.request_no)] = time.monotonic()
+        for rule in self._take(info, ("latency",)):
+            self._released.wait(rule.params["seconds"])
+        for rule in self._take(info, ("respond", "fail")):
+            if rule.kind == "respond":
+                canned: CannedResponse = rule.params["response"]
+                return canned
+            status = rule.params["status"]
+            headers = {}
+            if rule.params["retry_after"] is not None:
+                headers["Retry-After"] = str(rule.params["retry_after"])
+            body = json.dumps({"error": f"injected fault {status}"}).encode()
+            return CannedResponse(status, body, headers)
+        return None
+
+    def body_writer(self, info: RequestInfo) -> BodyWriter | None:
+        rules = self._take(info, ("drop", "stall", "corrupt"))
+        with self._lock:
+            rate = self._rate
+            bucket = None
+            if rate is not None:
+                bucket = self._buckets.setdefault(info.connection_id, _Bucket(rate))
+        if not rules and bucket is None:
+            return None
+        return _FaultyWriter(rules, bucket, self._released)
+
+    def on_response(self, info: RequestInfo, status: int, body_bytes_sent: int, error: str | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            started = self._started.pop((info.connection_id, info.request_no), now)
+            self.log.append(RequestRecord(
+                info.method, info.path, info.target, info.file_path, info.range, status,
+                body_bytes_sent, info.connection_id, info.request_no, info.has_auth_header,
+                error, started, now,
+            ))
+
+
+class _FaultyWriter:
+    """A Python send loop applying drop/stall/corrupt rules and per-connection pacing."""
+
+    def __init__(self, rules: list[_Rule], bucket: _Bucket | None, released: threading.Event) -> None:
+        self.drop = min((r.params["nbytes"] for r in rules if r.kind == "drop"), default=None)
+        self.stalls = sorted((r.params["after"], r.params["seconds"]) for r in rules if r.kind == "stall")
+        self.corrupt = [r.params["offset"] for r in rules if r.kind == "corrupt"]
+        self.bucket = bucket
+        self.released = released
+
+    def __call__(self, sock: socket.socket, body: BodySlice) -> int:
+        sent = 0
+        limit = body.length if self.drop is None else min(body.length, self.drop)
+        fd = body.file.fileno()
+        stalls = list(self.stalls)
+        try:
+            while sent < limit:
+                while stalls and sent >= stalls[0][0]:
+                    self.released.wait(stalls.pop(0)[1])
+                n = min(_CHUNK, limit - sent)
+                if self.bucket is not None:
+                    n = min(n, int(self.bucket.burst))
+                if stalls:
+                    n = min(n, max(1, stalls[0][0] - sent))
+                pos = body.offset + sent
+                chunk = bytearray(os.pread(fd, n, pos))
+                if not chunk:
+                    raise BodyInterrupted(sent, "file shrank while sending")
+                for off in self.corrupt:
+                    if pos <= off < pos + len(chunk):
+                        chunk[off - pos] ^= 0xFF
+                if self.bucket is not None:
+                    self.bucket.take(len(chunk), self.released.wait)
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError as exc:
+            if isinstance(exc, BodyInterrupted):
+                raise
+            raise BodyInterrupted(sent, f"peer went away: {exc}") from exc
+        if sent < body.length:
+            raise BodyInterrupted(sent, "dropped by fault")
+        return sent

@@ -1,0 +1,278 @@
+"""``run_doctor``: every check, concurrently, within one deadline; then the
+checks that need their results (disk, offline flag, proxy bypass); then, with
+``fix=True``, the safe fixes."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from urllib.parse import urlsplit
+
+from ..config import Settings, Source
+from ..errors import ConfigError
+from .background import Pending
+from .dnscheck import getaddrinfo_resolver, read_nameservers
+from .fixes import reorder_sources, write_env_sh
+from .home import (
+    check_cache_env,
+    check_disk,
+    check_hf_transfer,
+    check_offline_flag,
+    check_other_caches,
+)
+from .model import Check, DoctorReport, FixApplied, failed, passed, warned
+from .options import DEFAULT_REPO, HF_HOSTS, Deadline, DoctorOptions
+from .probe import Context, HostProbe, StepFailed, Target, probe_proxy
+from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
+from .sources import RepoSize, SourceResult, check_source
+from .wsl import check_wsl
+
+# Time past the deadline that a finished-but-not-yet-returned thread is given.
+GRACE = 0.3
+
+
+class _Claims:
+    """Each host is probed once, by whichever chain reaches it first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def claim(self, t: Target) -> bool:
+        key = (t.scheme, t.host, t.port)
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            return True
+
+
+def _origin(settings: Settings, source: Source) -> str:
+    endpoint = (settings.env.get("HF_ENDPOINT") or "").rstrip("/")
+    if endpoint and endpoint == source.url.rstrip("/"):
+        return f"HF_ENDPOINT ({source.url})"
+    return f"source '{source.name}' ({source.url}; config {settings.config_file} or --source)"
+
+
+def _is_hf_host(host: str) -> bool:
+    return any(host == h or host.endswith("." + h) for h in HF_HOSTS)
+
+
+def _ssl_context(settings: Settings, opts: DoctorOptions) -> ssl.SSLContext:
+    cafile = str(opts.ca_file) if opts.ca_file else settings.env.get("SSL_CERT_FILE") or None
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError):
+        return ssl.create_default_context()
+
+
+class _Run:
+    def __init__(self, settings: Settings, opts: DoctorOptions, repos: list[str]) -> None:
+        self.settings = settings
+        self.opts = opts
+        self.repos = repos
+        self.deadline = Deadline(opts.timeouts.total)
+        self.ctx = Context(
+            opts, self.deadline, opts.system_resolver or getaddrinfo_resolver,
+            read_nameservers(opts.resolv_conf), _ssl_context(settings, opts), settings.env,
+        )
+        self.claims = _Claims()
+        self.proxies: dict[tuple[str, int], tuple[Proxy, Pending[Check]]] = {}
+        self.targets: list[Target] = []
+        self._lock = threading.Lock()
+
+    def proxy_gate(self, target: Target) -> tuple[Proxy | None, Pending[Check] | None]:
+        proxy = proxy_for(self.settings.env, target.scheme, target.host)
+        with self._lock:
+            self.targets.append(target)
+            if proxy is None:
+                return None, None
+            key = (proxy.host, proxy.port)
+            if key not in self.proxies:
+                self.proxies[key] = (proxy, Pending(lambda: probe_proxy(self.ctx, proxy), name="proxy"))
+            return proxy, self.proxies[key][1]
+
+    def probe(self, target: Target) -> HostProbe:
+        proxy, gate = self.proxy_gate(target)
+        return HostProbe(self.ctx, target, proxy, gate)
+
+    def plain_host(self, target: Target, path: str) -> list[Check]:
+        """A host that only has to answer HTTP at all (CDN, Xet)."""
+        probe = self.probe(target)
+        check_id = f"http:{target.host}"
+        try:
+            resp = probe.request("HEAD", path or "/", check_id)
+        except StepFailed as exc:
+            return [*probe.checks, exc.check]
+        return [*probe.checks, passed(check_id, f"{target.host} answers HTTP ({resp.status})", target.host)]
+
+    def source_task(self, source: Source) -> tuple[list[Check], SourceResult]:
+        target = Target.of(source.url, _origin(self.settings, source))
+        self.claims.claim(target)
+        probe = self.probe(target)
+        result = check_source(self.ctx, probe, source, self.repos)
+        checks = [*probe.checks, *result.checks]
+        for url in result.redirects:
+            t = Target.of(url, f"a download redirect from {source.name}")
+            if self.claims.claim(t):
+                parts = urlsplit(url)
+                checks += self.plain_host(t, parts.path + (f"?{parts.query}" if parts.query else ""))
+        return checks, result
+
+    def xet_task(self, host: str) -> list[Check]:
+        target = Target("https", host, 443, "the Hub's Xet storage (HF_ENDPOINT does not move it)")
+        if not self.claims.claim(target):
+            return []
+        return self.plain_host(target, "/")
+
+
+def _unfinished(check_id: str, total: float) -> Check:
+    return failed(check_id, "response-timeout", f"did not finish within the doctor's deadline ({total:.0f} s)",
+                  "the network hangs: check the proxy and firewall, then run the doctor again")
+
+
+def _collect(pending: Pending[list[Check]], check_id: str, run: _Run) -> list[Check]:
+    try:
+        return pending.result(run.deadline.remaining() + GRACE)
+    except TimeoutError:
+        return [_unfinished(check_id, run.opts.timeouts.total)]
+
+
+def _proxy_summary(run: _Run, checks: list[Check]) -> Check | None:
+    env = run.settings.env
+    if not any(env.get(v) for v in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+                                    "all_proxy", "ALL_PROXY")):
+        return None
+    failing_hosts = {c.host for c in checks if c.status == "fail" and c.host}
+    with run._lock:
+        targets = list(run.targets)
+    seen: list[str] = []
+    for t in targets:
+        if bypassed(env, t.scheme, t.host) and t.host not in seen:
+            seen.append(t.host)
+    used = sorted({p.display for p, _ in run.proxies.values()})
+    via = f"requests go through {', '.join(used)}" if used else "no request goes through the proxy"
+    no_proxy = no_proxy_value(env)
+    if not seen:
+        return passed("proxy-bypass", f"proxy variables set; {via}; no host bypasses it")
+    bad = [h for h in seen if h in failing_hosts]
+    if bad:
+        return warned(
+            "proxy-bypass", "proxy-bypass",
+            f"{', '.join(bad)} bypass{'es' if len(bad) == 1 else ''} the proxy (NO_PROXY={no_proxy}) and "
+            "cannot be reached directly",
+            f"remove {', '.join(bad)} from NO_PROXY (and no_proxy) so they go through the proxy",
+            hosts=", ".join(seen),
+        )
+    return passed("proxy-bypass", f"proxy variables set; {via}; bypassing it via NO_PROXY: {', '.join(seen)}",
+                  hosts=", ".join(seen))
+
+
+def _unique_ids(checks: list[Check]) -> list[Check]:
+    from dataclasses import replace
+
+    seen: dict[str, int] = {}
+    out = []
+    for c in checks:
+        n = seen.get(c.id, 0) + 1
+        seen[c.id] = n
+        out.append(c if n == 1 else replace(c, id=f"{c.id}#{n}"))
+    return out
+
+
+def run_doctor(
+    settings: Settings,
+    *,
+    fix: bool = False,
+    repos: Sequence[str] = (),
+    options: DoctorOptions | None = None,
+) -> DoctorReport:
+    """Diagnose the network and the home for a pull of ``repos`` from
+    ``settings.sources``. Never raises for what it finds; every finding is a
+    Check. Finishes within ``options.timeouts.total`` plus a fraction of a second."""
+    opts = options or DoctorOptions()
+    started = time.monotonic()
+    run = _Run(settings, opts, list(repos) or [DEFAULT_REPO])
+
+    source_tasks = [(s, Pending(partial(run.source_task, s), name=f"source {s.name}"))
+                    for s in settings.sources]
+    xet_hosts = opts.xet_hosts if any(_is_hf_host(s.host) for s in settings.sources if s.kind == "hf") else ()
+    xet_tasks = [(h, Pending(partial(run.xet_task, h), name=f"xet {h}")) for h in xet_hosts]
+    probe_name = settings.sources[0].host if settings.sources else "huggingface.co"
+    wsl_task: Pending[Check] = Pending(lambda: check_wsl(opts, run.deadline, probe_name), name="wsl")
+
+    checks: list[Check] = []
+    results: list[SourceResult] = []
+    network: list[Check] = []
+    for source, pending in source_tasks:
+        try:
+            source_checks, result = pending.result(run.deadline.remaining() + GRACE)
+        except TimeoutError:
+            source_checks, result = [_unfinished(f"api:{source.name}", opts.timeouts.total)], SourceResult(source)
+        network += source_checks
+        results.append(result)
+    for host, xet in xet_tasks:
+        network += _collect(xet, f"http:{host}", run)
+    proxy_checks = []
+    for _, (_, gate) in sorted(run.proxies.items()):
+        try:
+            proxy_checks.append(gate.result(run.deadline.remaining() + GRACE))
+        except TimeoutError:
+            proxy_checks.append(_unfinished("proxy", opts.timeouts.total))
+    checks += proxy_checks
+    summary = _proxy_summary(run, network)
+    if summary is not None:
+        checks.append(summary)
+    checks += network
+    try:
+        checks.append(wsl_task.result(run.deadline.remaining() + GRACE))
+    except TimeoutError:
+        checks.append(_unfinished("wsl-resolv-conf", opts.timeouts.total))
+
+    sizes: dict[str, RepoSize] = {}
+    for result in results:
+        for size in result.sizes:
+            sizes.setdefault(size.repo, size)
+    online = any(r.reachable for r in results)
+    home_checks = [
+        check_disk(settings, list(sizes.values()), opts),
+        check_cache_env(settings),
+        check_other_caches(settings, opts),
+        check_offline_flag(settings, online),
+        check_hf_transfer(settings),
+    ]
+    checks += home_checks
+
+    applied: list[FixApplied] = []
+    if fix:
+        checks += _apply_fixes(settings, results, home_checks, applied)
+    return DoctorReport(tuple(_unique_ids(checks)), tuple(applied), time.monotonic() - started)
+
+
+def _apply_fixes(settings: Settings, results: list[SourceResult], home_checks: list[Check],
+                 applied: list[FixApplied]) -> list[Check]:
+    extra: list[Check] = []
+    steps: list[tuple[str, Callable[[], FixApplied | None]]] = []
+    reachable = [r.source.name for r in results if r.reachable]
+    steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable)))
+    codes = {c.code for c in home_checks if c.status != "pass"}
+    if codes & {"cache-env-mismatch", "deprecated-hf-transfer", "offline-flag-set"}:
+        unset = []
+        if "deprecated-hf-transfer" in codes:
+            unset.append("HF_HUB_ENABLE_HF_TRANSFER")
+        if "offline-flag-set" in codes:
+            unset += ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"]
+        steps.append(("write-env-sh", lambda: write_env_sh(settings, unset)))
+    for name, step in steps:
+        try:
+            done = step()
+        except (ConfigError, OSError) as exc:
+            extra.append(warned(f"fix:{name}", "fix-failed", f"could not apply {name}: {exc}",
+                                "apply it by hand (see the checks above)"))
+            continue
+        if done is not None:
+            applied.append(done)
+    return extra

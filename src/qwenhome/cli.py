@@ -1,0 +1,341 @@
+"""The ``qwenhome`` command: parse, call the library, render. Nothing else.
+
+Exit codes (stable): 0 ok; 1 failure; 2 usage or configuration; 3 not found
+(repo, revision, file, or not in the home); 4 authentication / gated;
+5 network or source failure; 6 integrity (hash mismatch); 7 disk full;
+8 offline and not cached; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, QwenhomeError, UsageError
+from .store import RepoRef, Store
+
+EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--home", metavar="DIR", help="the model home (default: $QWEN_HOME, else $HF_HOME, else ~/.cache/huggingface)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--source", action="append", default=[], metavar="URL",
+                   help="fetch from this source instead of the configured ones (repeatable; modelscope:URL for ModelScope)")
+    p.add_argument("--offline", action="store_true", help="never touch the network; use what is in the home")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="qwenhome",
+        description="One model home for a local Qwen system.",
+        epilog=f"Exit codes: {EXIT_CODES_HELP}",
+    )
+    parser.add_argument("--version", action="version", version=f"qwenhome {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pull", parents=[common], help="fetch repository snapshots into the home")
+    p.add_argument("repos", nargs="+", metavar="REPO[@REV]")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    p.add_argument("--connections", type=int, default=None, help="parallel connections (default: adaptive)")
+
+    p = sub.add_parser("path", parents=[common], help="print the local snapshot folder (works offline)")
+    p.add_argument("repo", metavar="REPO[@REV]")
+
+    sub.add_parser("ls", parents=[common], help="repositories in the home")
+
+    p = sub.add_parser("verify", parents=[common], help="re-hash blobs against their recorded hashes")
+    p.add_argument("repo", nargs="?", metavar="REPO")
+    p.add_argument("--repair", action="store_true", help="remove bad blobs and fetch them again")
+
+    p = sub.add_parser("rm", parents=[common], help="remove a repository or one revision")
+    p.add_argument("repo", metavar="REPO[@REV]")
+
+    p = sub.add_parser("gc", parents=[common], help="drop unreferenced blobs and stale partial downloads")
+    p.add_argument("--partial-age", type=float, default=7.0, metavar="DAYS",
+                   help="remove partial downloads untouched for this many days (default 7; 0 removes all)")
+
+    p = sub.add_parser("env", parents=[common], help="shell exports that make every library use this home")
+    p.add_argument("--shell", choices=("bash", "zsh", "fish", "powershell"), default="bash")
+
+    p = sub.add_parser("sources", parents=[common], help="configured sources (and with --probe their health)")
+    p.add_argument("--probe", action="store_true")
+
+    p = sub.add_parser("doctor", parents=[common], help="diagnose network and cache problems")
+    p.add_argument("--fix", action="store_true", help="apply safe, user-level fixes")
+    p.add_argument("--repo", default=None, help="repository whose files to probe (default Qwen/Qwen2.5-0.5B-Instruct)")
+
+    p = sub.add_parser("mirror", help="serve the home over the Hub protocol")
+    msub = p.add_subparsers(dest="mirror_command", required=True, metavar="ACTION")
+    ms = msub.add_parser("serve", parents=[common], help="serve the store (read-only)")
+    ms.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ms.add_argument("--port", type=int, default=8090)
+    ms.add_argument("--token", default=None, help="require this bearer token from clients")
+    ms.add_argument("--repos", type=Path, default=None, metavar="DIR",
+                    help="serve plain repository folders DIR/Org/Name instead of the store")
+
+    p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
+    p.add_argument("--model", default=None, metavar="REPO[@REV]")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--engine", choices=("auto", "transformers", "vllm"), default="auto")
+    p.add_argument("--demo", action="store_true", help="offline demo with a small model built locally")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The edge: the process environment and flags become frozen Settings."""
+    return load_settings(
+        os.environ,
+        home=args.home,
+        sources=args.source,
+        offline=args.offline,
+        connections=getattr(args, "connections", None),
+    )
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+
+
+# -- commands --------------------------------------------------------------------
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from .pull import pull
+    from .termui import JsonLines, ProgressView, human_size
+
+    refs = [RepoRef.parse(r) for r in args.repos]
+    view: JsonLines | ProgressView = JsonLines() if args.json else ProgressView()
+    cancel = threading.Event()
+    try:
+        for ref in refs:
+            result = pull(settings, ref, include=args.include, exclude=args.exclude, on_event=view, cancel=cancel)
+            if args.json:
+                emit_json({"event": "result", **result.to_dict()})
+            else:
+                how = "offline, from the home" if result.offline else (
+                    f"{human_size(result.downloaded_bytes)} downloaded, {human_size(result.cached_bytes)} already here")
+                print(f"{ref}: {result.commit[:12]} ({how}) in {result.seconds:.1f}s", file=sys.stderr)
+                print(result.snapshot)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        view.close()
+    return EXIT_OK
+
+
+def cmd_path(args: argparse.Namespace, settings: Settings) -> int:
+    store = Store(settings.hub_cache, settings.state_dir)
+    snap = store.snapshot_path(RepoRef.parse(args.repo))
+    if args.json:
+        emit_json({"repo": args.repo, "path": str(snap), "commit": snap.name})
+    else:
+        print(snap)
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.scan import list_repos
+    from .termui import human_size, table
+
+    repos = list_repos(Store(settings.hub_cache, settings.state_dir))
+    if args.json:
+        emit_json({"home": str(settings.home), "store": str(settings.hub_cache), "repos": [r.to_dict() for r in repos]})
+        return EXIT_OK
+    rows = []
+    for r in repos:
+        for rev in r.revisions or []:
+            state = {True: "complete", False: f"incomplete ({len(rev.missing)} missing)", None: "unknown"}[rev.complete]
+            rows.append([str(r.ref), rev.commit[:12], ",".join(rev.refs) or "-", str(rev.files), human_size(rev.size), state])
+        if not r.revisions:
+            rows.append([str(r.ref), "-", "-", "0", human_size(r.size), "empty"])
+    print(f"store: {settings.hub_cache}")
+    print(table(rows, ["REPO", "COMMIT", "REFS", "FILES", "SIZE", "STATE"]) if rows else "(empty)")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.scan import list_repos
+    from .store.verify import verify_repo
+
+    store = Store(settings.hub_cache, settings.state_dir)
+    refs = [RepoRef.parse(args.repo)] if args.repo else [r.ref for r in list_repos(store)]
+    reports = [verify_repo(store, ref, remove_bad=args.repair) for ref in refs]
+    repaired: list[str] = []
+    if args.repair:
+        from .pull import pull
+
+        for ref, rep in zip(refs, reports, strict=True):
+            if rep.removed:
+                for info in list_repos(store):
+                    if info.ref == ref.at(None):
+                        for rev in info.revisions:
+                            if rev.complete is False:
+                                pull(settings, ref.at(rev.commit))
+                                repaired.append(f"{ref.at(None)}@{rev.commit}")
+    ok = all(r.ok for r in reports) or (args.repair and bool(repaired))
+    if args.json:
+        emit_json({"ok": ok, "repos": [r.to_dict() for r in reports], "repaired": repaired})
+    else:
+        for r in reports:
+            status = "ok" if r.ok else f"{len(r.bad)} bad blob(s)"
+            print(f"{r.repo}: {r.checked} blobs checked, {status}")
+            for b in r.bad:
+                print(f"  bad {b.blob[:16]}… ({', '.join(b.paths) or 'unlinked'}): {b.reason}")
+        for name in repaired:
+            print(f"repaired {name}")
+    return EXIT_OK if ok else 6
+
+
+def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.remove import remove_repo
+    from .termui import human_size
+
+    report = remove_repo(Store(settings.hub_cache, settings.state_dir), RepoRef.parse(args.repo))
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        print(f"removed {', '.join(report.removed)}; freed {human_size(report.freed)}")
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.remove import collect_garbage
+    from .termui import human_size
+
+    report = collect_garbage(Store(settings.hub_cache, settings.state_dir), partial_age=args.partial_age * 86400)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        print(f"removed {len(report.removed)} item(s); freed {human_size(report.freed)}")
+    return EXIT_OK
+
+
+def cmd_env(args: argparse.Namespace, settings: Settings) -> int:
+    from .envexport import home_variables, render_exports
+
+    if args.json:
+        emit_json(home_variables(settings))
+    else:
+        sys.stdout.write(render_exports(settings, args.shell))
+    return EXIT_OK
+
+
+def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
+    rows = [s.public() for s in settings.sources]
+    probes: dict[str, Any] = {}
+    if args.probe:
+        from .sources import probe_sources
+
+        probes = {p.source.name: p.to_dict() for p in probe_sources(settings)}
+        rows.sort(key=lambda r: (not probes.get(str(r["name"]), {}).get("ok", False),
+                                 probes.get(str(r["name"]), {}).get("latency_ms") or 1e9))
+    if args.json:
+        emit_json({"sources": [{**r, **({"probe": probes[str(r["name"])]} if str(r["name"]) in probes else {})} for r in rows]})
+        return EXIT_OK
+    from .termui import table
+
+    out = []
+    for r in rows:
+        p = probes.get(str(r["name"]))
+        health = "-" if p is None else ("ok" if p["ok"] else str(p.get("code")))
+        latency = "-" if not p or p.get("latency_ms") is None else f"{p['latency_ms']:.0f} ms"
+        out.append([str(r["name"]), str(r["kind"]), str(r["url"]), "yes" if r["token"] else "no", health, latency])
+    print(table(out, ["NAME", "KIND", "URL", "TOKEN", "HEALTH", "LATENCY"]))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from .doctor import render_report, run_doctor
+
+    kwargs: dict[str, Any] = {"fix": args.fix}
+    if args.repo:
+        kwargs["repo"] = args.repo
+    report = run_doctor(settings, **kwargs)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        print(render_report(report))
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
+    from .mirror import run_mirror
+
+    def ready(server: Any) -> None:
+        msg = {"event": "listening", "url": server.url}
+        if args.json:
+            emit_json(msg)
+        else:
+            print(f"qwenhome mirror serving {args.repos or settings.hub_cache} at {server.url} (Ctrl+C stops)")
+            print(f"clients: HF_ENDPOINT={server.url}  or  qwenhome pull --source {server.url} REPO")
+        sys.stdout.flush()
+
+    run_mirror(settings, args.host, args.port, args.token, args.repos, on_ready=ready)
+    return EXIT_OK
+
+
+def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
+    from .app.launch import run_launch
+
+    return int(run_launch(settings, model=args.model, host=args.host, port=args.port,
+                          engine=args.engine, demo=args.demo) or 0)
+
+
+COMMANDS = {
+    "pull": cmd_pull,
+    "path": cmd_path,
+    "ls": cmd_ls,
+    "verify": cmd_verify,
+    "rm": cmd_rm,
+    "gc": cmd_gc,
+    "env": cmd_env,
+    "sources": cmd_sources,
+    "doctor": cmd_doctor,
+    "mirror": cmd_mirror,
+    "launch": cmd_launch,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    json_mode = bool(getattr(args, "json", False))
+    try:
+        settings = settings_from(args)
+        return COMMANDS[args.command](args, settings)
+    except QwenhomeError as exc:
+        if json_mode:
+            emit_json({"error": exc.to_dict()})
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error[interrupted]: stopped by the user (hint: run the same command again to resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except ImportError as exc:
+        err = UsageError(f"a component is not installed: {exc.name}", code="missing-component",
+                         hint="pip install 'qwenhome[app,engine]' (or run scripts/launch_complete_system.sh)")
+        print(err.one_line(), file=sys.stderr)
+        return err.exit_code
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -188,14 +188,16 @@ def run_doctor(
     *,
     fix: bool = False,
     repos: Sequence[str] = (),
+    repo: str | None = None,
     options: DoctorOptions | None = None,
 ) -> DoctorReport:
-    """Diagnose the network and the home for a pull of ``repos`` from
+    """Diagnose the network and the home for a pull of ``repo``/``repos`` from
     ``settings.sources``. Never raises for what it finds; every finding is a
     Check. Finishes within ``options.timeouts.total`` plus a fraction of a second."""
     opts = options or DoctorOptions()
     started = time.monotonic()
-    run = _Run(settings, opts, list(repos) or [DEFAULT_REPO])
+    wanted = [*([repo] if repo else []), *repos] or [DEFAULT_REPO]
+    run = _Run(settings, opts, wanted)
 
     source_tasks = [(s, Pending(partial(run.source_task, s), name=f"source {s.name}"))
                     for s in settings.sources]

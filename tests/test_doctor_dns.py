@@ -1,0 +1,60 @@
+"""DNS: a missing name, a broken system resolver next to a working one, and
+DNS that does not answer at all, all against DNS servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.doctor_support.dns_server import DnsServer
+from tests.doctor_support.hub import FakeHub
+from tests.doctor_support.setup import options_for, settings_for
+
+from qwenhome.doctor import run_doctor
+
+
+def test_name_under_invalid_is_reported_as_not_existing_with_the_url_to_fix(tmp_path: Path) -> None:
+    with DnsServer({}) as good:
+        settings = settings_for(tmp_path, ["http://hub.qwenhome.invalid:8080"])
+        report = run_doctor(settings, options=options_for(tmp_path, [good.address]))
+    check = next(c for c in report.checks if c.id == "dns:hub.qwenhome.invalid")
+    assert check.status == "fail"
+    assert check.code == "dns-resolution-failed"
+    assert "does not exist" in check.summary
+    assert "spelling" in check.fix and "hub.qwenhome.invalid" in check.fix
+    assert not report.ok and report.exit_code == 1
+
+
+def test_broken_system_resolver_is_told_apart_from_a_missing_name(tmp_path: Path) -> None:
+    with FakeHub() as hub, DnsServer({"hub.qwenhome.test": ["127.0.0.1"]}) as good, \
+            DnsServer(mode="servfail") as broken:
+        settings = settings_for(tmp_path, [f"http://hub.qwenhome.test:{hub.port}"])
+        opts = options_for(tmp_path, [good.address], system_dns=[broken.address])
+        report = run_doctor(settings, repo="Org/Model", options=opts)
+    check = next(c for c in report.checks if c.id == "dns:hub.qwenhome.test")
+    assert check.code == "dns-resolution-failed" and check.status == "fail"
+    assert "resolver is broken" in check.summary
+    assert good.address in check.summary  # the resolver that works
+    assert "nameserver 127.0.0.1" in check.details["resolver"]  # the system resolver that failed
+    assert "resolv.conf" in check.fix and "nameserver 127.0.0.1" in check.fix
+    assert "hub.qwenhome.test" in good.queries
+
+
+def test_system_resolver_that_works_resolves_and_the_source_passes(tmp_path: Path) -> None:
+    with FakeHub() as hub, DnsServer({"hub.qwenhome.test": ["127.0.0.1"]}) as good:
+        settings = settings_for(tmp_path, [f"http://hub.qwenhome.test:{hub.port}"])
+        report = run_doctor(settings, repo="Org/Model", options=options_for(tmp_path, [good.address]))
+    by_id = {c.id: c for c in report.checks}
+    assert by_id["dns:hub.qwenhome.test"].status == "pass"
+    assert by_id["api:hf"].status == "pass"
+    assert report.ok, [c for c in report.checks if c.status == "fail"]
+
+
+def test_no_resolver_answering_means_dns_is_blocked(tmp_path: Path) -> None:
+    with DnsServer(mode="silent") as silent_a, DnsServer(mode="silent") as silent_b:
+        settings = settings_for(tmp_path, ["http://hub.qwenhome.test:8080"])
+        opts = options_for(tmp_path, [silent_a.address], system_dns=[silent_b.address])
+        report = run_doctor(settings, options=opts)
+    check = next(c for c in report.checks if c.id == "dns:hub.qwenhome.test")
+    assert check.code == "dns-resolution-failed"
+    assert "no resolver answered" in check.summary
+    assert "network connection" in check.fix

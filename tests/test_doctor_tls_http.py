@@ -1,0 +1,112 @@
+"""TLS and HTTP: an untrusted certificate (issuer shown), a TLS server that
+hangs, a clock two hours off, a captive portal answering HTML, a failing API,
+and the whole path against the project's own mirror with a CDN redirect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trustme
+from tests.doctor_support.dns_server import DnsServer
+from tests.doctor_support.hub import FakeHub
+from tests.doctor_support.setup import options_for, settings_for
+from tests.doctor_support.sockets import Blackhole
+from tests.support.repos import GeneratedRepo
+
+from qwenhome.doctor import run_doctor
+from qwenhome.mirror import FolderBackend, HashCache, MirrorServer
+
+
+def test_untrusted_certificate_names_issuer_and_subject(tmp_path: Path) -> None:
+    ca = trustme.CA(organization_name="Intercepting Proxy Inc")
+    with FakeHub(tls=ca) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "tls:127.0.0.1")
+    assert (check.status, check.code) == ("fail", "tls-verification-failed")
+    assert "Intercepting Proxy Inc" in check.details["issuer"]
+    assert "Intercepting Proxy Inc" in check.summary
+    assert "SSL_CERT_FILE" in check.fix
+
+
+def test_certificate_from_a_trusted_ca_passes_tls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with FakeHub(tls=ca) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model",
+                            options=options_for(tmp_path, ca_file=ca_file))
+    by_id = {c.id: c for c in report.checks}
+    assert by_id["tls:127.0.0.1"].status == "pass"
+    assert by_id["api:hf"].status == "pass"
+
+
+def test_tls_handshake_that_never_completes_is_response_timeout(tmp_path: Path) -> None:
+    with Blackhole() as hole:
+        report = run_doctor(settings_for(tmp_path, [f"https://127.0.0.1:{hole.port}"]),
+                            options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "tls:127.0.0.1")
+    assert (check.status, check.code) == ("fail", "response-timeout")
+    assert "TLS handshake" in check.summary
+
+
+def test_server_date_two_hours_off_is_clock_skew(tmp_path: Path) -> None:
+    with FakeHub(date_offset=-7200) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model",
+                            options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "clock:127.0.0.1")
+    assert (check.status, check.code) == ("fail", "clock-skew")
+    assert "2.0 h ahead" in check.summary
+    assert "timedatectl set-ntp true" in check.fix
+
+
+def test_clock_within_a_minute_passes(tmp_path: Path) -> None:
+    with FakeHub(date_offset=20) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model",
+                            options=options_for(tmp_path))
+    assert next(c for c in report.checks if c.id == "clock:127.0.0.1").status == "pass"
+
+
+def test_captive_portal_html_is_not_a_hub(tmp_path: Path) -> None:
+    with FakeHub("html") as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert (check.status, check.code) == ("fail", "not-a-hub")
+    assert "HTML" in check.summary and "Hotel WiFi Login" in check.summary
+    assert "log in" in check.fix
+
+
+def test_server_error_is_http_error_with_status(tmp_path: Path) -> None:
+    with FakeHub("status", status=503) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert (check.status, check.code) == ("fail", "http-error")
+    assert "503" in check.summary and check.details["status"] == "503"
+    assert "another source" in check.fix
+
+
+def test_modelscope_source_uses_its_own_api(tmp_path: Path) -> None:
+    with FakeHub("modelscope") as hub:
+        report = run_doctor(settings_for(tmp_path, [f"modelscope:{hub.url}"]), repo="Org/Model",
+                            options=options_for(tmp_path))
+        paths = [p for _, p, _ in hub.requests]
+    assert next(c for c in report.checks if c.id == "api:modelscope").status == "pass"
+    assert any(p.startswith("/api/v1/models/Org/Model/repo/files?Revision=master") for p in paths)
+    assert next(c for c in report.checks if c.id == "resolve:modelscope").status == "pass"
+
+
+def test_redirect_host_of_a_real_file_is_discovered_and_checked(
+        tmp_path: Path, repos_root: Path, small_repo: GeneratedRepo, hash_cache: HashCache) -> None:
+    mirror = MirrorServer(FolderBackend(repos_root, hashes=hash_cache), redirect_lfs=True,
+                          cdn_host="cdn.qwenhome.test").start()
+    try:
+        with DnsServer({"cdn.qwenhome.test": ["127.0.0.1"]}) as dns:
+            report = run_doctor(settings_for(tmp_path, [mirror.url]), repo="Org/Small",
+                                options=options_for(tmp_path, [dns.address]))
+    finally:
+        mirror.stop()
+    by_id = {c.id: c for c in report.checks}
+    assert by_id["api:hf"].status == "pass"
+    assert "cdn.qwenhome.test" in by_id["resolve:hf"].summary
+    assert by_id["dns:cdn.qwenhome.test"].status == "pass"
+    assert by_id["http:cdn.qwenhome.test"].status == "pass"
+    assert report.ok, [c for c in report.checks if c.status == "fail"]

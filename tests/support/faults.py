@@ -107,6 +107,7 @@ class Faults(Hooks):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._rules: list[_Rule] = []
         self._rate: float | None = None
         self._buckets: dict[int, _Bucket] = {}
@@ -181,9 +182,16 @@ class Faults(Hooks):
         self._released.set()
 
     # -- log queries ---------------------------------------------------------------
-    def records(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
-        with self._lock:
-            log = list(self.log)
+    def records(self, path: str | None = None, method: str | None = None,
+                settle: float = 2.0) -> list[RequestRecord]:
+        """Logged requests in the order they arrived.
+
+        A client sees a response before the server logs it, so this first waits
+        (up to ``settle`` seconds) until no request is in flight.
+        """
+        with self._idle:
+            self._idle.wait_for(lambda: not self._started, timeout=settle)
+            log = sorted(self.log, key=lambda r: r.started)
         return [
             r for r in log
             if (path is None or path in (r.file_path, r.path)) and (method is None or r.method == method)
@@ -197,12 +205,13 @@ class Faults(Hooks):
             return sum(r.hits for r in self._rules if r.kind == kind)
 
     # -- hooks -----------------------------------------------------------------------
-    def _take(self, info: RequestInfo, kinds: tuple[str, ...]) -> list[_Rule]:
+    def _take(self, info: RequestInfo, kinds: tuple[str, ...],
+              applies: Callable[[_Rule], bool] | None = None) -> list[_Rule]:
         """Matching rules of these kinds, consuming one use of each."""
         taken = []
         with self._lock:
             for rule in self._rules:
-                if rule.kind in kinds and rule.matches(info):
+                if rule.kind in kinds and rule.matches(info) and (applies is None or applies(rule)):
                     rule.consume()
                     taken.append(rule)
         return taken
@@ -224,8 +233,13 @@ class Faults(Hooks):
             return CannedResponse(status, body, headers)
         return None
 
-    def body_writer(self, info: RequestInfo) -> BodyWriter | None:
-        rules = self._take(info, ("drop", "stall", "corrupt"))
+    def body_writer(self, info: RequestInfo, body: BodySlice) -> BodyWriter | None:
+        def applies(rule: _Rule) -> bool:
+            if rule.kind == "corrupt":  # only bodies that carry the byte use up the fault
+                return bool(body.offset <= rule.params["offset"] < body.offset + body.length)
+            return True
+
+        rules = self._take(info, ("drop", "stall", "corrupt"), applies)
         with self._lock:
             rate = self._rate
             bucket = None
@@ -244,6 +258,7 @@ class Faults(Hooks):
                 body_bytes_sent, info.connection_id, info.request_no, info.has_auth_header,
                 error, started, now,
             ))
+            self._idle.notify_all()
 
 
 class _FaultyWriter:

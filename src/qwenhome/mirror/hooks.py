@@ -72,8 +72,8 @@ class Hooks:
         """Return a response to send instead of the real one (may also sleep)."""
         return None
 
-    def body_writer(self, info: RequestInfo) -> BodyWriter | None:
-        """Return a writer to replace sendfile for this body, or None."""
+    def body_writer(self, info: RequestInfo, body: BodySlice) -> BodyWriter | None:
+        """Return a writer to replace sendfile for this body (``body``), or None."""
         return None
 
     def on_response(self, info: RequestInfo, status: int, body_bytes_sent: int, error: str | None) -> None:

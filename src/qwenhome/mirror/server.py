@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote, urlencode
 
-from ..errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError
+from ..errors import EntryNotFoundError, QwenhomeError, RepoNotFoundError, RevisionNotFoundError
 from .backends import Backend, inside
 from .catalog import FileEntry, Snapshot
 from .hooks import BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
@@ -90,8 +90,8 @@ def sendfile_body(sock: socket.socket, body: BodySlice) -> int:
 def locate(backend: Backend, route: Route) -> tuple[Snapshot, FileEntry, str]:
     """The snapshot, entry and real path a resolve/cdn route refers to.
 
-    Raises RepoNotFoundError / RevisionNotFoundError, or EntryNotFound as
-    :class:`FileNotFoundError` carrying the snapshot (for ``X-Repo-Commit``).
+    Raises RepoNotFoundError / RevisionNotFoundError, or ``_EntryMissing``
+    carrying the snapshot (the 404 names its commit in ``X-Repo-Commit``).
     """
     snap = backend.snapshot(route.repo_type, route.repo_id, route.revision)
     entry = snap.files.get(route.path)
@@ -104,14 +104,18 @@ def locate(backend: Backend, route: Route) -> tuple[Snapshot, FileEntry, str]:
 
 
 def resolve_target(backend: Backend, target: str) -> Path:
-    """The real file a ``resolve`` request target would serve; raises otherwise.
+    """The real file a ``resolve`` request target would serve; raises BadTarget or
+    a RemoteError (repo/revision/entry not found) otherwise.
 
     This is exactly the server's own lookup, exposed for in-process tests.
     """
     route = parse_target(target)
     if route.kind != "resolve":
         raise BadTarget("not a resolve route")
-    return Path(locate(backend, route)[2])
+    try:
+        return Path(locate(backend, route)[2])
+    except _EntryMissing:
+        raise EntryNotFoundError(f"{route.path!r} not found", path=route.path) from None
 
 
 class _EntryMissing(Exception):
@@ -356,11 +360,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._start(status, headers, length)
             if head or length == 0:
                 return
+            body = BodySlice(fh, offset, length, size)
             writer: BodyWriter | None = None
             if mirror.hooks is not None:
-                writer = mirror.hooks.body_writer(self._info)
+                writer = mirror.hooks.body_writer(self._info, body)
             try:
-                self._sent = (writer or sendfile_body)(self.connection, BodySlice(fh, offset, length, size))
+                self._sent = (writer or sendfile_body)(self.connection, body)
             except BodyInterrupted as exc:
                 self._sent = exc.sent
                 self._error = str(exc) or "interrupted"

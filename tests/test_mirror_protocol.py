@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -265,3 +266,31 @@ def test_store_backend_ignores_unfinished_downloads(tmp_path: Path) -> None:
         info = json.loads(request(m.url, path="/api/models/Org/P/revision/main").body)
         assert info["siblings"] == []
         assert request(m.url, path="/Org/P/resolve/main/dangling.bin").header("X-Error-Code") == "EntryNotFound"
+
+
+def test_large_file_in_parallel_ranges_over_keep_alive_connections(
+    repos_root: Path, big_repo: GeneratedRepo, hash_cache: HashCache,
+) -> None:
+    """A 200 MB file fetched as 8 MiB ranges over 8 reused connections, like a downloader."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = big_repo.files["model.safetensors"]
+    part = 8 * 1024 * 1024
+    ranges = [(s, min(s + part, f.size) - 1) for s in range(0, f.size, part)]
+    out = bytearray(f.size)
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache)) as m:
+        local = threading.local()
+
+        def fetch(rng: tuple[int, int]) -> None:
+            conn = getattr(local, "conn", None) or Connection(m.url, timeout=30)
+            local.conn = conn
+            r = conn.request("GET", "/Org/Big/resolve/main/model.safetensors", {"Range": f"bytes={rng[0]}-{rng[1]}"})
+            assert r.status == 206 and len(r.body) == rng[1] - rng[0] + 1
+            out[rng[0] : rng[1] + 1] = r.body
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(fetch, ranges))
+        log = m.faults.records()
+    assert hashlib.sha256(out).hexdigest() == f.sha256
+    assert len(log) == len(ranges) and len({r.connection_id for r in log}) <= 8
+    assert sum(r.bytes_sent for r in log) == f.size

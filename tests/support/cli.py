@@ -56,3 +56,14 @@ def run_cli(args: Sequence[str], *, home: Path, endpoint: str | None = None,
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_cli(args: Sequence[str], *, home: Path, endpoint: str | None = None,
+              env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``python -m qwenhome ARGS`` (e.g. a server) in the background; the caller
+    stops it (``send_signal(SIGINT)``) and waits."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "qwenhome", *args],
+        env=clean_env(home, endpoint, env), cwd=home.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )

@@ -1,0 +1,68 @@
+"""``qwenhome mirror serve`` as a real process: stock clients download from it; Ctrl+C stops it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.support.cli import start_cli
+from tests.support.repos import GeneratedRepo, make_store_repo, sha256_file
+
+hf = pytest.importorskip("huggingface_hub")
+
+
+def serve(args: list[str], home: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = start_cli(["mirror", "serve", "--port", "0", "--json", *args], home=home)
+    assert proc.stdout is not None
+    text = ""
+    while True:  # the event may be pretty-printed over several lines
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            pytest.fail(f"mirror did not start: {proc.stderr.read() if proc.stderr else ''}")
+        text += line
+        try:
+            event = json.loads(text)
+            break
+        except json.JSONDecodeError:
+            continue
+    assert event["event"] == "listening"
+    return proc, str(event["url"])
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_mirror_serve_repos_folder_until_ctrl_c(qwen_home: Path, repos_root: Path, small_repo: GeneratedRepo,
+                                                tmp_path: Path) -> None:
+    proc, url = serve(["--repos", str(repos_root)], qwen_home)
+    try:
+        path = Path(hf.snapshot_download("Org/Small", cache_dir=tmp_path / "c", endpoint=url, token=False))
+        for rel, f in small_repo.files.items():
+            assert sha256_file(path / rel) == f.sha256
+    finally:
+        rc = stop(proc)
+    assert rc == 0
+    assert (qwen_home / "qwenhome" / "mirror" / "hashes.json").is_file()  # hashes kept for the next start
+
+
+def test_mirror_serve_store_with_token(qwen_home: Path, small_repo: GeneratedRepo, tmp_path: Path) -> None:
+    make_store_repo(qwen_home / "hub", small_repo, commit="d" * 40)
+    proc, url = serve(["--token", "s3"], qwen_home)
+    try:
+        with pytest.raises(hf.errors.HfHubHTTPError):
+            hf.hf_hub_download("Org/Small", "config.json", cache_dir=tmp_path / "c0", endpoint=url, token=False)
+        path = Path(hf.snapshot_download("Org/Small", cache_dir=tmp_path / "c", endpoint=url, token="s3"))
+        assert path.name == "d" * 40
+        assert sha256_file(path / "model.safetensors") == small_repo.files["model.safetensors"].sha256
+    finally:
+        assert stop(proc) == 0

@@ -177,11 +177,11 @@ def _dns_failure(
             f"check the spelling of the host name {host} in {origin}",
             host, resolver=system, failure="nxdomain",
         )
-    tried = ", ".join(a.server for a in answers) or "no other resolver configured"
+    tried = ", ".join(f"{a.server} {KIND_WORDS.get(a.kind, 'failed')}" for a in answers)
     return failed(
         check_id, "dns-resolution-failed",
-        f"no resolver answered for {host}: the {system} {said}, and so did the direct "
-        f"resolvers ({tried}); DNS is blocked or the machine is offline",
+        f"no resolver answered for {host}: the {system} {said}"
+        f"{'; ' + tried if tried else ''}; DNS is blocked or the machine is offline",
         "check the network connection; if your network only allows a proxy, set HTTPS_PROXY; "
         "otherwise ask the network administrator which DNS server to use",
         host, resolver=system, failure=exc.kind,
@@ -202,10 +202,11 @@ def _connect(ip: str, family: int, port: int, timeout: float) -> socket.socket:
 
 def _connect_failure(check_id: str, what: str, host: str, ip: str, port: int, exc: BaseException,
                      timeout: float, origin: str) -> Check:
+    who = f"{what} {host}".strip() + (f" ({ip})" if ip != host else "")
     if isinstance(exc, ConnectionRefusedError):
         return failed(
             check_id, "connection-refused",
-            f"{what} {host} ({ip}) refused the connection on port {port}: nothing listens there "
+            f"{who} refused the connection on port {port}: nothing listens there "
             "or a firewall rejects it",
             f"check the port in {origin}; start the server if it is yours, or allow outbound TCP "
             f"port {port} to {host} in the firewall",
@@ -214,7 +215,7 @@ def _connect_failure(check_id: str, what: str, host: str, ip: str, port: int, ex
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return failed(
             check_id, "connection-timeout",
-            f"no answer to a TCP connect to {what} {host} ({ip}:{port}) within {timeout:.1f} s: "
+            f"no answer to a TCP connect to {who} on port {port} within {timeout:.1f} s: "
             "packets are dropped by a firewall, or the host is down",
             f"allow outbound TCP port {port} to {host} in the firewall, or set HTTPS_PROXY if "
             "your network only allows a proxy",
@@ -224,7 +225,7 @@ def _connect_failure(check_id: str, what: str, host: str, ip: str, port: int, ex
     code = "connection-timeout" if isinstance(exc, OSError) and exc.errno in (
         errno.ENETUNREACH, errno.EHOSTUNREACH) else "connection-failed"
     return failed(
-        check_id, code, f"cannot connect to {what} {host} ({ip}:{port}): {reason}",
+        check_id, code, f"cannot connect to {who} on port {port}: {reason}",
         "check the network connection and routes (`ip route`); a VPN may be needed or misconfigured",
         host, address=f"{ip}:{port}",
     )
@@ -519,7 +520,9 @@ class HostProbe:
             if self.addrs is None or not self.checks or self.checks[-1] is not exc.check:
                 self.checks.append(exc.check)
             self.failed_route = True
-            raise StepFailed(skipped(check_id, f"not tried: {exc.check.summary}", self.target.host)) from None
+            why = f"{exc.check.code} at {exc.check.id}" if exc.check.code else exc.check.summary
+            raise StepFailed(skipped(check_id, f"not tried: {self.target.host} is not reachable ({why})",
+                                     self.target.host)) from None
         absolute = self.proxy is not None and self.target.scheme == "http"
         return http_request(self.ctx, sock, self.target, method, path, check_id, absolute, self.proxy, headers)
 

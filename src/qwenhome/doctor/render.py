@@ -19,7 +19,7 @@ def render_report(report: DoctorReport, width: int = 100) -> str:
     body_width = max(40, width - len(indent))
     for c in report.checks:
         cause = c.summary + (f" [{c.code}]" if c.code else "")
-        wrapped = textwrap.wrap(cause, body_width) or [""]
+        wrapped = textwrap.wrap(cause, body_width, break_on_hyphens=False) or [""]
         name = c.id if len(c.id) <= id_width else c.id[: id_width - 1] + "…"
         lines.append(f"{_LABEL[c.status]:<4}  {name:<{id_width}}  {wrapped[0]}")
         lines += [indent + w for w in wrapped[1:]]

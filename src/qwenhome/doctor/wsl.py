@@ -26,12 +26,16 @@ def is_wsl(proc_version: Path) -> bool:
     return "microsoft" in text or "wsl" in text
 
 
-def wsl_fix(wsl_conf: Path, nameserver: str = "1.1.1.1") -> str:
+def wsl_fix(wsl_conf: Path, resolv_conf: Path, generated: bool, nameserver: str = "1.1.1.1") -> str:
+    if not generated:
+        return (f"put a nameserver that answers in {resolv_conf} (as root): "
+                f"`echo 'nameserver {nameserver}' | sudo tee {resolv_conf}`; to keep WSL from "
+                f"overwriting it, keep `generateResolvConf = false` under [network] in {wsl_conf}")
     return (
         f"stop WSL from generating resolv.conf and use a resolver that works (as root): "
         f"`printf '[network]\\ngenerateResolvConf = false\\n' | sudo tee -a {wsl_conf}`; "
         "then from Windows run `wsl --shutdown`, start WSL again, and "
-        f"`sudo rm -f /etc/resolv.conf && echo 'nameserver {nameserver}' | sudo tee /etc/resolv.conf`"
+        f"`sudo rm -f {resolv_conf} && echo 'nameserver {nameserver}' | sudo tee {resolv_conf}`"
     )
 
 
@@ -47,7 +51,7 @@ def check_wsl(opts: DoctorOptions, deadline: Deadline, probe_name: str) -> Check
     generated = WSL_GENERATED_MARK.lower() in text.lower()
     if not servers:
         return failed(check_id, "wsl-resolv-conf", f"WSL: {opts.resolv_conf} lists no nameserver",
-                      wsl_fix(opts.wsl_conf))
+                      wsl_fix(opts.wsl_conf, opts.resolv_conf, generated))
     bound = deadline.bound(opts.timeouts.dns)
     pendings = [
         Pending(partial(query_direct, probe_name, f"[{s}]:{opts.nameserver_port}" if ":" in s
@@ -68,7 +72,7 @@ def check_wsl(opts: DoctorOptions, deadline: Deadline, probe_name: str) -> Check
             check_id, "wsl-resolv-conf",
             f"WSL: {opts.resolv_conf} ({origin}) points at nameserver {', '.join(dead)}, which does not "
             "answer DNS queries; every name lookup fails or waits",
-            wsl_fix(opts.wsl_conf), nameserver=", ".join(dead), generated=str(generated).lower(),
+            wsl_fix(opts.wsl_conf, opts.resolv_conf, generated), nameserver=", ".join(dead), generated=str(generated).lower(),
         )
     return passed(check_id, f"WSL: nameserver {', '.join(s for s in servers if s not in dead)} answers "
                   f"({origin})")

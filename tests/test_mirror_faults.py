@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import pytest
 from tests.support.http import Connection, request
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo
@@ -26,6 +27,19 @@ def test_drop_after_n_bytes_cuts_the_body_once(mirror: Mirror, small_repo: Gener
     assert first.bytes_sent == 1_234_567 and first.error == "dropped by fault"
     again = request(mirror.url, path=WEIGHTS)  # count exhausted: served whole
     assert len(again.body) == small_repo.files["model.safetensors"].size
+
+
+def test_drop_with_reset_makes_the_client_see_a_reset(mirror: Mirror) -> None:
+    mirror.faults.drop_after(300_000, path="model.safetensors", reset=True)
+    with socket.create_connection(("127.0.0.1", mirror.server.port), timeout=5) as sock:
+        sock.sendall(f"GET {WEIGHTS} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = 0
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+                time.sleep(0.001)  # let the reset overtake the buffered data
+    assert received <= 300_000 + 1024
+    assert mirror.faults.records()[0].bytes_sent == 300_000
 
 
 def test_drop_applies_within_a_range_response(mirror: Mirror) -> None:

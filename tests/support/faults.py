@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -148,9 +149,11 @@ class Faults(Hooks):
         """Wait ``seconds`` before answering (time to first byte)."""
         return self._add("latency", path, method, times, seconds=seconds)
 
-    def drop_after(self, nbytes: int, times: int | None = 1, *, path: str | None = None) -> Faults:
-        """Close the connection after ``nbytes`` of a file body."""
-        return self._add("drop", path, "GET", times, nbytes=nbytes)
+    def drop_after(self, nbytes: int, times: int | None = 1, *, path: str | None = None,
+                   reset: bool = False) -> Faults:
+        """Close the connection after ``nbytes`` of a file body (with ``reset``, abortively:
+        the client sees a connection reset instead of an early end of the body)."""
+        return self._add("drop", path, "GET", times, nbytes=nbytes, reset=reset)
 
     def stall(self, after_bytes: int, seconds: float, times: int | None = 1, *,
               path: str | None = None) -> Faults:
@@ -266,6 +269,7 @@ class _FaultyWriter:
 
     def __init__(self, rules: list[_Rule], bucket: _Bucket | None, released: threading.Event) -> None:
         self.drop = min((r.params["nbytes"] for r in rules if r.kind == "drop"), default=None)
+        self.reset = any(r.params.get("reset") for r in rules if r.kind == "drop")
         self.stalls = sorted((r.params["after"], r.params["seconds"]) for r in rules if r.kind == "stall")
         self.corrupt = [r.params["offset"] for r in rules if r.kind == "corrupt"]
         self.bucket = bucket
@@ -301,5 +305,7 @@ class _FaultyWriter:
                 raise
             raise BodyInterrupted(sent, f"peer went away: {exc}") from exc
         if sent < body.length:
+            if self.reset:  # RST instead of FIN when the server closes the socket
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             raise BodyInterrupted(sent, "dropped by fault")
         return sent

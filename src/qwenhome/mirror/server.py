@@ -141,7 +141,12 @@ class _Server(ThreadingHTTPServer):
         self.conn_ids = itertools.count(1)
         self.active: set[socket.socket] = set()
         self.active_lock = threading.Lock()
+        self.errors = 0  # handler exceptions (peers vanishing mid-request, hook bugs)
         super().__init__(addr, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Count instead of printing a traceback: the library never prints."""
+        self.errors += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -182,6 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, *, head: bool) -> None:
         mirror = self.server.mirror
         self.request_count += 1
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            self.close_connection = True  # an unread request body would desync keep-alive
         auth = self.headers.get("Authorization")
         info = RequestInfo(
             method=self.command,

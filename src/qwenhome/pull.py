@@ -30,10 +30,11 @@ from .errors import (
 from .hub.hf import HubClient
 from .hub.http import HttpClient
 from .manifest import Manifest, RepoFile
-from .progress import DONE, OFFLINE, SOURCE, START, EventSink, ProgressEvent
+from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .store.cache import FileLock, Store
 from .store.layout import RepoRef, is_commit
 from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
+from .transfer.retry import call_with_retries
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,15 @@ class Puller:
         """Ask each source in order; network failures move on to the next."""
         first_error: QwenhomeError | None = None
         for client in self.clients():
+            def once(c: HubClient = client) -> Manifest:
+                return c.manifest(ref)
+
+            def note(exc: QwenhomeError, delay: float, c: HubClient = client) -> None:
+                self.emit(ProgressEvent(RETRY, str(ref), message=f"{c.source.name}: {exc.code}; retry in {delay:.1f}s"))
+
             try:
-                return client.manifest(ref), client.source
+                return call_with_retries(once, attempts=self.config.metadata_attempts,
+                                         backoff=self.config.backoff, on_retry=note), client.source
             except (NetworkError, RemoteError) as exc:
                 if first_error is None or isinstance(first_error, NetworkError):
                     first_error = exc

@@ -94,7 +94,8 @@ class EngineConfig:
     stall_timeout: float = 15.0
     max_retries: int = 8
     max_integrity_retries: int = 2
-    tick: float = 0.25
+    metadata_attempts: int = 4
+    tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
     backoff: Backoff = Backoff()
 
 
@@ -597,7 +598,7 @@ class TransferEngine:
                 speed = inst if speed == 0 else 0.7 * speed + 0.3 * inst
             last_t, last_bytes = now, received
             self._emit(ProgressEvent(PROGRESS, self.repo, None, done_total, total, speed, files_done, len(self._files)))
-            if now - last_save >= 0.5:
+            if now - last_save >= self.cfg.tick:
                 self._save_maps()
                 last_save = now
             if probing and now - probe_t >= 1.0:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trustme
 from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.setup import options_for, settings_for
-from tests.doctor_support.sockets import Blackhole
+from tests.doctor_support.sockets import Blackhole, Slammer
 from tests.support.repos import GeneratedRepo
 
 from qwenhome.doctor import run_doctor
@@ -110,3 +111,79 @@ def test_redirect_host_of_a_real_file_is_discovered_and_checked(
     assert by_id["dns:cdn.qwenhome.test"].status == "pass"
     assert by_id["http:cdn.qwenhome.test"].status == "pass"
     assert report.ok, [c for c in report.checks if c.status == "fail"]
+
+
+def test_https_url_on_a_plain_http_server_is_tls_handshake_failed(tmp_path: Path) -> None:
+    with FakeHub() as hub:
+        report = run_doctor(settings_for(tmp_path, [f"https://127.0.0.1:{hub.port}"]),
+                            options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "tls:127.0.0.1")
+    assert (check.status, check.code) == ("fail", "tls-handshake-failed")
+    assert "plain HTTP" in check.summary and "scheme" in check.fix
+
+
+def test_connection_closed_during_tls_handshake_is_connection_dropped(tmp_path: Path) -> None:
+    with Slammer() as slam:
+        report = run_doctor(settings_for(tmp_path, [f"https://127.0.0.1:{slam.port}"]),
+                            options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "tls:127.0.0.1")
+    assert (check.status, check.code) == ("fail", "connection-dropped")
+    assert "HTTPS_PROXY" in check.fix
+
+
+def test_connection_closed_without_an_http_answer_is_connection_dropped(tmp_path: Path) -> None:
+    with Slammer() as slam:
+        report = run_doctor(settings_for(tmp_path, [slam.url]), options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert (check.status, check.code) == ("fail", "connection-dropped")
+
+
+def test_redirect_to_a_login_page_is_not_a_hub(tmp_path: Path) -> None:
+    with FakeHub("portal") as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert (check.status, check.code) == ("fail", "not-a-hub")
+    assert "login.portal.test" in check.summary and "log in" in check.fix
+
+
+@pytest.mark.parametrize(("status", "fix_words"), [
+    (401, "HF_TOKEN"), (403, "HF_TOKEN"), (404, "add another source"), (429, "wait"), (500, "try again later"),
+])
+def test_api_status_is_http_error_with_the_fix_for_that_status(tmp_path: Path, status: int, fix_words: str) -> None:
+    with FakeHub("status", status=status) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert (check.status, check.code) == ("fail", "http-error")
+    assert str(status) in check.summary and fix_words in check.fix
+
+
+def test_download_without_repo_commit_header_warns_not_a_hub(tmp_path: Path) -> None:
+    with FakeHub("no-commit") as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model", options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "resolve:hf")
+    assert (check.status, check.code) == ("warn", "not-a-hub")
+    assert "X-Repo-Commit" in check.summary
+
+
+def test_hf_endpoint_is_the_source_checked_and_named_in_fixes(tmp_path: Path) -> None:
+    with FakeHub("html") as hub:
+        report = run_doctor(settings_for(tmp_path, env={"HF_ENDPOINT": hub.url}), options=options_for(tmp_path))
+        assert hub.requests  # the endpoint was asked, not huggingface.co
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert check.code == "not-a-hub" and "HF_ENDPOINT" in check.fix
+    assert not any("xethub" in c.id for c in report.checks)  # Xet hosts belong to huggingface.co only
+
+
+def test_token_goes_to_the_api_host_and_never_to_the_cdn(tmp_path: Path) -> None:
+    with FakeHub() as cdn, DnsServer({"cdn.qwenhome.test": ["127.0.0.1"]}) as dns:
+        with FakeHub(redirect_to=f"http://cdn.qwenhome.test:{cdn.port}/signed?x=1") as hub:
+            config = tmp_path / "home" / "qwenhome" / "config.toml"
+            config.parent.mkdir(parents=True)
+            config.write_text(f'[[sources]]\nname = "hub"\nurl = "{hub.url}"\ntoken = "hf_SECRET"\n')
+            report = run_doctor(settings_for(tmp_path), repo="Org/Model",
+                                options=options_for(tmp_path, [dns.address]))
+            api_headers = hub.requests[0][2]
+        assert cdn.requests and all("Authorization" not in h for _, _, h in cdn.requests)
+    assert api_headers.get("Authorization") == "Bearer hf_SECRET"
+    assert next(c for c in report.checks if c.id == "http:cdn.qwenhome.test").status == "pass"
+    assert "SECRET" not in str(report.to_dict())

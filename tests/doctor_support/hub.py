@@ -2,7 +2,8 @@
 
 Modes: ``hub`` (revision API + resolve, optionally redirecting downloads to
 ``redirect_to``), ``modelscope`` (its files API), ``html`` (a captive portal),
-``status`` (every request answers ``status``). ``date_offset`` moves the Date
+``portal`` (a redirect to a login page), ``no-commit`` (downloads without
+``X-Repo-Commit``), ``status`` (every request answers ``status``). ``date_offset`` moves the Date
 header; ``tls`` (a trustme CA) serves HTTPS with a certificate it issued.
 """
 
@@ -84,9 +85,13 @@ class FakeHub:
         if self.mode == "html":
             body = b"<html><head><title>Hotel WiFi Login</title></head><body>Please log in</body></html>"
             return self._send(h, method, 200, body, "text/html; charset=utf-8")
+        if self.mode == "portal":
+            return self._send(h, method, 302, b"", "text/html", {"Location": "http://login.portal.test/?next=/"})
+        if self.mode == "no-commit" and "/resolve/" in path:
+            return self._send(h, method, 200, b"", "application/octet-stream")
         if self.mode == "status":
             return self._send(h, method, self.status, b'{"error": "boom"}', "application/json")
-        if self.mode == "hub" and path.startswith("/api/models/"):
+        if self.mode in ("hub", "no-commit") and path.startswith("/api/models/"):
             doc = {"id": REPO, "sha": SHA, "siblings": [
                 {"rfilename": "config.json", "size": 10, "blobId": "b" * 40},
                 {"rfilename": "model.safetensors", "size": self.file_size,

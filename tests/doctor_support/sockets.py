@@ -85,3 +85,17 @@ class FullBacklog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Slammer(Blackhole):
+    """Accepts every connection and closes it at once, without a byte."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.close()

@@ -73,6 +73,10 @@ class Deadline:
     def bound(self, step: float) -> float:
         return min(step, self.remaining())
 
+    def until_end(self, grace: float) -> float:
+        """Time left until the deadline plus ``grace``: how long to wait for a result."""
+        return max(0.0, self.end + grace - self._clock())
+
     @property
     def expired(self) -> bool:
         return self.remaining() <= 0.0

@@ -383,6 +383,16 @@ def tls_handshake(ctx: Context, sock: socket.socket, target: Target, check_id: s
             "proxy your network requires",
             target.host,
         )) from None
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError) as exc:
+        sock.close()
+        raise StepFailed(failed(
+            check_id, "connection-dropped",
+            f"{target.host} closed the connection during the TLS handshake ({exc!r}): often a "
+            "firewall that blocks by server name, or a proxy that is required but not set",
+            "try another network, or set HTTPS_PROXY to your network's proxy; ask the network "
+            f"administrator whether {target.host} is blocked",
+            target.host,
+        )) from None
     except ssl.SSLError as exc:
         sock.close()
         reason = exc.reason or str(exc)
@@ -434,6 +444,12 @@ def http_request(ctx: Context, sock: socket.socket, target: Target, method: str,
             "the server or something on the path hangs: try again later, try another source "
             "(`qwenhome doctor --fix` puts a reachable one first), or check the proxy/firewall",
             target.host,
+        )) from None
+    except http.client.RemoteDisconnected as exc:  # a BadStatusLine, but means "closed"
+        raise StepFailed(failed(
+            check_id, "connection-dropped",
+            f"{target.host} closed the connection without answering {method} ({exc})",
+            "try again; if it persists a firewall or proxy is cutting the connection", target.host,
         )) from None
     except (http.client.BadStatusLine, http.client.LineTooLong) as exc:
         raise StepFailed(failed(

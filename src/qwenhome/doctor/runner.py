@@ -136,7 +136,7 @@ def _unfinished(check_id: str, total: float) -> Check:
 
 def _collect(pending: Pending[list[Check]], check_id: str, run: _Run) -> list[Check]:
     try:
-        return pending.result(run.deadline.remaining() + GRACE)
+        return pending.result(run.deadline.until_end(GRACE))
     except TimeoutError:
         return [_unfinished(check_id, run.opts.timeouts.total)]
 
@@ -211,7 +211,7 @@ def run_doctor(
     network: list[Check] = []
     for source, pending in source_tasks:
         try:
-            source_checks, result = pending.result(run.deadline.remaining() + GRACE)
+            source_checks, result = pending.result(run.deadline.until_end(GRACE))
         except TimeoutError:
             source_checks, result = [_unfinished(f"api:{source.name}", opts.timeouts.total)], SourceResult(source)
         network += source_checks
@@ -221,7 +221,7 @@ def run_doctor(
     proxy_checks = []
     for _, (_, gate) in sorted(run.proxies.items()):
         try:
-            proxy_checks.append(gate.result(run.deadline.remaining() + GRACE))
+            proxy_checks.append(gate.result(run.deadline.until_end(GRACE)))
         except TimeoutError:
             proxy_checks.append(_unfinished("proxy", opts.timeouts.total))
     checks += proxy_checks
@@ -230,7 +230,7 @@ def run_doctor(
         checks.append(summary)
     checks += network
     try:
-        checks.append(wsl_task.result(run.deadline.remaining() + GRACE))
+        checks.append(wsl_task.result(run.deadline.until_end(GRACE)))
     except TimeoutError:
         checks.append(_unfinished("wsl-resolv-conf", opts.timeouts.total))
 

@@ -257,6 +257,15 @@ def _discover(ctx: Context, probe: HostProbe, source: Source, base: str, auth: d
             status=str(resp.status),
         ))
         return
+    if source.kind == "hf" and not resp.header("X-Repo-Commit"):
+        result.checks.append(warned(
+            check_id, "not-a-hub",
+            f"{host} answers downloads without the X-Repo-Commit header: huggingface_hub and "
+            "transformers refuse such an endpoint (qwenhome can still pull from it)",
+            f"point HF_ENDPOINT at a Hub-compatible server (e.g. `qwenhome mirror serve`) instead of {source.url}",
+            host, status=str(resp.status),
+        ))
+        return
     location = resp.header("Location")
     where = ""
     if 300 <= resp.status < 400 and location:

@@ -92,3 +92,14 @@ def test_bypassing_host_that_cannot_be_reached_directly_warns(tmp_path: Path) ->
     check = next(c for c in report.checks if c.id == "proxy-bypass")
     assert (check.status, check.code) == ("warn", "proxy-bypass")
     assert "remove 127.0.0.1 from NO_PROXY" in check.fix
+
+
+def test_untrusted_certificate_behind_a_proxy_still_shows_its_issuer(tmp_path: Path) -> None:
+    ca = trustme.CA(organization_name="Corp TLS Inspection")
+    with FakeHub(tls=ca) as hub, ForwardProxy() as proxy:
+        report = run_doctor(settings_for(tmp_path, [hub.url], {"HTTPS_PROXY": proxy.url}),
+                            options=options_for(tmp_path))
+    check = next(c for c in report.checks if c.id == "tls:127.0.0.1")
+    assert (check.status, check.code) == ("fail", "tls-verification-failed")
+    assert "Corp TLS Inspection" in check.details["issuer"]
+    assert "Corp TLS Inspection" in check.fix and "SSL_CERT_FILE" in check.fix

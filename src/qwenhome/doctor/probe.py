@@ -13,7 +13,7 @@ import errno
 import http.client
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from functools import partial
@@ -335,30 +335,29 @@ def tunnel(ctx: Context, sock: socket.socket, proxy: Proxy, target: Target, chec
 
 
 # -- TLS ---------------------------------------------------------------------
-def _peer_certificate(ip: str, family: int, port: int, host: str, timeout: float) -> bytes | None:
-    """Fetch the certificate without verifying it, to show who issued it."""
+def _peer_certificate(reopen: Callable[[], socket.socket], host: str) -> bytes | None:
+    """Fetch the certificate again without verifying it, to show who issued it."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with _connect(ip, family, port, timeout) as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with reopen() as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
             return tls.getpeercert(binary_form=True)
-    except (OSError, ValueError):
+    except (OSError, ValueError, StepFailed):
         return None
 
 
 def tls_handshake(ctx: Context, sock: socket.socket, target: Target, check_id: str,
-                  refetch: Address | None) -> tuple[ssl.SSLSocket, Check]:
+                  reopen: Callable[[], socket.socket]) -> tuple[ssl.SSLSocket, Check]:
+    """Verify the certificate; ``reopen`` gives a fresh raw connection on the
+    same route, used only to fetch the untrusted certificate for the report."""
     timeout = ctx.deadline.bound(ctx.opts.timeouts.read)
     sock.settimeout(timeout)
     try:
         tls = ctx.ssl_context.wrap_socket(sock, server_hostname=target.host)
     except ssl.SSLCertVerificationError as exc:
         sock.close()
-        der = None
-        if refetch is not None:
-            der = _peer_certificate(refetch[1], refetch[0], target.port, target.host,
-                                    ctx.deadline.bound(ctx.opts.timeouts.connect))
+        der = _peer_certificate(reopen, target.host)
         issuer, subject = issuer_and_subject(der) if der else ("?", "?")
         reason = exc.verify_message or str(exc)
         clock = (" The certificate's dates do not match the local clock: check the time (`date`)."
@@ -466,6 +465,10 @@ def http_request(ctx: Context, sock: socket.socket, target: Target, method: str,
         conn.close()
 
 
+def _ignore(check: Check) -> None:
+    pass
+
+
 @dataclass
 class HostProbe:
     """The route to one host, learned by the first request."""
@@ -479,9 +482,20 @@ class HostProbe:
     failed_route: bool = False
 
     def _open(self) -> socket.socket:
+        t = self.target
+        first = self.addrs is None
+        sock = self._raw(self.checks.append if first else _ignore)
+        if t.scheme == "https":
+            tls, check = tls_handshake(self.ctx, sock, t, f"tls:{t.host}", lambda: self._raw(_ignore))
+            if first:
+                self.checks.append(check)
+            return tls
+        return sock
+
+    def _raw(self, record: Callable[[Check], None]) -> socket.socket:
+        """A connected socket to the host (through the proxy's tunnel if any), before TLS."""
         t, ctx = self.target, self.ctx
         first = self.addrs is None
-        record = self.checks.append if first else (lambda c: None)
         if self.proxy is not None:
             proxy = self.proxy
             if self.proxy_check is not None:
@@ -499,7 +513,11 @@ class HostProbe:
             sock, _ = connect(ctx, proxy.host, addrs, proxy.port, "the proxy variable",
                               f"tcp:{proxy.host}:{proxy.port}", "proxy")
             if t.scheme == "https":
-                record(tunnel(ctx, sock, proxy, t, f"tunnel:{t.host}"))
+                try:
+                    record(tunnel(ctx, sock, proxy, t, f"tunnel:{t.host}"))
+                except StepFailed:
+                    sock.close()
+                    raise
         else:
             if first:
                 addrs, check = resolve(ctx, t.host, t.port, t.origin, f"dns:{t.host}")
@@ -509,12 +527,6 @@ class HostProbe:
             sock, checks = connect(ctx, t.host, self.addrs, t.port, t.origin, f"tcp:{t.host}:{t.port}")
             for c in checks:
                 record(c)
-        if t.scheme == "https":
-            peer = sock.getpeername() if self.proxy is None else None
-            refetch = (sock.family, peer[0]) if peer else None
-            tls, check = tls_handshake(ctx, sock, t, f"tls:{t.host}", refetch)
-            record(check)
-            return tls
         return sock
 
     def request(self, method: str, path: str, check_id: str,

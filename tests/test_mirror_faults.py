@@ -171,3 +171,17 @@ def test_log_records_method_range_status_bytes_and_connection(mirror: Mirror) ->
     assert [r.bytes_sent for r in log[:2]] == [0, 20] and log[2].bytes_sent > 0  # the JSON error body
     assert log[0].connection_id == log[1].connection_id != log[2].connection_id
     assert all(r.ended >= r.started for r in log)
+
+
+def test_forged_repository_lists_unsafe_names_and_serves_wrong_bytes(mirror: Mirror) -> None:
+    files = [{"path": "../evil", "size": 5}, {"path": "/etc/x", "size": 1}, {"path": "a/../../b", "size": 2},
+             {"path": "C:\\x", "size": 3}, {"path": "nul\x00.txt", "size": 4},
+             {"path": "w.bin", "size": 10, "sha256": "e" * 64}]
+    mirror.faults.forge_repo("Org/Liar", files, commit="../../x", bodies={"w.bin": b"short"})
+    info = json.loads(request(mirror.url, path="/api/models/Org/Liar/revision/main?blobs=true").body)
+    assert info["sha"] == "../../x"
+    assert [s["rfilename"] for s in info["siblings"]] == [f["path"] for f in files]
+    tree = json.loads(request(mirror.url, path="/api/models/Org/Liar/tree/main?recursive=true").body)
+    assert tree[-1]["lfs"]["oid"] == "e" * 64
+    r = request(mirror.url, "GET", "/Org/Liar/resolve/main/w.bin")
+    assert r.body == b"short" and r.header("X-Linked-Size") == "10" and r.header("ETag") == '"' + "e" * 64 + '"'

@@ -144,6 +144,46 @@ class Faults(Hooks):
         return self.respond(status, json.dumps(obj), path=path, times=times, headers=headers,
                             method=method)
 
+    def forge_repo(self, repo_id: str, files: list[dict[str, Any]], *, commit: str = "f" * 40,
+                   repo_type: str = "model", revision: str = "main",
+                   bodies: dict[str, bytes] | None = None) -> Faults:
+        """Make the mirror lie about a whole repository (security tests).
+
+        ``files`` are listed verbatim, e.g. ``{"path": "../evil", "size": 5}`` with
+        optional ``oid`` (git blob id) and ``sha256`` (makes it an LFS file); sizes,
+        hashes and names need not be true or safe. ``commit`` is sent as ``sha``
+        (it may be unsafe too). ``bodies`` maps a path to the bytes its ``resolve``
+        URL returns (with the listed etag), whatever the listing says.
+        """
+        api = f"/api/{repo_type}s/{repo_id}"
+        siblings, tree = [], []
+        for f in files:
+            oid = f.get("oid", "0" * 40)
+            sib: dict[str, Any] = {"rfilename": f["path"], "size": f.get("size", 0), "blobId": oid}
+            entry: dict[str, Any] = {"type": "file", "path": f["path"], "size": f.get("size", 0), "oid": oid}
+            if f.get("sha256"):
+                sib["lfs"] = {"sha256": f["sha256"], "size": f.get("size", 0), "pointerSize": 134}
+                entry["lfs"] = {"oid": f["sha256"], "size": f.get("size", 0), "pointerSize": 134}
+            siblings.append(sib)
+            tree.append(entry)
+        info = {"id": repo_id, "sha": commit, "siblings": siblings, "private": False}
+        for path in (api, f"{api}/revision/{revision}", f"{api}/revision/{commit}"):
+            self.respond_json(info, path=path)
+        for rev in {revision, commit}:
+            self.respond_json(tree, path=f"{api}/tree/{rev}", headers={"X-Repo-Commit": commit})
+        prefix = "" if repo_type == "model" else f"/{repo_type}s"
+        listed = {f["path"]: f for f in files}
+        for path, body in (bodies or {}).items():
+            f = listed.get(path, {})
+            etag = f.get("sha256") or f.get("oid", "0" * 40)
+            headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
+            if f.get("sha256"):
+                headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(f.get("size", len(body)))})
+            for rev in {revision, commit}:
+                self.respond(200, body, path=f"{prefix}/{repo_id}/resolve/{rev}/{path}", headers=headers,
+                             content_type="application/octet-stream")
+        return self
+
     def latency(self, seconds: float, times: int | None = None, *, path: str | None = None,
                 method: str | None = None) -> Faults:
         """Wait ``seconds`` before answering (time to first byte)."""

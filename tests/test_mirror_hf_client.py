@@ -114,3 +114,11 @@ def test_hf_endpoint_in_clean_subprocess(mirror: Mirror, small_repo: GeneratedRe
     folder = Path(out.stdout.strip().splitlines()[-1])
     assert folder.is_relative_to(home / "hub")
     assert_snapshot(folder, small_repo)
+
+
+def test_list_models_and_datasets_with_stock_client(mirror: Mirror, store_mirror: Mirror) -> None:
+    for m in (mirror, store_mirror):
+        api = hf.HfApi(endpoint=m.url, token=False)
+        assert "Org/Small" in [x.id for x in api.list_models()]
+        assert [x.id for x in api.list_models(search="small")] == ["Org/Small"]
+        assert [x.id for x in api.list_datasets()] == ["Org/Data"]

@@ -294,3 +294,21 @@ def test_large_file_in_parallel_ranges_over_keep_alive_connections(
     assert hashlib.sha256(out).hexdigest() == f.sha256
     assert len(log) == len(ranges) and len({r.connection_id for r in log}) <= 8
     assert sum(r.bytes_sent for r in log) == f.size
+
+
+def test_warm_hashes_every_repository_before_the_first_request(tmp_path: Path) -> None:
+    from qwenhome.mirror import warm
+
+    root = tmp_path / "repos"
+    for repo in ("Org/A", "Org/B", "datasets/Org/C"):
+        (root / repo).mkdir(parents=True)
+        (root / repo / "w.bin").write_bytes(content(2_000_000, 1, repo))
+        (root / repo / "c.json").write_bytes(b"{}")
+    (root / "Org" / ".hidden").mkdir()
+    hashes = HashCache()
+    backend = FolderBackend(root, hashes=hashes)
+    assert backend.repos() == [("dataset", "Org/C"), ("model", "Org/A"), ("model", "Org/B")]
+    assert warm(backend) == 3 and hashes.computed == 6
+    with start_mirror(backend) as m:
+        assert request(m.url, "HEAD", "/datasets/Org/C/resolve/main/w.bin").status == 200
+    assert hashes.computed == 6

@@ -12,7 +12,7 @@ from .catalog import FileEntry, Snapshot, git_blob_oid, lfs_pointer
 from .hashing import HashCache
 from .hooks import BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
 from .protocol import BadTarget, Route, parse_range, parse_target
-from .run import make_backend, run_mirror
+from .run import make_backend, run_mirror, warm
 from .server import BodyInterrupted, MirrorServer, resolve_target, sendfile_body
 
 __all__ = [
@@ -39,4 +39,5 @@ __all__ = [
     "resolve_target",
     "run_mirror",
     "sendfile_body",
+    "warm",
 ]

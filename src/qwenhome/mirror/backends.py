@@ -11,6 +11,7 @@ checks again before it opens anything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -19,12 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import RepoNotFoundError, RevisionNotFoundError, UsageError
+from ..errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError, UsageError
 from ..store.layout import (
     DEFAULT_REVISION,
     RepoRef,
     etag_kind,
     is_commit,
+    parse_folder_name,
     validate_relpath,
     validate_revision,
 )
@@ -45,6 +47,10 @@ class Backend(Protocol):
 
     def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
         """The repository at ``revision``; raises RepoNotFoundError / RevisionNotFoundError."""
+        ...
+
+    def repos(self) -> list[tuple[str, str]]:
+        """``(repo_type, repo_id)`` of every repository served, sorted."""
         ...
 
 
@@ -119,6 +125,15 @@ def _walk_files(top: Path, root_real: str) -> list[tuple[str, Path, os.stat_resu
     return out
 
 
+def _subdirs(folder: Path) -> list[Path]:
+    """Real sub-folders (no symlinks, no dot-folders) of ``folder``; empty if unreadable."""
+    try:
+        return sorted(Path(e.path) for e in os.scandir(folder)
+                      if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+    except OSError:
+        return []
+
+
 class StoreBackend:
     """Serves a Hugging Face hub cache folder read-only."""
 
@@ -148,6 +163,15 @@ class StoreBackend:
         snap = self._scan(ref, repo_dir, commit)
         self._cache.put(key, snap)
         return snap
+
+    def repos(self) -> list[tuple[str, str]]:
+        out = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self._root):
+                ref = parse_folder_name(entry.name)
+                if ref is not None and ref.repo_type in ("model", "dataset") and entry.is_dir(follow_symlinks=False):
+                    out.append((ref.repo_type, ref.repo_id))
+        return sorted(out)
 
     def _resolve(self, repo_dir: Path, revision: str) -> str:
         if is_commit(revision) and (repo_dir / "snapshots" / revision).is_dir():
@@ -229,6 +253,17 @@ class FolderBackend:
         if revision in (DEFAULT_REVISION, head.commit):
             return head
         raise RevisionNotFoundError(f"revision {revision!r} not found", revision=revision)
+
+    def repos(self) -> list[tuple[str, str]]:
+        out = []
+        for repo_type, base in (("model", self._root), ("dataset", self._root / "datasets")):
+            for org in _subdirs(base):
+                if repo_type == "model" and org.name == "datasets":
+                    continue
+                for name in _subdirs(org):
+                    with contextlib.suppress(QwenhomeError):
+                        out.append((repo_type, repo_ref(repo_type, f"{org.name}/{name.name}").repo_id))
+        return sorted(out)
 
     def _head(self, repo_type: str, repo_id: str) -> Snapshot:
         key = (repo_type, repo_id)

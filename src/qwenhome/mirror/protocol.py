@@ -38,8 +38,9 @@ class BadTarget(Exception):
 class Route:
     """A parsed request target.
 
-    ``kind`` is ``info`` (repo/revision metadata), ``tree``, ``resolve`` or ``cdn``
-    (the redirect target for LFS files in redirect mode).
+    ``kind`` is ``list`` (repositories of a type), ``info`` (repo/revision
+    metadata), ``tree``, ``resolve`` or ``cdn`` (the redirect target for LFS
+    files in redirect mode).
     """
 
     kind: str
@@ -91,6 +92,8 @@ def parse_target(target: str) -> Route:
     if segs and segs[-1] == "" and len(segs) > 1:
         segs = segs[:-1]  # tolerate one trailing slash on API routes
 
+    if len(segs) == 2 and segs[0] == "api" and segs[1] in _API_TYPES:
+        return Route("list", _API_TYPES[segs[1]], "", "", query=query)
     if len(segs) >= 4 and segs[0] == "api" and segs[1] in _API_TYPES:
         repo_type = _API_TYPES[segs[1]]
         repo_id = f"{_decode(segs[2])}/{_decode(segs[3])}"

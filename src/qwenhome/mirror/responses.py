@@ -71,3 +71,22 @@ def tree_entries(snap: Snapshot, folder: str, *, recursive: bool) -> list[dict[s
     ]
     files = [_tree_file(f) for p, f in snap.files.items() if wanted(p)]
     return dirs + files
+
+
+def repo_list(repos: list[tuple[str, str]], repo_type: str, *, search: str | None,
+              author: str | None, limit: int | None) -> list[dict[str, Any]]:
+    """``GET /api/models`` / ``/api/datasets``: ids only (no scan, no hashing)."""
+    out: list[dict[str, Any]] = []
+    for rtype, repo_id in repos:
+        org = repo_id.split("/")[0]
+        if rtype != repo_type or (search and search.lower() not in repo_id.lower()):
+            continue
+        if author and author != org:
+            continue
+        item: dict[str, Any] = {"_id": repo_id, "id": repo_id, "author": org, "private": False}
+        if repo_type == "model":
+            item["modelId"] = repo_id
+        out.append(item)
+        if limit is not None and len(out) >= limit:
+            break
+    return out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import UsageError
+from ..errors import QwenhomeError, UsageError
 from .backends import Backend, FolderBackend, StoreBackend
 from .hashing import HashCache
 from .server import MirrorServer
@@ -21,6 +23,17 @@ def make_backend(settings: Settings, repos_dir: Path | None = None) -> Backend:
                              hint="give a folder holding Org/Name/ repository folders")
         return FolderBackend(repos_dir, hashes=hashes)
     return StoreBackend(settings.hub_cache, hashes=hashes)
+
+
+def warm(backend: Backend) -> int:
+    """Scan (and hash, for plain folders) every repository's ``main`` now, so the
+    first client does not wait for hashing; returns how many were scanned."""
+    done = 0
+    for repo_type, repo_id in backend.repos():
+        with contextlib.suppress(QwenhomeError, OSError):
+            backend.snapshot(repo_type, repo_id, "main")
+            done += 1
+    return done
 
 
 def run_mirror(
@@ -39,6 +52,8 @@ def run_mirror(
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="address-in-use",
                          hint="choose another --port, or stop the process using it") from exc
+    # Hash in the background: clients asking meanwhile wait for the same pass, not a second one.
+    threading.Thread(target=warm, args=(server.backend,), name="qwenhome-mirror-warm", daemon=True).start()
     try:
         if on_ready is not None:
             on_ready(server)

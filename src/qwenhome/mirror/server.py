@@ -50,7 +50,7 @@ from .protocol import (
     parse_range,
     parse_target,
 )
-from .responses import repo_info, tree_entries
+from .responses import repo_info, repo_list, tree_entries
 
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".gitattributes")
 _API_PREFIX = {"model": "models", "dataset": "datasets"}
@@ -235,7 +235,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, route: Route, head: bool) -> None:
         mirror = self.server.mirror
         try:
-            if route.kind == "info":
+            if route.kind == "list":
+                limit = route.param("limit")
+                self._send_json(200, repo_list(
+                    mirror.backend.repos(), route.repo_type, search=route.param("search"),
+                    author=route.param("author"), limit=int(limit) if limit and limit.isdigit() else None,
+                ), head)
+            elif route.kind == "info":
                 snap = mirror.backend.snapshot(route.repo_type, route.repo_id, route.revision)
                 self._send_json(200, repo_info(snap, blobs=route.flag("blobs")), head)
             elif route.kind == "tree":

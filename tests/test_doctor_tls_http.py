@@ -151,7 +151,7 @@ def test_redirect_to_a_login_page_is_not_a_hub(tmp_path: Path) -> None:
 ])
 def test_api_status_is_http_error_with_the_fix_for_that_status(tmp_path: Path, status: int, fix_words: str) -> None:
     with FakeHub("status", status=status) as hub:
-        report = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+        report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model", options=options_for(tmp_path))
     check = next(c for c in report.checks if c.id == "api:hf")
     assert (check.status, check.code) == ("fail", "http-error")
     assert str(status) in check.summary and fix_words in check.fix
@@ -187,3 +187,13 @@ def test_token_goes_to_the_api_host_and_never_to_the_cdn(tmp_path: Path) -> None
     assert api_headers.get("Authorization") == "Bearer hf_SECRET"
     assert next(c for c in report.checks if c.id == "http:cdn.qwenhome.test").status == "pass"
     assert "SECRET" not in str(report.to_dict())
+
+
+def test_default_repository_missing_on_a_mirror_only_warns(tmp_path: Path) -> None:
+    with FakeHub("status", status=404) as hub:
+        default = run_doctor(settings_for(tmp_path, [hub.url]), options=options_for(tmp_path))
+        chosen = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Wanted", options=options_for(tmp_path))
+    assert next(c for c in default.checks if c.id == "api:hf").status == "warn"
+    assert default.ok
+    assert next(c for c in chosen.checks if c.id == "api:hf").status == "fail"
+    assert not chosen.ok

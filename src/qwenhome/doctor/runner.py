@@ -74,6 +74,7 @@ class _Run:
         self.settings = settings
         self.opts = opts
         self.repos = repos
+        self.repos_chosen = True  # False when the default repository stands in
         self.deadline = Deadline(opts.timeouts.total)
         self.ctx = Context(
             opts, self.deadline, opts.system_resolver or getaddrinfo_resolver,
@@ -113,7 +114,7 @@ class _Run:
         target = Target.of(source.url, _origin(self.settings, source))
         self.claims.claim(target)
         probe = self.probe(target)
-        result = check_source(self.ctx, probe, source, self.repos)
+        result = check_source(self.ctx, probe, source, self.repos, self.repos_chosen)
         checks = [*probe.checks, *result.checks]
         for url in result.redirects:
             t = Target.of(url, f"a download redirect from {source.name}")
@@ -198,6 +199,7 @@ def run_doctor(
     started = time.monotonic()
     wanted = [*([repo] if repo else []), *repos] or [DEFAULT_REPO]
     run = _Run(settings, opts, wanted)
+    run.repos_chosen = bool(repo or repos)
 
     source_tasks = [(s, Pending(partial(run.source_task, s), name=f"source {s.name}"))
                     for s in settings.sources]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -188,7 +188,12 @@ def _pick_file(files: list[str]) -> str | None:
     return files[0] if files else None
 
 
-def check_source(ctx: Context, probe: HostProbe, source: Source, repos: list[str]) -> SourceResult:
+def check_source(ctx: Context, probe: HostProbe, source: Source, repos: list[str],
+                 repos_chosen: bool = True) -> SourceResult:
+    """API (per repository), clock, and the download redirect of one file.
+
+    A 404 for the default repository (``repos_chosen`` False) only warns: a
+    team mirror need not carry it."""
     result = SourceResult(source)
     base = urlsplit(source.url).path.rstrip("/")
     auth = {"Authorization": f"Bearer {source.token}"} if source.token else {}
@@ -206,12 +211,14 @@ def check_source(ctx: Context, probe: HostProbe, source: Source, repos: list[str
             result.checks.append(exc.check)
             break
         check, doc = interpret_api(check_id, source, target, repo, resp, source.kind)
+        if check.code == "http-error" and resp.status == 404 and not repos_chosen:
+            check = replace(check, status="warn")
         result.checks.append(check)
         if i == 0:
             clock = clock_check(ctx, target.host, resp)
             if clock:
                 result.checks.append(clock)
-        if check.status == "fail":
+        if check.status != "pass":
             if check.code == "http-error" and resp.status == 404:
                 result.reachable = True  # the source works; this repo is missing
             continue

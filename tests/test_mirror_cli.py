@@ -66,3 +66,19 @@ def test_mirror_serve_store_with_token(qwen_home: Path, small_repo: GeneratedRep
         assert sha256_file(path / "model.safetensors") == small_repo.files["model.safetensors"].sha256
     finally:
         assert stop(proc) == 0
+
+
+def test_run_mirror_reports_a_busy_port_as_usage_error(tmp_path: Path) -> None:
+    import socket
+
+    from qwenhome.config import load_settings
+    from qwenhome.errors import UsageError
+    from qwenhome.mirror import run_mirror
+
+    settings = load_settings({"HOME": str(tmp_path)}, home=str(tmp_path / "home"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(UsageError) as info:
+            run_mirror(settings, "127.0.0.1", busy.getsockname()[1])
+    assert info.value.code == "address-in-use"

@@ -122,3 +122,16 @@ def test_list_models_and_datasets_with_stock_client(mirror: Mirror, store_mirror
         assert "Org/Small" in [x.id for x in api.list_models()]
         assert [x.id for x in api.list_models(search="small")] == ["Org/Small"]
         assert [x.id for x in api.list_datasets()] == ["Org/Data"]
+
+
+def test_transformers_loads_config_through_hf_endpoint(mirror: Mirror, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(home, mirror.url, {"HF_HUB_CACHE": str(home / "hub")})
+    code = ("from transformers import AutoConfig; c = AutoConfig.from_pretrained('Org/Small'); "
+            "print(c.model_type, c.hidden_size)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=180, check=True)
+    assert out.stdout.split()[-2:] == ["qwen2", "64"]
+    assert any(r.file_path == "config.json" and r.method == "GET" for r in mirror.faults.records())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import threading
 from pathlib import Path
@@ -312,3 +313,20 @@ def test_warm_hashes_every_repository_before_the_first_request(tmp_path: Path) -
     with start_mirror(backend) as m:
         assert request(m.url, "HEAD", "/datasets/Org/C/resolve/main/w.bin").status == 200
     assert hashes.computed == 6
+
+
+def test_binds_ipv6_loopback_when_asked(repos_root: Path, small_repo: GeneratedRepo, hash_cache: HashCache) -> None:
+    import socket
+
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    from qwenhome.mirror import MirrorServer
+
+    with MirrorServer(FolderBackend(repos_root, hashes=hash_cache), host="::1") as server:
+        assert server.url.startswith("http://[::1]:")
+        conn = http.client.HTTPConnection("::1", server.port, timeout=5)
+        conn.request("GET", "/Org/Small/resolve/main/config.json")
+        assert conn.getresponse().read() == (small_repo.path / "config.json").read_bytes()
+        conn.close()

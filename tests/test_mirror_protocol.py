@@ -330,3 +330,14 @@ def test_binds_ipv6_loopback_when_asked(repos_root: Path, small_repo: GeneratedR
         conn.request("GET", "/Org/Small/resolve/main/config.json")
         assert conn.getresponse().read() == (small_repo.path / "config.json").read_bytes()
         conn.close()
+
+
+def test_file_changed_since_listing_answers_503_retry_after(tmp_path: Path) -> None:
+    root = tmp_path / "repos"
+    (root / "Org" / "A").mkdir(parents=True)
+    (root / "Org" / "A" / "a.txt").write_bytes(b"one")
+    with start_mirror(FolderBackend(root, ttl=60.0)) as m:
+        assert request(m.url, "HEAD", "/Org/A/resolve/main/a.txt").status == 200
+        (root / "Org" / "A" / "a.txt").write_bytes(b"longer now")
+        r = request(m.url, path="/Org/A/resolve/main/a.txt")
+        assert r.status == 503 and r.header("Retry-After") == "1"

@@ -263,6 +263,12 @@ class _Handler(BaseHTTPRequestHandler):
                                  {X_REPO_COMMIT: missing.snap.commit})
         except QwenhomeError as exc:
             self._send_json(500, {"error": exc.message}, head)
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except OSError as exc:  # unreadable file or folder: say so instead of dropping the connection
+            if self._status:
+                raise
+            self._send_json(500, {"error": f"cannot read from the mirror's disk: {exc.strerror or exc}"}, head)
 
     # -- responses -------------------------------------------------------------
     def _start(self, status: int, headers: dict[str, str], length: int, close: bool = False) -> None:
@@ -348,12 +354,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_file(self, snap: Snapshot, entry: FileEntry, real: str, head: bool) -> None:
         mirror = self.server.mirror
         with open(real, "rb", buffering=0) as fh:
-            size = os.fstat(fh.fileno()).st_size
+            st = os.fstat(fh.fileno())
+            size = st.st_size
             if size != entry.size:  # changed on disk since it was listed
                 self._send_json(503, {"error": "file changed on the mirror; retry"}, head, {"Retry-After": "1"})
                 return
             headers = self._file_headers(snap, entry)
-            headers["Last-Modified"] = email.utils.formatdate(os.fstat(fh.fileno()).st_mtime, usegmt=True)
+            headers["Last-Modified"] = email.utils.formatdate(st.st_mtime, usegmt=True)
             rng_header = self.headers.get("Range")
             if_range = self.headers.get("If-Range")
             if rng_header and if_range is not None and if_range.strip() not in (

@@ -1,0 +1,9 @@
+"""The complete system: an HTTP API (OpenAI-compatible chat, model management,
+doctor) and a web page, served from the home.
+
+Importing this package is cheap: FastAPI is imported by :mod:`.server`, and
+inference engines (torch, transformers, vLLM) only when an engine is built.
+
+    app = create_app(AppState(settings, engine))       # qwenhome.app.server
+    run_launch(settings, model=..., demo=True)         # qwenhome.app.launch
+"""

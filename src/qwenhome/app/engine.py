@@ -1,0 +1,77 @@
+"""What the API asks of an inference engine, independent of torch or vLLM.
+
+A :class:`LocalEngine` generates in the calling thread (the scheduler's worker)
+and reports text pieces as they come; a :class:`ProxyEngine` forwards
+OpenAI-compatible requests to another server (vLLM) that does its own
+scheduling.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """OpenAI's sampling fields; ``None`` means the model's own default."""
+
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+@dataclass
+class Completion:
+    """The outcome of one generation (the text went to the sink piece by piece)."""
+
+    finish_reason: str  # "stop" or "length"
+    usage: Usage = field(default_factory=Usage)
+
+
+Message = dict[str, str]
+TextSink = Callable[[str], None]
+
+
+@runtime_checkable
+class LocalEngine(Protocol):
+    model_id: str
+
+    @property
+    def context_length(self) -> int: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
+
+    def generate(
+        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
+    ) -> Completion:
+        """Generate, calling ``sink`` with each new piece of text, until done,
+        ``max_tokens``, or ``cancel`` is set. Runs in a worker thread."""
+        ...
+
+
+@runtime_checkable
+class ProxyEngine(Protocol):
+    model_id: str
+    base_url: str
+
+    def info(self) -> dict[str, Any]: ...

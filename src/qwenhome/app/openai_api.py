@@ -1,0 +1,210 @@
+"""OpenAI-compatible endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``.
+
+Thin: validate the request, hand it to the scheduler (local engine) or the
+proxy (vLLM), render the answer as OpenAI does, streaming as server-sent events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import QwenhomeError
+from .engine import Completion, LocalEngine, Message, ProxyEngine, SamplingParams
+from .errors import ApiError, error_body
+from .proxy import proxy_chat
+from .state import AppState, get_state
+
+DEFAULT_MAX_TOKENS = 512
+MAX_STOPS = 4
+
+router = APIRouter()
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    # Unknown OpenAI fields (logprobs, user, …) are accepted and ignored, as vLLM does.
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if len(stops) > MAX_STOPS:
+            raise ApiError(400, f"at most {MAX_STOPS} stop sequences are allowed", code="invalid-request")
+        return stops
+
+    def chat_messages(self) -> list[Message]:
+        # "developer" is OpenAI's new name for "system"; chat templates know only the latter.
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+
+
+def model_card(model_id: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "qwenhome"}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    return {"object": "list", "data": [model_card(state.model_id, state.started)]}
+
+
+def _check_model(state: AppState, name: str) -> None:
+    if name not in (state.model_id, state.model_id.split("@")[0]):
+        raise ApiError(
+            404,
+            f"model {name!r} is not served here",
+            code="model-not-found",
+            hint=f"this server serves {state.model_id!r} (GET /v1/models)",
+        )
+
+
+async def _local_params(engine: LocalEngine, req: ChatRequest, messages: list[Message]) -> SamplingParams:
+    wanted = req.max_completion_tokens or req.max_tokens
+    limit = engine.context_length
+    if wanted is not None and wanted > limit:
+        raise ApiError(
+            400,
+            f"max_tokens={wanted} exceeds the model's context length of {limit} tokens",
+            code="max-tokens-too-large",
+            hint=f"ask for at most {limit} tokens, minus the prompt",
+        )
+    prompt = await run_in_threadpool(engine.count_prompt_tokens, messages)
+    room = limit - prompt
+    if room < 1 or (wanted is not None and wanted > room):
+        raise ApiError(
+            400,
+            f"the prompt has {prompt} tokens and max_tokens={wanted}; the context holds {limit}",
+            code="context-length-exceeded",
+            hint="shorten the conversation or lower max_tokens",
+        )
+    return SamplingParams(
+        max_tokens=wanted if wanted is not None else min(DEFAULT_MAX_TOKENS, room),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        seed=req.seed,
+        stop=req.stops(),
+    )
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request, req: ChatRequest) -> Response | dict[str, Any]:
+    state = get_state(request)
+    _check_model(state, req.model)
+    engine = state.require_engine()
+    if isinstance(engine, ProxyEngine):
+        return await proxy_chat(engine, req.model_dump(exclude_none=True), state.http)
+    messages = req.chat_messages()
+    params = await _local_params(engine, req, messages)
+    scheduler = state.require_scheduler()
+    rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        pieces = scheduler.stream(messages, params)
+        return StreamingResponse(
+            _sse_chunks(pieces, rid, created, state.model_id, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    text: list[str] = []
+    completion: Completion | None = None
+    async for item in scheduler.stream(messages, params):
+        if isinstance(item, Completion):
+            completion = item
+        else:
+            text.append(item)
+    assert completion is not None
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": state.model_id,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(text)},
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": completion.usage.to_dict(),
+    }
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _sse_chunks(
+    pieces: AsyncIterator[str | Completion], rid: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    yield _sse(chunk({"role": "assistant", "content": ""}))
+    try:
+        async for item in pieces:
+            if isinstance(item, Completion):
+                yield _sse(chunk({}, item.finish_reason))
+                if include_usage:
+                    yield _sse({**chunk({}), "choices": [], "usage": item.usage.to_dict()})
+            else:
+                yield _sse(chunk({"content": item}))
+    except QwenhomeError as exc:
+        # Headers are sent already: the error travels in the stream, as OpenAI does.
+        yield _sse(error_body(exc))
+    finally:
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    yield "data: [DONE]\n\n"
+
+
+def json_error(exc: QwenhomeError, status: int) -> JSONResponse:
+    return JSONResponse(error_body(exc, status), status_code=status)

@@ -1,0 +1,107 @@
+"""Generation off the event loop, one request at a time, first come first served.
+
+A CPU engine gains nothing from running two generations at once (they share
+the same cores), so one worker thread takes jobs from a FIFO queue: every
+request gets the whole machine in arrival order, and the event loop stays
+free to answer ``/health``, the page and model management. The queue is
+bounded; past the bound a request is refused at once (``queue-full``) rather
+than left waiting. A client that goes away cancels its job, queued or running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import QwenhomeError
+from .engine import Completion, LocalEngine, Message, SamplingParams
+from .errors import ApiError
+
+
+@dataclass
+class _Job:
+    messages: Sequence[Message]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[str | Completion | BaseException]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def send(self, item: str | Completion | BaseException) -> None:
+        # The loop may be gone when a client disconnected and the server stopped.
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:
+            self.cancel.set()
+
+
+class Scheduler:
+    """Runs :meth:`LocalEngine.generate` jobs on one worker thread, in order."""
+
+    def __init__(self, engine: LocalEngine, *, max_queue: int = 32) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._running = False
+        self._worker = threading.Thread(target=self._work, name="qwenhome-generate", daemon=True)
+        self._worker.start()
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    @property
+    def busy(self) -> bool:
+        return self._running
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                self._waiting -= 1
+                self._running = True
+            try:
+                if not job.cancel.is_set():
+                    completion = self.engine.generate(job.messages, job.params, job.send, job.cancel)
+                    job.send(completion)
+            except BaseException as exc:  # delivered to the request, never kills the worker
+                job.send(exc)
+            finally:
+                with self._lock:
+                    self._running = False
+
+    async def stream(self, messages: Sequence[Message], params: SamplingParams) -> AsyncIterator[str | Completion]:
+        """Yield text pieces, then the :class:`Completion`. Raises what the
+        engine raised. Closing the iterator early cancels the job."""
+        with self._lock:
+            if self._waiting >= self.max_queue:
+                raise ApiError(
+                    429,
+                    f"{self._waiting} requests are already waiting",
+                    code="queue-full",
+                    hint="retry in a moment; the engine answers one request at a time",
+                )
+            self._waiting += 1
+        job = _Job(messages, params, asyncio.get_running_loop(), asyncio.Queue())
+        self._jobs.put(job)
+        try:
+            while True:
+                item = await job.events.get()
+                if isinstance(item, BaseException):
+                    if isinstance(item, QwenhomeError):
+                        raise item
+                    raise QwenhomeError(f"generation failed: {item}", code="generation-failed") from item
+                yield item
+                if isinstance(item, Completion):
+                    return
+        finally:
+            job.cancel.set()

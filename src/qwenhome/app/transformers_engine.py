@@ -1,0 +1,181 @@
+"""The CPU engine: ``transformers`` loading a snapshot folder from the home.
+
+The model is loaded from the snapshot path with ``local_files_only=True``, so
+nothing is fetched even where ``HF_HUB_OFFLINE`` was not set. The chat
+template comes from the tokenizer. Text is streamed per token through a
+streamer that holds back incomplete UTF-8 sequences.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import QwenhomeError
+from .engine import Completion, Message, SamplingParams, TextSink, Usage
+from .stops import StopMatcher
+
+DEFAULT_CONTEXT = 4096
+
+
+class EngineLoadError(QwenhomeError):
+    code = "engine-load-failed"
+    default_hint = "the snapshot may be incomplete or not a causal language model; run `qwenhome verify`"
+
+
+class _PieceStreamer:
+    """A ``transformers`` streamer that calls ``on_text`` with each new piece of
+    text (the decoded difference), skipping the prompt."""
+
+    def __init__(self, tokenizer: Any, on_text: TextSink) -> None:
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.tokens: list[int] = []
+        self.emitted = 0
+        self._prompt_seen = False
+        self.first_token_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        # A multi-byte character split across tokens decodes to U+FFFD until complete.
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.emitted:
+            self.on_text(text[self.emitted :])
+            self.emitted = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if len(text) > self.emitted:
+            self.on_text(text[self.emitted :])
+            self.emitted = len(text)
+
+
+class TransformersEngine:
+    """One causal LM on one device (CPU by default). Not thread-safe: the
+    scheduler calls :meth:`generate` from a single worker thread."""
+
+    def __init__(self, snapshot: Path, model_id: str, *, device: str = "cpu", threads: int | None = None) -> None:
+        self.snapshot = Path(snapshot)
+        self.model_id = model_id
+        self.device = device
+        started = time.perf_counter()
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise EngineLoadError(
+                f"the transformers engine is not installed ({exc.name})",
+                code="missing-component",
+                hint="pip install 'qwenhome[engine]'",
+            ) from exc
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(self.snapshot, local_files_only=True)
+            dtype = torch.float32 if device == "cpu" else "auto"
+            self.model: Any = AutoModelForCausalLM.from_pretrained(self.snapshot, local_files_only=True, dtype=dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            raise EngineLoadError(f"cannot load {model_id} from {self.snapshot}: {exc}", path=self.snapshot) from exc
+        self.model.to(device)
+        self.model.eval()
+        self._torch = torch
+        self.load_seconds = time.perf_counter() - started
+        config = self.model.config
+        self._context = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_CONTEXT)
+
+    @property
+    def context_length(self) -> int:
+        return self._context
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "engine": "transformers",
+            "model": self.model_id,
+            "snapshot": str(self.snapshot),
+            "device": self.device,
+            "context_length": self._context,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+    def _prompt_ids(self, messages: Sequence[Message]) -> Any:
+        try:
+            out: Any = self.tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        except Exception as exc:  # jinja raises its own errors for templates that reject input
+            raise QwenhomeError(
+                f"the model's chat template rejected the messages: {exc}",
+                code="invalid-messages",
+                hint="check the roles and their order (system, then user/assistant turns)",
+            ) from exc
+        return out["input_ids"]
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return int(self._prompt_ids(messages).shape[-1])
+
+    def generate(
+        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
+    ) -> Completion:
+        torch = self._torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancel(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
+        input_ids = self._prompt_ids(messages).to(self.device)
+        prompt_len = int(input_ids.shape[-1])
+        max_new = max(1, min(params.max_tokens, self._context - prompt_len))
+        matcher = StopMatcher(params.stop)
+
+        def on_text(piece: str) -> None:
+            out = matcher.feed(piece)
+            if out:
+                sink(out)
+            if matcher.stopped:
+                cancel.set()
+
+        streamer = _PieceStreamer(self.tokenizer, on_text)
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new}
+        if params.temperature is not None and params.temperature <= 0.0:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs["do_sample"] = True
+            if params.temperature is not None:
+                kwargs["temperature"] = params.temperature
+            if params.top_p is not None:
+                kwargs["top_p"] = params.top_p
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                **kwargs,
+            )
+        tail = matcher.flush()
+        if tail:
+            sink(tail)
+        generated = int(output.shape[-1]) - prompt_len
+        hit_eos = generated < max_new or self._ends_with_eos(output)
+        reason = "stop" if matcher.stopped or hit_eos else "length"
+        return Completion(reason, Usage(prompt_len, generated))
+
+    def _ends_with_eos(self, output: Any) -> bool:
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        return int(output[0, -1]) in [i for i in ids if i is not None]

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from ..config import Settings, Source
 from ..errors import ConfigError
 from .background import Pending
+from .context import Context, StepFailed, Target
 from .dnscheck import getaddrinfo_resolver, read_nameservers
 from .fixes import reorder_sources, write_env_sh
 from .home import (
@@ -25,7 +26,7 @@ from .home import (
 )
 from .model import Check, DoctorReport, FixApplied, failed, passed, warned
 from .options import DEFAULT_REPO, HF_HOSTS, Deadline, DoctorOptions
-from .probe import Context, HostProbe, StepFailed, Target, probe_proxy
+from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
 from .sources import RepoSize, SourceResult, check_source
 from .wsl import check_wsl

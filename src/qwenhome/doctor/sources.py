@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Source
+from .context import Context, Response, StepFailed, Target
 from .model import Check, failed, passed, warned
-from .probe import Context, HostProbe, Response, StepFailed, Target
+from .probe import HostProbe
 
 
 @dataclass(frozen=True)

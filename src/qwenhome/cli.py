@@ -121,8 +121,8 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for ref in refs:
             result = pull(settings, ref, include=args.include, exclude=args.exclude, on_event=view, cancel=cancel)
-            if args.json:
-                emit_json({"event": "result", **result.to_dict()})
+            if args.json:  # JSON lines: progress events, then one result line
+                sys.stdout.write(json.dumps({"event": "result", **result.to_dict()}) + "\n")
             else:
                 how = "offline, from the home" if result.offline else (
                     f"{human_size(result.downloaded_bytes)} downloaded, {human_size(result.cached_bytes)} already here")

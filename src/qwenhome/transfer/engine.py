@@ -427,12 +427,15 @@ class TransferEngine:
             n = resp.readinto(mv[:want])
             if n <= 0:
                 raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
+            written = 0
             try:
-                written = os.pwrite(fd, mv[:n], pos)
+                while written < n:  # a short write means the disk is filling up
+                    w = os.pwrite(fd, mv[written:n], pos + written)
+                    if w <= 0:
+                        raise DiskFullError(f"no space left writing {f.job.partial}")
+                    written += w
             except OSError as exc:
                 raise translate_os_error(exc, f.job.partial) from exc
-            if written != n:
-                raise StoreError(f"short write to {f.job.partial}", code="store-io")
             with self._cv:
                 if r.gen != f.gen:
                     return

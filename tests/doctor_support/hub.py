@@ -92,7 +92,7 @@ class FakeHub:
         if self.mode == "status":
             return self._send(h, method, self.status, b'{"error": "boom"}', "application/json")
         if self.mode in ("hub", "no-commit") and path.startswith("/api/models/"):
-            doc = {"id": REPO, "sha": SHA, "siblings": [
+            doc: dict[str, Any] = {"id": REPO, "sha": SHA, "siblings": [
                 {"rfilename": "config.json", "size": 10, "blobId": "b" * 40},
                 {"rfilename": "model.safetensors", "size": self.file_size,
                  "lfs": {"sha256": "c" * 64, "size": self.file_size}},
@@ -100,11 +100,11 @@ class FakeHub:
             return self._send(h, method, 200, json.dumps(doc).encode(), "application/json")
         if self.mode == "modelscope" and path.startswith("/api/v1/models/"):
             if path.endswith("/repo/files"):
-                doc = {"Code": 200, "Success": True, "Data": {"Files": [
+                ms_doc: dict[str, Any] = {"Code": 200, "Success": True, "Data": {"Files": [
                     {"Name": "model.safetensors", "Path": "model.safetensors", "Type": "blob",
                      "Size": self.file_size, "Sha256": "d" * 64},
                 ]}}
-                return self._send(h, method, 200, json.dumps(doc).encode(), "application/json")
+                return self._send(h, method, 200, json.dumps(ms_doc).encode(), "application/json")
             return self._send(h, method, 206, b"x", "application/octet-stream")
         if "/resolve/" in path:
             if self.redirect_to:

@@ -6,11 +6,11 @@ ports), the CLI as a subprocess. Add new fixtures to the matching section.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from tests.support.cli import CliResult
+from tests.support.cli import CliResult, RunCli
 from tests.support.cli import run_cli as _run_cli
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, MiB, make_repo, make_store_repo
@@ -96,9 +96,6 @@ def qwen_home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     return home
-
-
-RunCli = Callable[..., CliResult]
 
 
 @pytest.fixture

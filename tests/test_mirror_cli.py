@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.support.cli import start_cli
+from tests.support.cli import RunCli, start_cli
+from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_store_repo, sha256_file
 
 hf = pytest.importorskip("huggingface_hub")
@@ -82,3 +83,19 @@ def test_run_mirror_reports_a_busy_port_as_usage_error(tmp_path: Path) -> None:
         with pytest.raises(UsageError) as info:
             run_mirror(settings, "127.0.0.1", busy.getsockname()[1])
     assert info.value.code == "address-in-use"
+
+
+def test_pulled_home_served_by_mirror_downloads_identically(
+    mirror: Mirror, small_repo: GeneratedRepo, run_cli: RunCli, qwen_home: Path, tmp_path: Path,
+) -> None:
+    """pull into a home with the CLI, serve that home, download it again with stock huggingface_hub."""
+    rc, out, err = run_cli(["pull", "Org/Small"], endpoint=mirror.url, timeout=120)
+    assert rc == 0, err
+    proc, url = serve([], qwen_home)
+    try:
+        path = Path(hf.snapshot_download("Org/Small", cache_dir=tmp_path / "c", endpoint=url, token=False))
+        assert path.name == Path(out.strip().splitlines()[-1]).name  # same commit id end to end
+        for rel, f in small_repo.files.items():
+            assert sha256_file(path / rel) == f.sha256
+    finally:
+        assert stop(proc) == 0

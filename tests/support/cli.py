@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,10 @@ class CliResult:
     def __iter__(self):  # type: ignore[no-untyped-def]
         """Unpack as ``rc, out, err = run_cli(...)``."""
         return iter((self.returncode, self.stdout, self.stderr))
+
+
+# The type of the ``run_cli`` fixture: run_cli(args, endpoint=, env=, timeout=, home=) -> CliResult.
+RunCli = Callable[..., CliResult]
 
 
 def clean_env(home: Path, endpoint: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:

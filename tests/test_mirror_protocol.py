@@ -341,3 +341,25 @@ def test_file_changed_since_listing_answers_503_retry_after(tmp_path: Path) -> N
         (root / "Org" / "A" / "a.txt").write_bytes(b"longer now")
         r = request(m.url, path="/Org/A/resolve/main/a.txt")
         assert r.status == 503 and r.header("Retry-After") == "1"
+
+
+def test_store_with_shared_xet_blobs_serves_sha256_etags(tmp_path: Path) -> None:
+    """huggingface_hub's cache-wide blobs: repo ``blobs/<sha256>`` links to ``<cache>/blobs/ab/<xet hash>``."""
+    data = content(1_500_000, 9)
+    sha = hashlib.sha256(data).hexdigest()
+    xet = "ab" + "7" * 62
+    hub = tmp_path / "hub"
+    (hub / "blobs" / "ab").mkdir(parents=True)
+    (hub / "blobs" / "ab" / xet).write_bytes(data)
+    repo = hub / "models--Org--X"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / sha).symlink_to(f"../../blobs/ab/{xet}")
+    snap = repo / "snapshots" / ("9" * 40)
+    (snap / "w").mkdir(parents=True)
+    (snap / "w" / "model.safetensors").symlink_to(f"../../../blobs/{sha}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("9" * 40)
+    with start_mirror(StoreBackend(hub)) as m:
+        head = request(m.url, "HEAD", "/Org/X/resolve/main/w/model.safetensors")
+        assert head.header("ETag") == f'"{sha}"' and head.header("X-Linked-Size") == str(len(data))
+        assert request(m.url, path="/Org/X/resolve/main/w/model.safetensors").body == data

@@ -191,17 +191,32 @@ class StoreBackend:
             raise RepoNotFoundError(f"repository {ref.repo_id!r} not found", repo=ref.repo_id)
         files: dict[str, FileEntry] = {}
         newest = 0.0
-        for rel, real, st in _walk_files(snap_dir, repo_real):
+        blobs = str(repo_dir / "blobs")
+        # Blobs may live anywhere in the store: huggingface_hub's shared Xet blobs are
+        # `blobs/<etag>` links to `<cache>/blobs/<2hex>/<xet hash>`.
+        for rel, real, st in _walk_files(snap_dir, str(self._root)):
             newest = max(newest, st.st_mtime)
-            kind = etag_kind(real.name) if real.parent.name == "blobs" else None
-            if kind == "sha256":
-                files[rel] = FileEntry.lfs(rel, st.st_size, real.name, real)
-            elif kind == "git-sha1":
-                files[rel] = FileEntry(rel, st.st_size, real.name, None, real)
+            etag = _linked_blob_name(snap_dir / rel, blobs)
+            kind = etag_kind(etag) if etag else None
+            if etag and kind == "sha256":
+                files[rel] = FileEntry.lfs(rel, st.st_size, etag, real)
+            elif etag and kind == "git-sha1":
+                files[rel] = FileEntry(rel, st.st_size, etag, None, real)
             else:  # a plain copy (no symlinks): hash it like a folder repo
                 files[rel] = _hashed_entry(self._hashes, rel, real, st)
         self._hashes.save()
         return Snapshot.build(ref.repo_type, ref.repo_id, files, newest, commit=commit)
+
+
+def _linked_blob_name(link: Path, blobs_dir: str) -> str | None:
+    """The etag a snapshot entry names: its link target's file name when the
+    link points straight into the repo's ``blobs/`` (the name *is* the hash)."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    full = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    return os.path.basename(full) if os.path.dirname(full) == blobs_dir else None
 
 
 def _hashed_entry(hashes: HashCache, rel: str, real: Path, st: os.stat_result) -> FileEntry:

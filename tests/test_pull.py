@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.mirror import Mirror
-from tests.support.repos import GeneratedRepo
 
 from qwenhome.config import Settings, Source, load_settings
 from qwenhome.errors import (
@@ -26,6 +24,8 @@ from qwenhome.store import RepoRef, Store
 from qwenhome.store.scan import list_repos
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from tests.support.mirror import Mirror
+from tests.support.repos import GeneratedRepo
 
 FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6)
 

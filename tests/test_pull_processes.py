@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.support.cli import RunCli, clean_env
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo
@@ -55,7 +56,7 @@ def test_kill_9_midway_then_resume_fetches_only_the_missing_part(
 
     mirror.faults.bandwidth(None)
     proc2 = spawn_pull(qwen_home, mirror.url)
-    out, err = proc2.communicate(timeout=120)
+    _out, err = proc2.communicate(timeout=120)
     assert proc2.returncode == 0, err
     assert_snapshot_matches(qwen_home, big_repo)
     second_run = mirror.faults.bytes_sent("model.safetensors") - first_run

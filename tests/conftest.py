@@ -10,12 +10,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
+from qwenhome.mirror import FolderBackend, HashCache, StoreBackend
 from tests.support.cli import CliResult, RunCli
 from tests.support.cli import run_cli as _run_cli
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, MiB, make_repo, make_store_repo
-
-from qwenhome.mirror import FolderBackend, HashCache, StoreBackend
 
 # -- repositories ------------------------------------------------------------------
 

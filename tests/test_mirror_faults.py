@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from tests.support.http import Connection, request
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.support.cli import clean_env
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, MiB, make_repo, sha256_file

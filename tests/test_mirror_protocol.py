@@ -10,11 +10,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from qwenhome.mirror import FolderBackend, HashCache, StoreBackend
 from tests.support.http import Connection, request
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, content
-
-from qwenhome.mirror import FolderBackend, HashCache, StoreBackend
 
 SMALL = "/Org/Small/resolve/main"
 

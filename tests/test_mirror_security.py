@@ -16,10 +16,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from tests.support.mirror import start_mirror
 
 from qwenhome.errors import QwenhomeError
 from qwenhome.mirror import Backend, BadTarget, FolderBackend, StoreBackend, resolve_target
+from tests.support.mirror import start_mirror
 
 SECRET = b"TOP-SECRET-5f1c0e"
 COMMIT = "c" * 40

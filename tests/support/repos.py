@@ -129,6 +129,6 @@ def make_store_repo(
         link = snap / rel
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path("../" * (rel.count("/") + 2)) / "blobs" / f.etag)
-    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / ref).write_text(commit)
     return snap

@@ -6,12 +6,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from qwenhome.doctor import run_doctor
 from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.setup import options_for, settings_for
 from tests.doctor_support.sockets import Blackhole, FullBacklog, closed_port
-
-from qwenhome.doctor import run_doctor
 
 
 def test_closed_port_is_connection_refused_naming_the_port(tmp_path: Path) -> None:

@@ -8,11 +8,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from qwenhome.doctor import DoctorTimeouts, render_report, run_doctor
 from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.setup import options_for, settings_for
 from tests.doctor_support.sockets import Blackhole
-
-from qwenhome.doctor import DoctorTimeouts, render_report, run_doctor
 
 TIMEOUT_CODES = {"dns-resolution-failed", "response-timeout", "connection-timeout", "wsl-resolv-conf"}
 
@@ -51,3 +50,14 @@ def test_whole_run_with_every_check_timing_out_takes_under_5_seconds(tmp_path: P
     assert report.exit_code == 1
     assert json.loads(json.dumps(report.to_dict()))["ok"] is False
     assert "FAIL" in render_report(report)
+
+
+def test_each_step_is_cut_to_what_is_left_of_the_total(tmp_path: Path) -> None:
+    with Blackhole() as hole:
+        opts = replace(options_for(tmp_path), timeouts=DoctorTimeouts(dns=1.0, connect=1.0, read=30.0, total=1.0))
+        started = time.monotonic()
+        report = run_doctor(settings_for(tmp_path, [hole.url]), options=opts)
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.8  # not the 30 s read time-out
+    check = next(c for c in report.checks if c.id == "api:hf")
+    assert check.code == "response-timeout"

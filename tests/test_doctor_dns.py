@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qwenhome.doctor import run_doctor
 from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.setup import options_for, settings_for
-
-from qwenhome.doctor import run_doctor
 
 
 def test_name_under_invalid_is_reported_as_not_existing_with_the_url_to_fix(tmp_path: Path) -> None:

@@ -9,11 +9,10 @@ import stat
 import sys
 from pathlib import Path
 
+from qwenhome.doctor import render_report, run_doctor
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.setup import options_for, settings_for
 from tests.doctor_support.sockets import closed_port
-
-from qwenhome.doctor import render_report, run_doctor
 
 if sys.version_info >= (3, 11):
     import tomllib

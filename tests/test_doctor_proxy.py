@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import trustme
+
+from qwenhome.doctor import run_doctor
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.proxy_server import ForwardProxy
 from tests.doctor_support.setup import options_for, settings_for
 from tests.doctor_support.sockets import closed_port
-
-from qwenhome.doctor import run_doctor
 
 
 def test_proxy_on_a_closed_port_is_proxy_connection_failed(tmp_path: Path) -> None:

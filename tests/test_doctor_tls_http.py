@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import trustme
+
+from qwenhome.doctor import run_doctor
+from qwenhome.mirror import FolderBackend, HashCache, MirrorServer
 from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.setup import options_for, settings_for
 from tests.doctor_support.sockets import Blackhole, Slammer
 from tests.support.repos import GeneratedRepo
-
-from qwenhome.doctor import run_doctor
-from qwenhome.mirror import FolderBackend, HashCache, MirrorServer
 
 
 def test_untrusted_certificate_names_issuer_and_subject(tmp_path: Path) -> None:

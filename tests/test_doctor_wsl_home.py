@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qwenhome.doctor import run_doctor
 from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.setup import options_for, settings_for
 from tests.doctor_support.sockets import closed_port
-
-from qwenhome.doctor import run_doctor
 
 WSL_VERSION = "Linux version 5.15.153.1-microsoft-standard-WSL2 (root@1c602f52c2e4) #1 SMP\n"
 WSL_RESOLV = (

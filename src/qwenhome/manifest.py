@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .store.layout import validate_relpath
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        from .store.layout import validate_relpath  # here: the store package imports this module
+
         data: dict[str, Any] = json.loads(text)
         files = [
             RepoFile(validate_relpath(f["path"]), int(f["size"]), f.get("blob_id"), f.get("sha256"))

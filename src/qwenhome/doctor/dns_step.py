@@ -94,7 +94,7 @@ def _dns_failure(
             f"check the spelling of the host name {host} in {origin}",
             host, resolver=system, failure="nxdomain",
         )
-    tried = ", ".join(f"{a.server} {KIND_WORDS.get(a.kind, 'failed')}" for a in answers)
+    tried = ", ".join(f"resolver {a.server} {KIND_WORDS.get(a.kind, 'failed')}" for a in answers)
     return failed(
         check_id, "dns-resolution-failed",
         f"no resolver answered for {host}: the {system} {said}"

@@ -28,6 +28,7 @@ KIND_WORDS = {
     "servfail": "answered SERVFAIL",
     "unreachable": "is unreachable",
     "error": "failed",
+    "unavailable": "was not asked (install the doctor extra, dnspython, to ask other resolvers)",
 }
 
 
@@ -109,7 +110,7 @@ def query_direct(name: str, server: str, timeout: float, rdtypes: Sequence[str] 
         import dns.rcode
         import dns.rdatatype
     except ImportError:  # the doctor extra is not installed
-        return DirectAnswer(server, "error")
+        return DirectAnswer(server, "unavailable")
     ip, port = parse_server(server)
     ips: list[str] = []
     kind = "no-address"

@@ -136,3 +136,17 @@ def test_transformers_loads_config_through_hf_endpoint(mirror: Mirror, tmp_path:
                          timeout=180, check=True)
     assert out.stdout.split()[-2:] == ["qwen2", "64"]
     assert any(r.file_path == "config.json" and r.method == "GET" for r in mirror.faults.records())
+
+
+def test_large_tree_is_listed_across_pages_by_stock_client(tmp_path: Path) -> None:
+    from qwenhome.mirror import FolderBackend
+
+    files = {f"d{i % 100:03d}/sub/f{i:05d}.txt": f"{i}\n".encode() for i in range(1000)}
+    make_repo(tmp_path / "repos", "Org/Many", files)
+    with start_mirror(FolderBackend(tmp_path / "repos"), tree_page_size=150) as m:
+        api = hf.HfApi(endpoint=m.url, token=False)
+        entries = list(api.list_repo_tree("Org/Many", recursive=True))
+        pages = [r for r in m.faults.records() if "/tree/" in r.path]
+    assert sorted(e.path for e in entries if isinstance(e, hf.hf_api.RepoFile)) == sorted(files)
+    assert sum(isinstance(e, hf.hf_api.RepoFolder) for e in entries) == 200
+    assert len(pages) == 8  # 1200 entries, 150 per page, followed through Link headers

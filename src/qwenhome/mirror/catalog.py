@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Files at least this large, or with these suffixes, are "LFS" files: the Hub
 # lists them with an ``lfs`` block and names their blob by sha256.
@@ -95,11 +96,19 @@ class Snapshot:
         return cls(repo_type, repo_id, commit or tree_commit_id(files), dict(sorted(files.items())),
                    last_modified, frozenset(dirs))
 
+    # Derived data computed once per snapshot (listings are paginated, so asked for often).
+    memo: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+
     def tree_oid(self, directory: str) -> str:
         """A deterministic id for a folder, derived from what it holds."""
-        prefix = f"{directory}/"
-        h = hashlib.sha1(b"tree\n")
-        for path, f in self.files.items():
-            if path.startswith(prefix):
-                h.update(f"{path}\x00{f.blob_id}\n".encode())
-        return h.hexdigest()
+        oids: dict[str, str] | None = self.memo.get("tree_oids")
+        if oids is None:
+            hashers: dict[str, Any] = {d: hashlib.sha1(b"tree\n") for d in self.directories}
+            for path, f in self.files.items():  # sorted, so each folder hashes in path order
+                line = f"{path}\x00{f.blob_id}\n".encode()
+                parts = path.split("/")[:-1]
+                for i in range(1, len(parts) + 1):
+                    hashers["/".join(parts[:i])].update(line)
+            oids = {d: h.hexdigest() for d, h in hashers.items()}
+            self.memo["tree_oids"] = oids
+        return oids[directory]

@@ -58,6 +58,10 @@ def tree_entries(snap: Snapshot, folder: str, *, recursive: bool) -> list[dict[s
     None when ``folder`` is not a folder of the snapshot."""
     if folder and folder not in snap.directories:
         return None
+    key = ("tree", folder, recursive)
+    cached: list[dict[str, Any]] | None = snap.memo.get(key)
+    if cached is not None:
+        return cached
     prefix = f"{folder}/" if folder else ""
     depth = prefix.count("/")
 
@@ -70,6 +74,7 @@ def tree_entries(snap: Snapshot, folder: str, *, recursive: bool) -> list[dict[s
         if wanted(d)
     ]
     files = [_tree_file(f) for p, f in snap.files.items() if wanted(p)]
+    snap.memo[key] = dirs + files
     return dirs + files
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trustme
 
 from qwenhome.doctor import run_doctor
+from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.hub import FakeHub
 from tests.doctor_support.proxy_server import ForwardProxy
 from tests.doctor_support.setup import options_for, settings_for
@@ -103,3 +105,23 @@ def test_untrusted_certificate_behind_a_proxy_still_shows_its_issuer(tmp_path: P
     assert (check.status, check.code) == ("fail", "tls-verification-failed")
     assert "Corp TLS Inspection" in check.details["issuer"]
     assert "Corp TLS Inspection" in check.fix and "SSL_CERT_FILE" in check.fix
+
+
+def test_proxy_whose_name_does_not_resolve_is_proxy_connection_failed(tmp_path: Path) -> None:
+    with DnsServer({}) as dns:
+        env = {"HTTPS_PROXY": "http://proxy.qwenhome.invalid:3128"}
+        report = run_doctor(settings_for(tmp_path, ["https://127.0.0.1:9"], env),
+                            options=options_for(tmp_path, [dns.address]))
+    check = next(c for c in report.checks if c.code == "proxy-connection-failed")
+    assert "proxy.qwenhome.invalid" in check.summary and "does not exist" in check.summary
+    assert check.details["cause"] == "dns-resolution-failed"
+    assert "HTTPS_PROXY" in check.fix
+
+
+def test_proxy_variables_come_from_the_settings_not_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port()}")
+    with FakeHub() as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model", options=options_for(tmp_path))
+    assert not report.by_code("proxy-connection-failed")
+    assert next(c for c in report.checks if c.id == "api:hf").status == "pass"

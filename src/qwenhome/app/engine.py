@@ -71,7 +71,10 @@ class LocalEngine(Protocol):
 
 @runtime_checkable
 class ProxyEngine(Protocol):
-    model_id: str
-    base_url: str
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
 
     def info(self) -> dict[str, Any]: ...

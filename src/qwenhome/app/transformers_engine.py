@@ -86,12 +86,17 @@ class TransformersEngine:
             self.model: Any = AutoModelForCausalLM.from_pretrained(self.snapshot, local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
             raise EngineLoadError(f"cannot load {model_id} from {self.snapshot}: {exc}", path=self.snapshot) from exc
-        self.model.to(device)
-        self.model.eval()
+        self._prepare(device)
         self._torch = torch
         self.load_seconds = time.perf_counter() - started
         config = self.model.config
         self._context = int(getattr(config, "max_position_embeddings", 0) or DEFAULT_CONTEXT)
+
+    def _prepare(self, device: str) -> None:
+        # Through Any: transformers' stubs type .to() and .eval() too narrowly.
+        model: Any = self.model
+        model.to(device)
+        model.eval()
 
     @property
     def context_length(self) -> int:

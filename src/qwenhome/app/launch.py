@@ -1,0 +1,276 @@
+"""``qwenhome launch``: the complete system from one home.
+
+Order of work (each step says what it does on stderr):
+
+1. the model: already in the home -> nothing to do (works offline, instant);
+   missing -> pulled with visible progress (``--demo``: built once, served
+   from a local mirror, pulled through the real pull path);
+2. a quick doctor runs alongside; its warnings are shown, never fatal when
+   the model is in the home;
+3. the API server (and with vLLM, ``vllm serve <snapshot>``) start as child
+   processes whose environment carries the one-home variables and
+   ``HF_HUB_OFFLINE=1`` from their first instruction, so no Hugging Face
+   library in them can look elsewhere or reach the network;
+4. children are supervised: a crash is shown with its reason and restarted
+   with backoff, up to a limit; Ctrl+C or SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..config import Settings
+from ..errors import EXIT_OK, QwenhomeError, UsageError
+from ..store.cache import Store
+from ..store.layout import RepoRef
+from .supervisor import Child, RestartPolicy
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+READY_TIMEOUT = 900.0  # a large model on a slow disk can take minutes to load
+
+
+class Stop(Exception):
+    """SIGTERM, turned into an exception so the same clean-up runs as for Ctrl+C."""
+
+
+def _writer(out: TextIO) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        out.write(f"qwenhome: {msg}\n")
+        out.flush()
+
+    return say
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                code="port-in-use",
+                hint=f"stop what uses port {port}, or pass --port with another port",
+            ) from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def local_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callable[[str], None]) -> tuple[RepoRef, Path]:
+    """The model's snapshot in the home: used as is when present, else pulled."""
+    from ..errors import NotCachedError
+    from ..termui import ProgressView
+
+    if demo:
+        from ..demo.flow import DEMO_REPO, ensure_demo_model
+
+        if model and RepoRef.parse(model).repo_id != DEMO_REPO:
+            raise UsageError("--demo serves its own model; drop --model", code="usage")
+        view = ProgressView()
+        try:
+            snap = ensure_demo_model(settings, on_event=view, say=say)
+        finally:
+            view.close()
+        return RepoRef.parse(DEMO_REPO), snap
+    ref = RepoRef.parse(model or DEFAULT_MODEL)
+    store = Store(settings.hub_cache, settings.state_dir)
+    try:
+        return ref, store.snapshot_path(ref)
+    except NotCachedError:
+        pass
+    from ..pull import pull
+
+    say(f"{ref} is not in the home ({settings.hub_cache}); pulling it once")
+    view = ProgressView()
+    try:
+        result = pull(settings, ref, on_event=view)
+    finally:
+        view.close()
+    return ref, result.snapshot
+
+
+def quick_doctor(settings: Settings, repo: str, say: Callable[[str], None]) -> threading.Thread:
+    """Run the doctor with short time-outs in the background; show what it finds."""
+
+    def run() -> None:
+        try:
+            from ..doctor import DoctorOptions, DoctorTimeouts, run_doctor
+
+            opts = DoctorOptions(timeouts=DoctorTimeouts(dns=1.0, connect=1.0, read=1.5, total=3.0))
+            report = run_doctor(settings, repo=repo, options=opts)
+        except Exception as exc:  # the doctor must never stop the launch
+            say(f"doctor could not run: {exc}")
+            return
+        findings = [c for c in report.checks if c.status in ("warn", "fail")]
+        if not findings:
+            say("doctor: no problems found")
+        for c in findings:
+            say(f"doctor {c.status}: {c.summary}" + (f" — fix: {c.fix}" if c.fix else ""))
+
+    t = threading.Thread(target=run, name="qwenhome-quick-doctor", daemon=True)
+    t.start()
+    return t
+
+
+def wait_ready(url: str, children: Sequence[Child], timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """Poll ``/health`` until the engine is ready; fail early if a child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in children:
+            if not c.alive():
+                code = c.proc.poll() if c.proc else None
+                last = next((ln for ln in reversed(c.tail) if ln.strip()), "")
+                raise QwenhomeError(
+                    f"{c.name} stopped while starting ({'' if code is None else code}): {last}",
+                    code="server-start-failed",
+                )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2.0) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+        except (OSError, ValueError):
+            body = {}
+        if body.get("status") in ("ready", "error"):
+            return body
+        time.sleep(0.1)
+    raise QwenhomeError(f"the server at {url} was not ready after {timeout:.0f} s", code="server-start-failed")
+
+
+@contextlib.contextmanager
+def _sigterm_as_stop() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_sig: int, _frame: Any) -> None:
+        raise Stop()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def choose_engine(engine: str, base_env: Mapping[str, str]) -> str:
+    if engine != "auto":
+        return engine
+    from .vllm_engine import vllm_available
+
+    return "vllm" if vllm_available() and shutil.which("vllm", path=base_env.get("PATH")) else "transformers"
+
+
+def server_command(settings: Settings, ref: RepoRef, snap: Path, host: str, port: int,
+                   engine: str, engine_url: str | None, sources: Sequence[str]) -> list[str]:
+    argv = [sys.executable, "-m", "qwenhome.app.serve", "--home", str(settings.home), "--model", ref.repo_id,
+            "--snapshot", str(snap), "--host", host, "--port", str(port), "--engine", engine]
+    if engine_url:
+        argv += ["--engine-url", engine_url]
+    for s in sources:
+        argv += ["--source", s]
+    if not settings.offline_forced:
+        argv.append("--online")
+    return argv
+
+
+def run_launch(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    engine: str = "auto",
+    demo: bool = False,
+    base_env: Mapping[str, str] | None = None,
+    vllm_args: Sequence[str] = (),
+    policy: RestartPolicy | None = None,
+    out: TextIO | None = None,
+    ready: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Launch the complete system and block until stopped; returns an exit code.
+
+    ``base_env`` is the environment children inherit (the CLI passes
+    ``os.environ``); the one-home variables are applied on top. ``ready`` is
+    called with the page's URL once the engine is ready; setting ``stop``
+    shuts down as Ctrl+C does.
+    """
+    from ..envexport import child_env
+
+    say = _writer(out or sys.stderr)
+    base = dict(base_env or settings.env)
+    check_port_free(host, port)
+    started = time.monotonic()
+    ref, snap = resolve_model(settings, model, demo, say)
+    say(f"model {ref.repo_id} from the home: {snap}")
+    quick_doctor(settings, ref.repo_id, say)
+
+    kind = choose_engine(engine, base)
+    env = child_env(settings, base)
+    children: list[Child] = []
+    policy = policy or RestartPolicy()
+    engine_url = None
+    if kind == "vllm":
+        from .vllm_engine import vllm_command
+
+        exe = shutil.which("vllm", path=base.get("PATH"))
+        if exe is None:
+            raise UsageError("--engine vllm: the vllm command is not installed", code="missing-component",
+                             hint="pip install vllm (needs a GPU), or use --engine transformers")
+        vport = free_port()
+        engine_url = f"http://127.0.0.1:{vport}"
+        children.append(Child("vllm", vllm_command([exe], snap, ref.repo_id, port=vport, extra=vllm_args),
+                               env, policy, say))
+    argv = server_command(settings, ref, snap, host, port, kind, engine_url, ())
+    children.append(Child("server", argv, env, policy, say))
+    url = local_url(host, port)
+    try:
+        with _sigterm_as_stop():
+            for c in children:
+                c.start()
+            say(f"starting the {kind} engine and the API on {url}")
+            body = wait_ready(url, children)
+            if body.get("status") == "error":
+                err = body.get("error", {})
+                raise QwenhomeError(err.get("message", "engine failed"), code=err.get("code", "engine-load-failed"),
+                                    hint=err.get("hint"))
+            say(f"ready in {time.monotonic() - started:.1f} s: open {url}/  (OpenAI API: {url}/v1; Ctrl+C stops)")
+            if ready is not None:
+                ready(url)
+            while stop is None or not stop.is_set():
+                now = time.monotonic()
+                for c in children:
+                    fatal = c.check(now)
+                    if fatal:
+                        raise QwenhomeError(fatal, code="engine-crashed",
+                                            hint="see the lines above for the cause; fix it and launch again")
+                time.sleep(0.2)
+            return EXIT_OK
+    except (KeyboardInterrupt, Stop):
+        # A requested stop is a clean end, as for uvicorn itself.
+        say("stopping")
+        return EXIT_OK
+    finally:
+        for c in reversed(children):
+            c.stop()

@@ -1,0 +1,57 @@
+"""The demo's way into the home: build the tiny model once, serve it from a
+local Hub-protocol mirror, and pull it through the real pull path.
+
+Everything happens on 127.0.0.1; a home that has the demo model already
+returns at once without building, serving or pulling anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config import Settings, Source
+from ..errors import NotCachedError
+from ..progress import EventSink
+from ..store.cache import Store
+from ..store.layout import RepoRef
+
+DEMO_REPO = "qwenhome/tiny-qwen2-demo"
+
+
+def demo_repos_root(settings: Settings) -> Path:
+    """Plain repository folders (``Org/Name/``) the demo mirror serves."""
+    return settings.state_dir / "demo-repos"
+
+
+def ensure_demo_model(
+    settings: Settings,
+    *,
+    on_event: EventSink | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> Path:
+    """The demo model's snapshot in the home, building and pulling it if missing."""
+    from ..pull import pull
+
+    ref = RepoRef.parse(DEMO_REPO)
+    store = Store(settings.hub_cache, settings.state_dir)
+    try:
+        return store.snapshot_path(ref)
+    except NotCachedError:
+        pass
+    folder = demo_repos_root(settings) / DEMO_REPO
+    if not (folder / "model.safetensors").is_file():
+        from .tinymodel import build_tiny_qwen2
+
+        say(f"building the demo model (a tiny Qwen2, trained locally) in {folder}")
+        build_tiny_qwen2(folder)
+    from ..mirror import FolderBackend, MirrorServer
+
+    server = MirrorServer(FolderBackend(demo_repos_root(settings))).start()
+    try:
+        say(f"serving it from a local mirror at {server.url}; pulling it into the home")
+        mirror_settings = settings.with_sources([Source("demo-mirror", "hf", server.url)]).with_offline(False)
+        result = pull(mirror_settings, ref, on_event=on_event)
+    finally:
+        server.stop()
+    return result.snapshot

@@ -75,6 +75,8 @@ class Timeouts:
     read: float = 30.0
     # A transfer with no byte for this long is considered stalled and retried.
     stall: float = 15.0
+    # Overall bound of the parallel reachability probe that decides offline.
+    probe: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ def load_settings(
         connect=float(net_cfg.get("connect_timeout", Timeouts.connect)),
         read=float(net_cfg.get("read_timeout", Timeouts.read)),
         stall=float(net_cfg.get("stall_timeout", Timeouts.stall)),
+        probe=float(net_cfg.get("probe_timeout", Timeouts.probe)),
     )
     offline_forced = offline or _truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("TRANSFORMERS_OFFLINE"))
     observed = {k: env[k] for k in OBSERVED_ENV if k in env}

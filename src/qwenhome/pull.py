@@ -7,6 +7,17 @@ The order of effects is what keeps the store consistent under crashes:
    snapshot as it completes, so a later pull never refetches it;
 3. ``refs/<revision>`` moves to the new commit only when every file is there,
    so an interrupted update never hides the previous complete snapshot.
+
+Sources: a short, remembered probe (:mod:`.sources`) first decides whether
+any source is reachable; when none is, a cached snapshot is answered at once.
+Reachable sources are ranked by health. Metadata comes from the first that
+answers (Hub protocol or ModelScope). Each file gets an ordered candidate
+list: the Hub-protocol sources (same ``resolve/{commit}/{path}``), then
+ModelScope sources whose listing has the same path with the same size and
+sha256, never matched by commit. ModelScope is listed once per pull, and only
+when an earlier source failed (or when it gave the metadata). A file that
+fails over keeps the ranges on disk; bytes failing verification drop their
+source for the rest of the pull.
 """
 
 from __future__ import annotations
@@ -15,12 +26,14 @@ import fnmatch
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import sources as netsources
 from .config import Settings, Source
 from .errors import (
+    IntegrityError,
     NetworkError,
     NotCachedError,
     OfflineError,
@@ -29,12 +42,21 @@ from .errors import (
 )
 from .hub.hf import HubClient
 from .hub.http import HttpClient
+from .hub.modelscope import ModelScopeClient, ms_revision
 from .manifest import Manifest, RepoFile
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .store.cache import FileLock, Store
 from .store.layout import RepoRef, is_commit
+from .transfer import partmap
 from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
 from .transfer.retry import call_with_retries
+
+# Transient failures tolerated per file before it moves on while another
+# source can still be tried; the last round gets the configured count.
+FAILOVER_RETRIES = 3
+
+Client = HubClient | ModelScopeClient
+Decider = Callable[[Settings], netsources.NetworkDecision]
 
 
 @dataclass(frozen=True)
@@ -91,42 +113,108 @@ class Puller:
         on_event: EventSink | None = None,
         http: HttpClient | None = None,
         config: EngineConfig | None = None,
+        decide_network: Decider | None = None,
     ) -> None:
         self.settings = settings
         self.store = Store(settings.hub_cache, settings.state_dir)
         self.http = http or HttpClient(settings.timeouts, settings.env)
         self.emit: EventSink = on_event or (lambda _e: None)
         self.config = config or engine_config(settings)
+        self.decide_network: Decider = decide_network or (lambda st: netsources.decide(st))
+        self.order: list[Source] = list(settings.sources)
+        self.bad_sources: set[str] = set()
+        # ModelScope listings by source name: path -> file; None when listing failed.
+        self.ms_files: dict[str, dict[str, RepoFile] | None] = {}
+        self.ms_revision = "master"
+        self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
 
     # -- metadata ------------------------------------------------------------
-    def clients(self) -> list[HubClient]:
-        return [HubClient(s, self.http) for s in self.settings.sources if s.kind == "hf"]
+    def clients(self) -> list[Client]:
+        out: list[Client] = []
+        for s in self.order:
+            out.append(HubClient(s, self.http) if s.kind == "hf" else ModelScopeClient(s, self.http))
+        return out
+
+    def _note(self, source: Source, exc: QwenhomeError | None) -> None:
+        if exc is None:
+            self.outcomes[source] = (True, False, "ok")
+        elif isinstance(exc, NetworkError) or exc.transient:
+            self.outcomes[source] = (False, isinstance(exc, NetworkError), exc.code)
+
+    def _manifest_of(self, client: Client, ref: RepoRef) -> Manifest:
+        if isinstance(client, ModelScopeClient):
+            manifest = client.manifest(ref)
+            self.ms_files[client.source.name] = {f.path: f for f in manifest.files}
+            return manifest
+        return client.manifest(ref)
 
     def fetch_manifest(self, ref: RepoRef) -> tuple[Manifest, Source]:
         """Ask each source in order; network failures move on to the next."""
         first_error: QwenhomeError | None = None
+        self.ms_revision = ms_revision(ref)
         for client in self.clients():
-            def once(c: HubClient = client) -> Manifest:
-                return c.manifest(ref)
+            def once(c: Client = client) -> Manifest:
+                return self._manifest_of(c, ref)
 
-            def note(exc: QwenhomeError, delay: float, c: HubClient = client) -> None:
+            def note(exc: QwenhomeError, delay: float, c: Client = client) -> None:
                 self.emit(ProgressEvent(RETRY, str(ref), message=f"{c.source.name}: {exc.code}; retry in {delay:.1f}s"))
 
             try:
-                return call_with_retries(once, attempts=self.config.metadata_attempts,
-                                         backoff=self.config.backoff, on_retry=note), client.source
+                manifest = call_with_retries(once, attempts=self.config.metadata_attempts,
+                                             backoff=self.config.backoff, on_retry=note)
+                self._note(client.source, None)
+                return manifest, client.source
             except (NetworkError, RemoteError) as exc:
+                self._note(client.source, exc)
                 if first_error is None or isinstance(first_error, NetworkError):
                     first_error = exc
-                if len(self.settings.sources) > 1:  # with one source the error says it all
-                    self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.name}: {exc.code}: {exc.message}"))
+                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.name}: {exc.code}: {exc.message}"))
         if first_error is None:
             raise OfflineError("no source is configured", hint="add a source with --source URL or in config.toml")
         raise first_error
 
-    def candidates(self, ref: RepoRef, commit: str, path: str, first: Source) -> list[Candidate]:
-        srcs = [first] + [s for s in self.settings.sources if s != first and s.kind == "hf"]
-        return [Candidate(s, HubClient(s, self.http).file_url(ref, commit, path)) for s in srcs]
+    def list_modelscope(self, ref: RepoRef) -> None:
+        """List every ModelScope source not listed yet (once per pull, short retries)."""
+        for s in self.order:
+            if s.kind != "modelscope" or s.name in self.ms_files or s.name in self.bad_sources:
+                continue
+            client = ModelScopeClient(s, self.http)
+
+            def listing(c: ModelScopeClient = client) -> list[RepoFile]:
+                return c.list_files(ref, self.ms_revision)
+
+            try:
+                files = call_with_retries(listing, attempts=2, backoff=self.config.backoff)
+                self.ms_files[s.name] = {f.path: f for f in files}
+                self._note(s, None)
+                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.name}: listed {len(files)} file(s)"))
+            except (NetworkError, RemoteError) as exc:
+                self.ms_files[s.name] = None
+                self._note(s, exc)
+                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.name}: {exc.code}: {exc.message}"))
+
+    def unlisted_modelscope(self) -> bool:
+        return any(s.kind == "modelscope" and s.name not in self.ms_files and s.name not in self.bad_sources
+                   for s in self.order)
+
+    def candidates(self, ref: RepoRef, commit: str, f: RepoFile, first: Source) -> list[Candidate]:
+        """Where ``f`` can come from, in order. Hub-protocol sources share the
+        manifest's commit, so they qualify only when the manifest came from
+        one; a ModelScope source qualifies when its listing holds the same
+        path with the same size and (where known) sha256."""
+        out: list[Candidate] = []
+        for s in self.order:
+            if s.name in self.bad_sources:
+                continue
+            if s.kind == "hf":
+                if first.kind == "hf":
+                    out.append(Candidate(s, HubClient(s, self.http).file_url(ref, commit, f.path)))
+                continue
+            listing = self.ms_files.get(s.name)
+            other = listing.get(f.path) if listing else None
+            if other is not None and other.size == f.size and (f.sha256 is None or other.sha256 == f.sha256):
+                out.append(Candidate(s, ModelScopeClient(s, self.http).file_url(ref, self.ms_revision, f.path)))
+        return out
 
     # -- the pull -------------------------------------------------------------
     def pull(
@@ -142,6 +230,23 @@ class Puller:
             return cached
         if self.settings.offline_forced:
             return self._offline(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
+        decision = self.decide_network(self.settings)
+        if not decision.online:
+            return self._offline(ref, f"no source reachable: {decision.reason}")
+        self.order = netsources.rank(self.settings.sources, decision.results, netsources.NetState.load(self.settings))
+        try:
+            return self._pull_online(ref, include, exclude, cancel, t0)
+        finally:
+            netsources.record_outcomes(self.settings, self.outcomes)
+
+    def _pull_online(
+        self,
+        ref: RepoRef,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        cancel: threading.Event | None,
+        t0: float,
+    ) -> PullResult:
         try:
             full, source = self.fetch_manifest(ref)
         except NetworkError as exc:
@@ -223,12 +328,10 @@ class Puller:
                         for g in install_links:
                             self.store.link(ref, commit, g.path, f.etag)
                         continue
-                    jobs.append(FileJob(f.etag, f.path, f.size, f.sha256, f.blob_id,
-                                        self.candidates(ref, commit, f.path, source), self.store.partial_path(f.etag)))
+                    jobs.append(f)
                 if jobs:
-                    engine = TransferEngine(self.http, self.config, on_event=self.emit, repo=str(ref))
-                    errors = engine.run(jobs, install, cancel)
-                    downloaded += int(engine.stats.get("bytes", 0))
+                    got, errors = self._run_rounds(ref, commit, jobs, source, install, cancel)
+                    downloaded += got
                     for err in errors.values():
                         failed += 1
                         first_error = first_error or err
@@ -241,6 +344,81 @@ class Puller:
             first_error.args = (first_error.message,)
             raise first_error
         return downloaded
+
+    def _run_rounds(
+        self,
+        ref: RepoRef,
+        commit: str,
+        files: list[RepoFile],
+        first: Source,
+        install: Callable[[FileJob], None],
+        cancel: threading.Event | None,
+    ) -> tuple[int, dict[str, QwenhomeError]]:
+        """Run the engine over ``files`` in failover rounds.
+
+        While another source may still be tried (more candidates, or a
+        ModelScope source not listed yet), files move on after a few transient
+        failures; failed files are then retried with ModelScope candidates
+        added, and a last round uses the full retry count. Ranges on disk stay
+        between rounds."""
+        if first.kind == "modelscope":
+            self.list_modelscope(ref)  # the only way to learn what else ModelScope has
+        downloaded = 0
+        pending = list(files)
+        errors: dict[str, QwenhomeError] = {}
+        may_be_quick = True
+        while pending:
+            jobs: list[FileJob] = []
+            errors = {}
+            for f in pending:
+                cands = self.candidates(ref, commit, f, first)
+                if cands:
+                    jobs.append(FileJob(f.etag, f.path, f.size, f.sha256, f.blob_id, cands,
+                                        self.store.partial_path(f.etag)))
+                else:
+                    errors[f.etag] = RemoteError(
+                        f"{f.path}: no usable source left", code="no-source",
+                        hint="every source failed or serves other content; see `qwenhome sources --probe`")
+            more = self.unlisted_modelscope() or any(len(j.candidates) > 1 for j in jobs)
+            quick = may_be_quick and more and self.config.max_retries > FAILOVER_RETRIES
+            config = replace(self.config, max_retries=FAILOVER_RETRIES) if quick else self.config
+            if jobs:
+                engine = TransferEngine(self.http, config, on_event=self.emit, repo=str(ref))
+                errors.update(engine.run(jobs, install, cancel))
+                downloaded += int(engine.stats.get("bytes", 0))
+                for name in engine.bad_sources - self.bad_sources:
+                    src = next((s for s in self.order if s.name == name), None)
+                    if src is not None:
+                        self.outcomes[src] = (False, False, "hash-mismatch")
+                self.bad_sources |= engine.bad_sources
+            failed = [f for f in pending if f.etag in errors]
+            if not failed:
+                return downloaded, {}
+            if all(isinstance(errors[f.etag], IntegrityError) for f in failed):
+                break
+            if self.unlisted_modelscope():
+                self.list_modelscope(ref)  # new candidates: another quick round may pay
+                may_be_quick = True
+            elif quick:
+                may_be_quick = False  # a last round with the full retry count
+            else:
+                break
+            pending = failed
+            for f in pending:
+                self._forget_validator(f)
+            self.emit(ProgressEvent(SOURCE, str(ref), message=f"{len(pending)} file(s) failing over; trying again"))
+        return downloaded, errors
+
+    def _forget_validator(self, f: RepoFile) -> None:
+        """The next round may use another source, whose ETag differs: keep the
+        ranges, drop the If-Range validator (the hash check still guards)."""
+        partial = self.store.partial_path(f.etag)
+        done, validator = partmap.load(partial, f.etag, f.size)
+        if validator is not None and done.starts:
+            try:
+                partmap.save(partial, f.etag, f.size, done, None)
+            except OSError:
+                pass
 
     def _reuse_blob(self, ref: RepoRef, f: RepoFile) -> bool:
         """Hard-link an identical blob from another repository of the home."""
@@ -279,7 +457,7 @@ class Puller:
         except NotCachedError as exc:
             if cause is not None:
                 raise cause from None
-            raise OfflineError(f"offline and {exc.message}", hint=exc.hint) from None
+            raise OfflineError(f"offline ({reason}) and {exc.message}", hint=exc.hint, repo=str(ref)) from None
         self.emit(ProgressEvent(OFFLINE, str(ref), message=f"offline ({reason}); using the cached snapshot"))
         manifest = self.store.load_manifest(ref, snap.name)
         n = len(manifest.files) if manifest else 0
@@ -296,6 +474,10 @@ def pull(
     cancel: threading.Event | None = None,
     http: HttpClient | None = None,
     config: EngineConfig | None = None,
+    decide_network: Decider | None = None,
 ) -> PullResult:
-    """Pull ``ref`` into the home of ``settings``. See the module docstring."""
-    return Puller(settings, on_event=on_event, http=http, config=config).pull(ref, include, exclude, cancel)
+    """Pull ``ref`` into the home of ``settings``. See the module docstring.
+
+    ``decide_network`` replaces the reachability probe (tests inject one)."""
+    return Puller(settings, on_event=on_event, http=http, config=config,
+                  decide_network=decide_network).pull(ref, include, exclude, cancel)

@@ -1,0 +1,397 @@
+"""Which sources are reachable now, how healthy they are, and in which order to use them.
+
+The offline decision is a short probe of every source in parallel: DNS, a TCP
+connect, for https a TLS handshake, and ``OPTIONS *`` (HTTP's own no-op; any
+status line proves a live HTTP server without asking for a resource). The
+whole probe is bounded by ``settings.timeouts.probe`` (1 s by default): a
+source whose resolver hangs, whose address black-holes SYNs, or which accepts
+and never answers simply counts as unreachable when the time is up.
+
+Results are remembered in ``state_dir/netstate.json`` for a short while
+(unreachable 60 s, reachable 15 s), with each source's health: consecutive
+failures seen by real transfers and the last latency. :func:`rank` orders
+sources by that health; the configured order breaks ties.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import __version__
+from .config import Settings, Source
+from .store.cache import atomic_write
+
+NETSTATE_FILE = "netstate.json"
+OFFLINE_TTL = 60.0  # seconds an unreachable verdict is trusted
+ONLINE_TTL = 15.0  # seconds a reachable verdict is trusted
+# A reachable source this much slower than the best one goes after the quick ones.
+SLOW_FACTOR = 3.0
+SLOW_MARGIN_MS = 50.0
+
+Resolver = Callable[..., Any]  # socket.getaddrinfo's signature
+
+_STAGE_TIMEOUT_CODE = {
+    "dns": "dns-timeout",
+    "proxy": "proxy-timeout",
+    "tcp": "connection-timeout",
+    "tls": "tls-timeout",
+    "http": "response-timeout",
+}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One source's reachability. ``code`` is ``ok`` or a stable error code."""
+
+    source: Source
+    ok: bool
+    code: str
+    latency_ms: float | None = None  # DNS through the HTTP status line
+    stage: str = "done"  # the stage reached: dns, proxy, tcp, tls, http, done
+    message: str = ""
+    checked_at: float = 0.0  # wall clock
+    remembered: bool = False  # taken from netstate.json, not probed now
+    failures: int = 0  # consecutive failures seen by real requests
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "code": self.code,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "stage": self.stage,
+            "message": self.message,
+            "remembered": self.remembered,
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class _Progress:
+    stage: str = "dns"
+    result: ProbeResult | None = None
+
+
+# -- one probe -----------------------------------------------------------------------
+def _proxy_for(url: str, env: dict[str, str]) -> str | None:
+    """The proxy URL the HTTP client would use for ``url`` (same rules)."""
+    parts = urlsplit(url)
+    lower = {k.lower(): v for k, v in env.items() if v}
+    proxy = lower.get(f"{parts.scheme}_proxy") or lower.get("all_proxy")
+    if not proxy:
+        return None
+    no_proxy = lower.get("no_proxy")
+    bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (not in typeshed)
+    if no_proxy and bypass(parts.hostname or "", {"no": no_proxy}):
+        return None
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+def _read_status(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n" not in data and len(data) < 4096:
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def _probe_one(
+    source: Source,
+    deadline: float,
+    progress: _Progress,
+    *,
+    env: dict[str, str],
+    resolver: Resolver,
+    ssl_context: ssl.SSLContext | None,
+    clock: Callable[[], float],
+) -> ProbeResult:
+    t0 = clock()
+    parts = urlsplit(source.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = _proxy_for(source.url, env)
+
+    def left() -> float:
+        return max(0.01, deadline - clock())
+
+    def fail(code: str, message: str) -> ProbeResult:
+        return ProbeResult(source, False, code, None, progress.stage, message)
+
+    dial_host, dial_port = host, port
+    if proxy:
+        p = urlsplit(proxy)
+        dial_host, dial_port = p.hostname or "", p.port or 80
+    progress.stage = "dns"
+    try:
+        addrs = resolver(dial_host, dial_port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return fail("dns-resolution-failed", f"cannot resolve {dial_host}: {exc.strerror}")
+    except OSError as exc:
+        return fail("dns-resolution-failed", f"cannot resolve {dial_host}: {exc}")
+    progress.stage = "tcp"
+    sock: socket.socket | None = None
+    last: OSError | None = None
+    for family, stype, proto, _, addr in addrs:
+        s = socket.socket(family, stype, proto)
+        s.settimeout(left())
+        try:
+            s.connect(addr)
+            sock = s
+            break
+        except OSError as exc:
+            s.close()
+            last = exc
+    if sock is None:
+        if isinstance(last, ConnectionRefusedError):
+            return fail("connection-refused", f"connection to {dial_host}:{dial_port} refused")
+        if isinstance(last, TimeoutError):
+            return fail("connection-timeout", f"connecting to {dial_host}:{dial_port} timed out")
+        return fail("connection-failed", f"cannot connect to {dial_host}:{dial_port}: {last}")
+    try:
+        sock.settimeout(left())
+        if proxy and parts.scheme == "https":
+            progress.stage = "proxy"
+            sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            line = _read_status(sock)
+            if b" 200" not in line:
+                return fail("proxy-refused", f"proxy {dial_host} answered {line.decode(errors='replace')!r} to CONNECT")
+        if parts.scheme == "https":
+            progress.stage = "tls"
+            ctx = ssl_context or ssl.create_default_context(cafile=env.get("SSL_CERT_FILE") or None)
+            sock.settimeout(left())
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+        progress.stage = "http"
+        sock.settimeout(left())
+        target = source.url if proxy and parts.scheme == "http" else "*"
+        method = "HEAD" if target != "*" else "OPTIONS"
+        sock.sendall(
+            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: qwenhome/{__version__}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        line = _read_status(sock)
+        if not line.startswith(b"HTTP/"):
+            return fail("not-http", f"{host} did not answer HTTP")
+    except ssl.SSLCertVerificationError as exc:
+        return fail("tls-verification-failed", f"TLS certificate of {host} not trusted: {exc.verify_message}")
+    except TimeoutError:
+        return fail(_STAGE_TIMEOUT_CODE.get(progress.stage, "probe-timeout"), f"{host} did not answer in time")
+    except ssl.SSLError as exc:
+        return fail("tls-error", f"TLS error with {host}: {exc}")
+    except OSError as exc:
+        return fail("connection-dropped", f"connection to {host} failed: {exc}")
+    finally:
+        sock.close()
+    progress.stage = "done"
+    return ProbeResult(source, True, "ok", (clock() - t0) * 1000.0, "done", line.decode(errors="replace"))
+
+
+def probe_sources(
+    settings: Settings,
+    sources: Sequence[Source] | None = None,
+    *,
+    timeout: float | None = None,
+    resolver: Resolver = socket.getaddrinfo,
+    ssl_context: ssl.SSLContext | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+    remember: bool = True,
+) -> list[ProbeResult]:
+    """Probe ``sources`` (default: the configured ones) in parallel, within
+    ``timeout`` seconds in all (default ``settings.timeouts.probe``); results in
+    the given order. Threads still stuck (a hanging resolver) are abandoned."""
+    srcs = list(settings.sources if sources is None else sources)
+    budget = settings.timeouts.probe if timeout is None else timeout
+    deadline = clock() + budget
+    env = dict(settings.env)
+    progress = [_Progress() for _ in srcs]
+    threads = []
+    for src, prog in zip(srcs, progress, strict=True):
+        def run(s: Source = src, p: _Progress = prog) -> None:
+            try:
+                p.result = _probe_one(s, deadline, p, env=env, resolver=resolver, ssl_context=ssl_context, clock=clock)
+            except Exception as exc:  # a probe must never break the command
+                p.result = ProbeResult(s, False, "probe-error", None, p.stage, repr(exc))
+
+        t = threading.Thread(target=run, daemon=True, name=f"qh-probe-{src.name}")
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(max(0.0, deadline - clock()))
+    now = wall()
+    out = []
+    for src, prog in zip(srcs, progress, strict=True):
+        res = prog.result
+        if res is None:
+            res = ProbeResult(src, False, _STAGE_TIMEOUT_CODE.get(prog.stage, "probe-timeout"), None, prog.stage,
+                              f"no answer from {src.host} within {budget:.1f}s ({prog.stage})")
+        out.append(replace(res, checked_at=now))
+    if remember:
+        state = NetState.load(settings)
+        for r in out:
+            state.put_probe(r)
+        out = [replace(r, failures=state.failures(r.source)) for r in out]
+        state.save()
+    return out
+
+
+# -- remembered state ----------------------------------------------------------------
+@dataclass
+class NetState:
+    """``netstate.json``: probe verdicts and health per source URL."""
+
+    settings: Settings
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    health: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: Settings) -> NetState:
+        try:
+            data = json.loads((settings.state_dir / NETSTATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        probes = data.get("probes") if isinstance(data, dict) else None
+        health = data.get("health") if isinstance(data, dict) else None
+        return cls(settings, probes if isinstance(probes, dict) else {}, health if isinstance(health, dict) else {})
+
+    def save(self) -> None:
+        try:
+            atomic_write(self.settings.state_dir / NETSTATE_FILE,
+                         json.dumps({"version": 1, "probes": self.probes, "health": self.health}, indent=1))
+        except Exception:
+            pass  # remembering is an optimisation; a read-only home still works
+
+    def put_probe(self, r: ProbeResult) -> None:
+        self.probes[r.source.url] = {"ok": r.ok, "code": r.code, "latency_ms": r.latency_ms, "stage": r.stage,
+                                     "message": r.message, "at": r.checked_at}
+        h = self.health.setdefault(r.source.url, {"failures": 0})
+        if r.ok:
+            h["latency_ms"] = r.latency_ms
+
+    def remembered(self, source: Source, now: float) -> ProbeResult | None:
+        """The last verdict for ``source`` if it is still fresh."""
+        p = self.probes.get(source.url)
+        if not isinstance(p, dict):
+            return None
+        try:
+            at = float(p.get("at", 0.0))
+            ok = bool(p.get("ok"))
+        except (TypeError, ValueError):
+            return None
+        ttl = ONLINE_TTL if ok else OFFLINE_TTL
+        if not 0 <= now - at <= ttl:
+            return None
+        lat = p.get("latency_ms")
+        return ProbeResult(source, ok, str(p.get("code", "")), float(lat) if isinstance(lat, int | float) else None,
+                           str(p.get("stage", "")), str(p.get("message", "")), at, True, self.failures(source))
+
+    def failures(self, source: Source) -> int:
+        h = self.health.get(source.url)
+        try:
+            return int(h.get("failures", 0)) if isinstance(h, dict) else 0
+        except (TypeError, ValueError):
+            return 0
+
+    def latency(self, source: Source) -> float | None:
+        h = self.health.get(source.url)
+        lat = h.get("latency_ms") if isinstance(h, dict) else None
+        return float(lat) if isinstance(lat, int | float) else None
+
+    def record(self, source: Source, ok: bool, *, unreachable: bool = False, code: str = "",
+               now: float | None = None) -> None:
+        """What a real request learned: success resets the failure count; a
+        transport failure (``unreachable``) also marks the source unreachable,
+        so the next command does not wait for it."""
+        h = self.health.setdefault(source.url, {"failures": 0})
+        h["failures"] = 0 if ok else self.failures(source) + 1
+        if not ok and unreachable:
+            self.probes[source.url] = {"ok": False, "code": code or "unreachable", "latency_ms": None,
+                                       "stage": "request", "message": "a request failed",
+                                       "at": time.time() if now is None else now}
+
+
+def record_outcomes(settings: Settings, outcomes: dict[Source, tuple[bool, bool, str]]) -> None:
+    """Merge ``{source: (ok, unreachable, code)}`` from a pull into netstate.json."""
+    if not outcomes:
+        return
+    state = NetState.load(settings)
+    for src, (ok, unreachable, code) in outcomes.items():
+        state.record(src, ok, unreachable=unreachable, code=code)
+    state.save()
+
+
+# -- the decision ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class NetworkDecision:
+    online: bool
+    results: tuple[ProbeResult, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{r.source.name}: {r.code}" for r in self.results) or "no source configured"
+
+    @property
+    def remembered(self) -> bool:
+        return bool(self.results) and all(r.remembered for r in self.results)
+
+
+def decide(
+    settings: Settings,
+    *,
+    probe: Callable[[Settings, list[Source]], list[ProbeResult]] | None = None,
+    wall: Callable[[], float] = time.time,
+) -> NetworkDecision:
+    """Online if any source is reachable. Fresh remembered verdicts are used
+    as they are; only stale sources are probed (in parallel, bounded)."""
+    if settings.offline_forced or not settings.sources:
+        return NetworkDecision(False, ())
+    state = NetState.load(settings)
+    now = wall()
+    known: dict[str, ProbeResult] = {}
+    for s in settings.sources:
+        r = state.remembered(s, now)
+        if r is not None:
+            known[s.url] = r
+    stale = [s for s in settings.sources if s.url not in known]
+    if stale:
+        run = probe or (lambda st, srcs: probe_sources(st, srcs))
+        for r in run(settings, stale):
+            known[r.source.url] = r
+    results = tuple(known[s.url] for s in settings.sources if s.url in known)
+    return NetworkDecision(any(r.ok for r in results), results)
+
+
+def rank(sources: Sequence[Source], results: Sequence[ProbeResult] = (), state: NetState | None = None) -> list[Source]:
+    """Order sources for use: reachable before unreachable, fewer consecutive
+    failures first, a much slower source after the quick ones; otherwise the
+    configured order."""
+    by_url = {r.source.url: r for r in results}
+
+    def latency(s: Source) -> float | None:
+        r = by_url.get(s.url)
+        if r is not None and r.latency_ms is not None:
+            return r.latency_ms
+        return state.latency(s) if state is not None else None
+
+    lats = [x for x in (latency(s) for s in sources) if x is not None]
+    best = min(lats) if lats else None
+    index = {s: i for i, s in enumerate(sources)}
+
+    def key(s: Source) -> tuple[int, int, int, int]:
+        r = by_url.get(s.url)
+        down = 1 if r is not None and not r.ok else 0
+        fails = state.failures(s) if state is not None else (r.failures if r else 0)
+        lat = latency(s)
+        slow = 1 if best is not None and lat is not None and lat > best * SLOW_FACTOR + SLOW_MARGIN_MS else 0
+        return down, min(fails, 3), slow, index[s]
+
+    return sorted(sources, key=key)

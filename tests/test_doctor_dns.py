@@ -3,6 +3,7 @@ DNS that does not answer at all, all against DNS servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from qwenhome.doctor import run_doctor
@@ -57,3 +58,22 @@ def test_no_resolver_answering_means_dns_is_blocked(tmp_path: Path) -> None:
     assert check.code == "dns-resolution-failed"
     assert "no resolver answered" in check.summary
     assert "network connection" in check.fix
+
+
+def test_direct_resolvers_are_not_asked_when_the_system_resolver_works(tmp_path: Path) -> None:
+    with DnsServer({"hub.qwenhome.test": ["127.0.0.1"]}) as system, DnsServer({}) as direct:
+        opts = options_for(tmp_path, [direct.address], system_dns=[system.address])
+        report = run_doctor(settings_for(tmp_path, ["http://hub.qwenhome.test:9"]), options=opts)
+    assert next(c for c in report.checks if c.id == "dns:hub.qwenhome.test").status == "pass"
+    assert system.queries and direct.queries == []
+
+
+def test_a_resolver_that_crashes_is_a_dns_failure_not_a_crash(tmp_path: Path) -> None:
+    def broken(host: str, port: int, timeout: float) -> list[tuple[int, str]]:
+        raise RuntimeError("resolver bug")
+
+    with DnsServer({}) as direct:
+        opts = replace(options_for(tmp_path, [direct.address]), system_resolver=broken)
+        report = run_doctor(settings_for(tmp_path, ["http://hub.qwenhome.test:9"]), options=opts)
+    check = next(c for c in report.checks if c.id == "dns:hub.qwenhome.test")
+    assert check.code == "dns-resolution-failed" and check.details["failure"] == "nxdomain"

@@ -4,6 +4,7 @@ the direct resolvers whose fault it is."""
 from __future__ import annotations
 
 import socket
+import time
 from functools import partial
 
 from .background import Pending
@@ -11,31 +12,51 @@ from .context import Context, StepFailed
 from .dnscheck import KIND_WORDS, Address, DirectAnswer, DnsFailure, is_ip, query_direct
 from .model import Check, failed, passed
 
+# The system resolver gets this long alone before the direct resolvers are asked too.
+DIRECT_AFTER = 0.5
 
-# -- DNS ---------------------------------------------------------------------
+
+def _ask_directs(ctx: Context, host: str) -> tuple[list[Pending[DirectAnswer]], float]:
+    bound = ctx.deadline.bound(ctx.opts.timeouts.dns)
+    pendings = [Pending(partial(query_direct, host, s, bound), name=f"dns {host} @{s}")
+                for s in ctx.opts.resolvers]
+    return pendings, time.monotonic() + bound + 0.1
+
+
 def resolve(ctx: Context, host: str, port: int, origin: str, check_id: str) -> tuple[list[Address], Check]:
-    """Resolve through the system resolver; on failure, ask the direct
-    resolvers (started at the same time) to say whose fault it is."""
+    """Resolve through the system resolver; when it fails (or is slow), ask
+    the direct resolvers to say whose fault it is. A healthy lookup sends
+    nothing to them."""
     if is_ip(host):
         ip = host.strip("[]")
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         return [(family, ip)], passed(check_id, f"{host} is an IP address; no DNS lookup", host)
-    t = ctx.opts.timeouts
-    bound = ctx.deadline.bound(t.dns)
-    directs = [
-        Pending(partial(query_direct, host, s, bound), name=f"dns {host} @{s}") for s in ctx.opts.resolvers
-    ]
+    step = ctx.opts.timeouts.dns
+    bound = ctx.deadline.bound(step)
     system = _system_label(ctx)
+    lookup: Pending[list[Address]] = Pending(partial(ctx.resolver, host, port, bound), name=f"dns {host}")
+    directs: list[Pending[DirectAnswer]] = []
+    directs_end = 0.0
+    if not lookup.wait(min(DIRECT_AFTER, bound)):
+        directs, directs_end = _ask_directs(ctx, host)
     try:
-        addrs = ctx.resolver(host, port, bound)
-    except DnsFailure as exc:
+        addrs = lookup.result(bound + 0.2)
+    except Exception as exc:  # DnsFailure, TimeoutError, or a resolver's own bug
+        if isinstance(exc, DnsFailure):
+            failure = exc
+        elif isinstance(exc, TimeoutError):
+            failure = DnsFailure("timeout", f"no answer in {bound:.1f} s")
+        else:
+            failure = DnsFailure("error", repr(exc))
+        if not directs:
+            directs, directs_end = _ask_directs(ctx, host)
         answers = []
         for pending in directs:
             try:
-                answers.append(pending.result(ctx.deadline.bound(t.dns)))
+                answers.append(pending.result(max(0.0, directs_end - time.monotonic())))
             except TimeoutError:
                 pass
-        raise StepFailed(_dns_failure(check_id, host, origin, system, exc, answers)) from None
+        raise StepFailed(_dns_failure(check_id, host, origin, system, failure, answers)) from None
     if not addrs:
         raise StepFailed(failed(
             check_id, "dns-resolution-failed", f"the {system} returned no address for {host}",

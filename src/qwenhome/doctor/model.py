@@ -26,7 +26,8 @@ SHARED_CODES = (
 DOCTOR_CODES = (
     "ipv6-unreachable", "clock-skew", "tls-handshake-failed", "proxy-connection-failed",
     "proxy-bypass", "wsl-resolv-conf", "disk-space-low", "cache-env-mismatch",
-    "models-in-other-cache", "offline-flag-set", "deprecated-hf-transfer",
+    "models-in-other-cache", "offline-flag-set", "deprecated-hf-transfer", "fix-failed",
+    "internal-error",
 )
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ..config import Settings, Source
@@ -30,6 +31,8 @@ from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
 from .sources import RepoSize, SourceResult, check_source
 from .wsl import check_wsl
+
+T = TypeVar("T")
 
 # Time past the deadline that a finished-but-not-yet-returned thread is given.
 GRACE = 0.3
@@ -136,11 +139,24 @@ def _unfinished(check_id: str, total: float) -> Check:
                   "the network hangs: check the proxy and firewall, then run the doctor again")
 
 
-def _collect(pending: Pending[list[Check]], check_id: str, run: _Run) -> list[Check]:
+def _wait(pending: Pending[T], check_id: str, run: _Run) -> T | Check:
+    """The task's result, or the Check that says why there is none: the
+    doctor reports its own failures instead of raising them."""
     try:
         return pending.result(run.deadline.until_end(GRACE))
     except TimeoutError:
-        return [_unfinished(check_id, run.opts.timeouts.total)]
+        return _unfinished(check_id, run.opts.timeouts.total)
+    except Exception as exc:
+        return failed(check_id, "internal-error", f"the doctor itself failed here: {exc!r}",
+                      "please report this bug with the output of `qwenhome doctor --json`")
+
+
+def _safe(check_id: str, fn: Callable[[], Check]) -> Check:
+    try:
+        return fn()
+    except Exception as exc:
+        return failed(check_id, "internal-error", f"the doctor itself failed here: {exc!r}",
+                      "please report this bug with the output of `qwenhome doctor --json`")
 
 
 def _proxy_summary(run: _Run, checks: list[Check]) -> Check | None:
@@ -213,29 +229,24 @@ def run_doctor(
     results: list[SourceResult] = []
     network: list[Check] = []
     for source, pending in source_tasks:
-        try:
-            source_checks, result = pending.result(run.deadline.until_end(GRACE))
-        except TimeoutError:
-            source_checks, result = [_unfinished(f"api:{source.name}", opts.timeouts.total)], SourceResult(source)
-        network += source_checks
-        results.append(result)
+        outcome = _wait(pending, f"api:{source.name}", run)
+        if isinstance(outcome, Check):
+            network.append(outcome)
+            results.append(SourceResult(source))
+        else:
+            network += outcome[0]
+            results.append(outcome[1])
     for host, xet in xet_tasks:
-        network += _collect(xet, f"http:{host}", run)
-    proxy_checks = []
-    for _, (_, gate) in sorted(run.proxies.items()):
-        try:
-            proxy_checks.append(gate.result(run.deadline.until_end(GRACE)))
-        except TimeoutError:
-            proxy_checks.append(_unfinished("proxy", opts.timeouts.total))
-    checks += proxy_checks
+        xet_outcome = _wait(xet, f"http:{host}", run)
+        network += [xet_outcome] if isinstance(xet_outcome, Check) else xet_outcome
+    with run._lock:
+        gates = sorted(run.proxies.items())
+    checks += [_wait(gate, f"proxy:{key[0]}:{key[1]}", run) for key, (_, gate) in gates]
     summary = _proxy_summary(run, network)
     if summary is not None:
         checks.append(summary)
     checks += network
-    try:
-        checks.append(wsl_task.result(run.deadline.until_end(GRACE)))
-    except TimeoutError:
-        checks.append(_unfinished("wsl-resolv-conf", opts.timeouts.total))
+    checks.append(_wait(wsl_task, "wsl-resolv-conf", run))
 
     sizes: dict[str, RepoSize] = {}
     for result in results:
@@ -243,11 +254,11 @@ def run_doctor(
             sizes.setdefault(size.repo, size)
     online = any(r.reachable for r in results)
     home_checks = [
-        check_disk(settings, list(sizes.values()), opts),
-        check_cache_env(settings),
-        check_other_caches(settings, opts),
-        check_offline_flag(settings, online),
-        check_hf_transfer(settings),
+        _safe("disk-space", partial(check_disk, settings, list(sizes.values()), opts)),
+        _safe("cache-env", partial(check_cache_env, settings)),
+        _safe("other-caches", partial(check_other_caches, settings, opts)),
+        _safe("offline-flag", partial(check_offline_flag, settings, online)),
+        _safe("hf-transfer", partial(check_hf_transfer, settings)),
     ]
     checks += home_checks
 

@@ -105,3 +105,19 @@ def test_fix_writes_the_one_home_exports_to_env_sh_once(tmp_path: Path) -> None:
     assert "unset TRANSFORMERS_CACHE" in text and "HF_HUB_ENABLE_HF_TRANSFER" in text
     again = run_doctor(settings, fix=True, options=options_for(tmp_path))
     assert again.fixes_applied == ()  # already right: not rewritten
+
+
+def test_fix_refuses_a_reorder_that_would_change_the_config_and_says_so(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    with FakeHub() as hub:
+        config = tmp_path / "home" / "qwenhome" / "config.toml"
+        config.parent.mkdir(parents=True)
+        # A sub-table of the first source: moving blocks as text would attach it to the other one.
+        config.write_text(f'[[sources]]\nname = "a"\nurl = "{dead}"\n[sources.extra]\nx = 1\n\n'
+                          f'[[sources]]\nname = "b"\nurl = "{hub.url}"\n')
+        before = config.read_text()
+        report = run_doctor(settings_for(tmp_path), fix=True, repo="Org/Model", options=options_for(tmp_path))
+    assert report.fixes_applied == ()
+    assert config.read_text() == before
+    check = next(c for c in report.checks if c.id == "fix:reorder-sources")
+    assert (check.status, check.code) == ("warn", "fix-failed")

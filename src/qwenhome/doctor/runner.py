@@ -271,9 +271,12 @@ def run_doctor(
 def _apply_fixes(settings: Settings, results: list[SourceResult], home_checks: list[Check],
                  applied: list[FixApplied]) -> list[Check]:
     extra: list[Check] = []
-    steps: list[tuple[str, Callable[[], FixApplied | None]]] = []
+    # (name, step, what to do by hand if the step cannot be applied)
+    steps: list[tuple[str, Callable[[], FixApplied | None], str]] = []
     reachable = [r.source.name for r in results if r.reachable]
-    steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable)))
+    config = settings.config_file or settings.state_dir / "config.toml"
+    steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable),
+                  f"edit {config}: move the [[sources]] tables of {', '.join(reachable) or '-'} to the top"))
     codes = {c.code for c in home_checks if c.status != "pass"}
     if codes & {"cache-env-mismatch", "deprecated-hf-transfer", "offline-flag-set"}:
         unset = []
@@ -281,13 +284,13 @@ def _apply_fixes(settings: Settings, results: list[SourceResult], home_checks: l
             unset.append("HF_HUB_ENABLE_HF_TRANSFER")
         if "offline-flag-set" in codes:
             unset += ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"]
-        steps.append(("write-env-sh", lambda: write_env_sh(settings, unset)))
-    for name, step in steps:
+        steps.append(("write-env-sh", lambda: write_env_sh(settings, unset),
+                      f"add the output of `qwenhome env` to {settings.home / 'env.sh'} and source it"))
+    for name, step, by_hand in steps:
         try:
             done = step()
         except (ConfigError, OSError) as exc:
-            extra.append(warned(f"fix:{name}", "fix-failed", f"could not apply {name}: {exc}",
-                                "apply it by hand (see the checks above)"))
+            extra.append(warned(f"fix:{name}", "fix-failed", f"could not apply {name}: {exc}", by_hand))
             continue
         if done is not None:
             applied.append(done)

@@ -1,0 +1,185 @@
+"""Failover between sources: mid-file, to a Hub mirror or to ModelScope, and
+away from a source that serves corrupt bytes. Everything over real servers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.faults import Faults
+from tests.support.mirror import Mirror, start_mirror
+from tests.support.modelscope_server import ModelScopeServer
+from tests.support.repos import GeneratedRepo, MiB, make_repo
+
+from qwenhome.config import Settings, Source, load_settings
+from qwenhome.mirror import BodyInterrupted, BodySlice, FolderBackend, HashCache, RequestInfo
+from qwenhome.progress import ProgressEvent
+from qwenhome.pull import pull
+from qwenhome.sources import NetState, ProbeResult, rank
+from qwenhome.store import RepoRef, Store
+from qwenhome.transfer import EngineConfig
+from qwenhome.transfer.retry import Backoff
+
+RANGE = 2 * MiB
+# Fixed 2 MiB ranges so "file size plus one range" is a tight bound.
+CFG = EngineConfig(connections=4, chunk_min=RANGE, chunk_max=RANGE, stall_timeout=1.0,
+                   backoff=Backoff(base=0.05, cap=0.3), max_retries=6)
+BIG = "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def fail_repo(repos_root: Path) -> GeneratedRepo:
+    return make_repo(repos_root, "Org/Fail", {BIG: 24 * MiB + 5, "config.json": b'{"a": 1}\n',
+                                              "tokenizer.json": 200_000}, seed=11)
+
+
+class DiesAfter(Faults):
+    """A source that goes down for good once it has sent ``budget`` bytes of ``path``:
+    the body in flight is cut, then the server stops (connections refused)."""
+
+    def __init__(self, path: str, budget: int) -> None:
+        super().__init__()
+        self.path, self.budget, self.sent = path, budget, 0
+        self.dead = threading.Event()
+        self.mirror: Mirror | None = None
+        self._mu = threading.Lock()
+
+    def body_writer(self, info: RequestInfo, body: BodySlice):  # type: ignore[no-untyped-def]
+        if info.file_path != self.path:
+            return super().body_writer(info, body)
+
+        def write(sock, b: BodySlice) -> int:  # type: ignore[no-untyped-def]
+            sent = 0
+            while sent < b.length:
+                with self._mu:
+                    n = min(64 * 1024, b.length - sent, self.budget - self.sent)
+                    self.sent += max(0, n)
+                if n <= 0:
+                    if not self.dead.is_set():
+                        self.dead.set()
+                        assert self.mirror is not None
+                        threading.Thread(target=self.mirror.stop, daemon=True).start()
+                    raise BodyInterrupted(sent, "source died")
+                sock.sendall(os.pread(b.file.fileno(), n, b.offset + sent))
+                sent += n
+            return sent
+
+        return write
+
+
+def settings_with(home: Path, *specs: str) -> Settings:
+    return load_settings({"HOME": str(home.parent)}, home=str(home), sources=list(specs))
+
+
+def snapshot_ok(home: Path, repo: GeneratedRepo) -> Path:
+    store = Store(home / "hub", home / "qwenhome")
+    snap = store.snapshot_path(RepoRef(repo.repo_id))
+    for rel, exp in repo.files.items():
+        assert (snap / rel).read_bytes() == (repo.path / rel).read_bytes(), rel
+    return snap
+
+
+@pytest.fixture
+def second_mirror(repos_root: Path, hash_cache: HashCache) -> Iterator[Mirror]:
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache)) as m:
+        yield m
+
+
+@pytest.fixture
+def modelscope(repos_root: Path, hash_cache: HashCache) -> Iterator[ModelScopeServer]:
+    with ModelScopeServer(repos_root, hashes=hash_cache) as ms:
+        yield ms
+
+
+def dying_mirror(repos_root: Path, hash_cache: HashCache, size: int) -> tuple[Mirror, DiesAfter]:
+    faults = DiesAfter(BIG, int(size * 0.4))
+    m = start_mirror(FolderBackend(repos_root, hashes=hash_cache), faults=faults)
+    faults.mirror = m
+    return m, faults
+
+
+def test_failover_mid_file_to_second_mirror_keeps_ranges_on_disk(
+        qwen_home: Path, repos_root: Path, hash_cache: HashCache, fail_repo: GeneratedRepo,
+        second_mirror: Mirror) -> None:
+    size = fail_repo.files[BIG].size
+    first, faults = dying_mirror(repos_root, hash_cache, size)
+    events: list[ProgressEvent] = []
+    try:
+        result = pull(settings_with(qwen_home, first.url, second_mirror.url), RepoRef.parse("Org/Fail"),
+                      config=CFG, on_event=events.append)
+    finally:
+        first.stop()
+    snapshot_ok(qwen_home, fail_repo)
+    assert faults.dead.is_set(), "the first source must have died mid-file"
+    from_second = second_mirror.faults.bytes_sent(BIG)
+    assert faults.sent == int(size * 0.4)
+    # The second source sends only what is missing: no restart from zero.
+    print(f"failover: size={size} first={faults.sent} second={from_second} downloaded={result.downloaded_bytes}")
+    assert faults.sent + from_second <= size + RANGE, (faults.sent, from_second)
+    assert result.downloaded_bytes <= size + RANGE + 300_000
+    assert any(e.event == "source" and "hf1" in e.message for e in events)
+
+
+def test_failover_mid_file_to_modelscope_lists_it_only_when_needed(
+        qwen_home: Path, repos_root: Path, hash_cache: HashCache, fail_repo: GeneratedRepo,
+        modelscope: ModelScopeServer) -> None:
+    size = fail_repo.files[BIG].size
+    first, faults = dying_mirror(repos_root, hash_cache, size)
+    try:
+        pull(settings_with(qwen_home, first.url, f"modelscope:{modelscope.url}"), RepoRef.parse("Org/Fail"),
+             config=CFG)
+    finally:
+        first.stop()
+    snap = snapshot_ok(qwen_home, fail_repo)
+    assert len(modelscope.records("files")) == 1, "ModelScope is listed once, after the first source failed"
+    from_ms = modelscope.bytes_sent(BIG)
+    assert from_ms > 0
+    assert faults.sent + from_ms <= size + RANGE, (faults.sent, from_ms)
+    # Matched by content, named as the Hub names it: the snapshot keeps the Hub commit.
+    assert snap.name == (qwen_home / "hub/models--Org--Fail/refs/main").read_text()
+    assert os.path.basename(os.readlink(snap / BIG)) == fail_repo.files[BIG].sha256
+
+
+def test_modelscope_is_not_contacted_when_the_hub_source_works(
+        qwen_home: Path, mirror: Mirror, modelscope: ModelScopeServer, fail_repo: GeneratedRepo) -> None:
+    pull(settings_with(qwen_home, mirror.url, f"modelscope:{modelscope.url}"), RepoRef.parse("Org/Fail"), config=CFG)
+    snapshot_ok(qwen_home, fail_repo)
+    assert modelscope.records() == []
+
+
+def test_corrupt_source_is_dropped_and_file_refetched_from_another(
+        qwen_home: Path, mirror: Mirror, second_mirror: Mirror, fail_repo: GeneratedRepo) -> None:
+    size = fail_repo.files[BIG].size
+    mirror.faults.corrupt(size // 2, times=None, path=BIG)
+    result = pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=CFG)
+    snapshot_ok(qwen_home, fail_repo)
+    assert mirror.faults.hits("corrupt") >= 1, "the corrupt byte was served"
+    assert second_mirror.faults.bytes_sent(BIG) >= size // 2
+    assert result.downloaded_bytes < 2 * size + RANGE
+    # Health remembers the failure, so the next pull ranks the corrupt source last.
+    settings = settings_with(qwen_home, mirror.url, second_mirror.url)
+    state = NetState.load(settings)
+    assert state.failures(settings.sources[0]) == 1
+    assert rank(settings.sources, (), state)[0].url == second_mirror.url
+
+
+def test_corrupt_modelscope_bytes_fall_back_to_the_hub_source(
+        qwen_home: Path, mirror: Mirror, modelscope: ModelScopeServer, fail_repo: GeneratedRepo) -> None:
+    modelscope.corrupt(BIG, 1000)
+    # ModelScope first: it gives the metadata (sha256-named blobs), corrupt bytes drop it;
+    # the Hub source cannot serve a ModelScope snapshot, so the pull fails cleanly.
+    with pytest.raises(Exception) as info:
+        pull(settings_with(qwen_home, f"modelscope:{modelscope.url}", mirror.url), RepoRef.parse("Org/Fail"),
+             config=CFG)
+    assert getattr(info.value, "code", "") in ("hash-mismatch", "no-source")
+    assert not list((qwen_home / "hub/models--Org--Fail/snapshots").glob(f"*/{BIG}"))
+
+
+def test_rank_prefers_reachable_healthy_quick_sources_then_configured_order() -> None:
+    a, b, c, d = (Source(n, "hf", f"http://{n}.test") for n in "abcd")
+    results = [ProbeResult(a, False, "connection-refused"), ProbeResult(b, True, "ok", 400.0),
+               ProbeResult(c, True, "ok", 20.0), ProbeResult(d, True, "ok", 30.0)]
+    assert [s.name for s in rank([a, b, c, d], results)] == ["c", "d", "b", "a"]

@@ -100,28 +100,59 @@ class _TTLCache:
             self._data[key] = (self._clock(), value)
 
 
-def _walk_files(top: Path, root_real: str) -> list[tuple[str, Path, os.stat_result]]:
+def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_result]]:
     """(relative path, real path, stat) for regular files under ``top`` whose
-    real path stays inside ``root_real``; symlinked folders are not followed."""
-    out: list[tuple[str, Path, os.stat_result]] = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, top).replace(os.sep, "/")
+    real path stays inside ``root_real``; symlinked folders are not followed.
+
+    Rescans run every few seconds, so this avoids ``realpath`` per file: a real
+    sub-folder's real path is its parent's plus its name, and a link into a
+    folder already proven real (a store's ``blobs/``) costs one ``lstat``.
+    """
+    top_real = os.path.realpath(top)
+    if not inside(top_real, root_real) or not os.path.isdir(top_real):
+        return []
+    real_dirs: dict[str, bool] = {}
+
+    def is_real_dir(d: str) -> bool:
+        if d not in real_dirs:
+            real_dirs[d] = os.path.realpath(d) == d and inside(d, root_real)
+        return real_dirs[d]
+
+    out: list[tuple[str, str, os.stat_result]] = []
+    stack = [("", top_real)]
+    while stack:
+        rel_dir, real_dir = stack.pop()
+        try:
+            entries = list(os.scandir(real_dir))
+        except OSError:
+            continue
+        for e in entries:
+            rel = rel_dir + e.name
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if e.name not in _SKIP_DIRS:
+                        stack.append((rel + "/", os.path.join(real_dir, e.name)))
+                    continue
+                if e.is_symlink():
+                    hop = os.path.normpath(os.path.join(real_dir, os.readlink(e.path)))
+                    st = os.lstat(hop)
+                    if stat.S_ISREG(st.st_mode) and is_real_dir(os.path.dirname(hop)):
+                        real = hop
+                    else:
+                        real = os.path.realpath(e.path)
+                        st = os.stat(real)
+                else:
+                    real = os.path.join(real_dir, e.name)
+                    st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue  # dangling link (an unfinished download) or vanished file
+            if not stat.S_ISREG(st.st_mode) or not inside(real, root_real):
+                continue
             try:
                 validate_relpath(rel)
-            except Exception:
+            except QwenhomeError:
                 continue
-            real = os.path.realpath(full)
-            if not inside(real, root_real):
-                continue
-            try:
-                st = os.stat(real)
-            except OSError:
-                continue  # dangling link: an unfinished download
-            if stat.S_ISREG(st.st_mode):
-                out.append((rel, Path(real), st))
+            out.append((rel, real, st))
     return out
 
 
@@ -219,7 +250,7 @@ def _linked_blob_name(link: Path, blobs_dir: str) -> str | None:
     return os.path.basename(full) if os.path.dirname(full) == blobs_dir else None
 
 
-def _hashed_entry(hashes: HashCache, rel: str, real: Path, st: os.stat_result) -> FileEntry:
+def _hashed_entry(hashes: HashCache, rel: str, real: str, st: os.stat_result) -> FileEntry:
     if is_lfs_name(rel, st.st_size):
         sha = hashes.get(real, st, git=False, sha256=True).sha256
         assert sha is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 # Files at least this large, or with these suffixes, are "LFS" files: the Hub
@@ -47,7 +46,7 @@ class FileEntry:
     size: int
     blob_id: str  # git oid of the content (small files) or of the LFS pointer
     sha256: str | None  # set for LFS files only, as on the Hub
-    source: Path  # the real file to send
+    source: str  # real path of the file to send (str: scans build thousands of these)
 
     @property
     def etag(self) -> str:
@@ -59,7 +58,7 @@ class FileEntry:
         return len(lfs_pointer(self.sha256, self.size)) if self.sha256 else 0
 
     @classmethod
-    def lfs(cls, path: str, size: int, sha256: str, source: Path) -> FileEntry:
+    def lfs(cls, path: str, size: int, sha256: str, source: str) -> FileEntry:
         return cls(path, size, git_blob_oid(lfs_pointer(sha256, size)), sha256, source)
 
 

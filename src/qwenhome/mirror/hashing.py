@@ -26,7 +26,7 @@ class FileHashes:
     sha256: str | None
 
 
-def hash_file(path: Path, size: int, *, git: bool, sha256: bool) -> FileHashes:
+def hash_file(path: str | os.PathLike[str], size: int, *, git: bool, sha256: bool) -> FileHashes:
     """One read pass computing the requested hashes of a file of ``size`` bytes."""
     g = hashlib.sha1(git_blob_header(size)) if git else None
     s = hashlib.sha256() if sha256 else None
@@ -61,10 +61,11 @@ class HashCache:
                     self._memo = {k: v for k, v in data.items() if isinstance(v, dict)}
 
     @staticmethod
-    def _key(path: Path, st: os.stat_result) -> str:
-        return f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    def _key(path: str | os.PathLike[str], st: os.stat_result) -> str:
+        return f"{os.fspath(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
 
-    def get(self, path: Path, st: os.stat_result, *, git: bool, sha256: bool) -> FileHashes:
+    def get(self, path: str | os.PathLike[str], st: os.stat_result, *, git: bool, sha256: bool) -> FileHashes:
+        """Hashes of the file at ``path`` whose ``os.stat`` is ``st``, computed at most once."""
         key = self._key(path, st)
         with self._lock:
             hit = self._lookup(key, git, sha256)

@@ -74,11 +74,11 @@ def _ssl_context(settings: Settings, opts: DoctorOptions) -> ssl.SSLContext:
 
 
 class _Run:
-    def __init__(self, settings: Settings, opts: DoctorOptions, repos: list[str]) -> None:
+    def __init__(self, settings: Settings, opts: DoctorOptions, repos: list[str], repos_chosen: bool) -> None:
         self.settings = settings
         self.opts = opts
         self.repos = repos
-        self.repos_chosen = True  # False when the default repository stands in
+        self.repos_chosen = repos_chosen  # False when the default repository stands in
         self.deadline = Deadline(opts.timeouts.total)
         self.ctx = Context(
             opts, self.deadline, opts.system_resolver or getaddrinfo_resolver,
@@ -99,6 +99,11 @@ class _Run:
             if key not in self.proxies:
                 self.proxies[key] = (proxy, Pending(lambda: probe_proxy(self.ctx, proxy), name="proxy"))
             return proxy, self.proxies[key][1]
+
+    def seen(self) -> tuple[list[Target], list[tuple[tuple[str, int], tuple[Proxy, Pending[Check]]]]]:
+        """The targets met so far and the proxies they use, sorted."""
+        with self._lock:
+            return list(self.targets), sorted(self.proxies.items())
 
     def probe(self, target: Target) -> HostProbe:
         proxy, gate = self.proxy_gate(target)
@@ -165,8 +170,7 @@ def _proxy_summary(run: _Run, checks: list[Check]) -> Check | None:
                                     "all_proxy", "ALL_PROXY")):
         return None
     failing_hosts = {c.host for c in checks if c.status == "fail" and c.host}
-    with run._lock:
-        targets = list(run.targets)
+    targets, _ = run.seen()
     seen: list[str] = []
     for t in targets:
         if bypassed(env, t.scheme, t.host) and t.host not in seen:
@@ -215,8 +219,7 @@ def run_doctor(
     opts = options or DoctorOptions()
     started = time.monotonic()
     wanted = [*([repo] if repo else []), *repos] or [DEFAULT_REPO]
-    run = _Run(settings, opts, wanted)
-    run.repos_chosen = bool(repo or repos)
+    run = _Run(settings, opts, wanted, repos_chosen=bool(repo or repos))
 
     source_tasks = [(s, Pending(partial(run.source_task, s), name=f"source {s.name}"))
                     for s in settings.sources]
@@ -239,8 +242,7 @@ def run_doctor(
     for host, xet in xet_tasks:
         xet_outcome = _wait(xet, f"http:{host}", run)
         network += [xet_outcome] if isinstance(xet_outcome, Check) else xet_outcome
-    with run._lock:
-        gates = sorted(run.proxies.items())
+    _, gates = run.seen()
     checks += [_wait(gate, f"proxy:{key[0]}:{key[1]}", run) for key, (_, gate) in gates]
     summary = _proxy_summary(run, network)
     if summary is not None:

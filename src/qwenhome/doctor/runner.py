@@ -170,12 +170,12 @@ def _proxy_summary(run: _Run, checks: list[Check]) -> Check | None:
                                     "all_proxy", "ALL_PROXY")):
         return None
     failing_hosts = {c.host for c in checks if c.status == "fail" and c.host}
-    targets, _ = run.seen()
+    targets, gates = run.seen()
     seen: list[str] = []
     for t in targets:
         if bypassed(env, t.scheme, t.host) and t.host not in seen:
             seen.append(t.host)
-    used = sorted({p.display for p, _ in run.proxies.values()})
+    used = sorted({proxy.display for _, (proxy, _) in gates})
     via = f"requests go through {', '.join(used)}" if used else "no request goes through the proxy"
     no_proxy = no_proxy_value(env)
     if not seen:

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.modelscope_server import ModelScopeServer
-from tests.support.repos import GeneratedRepo
 
 from qwenhome.config import Source, load_settings
 from qwenhome.errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError
@@ -19,6 +17,8 @@ from qwenhome.mirror import HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store
 from qwenhome.store.verify import verify_repo
+from tests.support.modelscope_server import ModelScopeServer
+from tests.support.repos import GeneratedRepo
 
 
 @pytest.fixture

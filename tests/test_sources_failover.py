@@ -9,10 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.faults import Faults
-from tests.support.mirror import Mirror, start_mirror
-from tests.support.modelscope_server import ModelScopeServer
-from tests.support.repos import GeneratedRepo, MiB, make_repo
 
 from qwenhome.config import Settings, Source, load_settings
 from qwenhome.mirror import BodyInterrupted, BodySlice, FolderBackend, HashCache, RequestInfo
@@ -22,6 +18,10 @@ from qwenhome.sources import NetState, ProbeResult, rank
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from tests.support.faults import Faults
+from tests.support.mirror import Mirror, start_mirror
+from tests.support.modelscope_server import ModelScopeServer
+from tests.support.repos import GeneratedRepo, MiB, make_repo
 
 RANGE = 2 * MiB
 # Fixed 2 MiB ranges so "file size plus one range" is a tight bound.
@@ -77,7 +77,7 @@ def settings_with(home: Path, *specs: str) -> Settings:
 def snapshot_ok(home: Path, repo: GeneratedRepo) -> Path:
     store = Store(home / "hub", home / "qwenhome")
     snap = store.snapshot_path(RepoRef(repo.repo_id))
-    for rel, exp in repo.files.items():
+    for rel in repo.files:
         assert (snap / rel).read_bytes() == (repo.path / rel).read_bytes(), rel
     return snap
 

@@ -1,0 +1,203 @@
+"""Shared pieces of the transfer benchmark: measured child processes, hashing,
+file listings and the line protocol of the server process (``_server.py``).
+
+Nothing here knows about individual tools or scenarios; ``transfer.py`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+MB = 1_000_000  # throughput is reported in decimal MB/s, like the tools themselves
+MiB = 1 << 20
+
+
+@dataclass
+class Measured:
+    """One child process: how it ended and what it cost (its own rusage only)."""
+
+    returncode: int | None  # None: killed at the time-out
+    wall_s: float
+    cpu_s: float  # user + sys of the child and of the children it waited for
+    peak_rss_mb: float  # ru_maxrss of the child (the largest of its process tree)
+    stdout: str
+    stderr: str
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A child environment without the user's HF/proxy/token variables."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update({"NO_PROXY": "*", "no_proxy": "*", "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": str(ROOT / "src")})
+    env.update(extra or {})
+    return env
+
+
+def _read_tail(fh: IO[bytes], limit: int = 20_000) -> str:
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    fh.seek(max(0, size - limit))
+    return fh.read().decode("utf-8", "replace")
+
+
+def run_measured(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None,
+                 timeout: float | None = None, log_dir: Path | None = None) -> Measured:
+    """Run ``argv`` as its own process group; wall, CPU and peak RSS from ``wait4``.
+
+    Output goes to files (never a pipe a slow reader could throttle). At the
+    time-out the whole group is killed and ``returncode`` is None.
+    """
+    log_dir = log_dir or Path(cwd or ".")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "stdout.log", "w+b") as out, open(log_dir / "stderr.log", "w+b") as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = None if timeout is None else t0 + timeout
+        status: int | None = None
+        while True:
+            pid, wstatus, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                wall = time.monotonic() - t0
+                status = os.waitstatus_to_exitcode(wstatus)
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                wall = time.monotonic() - t0
+                _kill_group(proc.pid)
+                _, _, usage = os.wait4(proc.pid, 0)
+                status = None
+                break
+            time.sleep(0.005)
+        proc.returncode = -1  # reaped by wait4; keep Popen from waiting again
+        return Measured(status, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+                        _read_tail(out), _read_tail(err))
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(8 * MiB)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def verify_files(folder: Path, expected: Mapping[str, tuple[int, str]]) -> list[str]:
+    """Problems found comparing ``folder/<path>`` with expected (size, sha256); [] is good."""
+    problems = []
+    for rel, (size, sha) in expected.items():
+        path = folder / rel
+        try:
+            actual_size = path.stat().st_size
+        except OSError:
+            problems.append(f"{rel}: missing")
+            continue
+        if actual_size != size:
+            problems.append(f"{rel}: size {actual_size} != {size}")
+        elif sha256_file(path) != sha:
+            problems.append(f"{rel}: sha256 mismatch")
+    return problems
+
+
+def median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+class ServerProcess:
+    """The benchmark's Hub-protocol server (``bench/_server.py``) in its own process.
+
+    Line protocol on its stdin/stdout: ``mark`` starts a measuring window,
+    ``stats`` answers one JSON line about requests since the last mark,
+    ``quit`` stops it. The first stdout line is ``{"url": ...}``.
+    """
+
+    def __init__(self, root: Path, *, bandwidth: float | None, latency: float | None,
+                 hashes: Path | None = None) -> None:
+        argv = [sys.executable, str(BENCH / "_server.py"), "--root", str(root)]
+        if hashes is not None:
+            argv += ["--hashes", str(hashes)]
+        if bandwidth:
+            argv += ["--bandwidth", str(bandwidth)]
+        if latency:
+            argv += ["--latency", str(latency)]
+        self.proc = subprocess.Popen(argv, env=clean_env(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        first = self._readline(timeout=60)
+        self.url: str = first["url"]
+
+    def _readline(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError("benchmark server did not answer")
+        doc: dict[str, Any] = json.loads(line)
+        return doc
+
+    def _ask(self, command: str, timeout: float = 30) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._readline(timeout)
+
+    def mark(self) -> None:
+        self._ask("mark")
+
+    def stats(self) -> dict[str, Any]:
+        return self._ask("stats")
+
+    def stop(self) -> None:
+        try:
+            self._ask("quit", timeout=10)
+        except (RuntimeError, OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def fetch_listing(endpoint: str, repo_id: str, timeout: float = 30) -> list[tuple[str, int]]:
+    """(path, size) of every file of ``repo_id`` at main, from the Hub API."""
+    import urllib.request
+
+    url = f"{endpoint.rstrip('/')}/api/models/{repo_id}/revision/main?blobs=true"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        info = json.loads(resp.read())
+    return [(s["rfilename"], int(s.get("size") or 0)) for s in info.get("siblings", [])]

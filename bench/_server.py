@@ -1,0 +1,100 @@
+"""The transfer benchmark's server: the project's Hub-protocol mirror over plain
+repository folders, with the scenario's network shaped by the test kit's Faults.
+
+    python bench/_server.py --root DIR [--bandwidth BYTES_PER_S] [--latency SECONDS]
+
+Runs in its own process so its CPU is not billed to the tool being measured
+and its GIL is not shared with in-process clients. Hashes every repository
+before it answers. Prints ``{"url": ...}`` as its first line, then answers
+one JSON line per command read from stdin:
+
+* ``mark``  - start a measuring window (the benchmark sends it before each run);
+* ``stats`` - requests since the mark: body bytes sent per file, requests,
+  TCP connections, statuses, the server's CPU seconds;
+* ``quit``  - stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from qwenhome.mirror import FolderBackend, HashCache, MirrorServer, warm  # noqa: E402
+from tests.support.faults import Faults  # noqa: E402
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def stats_since(faults: Faults, since: float, cpu0: float) -> dict[str, Any]:
+    records = [r for r in faults.records(settle=5.0) if r.started >= since]
+    per_file: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for r in records:
+        if r.file_path and r.method == "GET":
+            per_file[r.file_path] += r.bytes_sent
+        statuses[str(r.status)] += 1
+    return {
+        "requests": len(records),
+        "file_requests": sum(1 for r in records if r.file_path and r.method == "GET"),
+        "connections": len({r.connection_id for r in records}),
+        "bytes_sent": sum(per_file.values()),
+        "bytes_per_file": dict(per_file),
+        "statuses": dict(statuses),
+        "cpu_s": round(_cpu() - cpu0, 3),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, required=True, help="folder holding Org/Name/ repositories")
+    ap.add_argument("--bandwidth", type=float, default=None, help="bytes/s per TCP connection")
+    ap.add_argument("--latency", type=float, default=None, help="seconds before each response")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--hashes", type=Path, default=None, help="hash cache file kept across runs")
+    args = ap.parse_args()
+
+    faults = Faults()
+    if args.bandwidth:
+        faults.bandwidth(args.bandwidth)
+    if args.latency:
+        faults.latency(args.latency, times=None)
+    hashes = HashCache(args.hashes) if args.hashes else HashCache()
+    backend = FolderBackend(args.root, hashes=hashes, ttl=3600)  # the files never change
+    warm(backend)
+    hashes.save()
+    server = MirrorServer(backend, port=args.port, hooks=faults).start()
+    print(json.dumps({"url": server.url}), flush=True)
+    since, cpu0 = time.monotonic(), _cpu()
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "mark":
+                since, cpu0 = time.monotonic(), _cpu()
+                print(json.dumps({"ok": True}), flush=True)
+            elif command == "stats":
+                print(json.dumps(stats_since(faults, since, cpu0)), flush=True)
+            elif command == "quit":
+                print(json.dumps({"ok": True}), flush=True)
+                break
+            else:
+                print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+    finally:
+        faults.release()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

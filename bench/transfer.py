@@ -1,0 +1,431 @@
+"""qwenhome pull against its peers, on the same server, file for file verified.
+
+    .venv/bin/python bench/transfer.py                      # the four default scenarios
+    .venv/bin/python bench/transfer.py --scenario one-big --size-mb 200 --tools qwenhome,curl
+    .venv/bin/python bench/transfer.py --scenario resume    # kill -9 at half way, rerun
+    .venv/bin/python bench/transfer.py --scenario big-rss   # 4 GB file, qwenhome's peak RSS
+
+Starts the project's Hub-protocol server (``bench/_server.py``, own process)
+over generated repositories and downloads each scenario's repository, in fresh
+folders, with qwenhome, stock huggingface_hub, hf_transfer, aria2c and curl
+(single stream, the reference). Every run is checked by sha256; a wrong or
+missing file makes the run FAILED. Prints wall time, MB/s, peak RSS and CPU
+seconds per tool with their ratio to qwenhome, then the project's goals, and
+writes everything to ``bench/results/transfer-<time>.json``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import MB, ROOT, ServerProcess, median, run_measured, verify_files
+from _tools import TOOL_NAMES, invocation, missing, versions
+
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+from tests.support.repos import make_repo  # noqa: E402
+
+DEFAULT_SCENARIOS = ("one-big", "one-big-limited", "many-files", "latency")
+ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "resume", "big-rss")
+PEERS_TO_BEAT = ("hf_transfer", "aria2c")
+RSS_LIMIT_MB = 200.0
+
+
+# -- scenarios and their repositories -------------------------------------------------
+@dataclass(frozen=True)
+class RepoSpec:
+    repo_id: str
+    files: dict[str, int]  # path -> size
+
+    @property
+    def total(self) -> int:
+        return sum(self.files.values())
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    repo: RepoSpec
+    bandwidth: float | None  # bytes/s per TCP connection
+    latency: float | None  # seconds before every response
+    default_tools: tuple[str, ...]
+    about: str
+
+
+def one_big_repo(prefix: str, size_mb: int) -> RepoSpec:
+    return RepoSpec(f"{prefix}/OneBig-{size_mb}MB", {"model.safetensors": size_mb * MB})
+
+
+def many_files_repo(prefix: str, count: int, max_kb: int, big_mb: int) -> RepoSpec:
+    """``count`` files log-uniform from 4 KB to ``max_kb`` (a tenth of them small
+    JSON files stored as plain git blobs) plus two ``big_mb`` shards."""
+    rng = random.Random(20260101)
+    files: dict[str, int] = {}
+    for i in range(count):
+        size = int(4000 * (max_kb / 4) ** rng.random())
+        ext = ".json" if i % 10 == 0 else ".safetensors"
+        files[f"part-{i % 4}/f{i:03d}{ext}"] = size
+    for i in (1, 2):
+        files[f"model-{i:05d}-of-00002.safetensors"] = big_mb * MB
+    return RepoSpec(f"{prefix}/Many-{count}x{max_kb}KB-2x{big_mb}MB", files)
+
+
+def build_scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
+    big = one_big_repo(args.repo_prefix, args.size_mb)
+    many = many_files_repo(args.repo_prefix, args.many_files, args.many_max_kb, args.many_big_mb)
+    limit = args.limit_mbps * MB
+    latency = args.latency_ms / 1000
+    everyone = TOOL_NAMES
+    return {s.name: s for s in (
+        Scenario("one-big", big, None, None, everyone,
+                 f"1 file of {args.size_mb} MB, no limit (the loopback ceiling)"),
+        Scenario("one-big-limited", big, limit, None, everyone,
+                 f"the same file, {args.limit_mbps:g} MB/s per TCP connection"),
+        Scenario("many-files", many, limit, None, everyone,
+                 f"{len(many.files)} files ({many.total / MB:.0f} MB), {args.limit_mbps:g} MB/s per connection"),
+        Scenario("latency", many, None, latency, everyone,
+                 f"the many-files repository, {args.latency_ms:g} ms before every response, no limit"),
+        Scenario("resume", big, limit, None, ("qwenhome",),
+                 f"qwenhome killed (-9) at {args.kill_at:.0%} of the file, then rerun; "
+                 f"{args.limit_mbps:g} MB/s per connection"),
+        Scenario("big-rss", one_big_repo(args.repo_prefix, args.big_size_mb), None, None, ("qwenhome",),
+                 f"1 file of {args.big_size_mb} MB, no limit: qwenhome's peak RSS"),
+    )}
+
+
+def generate(root: Path, spec: RepoSpec, manifests: Path) -> dict[str, tuple[int, str]]:
+    """Write ``spec`` under ``root`` once (deterministic content); expected (size, sha256)."""
+    manifest = manifests / f"{spec.repo_id.replace('/', '--')}.json"
+    if manifest.exists() and (root / spec.repo_id).is_dir():
+        return {k: (v[0], v[1]) for k, v in json.loads(manifest.read_text()).items()}
+    t0 = time.monotonic()
+    repo = make_repo(root, spec.repo_id, dict(spec.files), seed=7)
+    expected = {rel: (f.size, f.sha256) for rel, f in repo.files.items()}
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(expected))
+    print(f"generated {spec.repo_id} ({spec.total / MB:.0f} MB) in {time.monotonic() - t0:.1f} s",
+          flush=True)
+    return expected
+
+
+# -- measuring ---------------------------------------------------------------------------
+@dataclass
+class Run:
+    status: str  # ok | FAILED | timeout
+    wall_s: float
+    cpu_s: float
+    rss_mb: float
+    mbps: float | None
+    server: dict[str, Any] | None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ToolResult:
+    tool: str
+    status: str  # ok | FAILED | timeout | skipped
+    wall_s: float | None = None
+    mbps: float | None = None
+    rss_mb: float | None = None
+    cpu_s: float | None = None
+    server: dict[str, Any] | None = None
+    note: str = ""
+    runs: list[Run] = field(default_factory=list)
+    ratios: dict[str, float | None] = field(default_factory=dict)  # this tool / qwenhome
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_once(tool: str, sc: Scenario, endpoint: str, server: ServerProcess | None,
+                 expected: dict[str, tuple[int, str]], run_dir: Path, args: argparse.Namespace) -> Run:
+    inv = invocation(tool, endpoint, sc.repo.repo_id, list(expected), run_dir, args.qwenhome_args)
+    if server is not None:
+        server.mark()
+    m = run_measured(inv.argv, env=inv.env, cwd=run_dir, timeout=args.timeout, log_dir=run_dir / "logs")
+    stats = server.stats() if server is not None else None
+    if m.timed_out:
+        return Run("timeout", m.wall_s, m.cpu_s, m.peak_rss_mb, None, stats, [f"> {args.timeout:g} s"])
+    problems = [] if m.returncode == 0 else [f"exit {m.returncode}: {m.stderr.strip()[-400:]}"]
+    problems += verify_files(inv.output(), expected)
+    status = "ok" if not problems else "FAILED"
+    mbps = sc.repo.total / MB / m.wall_s if status == "ok" else None
+    return Run(status, m.wall_s, m.cpu_s, m.peak_rss_mb, mbps, stats, problems[:5])
+
+
+def summarize(tool: str, runs: list[Run]) -> ToolResult:
+    """The run with the median wall time stands for the tool; any bad run fails it."""
+    bad = [r for r in runs if r.status != "ok"]
+    if bad:
+        r = bad[0]
+        return ToolResult(tool, r.status, r.wall_s, None, r.rss_mb, r.cpu_s, r.server,
+                          "; ".join(r.problems), runs)
+    walls = [r.wall_s for r in runs]
+    mid = min(runs, key=lambda r: abs(r.wall_s - median(walls)))
+    return ToolResult(tool, "ok", mid.wall_s, mid.mbps, mid.rss_mb, mid.cpu_s, mid.server, "", runs)
+
+
+def add_ratios(results: list[ToolResult]) -> None:
+    base = next((r for r in results if r.tool == "qwenhome" and r.status == "ok"), None)
+    for r in results:
+        for key in ("mbps", "rss_mb", "cpu_s"):
+            mine, ref = getattr(r, key), getattr(base, key) if base else None
+            r.ratios[key] = round(mine / ref, 3) if mine is not None and ref else None
+
+
+def run_scenario(sc: Scenario, tools: Sequence[str], endpoint: str | None, server: ServerProcess | None,
+                 expected: dict[str, tuple[int, str]], work: Path, args: argparse.Namespace) -> list[ToolResult]:
+    url = endpoint or (server.url if server else "")
+    results = []
+    for tool in tools:
+        why = missing(tool)
+        if why:
+            results.append(ToolResult(tool, "skipped", note=why))
+            continue
+        runs = []
+        for i in range(args.repeat):
+            run_dir = work / "runs" / f"{sc.name}-{tool}-{i}"
+            runs.append(measure_once(tool, sc, url, server, expected, run_dir, args))
+            if runs[-1].status == "ok" or not args.keep_failed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"  {tool:<12} {runs[-1].status:<8} {runs[-1].wall_s:7.2f} s", flush=True)
+        results.append(summarize(tool, runs))
+    add_ratios(results)
+    return results
+
+
+def _covered(partials: Path) -> tuple[int, int]:
+    """(bytes marked done, file size) from qwenhome's part maps."""
+    done = size = 0
+    for p in partials.glob("*.part.json"):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        done += sum(e - s for s, e in data.get("done", []))
+        size += int(data.get("size", 0))
+    return done, size
+
+
+def run_resume(sc: Scenario, url: str, server: ServerProcess | None, expected: dict[str, tuple[int, str]],
+               work: Path, args: argparse.Namespace) -> list[ToolResult]:
+    """kill -9 qwenhome once its part map shows ``--kill-at`` of the file, rerun to
+    the end, and count what the server sent for the file over both runs."""
+    run_dir = work / "runs" / "resume"
+    inv = invocation("qwenhome", url, sc.repo.repo_id, list(expected), run_dir, args.qwenhome_args)
+    partials = run_dir / "home" / "qwenhome" / "partials"
+    if server is not None:
+        server.mark()
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "logs" / "first.log", "wb") as log:
+        proc = subprocess.Popen(inv.argv, env=inv.env, cwd=run_dir, stdout=log, stderr=log,
+                                start_new_session=True)
+        t0, killed_at = time.monotonic(), None
+        while proc.poll() is None and time.monotonic() - t0 < args.timeout:
+            done, size = _covered(partials)
+            if size and done >= args.kill_at * size:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_at = done / size
+                break
+            time.sleep(0.01)
+        if proc.poll() is None and killed_at is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first_wall = time.monotonic() - t0
+    second = measure_once("qwenhome", sc, url, None, expected, run_dir, args)
+    stats = server.stats() if server is not None else None
+    total = sc.repo.total
+    sent = stats["bytes_sent"] if stats else None
+    result = summarize("qwenhome", [second])
+    result.server = stats
+    result.extra = {
+        "killed_at_fraction": None if killed_at is None else round(killed_at, 3),
+        "first_run_s": round(first_wall, 2),
+        "bytes_sent_total": sent,
+        "bytes_sent_over_size": None if sent is None else round(sent / total, 4),
+    }
+    if killed_at is None:
+        result.note = "finished or timed out before the kill point: nothing to resume"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return [result]
+
+
+# -- goals and report --------------------------------------------------------------------
+def check_goals(report: dict[str, list[ToolResult]]) -> list[dict[str, Any]]:
+    goals: list[dict[str, Any]] = []
+
+    def add(scenario: str, goal: str, value: float | None, target: float, higher: bool) -> None:
+        passed = value is not None and (value >= target if higher else value <= target)
+        goals.append({"scenario": scenario, "goal": goal, "value": value, "target": target,
+                      "passed": passed})
+
+    for name, results in report.items():
+        by = {r.tool: r for r in results}
+        qh = by.get("qwenhome")
+        qh_mbps = qh.mbps if qh else None
+        if name in DEFAULT_SCENARIOS:
+            peers = [by[t].mbps for t in PEERS_TO_BEAT if t in by and by[t].mbps]
+            if peers:
+                add(name, "qwenhome MB/s / best of hf_transfer, aria2c", _ratio(qh_mbps, max(peers)), 1.2, True)
+        if name == "one-big-limited" and "hf_hub" in by:
+            add(name, "qwenhome MB/s / huggingface_hub", _ratio(qh_mbps, by["hf_hub"].mbps), 10.0, True)
+        if name == "one-big" and "curl" in by:
+            add(name, "qwenhome MB/s / curl (single stream, no hash)", _ratio(qh_mbps, by["curl"].mbps), 0.8, True)
+        if qh is not None and qh.rss_mb is not None:
+            add(name, "qwenhome peak RSS MB", round(qh.rss_mb, 1), RSS_LIMIT_MB, False)
+        if name == "resume" and qh is not None:
+            add(name, "bytes sent for the file / its size", qh.extra.get("bytes_sent_over_size"), 1.1, False)
+    return goals
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def print_table(sc: Scenario, results: list[ToolResult]) -> None:
+    print(f"\n== {sc.name}: {sc.about}")
+    head = (f"{'tool':<12}{'status':<9}{'wall s':>8}{'MB/s':>9}{'RSS MB':>8}{'CPU s':>7}{'conns':>6}"
+            f"{'MB/s÷qh':>9}{'RSS÷qh':>8}{'CPU÷qh':>8}")
+    print(head)
+    for r in results:
+        conns = r.server.get("connections") if r.server else None
+        print(f"{r.tool:<12}{r.status:<9}{_fmt(r.wall_s, '.2f'):>8}{_fmt(r.mbps, '.0f'):>9}"
+              f"{_fmt(r.rss_mb, '.0f'):>8}{_fmt(r.cpu_s, '.2f'):>7}{_fmt(conns, 'd'):>6}"
+              f"{_fmt(r.ratios.get('mbps'), '.2f'):>9}{_fmt(r.ratios.get('rss_mb'), '.2f'):>8}"
+              f"{_fmt(r.ratios.get('cpu_s'), '.2f'):>8}")
+        if r.note:
+            print(f"{'':<12}{r.note[:300]}")
+        if r.extra:
+            print(f"{'':<12}" + ", ".join(f"{k}={v}" for k, v in r.extra.items()))
+
+
+def print_goals(goals: list[dict[str, Any]]) -> None:
+    print("\n== goals")
+    for g in goals:
+        op = ">=" if g["goal"].find("RSS") < 0 and "bytes" not in g["goal"] else "<="
+        mark = "PASS" if g["passed"] else "FAIL"
+        print(f"{mark}  {g['scenario']:<16} {g['goal']:<48} {_fmt(g['value'], 'g'):>8} {op} {g['target']:g}")
+
+
+# -- command line ---------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", action="append", choices=ALL_SCENARIOS, default=None,
+                    help="repeatable; default: " + ", ".join(DEFAULT_SCENARIOS))
+    ap.add_argument("--tools", default=None,
+                    help=f"comma-separated subset of {','.join(TOOL_NAMES)} (default: the scenario's)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the median wall time is reported")
+    ap.add_argument("--size-mb", type=int, default=1000, help="the one-big file (MB)")
+    ap.add_argument("--big-size-mb", type=int, default=4000, help="the big-rss file (MB)")
+    ap.add_argument("--limit-mbps", type=float, default=20.0, help="per-connection limit (MB/s)")
+    ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--many-files", type=int, default=200)
+    ap.add_argument("--many-max-kb", type=int, default=8000, help="largest of the many files (KB)")
+    ap.add_argument("--many-big-mb", type=int, default=100, help="each of the two big shards (MB)")
+    ap.add_argument("--kill-at", type=float, default=0.5, help="resume: fraction done when killed")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per tool run")
+    ap.add_argument("--qwenhome-args", type=lambda s: s.split(), default=[],
+                    help='extra arguments for qwenhome pull, e.g. "--connections 16"')
+    ap.add_argument("--endpoint", default=None,
+                    help="benchmark against this Hub-compatible server instead of starting ours "
+                         "(the repositories must be there: see --generate-only)")
+    ap.add_argument("--repo-prefix", default="Bench", help="organisation of the generated repositories")
+    ap.add_argument("--generate-only", type=Path, default=None, metavar="DIR",
+                    help="write the scenarios' repositories as plain folders under DIR and exit")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep generated repositories here between invocations (default: a temporary folder)")
+    ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--keep-failed", action="store_true", help="keep the folders of failed runs")
+    args = ap.parse_args(argv)
+    args.scenario = args.scenario or list(DEFAULT_SCENARIOS)
+    return args
+
+
+def disk_fits(sc: Scenario, work: Path) -> str | None:
+    free = shutil.disk_usage(work).free
+    need = 2 * sc.repo.total + 512 * MB
+    if free < need:
+        return f"needs {need / MB:.0f} MB free at {work}, has {free / MB:.0f} MB"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    scenarios = build_scenarios(args)
+    chosen = [scenarios[n] for n in dict.fromkeys(args.scenario)]
+    if args.generate_only is not None:
+        for spec in {sc.repo.repo_id: sc.repo for sc in chosen}.values():
+            generate(args.generate_only, spec, args.generate_only.parent / "expected")
+            print(f"{args.generate_only / spec.repo_id}")
+        return 0
+    tmp = None if args.workdir else tempfile.mkdtemp(prefix="qwenhome-bench-transfer-")
+    work = args.workdir or Path(tmp or ".")
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y%m%d-%H%M%S")
+    doc: dict[str, Any] = {"started": started, "argv": sys.argv[1:], "cpus": os.cpu_count(),
+                           "versions": versions(), "endpoint": args.endpoint, "scenarios": {}}
+    report: dict[str, list[ToolResult]] = {}
+    try:
+        for sc in chosen:
+            report[sc.name] = run_one(sc, work, args)
+            print_table(sc, report[sc.name])
+            doc["scenarios"][sc.name] = {
+                "about": sc.about, "repo": sc.repo.repo_id, "files": len(sc.repo.files),
+                "bytes": sc.repo.total, "bandwidth_per_connection": sc.bandwidth, "latency_s": sc.latency,
+                "results": [asdict(r) for r in report[sc.name]],
+            }
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    doc["goals"] = check_goals(report)
+    print_goals(doc["goals"])
+    out = args.json_out or ROOT / "bench" / "results" / f"transfer-{started}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def run_one(sc: Scenario, work: Path, args: argparse.Namespace) -> list[ToolResult]:
+    print(f"\n-- {sc.name}", flush=True)
+    tools = args.tools.split(",") if args.tools else list(sc.default_tools)
+    if sc.name in ("resume", "big-rss") and not args.tools:
+        tools = ["qwenhome"]
+    unknown = set(tools) - set(TOOL_NAMES)
+    if unknown:
+        raise SystemExit(f"unknown tools: {', '.join(sorted(unknown))}")
+    no_room = disk_fits(sc, work)
+    if no_room:
+        return [ToolResult(t, "skipped", note=no_room) for t in tools]
+    repos = work / "repos"
+    expected = generate(repos, sc.repo, work / "expected")
+    if args.endpoint:
+        if sc.bandwidth or sc.latency:
+            print("  note: with --endpoint, the limit/latency must come from that server or a proxy")
+        if sc.name == "resume":
+            return run_resume(sc, args.endpoint, None, expected, work, args)
+        return run_scenario(sc, tools, args.endpoint, None, expected, work, args)
+    with ServerProcess(repos, bandwidth=sc.bandwidth, latency=sc.latency,
+                       hashes=work / "hashes.json") as server:
+        if sc.name == "resume":
+            return run_resume(sc, server.url, server, expected, work, args)
+        return run_scenario(sc, tools, None, server, expected, work, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -363,3 +364,34 @@ def test_store_with_shared_xet_blobs_serves_sha256_etags(tmp_path: Path) -> None
         head = request(m.url, "HEAD", "/Org/X/resolve/main/w/model.safetensors")
         assert head.header("ETag") == f'"{sha}"' and head.header("X-Linked-Size") == str(len(data))
         assert request(m.url, path="/Org/X/resolve/main/w/model.safetensors").body == data
+
+
+def test_stale_listing_is_rescanned_once_while_others_keep_serving(tmp_path: Path) -> None:
+    from qwenhome.mirror.catalog import Snapshot
+
+    (tmp_path / "Org" / "A").mkdir(parents=True)
+    (tmp_path / "Org" / "A" / "a.txt").write_bytes(b"a")
+    now = [0.0]
+
+    class CountingBackend(FolderBackend):
+        scans = 0
+
+        def _scan(self, repo_type: str, repo_id: str) -> Snapshot:
+            CountingBackend.scans += 1
+            time.sleep(0.2)
+            return super()._scan(repo_type, repo_id)
+
+    backend = CountingBackend(tmp_path, ttl=2.0, clock=lambda: now[0])
+    first = backend.snapshot("model", "Org/A", "main")
+    now[0] = 10.0  # stale
+    results: list[Snapshot] = []
+    threads = [threading.Thread(target=lambda: results.append(backend.snapshot("model", "Org/A", "main")))
+               for _ in range(16)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert CountingBackend.scans == 2  # the first load and one refresh, not 16
+    assert len(results) == 16 and all(r.commit == first.commit for r in results)
+    assert time.monotonic() - t0 < 2.0

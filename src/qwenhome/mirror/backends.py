@@ -78,26 +78,42 @@ def inside(path: str, root: str) -> bool:
 
 
 class _TTLCache:
-    """Tiny time-bounded memo so the hot path (range requests) does no disk scans."""
+    """Time-bounded memo of snapshots, so range requests do no disk scans.
+
+    When an entry is stale, one caller rescans while the others keep using the
+    stale value for that moment (no herd of identical scans under load).
+    """
 
     def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
         self.ttl = ttl
         self._clock = clock
-        self._data: dict[object, tuple[float, object]] = {}
+        self._data: dict[object, tuple[float, Snapshot]] = {}
+        self._refreshing: dict[object, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: object) -> object | None:
+    def get_or_compute(self, key: object, compute: Callable[[], Snapshot]) -> Snapshot:
         with self._lock:
             hit = self._data.get(key)
-        if hit is None or self._clock() - hit[0] > self.ttl:
-            return None
-        return hit[1]
-
-    def put(self, key: object, value: object) -> None:
-        with self._lock:
-            if len(self._data) > 4096:
-                self._data.clear()
-            self._data[key] = (self._clock(), value)
+            if hit is not None and self._clock() - hit[0] <= self.ttl:
+                return hit[1]
+            refresh = self._refreshing.setdefault(key, threading.Lock())
+        if hit is not None and not refresh.acquire(blocking=False):
+            return hit[1]
+        if hit is None:
+            refresh.acquire()  # nothing to serve yet: wait for the one scan
+        try:
+            with self._lock:
+                again = self._data.get(key)
+            if again is not None and again is not hit and self._clock() - again[0] <= self.ttl:
+                return again[1]
+            value = compute()
+            with self._lock:
+                if len(self._data) > 4096:
+                    self._data.clear()
+                self._data[key] = (self._clock(), value)
+            return value
+        finally:
+            refresh.release()
 
 
 def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_result]]:
@@ -183,17 +199,14 @@ class StoreBackend:
     def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
         ref = repo_ref(repo_type, repo_id)
         check_revision(revision)
-        key = (repo_type, repo_id, revision)
-        cached = self._cache.get(key)
-        if isinstance(cached, Snapshot):
-            return cached
+        return self._cache.get_or_compute((repo_type, repo_id, revision), lambda: self._load(ref, revision))
+
+    def _load(self, ref: RepoRef, revision: str) -> Snapshot:
         repo_dir = self._root / ref.folder_name
         if not (repo_dir / "snapshots").is_dir():
-            raise RepoNotFoundError(f"repository {repo_id!r} not found", repo=repo_id)
+            raise RepoNotFoundError(f"repository {ref.repo_id!r} not found", repo=ref.repo_id)
         commit = self._resolve(repo_dir, revision)
-        snap = self._scan(ref, repo_dir, commit)
-        self._cache.put(key, snap)
-        return snap
+        return self._scan(ref, repo_dir, commit)
 
     def repos(self) -> list[tuple[str, str]]:
         out = []
@@ -312,10 +325,9 @@ class FolderBackend:
         return sorted(out)
 
     def _head(self, repo_type: str, repo_id: str) -> Snapshot:
-        key = (repo_type, repo_id)
-        cached = self._cache.get(key)
-        if isinstance(cached, Snapshot):
-            return cached
+        return self._cache.get_or_compute((repo_type, repo_id), lambda: self._scan(repo_type, repo_id))
+
+    def _scan(self, repo_type: str, repo_id: str) -> Snapshot:
         top = self.repo_dir(repo_type, repo_id)
         real_top = os.path.realpath(top)
         if not top.is_dir() or not inside(real_top, str(self._root)):
@@ -327,7 +339,6 @@ class FolderBackend:
             files[rel] = _hashed_entry(self._hashes, rel, real, st)
         self._hashes.save()
         snap = Snapshot.build(repo_type, repo_id, files, newest)
-        self._cache.put(key, snap)
         with self._lock:
             if len(self._commits) > 256:
                 self._commits.clear()

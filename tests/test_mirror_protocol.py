@@ -15,7 +15,7 @@ import pytest
 from qwenhome.mirror import FolderBackend, HashCache, StoreBackend
 from tests.support.http import Connection, request
 from tests.support.mirror import Mirror, start_mirror
-from tests.support.repos import GeneratedRepo, content
+from tests.support.repos import GeneratedRepo, content, make_store_repo
 
 SMALL = "/Org/Small/resolve/main"
 
@@ -395,3 +395,22 @@ def test_stale_listing_is_rescanned_once_while_others_keep_serving(tmp_path: Pat
     assert CountingBackend.scans == 2  # the first load and one refresh, not 16
     assert len(results) == 16 and all(r.commit == first.commit for r in results)
     assert time.monotonic() - t0 < 2.0
+
+
+def test_unfinished_pull_is_listed_whole_and_missing_files_are_404(tmp_path: Path, small_repo: GeneratedRepo) -> None:
+    from qwenhome.manifest import Manifest, RepoFile
+    from qwenhome.store import Store
+
+    hub, state = tmp_path / "hub", tmp_path / "state"
+    make_store_repo(hub, small_repo, commit="1" * 40)
+    files = [RepoFile(rel, f.size, f.blob_id, f.sha256 if f.lfs else None) for rel, f in small_repo.files.items()]
+    files.append(RepoFile("model-2.safetensors", 7_000_000, None, "d" * 64))
+    Store(hub, state).save_manifest(Manifest("Org/Small", "model", "1" * 40, files, "hf"))
+    with start_mirror(StoreBackend(hub, state_dir=state)) as m:
+        info = json.loads(request(m.url, path="/api/models/Org/Small/revision/main?blobs=true").body)
+        listed = {s["rfilename"]: s for s in info["siblings"]}
+        assert set(listed) == {*small_repo.files, "model-2.safetensors"}
+        assert listed["model-2.safetensors"]["lfs"]["sha256"] == "d" * 64
+        missing = request(m.url, "HEAD", "/Org/Small/resolve/main/model-2.safetensors")
+        assert (missing.status, missing.header("X-Error-Code")) == (404, "EntryNotFound")
+        assert request(m.url, "HEAD", "/Org/Small/resolve/main/config.json").status == 200

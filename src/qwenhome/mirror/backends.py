@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError, UsageError
+from ..store.cache import Store
 from ..store.layout import (
     DEFAULT_REVISION,
     RepoRef,
@@ -182,13 +183,20 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 class StoreBackend:
-    """Serves a Hugging Face hub cache folder read-only."""
+    """Serves a Hugging Face hub cache folder read-only.
+
+    With qwenhome's ``state_dir``, a snapshot that a pull has not finished is
+    listed whole (from its manifest) and its missing files answer 404
+    ``EntryNotFound``, so clients fail or fetch them elsewhere instead of taking
+    a partial snapshot for a complete one.
+    """
 
     def __init__(
-        self, hub_cache: Path, *, hashes: HashCache | None = None, ttl: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
+        self, hub_cache: Path, *, state_dir: Path | None = None, hashes: HashCache | None = None,
+        ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._root = Path(os.path.realpath(hub_cache))
+        self._manifests = Store(self._root, state_dir) if state_dir is not None else None
         self._hashes = hashes or HashCache()
         self._cache = _TTLCache(ttl, clock)
 
@@ -249,6 +257,11 @@ class StoreBackend:
             else:  # a plain copy (no symlinks): hash it like a folder repo
                 files[rel] = _hashed_entry(self._hashes, rel, real, st)
         self._hashes.save()
+        manifest = self._manifests.load_manifest(ref, commit) if self._manifests is not None else None
+        for f in manifest.files if manifest is not None else ():
+            if f.path not in files:  # listed, not (yet) here: served as EntryNotFound
+                files[f.path] = (FileEntry.lfs(f.path, f.size, f.sha256, "") if f.sha256 and not f.blob_id
+                                 else FileEntry(f.path, f.size, f.blob_id or "", f.sha256, ""))
         return Snapshot.build(ref.repo_type, ref.repo_id, files, newest, commit=commit)
 
 

@@ -46,7 +46,7 @@ class FileEntry:
     size: int
     blob_id: str  # git oid of the content (small files) or of the LFS pointer
     sha256: str | None  # set for LFS files only, as on the Hub
-    source: str  # real path of the file to send (str: scans build thousands of these)
+    source: str  # real path of the file to send ("" when listed but absent); str: scans make thousands
 
     @property
     def etag(self) -> str:

@@ -22,7 +22,7 @@ def make_backend(settings: Settings, repos_dir: Path | None = None) -> Backend:
             raise UsageError(f"--repos {repos_dir} is not a folder", code="invalid-path",
                              hint="give a folder holding Org/Name/ repository folders")
         return FolderBackend(repos_dir, hashes=hashes)
-    return StoreBackend(settings.hub_cache, hashes=hashes)
+    return StoreBackend(settings.hub_cache, state_dir=settings.state_dir, hashes=hashes)
 
 
 def warm(backend: Backend) -> int:

@@ -95,7 +95,7 @@ def locate(backend: Backend, route: Route) -> tuple[Snapshot, FileEntry, str]:
     """
     snap = backend.snapshot(route.repo_type, route.repo_id, route.revision)
     entry = snap.files.get(route.path)
-    if entry is None:
+    if entry is None or not entry.source:
         raise _EntryMissing(snap)
     real = os.path.realpath(entry.source)
     if not inside(real, str(backend.root)):

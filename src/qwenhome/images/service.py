@@ -13,8 +13,11 @@ submitted meanwhile wait in the queue. ``status()`` says what is happening.
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,6 +60,19 @@ def _preset_base(snapshot: Path) -> int:
         return NATIVE_BASE
 
 
+def _lower_thread_priority(nice: int) -> None:
+    """Run generation below the web server's priority so the API stays responsive.
+
+    On Linux the nice value is per thread, and threads this worker creates (the
+    torch/OpenMP compute pool) inherit it; elsewhere this does nothing."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):
+        pass
+
+
 class ImageService:
     """Everything the image API needs. Thread-safe; one generation at a time."""
 
@@ -70,6 +86,7 @@ class ImageService:
         preset_base: int | None = None,
         max_queue: int = 16,
         default_steps: int | None = None,
+        worker_nice: int = 10,
     ) -> None:
         self.settings = settings
         self.snapshot = Path(snapshot_path)
@@ -80,6 +97,7 @@ class ImageService:
         self.default_steps = default_steps or (50 if self.rules.presets["1:1"][0] >= NATIVE_BASE else 20)
         self.results = ResultStore(settings.state_dir / "images")
         self.policy = policy
+        self.worker_nice = worker_nice
         self.state = "stopped"
         self.error: dict[str, Any] | None = None
         self._engine: ImageEngine | None = None
@@ -99,11 +117,16 @@ class ImageService:
         return self._ready.wait(timeout)
 
     def _load(self) -> None:
+        _lower_thread_priority(self.worker_nice)
         try:
             if self.policy is None:
                 self.policy = decide_policy(probe_hardware(), model_footprint(self.snapshot))
             self._engine = ImageEngine(self.snapshot, self.policy)
             self._engine.load()
+            # Everything loaded so far lives as long as the process; freezing it
+            # keeps full garbage collections (which stop every thread, the web
+            # server's included) short while images are generated.
+            gc.freeze()
             self.state = "ready"
         except QwenhomeError as exc:
             self.state, self.error = "failed", exc.to_dict()
@@ -237,7 +260,8 @@ class ImageService:
                 started = time.monotonic()
                 image = engine.generate(req, seed, on_step)
                 done[0] = job.step
-                own = {**base, "n": 1, "seed": seed, "index": index}
+                # What reproduces this one image alone; embedded in the PNG.
+                own = {**base, "n": 1, "seed": seed}
                 pngs.append(encode_png(image, own))
                 images_meta.append({"name": f"{index}.png", "seed": seed, "seconds": round(time.monotonic() - started, 3)})
                 job.emit("image", index=index, seed=seed)

@@ -73,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sources", parents=[common], help="configured sources (and with --probe their health)")
     p.add_argument("--probe", action="store_true")
 
+    p = sub.add_parser("adopt", parents=[common],
+                       help="bring models from other caches or folders into the home (hard links, no download)")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="a Hugging Face or ModelScope cache, another home, or a model folder (default: known caches)")
+    p.add_argument("--as", dest="as_repo", default=None, metavar="ORG/NAME",
+                   help="repository id for a plain folder (default local/<folder name>)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be adopted")
+
+    p = sub.add_parser("export", parents=[common], help="write a snapshot to a tar file for a machine without network")
+    p.add_argument("repo", metavar="REPO[@REV]")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.tar (or .tar.gz to compress)")
+
+    p = sub.add_parser("import", parents=[common], help="verify and place snapshots from `qwenhome export` files")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
     p = sub.add_parser("doctor", parents=[common], help="diagnose network and cache problems")
     p.add_argument("--fix", action="store_true", help="apply safe, user-level fixes")
     p.add_argument("--repo", default=None, help="repository whose files to probe (default Qwen/Qwen2.5-0.5B-Instruct)")
@@ -257,6 +272,64 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.adopt import adopt, default_places, discover
+    from .termui import human_size, table
+
+    store = Store(settings.hub_cache, settings.state_dir)
+    paths = args.paths or default_places(settings.env, settings.hub_cache)
+    found = discover(paths, as_repo=args.as_repo, own_store=settings.hub_cache)
+    if args.dry_run:
+        if args.json:
+            emit_json({"found": [f.to_dict() for f in found]})
+        else:
+            rows = [[str(f.ref), f.kind, str(len(f.files)), human_size(sum(x.size for x in f.files)), str(f.origin)]
+                    for f in found]
+            print(table(rows, ["REPO", "KIND", "FILES", "SIZE", "FROM"]) if rows else "nothing found")
+        return EXIT_OK
+    reports = [adopt(store, f) for f in found]
+    ok = all(r.ok for r in reports)
+    if args.json:
+        emit_json({"ok": ok, "adopted": [r.to_dict() for r in reports]})
+    elif not reports:
+        print("nothing found to adopt" + ("" if args.paths else f" in {', '.join(map(str, paths)) or 'the usual caches'}"))
+    else:
+        rows = [[r.repo, r.commit[:12], r.kind, f"{r.linked}/{r.copied}/{r.present}",
+                 human_size(r.bytes_linked), human_size(r.bytes_copied), "ok" if r.ok else "; ".join(r.problems)[:60]]
+                for r in reports]
+        print(table(rows, ["REPO", "COMMIT", "FROM", "LINKED/COPIED/PRESENT", "LINKED", "COPIED", "STATE"]))
+    return EXIT_OK if ok else 6
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.archive import export_snapshot
+    from .termui import human_size
+
+    rep = export_snapshot(Store(settings.hub_cache, settings.state_dir), RepoRef.parse(args.repo), args.output)
+    if args.json:
+        emit_json(rep.to_dict())
+    else:
+        print(f"{rep.repo}@{rep.commit[:12]}: {rep.files} file(s), {human_size(rep.bytes)} -> {rep.file} "
+              f"in {rep.seconds:.1f}s")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.archive import import_archive
+    from .termui import human_size
+
+    store = Store(settings.hub_cache, settings.state_dir)
+    reports = [import_archive(store, f) for f in args.files]
+    if args.json:
+        emit_json({"imported": [r.to_dict() for r in reports]})
+    else:
+        for r in reports:
+            print(f"{r.repo}@{r.commit[:12]}: {r.files} file(s) verified, {human_size(r.bytes)} written, "
+                  f"{r.blobs_present} blob(s) already here; refs {', '.join(r.refs) or '-'}")
+            print(r.snapshot)
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from .doctor import render_report, run_doctor
 
@@ -303,6 +376,9 @@ COMMANDS = {
     "gc": cmd_gc,
     "env": cmd_env,
     "sources": cmd_sources,
+    "adopt": cmd_adopt,
+    "export": cmd_export,
+    "import": cmd_import,
     "doctor": cmd_doctor,
     "mirror": cmd_mirror,
     "launch": cmd_launch,

@@ -1,0 +1,342 @@
+"""Bring models already on disk into the home without downloading them again.
+
+Recognised (see :func:`discover`):
+- a Hugging Face hub cache (``models--Org--Name/{blobs,snapshots,refs}``),
+  one repository folder of it, or a home holding one in ``hub/`` (another
+  ``QWEN_HOME`` or ``HF_HOME``);
+- a ModelScope cache: ``models/{owner}--{name}/snapshots/{rev}/`` and the
+  legacy ``hub/[models/]{owner}/{name}/`` (``.`` stored as ``___``);
+- a plain folder (``save_pretrained``, ``local_dir``): the repository id is
+  ``--as Org/Name`` or ``local/<folder name>``.
+
+Every file becomes a blob by hard link (same inode: no extra disk) or, across
+filesystems, by copy, always to a temporary name first; its hash is checked
+there and only then is it renamed into ``blobs/``. Blob names: the other
+cache's blob name when it has one (sha256 or git blob oid, checked), the
+``etag`` a ``local_dir`` download recorded, otherwise the sha256. A snapshot
+known only by content gets the deterministic id
+:func:`qwenhome.hub.modelscope.listing_commit` (path, size, sha256 of every
+file), so the same files always give the same commit, as a ModelScope pull does.
+Small files of plain folders are copied, not linked: users edit those in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotCachedError, QwenhomeError, StoreError, UsageError
+from ..hub.modelscope import listing_commit
+from ..manifest import Manifest, RepoFile
+from .cache import Store, translate_os_error
+from .layout import RepoRef, etag_kind, is_commit, parse_folder_name, validate_relpath
+from .verify import hash_file
+
+COPY_BELOW = 1 << 20  # plain-folder files smaller than this are copied
+_SKIP_DIRS = {".git", ".cache", ".huggingface", "__pycache__", "._____temp"}
+_NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class FoundFile:
+    path: str  # path inside the repository
+    real: Path  # the file on disk (symlinks resolved)
+    size: int
+    etag: str | None = None  # a blob name the other cache claims; checked before use
+
+
+@dataclass
+class Found:
+    """One snapshot found on disk."""
+
+    kind: str  # hf-cache | modelscope | folder
+    ref: RepoRef
+    origin: Path  # where it was found
+    files: list[FoundFile]
+    commit: str | None = None  # known for hub caches and local_dir downloads
+    refs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "repo": str(self.ref), "origin": str(self.origin), "commit": self.commit,
+                "files": len(self.files), "size": sum(f.size for f in self.files), "refs": self.refs}
+
+
+@dataclass
+class AdoptReport:
+    repo: str
+    kind: str
+    origin: str
+    commit: str = ""
+    files: int = 0
+    linked: int = 0
+    copied: int = 0
+    present: int = 0
+    bytes_linked: int = 0
+    bytes_copied: int = 0
+    refs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    snapshot: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()} | {"ok": self.ok}
+
+
+# -- discovery ---------------------------------------------------------------------------
+def default_places(env: Mapping[str, str], own_store: Path) -> list[Path]:
+    """Caches other tools use on this machine (never the home's own store)."""
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    xdg = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else home / ".cache"
+    places = [
+        Path(env["HF_HUB_CACHE"]) if env.get("HF_HUB_CACHE") else None,
+        Path(env["HF_HOME"]) / "hub" if env.get("HF_HOME") else None,
+        xdg / "huggingface" / "hub",
+        Path(env["MODELSCOPE_CACHE"]) if env.get("MODELSCOPE_CACHE") else None,
+        xdg / "modelscope",
+    ]
+    own = _real(own_store)
+    out: list[Path] = []
+    for p in places:
+        if p is not None and p.is_dir() and _real(p) != own and p not in out:
+            out.append(p)
+    return out
+
+
+def _real(p: Path) -> str:
+    return os.path.realpath(p)
+
+
+def _is_repo_folder(p: Path) -> bool:
+    return parse_folder_name(p.name) is not None and (p / "snapshots").is_dir()
+
+
+def discover(paths: Sequence[Path], *, as_repo: str | None = None, own_store: Path | None = None) -> list[Found]:
+    """Snapshots found under ``paths`` (see the module docstring)."""
+    found: list[Found] = []
+    own = _real(own_store) if own_store is not None else None
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.is_dir():
+            raise UsageError(f"{p} is not a folder", code="adopt-not-found", hint="give a cache or model folder")
+        if own is not None and (_real(p) == own or _real(p) == os.path.dirname(own)):
+            continue
+        if _is_repo_folder(p):
+            found += _hf_repo(p)
+        elif any(_is_repo_folder(c) for c in _children(p)):
+            for c in _children(p):
+                if _is_repo_folder(c):
+                    found += _hf_repo(c)
+        elif (p / "hub").is_dir() and any(_is_repo_folder(c) for c in _children(p / "hub")):
+            found += discover([p / "hub"], own_store=own_store)
+        elif _modelscope_roots(p):
+            for ref, folder in _modelscope_roots(p):
+                found.append(_folder(folder, ref, "modelscope"))
+        elif any(c.is_file() for c in p.iterdir()):
+            found.append(_folder(p, _folder_ref(p, as_repo), "folder"))
+    if as_repo and len(found) > 1:
+        raise UsageError("--as names one repository, but several were found", code="adopt-ambiguous")
+    return found
+
+
+def _children(p: Path) -> list[Path]:
+    try:
+        return sorted(c for c in p.iterdir() if c.is_dir())
+    except OSError:
+        return []
+
+
+def _folder_ref(p: Path, as_repo: str | None) -> RepoRef:
+    if as_repo:
+        return RepoRef.parse(as_repo)
+    name = _NAME_OK.sub("-", p.resolve().name).strip(".-") or "model"
+    return RepoRef.parse(f"local/{name[:96]}")
+
+
+def _hf_repo(repo_dir: Path) -> list[Found]:
+    ref = parse_folder_name(repo_dir.name)
+    assert ref is not None
+    refs: dict[str, list[str]] = {}
+    for r in (repo_dir / "refs").rglob("*") if (repo_dir / "refs").is_dir() else []:
+        if r.is_file():
+            commit = r.read_text(encoding="utf-8", errors="replace").strip()
+            refs.setdefault(commit, []).append(r.relative_to(repo_dir / "refs").as_posix())
+    out = []
+    for snap in _children(repo_dir / "snapshots"):
+        if not is_commit(snap.name):
+            continue
+        files = []
+        for rel, real in _walk(snap, skip_hidden=False):
+            target = os.readlink(snap / rel) if (snap / rel).is_symlink() else ""
+            name = os.path.basename(target)
+            files.append(FoundFile(rel, real, real.stat().st_size, name if etag_kind(name) else None))
+        out.append(Found("hf-cache", ref, snap, files, snap.name, sorted(refs.get(snap.name, []))))
+    return out
+
+
+def _walk(top: Path, *, skip_hidden: bool) -> list[tuple[str, Path]]:
+    """(relative path, real file) of every regular file below ``top``."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not (skip_hidden and d in _SKIP_DIRS))
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            real = Path(os.path.realpath(full))
+            if not real.is_file():
+                continue  # a dangling link: the other cache is incomplete there
+            rel = full.relative_to(top).as_posix()
+            try:
+                out.append((validate_relpath(rel), real))
+            except QwenhomeError:
+                continue
+    return out
+
+
+def _local_dir_meta(folder: Path, rel: str) -> tuple[str, str] | None:
+    """(commit, etag) that huggingface_hub recorded for a ``local_dir`` download."""
+    meta = folder / ".cache" / "huggingface" / "download" / f"{rel}.metadata"
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    if len(lines) >= 2 and is_commit(lines[0].strip()) and etag_kind(lines[1].strip()):
+        return lines[0].strip(), lines[1].strip()
+    return None
+
+
+def _folder(folder: Path, ref: RepoRef, kind: str) -> Found:
+    files = []
+    commits = set()
+    for rel, real in _walk(folder, skip_hidden=True):
+        meta = _local_dir_meta(folder, rel) if kind == "folder" else None
+        if meta is not None:
+            commits.add(meta[0])
+        files.append(FoundFile(rel, real, real.stat().st_size, meta[1] if meta else None))
+    commit = commits.pop() if len(commits) == 1 and all(f.etag for f in files) else None
+    return Found(kind, ref, folder, files, commit)
+
+
+def _modelscope_roots(p: Path) -> list[tuple[RepoRef, Path]]:
+    out: list[tuple[RepoRef, Path]] = []
+    for repo in _children(p / "models"):  # new layout: models/{owner}--{name}/snapshots/{rev}
+        owner, sep, name = repo.name.partition("--")
+        if sep and (repo / "snapshots").is_dir():
+            for snap in _children(repo / "snapshots"):
+                out += _ms_ref(owner, name, snap)
+    for base in (p / "hub" / "models", p / "hub"):  # legacy: hub/[models/]{owner}/{name}
+        for org in _children(base):
+            if org.name in ("models", "datasets") or org.name.startswith("."):
+                continue
+            for repo in _children(org):
+                if (repo / "config.json").is_file() or (repo / "configuration.json").is_file():
+                    out += _ms_ref(org.name, repo.name.replace("___", "."), repo)
+    return out
+
+
+def _ms_ref(owner: str, name: str, folder: Path) -> list[tuple[RepoRef, Path]]:
+    try:
+        return [(RepoRef.parse(f"{owner}/{name}"), folder)]
+    except QwenhomeError:
+        return []
+
+
+# -- adoption ------------------------------------------------------------------------------
+def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool) -> tuple[str, str]:
+    """Put ``f`` into ``blobs/`` verified; returns (etag, how: present|linked|copied)."""
+    if f.etag is not None and store.has_blob(ref, f.etag, f.size):
+        return f.etag, "present"
+    blobs = store.repo_dir(ref) / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    tmp = blobs / f".adopt-{uuid.uuid4().hex[:12]}.incomplete"
+    how = "copied"
+    try:
+        if not copy:
+            try:
+                os.link(f.real, tmp)
+                how = "linked"
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                    raise
+        if how == "copied":
+            shutil.copyfile(f.real, tmp)
+        # Hash what now sits in the home (the same inode when linked): what is
+        # checked is exactly what becomes visible.
+        kind = etag_kind(f.etag) if f.etag else "sha256"
+        digest = hash_file(tmp, kind or "sha256")
+        etag = f.etag or digest
+        if digest != etag or tmp.stat().st_size != f.size:
+            raise StoreError(f"{f.real}: content does not match its name {etag[:12]}…", code="hash-mismatch")
+        if store.has_blob(ref, etag, f.size):
+            tmp.unlink()
+            return etag, "present"
+        os.replace(tmp, store.blob_path(ref, etag))
+        return etag, how
+    except OSError as exc:
+        raise translate_os_error(exc, tmp) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def adopt(store: Store, found: Found, *, workers: int = 2) -> AdoptReport:
+    """Bring one found snapshot into ``store``; a file that fails its hash
+    check is left out and reported (the snapshot then stays incomplete)."""
+    ref = found.ref
+    rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files))
+    placed: list[tuple[FoundFile, str]] = []
+
+    def one(f: FoundFile) -> tuple[FoundFile, str, str]:
+        copy = found.kind == "folder" and f.size < COPY_BELOW
+        etag, how = _place(store, ref, f, copy)
+        return f, etag, how
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(one, f) for f in found.files]
+        for fut in futures:
+            try:
+                f, etag, how = fut.result()
+            except QwenhomeError as exc:
+                rep.problems.append(exc.message)
+                continue
+            placed.append((f, etag))
+            setattr(rep, how, getattr(rep, how) + 1)
+            if how == "linked":
+                rep.bytes_linked += f.size
+            elif how == "copied":
+                rep.bytes_copied += f.size
+    files = [RepoFile(f.path, f.size, etag if etag_kind(etag) == "git-sha1" else None,
+                      etag if etag_kind(etag) == "sha256" else None) for f, etag in placed]
+    commit = found.commit or listing_commit(ref.repo_id, "", [
+        RepoFile(f.path, f.size, None, etag) for f, etag in placed])
+    rep.commit = commit
+    if rep.problems and found.commit is None:
+        return rep  # a content-derived id of an incomplete folder would be wrong
+    for f, etag in placed:
+        store.link(ref, commit, f.path, etag)
+    previous = store.load_manifest(ref, commit)
+    if previous is not None:
+        known = {f.path for f in files}
+        files += [f for f in previous.files if f.path not in known]
+    source = f"adopt:{found.kind}"
+    store.save_manifest(Manifest(ref.repo_id, ref.repo_type, commit, files, source))
+    # A hub cache says which revisions point where; a folder is "main".
+    for name in found.refs if found.kind == "hf-cache" else ["main"]:
+        current = store.read_ref(ref, name)
+        if current is None or current == commit:
+            store.write_ref(ref, name, commit)
+            rep.refs.append(name)
+    try:
+        rep.snapshot = str(store.snapshot_dir(ref, commit))
+        store.snapshot_path(ref.at(commit))
+    except NotCachedError as exc:
+        rep.problems.append(exc.message)
+    return rep

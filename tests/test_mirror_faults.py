@@ -85,9 +85,8 @@ def test_stall_sends_nothing_for_t_seconds_mid_body(mirror: Mirror) -> None:
             gaps.append((received, now - last))
             last = now
             received += len(chunk)
-    longest_at, longest = max(gaps, key=lambda g: g[1])
-    assert longest >= 0.5
-    assert 400_000 <= longest_at <= 520_000  # headers + 500 000 body bytes, then silence
+    # Silence right after headers + 500 000 body bytes (other gaps may come from a busy machine).
+    assert any(gap >= 0.5 for at, gap in gaps if 400_000 <= at <= 520_000), gaps
 
 
 def test_stall_longer_than_client_timeout_times_it_out(mirror: Mirror) -> None:
@@ -115,8 +114,8 @@ def test_latency_delays_the_first_byte(mirror: Mirror) -> None:
     assert request(mirror.url, path="/Org/Small/resolve/main/config.json").status == 200
     slow = time.monotonic() - t0
     t0 = time.monotonic()
-    request(mirror.url, path="/Org/Small/resolve/main/config.json")
-    assert slow >= 0.4 > time.monotonic() - t0
+    request(mirror.url, path="/Org/Small/resolve/main/config.json")  # count used up: no delay
+    assert slow >= 0.4 and time.monotonic() - t0 < slow
 
 
 def test_bandwidth_limit_is_per_connection(mirror: Mirror) -> None:

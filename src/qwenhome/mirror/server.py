@@ -1,9 +1,9 @@
 """A read-only Hub-protocol HTTP server over a :class:`~.backends.Backend`.
 
 Threaded, HTTP/1.1 keep-alive, bodies sent with ``sendfile`` (zero-copy).
-Serves what stock ``huggingface_hub`` asks for (see the mirror section of the
-README): revision info, tree listings, ``HEAD``/``GET`` on ``resolve`` with the
-Hub's headers and single byte ranges, and the Hub's error codes.
+Serves what stock ``huggingface_hub`` 2.4 asks for: revision info, tree
+listings, ``HEAD``/``GET`` on ``resolve`` with the Hub's headers and single
+byte ranges, and the Hub's error codes (``X-Error-Code``).
 
 Safety: every target is parsed by :func:`.protocol.parse_target` (paths
 validated after decoding), files come only from the backend's listing, and the

@@ -1,0 +1,44 @@
+"""The transfer benchmark at tiny sizes: every scenario of the default run, every tool,
+each run sha256-verified, and a JSON report with the goals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("qwenhome", "hf_hub", "hf_transfer", "aria2c", "curl")
+SCENARIOS = ("one-big", "one-big-limited", "many-files", "latency")
+
+
+def test_transfer_bench_verifies_every_tool_in_every_default_scenario(tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("hf_transfer")
+    for exe in ("aria2c", "curl"):
+        if shutil.which(exe) is None:
+            pytest.skip(f"{exe} is not installed")
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "transfer.py"), "--size-mb", "4", "--many-files", "6",
+         "--many-max-kb", "200", "--many-big-mb", "1", "--timeout", "60",
+         "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert list(doc["scenarios"]) == list(SCENARIOS)
+    for name, scenario in doc["scenarios"].items():
+        statuses = {r["tool"]: r["status"] for r in scenario["results"]}
+        assert statuses == dict.fromkeys(TOOLS, "ok"), (name, scenario["results"])
+        for r in scenario["results"]:
+            assert r["wall_s"] > 0 and r["mbps"] > 0 and r["rss_mb"] > 0
+            assert r["server"]["bytes_sent"] >= scenario["bytes"]  # the server counted the bodies
+        qh = scenario["results"][0]
+        assert qh["tool"] == "qwenhome" and qh["ratios"]["mbps"] == 1.0
+    assert any(g["goal"].startswith("qwenhome peak RSS") for g in doc["goals"])
+    assert "== goals" in proc.stdout

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,8 @@ class FileJob:
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 8
-    max_connections: int = 48
+    initial_connections: int = 16
+    max_connections: int = 64
     chunk_min: int = 4 * MiB
     chunk_max: int = 32 * MiB
     buffer_size: int = 1 * MiB
@@ -96,10 +97,11 @@ class EngineConfig:
     max_integrity_retries: int = 2
     metadata_attempts: int = 4
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
+    probe_interval: float = 0.3
     backoff: Backoff = Backoff()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Range:
     file: _FileState
     start: int
@@ -109,13 +111,13 @@ class _Range:
     t0: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _FileState:
     job: FileJob
-    fd: int
     done: Intervals
     validator: str | None
     verifier: Verifier
+    fd: int = -1  # opened on first use, closed when finished: bounded open files
     cand: int = 0
     inflight: list[_Range] = field(default_factory=list)
     direct_url: str | None = None
@@ -127,14 +129,18 @@ class _FileState:
     state: str = "active"  # active | verified | failed
     error: QwenhomeError | None = None
     started: bool = False
-    dirty: bool = False
-    resumed: int = 0
+    queued: bool = True  # in the engine's list of files with bytes to hand out
 
 
 class TransferEngine:
     """Fetch a batch of files. ``on_verified(job)`` runs (in the hasher thread)
     for each file once its partial file holds verified content; the caller
-    moves it into the store there."""
+    moves it into the store there.
+
+    Cost per scheduling step is independent of the number of files: files with
+    bytes left to hand out sit in a queue, ranges in flight in a set, and the
+    hasher only looks at files that received bytes.
+    """
 
     def __init__(
         self,
@@ -152,6 +158,13 @@ class TransferEngine:
         self.clock = clock
         self._cv = threading.Condition()
         self._files: list[_FileState] = []
+        self._queue: deque[_FileState] = deque()
+        self._inflight: set[_Range] = set()
+        self._to_hash: dict[_FileState, None] = {}
+        self._dirty: set[_FileState] = set()
+        self._active = 0
+        self._files_done = 0
+        self._done_bytes = 0  # bytes on disk for unfinished + finished files
         self._fatal: BaseException | None = None
         self._bytes = 0  # bytes received this run
         self._target = config.connections or config.initial_connections
@@ -168,11 +181,16 @@ class TransferEngine:
     ) -> dict[str, QwenhomeError]:
         """Transfer ``jobs``; returns the errors of files that failed (by key)."""
         self._on_verified = on_verified
-        try:
-            self._files = [self._open(job) for job in jobs]
-        except BaseException:
-            self._close_all()
-            raise
+        for job in jobs:
+            job.partial.parent.mkdir(parents=True, exist_ok=True)
+            done, validator = partmap.load(job.partial, job.key, job.size)
+            f = _FileState(job, done, validator, Verifier(job.size, job.sha256, job.blob_id))
+            self._files.append(f)
+            self._queue.append(f)
+            self._done_bytes += done.covered()
+            if done.prefix() or job.size == 0:
+                self._to_hash[f] = None
+        self._active = len(self._files)
         self._check_disk()
         total = sum(f.job.size for f in self._files)
         n_workers = self.cfg.connections or self.cfg.max_connections
@@ -186,34 +204,42 @@ class TransferEngine:
             self._supervise(total, cancel)
         finally:
             with self._cv:
-                if self._fatal is None and not self._all_finished():
+                if self._fatal is None and self._active:
                     self._fatal = Cancelled("transfer interrupted")
                 self._cv.notify_all()
             for t in workers:
                 t.join(timeout=30)
             hasher.join(timeout=60)
             self._save_maps(force=True)
-            self._close_all()
+            for f in self._files:
+                self._close(f)
         elapsed = max(1e-9, self.clock() - t_start)
         self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk}
         if self._fatal is not None:
             raise self._fatal
         return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
 
-    # -- setup -------------------------------------------------------------
-    def _open(self, job: FileJob) -> _FileState:
-        job.partial.parent.mkdir(parents=True, exist_ok=True)
-        done, validator = partmap.load(job.partial, job.key, job.size)
+    # -- files -----------------------------------------------------------------
+    def _ensure_open(self, f: _FileState) -> None:
+        """Open (and on first use pre-size) the partial file. Under the lock."""
+        if f.fd >= 0:
+            return
         try:
-            fd = os.open(job.partial, os.O_RDWR | os.O_CREAT, 0o644)
-            if not done.starts:
+            fd = os.open(f.job.partial, os.O_RDWR | os.O_CREAT, 0o644)
+            if not f.done.starts:
                 os.ftruncate(fd, 0)
-                os.ftruncate(fd, job.size)
+                os.ftruncate(fd, f.job.size)
         except OSError as exc:
-            raise translate_os_error(exc, job.partial) from exc
-        st = _FileState(job, fd, done, validator, Verifier(job.size, job.sha256, job.blob_id))
-        st.resumed = done.covered()
-        return st
+            raise translate_os_error(exc, f.job.partial) from exc
+        f.fd = fd
+
+    def _close(self, f: _FileState) -> None:
+        if f.fd >= 0:
+            try:
+                os.close(f.fd)
+            except OSError:
+                pass
+            f.fd = -1
 
     def _check_disk(self) -> None:
         if not self._files:
@@ -221,9 +247,10 @@ class TransferEngine:
         need = sum(f.job.size - f.done.covered() for f in self._files)
         where = self._files[0].job.partial.parent
         try:
-            free = os.statvfs(where).f_bavail * os.statvfs(where).f_frsize
+            st = os.statvfs(where)
         except OSError:
             return
+        free = st.f_bavail * st.f_frsize
         if need > free:
             raise DiskFullError(
                 f"need {need / MiB:.1f} MiB at {where}, only {free / MiB:.1f} MiB free",
@@ -231,39 +258,64 @@ class TransferEngine:
                 free=free,
             )
 
-    def _close_all(self) -> None:
-        for f in self._files:
-            if f.fd >= 0:
-                try:
-                    os.close(f.fd)
-                except OSError:
-                    pass
-                f.fd = -1
+    def _settle(self, f: _FileState, state: str) -> None:
+        """A file leaves the active set (under the lock)."""
+        f.state = state
+        self._active -= 1
+        for r in f.inflight:
+            r.gen = -1
+            self._inflight.discard(r)
+        f.inflight.clear()
+        if state == "verified":
+            self._files_done += 1
+        self._cv.notify_all()
 
-    # -- scheduling (all under self._cv) ------------------------------------
-    def _all_finished(self) -> bool:
-        return all(f.state != "active" for f in self._files)
+    def _requeue(self, f: _FileState) -> None:
+        if not f.queued and f.state == "active":
+            f.queued = True
+            self._queue.appendleft(f)  # resume unfinished files first: keeps the hasher's prefix moving
 
+    # -- scheduling (under self._cv) --------------------------------------------
     def _next_range(self, wid: int) -> _Range | None:
         with self._cv:
             while True:
-                if self._fatal is not None or self._all_finished():
+                if self._fatal is not None or not self._active:
                     return None
-                if wid < self._target:
-                    now = self.clock()
-                    for f in self._files:
-                        if f.state == "active" and f.ready_at <= now:
-                            r = self._carve(f, now)
-                            if r is not None:
-                                return r
+                if wid >= self._target:
+                    self._cv.wait(1.0)  # woken when the target grows or the run ends
+                    continue
+                now = self.clock()
+                r = self._carve_next(now)
+                if r is None:
                     r = self._steal(now)
-                    if r is not None:
-                        return r
-                self._cv.wait(0.1)
+                if r is not None:
+                    return r
+                self._cv.wait(0.1)  # steal opportunities and back-offs are time-based
+
+    def _carve_next(self, now: float) -> _Range | None:
+        skipped: list[_FileState] = []
+        r: _Range | None = None
+        while self._queue:
+            f = self._queue[0]
+            if f.state != "active":
+                self._queue.popleft()
+                f.queued = False
+                continue
+            if f.ready_at > now:
+                skipped.append(self._queue.popleft())
+                continue
+            r = self._carve(f, now)
+            if r is not None:
+                break
+            self._queue.popleft()
+            f.queued = False
+        for f in reversed(skipped):
+            self._queue.appendleft(f)
+        return r
 
     def _carve(self, f: _FileState, now: float) -> _Range | None:
         size = f.job.size
-        if f.no_ranges and f.inflight:
+        if size == 0 or (f.no_ranges and f.inflight):
             return None
         busy = Intervals(list(f.done.starts), list(f.done.ends))
         for r in f.inflight:
@@ -276,30 +328,42 @@ class TransferEngine:
             e = min(e, s + self._chunk)
             if 0 < size - e < self._chunk // 4 and gap[1] == size:
                 e = size  # no tiny tail range
+        self._ensure_open(f)
         r = _Range(f, s, s, e, f.gen, now)
         f.inflight.append(r)
+        self._inflight.add(r)
         if not f.started:
             f.started = True
             self._emit(ProgressEvent(FILE_START, self.repo, f.job.path, f.done.covered(), size))
         return r
 
     def _steal(self, now: float) -> _Range | None:
+        """End-game: split the range of an outlier connection (much slower than
+        the others, or silent). Splitting costs the victim its connection and
+        the bytes already in its socket buffers, so uniform slowness (a per
+        connection limit, a busy CPU) is left alone."""
+        speeds: list[float] = []
+        for r in self._inflight:
+            elapsed = now - r.t0
+            if elapsed > 0.3:
+                speeds.append((r.cur - r.start) / elapsed)
+        if not speeds:
+            return None
+        speeds.sort()
+        typical = speeds[len(speeds) // 2]
         best: _Range | None = None
         best_left = 0
-        for f in self._files:
-            if f.state != "active" or f.no_ranges:
+        for r in self._inflight:
+            left = r.end - r.cur
+            if left < 2 * self.cfg.steal_min or left <= best_left or r.file.no_ranges:
                 continue
-            for r in f.inflight:
-                left = r.end - r.cur
-                if left < 2 * self.cfg.steal_min or left <= best_left:
-                    continue
-                elapsed = now - r.t0
-                speed = (r.cur - r.start) / elapsed if elapsed > 0 else 0.0
-                # Only split ranges that would take a while yet: splitting fast
-                # ones just costs a reconnect.
-                if elapsed < 0.2 or (speed > 0 and left / speed < 0.5):
-                    continue
-                best, best_left = r, left
+            elapsed = now - r.t0
+            if elapsed < 1.0:
+                continue
+            speed = (r.cur - r.start) / elapsed
+            if speed > 0 and speed >= 0.3 * typical:
+                continue
+            best, best_left = r, left
         if best is None:
             return None
         mid = best.cur + (best.end - best.cur) // 2
@@ -309,6 +373,7 @@ class TransferEngine:
         new = _Range(best.file, mid, mid, best.end, best.gen, now)
         best.end = mid
         best.file.inflight.append(new)
+        self._inflight.add(new)
         return new
 
     # -- workers -------------------------------------------------------------
@@ -316,7 +381,14 @@ class TransferEngine:
         buf = bytearray(self.cfg.buffer_size)
         mv = memoryview(buf)
         while True:
-            r = self._next_range(wid)
+            try:
+                r = self._next_range(wid)
+            except BaseException as exc:  # e.g. the partial file cannot be opened
+                with self._cv:
+                    if self._fatal is None:
+                        self._fatal = exc
+                    self._cv.notify_all()
+                return
             if r is None:
                 return
             try:
@@ -326,23 +398,23 @@ class TransferEngine:
             else:
                 with self._cv:
                     self._drop(r)
-                    self._cv.notify_all()
 
     def _drop(self, r: _Range) -> None:
-        if r in r.file.inflight:
-            r.file.inflight.remove(r)
+        f = r.file
+        if r in f.inflight:
+            f.inflight.remove(r)
+        self._inflight.discard(r)
+        if r.gen == f.gen and r.cur < r.end:
+            self._requeue(f)
 
     def _fetch(self, r: _Range, mv: memoryview) -> None:
         f = r.file
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
         token = cand.source.token if Origin.of(url).host == cand.source.host else None
-        req_end = r.end
-        headers = {"Range": f"bytes={r.start}-{req_end - 1}"} if f.job.size > 0 else {}
+        headers = {"Range": f"bytes={r.start}-{r.end - 1}"}
         if f.validator and r.start > 0:
             headers["If-Range"] = f.validator
-        if f.job.size == 0:
-            return
         resp = self.http.open("GET", url, headers=headers, token=token, read_timeout=self.cfg.stall_timeout)
         try:
             self._check_response(r, resp, url)
@@ -391,11 +463,15 @@ class TransferEngine:
                 # the file from byte 0 on this very response.
                 with self._cv:
                     f.gen += 1
+                    self._done_bytes -= f.done.covered()
                     f.done.clear()
                     f.verifier = Verifier(size, f.job.sha256, f.job.blob_id)
                     f.no_ranges = resp.header("Accept-Ranges") != "bytes"
                     f.validator = None
+                    for other in f.inflight:
+                        self._inflight.discard(other)
                     f.inflight = [r]
+                    self._inflight.add(r)
                     r.start = r.cur = 0
                     r.end = size
                     r.gen = f.gen
@@ -442,8 +518,10 @@ class TransferEngine:
                 f.done.add(pos, pos + n)
                 r.cur = pos + n
                 f.failures = 0
-                f.dirty = True
+                self._dirty.add(f)
+                self._to_hash[f] = None
                 self._bytes += n
+                self._done_bytes += n
 
     def _failed(self, r: _Range, exc: BaseException) -> None:
         f = r.file
@@ -456,6 +534,7 @@ class TransferEngine:
                 return
             if r.gen != f.gen or f.state != "active":
                 return
+            self._requeue(f)
             if exc.transient:
                 f.failures += 1
                 if f.failures <= self.cfg.max_retries:
@@ -478,14 +557,12 @@ class TransferEngine:
         while nxt < len(f.job.candidates) and f.job.candidates[nxt].source.name in self.bad_sources:
             nxt += 1
         if nxt >= len(f.job.candidates):
-            f.state = "failed"
             f.error = exc
-            for r in f.inflight:
-                r.gen = -1
-            f.inflight.clear()
+            self._settle(f, "failed")
             self._emit(ProgressEvent(FILE_ERROR, self.repo, f.job.path, message=exc.one_line()))
             return
         f.cand = nxt
+        self._requeue(f)
         src = f.job.candidates[nxt].source
         self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.name} ({src.url})"))
 
@@ -496,26 +573,37 @@ class TransferEngine:
         while True:
             work: list[tuple[_FileState, Verifier, int, int]] = []
             with self._cv:
-                if self._fatal is not None or self._all_finished():
+                if self._fatal is not None or not self._active:
                     return
-                for f in self._files:
-                    if f.state == "active":
-                        prefix = f.done.prefix()
-                        if prefix > f.verifier.hashed or (prefix == f.job.size and f.verifier.hashed == f.job.size):
-                            work.append((f, f.verifier, prefix, f.gen))
-                if not work:
-                    self._cv.wait(0.02)
+                if not self._to_hash:
+                    self._cv.wait(0.05)
                     continue
+                try:
+                    for f in self._to_hash:
+                        prefix = f.done.prefix()
+                        if f.state == "active" and (prefix > f.verifier.hashed or prefix == f.job.size):
+                            self._ensure_open(f)  # a resumed file may be complete already
+                            work.append((f, f.verifier, prefix, f.gen))
+                except QwenhomeError as exc:
+                    self._fatal = exc
+                    self._cv.notify_all()
+                    return
+                self._to_hash.clear()
             for f, verifier, stop, gen in work:
                 self._hash_span(f, verifier, stop, gen, mv)
 
     def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int, mv: memoryview) -> None:
         pos = verifier.hashed
         while pos < stop:
-            n = os.preadv(f.fd, [mv[: min(len(mv), stop - pos)]], pos)
-            if n <= 0:
-                break
-            if f.gen != gen:
+            try:
+                n = os.preadv(f.fd, [mv[: min(len(mv), stop - pos)]], pos)
+            except OSError as exc:
+                with self._cv:
+                    if self._fatal is None and f.gen == gen:
+                        self._fatal = translate_os_error(exc, f.job.partial)
+                    self._cv.notify_all()
+                return
+            if n <= 0 or f.gen != gen:
                 return
             verifier.update(mv[:n])
             pos += n
@@ -524,15 +612,13 @@ class TransferEngine:
 
     def _finish(self, f: _FileState, verifier: Verifier) -> None:
         with self._cv:
-            if f.state != "active" or (not f.done.covers(0, f.job.size) and f.job.size > 0):
+            if f.state != "active" or (f.job.size > 0 and not f.done.covers(0, f.job.size)):
                 return
         if verifier.ok():
-            try:
-                os.close(f.fd)
-            except OSError:
-                pass
-            f.fd = -1
+            self._close(f)
             partmap.map_path(f.job.partial).unlink(missing_ok=True)
+            if f.job.size == 0:
+                f.job.partial.touch()
             try:
                 self._on_verified(f.job)
             except BaseException as exc:
@@ -541,8 +627,8 @@ class TransferEngine:
                     self._cv.notify_all()
                 return
             with self._cv:
-                f.state = "verified"
-                self._cv.notify_all()
+                self._dirty.discard(f)
+                self._settle(f, "verified")
             self._emit(ProgressEvent(FILE_DONE, self.repo, f.job.path, f.job.size, f.job.size))
             return
         err = IntegrityError(
@@ -551,16 +637,20 @@ class TransferEngine:
         )
         with self._cv:
             f.gen += 1
+            self._done_bytes -= f.done.covered()
             f.done.clear()
+            for r in f.inflight:
+                self._inflight.discard(r)
             f.inflight.clear()
             f.verifier = Verifier(f.job.size, f.job.sha256, f.job.blob_id)
             f.integrity_failures += 1
-            f.dirty = True
+            self._dirty.add(f)
             try:
                 os.ftruncate(f.fd, 0)
                 os.ftruncate(f.fd, f.job.size)
             except OSError as exc:
                 self._fatal = translate_os_error(exc, f.job.partial)
+            self._requeue(f)
             src = f.job.candidates[f.cand].source
             self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{err.code} from {src.name}; refetching"))
             has_other = any(c.source.name not in self.bad_sources and c.source.name != src.name for c in f.job.candidates)
@@ -581,10 +671,9 @@ class TransferEngine:
         prev_rate = 0.0
         prev_target = self._target
         probing = not self.cfg.connections
-        last_save = last_t
         while True:
             with self._cv:
-                if self._fatal is not None or self._all_finished():
+                if self._fatal is not None or not self._active:
                     break
                 self._cv.wait(self.cfg.tick)
                 if cancel is not None and cancel.is_set() and self._fatal is None:
@@ -593,18 +682,16 @@ class TransferEngine:
                     break
                 now = self.clock()
                 received = self._bytes
-                done_total = sum(f.done.covered() if f.state == "active" else f.job.size for f in self._files)
-                files_done = sum(1 for f in self._files if f.state == "verified")
+                done_total = self._done_bytes
+                files_done = self._files_done
             dt = now - last_t
             if dt > 0:
                 inst = (received - last_bytes) / dt
                 speed = inst if speed == 0 else 0.7 * speed + 0.3 * inst
             last_t, last_bytes = now, received
             self._emit(ProgressEvent(PROGRESS, self.repo, None, done_total, total, speed, files_done, len(self._files)))
-            if now - last_save >= self.cfg.tick:
-                self._save_maps()
-                last_save = now
-            if probing and now - probe_t >= 1.0:
+            self._save_maps()
+            if probing and now - probe_t >= self.cfg.probe_interval:
                 rate = (received - probe_bytes) / (now - probe_t)
                 probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
                 probe_t, probe_bytes = now, received
@@ -612,18 +699,18 @@ class TransferEngine:
     def _tune(self, rate: float, prev_rate: float, prev_target: int) -> tuple[bool, float, int]:
         """Grow the connection count while it pays; step back when it stops paying."""
         with self._cv:
-            active = [f for f in self._files if f.state == "active"]
             per_conn = rate / max(1, self._target)
             # About half a second per range, but keep the bytes in flight (the
             # hasher's lag behind the last byte) near 128 MiB.
             want = min(per_conn * 0.5, (128 * MiB) / max(1, self._target))
-            self._chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
-            remaining = sum(f.job.size - f.done.covered() for f in active)
-            if prev_rate and rate < prev_rate * 1.15:
+            chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
+            self._chunk = chunk - chunk % (64 * 1024)
+            if prev_rate and rate < prev_rate * 1.1:
                 if rate < prev_rate * 0.95:
                     self._target = prev_target
                 return False, rate, self._target
-            if self._target >= self.cfg.max_connections or remaining < self._target * self._chunk * 2:
+            if self._target >= self.cfg.max_connections or len(self._inflight) < self._target:
+                # Not every connection is busy: more would not help (yet).
                 return prev_rate == 0.0, rate, self._target
             before = self._target
             self._target = min(self.cfg.max_connections, self._target * 2)
@@ -632,13 +719,13 @@ class TransferEngine:
 
     def _save_maps(self, force: bool = False) -> None:
         with self._cv:
+            files = self._files if force else list(self._dirty)
             snap = [
                 (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
-                for f in self._files
-                if f.state == "active" and (f.dirty or force) and f.fd >= 0
+                for f in files
+                if f.state == "active" and f.done.starts
             ]
-            for f in self._files:
-                f.dirty = False
+            self._dirty.clear()
         for partial, key, size, done, validator in snap:
             try:
                 partmap.save(partial, key, size, done, validator)

@@ -234,9 +234,11 @@ def load_settings(
 
     if sources:
         srcs = [parse_source_spec(s, i) for i, s in enumerate(sources)]
-        srcs = [replace(s, token=hf_token_for(s.url, hf_token)) if s.kind == "hf" else s for s in srcs]
     else:
         srcs = _sources_from_config(data, config_file) or default_sources(env, hf_token)
+    # A Hub-protocol source without its own token gets HF_TOKEN, and only when
+    # it is one of Hugging Face's hosts.
+    srcs = [replace(s, token=hf_token_for(s.url, hf_token)) if s.kind == "hf" and not s.token else s for s in srcs]
 
     pull_cfg = data.get("pull", {}) if isinstance(data.get("pull"), dict) else {}
     net_cfg = data.get("network", {}) if isinstance(data.get("network"), dict) else {}

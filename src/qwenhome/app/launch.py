@@ -38,7 +38,8 @@ from ..store.layout import RepoRef
 from .supervisor import Child, RestartPolicy
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-READY_TIMEOUT = 900.0  # a large model on a slow disk can take minutes to load
+READY_TIMEOUT = 900.0
+DOCTOR_LINES = 2  # a large model on a slow disk can take minutes to load
 
 
 class Stop(Exception):
@@ -126,8 +127,13 @@ def quick_doctor(settings: Settings, repo: str, say: Callable[[str], None]) -> t
         findings = [c for c in report.checks if c.status in ("warn", "fail")]
         if not findings:
             say("doctor: no problems found")
-        for c in findings:
-            say(f"doctor {c.status}: {c.summary}" + (f" — fix: {c.fix}" if c.fix else ""))
+            return
+        # The model is in the home by now, so these only matter for later pulls:
+        # the first few lines, and where to see the rest.
+        for c in findings[:DOCTOR_LINES]:
+            say(f"doctor {c.status} [{c.code}]: {c.summary}" + (f" — fix: {c.fix}" if c.fix else ""))
+        if len(findings) > DOCTOR_LINES:
+            say(f"doctor: {len(findings) - DOCTOR_LINES} more finding(s); `qwenhome doctor` or the page's Doctor panel shows all")
 
     t = threading.Thread(target=run, name="qwenhome-quick-doctor", daemon=True)
     t.start()

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import NotCachedError
 from ..store.cache import Store
 from ..store.layout import RepoRef
 from .errors import ApiError
@@ -144,7 +145,11 @@ async def verify_model(request: Request, repo: str) -> dict[str, Any]:
     from ..store.verify import verify_repo
 
     state = get_state(request)
-    report = await run_in_threadpool(verify_repo, _store(state), RepoRef.parse(repo))
+    ref = RepoRef.parse(repo)
+    store = _store(state)
+    if not store.repo_dir(ref).is_dir():
+        raise NotCachedError(f"{ref} is not in the home ({store.root})", repo=str(ref))
+    report = await run_in_threadpool(verify_repo, store, ref)
     out: dict[str, Any] = report.to_dict()
     out["ok"] = report.ok
     return out

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The complete local Qwen system: API + web page at http://127.0.0.1:8000/.
+#
+#   ./scripts/launch_complete_system.sh --demo     offline demo: a tiny model built locally,
+#                                                  served from a local mirror, pulled, launched
+#   ./scripts/launch_complete_system.sh            pulls the configured model once
+#                                                  (default Qwen/Qwen2.5-0.5B-Instruct), then launches
+#
+# Other options go to `qwenhome launch` (--model REPO[@REV], --host, --port,
+# --engine auto|transformers|vllm, --home DIR). The first run creates .venv
+# and installs qwenhome with its app and engine extras; later runs start at
+# once and work offline. PYTHON chooses the interpreter for the new .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+PY=${PYTHON:-python3}
+stamp="$VENV/.qwenhome-installed"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "qwenhome: creating $VENV with $($PY --version 2>&1)" >&2
+  "$PY" -m venv "$VENV"
+fi
+# Install on first use, and again when pyproject.toml changed since.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$VENV/bin/python" -c "import qwenhome.app, fastapi, torch, transformers" >/dev/null 2>&1; then
+  echo "qwenhome: installing qwenhome[app,engine] into $VENV (first run only)" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[app,engine]'
+  touch "$stamp"
+fi
+
+# The one-home variables are applied by `qwenhome launch` to every child it
+# starts, before any Hugging Face library is imported there.
+exec "$VENV/bin/qwenhome" launch "$@"

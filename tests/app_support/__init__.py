@@ -1,0 +1,1 @@
+"""Helpers for the complete-system tests (app, launch, browser)."""

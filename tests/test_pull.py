@@ -195,3 +195,24 @@ def test_offline_forced_uses_cache_and_names_what_is_missing(qwen_home: Path, mi
     with pytest.raises(QwenhomeError) as info:
         pull(settings, RepoRef.parse("Org/Other"))
     assert info.value.code == "offline"
+
+
+def test_token_goes_only_to_its_source_never_across_a_redirect(
+        qwen_home: Path, repos_root: Path, small_repo: GeneratedRepo, hash_cache: object) -> None:
+    from qwenhome.mirror import FolderBackend
+    from tests.support.mirror import start_mirror
+
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache), token="s3cret", redirect_lfs=True) as m:
+        config = qwen_home / "qwenhome" / "config.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text(f'[[sources]]\nname = "team"\nurl = "{m.url}"\ntoken = "s3cret"\n')
+        settings = load_settings({"HOME": str(qwen_home.parent), "HF_TOKEN": "hf_not_for_this_host"},
+                                 home=str(qwen_home))
+        pull(settings, RepoRef.parse("Org/Small"), config=FAST)
+        assert_snapshot_matches(qwen_home, small_repo)
+        records = m.faults.records()
+        cdn = [r for r in records if r.path.startswith("/cdn/")]
+        api = [r for r in records if not r.path.startswith("/cdn/")]
+        assert cdn, "LFS files came through the redirect to the CDN host"
+        assert all(not r.has_auth_header for r in cdn), "the token never crosses to another host"
+        assert api and all(r.has_auth_header for r in api)

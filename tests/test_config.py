@@ -1,0 +1,68 @@
+"""Home resolution and sources, from an environment mapping (never os.environ)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qwenhome.config import load_settings, resolve_home
+from qwenhome.errors import ConfigError, UsageError
+
+
+def test_home_precedence_flag_then_qwen_home_then_hf_home_then_default(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "QWEN_HOME": str(tmp_path / "q"), "HF_HOME": str(tmp_path / "h"),
+           "HF_HUB_CACHE": str(tmp_path / "c")}
+    assert resolve_home(env, str(tmp_path / "f")) == (tmp_path / "f", tmp_path / "f/hub", "flag")
+    assert resolve_home(env) == (tmp_path / "q", tmp_path / "q/hub", "QWEN_HOME")
+    del env["QWEN_HOME"]
+    # HF_HUB_CACHE is where the user's other tools already look: it is the store.
+    assert resolve_home(env) == (tmp_path / "h", tmp_path / "c", "HF_HUB_CACHE")
+    del env["HF_HUB_CACHE"]
+    assert resolve_home(env) == (tmp_path / "h", tmp_path / "h/hub", "HF_HOME")
+    del env["HF_HOME"]
+    assert resolve_home(env) == (tmp_path / ".cache/huggingface", tmp_path / ".cache/huggingface/hub", "default")
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    assert resolve_home(env)[0] == tmp_path / "xdg/huggingface"
+
+
+def test_settings_are_frozen_and_state_lives_beside_the_store(tmp_path: Path) -> None:
+    s = load_settings({"HOME": str(tmp_path)}, home=str(tmp_path / "home"))
+    assert s.hub_cache == tmp_path / "home/hub"
+    assert s.partials_dir == tmp_path / "home/qwenhome/partials"
+    with pytest.raises(AttributeError):
+        s.home = tmp_path  # type: ignore[misc]
+
+
+def test_hf_token_goes_only_to_hugging_face_hosts(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "HF_TOKEN": "hf_x"}
+    assert load_settings(env, home=str(tmp_path)).sources[0].token == "hf_x"
+    mirror = load_settings(env, home=str(tmp_path), sources=["http://127.0.0.1:9"]).sources[0]
+    assert mirror.token is None
+    env["HF_ENDPOINT"] = "https://mirror.example"
+    assert load_settings(env, home=str(tmp_path)).sources[0].token is None
+
+
+def test_source_specs_and_config_file(tmp_path: Path) -> None:
+    s = load_settings({"HOME": str(tmp_path)}, home=str(tmp_path),
+                      sources=["http://127.0.0.1:1", "modelscope:http://127.0.0.1:2"])
+    assert [(x.kind, x.url) for x in s.sources] == [("hf", "http://127.0.0.1:1"), ("modelscope", "http://127.0.0.1:2")]
+    with pytest.raises(UsageError) as info:
+        load_settings({"HOME": str(tmp_path)}, home=str(tmp_path), sources=["ftp://x"])
+    assert info.value.code == "invalid-source"
+    cfg = tmp_path / "qwenhome" / "config.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('[[sources]]\nurl = "http://127.0.0.1:3"\ntoken = "tok-secret-xyz"\n[pull]\nconnections = 7\n')
+    s = load_settings({"HOME": str(tmp_path)}, home=str(tmp_path))
+    assert s.sources[0].url == "http://127.0.0.1:3" and s.sources[0].token == "tok-secret-xyz"
+    assert s.max_connections == 7
+    assert "tok-secret-xyz" not in repr(s.sources[0]), "tokens never show in reprs or logs"
+    cfg.write_text("[[sources]\n")
+    with pytest.raises(ConfigError):
+        load_settings({"HOME": str(tmp_path)}, home=str(tmp_path))
+
+
+def test_offline_flag_and_hf_hub_offline(tmp_path: Path) -> None:
+    assert load_settings({"HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}, home=str(tmp_path)).offline_forced
+    assert load_settings({"HOME": str(tmp_path)}, home=str(tmp_path), offline=True).offline_forced
+    assert not load_settings({"HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"}, home=str(tmp_path)).offline_forced

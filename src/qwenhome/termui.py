@@ -9,7 +9,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from .progress import DONE, FILE_DONE, FILE_ERROR, FILE_START, OFFLINE, PROGRESS, RETRY, SOURCE, START, ProgressEvent
+from .progress import (
+    DONE,
+    FILE_DONE,
+    FILE_ERROR,
+    FILE_START,
+    OFFLINE,
+    PROGRESS,
+    RETRY,
+    SOURCE,
+    START,
+    ProgressEvent,
+)
 
 
 def human_size(n: float) -> str:
@@ -57,6 +68,7 @@ class ProgressView:
         self.tty = out.isatty()
         self.clock = clock
         self.active: dict[str, tuple[int, int]] = {}
+        self.finished: set[str] = set()
         self.drawn = 0
         self.last_line = 0.0
 
@@ -68,8 +80,11 @@ class ProgressView:
             self.active[e.path] = (e.done, e.total)
         elif e.event == PROGRESS and e.path is None:
             self._progress(e)
+        elif e.event == PROGRESS and e.path and e.path not in self.finished:
+            self.active[e.path] = (e.done, e.total)
         elif e.event == FILE_DONE and e.path:
             self.active.pop(e.path, None)
+            self.finished.add(e.path)
             if not self.tty:
                 self._line(f"  done {e.path} ({human_size(e.total)})")
         elif e.event in (RETRY, SOURCE, OFFLINE, FILE_ERROR):
@@ -84,7 +99,8 @@ class ProgressView:
                 f"files {e.files_done}/{e.files_total}")
         if self.tty:
             self._clear()
-            lines = [text] + [f"  {p[-50:]}" for p in list(self.active)[:4]]
+            lines = [text] + [f"  {_bar(d, t, 16)} {human_size(d)}/{human_size(t)}  {p[-40:]}"
+                              for p, (d, t) in list(self.active.items())[:4]]
             self.out.write("\n".join(lines) + "\n")
             self.drawn = len(lines)
             self.out.flush()

@@ -671,6 +671,7 @@ class TransferEngine:
         prev_rate = 0.0
         prev_target = self._target
         probing = not self.cfg.connections
+        last_files_t = last_t
         while True:
             with self._cv:
                 if self._fatal is not None or not self._active:
@@ -690,6 +691,12 @@ class TransferEngine:
                 speed = inst if speed == 0 else 0.7 * speed + 0.3 * inst
             last_t, last_bytes = now, received
             self._emit(ProgressEvent(PROGRESS, self.repo, None, done_total, total, speed, files_done, len(self._files)))
+            if now - last_files_t >= 0.5:  # per-file progress, less often
+                last_files_t = now
+                with self._cv:
+                    active = {r.file: (r.file.done.covered(), r.file.job.size) for r in self._inflight}
+                for f, (done_f, size_f) in active.items():
+                    self._emit(ProgressEvent(PROGRESS, self.repo, f.job.path, done_f, size_f))
             self._save_maps()
             if probing and now - probe_t >= self.cfg.probe_interval:
                 rate = (received - probe_bytes) / (now - probe_t)

@@ -251,7 +251,7 @@ def import_archive(store: Store, file: Path) -> ArchiveReport:
             rep = ArchiveReport(str(ref), commit, str(file), files=len(files))
             by_etag = {f.etag: f for f in files}
             folder = ref.folder_name
-            for member in tar:
+            while (member := tar.next()) is not None:  # iterating would restart at the manifest
                 area, rest = _member_part(member.name, folder)
                 if area != "blobs":
                     if not (member.isreg() or member.issym() or member.isdir()):

@@ -25,7 +25,7 @@ def test_transfer_bench_verifies_every_tool_in_every_default_scenario(tmp_path: 
     out = tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "transfer.py"), "--size-mb", "4", "--many-files", "6",
-         "--many-max-kb", "200", "--many-big-mb", "1", "--timeout", "60",
+         "--many-max-kb", "200", "--many-big-mb", "1", "--timeout", "60", "--tools", ",".join(TOOLS),
          "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
         capture_output=True, text=True, timeout=120,
     )

@@ -24,7 +24,8 @@ fi
 # Install on first use, and again when pyproject.toml changed since.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$VENV/bin/python" -c "import qwenhome.app, fastapi, torch, transformers" >/dev/null 2>&1; then
   echo "qwenhome: installing qwenhome[app,engine] into $VENV (first run only)" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[app,engine]'
+  # --no-compile: byte-compiling all of torch up front costs minutes; imports compile what they use.
+  "$VENV/bin/python" -m pip install -q --no-compile --disable-pip-version-check -e '.[app,engine]'
   touch "$stamp"
 fi
 

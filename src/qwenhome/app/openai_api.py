@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import QwenhomeError
 from .engine import Completion, LocalEngine, Message, ProxyEngine, SamplingParams
 from .errors import ApiError, error_body
-from .proxy import proxy_chat
+from .proxy import http_client, proxy_chat
 from .state import AppState, get_state
 
 DEFAULT_MAX_TOKENS = 512
@@ -133,7 +133,7 @@ async def chat_completions(request: Request, req: ChatRequest) -> Response | dic
     _check_model(state, req.model)
     engine = state.require_engine()
     if isinstance(engine, ProxyEngine):
-        return await proxy_chat(engine, req.model_dump(exclude_none=True), state.http)
+        return await proxy_chat(engine, req.model_dump(exclude_none=True), http_client(state))
     messages = req.chat_messages()
     params = await _local_params(engine, req, messages)
     scheduler = state.require_scheduler()

@@ -10,13 +10,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi.responses import Response, StreamingResponse
 
 from .engine import ProxyEngine
 from .errors import ApiError
 
 PASS_HEADERS = ("content-type", "cache-control")
+
+
+def http_client(holder: Any) -> Any:
+    """The shared ``httpx.AsyncClient`` kept on ``holder.http``, made on first use:
+    httpx is needed only when proxying, so the app extra does not require it."""
+    if holder.http is None:
+        import httpx
+
+        holder.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
+    return holder.http
 
 
 def _unavailable(engine: ProxyEngine, exc: Exception) -> ApiError:
@@ -28,7 +37,9 @@ def _unavailable(engine: ProxyEngine, exc: Exception) -> ApiError:
     )
 
 
-async def proxy_chat(engine: ProxyEngine, body: dict[str, Any], client: httpx.AsyncClient) -> Response:
+async def proxy_chat(engine: ProxyEngine, body: dict[str, Any], client: Any) -> Response:
+    import httpx
+
     url = f"{engine.base_url}/v1/chat/completions"
     request = client.build_request("POST", url, json=body)
     try:
@@ -53,12 +64,14 @@ async def proxy_chat(engine: ProxyEngine, body: dict[str, Any], client: httpx.As
     return StreamingResponse(relay(), status_code=200, headers=headers, media_type="text/event-stream")
 
 
-async def upstream_health(engine: ProxyEngine, client: httpx.AsyncClient) -> bool:
+async def upstream_health(engine: ProxyEngine, client: Any) -> bool:
+    import httpx
+
     try:
         r = await client.get(f"{engine.base_url}/health", timeout=2.0)
     except httpx.HTTPError:
         return False
-    return r.status_code == 200
+    return bool(r.status_code == 200)
 
 
 __all__ = ["proxy_chat", "upstream_health"]

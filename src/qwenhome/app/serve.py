@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import load_settings
+from ..config import Settings, load_settings
 from .state import AppState, Engine, Extension
 
 # Exit code when the engine cannot load: the launcher shows the reason and
@@ -46,13 +46,14 @@ def engine_factory(args: argparse.Namespace) -> Engine:
     return TransformersEngine(args.snapshot, args.model)
 
 
-def optional_extensions() -> tuple[Extension, ...]:
+def optional_extensions(settings: Settings) -> tuple[Extension, ...]:
     """Parts of the system that are installed (image generation), else none."""
     try:
-        from ..images.app import extension  # type: ignore[import-not-found,unused-ignore]
+        from ..images.app import extension
     except ImportError:
         return ()
-    ext = extension()
+    # None when diffusers is missing or no image model is complete in the home.
+    ext = extension(settings)
     return (ext,) if ext is not None else ()
 
 
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings,
         args.model,
         engine_factory=lambda: engine_factory(args),
-        extensions=optional_extensions(),
+        extensions=optional_extensions(settings),
         max_queue=args.max_queue,
     )
     app = create_app(state)

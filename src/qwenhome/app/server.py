@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -27,7 +26,7 @@ from ..errors import QwenhomeError
 from . import models_api, openai_api
 from .engine import LocalEngine
 from .errors import ApiError, error_body, status_for
-from .proxy import upstream_health
+from .proxy import http_client, upstream_health
 from .state import AppState, get_state
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -70,14 +69,14 @@ def create_app(state: AppState, *, load_engine: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        state.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0))
         if load_engine and state.engine is None:
             state.start_loading()
         try:
             yield
         finally:
             state.close()
-            await state.http.aclose()
+            if state.http is not None:
+                await state.http.aclose()
 
     app = FastAPI(title="qwenhome", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.qwenhome = state
@@ -94,7 +93,7 @@ def create_app(state: AppState, *, load_engine: bool = True) -> FastAPI:
             body["engine"] = engine.info()
             if isinstance(engine, LocalEngine) and st.scheduler is not None:
                 body["queue"] = {"waiting": st.scheduler.queued, "busy": st.scheduler.busy}
-            elif not isinstance(engine, LocalEngine) and not await upstream_health(engine, st.http):
+            elif not isinstance(engine, LocalEngine) and not await upstream_health(engine, http_client(st)):
                 body["status"] = "engine-unavailable"
         if st.engine_error is not None:
             body["error"] = st.engine_error.to_dict()

@@ -49,7 +49,7 @@ class AppState:
     engine: Engine | None = None
     engine_error: QwenhomeError | None = None
     scheduler: Scheduler | None = None
-    http: Any = None  # httpx.AsyncClient for the proxy engine, created at startup
+    http: Any = None  # httpx.AsyncClient for the proxy engine, made on first use
     started: int = field(default_factory=lambda: int(time.time()))
     pulls: PullManager = field(init=False)
     _loaded: threading.Event = field(default_factory=threading.Event)

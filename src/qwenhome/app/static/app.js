@@ -111,6 +111,7 @@ async function sendChat(text) {
       if (delta && delta.content) {
         if (first === null) first = performance.now();
         pieces++;
+        out.parentElement.dataset.pieces = String(pieces);
         reply += delta.content;
         out.textContent = reply;
         out.parentElement.scrollIntoView({ block: "end" });

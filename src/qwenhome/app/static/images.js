@@ -2,12 +2,14 @@
 // progress from the job's server-sent events (one per denoising step, as the
 // pipeline reports them); a gallery of stored results with their parameters.
 //
-// Mounting: include this script (and images.css). It fills the first element
-// matching [data-qwenhome-panel="images"] or #images-panel, or appends its own
-// section to <main> (else <body>). window.qwenhomeImages.mount(el) mounts by hand.
+// Mounting: load this script; it adds images.css (from beside itself) and fills
+// the first element matching [data-qwenhome-panel="images"] or #images-panel,
+// else a new section in the page's extension container (window.qwenhome.container(),
+// see app.js), else in <main> or <body>. window.qwenhomeImages.mount(el) mounts by hand.
 // It talks only to the image router's routes (see qwenhome/images/api.py).
 (function () {
   "use strict";
+  const scriptSrc = document.currentScript && document.currentScript.src;
 
   function h(tag, attrs, children) {
     const el = document.createElement(tag);
@@ -209,11 +211,19 @@
     loadGallery().catch(showError);
   }
 
+  function addStylesheet() {
+    if (!scriptSrc || document.querySelector('link[href$="images.css"]')) return;
+    document.head.append(h("link", { rel: "stylesheet", href: new URL("images.css", scriptSrc).href }));
+  }
+
   function autoMount() {
+    addStylesheet();
     let root = document.querySelector('[data-qwenhome-panel="images"], #images-panel');
     if (!root) {
-      root = h("section", { id: "images-panel" });
-      (document.querySelector("main") || document.body).append(root);
+      root = h("section", { id: "images-panel", "aria-label": "Images" });
+      const host = (window.qwenhome && window.qwenhome.container && window.qwenhome.container()) ||
+        document.querySelector("main") || document.body;
+      host.append(root);
     }
     mount(root);
   }

@@ -1,0 +1,104 @@
+"""The web page in headless Chromium (Debian's ``chromium``, driven by
+Playwright's Python package): it shows the model, chats with streamed
+replies, lists the home and runs the doctor. Saves screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwenhome.demo import DEMO_REPO
+from tests.app_support.shared import SharedServer, shared_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (scripts/system-deps.sh)")
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    # QWENHOME_SCREENSHOTS keeps them after the run (CI artifacts, or a look by eye).
+    target = Path(os.environ.get("QWENHOME_SCREENSHOTS", tmp_path))
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def server() -> SharedServer:
+    return shared_server()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def test_page_shows_the_model_and_streams_a_chat_reply(server: SharedServer, page: Any, tmp_path: Path) -> None:
+    page.goto(server.url + "/")
+    expect = playwright_api.expect
+    expect(page.locator("#model-name")).to_have_text(DEMO_REPO)
+    expect(page.locator("#model-status")).to_have_text("ready")
+    row = page.locator(f'#models-table tr[data-repo="{DEMO_REPO}"]')
+    expect(row).to_contain_text("complete")
+    expect(row).to_contain_text("served")
+
+    page.fill("#chat-input", "Hello")
+    page.keyboard.press("Enter")
+    reply = page.locator("#chat-log .msg.assistant").last
+    expect(reply).to_have_attribute("data-done", "true", timeout=60_000)
+    text = reply.locator(".text").inner_text()
+    assert text == "Hello! I am a tiny model running from your qwenhome, fully offline."
+    assert int(reply.get_attribute("data-pieces")) >= 5  # streamed piece by piece, not in one block
+    expect(page.locator("#chat-stats")).to_contain_text("first token")
+
+    # A second turn sends the whole conversation.
+    page.fill("#chat-input", "Who are you?")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.click("#chat-send")
+    roles = [m["role"] for m in sent.value.post_data_json["messages"]]
+    assert roles == ["user", "assistant", "user"]
+    second = page.locator("#chat-log .msg.assistant").nth(1)
+    expect(second).to_have_attribute("data-done", "true", timeout=60_000)
+    assert second.locator(".text").inner_text().strip()
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "chat.png"), full_page=True)
+
+
+def test_page_runs_the_doctor_and_shows_its_table(server: SharedServer, page: Any, tmp_path: Path) -> None:
+    page.goto(server.url + "/")
+    page.click("#doctor-run")
+    expect = playwright_api.expect
+    expect(page.locator("#doctor-summary")).to_contain_text("checks", timeout=30_000)
+    assert page.locator("#doctor-table tbody tr").count() >= 1
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "doctor.png"), full_page=True)
+
+
+def test_page_shows_an_error_reply_when_the_pull_repo_is_invalid(server: SharedServer, page: Any) -> None:
+    page.goto(server.url + "/")
+    page.fill("#pull-repo", "not a repo")
+    page.click("#pull-button")
+    playwright_api.expect(page.locator("#pull-text")).to_contain_text("invalid-repo-id")

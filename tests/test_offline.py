@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,13 +139,45 @@ def test_cached_pull_and_path_answer_at_once_when_the_network_is_down(
     assert t_pull < 3.0 and t_path < 3.0, (t_pull, t_path)
 
 
-def test_missing_repo_offline_fails_at_once_naming_it(run_cli: RunCli, cached: Path) -> None:
+@pytest.mark.parametrize("state", ["refused", "black-hole"])
+def test_missing_repo_offline_fails_fast_naming_it(run_cli: RunCli, cached: Path, state: str) -> None:
     with BlackHole() as hole:
-        t, res = timed(run_cli, ["pull", "Org/Other", "--json"], endpoint=hole.url)
+        url = refused_url() if state == "refused" else hole.url
+        t, res = timed(run_cli, ["pull", "Org/Other", "--json"], endpoint=url)
     assert res.returncode == 8, res.stderr
     err = json.loads(res.stdout)["error"]
     assert err["code"] == "offline" and "Org/Other" in err["message"]
-    assert t < 3.0
+    # Nothing cached could answer, so a silent address gets the patient probe
+    # (5 x 0.8 s), still far from the minutes of stacked time-outs.
+    assert t < (3.0 if state == "refused" else 7.0), t
+
+
+def test_slow_network_is_not_offline_when_nothing_cached_could_answer(qwen_home: Path) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def slow_http() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                conn.recv(1024)
+                stop.wait(1.2)  # slower than the short probe, well within the patient one
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                conn.close()
+            except OSError:
+                return
+
+    threading.Thread(target=slow_http, daemon=True).start()
+    try:
+        settings = settings_for(qwen_home, f"http://127.0.0.1:{srv.getsockname()[1]}")
+        quick = decide(settings)
+        assert not quick.online and quick.results[0].code == "response-timeout"
+        assert decide(settings, patient=True).online, "a remembered time-out is probed again, patiently"
+    finally:
+        stop.set()
+        srv.close()
 
 
 def test_offline_verdict_is_remembered_between_commands(run_cli: RunCli, cached: Path) -> None:

@@ -75,8 +75,9 @@ class Timeouts:
     read: float = 30.0
     # A transfer with no byte for this long is considered stalled and retried.
     stall: float = 15.0
-    # Overall bound of the parallel reachability probe that decides offline.
-    probe: float = 1.0
+    # Overall bound of the parallel reachability probe that decides offline
+    # when the cache could answer (a pull with nothing cached waits longer).
+    probe: float = 0.8
 
 
 @dataclass(frozen=True)

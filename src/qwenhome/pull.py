@@ -56,7 +56,8 @@ from .transfer.retry import call_with_retries
 FAILOVER_RETRIES = 3
 
 Client = HubClient | ModelScopeClient
-Decider = Callable[[Settings], netsources.NetworkDecision]
+# (settings, patient) -> decision; patient when nothing cached could answer instead.
+Decider = Callable[[Settings, bool], netsources.NetworkDecision]
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Puller:
         self.http = http or HttpClient(settings.timeouts, settings.env)
         self.emit: EventSink = on_event or (lambda _e: None)
         self.config = config or engine_config(settings)
-        self.decide_network: Decider = decide_network or (lambda st: netsources.decide(st))
+        self.decide_network: Decider = decide_network or (lambda st, patient: netsources.decide(st, patient=patient))
         self.order: list[Source] = list(settings.sources)
         self.bad_sources: set[str] = set()
         # ModelScope listings by source name: path -> file; None when listing failed.
@@ -230,7 +231,7 @@ class Puller:
             return cached
         if self.settings.offline_forced:
             return self._offline(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
-        decision = self.decide_network(self.settings)
+        decision = self.decide_network(self.settings, not self._has_snapshot(ref))
         if not decision.online:
             return self._offline(ref, f"no source reachable: {decision.reason}")
         self.order = netsources.rank(self.settings.sources, decision.results, netsources.NetState.load(self.settings))
@@ -440,6 +441,13 @@ class Puller:
             except OSError:
                 continue
         return False
+
+    def _has_snapshot(self, ref: RepoRef) -> bool:
+        try:
+            self.store.snapshot_path(ref)
+        except NotCachedError:
+            return False
+        return True
 
     def _cached(self, ref: RepoRef) -> PullResult | None:
         try:

@@ -3,9 +3,12 @@
 The offline decision is a short probe of every source in parallel: DNS, a TCP
 connect, for https a TLS handshake, and ``OPTIONS *`` (HTTP's own no-op; any
 status line proves a live HTTP server without asking for a resource). The
-whole probe is bounded by ``settings.timeouts.probe`` (1 s by default): a
+whole probe is bounded by ``settings.timeouts.probe`` (0.8 s by default): a
 source whose resolver hangs, whose address black-holes SYNs, or which accepts
-and never answers simply counts as unreachable when the time is up.
+and never answers simply counts as unreachable when the time is up. When the
+cache cannot answer anyway (``patient``), a slow network deserves more time:
+the bound is ``PATIENT_FACTOR`` times longer and remembered time-outs are
+probed again, so a slow link is not mistaken for no link.
 
 Results are remembered in ``state_dir/netstate.json`` for a short while
 (unreachable 60 s, reachable 15 s), with each source's health: consecutive
@@ -33,6 +36,7 @@ from .store.cache import atomic_write
 NETSTATE_FILE = "netstate.json"
 OFFLINE_TTL = 60.0  # seconds an unreachable verdict is trusted
 ONLINE_TTL = 15.0  # seconds a reachable verdict is trusted
+PATIENT_FACTOR = 5.0
 # A reachable source this much slower than the best one goes after the quick ones.
 SLOW_FACTOR = 3.0
 SLOW_MARGIN_MS = 50.0
@@ -347,11 +351,14 @@ class NetworkDecision:
 def decide(
     settings: Settings,
     *,
+    patient: bool = False,
     probe: Callable[[Settings, list[Source]], list[ProbeResult]] | None = None,
     wall: Callable[[], float] = time.time,
 ) -> NetworkDecision:
     """Online if any source is reachable. Fresh remembered verdicts are used
-    as they are; only stale sources are probed (in parallel, bounded)."""
+    as they are; only stale sources are probed (in parallel, bounded).
+    ``patient``: nothing cached can answer instead, so time-outs are not
+    trusted from memory and the probe may take ``PATIENT_FACTOR`` times longer."""
     if settings.offline_forced or not settings.sources:
         return NetworkDecision(False, ())
     state = NetState.load(settings)
@@ -359,11 +366,12 @@ def decide(
     known: dict[str, ProbeResult] = {}
     for s in settings.sources:
         r = state.remembered(s, now)
-        if r is not None:
+        if r is not None and not (patient and r.code.endswith("-timeout")):
             known[s.url] = r
     stale = [s for s in settings.sources if s.url not in known]
     if stale:
-        run = probe or (lambda st, srcs: probe_sources(st, srcs))
+        budget = settings.timeouts.probe * (PATIENT_FACTOR if patient else 1.0)
+        run = probe or (lambda st, srcs: probe_sources(st, srcs, timeout=budget))
         for r in run(settings, stale):
             known[r.source.url] = r
     results = tuple(known[s.url] for s in settings.sources if s.url in known)

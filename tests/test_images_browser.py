@@ -1,4 +1,7 @@
-"""The image panel in a real browser: generate an image and see it in the gallery."""
+"""The complete path as a user meets it: the demo's tiny Qwen-Image model is
+built locally, served from a local mirror and pulled into a fresh home; the
+real app mounts the images extension it finds there; in a real browser the
+page shows the image panel, generates an image and shows it in the gallery."""
 
 from __future__ import annotations
 
@@ -7,10 +10,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from images_support.model import new_home, snapshot_in
 from images_support.server import image_server
+from qwenhome.config import load_settings
+from qwenhome.images.demo import ensure_demo_image_model
+from qwenhome.images.tiny import TINY_REPO_ID
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -22,10 +28,31 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debi
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = new_home(tmp_path_factory.mktemp("images-browser"))
-    with image_server(home, snapshot_in(home)) as url:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("images-demo") / "home"
+    settings = load_settings({"QWEN_HOME": str(home)})
+    said: list[str] = []
+    snapshot = ensure_demo_image_model(settings, say=said.append)
+    assert any("local mirror" in line for line in said)
+    assert snapshot.parent.parent.name == "models--" + TINY_REPO_ID.replace("/", "--")
+    assert (snapshot / "model_index.json").is_file() and (snapshot / "transformer").is_dir()
+    # Now in the home: the second call neither builds nor pulls.
+    said.clear()
+    assert ensure_demo_image_model(settings, say=said.append) == snapshot and said == []
+    return home
+
+
+@pytest.fixture(scope="module")
+def base(home: Path) -> Iterator[str]:
+    with image_server(home) as url:
         yield url
+
+
+def test_real_app_lists_the_images_extension(base: str) -> None:
+    info = httpx.get(base + "/api/info").json()
+    assert {"name": "images", "title": "Images", "script": "/ext/images/images.js"} in info["extensions"]
+    assert httpx.get(base + "/ext/images/images.js").status_code == 200
+    assert httpx.get(base + "/api/images/status").json()["model"] == TINY_REPO_ID
 
 
 def test_panel_generates_an_image_and_shows_it_in_the_gallery(base: str, tmp_path: Path) -> None:
@@ -38,7 +65,14 @@ def test_panel_generates_an_image_and_shows_it_in_the_gallery(base: str, tmp_pat
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(base + "/")
             expect = sync_api.expect
-            expect(page.get_by_test_id("images-status")).to_contain_text("cpu float32", timeout=30_000)
+            panel = page.locator("#extensions #images-panel")
+            expect(panel.get_by_test_id("images-status")).to_contain_text(TINY_REPO_ID + " · cpu float32", timeout=30_000)
+            # The panel brought its own stylesheet, and it applies.
+            assert page.evaluate("""() => {
+                const link = document.querySelector('link[href$="/ext/images/images.css"]');
+                return !!(link && link.sheet && link.sheet.cssRules.length > 5);
+            }""")
+            assert panel.evaluate("p => getComputedStyle(p.querySelector('.qh-gallery')).display") == "grid"
             # Presets come from the server (scaled for the tiny model).
             expect(page.get_by_test_id("images-preset").locator("option")).to_have_count(7)
             page.get_by_test_id("images-preset").select_option("88x160")

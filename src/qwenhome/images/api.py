@@ -21,12 +21,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import QwenhomeError
 from .errors import http_status
@@ -84,10 +86,24 @@ def _openai_result(request: Request, job: Job, service: ImageService, response_f
     )
 
 
-def make_router(service: ImageService) -> APIRouter:
-    """The image routes over ``service``. Mount with ``app.include_router(make_router(service))``;
-    start and stop the service in the app's lifespan."""
-    router = APIRouter(route_class=_ErrorRoute, tags=["images"])
+def make_router(service: ImageService, *, manage_service: bool = True) -> APIRouter:
+    """The image routes over ``service``: ``app.include_router(make_router(service))``.
+
+    With ``manage_service`` the router's lifespan (which FastAPI merges into the
+    app's on ``include_router``) starts the service at startup and stops it at
+    shutdown, so mounting is the whole integration."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        if manage_service:
+            service.start()
+        try:
+            yield
+        finally:
+            if manage_service:
+                await run_in_threadpool(service.stop)
+
+    router = APIRouter(route_class=_ErrorRoute, tags=["images"], lifespan=lifespan)
 
     def submit_json(body: GenerationBody) -> Job:
         return service.submit(

@@ -106,12 +106,16 @@ class ImageService:
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        self.state = "loading"
-        self._queue.start()
+        """Start the worker (it loads the model first). Idempotent."""
+        if self.state == "stopped":
+            self.state = "loading"
+            self._queue.start()
 
     def stop(self) -> None:
-        self._queue.stop()
-        self.state = "stopped"
+        """Cancel queued and running jobs and stop the worker. Idempotent."""
+        if self.state != "stopped":
+            self._queue.stop()
+            self.state = "stopped"
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)

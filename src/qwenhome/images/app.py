@@ -1,0 +1,60 @@
+"""How the complete system mounts image generation (``qwenhome.app.serve``).
+
+    ext = extension(settings)            # None when there is nothing to mount
+    # AppState(..., extensions=(ext,)) mounts ext.router and serves the panel
+
+The image model is the first of ``model`` (if given), ``Qwen/Qwen-Image`` and the
+demo's tiny model that is complete in the home. No model, or no diffusers
+(the ``images`` extra), means no extension: the rest of the system runs as is.
+Nothing is pulled here; serving never touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import QwenhomeError
+from ..store.cache import Store
+from ..store.layout import RepoRef
+from .tiny import TINY_REPO_ID
+
+DEFAULT_IMAGE_MODEL = "Qwen/Qwen-Image"
+# images.js and images.css live with the page's other static files.
+STATIC_DIR = Path(__file__).resolve().parents[1] / "app" / "static"
+SCRIPT = "images.js"
+
+
+def available() -> bool:
+    """True when the image engine's libraries are installed (without importing them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("diffusers", "torch", "PIL"))
+
+
+def find_image_model(settings: Settings, model: str | None = None) -> tuple[str, Path] | None:
+    """``(repo id, snapshot)`` of the image model to serve, or None."""
+    store = Store(settings.hub_cache, settings.state_dir)
+    for repo in ([model] if model else [DEFAULT_IMAGE_MODEL, TINY_REPO_ID]):
+        try:
+            return repo, store.snapshot_path(RepoRef.parse(repo))
+        except QwenhomeError:
+            continue
+    return None
+
+
+def extension(settings: Settings | None = None, *, model: str | None = None) -> Any:
+    """The images :class:`qwenhome.app.state.Extension`, or None when it cannot run here."""
+    if settings is None or not available():
+        return None
+    found = find_image_model(settings, model)
+    if found is None:
+        return None
+    from ..app.state import Extension
+    from .api import make_router
+    from .service import ImageService
+
+    repo, snapshot = found
+    service = ImageService(settings, snapshot, model=repo)
+    return Extension(name="images", router=make_router(service), title="Images",
+                     static_dir=STATIC_DIR, script=SCRIPT)

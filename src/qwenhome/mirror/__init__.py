@@ -4,16 +4,18 @@
         snapshot_download("Org/Name", endpoint=server.url)
 
 Stock ``huggingface_hub`` (``HF_ENDPOINT=server.url``), ``transformers`` and
-qwenhome download from it. :func:`run_mirror` is what the CLI calls.
+qwenhome download from it. :class:`PullThroughBackend` fetches what the store
+lacks from the mirror's own sources while streaming it to the client. :func:`run_mirror` is what the CLI calls.
 """
 
 from .backends import Backend, FolderBackend, StoreBackend
 from .catalog import FileEntry, Snapshot, git_blob_oid, lfs_pointer
 from .hashing import HashCache
-from .hooks import BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
+from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
 from .protocol import BadTarget, Route, parse_range, parse_target
+from .pullthrough import Flight, PullThroughBackend, UpstreamError
 from .run import make_backend, run_mirror, warm
-from .server import BodyInterrupted, MirrorServer, resolve_target, sendfile_body
+from .server import MirrorServer, resolve_target, sendfile_body
 
 __all__ = [
     "Backend",
@@ -23,14 +25,17 @@ __all__ = [
     "BodyWriter",
     "CannedResponse",
     "FileEntry",
+    "Flight",
     "FolderBackend",
     "HashCache",
     "Hooks",
     "MirrorServer",
+    "PullThroughBackend",
     "RequestInfo",
     "Route",
     "Snapshot",
     "StoreBackend",
+    "UpstreamError",
     "git_blob_oid",
     "lfs_pointer",
     "make_backend",

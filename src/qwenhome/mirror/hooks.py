@@ -58,6 +58,14 @@ class BodySlice:
     file_size: int
 
 
+class BodyInterrupted(OSError):
+    """A body writer stopped early; ``sent`` bytes reached the socket."""
+
+    def __init__(self, sent: int, reason: str) -> None:
+        super().__init__(reason)
+        self.sent = sent
+
+
 # write(sock, body) -> bytes actually sent; may raise OSError when the peer goes away.
 BodyWriter = Callable[[socket.socket, BodySlice], int]
 

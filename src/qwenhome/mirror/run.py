@@ -6,17 +6,29 @@ import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import QwenhomeError, UsageError
 from .backends import Backend, FolderBackend, StoreBackend
 from .hashing import HashCache
+from .pullthrough import PullThroughBackend
 from .server import MirrorServer
 
 
-def make_backend(settings: Settings, repos_dir: Path | None = None) -> Backend:
-    """The store under ``settings.hub_cache``, or plain repo folders under ``repos_dir``."""
+def make_backend(settings: Settings, repos_dir: Path | None = None, *, pull_through: bool = False) -> Backend:
+    """The store under ``settings.hub_cache`` (filled from ``settings.sources`` on
+    demand with ``pull_through``), or plain repo folders under ``repos_dir``."""
     hashes = HashCache(settings.state_dir / "mirror" / "hashes.json")
+    if pull_through:
+        if repos_dir is not None:
+            raise UsageError("--pull-through fills the store; it cannot be used with --repos",
+                             code="invalid-arguments", hint="drop --repos, or drop --pull-through")
+        if not settings.sources or settings.offline_forced:
+            raise UsageError("--pull-through needs an upstream source and the network",
+                             code="invalid-arguments",
+                             hint="give --source URL (or HF_ENDPOINT), and unset HF_HUB_OFFLINE")
+        return PullThroughBackend(settings, hashes=hashes)
     if repos_dir is not None:
         if not repos_dir.is_dir():
             raise UsageError(f"--repos {repos_dir} is not a folder", code="invalid-path",
@@ -43,17 +55,28 @@ def run_mirror(
     token: str | None = None,
     repos_dir: Path | None = None,
     *,
+    pull_through: bool = False,
     on_ready: Callable[[MirrorServer], None] | None = None,
 ) -> None:
     """Serve until Ctrl+C, then return. Prints nothing; ``on_ready`` gets the
-    running server (its ``url``) so the CLI can tell the user where it listens."""
+    running server (its ``url``) so the CLI can tell the user where it listens.
+
+    With ``pull_through``, repositories the store lacks are fetched from
+    ``settings.sources``; a source that is this very mirror would loop, so it is
+    left out."""
+    if pull_through and port:
+        own = {host, "127.0.0.1", "localhost", "0.0.0.0", "::1", "::"}
+        settings = settings.with_sources([s for s in settings.sources
+                                          if not (urlsplit(s.url).port == port and s.host in own)])
+    backend = make_backend(settings, repos_dir, pull_through=pull_through)
     try:
-        server = MirrorServer(make_backend(settings, repos_dir), host=host, port=port, token=token)
+        server = MirrorServer(backend, host=host, port=port, token=token)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="address-in-use",
                          hint="choose another --port, or stop the process using it") from exc
-    # Hash in the background: clients asking meanwhile wait for the same pass, not a second one.
-    threading.Thread(target=warm, args=(server.backend,), name="qwenhome-mirror-warm", daemon=True).start()
+    if not pull_through:  # (a pull-through warm-up would ask upstream about every repository)
+        # Hash in the background: clients asking meanwhile wait for the same pass, not a second one.
+        threading.Thread(target=warm, args=(server.backend,), name="qwenhome-mirror-warm", daemon=True).start()
     try:
         if on_ready is not None:
             on_ready(server)

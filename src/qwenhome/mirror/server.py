@@ -23,6 +23,7 @@ import os
 import secrets
 import select
 import socket
+import struct
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +35,7 @@ from urllib.parse import quote, urlencode
 from ..errors import EntryNotFoundError, QwenhomeError, RepoNotFoundError, RevisionNotFoundError
 from .backends import Backend, inside
 from .catalog import FileEntry, Snapshot
-from .hooks import BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
+from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
 from .protocol import (
     ENTRY_NOT_FOUND,
     REPO_NOT_FOUND,
@@ -50,18 +51,11 @@ from .protocol import (
     parse_range,
     parse_target,
 )
+from .pullthrough import PullThroughBackend, UpstreamError, stream
 from .responses import repo_info, repo_list, tree_entries
 
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".gitattributes")
 _API_PREFIX = {"model": "models", "dataset": "datasets"}
-
-
-class BodyInterrupted(OSError):
-    """A body writer stopped early; ``sent`` bytes reached the socket."""
-
-    def __init__(self, sent: int, reason: str) -> None:
-        super().__init__(reason)
-        self.sent = sent
 
 
 def sendfile_body(sock: socket.socket, body: BodySlice) -> int:
@@ -249,7 +243,14 @@ class _Handler(BaseHTTPRequestHandler):
             elif route.kind == "cdn" and not mirror.check_signature(route):
                 self._send_json(403, {"error": "Invalid or missing signature"}, head)
             else:
-                snap, entry, real = locate(mirror.backend, route)
+                try:
+                    snap, entry, real = locate(mirror.backend, route)
+                except _EntryMissing as missing:
+                    pending = missing.snap.files.get(route.path)
+                    if mirror.pull_through is None or route.kind != "resolve" or pending is None:
+                        raise
+                    self._send_pulled(mirror.pull_through, missing.snap, pending, head)
+                    return
                 if route.kind == "resolve" and mirror.redirect_lfs and entry.sha256:
                     self._send_redirect(snap, entry, head)
                 else:
@@ -261,6 +262,11 @@ class _Handler(BaseHTTPRequestHandler):
         except _EntryMissing as missing:
             self._send_hub_error(404, ENTRY_NOT_FOUND, "Entry not found", head,
                                  {X_REPO_COMMIT: missing.snap.commit})
+        except UpstreamError as exc:  # the mirror's sources failed: the client may retry later
+            if exc.transient:
+                self._send_json(503, {"error": exc.message}, head, {"Retry-After": "5"})
+            else:
+                self._send_json(502, {"error": exc.message}, head)
         except QwenhomeError as exc:
             self._send_json(500, {"error": exc.message}, head)
         except (BrokenPipeError, ConnectionResetError):
@@ -351,6 +357,61 @@ class _Handler(BaseHTTPRequestHandler):
         headers["Location"] = mirror.cdn_location(snap, entry)
         self._send_bytes(302, b"", head, headers)
 
+    def _body_range(self, headers: dict[str, str], size: int, head: bool) -> tuple[int, int, int] | None:
+        """``(status, offset, length)`` for this request's Range, or None once a 416 went out."""
+        rng_header = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if rng_header and if_range is not None and if_range.strip() not in (
+            headers["ETag"], f"W/{headers['ETag']}", headers.get("Last-Modified"),
+        ):
+            rng_header = None  # the client's copy is stale: send the whole file
+        try:
+            rng = parse_range(rng_header, size)
+        except Unsatisfiable:
+            self._send_bytes(416, b"", head, {**headers, "Content-Range": f"bytes */{size}"})
+            return None
+        if rng is None:
+            return 200, 0, size
+        headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
+        return 206, rng[0], rng[1] - rng[0] + 1
+
+    def _send_pulled(self, pt: PullThroughBackend, snap: Snapshot, entry: FileEntry, head: bool) -> None:
+        """A listed file whose blob is missing: stream it while one upstream transfer runs."""
+        real = pt.present(snap, entry)
+        if real is not None:
+            self._send_file(snap, entry, real, head)
+            return
+        headers = self._file_headers(snap, entry)
+        span = self._body_range(headers, entry.size, head)
+        if span is None:
+            return
+        status, offset, length = span
+        if head and entry.size:  # metadata only: no transfer for a HEAD
+            self._start(status, headers, length)
+            return
+        # (An empty file is fetched on HEAD too: clients create it without a GET.)
+        flight = pt.fetch(snap, entry)
+        # Wait a little for the first byte, so that an upstream failing at once gets a status.
+        flight.wait_for_bytes(offset, timeout=self.server.mirror.first_byte_wait)
+        if flight.state != "running":
+            real = pt.present(snap, entry)
+            if real is not None:
+                self._send_file(snap, entry, real, head)
+                return
+            err = flight.error or QwenhomeError("upstream transfer failed", code="pull-through-failed")
+            raise UpstreamError(err)
+        self._start(status, headers, length)
+        if length == 0 or head:
+            return
+        try:
+            self._sent = stream(self.connection, flight, offset, length)
+        except BodyInterrupted as exc:
+            self._sent = exc.sent
+            self._error = str(exc) or "interrupted"
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # abortive close: the client must see an error, not an end
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
     def _send_file(self, snap: Snapshot, entry: FileEntry, real: str, head: bool) -> None:
         mirror = self.server.mirror
         with open(real, "rb", buffering=0) as fh:
@@ -361,22 +422,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             headers = self._file_headers(snap, entry)
             headers["Last-Modified"] = email.utils.formatdate(st.st_mtime, usegmt=True)
-            rng_header = self.headers.get("Range")
-            if_range = self.headers.get("If-Range")
-            if rng_header and if_range is not None and if_range.strip() not in (
-                headers["ETag"], f"W/{headers['ETag']}", headers["Last-Modified"],
-            ):
-                rng_header = None  # the client's copy is stale: send the whole file
-            try:
-                rng = parse_range(rng_header, size)
-            except Unsatisfiable:
-                self._send_bytes(416, b"", head, {**headers, "Content-Range": f"bytes */{size}"})
+            span = self._body_range(headers, size, head)
+            if span is None:
                 return
-            if rng is None:
-                status, offset, length = 200, 0, size
-            else:
-                status, offset, length = 206, rng[0], rng[1] - rng[0] + 1
-                headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
+            status, offset, length = span
             self._start(status, headers, length)
             if head or length == 0:
                 return
@@ -417,8 +466,12 @@ class MirrorServer:
         cdn_host: str = "localhost",
         tree_page_size: int = 1000,
         idle_timeout: float = 60.0,
+        first_byte_wait: float = 5.0,
     ) -> None:
         self.backend = backend
+        # A pull-through backend fills missing files from its sources while streaming them.
+        self.pull_through = backend if isinstance(backend, PullThroughBackend) else None
+        self.first_byte_wait = first_byte_wait
         self.token = token or None
         self.hooks = hooks
         self.redirect_lfs = redirect_lfs

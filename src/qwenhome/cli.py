@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--token", default=None, help="require this bearer token from clients")
     ms.add_argument("--repos", type=Path, default=None, metavar="DIR",
                     help="serve plain repository folders DIR/Org/Name instead of the store")
+    ms.add_argument("--pull-through", action="store_true",
+                    help="fetch repositories the store lacks from the sources (--source, HF_ENDPOINT) "
+                         "while streaming them to the client; verified, kept in the store")
 
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")
@@ -356,7 +359,8 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
             print(f"clients: HF_ENDPOINT={server.url}  or  qwenhome pull --source {server.url} REPO")
         sys.stdout.flush()
 
-    run_mirror(settings, args.host, args.port, args.token, args.repos, on_ready=ready)
+    run_mirror(settings, args.host, args.port, args.token, args.repos, pull_through=args.pull_through,
+               on_ready=ready)
     return EXIT_OK
 
 

@@ -1,0 +1,211 @@
+"""Pull-through: a mirror whose store lacks a repository fetches it from its own
+upstream (here: another mirror on 127.0.0.1 with a request log), streams it to
+the clients while the one upstream transfer runs, and serves it from disk after."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from qwenhome.mirror import FolderBackend, HashCache, RequestInfo
+from qwenhome.pull import pull
+from qwenhome.store import RepoRef, Store
+from tests.support.faults import Faults
+from tests.support.http import Connection, request
+from tests.support.mirror import Mirror, pull_through_settings, start_mirror, start_pull_through
+from tests.support.repos import GeneratedRepo, make_repo, sha256_file
+
+hf = pytest.importorskip("huggingface_hub")
+
+WEIGHTS = "model.safetensors"
+T = TypeVar("T")
+
+
+@pytest.fixture
+def upstream(repos_root: Path, small_repo: GeneratedRepo, hash_cache: HashCache) -> Iterator[Mirror]:
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache)) as m:
+        yield m
+
+
+def _eventually(fn: Callable[[], T], timeout: float = 5.0) -> T:
+    """``fn()`` once it stops raising: a client may finish a file a moment before
+    the mirror has linked it into its snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class _Timed:
+    """One GET read to its end (or its failure) in a thread, with timings."""
+
+    def __init__(self, url: str, path: str, headers: dict[str, str] | None = None) -> None:
+        self.url, self.path, self.headers = url, path, headers or {}
+        self.status = 0
+        self.length: int | None = None
+        self.body = bytearray()
+        self.error: Exception | None = None
+        self.first_byte = self.done = 0.0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        host, port = self.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            conn.request("GET", self.path, headers=self.headers)
+            resp = conn.getresponse()
+            self.status, self.length = resp.status, resp.length
+            while chunk := resp.read1(1 << 20):
+                if not self.body:
+                    self.first_byte = time.monotonic()
+                self.body += chunk
+            if self.length is not None and len(self.body) < self.length:
+                raise http.client.IncompleteRead(bytes(self.body), self.length - len(self.body))
+        except (http.client.HTTPException, OSError) as exc:
+            self.error = exc
+        finally:
+            self.done = time.monotonic()
+            conn.close()
+
+    def start(self) -> _Timed:
+        self.thread.start()
+        return self
+
+    def join(self) -> _Timed:
+        self.thread.join(timeout=60)
+        return self
+
+
+def test_two_concurrent_clients_share_one_upstream_transfer_streamed_then_served_from_disk(
+        qwen_home: Path, upstream: Mirror, small_repo: GeneratedRepo) -> None:
+    upstream.faults.bandwidth(1.5e6)  # 4 connections: about 1 s for the 5 MiB file
+    mirror, backend = start_pull_through(pull_through_settings(qwen_home, upstream.url))
+    with mirror:
+        path = f"/Org/Small/resolve/main/{WEIGHTS}"
+        t0 = time.monotonic()
+        first = _Timed(mirror.url, path).start()
+        time.sleep(0.3)  # the second asks while the first transfer runs
+        second = _Timed(mirror.url, path).start()
+        first.join(), second.join()
+        expected = small_repo.files[WEIGHTS]
+        for client in (first, second):
+            assert client.error is None and client.status == 200
+            assert hashlib.sha256(client.body).hexdigest() == expected.sha256
+        # Streamed: bytes reached the client long before the transfer ended.
+        assert first.first_byte - t0 < 0.6 * (first.done - t0)
+        assert second.first_byte < first.done
+        # One upstream transfer: exactly the file's bytes left the upstream, once.
+        assert upstream.faults.bytes_sent(WEIGHTS) == expected.size
+        assert backend.upstream_transfers == 1
+
+        upstream.faults.bandwidth(None)
+        third = request(mirror.url, path=path)
+        assert hashlib.sha256(third.body).hexdigest() == expected.sha256
+        assert "last-modified" in third.headers  # from the store, not a stream
+        assert upstream.faults.bytes_sent(WEIGHTS) == expected.size
+    ref = RepoRef("Org/Small")
+    blob = Store(qwen_home / "hub", qwen_home / "qwenhome").blob_path(ref, expected.etag)
+    assert sha256_file(blob) == expected.sha256
+
+
+def test_stock_client_and_qwenhome_pull_through_the_mirror_then_it_serves_offline(
+        qwen_home: Path, tmp_path: Path, upstream: Mirror, small_repo: GeneratedRepo) -> None:
+    mirror, _ = start_pull_through(pull_through_settings(qwen_home, upstream.url))
+    with mirror:
+        got = Path(hf.snapshot_download("Org/Small", cache_dir=tmp_path / "hf", endpoint=mirror.url, token=False))
+        for rel, f in small_repo.files.items():
+            assert sha256_file(got / rel) == f.sha256, rel
+        # The mirror's store now holds the complete snapshot, with refs/main.
+        store = Store(qwen_home / "hub", qwen_home / "qwenhome")
+        snap = _eventually(lambda: store.snapshot_path(RepoRef("Org/Small")))
+        assert sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if not p.is_dir()) \
+            == sorted(small_repo.files)
+        sent = upstream.faults.bytes_sent()
+
+        # qwenhome itself (ranged, parallel) through the mirror, after the upstream went away.
+        upstream.stop()
+        other = tmp_path / "other"
+        result = pull(pull_through_settings(other, mirror.url), RepoRef.parse("Org/Small"))
+        assert result.downloaded_bytes == small_repo.total_size
+        for rel, f in small_repo.files.items():
+            assert sha256_file(result.snapshot / rel) == f.sha256
+        assert upstream.faults.bytes_sent() == sent
+
+        # A repository nobody has: the upstream is unreachable, so "try later", not "no such repo".
+        missing = request(mirror.url, path="/api/models/Org/Nowhere/revision/main")
+        assert missing.status == 503 and "retry-after" in missing.headers
+
+
+def test_upstream_bytes_failing_verification_never_complete_a_response(
+        qwen_home: Path, repos_root: Path, hash_cache: HashCache) -> None:
+    repo = make_repo(repos_root, "Org/Corrupt", {WEIGHTS: 3 * 1024 * 1024 + 7, "config.json": b"{}\n"}, seed=9)
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache)) as up:
+        up.faults.corrupt(2 * 1024 * 1024, times=None, path=WEIGHTS)  # every transfer is corrupt
+        up.faults.bandwidth(3e6)
+        mirror, _ = start_pull_through(pull_through_settings(qwen_home, up.url))
+        with mirror:
+            path = f"/Org/Corrupt/resolve/main/{WEIGHTS}"
+            whole = _Timed(mirror.url, path).start()
+            ranged = _Timed(mirror.url, path, {"Range": "bytes=1000-2999999"}).start()
+            whole.join(), ranged.join()
+            size = repo.files[WEIGHTS].size
+            assert whole.status == 200 and whole.length == size
+            assert ranged.status == 206 and ranged.length == 2999000
+            for client in (whole, ranged):
+                assert client.error is not None, "a response with unverified bytes was completed"
+                assert len(client.body) < (client.length or 0)
+            assert not list((qwen_home / "hub").glob(f"models--Org--Corrupt/blobs/{repo.files[WEIGHTS].etag}"))
+            # The same mirror still serves the good files of that repository.
+            ok = request(mirror.url, path="/Org/Corrupt/resolve/main/config.json")
+            assert ok.status == 200 and ok.body == b"{}\n"
+
+
+class _AuthLog(Faults):
+    """Faults that also keep every Authorization header the upstream received."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auth: list[str | None] = []
+
+    def on_request(self, info: RequestInfo):  # type: ignore[no-untyped-def]
+        self.auth.append(info.headers.get("Authorization"))
+        return super().on_request(info)
+
+
+def test_upstream_token_never_reaches_clients_and_client_token_never_goes_upstream(
+        qwen_home: Path, repos_root: Path, small_repo: GeneratedRepo, hash_cache: HashCache) -> None:
+    up_token, client_token = "upstream-secret-1234", "client-secret-5678"
+    log = _AuthLog()
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache), token=up_token, faults=log) as up:
+        settings = pull_through_settings(qwen_home, up.url, upstream_token=up_token)
+        mirror, _ = start_pull_through(settings, token=client_token)
+        with mirror:
+            auth = {"Authorization": f"Bearer {client_token}"}
+            seen: list[str] = []
+            with Connection(mirror.url) as conn:
+                for method, path in [
+                    ("GET", "/api/models/Org/Small/revision/main?blobs=true"),
+                    ("GET", "/api/models/Org/Small/tree/main?recursive=true"),
+                    ("HEAD", f"/Org/Small/resolve/main/{WEIGHTS}"),
+                    ("GET", f"/Org/Small/resolve/main/{WEIGHTS}"),
+                    ("GET", "/Org/Small/resolve/main/config.json"),
+                    ("GET", "/Org/Small/resolve/main/no-such-file"),
+                    ("GET", "/api/models/Org/Nowhere/revision/main"),
+                ]:
+                    resp = conn.request(method, path, headers=auth)
+                    assert resp.status < 500, (path, resp.status)
+                    seen.append(repr(resp.headers) + resp.body.decode("latin-1"))
+            assert request(mirror.url, path="/api/models/Org/Small/revision/main").status == 401
+            assert not any(up_token in text for text in seen)
+            assert log.auth and set(log.auth) == {f"Bearer {up_token}"}

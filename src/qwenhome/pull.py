@@ -169,7 +169,8 @@ class Puller:
                 self._note(client.source, exc)
                 if first_error is None or isinstance(first_error, NetworkError):
                     first_error = exc
-                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.name}: {exc.code}: {exc.message}"))
+                if len(self.settings.sources) > 1:  # with one source, the error says it all
+                    self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.name}: {exc.code}: {exc.message}"))
         if first_error is None:
             raise OfflineError("no source is configured", hint="add a source with --source URL or in config.toml")
         raise first_error

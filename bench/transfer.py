@@ -190,7 +190,7 @@ def add_ratios(results: list[ToolResult]) -> None:
 
 
 def run_scenario(sc: Scenario, tools: Sequence[str], endpoint: str | None, server: ServerProcess | None,
-                 expected: dict[str, tuple[int, str]], work: Path, args: argparse.Namespace) -> list[ToolResult]:
+                 expected: dict[str, tuple[int, str]], args: argparse.Namespace) -> list[ToolResult]:
     url = endpoint or (server.url if server else "")
     results = []
     for tool in tools:
@@ -224,7 +224,7 @@ def _covered(partials: Path) -> tuple[int, int]:
 
 
 def run_resume(sc: Scenario, url: str, server: ServerProcess | None, expected: dict[str, tuple[int, str]],
-               work: Path, args: argparse.Namespace) -> list[ToolResult]:
+               args: argparse.Namespace) -> list[ToolResult]:
     """kill -9 qwenhome once its part map shows ``--kill-at`` of the file, rerun to
     the end, and count what the server sent for the file over both runs."""
     run_dir = args.out_dir / "resume"
@@ -460,13 +460,13 @@ def run_one(sc: Scenario, work: Path, args: argparse.Namespace) -> list[ToolResu
         if sc.bandwidth or sc.latency:
             print("  note: with --endpoint, the limit/latency must come from that server or a proxy")
         if sc.name == "resume":
-            return run_resume(sc, args.endpoint, None, expected, work, args)
-        return run_scenario(sc, tools, args.endpoint, None, expected, work, args)
+            return run_resume(sc, args.endpoint, None, expected, args)
+        return run_scenario(sc, tools, args.endpoint, None, expected, args)
     with ServerProcess(repos, bandwidth=sc.bandwidth, latency=sc.latency,
                        hashes=work / "hashes.json") as server:
         if sc.name == "resume":
-            return run_resume(sc, server.url, server, expected, work, args)
-        return run_scenario(sc, tools, None, server, expected, work, args)
+            return run_resume(sc, server.url, server, expected, args)
+        return run_scenario(sc, tools, None, server, expected, args)
 
 
 if __name__ == "__main__":

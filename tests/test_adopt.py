@@ -113,6 +113,21 @@ def test_corrupt_blob_in_the_other_cache_is_refused(hf_cache: Path, qwen_home: P
     assert not list(store.repo_dir(RepoRef.parse("Org/Small")).glob("blobs/.adopt-*")), "no temp file left"
 
 
+def test_no_verify_trusts_names_and_verify_finds_the_lie_later(hf_cache: Path, qwen_home: Path,
+                                                               small_repo: GeneratedRepo) -> None:
+    exp = small_repo.files["model.safetensors"]
+    blob = hf_cache / "models--Org--Small" / "blobs" / exp.etag
+    data = bytearray(blob.read_bytes())
+    data[7] ^= 0xFF
+    blob.unlink()
+    blob.write_bytes(bytes(data))
+    store = Store(qwen_home / "hub", qwen_home / "qwenhome")
+    rep = adopt(store, discover([hf_cache])[0], verify=False)
+    assert rep.ok and not rep.verified
+    report = verify_repo(store, RepoRef.parse("Org/Small"))
+    assert [b.blob for b in report.bad] == [exp.etag]
+
+
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a second filesystem")
 def test_adopt_across_filesystems_copies(hf_cache: Path, qwen_home: Path, tmp_path: Path) -> None:
     other = Path("/dev/shm") / f"qwenhome-adopt-{os.getpid()}-{tmp_path.name}"

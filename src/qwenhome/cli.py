@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as", dest="as_repo", default=None, metavar="ORG/NAME",
                    help="repository id for a plain folder (default local/<folder name>)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be adopted")
+    p.add_argument("--no-verify", action="store_true",
+                   help="trust the other cache's blob names instead of hashing every byte (`qwenhome verify` checks later)")
 
     p = sub.add_parser("export", parents=[common], help="write a snapshot to a tar file for a machine without network")
     p.add_argument("repo", metavar="REPO[@REV]")
@@ -290,7 +292,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
                     for f in found]
             print(table(rows, ["REPO", "KIND", "FILES", "SIZE", "FROM"]) if rows else "nothing found")
         return EXIT_OK
-    reports = [adopt(store, f) for f in found]
+    reports = [adopt(store, f, verify=not args.no_verify) for f in found]
     ok = all(r.ok for r in reports)
     if args.json:
         emit_json({"ok": ok, "adopted": [r.to_dict() for r in reports]})

@@ -84,6 +84,7 @@ class AdoptReport:
     refs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     snapshot: str = ""
+    verified: bool = True
 
     @property
     def ok(self) -> bool:
@@ -251,8 +252,9 @@ def _ms_ref(owner: str, name: str, folder: Path) -> list[tuple[RepoRef, Path]]:
 
 
 # -- adoption ------------------------------------------------------------------------------
-def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool) -> tuple[str, str]:
-    """Put ``f`` into ``blobs/`` verified; returns (etag, how: present|linked|copied)."""
+def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = True) -> tuple[str, str]:
+    """Put ``f`` into ``blobs/`` verified; returns (etag, how: present|linked|copied).
+    ``verify=False`` trusts a blob name the other cache gives (size still checked)."""
     if f.etag is not None and store.has_blob(ref, f.etag, f.size):
         return f.etag, "present"
     blobs = store.repo_dir(ref) / "blobs"
@@ -271,8 +273,10 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool) -> tuple[str, s
             shutil.copyfile(f.real, tmp)
         # Hash what now sits in the home (the same inode when linked): what is
         # checked is exactly what becomes visible.
-        kind = etag_kind(f.etag) if f.etag else "sha256"
-        digest = hash_file(tmp, kind or "sha256")
+        if f.etag is not None and not verify:
+            digest = f.etag
+        else:
+            digest = hash_file(tmp, etag_kind(f.etag) or "sha256" if f.etag else "sha256")
         etag = f.etag or digest
         if digest != etag or tmp.stat().st_size != f.size:
             raise StoreError(f"{f.real}: content does not match its name {etag[:12]}…", code="hash-mismatch")
@@ -287,16 +291,18 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool) -> tuple[str, s
         tmp.unlink(missing_ok=True)
 
 
-def adopt(store: Store, found: Found, *, workers: int = 2) -> AdoptReport:
+def adopt(store: Store, found: Found, *, workers: int = 2, verify: bool = True) -> AdoptReport:
     """Bring one found snapshot into ``store``; a file that fails its hash
-    check is left out and reported (the snapshot then stays incomplete)."""
+    check is left out and reported (the snapshot then stays incomplete).
+    ``verify=False`` trusts the other cache's blob names (``qwenhome verify``
+    checks them later); files known only by content are always hashed."""
     ref = found.ref
-    rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files))
+    rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files), verified=verify)
     placed: list[tuple[FoundFile, str]] = []
 
     def one(f: FoundFile) -> tuple[FoundFile, str, str]:
         copy = found.kind == "folder" and f.size < COPY_BELOW
-        etag, how = _place(store, ref, f, copy)
+        etag, how = _place(store, ref, f, copy, verify)
         return f, etag, how
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -43,6 +43,8 @@ class Intervals:
         return sum(e - s for s, e in zip(self.starts, self.ends, strict=True))
 
     def covers(self, start: int, end: int) -> bool:
+        if end <= start:
+            return True
         i = bisect.bisect_right(self.starts, start) - 1
         return i >= 0 and self.ends[i] >= end
 

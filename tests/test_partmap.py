@@ -1,0 +1,56 @@
+"""The part map: merged intervals and their persistence."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from qwenhome.transfer import partmap
+from qwenhome.transfer.partmap import Intervals
+
+
+def test_intervals_match_a_set_model_under_random_adds() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        size = rng.randint(1, 300)
+        iv = Intervals()
+        model: set[int] = set()
+        for _ in range(rng.randint(0, 30)):
+            s = rng.randint(0, size - 1)
+            e = rng.randint(s, size)
+            iv.add(s, e)
+            model.update(range(s, e))
+            assert iv.covered() == len(model)
+            prefix = 0
+            while prefix in model:
+                prefix += 1
+            assert iv.prefix() == prefix
+            assert all(a < b for a, b in zip(iv.ends, iv.starts[1:], strict=False)), "merged and sorted"
+            gap = iv.first_gap(0, size)
+            missing = [i for i in range(size) if i not in model]
+            if missing:
+                assert gap is not None and gap[0] == missing[0]
+                assert all(i not in model for i in range(gap[0], gap[1]))
+                assert gap[1] == size or gap[1] in model
+            else:
+                assert gap is None
+            a = rng.randint(0, size - 1)
+            b = rng.randint(a, size)
+            assert iv.covers(a, b) == all(i in model for i in range(a, b))
+
+
+def test_map_round_trip_and_mismatch_is_ignored(tmp_path: Path) -> None:
+    part = tmp_path / "x.part"
+    part.write_bytes(b"\0" * 100)
+    done = Intervals()
+    done.add(0, 10)
+    done.add(50, 60)
+    partmap.save(part, "key", 100, done, '"etag"')
+    loaded, validator = partmap.load(part, "key", 100)
+    assert loaded.pairs() == [[0, 10], [50, 60]] and validator == '"etag"'
+    assert partmap.load(part, "other", 100)[0].pairs() == [], "another file's map is never used"
+    assert partmap.load(part, "key", 99)[0].pairs() == []
+    partmap.map_path(part).write_text('{"key": "key", "size": 100, "done": [[0, 500], [-1, 3]]}')
+    assert partmap.load(part, "key", 100)[0].pairs() == [], "out-of-range claims are dropped"
+    partmap.discard(part)
+    assert not part.exists() and not partmap.map_path(part).exists()

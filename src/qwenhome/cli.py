@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, QwenhomeError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, QwenhomeError, UsageError
 from .store import RepoRef, Store
 
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", parents=[common], help="diagnose network and cache problems")
     p.add_argument("--fix", action="store_true", help="apply safe, user-level fixes")
-    p.add_argument("--repo", default=None, help="repository whose files to probe (default Qwen/Qwen2.5-0.5B-Instruct)")
+    p.add_argument("--repo", action="append", default=[], metavar="REPO",
+                   help="repository whose files and size to check (repeatable; default Qwen/Qwen2.5-0.5B-Instruct)")
 
     p = sub.add_parser("mirror", help="serve the home over the Hub protocol")
     msub = p.add_subparsers(dest="mirror_command", required=True, metavar="ACTION")
@@ -338,15 +339,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from .doctor import render_report, run_doctor
 
-    kwargs: dict[str, Any] = {"fix": args.fix}
-    if args.repo:
-        kwargs["repo"] = args.repo
-    report = run_doctor(settings, **kwargs)
+    report = run_doctor(settings, fix=args.fix, repos=tuple(args.repo))
     if args.json:
         emit_json(report.to_dict())
     else:
         print(render_report(report))
-    return EXIT_OK if report.ok else EXIT_FAILURE
+    return report.exit_code
 
 
 def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,7 +22,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 # Install on first use, and again when pyproject.toml changed since.
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$VENV/bin/python" -c "import qwenhome.app, fastapi, torch, transformers" >/dev/null 2>&1; then
+# find_spec, not import: importing torch only to check it would cost seconds on every start.
+installed() {
+  "$VENV/bin/python" -c 'import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) is None for m in ("qwenhome", "fastapi", "uvicorn", "torch", "transformers")))' 2>/dev/null
+}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! installed; then
   echo "qwenhome: installing qwenhome[app,engine] into $VENV (first run only)" >&2
   # --no-compile: byte-compiling all of torch up front costs minutes; imports compile what they use.
   "$VENV/bin/python" -m pip install -q --no-compile --disable-pip-version-check -e '.[app,engine]'

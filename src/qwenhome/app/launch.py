@@ -35,7 +35,7 @@ from ..config import Settings
 from ..errors import EXIT_OK, QwenhomeError, UsageError
 from ..store.cache import Store
 from ..store.layout import RepoRef
-from .supervisor import Child, RestartPolicy
+from .supervisor import Child, RestartPolicy, last_meaningful_line
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 READY_TIMEOUT = 900.0
@@ -147,7 +147,7 @@ def wait_ready(url: str, children: Sequence[Child], timeout: float = READY_TIMEO
         for c in children:
             if not c.alive():
                 code = c.proc.poll() if c.proc else None
-                last = next((ln for ln in reversed(c.tail) if ln.strip()), "")
+                last = last_meaningful_line(c.tail)
                 raise QwenhomeError(
                     f"{c.name} stopped while starting ({'' if code is None else code}): {last}",
                     code="server-start-failed",

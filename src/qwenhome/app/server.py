@@ -10,6 +10,7 @@ the CLI's code; request validation failures are 400 (``invalid-json``,
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -87,7 +88,7 @@ def create_app(state: AppState, *, load_engine: bool = True) -> FastAPI:
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
         st = get_state(request)
-        body: dict[str, Any] = {"status": st.status, "model": st.model_id}
+        body: dict[str, Any] = {"status": st.status, "model": st.model_id, "pid": os.getpid()}
         engine = st.engine
         if engine is not None:
             body["engine"] = engine.info()

@@ -11,6 +11,7 @@ stopping sends it exactly one SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import os
 import signal
 import subprocess
@@ -40,6 +41,15 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+def last_meaningful_line(lines: collections.abc.Iterable[str]) -> str:
+    """The last line that says something: not blank, not a progress bar."""
+    for line in reversed(list(lines)):
+        text = line.strip()
+        if text and "%|" not in text and "\r" not in text:
+            return text
+    return ""
 
 
 @dataclass
@@ -104,7 +114,7 @@ class Child:
         if code is None:
             return None
         time.sleep(0.05)  # let the pump thread read the last lines
-        last = next((line for line in reversed(self.tail) if line.strip()), "")
+        last = last_meaningful_line(self.tail)
         self.last_exit = describe_exit(code) + (f": {last}" if last else "")
         if code in self.policy.fatal_codes:
             return f"{self.name} {self.last_exit}"

@@ -42,7 +42,7 @@ from .errors import (
 )
 from .hub.hf import HubClient
 from .hub.http import HttpClient
-from .hub.modelscope import ModelScopeClient, ms_revision
+from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
 from .manifest import Manifest, RepoFile
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .store.cache import FileLock, Store
@@ -164,6 +164,10 @@ class Puller:
                 manifest = call_with_retries(once, attempts=self.config.metadata_attempts,
                                              backoff=self.config.backoff, on_retry=note)
                 self._note(client.source, None)
+                if client.source.kind == "hf" and ref.revision and is_commit(ref.revision):
+                    # A Hub commit means nothing to ModelScope; its files still
+                    # match by size and sha256 on the default branch.
+                    self.ms_revision = MS_DEFAULT_REVISION
                 return manifest, client.source
             except (NetworkError, RemoteError) as exc:
                 self._note(client.source, exc)

@@ -191,21 +191,20 @@ def add_ratios(results: list[ToolResult]) -> None:
 
 def run_scenario(sc: Scenario, tools: Sequence[str], endpoint: str | None, server: ServerProcess | None,
                  expected: dict[str, tuple[int, str]], args: argparse.Namespace) -> list[ToolResult]:
+    """Every tool once per round, rounds repeated, so a change in the machine's load
+    during the scenario hits all tools alike."""
     url = endpoint or (server.url if server else "")
-    results = []
-    for tool in tools:
-        why = missing(tool)
-        if why:
-            results.append(ToolResult(tool, "skipped", note=why))
-            continue
-        runs = []
-        for i in range(args.repeat):
+    skipped = {tool: why for tool in tools if (why := missing(tool))}
+    runs: dict[str, list[Run]] = {tool: [] for tool in tools if tool not in skipped}
+    for i in range(args.repeat):
+        for tool, done in runs.items():
             run_dir = args.out_dir / f"{sc.name}-{tool}-{i}"
-            runs.append(measure_once(tool, sc, url, server, expected, run_dir, args))
-            if runs[-1].status == "ok" or not args.keep_failed:
+            done.append(measure_once(tool, sc, url, server, expected, run_dir, args))
+            if done[-1].status == "ok" or not args.keep_failed:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"  {tool:<12} {runs[-1].status:<8} {runs[-1].wall_s:7.2f} s", flush=True)
-        results.append(summarize(tool, runs))
+            print(f"  {tool:<12} {done[-1].status:<8} {done[-1].wall_s:7.2f} s", flush=True)
+    results = [ToolResult(t, "skipped", note=skipped[t]) if t in skipped else summarize(t, runs[t])
+               for t in tools]
     add_ratios(results)
     return results
 
@@ -310,15 +309,16 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_table(sc: Scenario, results: list[ToolResult]) -> None:
     print(f"\n== {sc.name}: {sc.about}")
     head = (f"{'tool':<12}{'status':<9}{'wall s':>8}{'MB/s':>9}{'RSS MB':>8}{'CPU s':>7}"
-            f"{'MB/s÷qh':>9}{'RSS÷qh':>8}{'CPU÷qh':>8}{'conns':>7}{'srv CPU':>8}")
+            f"{'MB/s÷qh':>9}{'RSS÷qh':>8}{'CPU÷qh':>8}{'conns':>7}{'reqs':>6}{'srv CPU':>8}")
     print(head)
     for r in results:
         conns = r.server.get("connections") if r.server else None
+        reqs = r.server.get("requests") if r.server else None
         srv_cpu = r.server.get("cpu_s") if r.server else None
         print(f"{r.tool:<12}{r.status:<9}{_fmt(r.wall_s, '.2f'):>8}{_fmt(r.mbps, '.0f'):>9}"
               f"{_fmt(r.rss_mb, '.0f'):>8}{_fmt(r.cpu_s, '.2f'):>7}"
               f"{_fmt(r.ratios.get('mbps'), '.2f'):>9}{_fmt(r.ratios.get('rss_mb'), '.2f'):>8}"
-              f"{_fmt(r.ratios.get('cpu_s'), '.2f'):>8}{_fmt(conns, 'd'):>7}{_fmt(srv_cpu, '.2f'):>8}")
+              f"{_fmt(r.ratios.get('cpu_s'), '.2f'):>8}{_fmt(conns, 'd'):>7}{_fmt(reqs, 'd'):>6}{_fmt(srv_cpu, '.2f'):>8}")
         if r.note:
             print(f"{'':<12}{r.note[:300]}")
         if r.extra:

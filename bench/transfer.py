@@ -276,8 +276,8 @@ def check_goals(report: dict[str, list[ToolResult]]) -> list[dict[str, Any]]:
 
     def add(scenario: str, goal: str, value: float | None, target: float, higher: bool) -> None:
         passed = value is not None and (value >= target if higher else value <= target)
-        goals.append({"scenario": scenario, "goal": goal, "value": value, "target": target,
-                      "passed": passed})
+        goals.append({"scenario": scenario, "goal": goal, "value": value,
+                      "op": ">=" if higher else "<=", "target": target, "passed": passed})
 
     for name, results in report.items():
         by = {r.tool: r for r in results}
@@ -328,9 +328,8 @@ def print_table(sc: Scenario, results: list[ToolResult]) -> None:
 def print_goals(goals: list[dict[str, Any]]) -> None:
     print("\n== goals")
     for g in goals:
-        op = ">=" if g["goal"].find("RSS") < 0 and "bytes" not in g["goal"] else "<="
         mark = "PASS" if g["passed"] else "FAIL"
-        print(f"{mark}  {g['scenario']:<16} {g['goal']:<48} {_fmt(g['value'], 'g'):>8} {op} {g['target']:g}")
+        print(f"{mark}  {g['scenario']:<16} {g['goal']:<48} {_fmt(g['value'], 'g'):>8} {g['op']} {g['target']:g}")
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -143,6 +143,21 @@ def test_failover_mid_file_to_modelscope_lists_it_only_when_needed(
     assert os.path.basename(os.readlink(snap / BIG)) == fail_repo.files[BIG].sha256
 
 
+@pytest.mark.parametrize("fault", ["http-503-always", "stall-always", "drop-always"])
+def test_persistently_failing_source_fails_over_per_file(
+        fault: str, qwen_home: Path, mirror: Mirror, second_mirror: Mirror, fail_repo: GeneratedRepo) -> None:
+    size = fail_repo.files[BIG].size
+    {"http-503-always": lambda: mirror.faults.fail(503, times=None, path=BIG),
+     "stall-always": lambda: mirror.faults.stall(RANGE // 2, 30.0, times=None, path=BIG),
+     "drop-always": lambda: mirror.faults.drop_after(0, times=None, path=BIG, reset=True)}[fault]()
+    pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=CFG)
+    snapshot_ok(qwen_home, fail_repo)
+    first, second = mirror.faults.bytes_sent(BIG), second_mirror.faults.bytes_sent(BIG)
+    assert second > 0
+    assert second <= size - first + RANGE, (first, second)  # what the first sent and we kept is not refetched
+    assert mirror.faults.bytes_sent("tokenizer.json") > 0, "healthy files still come from the first source"
+
+
 def test_modelscope_is_not_contacted_when_the_hub_source_works(
         qwen_home: Path, mirror: Mirror, modelscope: ModelScopeServer, fail_repo: GeneratedRepo) -> None:
     pull(settings_with(qwen_home, mirror.url, f"modelscope:{modelscope.url}"), RepoRef.parse("Org/Fail"), config=CFG)

@@ -471,7 +471,7 @@ class Puller:
             if cause is not None:
                 raise cause from None
             raise OfflineError(f"offline ({reason}) and {exc.message}", hint=exc.hint, repo=str(ref)) from None
-        self.emit(ProgressEvent(OFFLINE, str(ref), message=f"offline ({reason}); using the cached snapshot"))
+        self.emit(ProgressEvent(OFFLINE, str(ref), message=f"{reason}; using the cached snapshot"))
         manifest = self.store.load_manifest(ref, snap.name)
         n = len(manifest.files) if manifest else 0
         return PullResult(ref, snap.name, snap, n, 0, manifest.total_size if manifest else 0, True, "cache")

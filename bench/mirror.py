@@ -1,49 +1,48 @@
-"""Throughput of ``qwenhome mirror serve`` against nginx serving the same bytes.
+"""Throughput and time to first byte of ``qwenhome mirror serve`` against nginx
+serving the same bytes as static files (issue 6).
 
-    .venv/bin/python bench/mirror.py                    # 1 GB, 8 and 32 clients, 10 s each
-    .venv/bin/python bench/mirror.py --size-mb 200 --clients 8 --seconds 3
+    .venv/bin/python bench/mirror.py                       # 500 MB, 1/8/32 clients, 2 repeats
+    .venv/bin/python bench/mirror.py --size-mb 100 --clients 8 --repeat 1
 
-Both servers run as separate processes over one folder of generated files;
-the same client (processes x threads, HTTP/1.1 keep-alive, 8 MiB ranged GETs
-read into a reused buffer and discarded) loads each in turn. Prints a table
-with MB/s and the ratio to nginx (issue 6 goal: >= 0.8 at 8 and 32 clients).
-nginx is skipped with a note when it is not installed.
+Both servers run as separate processes over one generated file (the mirror
+with ``--repos``, nginx with ``sendfile on`` and one worker per core). The
+load is curl (C, event-driven: ``curl -Z``, one process per core): N concurrent
+clients each GET the whole file, in rounds, until ``--seconds`` have passed; every transfer is
+checked for status 200 and the full size. Servers alternate within each
+repeat so that machine noise hits both; the table shows medians over repeats:
+MB/s, the ratio to nginx (goal: >= 0.8 at 8 and 32 clients), and the p50/p99
+time to first byte over all transfers.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing as mp
+import json
 import os
 import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = "Bench/Model"
-RANGE = 8 * 1024 * 1024
+FILE = "model.safetensors"
 
 
-def make_files(root: Path, size_mb: int, nfiles: int) -> list[tuple[str, int]]:
+def make_file(root: Path, size_mb: int) -> int:
     folder = root / REPO
     folder.mkdir(parents=True, exist_ok=True)
     block = random.Random(0).randbytes(1024 * 1024)
-    per = size_mb // nfiles
-    files = []
-    for i in range(nfiles):
-        name = f"model-{i:05d}.safetensors"
-        with open(folder / name, "wb") as fh:
-            for _ in range(per):
-                fh.write(block)
-        files.append((name, per * 1024 * 1024))
-    return files
+    with open(folder / FILE, "wb") as fh:
+        for i in range(size_mb):
+            fh.write(i.to_bytes(8, "big") + block[8:])
+    return size_mb * 1024 * 1024
 
 
 def free_port() -> int:
@@ -104,69 +103,78 @@ http {{
 """
 
 
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
 def start_nginx(repos: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], int] | None:
-    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    exe = find_nginx()
     if exe is None:
         return None
     port = free_port()
     conf = tmp / "nginx.conf"
     user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(NGINX_CONF.format(user=user, workers=workers, tmp=tmp, port=port, root=repos))
-    proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(tmp)],
+    proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, port
 
 
-def client_process(port: int, files: list[tuple[str, int]], threads: int, seconds: float,
-                   seed: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    """Threads fetch random 8 MiB ranges over keep-alive connections until time is up."""
-    deadline = time.monotonic() + seconds
-    totals = [0] * threads
+@dataclass
+class Run:
+    server: str
+    clients: int
+    seconds: float = 0.0
+    bytes: int = 0
+    transfers: int = 0
+    ttfb_ms: list[float] = field(default_factory=list)
 
-    def worker(i: int) -> None:
-        rng = random.Random(seed * 1000 + i)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        buf = bytearray(1024 * 1024)
-        view = memoryview(buf)
-        while time.monotonic() < deadline:
-            name, size = rng.choice(files)
-            start = rng.randrange(0, max(1, size - RANGE)) // 4096 * 4096
-            end = min(size, start + RANGE) - 1
-            conn.request("GET", f"/{REPO}/resolve/main/{name}", headers={"Range": f"bytes={start}-{end}"})
-            resp = conn.getresponse()
-            if resp.status != 206:
-                raise RuntimeError(f"unexpected status {resp.status}")
-            while n := resp.readinto(view):
-                totals[i] += n
-        conn.close()
-
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    out.put(sum(totals))
+    @property
+    def mbps(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
 
 
-def load(port: int, files: list[tuple[str, int]], clients: int, seconds: float) -> float:
-    """MB/s moved by ``clients`` concurrent connections for ``seconds``."""
-    procs_n = min(clients, max(1, (os.cpu_count() or 2)))
-    per = [clients // procs_n + (1 if i < clients % procs_n else 0) for i in range(procs_n)]
-    out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    procs = [mp.Process(target=client_process, args=(port, files, n, seconds, i, out))
-             for i, n in enumerate(per) if n]
+def curl_round(curl: str, port: int, clients: int, size: int, run: Run) -> None:
+    """One round: ``clients`` concurrent GETs of the whole file, each checked.
+    The transfers are spread over one curl process per core, so that the client
+    side is not one thread receiving everything."""
+    url = f"http://127.0.0.1:{port}/{REPO}/resolve/main/{FILE}"
+    nproc = min(clients, os.cpu_count() or 1)
+    shares = [clients // nproc + (1 if i < clients % nproc else 0) for i in range(nproc)]
+    procs = []
     t0 = time.monotonic()
-    for p in procs:
-        p.start()
-    total = sum(out.get() for _ in procs)
-    for p in procs:
-        p.join()
-    return total / (time.monotonic() - t0) / 1e6
+    for n in shares:
+        args = [curl, "-s", "-Z", "--parallel-immediate", "--parallel-max", str(n),
+                "-w", "%{http_code} %{size_download} %{time_starttransfer}\\n"]
+        for _ in range(n):
+            args += ["-o", "/dev/null", url]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+    out = "".join(proc.communicate(timeout=600)[0] for proc in procs)
+    run.seconds += time.monotonic() - t0
+    lines = out.split()
+    rows = [lines[i:i + 3] for i in range(0, len(lines), 3)]
+    if len(rows) != clients or any(r[0] != "200" or int(r[1]) != size for r in rows):
+        raise RuntimeError(f"{run.server}: failed transfers: {rows}")
+    run.bytes += clients * size
+    run.transfers += clients
+    run.ttfb_ms += [float(r[2]) * 1000 for r in rows]
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT if "qwenhome" in " ".join(map(str, proc.args)) else signal.SIGQUIT)
+def measure(curl: str, server: str, port: int, clients: int, size: int, seconds: float) -> Run:
+    run = Run(server, clients)
+    while run.seconds < seconds or run.transfers < 2 * clients:
+        curl_round(curl, port, clients, size, run)
+    return run
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def stop(proc: subprocess.Popen[bytes], mirror: bool) -> None:
+    proc.send_signal(signal.SIGINT if mirror else signal.SIGQUIT)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -175,42 +183,65 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mb", type=int, default=1024, help="total bytes in the repository (MB)")
-    ap.add_argument("--files", type=int, default=4)
-    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--size-mb", type=int, default=500, help="size of the one file (MiB)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--seconds", type=float, default=4.0, help="minimum load time per measurement")
+    ap.add_argument("--repeat", type=int, default=2, help="measurements per server and client count")
     ap.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--json", type=Path, default=None, help="also write the runs here")
     args = ap.parse_args()
+    curl = shutil.which("curl")
+    if curl is None:
+        print("curl is not installed: it is the load generator (apt-get install curl)")
+        return 2
 
     with tempfile.TemporaryDirectory(prefix="qwenhome-bench-") as tmp_s:
         tmp = Path(tmp_s)
         os.chmod(tmp, 0o755)
         repos = tmp / "repos"
-        files = make_files(repos, args.size_mb, args.files)
+        size = make_file(repos, args.size_mb)
         servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        mirror = start_mirror(repos, tmp / "home")
-        servers["qwenhome mirror"] = mirror
-        # Warm up: the first request hashes the files (cached afterwards), and the page cache fills.
-        load(mirror[1], files, 2, 1.0)
-        nginx = start_nginx(repos, tmp, args.nginx_workers)
-        if nginx is not None:
-            servers["nginx"] = nginx
+        runs: list[Run] = []
         try:
-            results: dict[tuple[str, int], float] = {}
-            for clients in args.clients:
-                for name, (_, port) in servers.items():
-                    results[(name, clients)] = load(port, files, clients, args.seconds)
+            servers["qwenhome mirror"] = start_mirror(repos, tmp / "home")
+            # Warm-up: the first request hashes the file (kept afterwards); the page cache fills.
+            curl_round(curl, servers["qwenhome mirror"][1], 1, size, Run("warm-up", 1))
+            nginx = start_nginx(repos, tmp, args.nginx_workers)
+            if nginx is not None:
+                servers["nginx"] = nginx
+            for rep in range(args.repeat):
+                for clients in args.clients:
+                    order = list(servers.items())
+                    if rep % 2:
+                        order.reverse()
+                    for name, (_, port) in order:
+                        runs.append(measure(curl, name, port, clients, size, args.seconds))
         finally:
-            for proc, _ in servers.values():
-                stop(proc)
+            for name, (proc, _) in servers.items():
+                stop(proc, name != "nginx")
 
-    print(f"{'server':<18}{'clients':>8}{'MB/s':>10}{'vs nginx':>10}")
-    for (name, clients), mbps in results.items():
-        ref = results.get(("nginx", clients))
-        ratio = f"{mbps / ref:.2f}" if ref else "-"
-        print(f"{name:<18}{clients:>8}{mbps:>10.0f}{ratio:>10}")
-    if nginx is None:
+    print(f"{args.size_mb} MiB file, curl -Z clients, {args.repeat} repeat(s), load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'server':<17}{'clients':>8}{'MB/s':>9}{'vs nginx':>10}{'ttfb p50':>10}{'ttfb p99':>10}  runs (MB/s)")
+    table = []
+    for clients in args.clients:
+        medians = {}
+        for name in servers:
+            mine = [r for r in runs if r.server == name and r.clients == clients]
+            medians[name] = statistics.median(r.mbps for r in mine)
+        for name in servers:
+            mine = [r for r in runs if r.server == name and r.clients == clients]
+            ttfb = [t for r in mine for t in r.ttfb_ms]
+            ref = medians.get("nginx")
+            ratio = medians[name] / ref if ref else None
+            table.append({"server": name, "clients": clients, "mbps": medians[name], "ratio": ratio,
+                          "ttfb_p50_ms": p(ttfb, 0.5), "ttfb_p99_ms": p(ttfb, 0.99)})
+            print(f"{name:<17}{clients:>8}{medians[name]:>9.0f}{(f'{ratio:.2f}' if ratio else '-'):>10}"
+                  f"{p(ttfb, 0.5):>10.1f}{p(ttfb, 0.99):>10.1f}  " + " ".join(f"{r.mbps:.0f}" for r in mine))
+    if "nginx" not in servers:
         print("nginx not installed: no peer measured (apt-get install nginx-light)")
+    if args.json:
+        args.json.write_text(json.dumps({"table": table, "runs": [asdict(r) for r in runs]}, indent=1))
     return 0
 
 

@@ -100,3 +100,28 @@ def test_pulled_home_served_by_mirror_downloads_identically(
             assert sha256_file(path / rel) == f.sha256
     finally:
         assert stop(proc) == 0
+
+
+def test_mirror_serve_pull_through_fills_its_store_from_the_source(
+    mirror: Mirror, small_repo: GeneratedRepo, qwen_home: Path, tmp_path: Path,
+) -> None:
+    """``mirror serve --pull-through --source URL`` on an empty home: a stock client
+    gets the repository, fetched once from the source and kept in the home."""
+    proc, url = serve(["--pull-through", "--source", mirror.url], qwen_home)
+    try:
+        for n in (1, 2):
+            path = Path(hf.snapshot_download("Org/Small", cache_dir=tmp_path / f"c{n}", endpoint=url, token=False))
+            for rel, f in small_repo.files.items():
+                assert sha256_file(path / rel) == f.sha256
+    finally:
+        assert stop(proc) == 0
+    for rel, f in small_repo.files.items():
+        assert mirror.faults.bytes_sent(rel) == f.size, rel  # once, however many clients
+    blobs = qwen_home / "hub" / "models--Org--Small" / "blobs"
+    assert {p.name for p in blobs.iterdir()} == {f.etag for f in small_repo.files.values()}
+
+
+def test_mirror_serve_pull_through_refuses_repos_folder(run_cli: RunCli, repos_root: Path, mirror: Mirror) -> None:
+    rc, _, err = run_cli(["mirror", "serve", "--pull-through", "--repos", str(repos_root), "--port", "0"],
+                         endpoint=mirror.url, timeout=30)
+    assert rc == 2 and "error[invalid-arguments]" in err

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from qwenhome.config import load_settings
+from qwenhome.mirror import HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store
 from qwenhome.store.adopt import adopt, discover
 from qwenhome.store.verify import verify_repo
 from tests.conftest import RunCli
 from tests.support.mirror import Mirror
+from tests.support.modelscope_server import ModelScopeServer
 from tests.support.repos import GeneratedRepo, MiB, write_file
 
 hf = pytest.importorskip("huggingface_hub")
@@ -95,6 +97,24 @@ def test_adopt_local_dir_download_keeps_the_hub_commit(
     result = pull(settings, RepoRef.parse("Org/Small"))
     assert result.commit == rep.commit, "the commit recorded by local_dir is kept"
     assert result.downloaded_bytes == 0 and file_bytes(mirror, small_repo) == before
+
+
+@pytest.mark.parametrize("layout", ["models/Org--Small/snapshots/master", "hub/Org/Small"])
+def test_adopt_modelscope_cache_matches_a_modelscope_pull(
+        layout: str, tmp_path: Path, qwen_home: Path, small_repo: GeneratedRepo, repos_root: Path,
+        hash_cache: HashCache) -> None:
+    ms_cache = tmp_path / "modelscope-cache"
+    shutil.copytree(small_repo.path, ms_cache / layout)
+    store = Store(qwen_home / "hub", qwen_home / "qwenhome")
+    [found] = discover([ms_cache])
+    assert (str(found.ref), found.kind) == ("Org/Small", "modelscope")
+    rep = adopt(store, found)
+    assert rep.ok and rep.linked == len(small_repo.files)
+    with ModelScopeServer(repos_root, hashes=hash_cache) as ms:
+        settings = load_settings({"HOME": str(tmp_path)}, home=str(qwen_home), sources=[f"modelscope:{ms.url}"])
+        result = pull(settings, RepoRef.parse("Org/Small"))
+        assert result.commit == rep.commit, "same content, same snapshot id as a ModelScope pull"
+        assert result.downloaded_bytes == 0 and ms.bytes_sent() == 0
 
 
 def test_corrupt_blob_in_the_other_cache_is_refused(hf_cache: Path, qwen_home: Path,

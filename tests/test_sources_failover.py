@@ -14,7 +14,7 @@ from qwenhome.config import Settings, Source, load_settings
 from qwenhome.mirror import BodyInterrupted, BodySlice, FolderBackend, HashCache, RequestInfo
 from qwenhome.progress import ProgressEvent
 from qwenhome.pull import pull
-from qwenhome.sources import NetState, ProbeResult, rank
+from qwenhome.sources import HEALTH_TTL, NetState, ProbeResult, rank
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
@@ -198,3 +198,15 @@ def test_rank_prefers_reachable_healthy_quick_sources_then_configured_order() ->
     results = [ProbeResult(a, False, "connection-refused"), ProbeResult(b, True, "ok", 400.0),
                ProbeResult(c, True, "ok", 20.0), ProbeResult(d, True, "ok", 30.0)]
     assert [s.name for s in rank([a, b, c, d], results)] == ["c", "d", "b", "a"]
+
+
+def test_health_failures_reset_on_success_and_fade_with_time(qwen_home: Path) -> None:
+    settings = settings_with(qwen_home, "http://a.test", "http://b.test")
+    a = settings.sources[0]
+    state = NetState.load(settings)
+    state.record(a, False, now=1000.0)
+    state.record(a, False, now=1001.0)
+    assert state.failures(a, now=1002.0) == 2
+    assert state.failures(a, now=1001.0 + HEALTH_TTL + 1) == 0, "an old failure no longer ranks it last"
+    state.record(a, True, now=1003.0)
+    assert state.failures(a, now=1004.0) == 0

@@ -37,6 +37,7 @@ NETSTATE_FILE = "netstate.json"
 OFFLINE_TTL = 60.0  # seconds an unreachable verdict is trusted
 ONLINE_TTL = 15.0  # seconds a reachable verdict is trusted
 PATIENT_FACTOR = 5.0
+HEALTH_TTL = 600.0  # failures older than this no longer push a source back
 # A reachable source this much slower than the best one goes after the quick ones.
 SLOW_FACTOR = 3.0
 SLOW_MARGIN_MS = 50.0
@@ -298,10 +299,15 @@ class NetState:
         return ProbeResult(source, ok, str(p.get("code", "")), float(lat) if isinstance(lat, int | float) else None,
                            str(p.get("stage", "")), str(p.get("message", "")), at, True, self.failures(source))
 
-    def failures(self, source: Source) -> int:
+    def failures(self, source: Source, now: float | None = None) -> int:
+        """Consecutive failures, forgotten after ``HEALTH_TTL`` so a source
+        ranked last for a past failure gets its chance again."""
         h = self.health.get(source.url)
         try:
-            return int(h.get("failures", 0)) if isinstance(h, dict) else 0
+            if not isinstance(h, dict):
+                return 0
+            age = (time.time() if now is None else now) - float(h.get("at", 0.0))
+            return int(h.get("failures", 0)) if age <= HEALTH_TTL else 0
         except (TypeError, ValueError):
             return 0
 
@@ -316,7 +322,8 @@ class NetState:
         transport failure (``unreachable``) also marks the source unreachable,
         so the next command does not wait for it."""
         h = self.health.setdefault(source.url, {"failures": 0})
-        h["failures"] = 0 if ok else self.failures(source) + 1
+        h["failures"] = 0 if ok else self.failures(source, now) + 1
+        h["at"] = time.time() if now is None else now
         if not ok and unreachable:
             self.probes[source.url] = {"ok": False, "code": code or "unreachable", "latency_ms": None,
                                        "stage": "request", "message": "a request failed",

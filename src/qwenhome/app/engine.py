@@ -23,6 +23,7 @@ class SamplingParams:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # vLLM's extension: always generate max_tokens (benchmarks)
 
 
 @dataclass

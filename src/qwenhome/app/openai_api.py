@@ -65,6 +65,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=1)
+    ignore_eos: bool = False  # a vLLM extension, kept so benchmarks run alike on both engines
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -124,6 +125,7 @@ async def _local_params(engine: LocalEngine, req: ChatRequest, messages: list[Me
         top_p=req.top_p,
         seed=req.seed,
         stop=req.stops(),
+        ignore_eos=req.ignore_eos,
     )
 
 

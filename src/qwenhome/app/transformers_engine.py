@@ -153,6 +153,8 @@ class TransformersEngine:
 
         streamer = _PieceStreamer(self.tokenizer, on_text)
         kwargs: dict[str, Any] = {"max_new_tokens": max_new}
+        if params.ignore_eos:
+            kwargs["min_new_tokens"] = max_new
         if params.temperature is not None and params.temperature <= 0.0:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:

@@ -13,6 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+# The images extra (diffusers, Pillow) is optional; without it these tests say so.
+pytest.importorskip("diffusers")
+pytest.importorskip("PIL")
+
 from images_support.server import image_server
 from qwenhome.config import load_settings
 from qwenhome.images.demo import ensure_demo_image_model

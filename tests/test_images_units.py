@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from qwenhome.images.errors import ImageSizeError, InvalidImageError, JobNotFoundError
 from qwenhome.images.policy import Footprint, GiB, Hardware, decide_policy, model_footprint
@@ -23,6 +22,8 @@ QWEN_IMAGE = Footprint({"transformer": 20_430_000_000, "text_encoder": 8_290_000
 
 
 def _png(size: tuple[int, int] = (40, 24), mode: str = "RGB", color: object = (200, 30, 30)) -> bytes:
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.new(mode, size, color).save(buf, format="PNG")  # type: ignore[arg-type]
     return buf.getvalue()
@@ -105,6 +106,7 @@ def test_footprint_counts_parameters_from_safetensors_headers(tmp_path: Path) ->
 
 
 def test_upload_must_be_a_real_image() -> None:
+    Image = pytest.importorskip("PIL.Image")
     for bad in (b"", b"not an image at all", _png()[:60]):
         with pytest.raises(InvalidImageError) as info:
             read_upload(bad, "image")
@@ -115,6 +117,7 @@ def test_upload_must_be_a_real_image() -> None:
 
 
 def test_mask_with_transparency_follows_openai_transparent_means_repaint() -> None:
+    Image = pytest.importorskip("PIL.Image")
     img = Image.new("RGBA", (8, 8), (0, 0, 0, 255))
     img.putpixel((1, 1), (0, 0, 0, 0))
     buf = io.BytesIO()
@@ -126,6 +129,7 @@ def test_mask_with_transparency_follows_openai_transparent_means_repaint() -> No
 
 
 def test_result_store_serves_only_its_own_names(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
     store = ResultStore(tmp_path / "images")
     job = "ab" * 16
     names = store.save(job, [_png(), _png()], {"prompt": "p", "finished": 1.0}, {"input.png": _png()})

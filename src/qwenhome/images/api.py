@@ -11,8 +11,8 @@
     GET  /api/jobs/{id}/events      server-sent events: queued, started, step…, image, terminal
     POST /api/jobs/{id}/cancel      cancel (also DELETE /api/jobs/{id})
 
-Errors answer ``{"error": {"code", "message", "hint"}}`` with the status from
-:func:`qwenhome.images.errors.http_status`. Nothing here blocks the event loop:
+Errors answer like the rest of the app, ``{"error": {"code", "message", "hint",
+"type"}}``, with the status from :func:`qwenhome.images.errors.http_status`. Nothing here blocks the event loop:
 generation runs on the service's worker thread and waiting is ``await``.
 """
 
@@ -30,6 +30,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from ..app.errors import error_body
 from ..errors import QwenhomeError
 from .errors import http_status
 from .jobs import SUCCEEDED, Job
@@ -62,15 +63,18 @@ class _ErrorRoute(APIRoute):
             try:
                 return await handler(request)
             except QwenhomeError as exc:
-                return JSONResponse({"error": exc.to_dict()}, status_code=http_status(exc))
+                status = http_status(exc)
+                return JSONResponse(error_body(exc, status), status_code=status)
 
         return route
 
 
 def _openai_result(request: Request, job: Job, service: ImageService, response_format: str) -> Response:
     if job.state != SUCCEEDED:
-        error = job.error or {"code": f"job-{job.state}", "message": f"the image job was {job.state}"}
-        return JSONResponse({"error": error}, status_code=500 if job.state == "failed" else 409,
+        error = dict(job.error or {"code": f"job-{job.state}", "message": f"the image job was {job.state}"})
+        failed = job.state == "failed"
+        error.setdefault("type", "server_error" if failed else "invalid_request_error")
+        return JSONResponse({"error": error}, status_code=500 if failed else 409,
                             headers={"X-Qwenhome-Job": job.id})
     data: list[dict[str, Any]] = []
     base = str(request.base_url).rstrip("/")

@@ -1,0 +1,92 @@
+"""Small pure parts of the app: stop sequences on streamed text, error
+statuses, exit descriptions, the model-state rule, the engine choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwenhome.app.errors import ApiError, error_body, status_for
+from qwenhome.app.launch import choose_engine, local_url
+from qwenhome.app.models_api import _model_state
+from qwenhome.app.stops import StopMatcher
+from qwenhome.app.supervisor import describe_exit, last_meaningful_line
+from qwenhome.errors import (
+    DiskFullError,
+    NetworkError,
+    NotCachedError,
+    OfflineError,
+    QwenhomeError,
+    RepoNotFoundError,
+    UsageError,
+)
+
+
+def feed_all(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
+    m = StopMatcher(stops)
+    out = "".join(m.feed(p) for p in pieces)
+    return out + m.flush(), m.stopped
+
+
+@pytest.mark.parametrize(
+    ("stops", "pieces", "expected", "stopped"),
+    [
+        ([], ["a", "b"], "ab", False),
+        (["END"], ["hello E", "N", "D more"], "hello ", True),
+        (["END"], ["hello E", "N", "o"], "hello ENo", False),  # a near miss is released
+        (["\n\n", "###"], ["one\n", "\ntwo"], "one", True),
+        (["ab"], ["xa", "a", "b"], "xa", True),
+        (["stop"], ["st"], "st", False),  # held back, then flushed at the end
+    ],
+)
+def test_stop_matcher_never_emits_part_of_a_stop_sequence(
+    stops: list[str], pieces: list[str], expected: str, stopped: bool
+) -> None:
+    assert feed_all(stops, pieces) == (expected, stopped)
+
+
+def test_stop_matcher_holds_back_only_a_possible_prefix() -> None:
+    m = StopMatcher(["END"])
+    assert m.feed("abcE") == "abc"
+    assert m.feed("x") == "Ex"
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (UsageError("bad", code="invalid-repo-id"), 400),
+        (NotCachedError("missing"), 404),
+        (RepoNotFoundError("nope"), 404),
+        (OfflineError("offline"), 503),
+        (NetworkError("down"), 502),
+        (DiskFullError("full"), 507),
+        (ApiError(409, "busy", code="model-in-use"), 409),
+        (QwenhomeError("other"), 500),
+    ],
+)
+def test_errors_map_to_http_statuses_and_keep_the_cli_code(exc: QwenhomeError, status: int) -> None:
+    assert status_for(exc) == status
+    body = error_body(exc)["error"]
+    assert body["code"] == exc.code and body["message"] == exc.message
+    expected_type = {404: "not_found_error", 500: "server_error", 502: "server_error", 503: "server_error",
+                     507: "server_error"}.get(status, "invalid_request_error")
+    assert body["type"] == expected_type
+
+
+def test_exit_descriptions_name_the_signal() -> None:
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(3) == "exited with code 3"
+    assert last_meaningful_line(["real error", "Loading: 100%|###| 26/26", "  "]) == "real error"
+
+
+def test_model_state_rule() -> None:
+    assert _model_state({"revisions": [{"complete": True}]}, pulling=False) == "complete"
+    assert _model_state({"revisions": [{"complete": False}]}, pulling=False) == "incomplete"
+    assert _model_state({"revisions": [{"complete": None}]}, pulling=False) == "unverified"
+    assert _model_state({"revisions": [{"complete": True}]}, pulling=True) == "pulling"
+
+
+def test_explicit_engine_is_kept_and_auto_without_vllm_is_transformers() -> None:
+    assert choose_engine("vllm", {}) == "vllm"
+    assert choose_engine("auto", {"PATH": "/nonexistent"}) == "transformers"
+    assert local_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert local_url("::", 8000) == "http://[::1]:8000"

@@ -3,6 +3,7 @@ each run sha256-verified, and a JSON report with the goals."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -59,3 +60,18 @@ def test_transfer_bench_resume_counts_server_bytes_over_both_runs(tmp_path: Path
     assert extra["killed_at_fraction"] is not None and 0.5 <= extra["killed_at_fraction"] < 1
     assert extra["bytes_sent_total"] >= 4_000_000
     assert extra["bytes_sent_over_size"] == round(extra["bytes_sent_total"] / 4_000_000, 4)
+
+
+def test_bench_verification_names_wrong_short_and_missing_files(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _common import verify_files
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    good = hashlib.sha256(b"abc").hexdigest()
+    (tmp_path / "ok.bin").write_bytes(b"abc")
+    (tmp_path / "bad.bin").write_bytes(b"abd")
+    (tmp_path / "short.bin").write_bytes(b"ab")
+    problems = verify_files(tmp_path, {"ok.bin": (3, good), "bad.bin": (3, good),
+                                       "short.bin": (3, good), "gone.bin": (3, good)})
+    assert problems == ["bad.bin: sha256 mismatch", "short.bin: size 2 != 3", "gone.bin: missing"]

@@ -90,3 +90,45 @@ def test_explicit_engine_is_kept_and_auto_without_vllm_is_transformers() -> None
     assert choose_engine("auto", {"PATH": "/nonexistent"}) == "transformers"
     assert local_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
     assert local_url("::", 8000) == "http://[::1]:8000"
+
+
+def test_a_child_that_keeps_crashing_is_restarted_with_backoff_then_given_up() -> None:
+    import sys
+    import time
+
+    from qwenhome.app.supervisor import Child, RestartPolicy
+
+    said: list[str] = []
+    child = Child("engine", [sys.executable, "-c", "import sys; print('out of memory', file=sys.stderr); sys.exit(1)"],
+                  {}, RestartPolicy(max_restarts=2, backoff=(0.05, 0.1)), said.append)
+    child.stderr_sink = open("/dev/null", "w")  # noqa: SIM115  (closed with the test process)
+    child.start()
+    deadline = time.monotonic() + 30
+    fatal = None
+    while fatal is None:
+        assert time.monotonic() < deadline, said
+        fatal = child.check(time.monotonic())
+        time.sleep(0.02)
+    assert fatal == "engine exited with code 1: out of memory; gave up after 2 restarts"
+    assert said == [
+        "engine exited with code 1: out of memory; restarting in 0.05 s",
+        "restarting engine (restart 1 of 2)",
+        "engine exited with code 1: out of memory; restarting in 0.1 s",
+        "restarting engine (restart 2 of 2)",
+    ]
+
+
+def test_a_child_failing_with_a_fatal_code_is_not_restarted() -> None:
+    import sys
+    import time
+
+    from qwenhome.app.supervisor import Child, RestartPolicy
+
+    said: list[str] = []
+    child = Child("server", [sys.executable, "-c", "import sys; print('error[engine-load-failed]: bad weights', file=sys.stderr); sys.exit(3)"],
+                  {}, RestartPolicy(), said.append)
+    child.stderr_sink = open("/dev/null", "w")  # noqa: SIM115
+    child.start()
+    child.proc.wait(30)  # type: ignore[union-attr]
+    assert child.check(time.monotonic()) == "server exited with code 3: error[engine-load-failed]: bad weights"
+    assert said == []

@@ -198,3 +198,22 @@ def test_launch_refuses_a_busy_port_before_doing_anything(demo_home: Path) -> No
             run_launch(load_settings({}, home=str(demo_home)), demo=True, port=port, out=Tee())
     assert info.value.code == "port-in-use"
     assert "--port" in info.value.hint
+
+
+def test_an_engine_that_cannot_load_stops_the_launch_with_the_reason(demo_home: Path) -> None:
+    from qwenhome.demo import ensure_demo_model
+    from qwenhome.errors import QwenhomeError
+
+    settings = load_settings({}, home=str(demo_home))
+    snap = ensure_demo_model(settings)
+    blob = (snap / "config.json").resolve()
+    blob.chmod(0o644)
+    blob.write_text("{ this is not json")
+    out = Tee()
+    t0 = time.monotonic()
+    with pytest.raises(QwenhomeError) as info:
+        run_launch(settings, demo=True, engine="transformers", port=free_port(), base_env=dict(os.environ), out=out)
+    assert info.value.code in ("engine-load-failed", "server-start-failed")
+    assert "engine-load-failed" in info.value.message or info.value.code == "engine-load-failed"
+    assert "restarting" not in out.text()  # the same snapshot would fail the same way
+    assert time.monotonic() - t0 < 120

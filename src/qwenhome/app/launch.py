@@ -79,6 +79,24 @@ def local_url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
+def ensure_demo_images(settings: Settings, say: Callable[[str], None]) -> None:
+    """The demo's tiny image model, in the home like the chat model, when the
+    images extra is installed; the server then mounts the image panel."""
+    from ..images.app import available
+    from ..termui import ProgressView
+
+    if not available():
+        say("images: not installed (pip install 'qwenhome[images]' adds the image panel)")
+        return
+    from ..images.demo import ensure_demo_image_model
+
+    view = ProgressView()
+    try:
+        ensure_demo_image_model(settings, on_event=view, say=say)
+    finally:
+        view.close()
+
+
 def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callable[[str], None]) -> tuple[RepoRef, Path]:
     """The model's snapshot in the home: used as is when present, else pulled."""
     from ..errors import NotCachedError
@@ -94,6 +112,7 @@ def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callab
             snap = ensure_demo_model(settings, on_event=view, say=say)
         finally:
             view.close()
+        ensure_demo_images(settings, say)
         return RepoRef.parse(DEMO_REPO), snap
     ref = RepoRef.parse(model or DEFAULT_MODEL)
     store = Store(settings.hub_cache, settings.state_dir)
@@ -105,8 +124,12 @@ def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callab
 
     say(f"{ref} is not in the home ({settings.hub_cache}); pulling it once")
     view = ProgressView()
+    cancel = threading.Event()
     try:
-        result = pull(settings, ref, on_event=view)
+        result = pull(settings, ref, on_event=view, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()  # transfer threads stop; what is on disk resumes next time
+        raise
     finally:
         view.close()
     return ref, result.snapshot

@@ -80,7 +80,7 @@ def curl(endpoint: str, repo_id: str, files: Sequence[str], run_dir: Path) -> In
     config = run_dir / "curl.cfg"
     config.write_text("".join(f'url = "{_url(endpoint, repo_id, rel)}"\noutput = "{out / rel}"\n'
                               for rel in files))
-    argv = ["curl", "--silent", "--show-error", "--fail", "--create-dirs", "--noproxy", "*",
+    argv = ["curl", "--silent", "--show-error", "--fail", "--location", "--create-dirs", "--noproxy", "*",
             "-K", str(config)]
     return Invocation(argv, clean_env({"HOME": str(run_dir / "user")}), lambda: out)
 

@@ -139,7 +139,7 @@ class ServerProcess:
     """
 
     def __init__(self, root: Path, *, bandwidth: float | None, latency: float | None,
-                 hashes: Path | None = None) -> None:
+                 hashes: Path | None = None, redirect_lfs: bool = False) -> None:
         argv = [sys.executable, str(BENCH / "_server.py"), "--root", str(root)]
         if hashes is not None:
             argv += ["--hashes", str(hashes)]
@@ -147,6 +147,8 @@ class ServerProcess:
             argv += ["--bandwidth", str(bandwidth)]
         if latency:
             argv += ["--latency", str(latency)]
+        if redirect_lfs:
+            argv.append("--redirect-lfs")
         self.proc = subprocess.Popen(argv, env=clean_env(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         first = self._readline(timeout=60)

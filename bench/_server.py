@@ -63,6 +63,8 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=None, help="seconds before each response")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--hashes", type=Path, default=None, help="hash cache file kept across runs")
+    ap.add_argument("--redirect-lfs", action="store_true",
+                    help="answer resolve for LFS files with a 302 to a signed /cdn/ URL, as the Hub does")
     args = ap.parse_args()
 
     faults = Faults()
@@ -74,7 +76,8 @@ def main() -> int:
     backend = FolderBackend(args.root, hashes=hashes, ttl=3600)  # the files never change
     warm(backend)
     hashes.save()
-    server = MirrorServer(backend, port=args.port, hooks=faults).start()
+    server = MirrorServer(backend, port=args.port, hooks=faults, redirect_lfs=args.redirect_lfs,
+                          cdn_host="127.0.0.1").start()
     print(json.dumps({"url": server.url}), flush=True)
     since, cpu0 = time.monotonic(), _cpu()
     try:

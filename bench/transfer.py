@@ -367,6 +367,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--endpoint", default=None,
                     help="benchmark against this Hub-compatible server instead of starting ours "
                          "(the repositories must be there: see --generate-only)")
+    ap.add_argument("--cdn-redirect", action="store_true",
+                    help="the server answers resolve for LFS files with a 302 to a CDN URL, as the Hub does")
     ap.add_argument("--repo-prefix", default="Bench", help="organisation of the generated repositories")
     ap.add_argument("--generate-only", type=Path, default=None, metavar="DIR",
                     help="write the scenarios' repositories as plain folders under DIR and exit")
@@ -474,8 +476,8 @@ def run_one(sc: Scenario, work: Path, args: argparse.Namespace) -> list[ToolResu
         if sc.name == "resume":
             return run_resume(sc, args.endpoint, None, expected, args)
         return run_scenario(sc, tools, args.endpoint, None, expected, args)
-    with ServerProcess(repos, bandwidth=sc.bandwidth, latency=sc.latency,
-                       hashes=work / "hashes.json") as server:
+    with ServerProcess(repos, bandwidth=sc.bandwidth, latency=sc.latency, hashes=work / "hashes.json",
+                       redirect_lfs=args.cdn_redirect) as server:
         if sc.name == "resume":
             return run_resume(sc, server.url, server, expected, args)
         return run_scenario(sc, tools, None, server, expected, args)

@@ -209,3 +209,25 @@ def test_upstream_token_never_reaches_clients_and_client_token_never_goes_upstre
             assert request(mirror.url, path="/api/models/Org/Small/revision/main").status == 401
             assert not any(up_token in text for text in seen)
             assert log.auth and set(log.auth) == {f"Bearer {up_token}"}
+
+
+def test_two_mirror_processes_on_one_home_share_one_upstream_transfer(
+        qwen_home: Path, upstream: Mirror, small_repo: GeneratedRepo) -> None:
+    """Two pull-through servers on one home (as two processes would be): the
+    store's per-blob lock makes the second wait for the first's transfer, and
+    its client is streamed from the first's partial file meanwhile."""
+    upstream.faults.bandwidth(1.5e6)
+    settings = pull_through_settings(qwen_home, upstream.url)
+    one, _ = start_pull_through(settings)
+    two, _ = start_pull_through(settings)
+    with one, two:
+        path = f"/Org/Small/resolve/main/{WEIGHTS}"
+        first = _Timed(one.url, path).start()
+        time.sleep(0.5)
+        second = _Timed(two.url, path).start()
+        first.join(), second.join()
+        expected = small_repo.files[WEIGHTS]
+        for client in (first, second):
+            assert client.error is None and hashlib.sha256(client.body).hexdigest() == expected.sha256
+        assert second.first_byte < first.done  # followed the other server's transfer
+        assert upstream.faults.bytes_sent(WEIGHTS) == expected.size

@@ -429,9 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out_dir = default_out_dir(work, max(sc.repo.total for sc in chosen))
         own.append(args.out_dir)
     print(f"tools write under {args.out_dir}", flush=True)
+    state = source_state()
+    if state["uncommitted"]:
+        print(f"measuring src/ at {state['commit'][:10]} plus uncommitted: {', '.join(state['uncommitted'])}")
     started = time.strftime("%Y%m%d-%H%M%S")
     doc: dict[str, Any] = {"started": started, "argv": sys.argv[1:], "cpus": os.cpu_count(),
-                           "out_dir": str(args.out_dir), "versions": versions(),
+                           "out_dir": str(args.out_dir), "versions": versions(), "source": source_state(),
                            "endpoint": args.endpoint, "scenarios": {}}
     report: dict[str, list[ToolResult]] = {}
     try:
@@ -449,6 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(doc, indent=1))
     print(f"\nwrote {out}")
     return 0
+
+
+def source_state() -> dict[str, Any]:
+    """The commit the measured qwenhome came from, and its uncommitted files under src/."""
+    def git(*argv: str) -> str:
+        run = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
+        return run.stdout if run.returncode == 0 else ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted": dirty}
 
 
 def scenario_doc(sc: Scenario, results: list[ToolResult]) -> dict[str, Any]:

@@ -86,11 +86,12 @@ class FileJob:
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 16
+    initial_connections: int = 32
     max_connections: int = 64
     chunk_min: int = 4 * MiB
     chunk_max: int = 32 * MiB
     buffer_size: int = 1 * MiB
+    hash_slice: int = 32 * MiB  # per turn of the hasher, so small files never queue behind a big one
     steal_min: int = 2 * MiB
     stall_timeout: float = 15.0
     max_retries: int = 8
@@ -491,16 +492,12 @@ class TransferEngine:
         f = r.file
         fd = f.fd
         bufsize = len(mv)
-        while True:
-            with self._cv:
-                if self._fatal is not None or r.gen != f.gen or f.state != "active":
-                    return
-                end = r.end
-                pos = r.cur
-            if pos >= end:
-                return
-            want = min(bufsize, end - pos)
-            n = resp.readinto(mv[:want])
+        with self._cv:
+            gen, pos, end = r.gen, r.cur, r.end
+        # One lock round per buffer: record what was written and learn whether
+        # the range was split or cancelled meanwhile.
+        while gen == f.gen and pos < end and self._fatal is None and f.state == "active":
+            n = resp.readinto(mv[: min(bufsize, end - pos)])
             if n <= 0:
                 raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
             written = 0
@@ -516,7 +513,8 @@ class TransferEngine:
                 if r.gen != f.gen:
                     return
                 f.done.add(pos, pos + n)
-                r.cur = pos + n
+                pos = r.cur = pos + n
+                end = r.end
                 f.failures = 0
                 self._dirty.add(f)
                 self._to_hash[f] = None
@@ -589,8 +587,14 @@ class TransferEngine:
                     self._cv.notify_all()
                     return
                 self._to_hash.clear()
+            # Small slices, smallest remainder first: a tiny file is never
+            # stuck behind hashing a large prefix; unfinished spans come back.
+            work.sort(key=lambda w: w[2] - w[1].hashed)
             for f, verifier, stop, gen in work:
-                self._hash_span(f, verifier, stop, gen, mv)
+                self._hash_span(f, verifier, min(stop, verifier.hashed + self.cfg.hash_slice), gen, mv)
+                if min(stop, f.job.size) > verifier.hashed and f.gen == gen:
+                    with self._cv:
+                        self._to_hash[f] = None
 
     def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int, mv: memoryview) -> None:
         pos = verifier.hashed

@@ -133,15 +133,21 @@ def emit_json(doc: Any) -> None:
 
 # -- commands --------------------------------------------------------------------
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    refs = [RepoRef.parse(r) for r in args.repos]
+    decide_network = None
+    if not settings.offline_forced:
+        from .sources import EarlyDecision
+
+        decide_network = EarlyDecision(settings)  # the probe runs while the rest loads
     from .pull import pull
     from .termui import JsonLines, ProgressView, human_size
 
-    refs = [RepoRef.parse(r) for r in args.repos]
     view: JsonLines | ProgressView = JsonLines() if args.json else ProgressView()
     cancel = threading.Event()
     try:
         for ref in refs:
-            result = pull(settings, ref, include=args.include, exclude=args.exclude, on_event=view, cancel=cancel)
+            result = pull(settings, ref, include=args.include, exclude=args.exclude, on_event=view, cancel=cancel,
+                          decide_network=decide_network)
             if args.json:  # JSON lines: progress events, then one result line
                 sys.stdout.write(json.dumps({"event": "result", **result.to_dict()}) + "\n")
             else:

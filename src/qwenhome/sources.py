@@ -385,6 +385,35 @@ def decide(
     return NetworkDecision(any(r.ok for r in results), results)
 
 
+class EarlyDecision:
+    """Start the (short) decision now, in the background, and hand it to a
+    pull later: a command overlaps the probe with its own start-up. Called as
+    ``decide_network(settings, patient)``; a patient caller whose early verdict
+    is offline only by time-outs gets a patient decision of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._result: NetworkDecision | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(settings,), daemon=True, name="qh-decide")
+        self._thread.start()
+
+    def _run(self, settings: Settings) -> None:
+        try:
+            self._result = decide(settings)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def __call__(self, settings: Settings, patient: bool) -> NetworkDecision:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        early = self._result
+        assert early is not None
+        if patient and not early.online and any(r.code.endswith("-timeout") for r in early.results):
+            return decide(settings, patient=True)
+        return early
+
+
 def rank(sources: Sequence[Source], results: Sequence[ProbeResult] = (), state: NetState | None = None) -> list[Source]:
     """Order sources for use: reachable before unreachable, fewer consecutive
     failures first, a much slower source after the quick ones; otherwise the

@@ -165,11 +165,24 @@ class PullThroughBackend:
     def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
         ref = repo_ref(repo_type, repo_id)
         check_revision(revision)
-        if is_commit(revision) and self.store.load_manifest(ref, revision) is not None \
-                and self.store.snapshot_dir(ref, revision).is_dir():
-            return self.local.snapshot(repo_type, repo_id, revision)  # complete listing, no network
-        cache = self._commits if is_commit(revision) else self._branches
-        return cache.get_or_compute((repo_type, repo_id, revision), lambda: self._load(ref, revision))
+        key = (repo_type, repo_id, revision)
+        if not is_commit(revision):
+            return self._branches.get_or_compute(key, lambda: self._load(ref, revision))
+        # A commit never changes: the listing this process knows, else a complete
+        # local snapshot (no network), else upstream.
+        listing = self._manifests.get(key)
+        if listing is not None:
+            return self._commits.get_or_compute(key, lambda: self._build(ref, listing))
+        return self._commits.get_or_compute(key, lambda: self._load_commit(ref, revision))
+
+    def _load_commit(self, ref: RepoRef, commit: str) -> Snapshot:
+        with self._lock:
+            # While files are pulled the store lists a subset (see _save_listing).
+            busy = bool(self._active.get((ref.repo_type, ref.repo_id, commit)))
+        if not busy and self.store.load_manifest(ref, commit) is not None \
+                and self.store.snapshot_dir(ref, commit).is_dir() and not self.store.missing_files(ref, commit):
+            return self.local.snapshot(ref.repo_type, ref.repo_id, commit)
+        return self._load(ref, commit)
 
     # -- metadata -------------------------------------------------------------------
     def _load(self, ref: RepoRef, revision: str) -> Snapshot:

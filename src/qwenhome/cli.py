@@ -264,11 +264,12 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     rows = [s.public() for s in settings.sources]
     probes: dict[str, Any] = {}
     if args.probe:
-        from .sources import probe_sources
+        from .sources import NetState, probe_sources, rank
 
-        probes = {p.source.name: p.to_dict() for p in probe_sources(settings)}
-        rows.sort(key=lambda r: (not probes.get(str(r["name"]), {}).get("ok", False),
-                                 probes.get(str(r["name"]), {}).get("latency_ms") or 1e9))
+        results = probe_sources(settings)
+        probes = {p.source.name: p.to_dict() for p in results}
+        order = [s.name for s in rank(settings.sources, results, NetState.load(settings))]
+        rows.sort(key=lambda r: order.index(str(r["name"])))  # the order a pull uses them in
     if args.json:
         emit_json({"sources": [{**r, **({"probe": probes[str(r["name"])]} if str(r["name"]) in probes else {})} for r in rows]})
         return EXIT_OK

@@ -65,12 +65,14 @@ PullFn = Callable[..., object]
 class Flight:
     """One upstream transfer of one blob, followed by any number of clients."""
 
-    def __init__(self, ref: RepoRef, commit: str, entry: FileEntry, partial: Path, blob: Path) -> None:
+    def __init__(self, ref: RepoRef, commit: str, entry: FileEntry, partial: Path, blob: Path,
+                 root: Path) -> None:
         self.ref = ref
         self.commit = commit
         self.entry = entry
         self.partial = partial
         self.blob = blob
+        self.root = str(root)
         self.state = "running"  # running | done | failed
         self.error: QwenhomeError | None = None
         self._cond = threading.Condition()
@@ -90,6 +92,12 @@ class Flight:
         with self._cond:
             if self.state == "running":
                 self._cond.wait(timeout)
+
+    def blob_real(self) -> str | None:
+        """The blob's real path once it is in the store, and only if that is inside
+        the store (a link planted in ``blobs/`` must not lead a client elsewhere)."""
+        real = os.path.realpath(self.blob)
+        return real if inside(real, self.root) and _blob_present(Path(real), self.entry.size) else None
 
     def written_until(self, pos: int) -> int:
         """End of the written run of bytes starting at ``pos`` (``pos`` if none),
@@ -270,7 +278,7 @@ class PullThroughBackend:
             if flight is not None:
                 return flight
             flight = Flight(ref, snap.commit, entry, self.store.partial_path(entry.etag),
-                            self.store.blob_path(ref, entry.etag))
+                            self.store.blob_path(ref, entry.etag), self.root)
             self._flights[entry.etag] = flight
             self.upstream_transfers += 1
         threading.Thread(target=self._run, args=(flight,), name=f"qh-pull-through-{entry.etag[:12]}",
@@ -306,7 +314,7 @@ class PullThroughBackend:
                     self._update_refs()
         # The blob is what counts: a pull also fails when other files of the
         # snapshot, pulled by other flights, are not there yet.
-        if _blob_present(flight.blob, flight.entry.size):
+        if flight.blob_real() is not None:
             error = None
         elif error is None:
             error = RemoteError(f"{flight.entry.path}: not in the store after the pull", code="pull-through-failed")
@@ -414,13 +422,14 @@ def stream(sock: socket.socket, flight: Flight, offset: int, length: int, *, pol
         while True:
             if flight.state == "failed":
                 raise BodyInterrupted(sent, "upstream transfer failed")
-            if flight.state == "done" or _blob_present(flight.blob, flight.entry.size):
+            if flight.state == "done" or flight.blob_real() is not None:
                 return sent + _finish_from_blob(flight, check, pos, end, send_from, sock, mv, sent)
             stop = min(end - 1, flight.written_until(pos))  # the last byte waits for verification
             if stop > pos:
                 if part_fd < 0:
                     try:
-                        part_fd = os.open(flight.partial, os.O_RDONLY)
+                        # The engine never links partials: a link there is planted.
+                        part_fd = os.open(flight.partial, os.O_RDONLY | os.O_NOFOLLOW)
                     except FileNotFoundError:
                         flight.wait(poll)  # renamed into the store just now
                         continue
@@ -445,8 +454,11 @@ def _finish_from_blob(flight: Flight, check: _SentCheck, pos: int, end: int,
     """Send the rest from the verified blob, proving first (ranges) or before the
     last byte (whole files) that the client got exactly the blob's bytes;
     returns the bytes sent here."""
+    real = flight.blob_real()
     try:
-        fd = os.open(flight.blob, os.O_RDONLY)
+        if real is None:
+            raise FileNotFoundError(f"{flight.blob} is not a blob inside the store")
+        fd = os.open(real, os.O_RDONLY)
     except OSError as exc:
         raise BodyInterrupted(sent, f"blob vanished: {exc.strerror or exc}") from exc
     try:

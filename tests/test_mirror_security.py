@@ -19,7 +19,7 @@ import pytest
 
 from qwenhome.errors import QwenhomeError
 from qwenhome.mirror import Backend, BadTarget, FolderBackend, StoreBackend, resolve_target
-from tests.support.mirror import start_mirror
+from tests.support.mirror import pull_through_settings, start_mirror, start_pull_through
 
 SECRET = b"TOP-SECRET-5f1c0e"
 COMMIT = "c" * 40
@@ -175,3 +175,31 @@ def test_fuzzed_targets_over_http_never_leak(planted: tuple[Path, Path], kind: s
         assert len(expected) >= 2  # the legitimate files were served
         legit = "/Org/Victim/resolve/main/ok.txt" if kind == "folder" else "/Org/S/resolve/main/ok.txt"
         assert raw_get(m.server.port, legit) == (200, b"fine")
+
+
+def test_pull_through_never_serves_outside_the_store_even_for_a_lying_upstream(
+        planted: tuple[Path, Path], tmp_path: Path) -> None:
+    """The planted store behind a pull-through mirror whose upstream (the planted
+    repos) also lies: it lists a file whose blob name is the store's trap link."""
+    repos, hub = planted
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "hub").symlink_to(hub)
+    with start_mirror(FolderBackend(repos)) as upstream:
+        upstream.faults.forge_repo("Org/Liar", [{"path": "big.bin", "size": len(SECRET), "sha256": "2" * 64}],
+                                   bodies={"big.bin": b"x" * len(SECRET)})
+        (hub / "models--Org--Liar" / "blobs").mkdir(parents=True)
+        (hub / "models--Org--Liar" / "blobs" / ("2" * 64)).symlink_to(hub.parent / "outside" / "secret.txt")
+        mirror, _ = start_pull_through(pull_through_settings(home, upstream.url))
+        with mirror:
+            sample = [
+                *random.Random(12).sample(corpus(12_000), 200),
+                "/Org/Liar/resolve/main/big.bin", "/Org/S/resolve/main/big.bin", "/Org/S/resolve/main/leak.txt",
+                "/Org/Victim/resolve/main/leak.txt", "/Org/Victim/resolve/main/%2e%2e/%2e%2e/outside/secret.txt",
+                "/Org/Escape/resolve/main/secret.txt", "/Org/Victim/resolve/main/ok.txt",
+            ]
+            for target in sample:
+                _status, body = raw_get(mirror.server.port, target)
+                assert SECRET not in body and b"root:x:0:0" not in body, target
+            # Files the upstream really has are pulled through and served.
+            assert raw_get(mirror.server.port, "/Org/Victim/resolve/main/ok.txt") == (200, b"fine")

@@ -107,6 +107,7 @@ def test_health_answers_while_a_generation_runs(server: SharedServer) -> None:
         "max_tokens": 400,
         "temperature": 1.0,
         "seed": 1,
+        "ignore_eos": True,  # long enough to be caught running
     }
     done = threading.Event()
 
@@ -130,8 +131,10 @@ def test_health_answers_while_a_generation_runs(server: SharedServer) -> None:
     assert answered_while_busy >= 4
 
 
-def test_concurrent_requests_are_all_answered_in_arrival_order(server: SharedServer) -> None:
-    results: dict[int, tuple[float, str]] = {}
+def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedServer) -> None:
+    scheduler = server.state.scheduler
+    assert scheduler is not None
+    answers: dict[int, str] = {}
 
     def ask(i: int) -> None:
         r = httpx.post(
@@ -139,20 +142,21 @@ def test_concurrent_requests_are_all_answered_in_arrival_order(server: SharedSer
             json={"model": DEMO_REPO, "messages": [{"role": "user", "content": "Hello"}], "temperature": 0},
             timeout=120,
         )
-        results[i] = (time.monotonic(), r.json()["choices"][0]["message"]["content"])
+        answers[i] = r.json()["choices"][0]["message"]["content"]
 
-    threads = []
-    for i in range(4):
-        th = threading.Thread(target=ask, args=(i,))
+    before = len(scheduler.history)
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for th in threads:
         th.start()
-        threads.append(th)
-        time.sleep(0.05)  # a known arrival order
     for th in threads:
         th.join(120)
-    assert sorted(results) == [0, 1, 2, 3]
-    assert all(text == HELLO_ANSWER for _, text in results.values())
-    finished = [results[i][0] for i in range(4)]
-    assert finished == sorted(finished)
+    assert sorted(answers) == [0, 1, 2, 3]
+    assert all(text == HELLO_ANSWER for text in answers.values())
+    served = list(scheduler.history)[before:]
+    assert len(served) == 4
+    # Served in the order they arrived, each after the previous one ended.
+    assert [seq for seq, _, _ in served] == sorted(seq for seq, _, _ in served)
+    assert all(prev[2] <= cur[1] for prev, cur in zip(served, served[1:], strict=False))
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,11 @@ than left waiting. A client that goes away cancels its job, queued or running.
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +30,7 @@ class _Job:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[str | Completion | BaseException]
+    seq: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def send(self, item: str | Completion | BaseException) -> None:
@@ -47,6 +51,9 @@ class Scheduler:
         self._waiting = 0
         self._lock = threading.Lock()
         self._running = False
+        self._seq = itertools.count(1)
+        # (arrival number, start, end) of recent jobs: evidence of the order served.
+        self.history: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=64)
         self._worker = threading.Thread(target=self._work, name="qwenhome-generate", daemon=True)
         self._worker.start()
 
@@ -69,6 +76,7 @@ class Scheduler:
             with self._lock:
                 self._waiting -= 1
                 self._running = True
+            started = time.monotonic()
             try:
                 if not job.cancel.is_set():
                     completion = self.engine.generate(job.messages, job.params, job.send, job.cancel)
@@ -76,6 +84,7 @@ class Scheduler:
             except BaseException as exc:  # delivered to the request, never kills the worker
                 job.send(exc)
             finally:
+                self.history.append((job.seq, started, time.monotonic()))
                 with self._lock:
                     self._running = False
 
@@ -91,7 +100,8 @@ class Scheduler:
                     hint="retry in a moment; the engine answers one request at a time",
                 )
             self._waiting += 1
-        job = _Job(messages, params, asyncio.get_running_loop(), asyncio.Queue())
+            seq = next(self._seq)
+        job = _Job(messages, params, asyncio.get_running_loop(), asyncio.Queue(), seq)
         self._jobs.put(job)
         try:
             while True:

@@ -3,6 +3,7 @@ and raw HTTP: streaming and not, sampling fields, queueing, bad requests."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -156,7 +157,7 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
     assert len(served) == 4
     # Served in the order they arrived, each after the previous one ended.
     assert [seq for seq, _, _ in served] == sorted(seq for seq, _, _ in served)
-    assert all(prev[2] <= cur[1] for prev, cur in zip(served, served[1:], strict=False))
+    assert all(prev[2] <= cur[1] for prev, cur in itertools.pairwise(served))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ third-party error is translated into qwenhome's tree at this boundary.
 
 from __future__ import annotations
 
+import importlib
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,14 @@ def import_diffusers() -> Any:
     return diffusers
 
 
+def quiet_progress_bars() -> None:
+    """The library does not print: diffusers' and transformers' loading bars
+    would land in the server's log (both switches are process-wide)."""
+    import_diffusers().utils.logging.disable_progress_bar()
+    transformers: Any = importlib.import_module("transformers")
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _pil_from_png(data: bytes, mode: str) -> Any:
     from PIL import Image
 
@@ -65,6 +74,7 @@ class ImageEngine:
         import torch
 
         dtype = getattr(torch, self.policy.dtype)
+        quiet_progress_bars()
         try:
             pipe = diffusers.QwenImagePipeline.from_pretrained(
                 str(self.snapshot), dtype=dtype, local_files_only=True

@@ -148,7 +148,10 @@ def build_tiny_qwenimage(dest_dir: Path, seed: int = 0) -> Path:
     qwenhome's image engine; the folder can be published as a model repository
     (``--demo`` publishes it as ``qwenhome/tiny-qwen-image-demo``).
     """
+    from .engine import quiet_progress_bars
+
     diffusers: Any = importlib.import_module("diffusers")
+    quiet_progress_bars()
     dest_dir = Path(dest_dir)
     pipe = diffusers.QwenImagePipeline(**build_tiny_components(seed))
     pipe.save_pretrained(dest_dir, safe_serialization=True)

@@ -231,3 +231,36 @@ def test_two_mirror_processes_on_one_home_share_one_upstream_transfer(
             assert client.error is None and hashlib.sha256(client.body).hexdigest() == expected.sha256
         assert second.first_byte < first.done  # followed the other server's transfer
         assert upstream.faults.bytes_sent(WEIGHTS) == expected.size
+
+
+def test_a_corrupt_transfer_refetched_upstream_never_completes_a_response_with_wrong_bytes(
+        qwen_home: Path, upstream: Mirror, small_repo: GeneratedRepo) -> None:
+    """The first upstream transfer is corrupt; the engine refetches. Clients that
+    streamed the bad bytes are cut off; every response that completes carries
+    exactly the verified file (or range)."""
+    expected = small_repo.files[WEIGHTS]
+    data = (small_repo.path / WEIGHTS).read_bytes()
+    upstream.faults.corrupt(1_000_000, times=1, path=WEIGHTS)
+    upstream.faults.bandwidth(3e6)
+    mirror, _ = start_pull_through(pull_through_settings(qwen_home, upstream.url))
+    with mirror:
+        path = f"/Org/Small/resolve/main/{WEIGHTS}"
+        clients = [_Timed(mirror.url, path).start()]
+        time.sleep(0.2)
+        clients += [_Timed(mirror.url, path, {"Range": "bytes=500000-1500000"}).start(),
+                    _Timed(mirror.url, path).start()]
+        for c in clients:
+            c.join()
+        assert upstream.faults.hits("corrupt") == 1
+        aborted = 0
+        for c in clients:
+            if c.error is not None:
+                aborted += 1
+                continue
+            if c.status == 206:
+                assert bytes(c.body) == data[500000:1500001]
+            else:
+                assert hashlib.sha256(c.body).hexdigest() == expected.sha256
+        assert aborted >= 1  # the first client streamed the corrupt byte
+        again = request(mirror.url, path=path)
+        assert hashlib.sha256(again.body).hexdigest() == expected.sha256

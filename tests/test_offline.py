@@ -51,6 +51,28 @@ def test_probe_of_a_dead_source_ends_within_the_budget(qwen_home: Path, dead_url
     assert elapsed < 0.9, elapsed
 
 
+def test_a_host_that_closes_at_once_is_alive_not_a_black_hole(qwen_home: Path) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def close_at_once() -> None:
+        try:
+            conn, _ = srv.accept()
+            conn.recv(1024)
+            conn.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=close_at_once, daemon=True).start()
+    try:
+        [res] = probe_sources(settings_for(qwen_home, f"http://127.0.0.1:{srv.getsockname()[1]}"), timeout=0.5,
+                              remember=False)
+    finally:
+        srv.close()
+    assert res.ok and res.latency_ms is not None and res.latency_ms < 400
+
+
 def test_probe_abandons_a_hanging_resolver(qwen_home: Path) -> None:
     def hanging(*_a: Any, **_k: Any) -> Any:
         time.sleep(3)

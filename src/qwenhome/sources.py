@@ -185,7 +185,9 @@ def _probe_one(
         )
         line = _read_status(sock)
         if not line.startswith(b"HTTP/"):
-            return fail("not-http", f"{host} did not answer HTTP")
+            # It reacted (closed, or sent something odd): a live host, not a
+            # black hole; the real request will tell the rest.
+            line = b"answered without an HTTP status line"
     except ssl.SSLCertVerificationError as exc:
         return fail("tls-verification-failed", f"TLS certificate of {host} not trusted: {exc.verify_message}")
     except TimeoutError:
@@ -193,7 +195,9 @@ def _probe_one(
     except ssl.SSLError as exc:
         return fail("tls-error", f"TLS error with {host}: {exc}")
     except OSError as exc:
-        return fail("connection-dropped", f"connection to {host} failed: {exc}")
+        if progress.stage != "http":
+            return fail("connection-dropped", f"connection to {host} failed: {exc}")
+        line = f"reset the connection ({exc.__class__.__name__})".encode()  # reacted: alive
     finally:
         sock.close()
     progress.stage = "done"

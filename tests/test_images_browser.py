@@ -105,6 +105,23 @@ def test_panel_generates_an_image_and_shows_it_in_the_gallery(base: str, tmp_pat
             assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
 
+            # Image-to-image: the source image is uploaded from the page.
+            from PIL import Image
+
+            Image.new("RGB", (64, 48), (200, 40, 40)).save(tmp_path / "source.png")
+            page.get_by_test_id("images-source").set_input_files(str(tmp_path / "source.png"))
+            expect(page.get_by_test_id("images-preset")).to_be_disabled()
+            page.get_by_test_id("images-strength").fill("0.5")
+            page.get_by_test_id("images-steps").fill("4")
+            page.get_by_test_id("images-seed").fill("77")
+            page.get_by_test_id("images-generate").click()
+            edited = page.get_by_test_id("images-card").filter(has_text="seed 77")
+            expect(edited.get_by_test_id("images-card-params")).to_have_text(
+                "img2img · 64x48 · seed 77 · 4 steps · cfg 4 · strength 0.5", timeout=60_000)
+            assert bar.evaluate("b => [b.value, b.max]") == [2, 2]  # strength 0.5 of 4 steps
+            edited.locator("img").evaluate("i => i.decode()")
+            assert edited.locator("img").evaluate("i => [i.naturalWidth, i.naturalHeight]") == [64, 48]
+
             # An invalid request shows the server's error code and message.
             page.get_by_test_id("images-prompt").fill("   ")
             page.get_by_test_id("images-generate").click()

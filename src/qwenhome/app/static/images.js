@@ -25,7 +25,9 @@
 
   async function api(method, url, body) {
     const opts = { method, headers: {} };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      opts.body = body; // multipart: the browser sets the boundary
+    } else if (body !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
     }
@@ -44,7 +46,7 @@
 
   function describe(p) {
     const parts = [p.size || p.width + "x" + p.height, "seed " + p.seed, p.num_inference_steps + " steps", "cfg " + p.true_cfg_scale];
-    if (p.mode && p.mode !== "text") parts.unshift(p.mode);
+    if (p.mode && p.mode !== "text") parts.unshift(p.mode), parts.push("strength " + p.strength);
     return parts.join(" · ");
   }
 
@@ -60,6 +62,9 @@
     const steps = h("input", { id: "qh-steps", type: "number", min: 1, max: 150, value: 20, "data-testid": "images-steps" });
     const seed = h("input", { id: "qh-seed", type: "number", min: 0, placeholder: "random", "data-testid": "images-seed" });
     const cfg = h("input", { id: "qh-cfg", type: "number", min: 1, max: 20, step: 0.5, value: 4, "data-testid": "images-cfg" });
+    const source = h("input", { id: "qh-source", type: "file", accept: "image/png,image/jpeg,image/webp", "data-testid": "images-source" });
+    const mask = h("input", { id: "qh-mask", type: "file", accept: "image/png,image/jpeg,image/webp", disabled: true, "data-testid": "images-mask" });
+    const strength = h("input", { id: "qh-strength", type: "number", min: 0.05, max: 1, step: 0.05, value: 0.6, disabled: true, "data-testid": "images-strength" });
     const go = h("button", { type: "submit", "data-testid": "images-generate", text: "Generate" });
     const cancel = h("button", { type: "button", hidden: true, "data-testid": "images-cancel", text: "Cancel" });
     const bar = h("progress", { max: 1, value: 0, "data-testid": "images-progress" });
@@ -184,12 +189,30 @@
           true_cfg_scale: Number(cfg.value),
           seed: seed.value === "" ? null : Number(seed.value),
         };
-        follow(await api("POST", "/api/images/jobs", body));
+        if (source.files.length) {
+          // Image-to-image (inpaint with a mask): the upload travels in the
+          // request; the output keeps the upload's size (on the model's grid).
+          const form = new FormData();
+          for (const [k, v] of Object.entries(body)) if (v !== null && k !== "size") form.append(k, String(v));
+          form.append("strength", strength.value);
+          form.append("image", source.files[0]);
+          if (mask.files.length) form.append("mask", mask.files[0]);
+          follow(await api("POST", "/api/images/edit-jobs", form));
+        } else {
+          follow(await api("POST", "/api/images/jobs", body));
+        }
       } catch (e) {
         showError(e);
         busy(false);
       }
     }
+
+    source.addEventListener("change", () => {
+      const on = source.files.length > 0;
+      mask.disabled = strength.disabled = !on;
+      preset.disabled = on; // the output follows the uploaded image's size
+      if (!on) mask.value = "";
+    });
 
     cancel.addEventListener("click", () => {
       if (current) api("POST", "/api/jobs/" + current.id + "/cancel").catch(showError);
@@ -202,6 +225,7 @@
         label("Prompt", prompt),
         label("Negative prompt", negative),
         h("div", { class: "qh-row" }, [label("Aspect ratio", preset), label("Steps", steps), label("Seed", seed), label("CFG", cfg)]),
+        h("div", { class: "qh-row" }, [label("Start from image (optional)", source), label("Mask (white = repaint)", mask), label("Strength", strength)]),
         h("div", { class: "qh-row" }, [go, cancel, bar, progressText]),
         error,
       ]),

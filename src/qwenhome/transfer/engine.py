@@ -86,7 +86,7 @@ class FileJob:
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 32
+    initial_connections: int = 16
     max_connections: int = 64
     chunk_min: int = 4 * MiB
     chunk_max: int = 32 * MiB
@@ -99,6 +99,7 @@ class EngineConfig:
     metadata_attempts: int = 4
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
     probe_interval: float = 0.3
+    save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
     backoff: Backoff = Backoff()
 
 
@@ -157,7 +158,14 @@ class TransferEngine:
         self.on_event = on_event or (lambda _e: None)
         self.repo = repo
         self.clock = clock
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        # One lock, four wait queues, so a wake-up reaches only who can act on it.
+        self._cv = threading.Condition(lock)  # idle workers: work may have appeared
+        self._park = threading.Condition(lock)  # workers above the connection target
+        self._hash_cv = threading.Condition(lock)  # the hasher: a prefix grew
+        self._sup_cv = threading.Condition(lock)  # the supervisor: end, or part maps to save
+        self._threads: list[threading.Thread] = []
+        self._unsaved = 0
         self._files: list[_FileState] = []
         self._queue: deque[_FileState] = deque()
         self._inflight: set[_Range] = set()
@@ -194,12 +202,10 @@ class TransferEngine:
         self._active = len(self._files)
         self._check_disk()
         total = sum(f.job.size for f in self._files)
-        n_workers = self.cfg.connections or self.cfg.max_connections
-        workers = [threading.Thread(target=self._worker, args=(i,), daemon=True, name=f"qh-xfer-{i}") for i in range(n_workers)]
         hasher = threading.Thread(target=self._hasher, daemon=True, name="qh-hash")
-        for t in workers:
-            t.start()
         hasher.start()
+        with self._cv:
+            self._start_workers()
         t_start = self.clock()
         try:
             self._supervise(total, cancel)
@@ -207,7 +213,8 @@ class TransferEngine:
             with self._cv:
                 if self._fatal is None and self._active:
                     self._fatal = Cancelled("transfer interrupted")
-                self._cv.notify_all()
+                self._wake_all()
+                workers = list(self._threads)
             for t in workers:
                 t.join(timeout=30)
             hasher.join(timeout=60)
@@ -269,12 +276,27 @@ class TransferEngine:
         f.inflight.clear()
         if state == "verified":
             self._files_done += 1
-        self._cv.notify_all()
+        if not self._active:
+            self._wake_all()
 
     def _requeue(self, f: _FileState) -> None:
         if not f.queued and f.state == "active":
             f.queued = True
             self._queue.appendleft(f)  # resume unfinished files first: keeps the hasher's prefix moving
+
+    def _start_workers(self) -> None:
+        """Start threads up to the target (under the lock); they are never more
+        than the connections in use, so idle capacity costs nothing."""
+        while len(self._threads) < self._target:
+            t = threading.Thread(target=self._worker, args=(len(self._threads),), daemon=True,
+                                 name=f"qh-xfer-{len(self._threads)}")
+            self._threads.append(t)
+            t.start()
+
+    def _wake_all(self) -> None:
+        """The run ends or failed: everyone must look (under the lock)."""
+        for cv in (self._cv, self._park, self._hash_cv, self._sup_cv):
+            cv.notify_all()
 
     # -- scheduling (under self._cv) --------------------------------------------
     def _next_range(self, wid: int) -> _Range | None:
@@ -283,7 +305,7 @@ class TransferEngine:
                 if self._fatal is not None or not self._active:
                     return None
                 if wid >= self._target:
-                    self._cv.wait(1.0)  # woken when the target grows or the run ends
+                    self._park.wait(5.0)  # woken when the target grows or the run ends
                     continue
                 now = self.clock()
                 r = self._carve_next(now)
@@ -379,8 +401,7 @@ class TransferEngine:
 
     # -- workers -------------------------------------------------------------
     def _worker(self, wid: int) -> None:
-        buf = bytearray(self.cfg.buffer_size)
-        mv = memoryview(buf)
+        mv: memoryview | None = None  # allocated with the first range: parked workers cost no memory
         while True:
             try:
                 r = self._next_range(wid)
@@ -388,10 +409,12 @@ class TransferEngine:
                 with self._cv:
                     if self._fatal is None:
                         self._fatal = exc
-                    self._cv.notify_all()
+                    self._wake_all()
                 return
             if r is None:
                 return
+            if mv is None:
+                mv = memoryview(bytearray(self.cfg.buffer_size))
             try:
                 self._fetch(r, mv)
             except BaseException as exc:  # classified, never lost
@@ -512,6 +535,7 @@ class TransferEngine:
             with self._cv:
                 if r.gen != f.gen:
                     return
+                grows_prefix = pos <= f.done.prefix()
                 f.done.add(pos, pos + n)
                 pos = r.cur = pos + n
                 end = r.end
@@ -520,6 +544,11 @@ class TransferEngine:
                 self._to_hash[f] = None
                 self._bytes += n
                 self._done_bytes += n
+                self._unsaved += n
+                if grows_prefix:
+                    self._hash_cv.notify()
+                if self._unsaved >= self.cfg.save_every:
+                    self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
 
     def _failed(self, r: _Range, exc: BaseException) -> None:
         f = r.file
@@ -528,7 +557,7 @@ class TransferEngine:
             if isinstance(exc, DiskFullError | StoreError) or not isinstance(exc, QwenhomeError):
                 if self._fatal is None:
                     self._fatal = exc
-                self._cv.notify_all()
+                self._wake_all()
                 return
             if r.gen != f.gen or f.state != "active":
                 return
@@ -540,10 +569,9 @@ class TransferEngine:
                     delay = self.cfg.backoff.delay(f.failures, ra if isinstance(ra, float | int) else None)
                     f.ready_at = self.clock() + delay
                     self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{exc.code}: {exc.message}; retry in {delay:.1f}s"))
-                    self._cv.notify_all()
-                    return
+                    return  # idle workers look again within 0.1 s; the back-off is longer
             self._next_candidate(f, exc)
-            self._cv.notify_all()
+            self._cv.notify()
 
     def _next_candidate(self, f: _FileState, exc: QwenhomeError) -> None:
         """Move ``f`` to its next usable source, or fail it (under the lock)."""
@@ -574,7 +602,7 @@ class TransferEngine:
                 if self._fatal is not None or not self._active:
                     return
                 if not self._to_hash:
-                    self._cv.wait(0.05)
+                    self._hash_cv.wait(0.5)  # notified when a file's written prefix grows
                     continue
                 try:
                     for f in self._to_hash:
@@ -584,7 +612,7 @@ class TransferEngine:
                             work.append((f, f.verifier, prefix, f.gen))
                 except QwenhomeError as exc:
                     self._fatal = exc
-                    self._cv.notify_all()
+                    self._wake_all()
                     return
                 self._to_hash.clear()
             # Small slices, smallest remainder first: a tiny file is never
@@ -605,7 +633,7 @@ class TransferEngine:
                 with self._cv:
                     if self._fatal is None and f.gen == gen:
                         self._fatal = translate_os_error(exc, f.job.partial)
-                    self._cv.notify_all()
+                    self._wake_all()
                 return
             if n <= 0 or f.gen != gen:
                 return
@@ -628,7 +656,7 @@ class TransferEngine:
             except BaseException as exc:
                 with self._cv:
                     self._fatal = exc
-                    self._cv.notify_all()
+                    self._wake_all()
                 return
             with self._cv:
                 self._dirty.discard(f)
@@ -663,7 +691,7 @@ class TransferEngine:
                 self._next_candidate(f, err)
             elif f.integrity_failures > self.cfg.max_integrity_retries:
                 self._next_candidate(f, err)
-            self._cv.notify_all()
+            self._cv.notify_all()  # the whole file is to fetch again
 
     # -- supervision ---------------------------------------------------------------
     def _supervise(self, total: int, cancel: threading.Event | None) -> None:
@@ -675,20 +703,26 @@ class TransferEngine:
         prev_rate = 0.0
         prev_target = self._target
         probing = not self.cfg.connections
+        warmup = True  # the first window holds connection set-up: not a fair measure
         last_files_t = last_t
+        last_emit = last_t - self.cfg.tick
         while True:
             with self._cv:
                 if self._fatal is not None or not self._active:
                     break
-                self._cv.wait(self.cfg.tick)
+                self._sup_cv.wait(self.cfg.tick)
                 if cancel is not None and cancel.is_set() and self._fatal is None:
                     self._fatal = Cancelled("pull cancelled")
-                    self._cv.notify_all()
+                    self._wake_all()
                     break
                 now = self.clock()
                 received = self._bytes
                 done_total = self._done_bytes
                 files_done = self._files_done
+            self._save_maps()
+            if now - last_emit < self.cfg.tick * 0.9:
+                continue  # woken early to save maps: progress keeps its pace
+            last_emit = now
             dt = now - last_t
             if dt > 0:
                 inst = (received - last_bytes) / dt
@@ -701,10 +735,11 @@ class TransferEngine:
                     active = {r.file: (r.file.done.covered(), r.file.job.size) for r in self._inflight}
                 for f, (done_f, size_f) in active.items():
                     self._emit(ProgressEvent(PROGRESS, self.repo, f.job.path, done_f, size_f))
-            self._save_maps()
             if probing and now - probe_t >= self.cfg.probe_interval:
-                rate = (received - probe_bytes) / (now - probe_t)
-                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
+                if not warmup:
+                    rate = (received - probe_bytes) / (now - probe_t)
+                    probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
+                warmup = False
                 probe_t, probe_bytes = now, received
 
     def _tune(self, rate: float, prev_rate: float, prev_target: int) -> tuple[bool, float, int]:
@@ -716,7 +751,7 @@ class TransferEngine:
             want = min(per_conn * 0.5, (128 * MiB) / max(1, self._target))
             chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
             self._chunk = chunk - chunk % (64 * 1024)
-            if prev_rate and rate < prev_rate * 1.1:
+            if prev_rate and rate < prev_rate * 1.25:
                 if rate < prev_rate * 0.95:
                     self._target = prev_target
                 return False, rate, self._target
@@ -725,7 +760,8 @@ class TransferEngine:
                 return prev_rate == 0.0, rate, self._target
             before = self._target
             self._target = min(self.cfg.max_connections, self._target * 2)
-            self._cv.notify_all()
+            self._park.notify_all()
+            self._start_workers()
             return True, rate, before
 
     def _save_maps(self, force: bool = False) -> None:
@@ -737,6 +773,7 @@ class TransferEngine:
                 if f.state == "active" and f.done.starts
             ]
             self._dirty.clear()
+            self._unsaved = 0
         for partial, key, size, done, validator in snap:
             try:
                 partmap.save(partial, key, size, done, validator)

@@ -20,6 +20,7 @@ from qwenhome.pull import pull
 from qwenhome.sources import OFFLINE_TTL, ONLINE_TTL, NetState, ProbeResult, decide, probe_sources
 from qwenhome.store import RepoRef
 from tests.conftest import RunCli
+from tests.doctor_support.proxy_server import ForwardProxy
 from tests.support.deadnet import UNRESOLVABLE_URL, BlackHole, refused_url
 from tests.support.mirror import Mirror
 
@@ -71,6 +72,17 @@ def test_a_host_that_closes_at_once_is_alive_not_a_black_hole(qwen_home: Path) -
     finally:
         srv.close()
     assert res.ok and res.latency_ms is not None and res.latency_ms < 400
+
+
+# The test proxy's thread raises when its upstream refuses; that is the point here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_probe_goes_through_the_proxy_and_needs_the_origin_behind_it(qwen_home: Path, mirror: Mirror) -> None:
+    with ForwardProxy() as proxy:
+        dead = refused_url()
+        results = probe_sources(settings_for(qwen_home, mirror.url, dead, HTTP_PROXY=proxy.url), timeout=0.5,
+                                remember=False)
+        assert [r.code for r in results] == ["ok", "proxy-refused"], [r.message for r in results]
+        assert f"HEAD {mirror.url}/ HTTP/1.1" in proxy.requests
 
 
 def test_probe_abandons_a_hanging_resolver(qwen_home: Path) -> None:

@@ -177,13 +177,16 @@ def _probe_one(
             sock = ctx.wrap_socket(sock, server_hostname=host)
         progress.stage = "http"
         sock.settimeout(left())
-        target = source.url if proxy and parts.scheme == "http" else "*"
+        target = f"http://{parts.netloc}/" if proxy and parts.scheme == "http" else "*"
         method = "HEAD" if target != "*" else "OPTIONS"
         sock.sendall(
             f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: qwenhome/{__version__}\r\n"
             "Connection: close\r\n\r\n".encode()
         )
         line = _read_status(sock)
+        if target != "*" and (not line.startswith(b"HTTP/") or line.split(b" ")[1:2] in ([b"502"], [b"504"])):
+            # Through a proxy only a real answer from the origin counts.
+            return fail("proxy-refused", f"proxy {dial_host} could not reach {host}: {line.decode(errors='replace')!r}")
         if not line.startswith(b"HTTP/"):
             # It reacted (closed, or sent something odd): a live host, not a
             # black hole; the real request will tell the rest.
@@ -195,7 +198,7 @@ def _probe_one(
     except ssl.SSLError as exc:
         return fail("tls-error", f"TLS error with {host}: {exc}")
     except OSError as exc:
-        if progress.stage != "http":
+        if progress.stage != "http" or proxy:
             return fail("connection-dropped", f"connection to {host} failed: {exc}")
         line = f"reset the connection ({exc.__class__.__name__})".encode()  # reacted: alive
     finally:

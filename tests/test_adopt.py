@@ -84,6 +84,19 @@ def test_adopt_save_pretrained_folder_under_a_name(tmp_path: Path, qwen_home: Pa
     assert str(plain.ref) == "local/my-finetune"
 
 
+def test_plain_copy_of_a_repo_is_never_downloaded_again_by_a_hub_pull(
+        tmp_path: Path, qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
+    folder = tmp_path / "copied-by-hand"
+    shutil.copytree(small_repo.path, folder)
+    store = Store(qwen_home / "hub", qwen_home / "qwenhome")
+    assert adopt(store, discover([folder], as_repo="Org/Small")[0]).ok
+    before = file_bytes(mirror, small_repo)
+    settings = load_settings({"HOME": str(tmp_path)}, home=str(qwen_home), sources=[mirror.url])
+    result = pull(settings, RepoRef.parse("Org/Small"))
+    assert result.downloaded_bytes == 0, "small files are found by git oid, large ones by sha256"
+    assert file_bytes(mirror, small_repo) == before
+
+
 def test_adopt_local_dir_download_keeps_the_hub_commit(
         tmp_path: Path, qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
     local = tmp_path / "local-dir"

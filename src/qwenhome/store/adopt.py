@@ -13,7 +13,9 @@ Every file becomes a blob by hard link (same inode: no extra disk) or, across
 filesystems, by copy, always to a temporary name first; its hash is checked
 there and only then is it renamed into ``blobs/``. Blob names: the other
 cache's blob name when it has one (sha256 or git blob oid, checked), the
-``etag`` a ``local_dir`` download recorded, otherwise the sha256. A snapshot
+``etag`` a ``local_dir`` download recorded, otherwise the sha256 (and, for
+files under 10 MB, the git blob oid as a second hard link: the name the Hub
+gives small files, so a later Hub pull finds them too). A snapshot
 known only by content gets the deterministic id
 :func:`qwenhome.hub.modelscope.listing_commit` (path, size, sha256 of every
 file), so the same files always give the same commit, as a ModelScope pull does.
@@ -41,6 +43,9 @@ from .layout import RepoRef, etag_kind, is_commit, parse_folder_name, validate_r
 from .verify import hash_file
 
 COPY_BELOW = 1 << 20  # plain-folder files smaller than this are copied
+# Files known only by content and smaller than this (the Hub's LFS threshold)
+# also get their git blob oid as a second blob name.
+GIT_NAME_BELOW = 10 * 1000 * 1000
 _SKIP_DIRS = {".git", ".cache", ".huggingface", "__pycache__", "._____temp"}
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -280,6 +285,8 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = 
         etag = f.etag or digest
         if digest != etag or tmp.stat().st_size != f.size:
             raise StoreError(f"{f.real}: content does not match its name {etag[:12]}…", code="hash-mismatch")
+        if f.etag is None and f.size < GIT_NAME_BELOW:
+            _add_git_name(store, ref, tmp)
         if store.has_blob(ref, etag, f.size):
             tmp.unlink()
             return etag, "present"
@@ -289,6 +296,19 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = 
         raise translate_os_error(exc, tmp) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _add_git_name(store: Store, ref: RepoRef, blob: Path) -> None:
+    """The Hub names small (non-LFS) files by git blob oid: a second hard link
+    under that name lets a later Hub pull find this file instead of fetching it."""
+    oid_path = store.blob_path(ref, hash_file(blob, "git-sha1"))
+    if not oid_path.exists():
+        tmp = oid_path.with_name(f".adopt-{uuid.uuid4().hex[:12]}.link")
+        try:
+            os.link(blob, tmp)
+            os.replace(tmp, oid_path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def adopt(store: Store, found: Found, *, workers: int = 2, verify: bool = True) -> AdoptReport:

@@ -752,8 +752,8 @@ class TransferEngine:
             chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
             self._chunk = chunk - chunk % (64 * 1024)
             if prev_rate and rate < prev_rate * 1.25:
-                if rate < prev_rate * 0.95:
-                    self._target = prev_target
+                # The last doubling did not pay: go back, fewer threads cost less CPU.
+                self._target = prev_target
                 return False, rate, self._target
             if self._target >= self.cfg.max_connections or len(self._inflight) < self._target:
                 # Not every connection is busy: more would not help (yet).

@@ -156,7 +156,8 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
     served = list(scheduler.history)[before:]
     assert len(served) == 4
     # Served in the order they arrived, each after the previous one ended.
-    assert [seq for seq, _, _ in served] == sorted(seq for seq, _, _ in served)
+    assert [job[0] for job in served] == sorted(job[0] for job in served)
+    assert {job[3] for job in served} == {"done"}
     assert all(prev[2] <= cur[1] for prev, cur in itertools.pairwise(served))
 
 
@@ -208,3 +209,27 @@ def test_unknown_route_is_a_json_404(server: SharedServer) -> None:
     r = httpx.get(f"{server.url}/v1/nothing-here", timeout=5)
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not-found"
+
+
+def test_a_client_that_goes_away_cancels_its_generation(server: SharedServer) -> None:
+    scheduler = server.state.scheduler
+    assert scheduler is not None
+    before = len(scheduler.history)
+    body = {"model": DEMO_REPO, "messages": [{"role": "user", "content": "Hello"}], "stream": True,
+            "max_tokens": 480, "ignore_eos": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as r:
+        chunks = 0
+        for line in r.iter_lines():
+            chunks += line.startswith("data: ")
+            if chunks >= 4:
+                break  # leaving the block closes the connection mid-stream
+    deadline = time.monotonic() + 20
+    while len(scheduler.history) == before:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert scheduler.history[-1][3] == "cancelled"
+    # The job ended early: the next request is served at once, with a full answer.
+    r2 = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+        "model": DEMO_REPO, "messages": [{"role": "user", "content": "Hello"}], "temperature": 0})
+    assert r2.json()["choices"][0]["message"]["content"] == HELLO_ANSWER
+    assert r2.json()["usage"]["completion_tokens"] < 480

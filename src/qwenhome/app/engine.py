@@ -43,7 +43,7 @@ class Usage:
 class Completion:
     """The outcome of one generation (the text went to the sink piece by piece)."""
 
-    finish_reason: str  # "stop" or "length"
+    finish_reason: str  # "stop", "length", or "cancelled" (the client went away)
     usage: Usage = field(default_factory=Usage)
 
 

@@ -52,8 +52,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self._running = False
         self._seq = itertools.count(1)
-        # (arrival number, start, end) of recent jobs: evidence of the order served.
-        self.history: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=64)
+        # (arrival number, start, end, outcome) of recent jobs: evidence of the order served.
+        self.history: collections.deque[tuple[int, float, float, str]] = collections.deque(maxlen=64)
         self._worker = threading.Thread(target=self._work, name="qwenhome-generate", daemon=True)
         self._worker.start()
 
@@ -77,14 +77,18 @@ class Scheduler:
                 self._waiting -= 1
                 self._running = True
             started = time.monotonic()
+            outcome = "cancelled"
             try:
                 if not job.cancel.is_set():
                     completion = self.engine.generate(job.messages, job.params, job.send, job.cancel)
                     job.send(completion)
+                    if completion.finish_reason != "cancelled":
+                        outcome = "done"
             except BaseException as exc:  # delivered to the request, never kills the worker
+                outcome = "error"
                 job.send(exc)
             finally:
-                self.history.append((job.seq, started, time.monotonic()))
+                self.history.append((job.seq, started, time.monotonic(), outcome))
                 with self._lock:
                     self._running = False
 

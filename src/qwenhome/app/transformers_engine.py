@@ -179,7 +179,10 @@ class TransformersEngine:
             sink(tail)
         generated = int(output.shape[-1]) - prompt_len
         hit_eos = generated < max_new or self._ends_with_eos(output)
-        reason = "stop" if matcher.stopped or hit_eos else "length"
+        if cancel.is_set() and not matcher.stopped:
+            reason = "cancelled"  # the client went away; nobody reads this answer
+        else:
+            reason = "stop" if matcher.stopped or hit_eos else "length"
         return Completion(reason, Usage(prompt_len, generated))
 
     def _ends_with_eos(self, output: Any) -> bool:

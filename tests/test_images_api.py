@@ -19,8 +19,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("PIL")
 from PIL import Image
 
-from images_support.model import COMMIT, new_home, snapshot_in
-from images_support.server import image_server
+from tests.images_support.model import COMMIT, new_home, snapshot_in
+from tests.images_support.server import image_server
 
 TIMEOUT = 120.0
 

@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("PIL")
 
-from images_support.server import image_server
 from qwenhome.config import load_settings
 from qwenhome.images.demo import ensure_demo_image_model
 from qwenhome.images.tiny import TINY_REPO_ID
+from tests.images_support.server import image_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

@@ -1,7 +1,7 @@
 """A small app around the image router: ``/health`` and the router, mounted
 the way the real app mounts it (the router's lifespan runs the service).
 
-Run as ``python -m images_support.app HOME SNAPSHOT PORT`` (from tests/)."""
+Run as ``python -m tests.images_support.app HOME SNAPSHOT PORT`` (from the repository root)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The real app (qwenhome.app.server) with no chat engine and the images
-extension found in the home. ``python -m images_support.realapp HOME PORT``."""
+extension found in the home. ``python -m tests.images_support.realapp HOME PORT``."""
 
 from __future__ import annotations
 

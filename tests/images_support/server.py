@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-TESTS = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -26,17 +26,17 @@ def free_port() -> int:
 def image_server(home: Path, snapshot: Path | None = None, timeout: float = 90.0) -> Iterator[str]:
     """Yield the base URL of a running server whose image model is ready.
 
-    With a snapshot: the small test app around the router (images_support.app).
+    With a snapshot: the small test app around the router (tests.images_support.app).
     Without: the real app (qwenhome.app.server) with the images extension it
-    finds in the home (images_support.realapp)."""
+    finds in the home (tests.images_support.realapp)."""
     port = free_port()
-    module, args = ("images_support.app", [str(home), str(snapshot), str(port)]) if snapshot else (
-        "images_support.realapp", [str(home), str(port)])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    module, args = ("tests.images_support.app", [str(home), str(snapshot), str(port)]) if snapshot else (
+        "tests.images_support.realapp", [str(home), str(port)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        cwd=TESTS, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -310,7 +310,7 @@ class PullThroughBackend:
                 if listing is not None:
                     self._save_listing(flight.ref, listing, targets if self._active[key] else None)
                 if not self._active[key]:
-                    del self._active[key]
+                    del self._active[key], self._targets[key]
                     self._update_refs()
         # The blob is what counts: a pull also fails when other files of the
         # snapshot, pulled by other flights, are not there yet.

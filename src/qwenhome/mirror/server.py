@@ -10,6 +10,10 @@ validated after decoding), files come only from the backend's listing, and the
 real path of a file is checked to be inside the backend's root before it is
 opened. With a token set, everything except signed ``/cdn/`` URLs needs
 ``Authorization: Bearer <token>``.
+
+Over a :class:`~.pullthrough.PullThroughBackend`, a listed file whose blob is
+missing is streamed while one upstream transfer fills the store
+(:meth:`_Handler._send_pulled`); a response completes only with verified bytes.
 """
 
 from __future__ import annotations

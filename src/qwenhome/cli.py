@@ -358,11 +358,16 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     from .mirror import run_mirror
 
     def ready(server: Any) -> None:
-        msg = {"event": "listening", "url": server.url}
+        msg: dict[str, Any] = {"event": "listening", "url": server.url}
+        upstream = [s.url for s in settings.sources] if args.pull_through else []
+        if upstream:
+            msg["pull_through"] = upstream
         if args.json:
             emit_json(msg)
         else:
             print(f"qwenhome mirror serving {args.repos or settings.hub_cache} at {server.url} (Ctrl+C stops)")
+            if upstream:
+                print(f"repositories it lacks are fetched from: {', '.join(upstream)}")
             print(f"clients: HF_ENDPOINT={server.url}  or  qwenhome pull --source {server.url} REPO")
         sys.stdout.flush()
 

@@ -58,6 +58,7 @@ from .hashing import HashCache
 from .hooks import BodyInterrupted
 
 _CHUNK = 1 << 20
+_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 Decider = Callable[[Settings], netsources.NetworkDecision]
 PullFn = Callable[..., object]
 
@@ -327,8 +328,10 @@ class UpstreamError(QwenhomeError):
     code = "upstream-failed"
 
     def __init__(self, cause: QwenhomeError) -> None:
-        # The cause's code and message only: never its context (URLs, headers).
-        super().__init__(f"upstream: {cause.code}: {cause.message}", code="upstream-failed")
+        # The cause's code and message only, never its context; and no credentials
+        # a source URL may carry (https://user:secret@host) in what clients read.
+        message = _USERINFO.sub(r"\1", cause.message)
+        super().__init__(f"upstream: {cause.code}: {message}", code="upstream-failed")
         self.cause = cause
         self.transient = isinstance(cause, NetworkError | OfflineError) or cause.transient
 

@@ -20,6 +20,7 @@ import secrets
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,9 @@ class ImageService:
             self.state = "ready"
         except QwenhomeError as exc:
             self.state, self.error = "failed", exc.to_dict()
+        except Exception as exc:  # any failure must reach status and jobs, not kill the worker
+            self.state = "failed"
+            self.error = ImageModelError(f"the image engine failed to start: {type(exc).__name__}: {exc}").to_dict()
         finally:
             self._ready.set()
 
@@ -222,7 +226,10 @@ class ImageService:
         return self._queue.get(job_id)
 
     def cancel(self, job_id: str) -> Job:
-        return self._queue.cancel(job_id)
+        job = self._queue.cancel(job_id)
+        if job.state == CANCELLED and job.request.image is not None:  # never started: drop the uploads
+            job.request = replace(job.request, image=None, mask=None)
+        return job
 
     # -- the worker --------------------------------------------------------------
     def _params(self, job: Job) -> dict[str, Any]:
@@ -236,6 +243,15 @@ class ImageService:
         }
 
     def _run(self, job: Job) -> None:
+        try:
+            self._generate(job)
+        finally:
+            # Finished jobs stay listed for a while; the uploads they carried
+            # (up to 32 MiB each) are on disk with the results, not needed here.
+            if job.request.image is not None:
+                job.request = replace(job.request, image=None, mask=None)
+
+    def _generate(self, job: Job) -> None:
         req = job.request
         if self._engine is None or self.state != "ready":
             job.error = self.error or {"code": "image-model-invalid", "message": "the image model is not loaded"}

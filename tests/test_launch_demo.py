@@ -217,3 +217,50 @@ def test_an_engine_that_cannot_load_stops_the_launch_with_the_reason(demo_home: 
     assert "engine-load-failed" in info.value.message or info.value.code == "engine-load-failed"
     assert "restarting" not in out.text()  # the same snapshot would fail the same way
     assert time.monotonic() - t0 < 120
+
+
+def launch_in_thread(settings: object, **kwargs: object) -> tuple[threading.Thread, threading.Event, Tee, list[int]]:
+    out = Tee()
+    stop = threading.Event()
+    ready = threading.Event()
+    codes: list[int] = []
+    t = threading.Thread(target=lambda: codes.append(run_launch(
+        settings, out=out, ready=lambda _u: ready.set(), stop=stop, **kwargs)), daemon=True)  # type: ignore[arg-type]
+    t.start()
+    assert ready.wait(180) or not t.is_alive(), out.text()
+    return t, stop, out, codes
+
+
+def test_launch_pulls_a_missing_model_once_then_starts_offline_from_the_home(tmp_path: Path) -> None:
+    from qwenhome.mirror import FolderBackend, MirrorServer
+    from tests.app_support.tiny import tiny_model_dir
+
+    repos = tmp_path / "repos"
+    shutil.copytree(tiny_model_dir(), repos / "Test" / "Tiny")
+    home = tmp_path / "home"
+    with MirrorServer(FolderBackend(repos)).start() as mirror:
+        settings = load_settings({}, home=str(home), sources=[mirror.url])
+        port = free_port()
+        t, stop, out, codes = launch_in_thread(settings, model="Test/Tiny", engine="transformers", port=port,
+                                               base_env=dict(os.environ))
+        try:
+            text = out.text()
+            assert "Test/Tiny is not in the home" in text and "pulling it once" in text
+            assert wait_ready(f"http://127.0.0.1:{port}")["model"] == "Test/Tiny"
+        finally:
+            stop.set()
+            t.join(30)
+        assert codes == [0], out.text()
+    # The mirror is gone and the settings say offline: the home is enough.
+    offline = load_settings({}, home=str(home), sources=["http://127.0.0.1:9"], offline=True)
+    t, stop, out, codes = launch_in_thread(offline, model="Test/Tiny", engine="transformers", port=port,
+                                           base_env=dict(os.environ))
+    try:
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
+            "model": "Test/Tiny", "messages": [{"role": "user", "content": "Hello"}], "temperature": 0})
+        assert r.json()["choices"][0]["message"]["content"] == HELLO
+        assert "pulling" not in out.text()
+    finally:
+        stop.set()
+        t.join(30)
+    assert codes == [0], out.text()

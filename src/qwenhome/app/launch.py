@@ -97,8 +97,12 @@ def ensure_demo_images(settings: Settings, say: Callable[[str], None]) -> None:
         view.close()
 
 
-def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callable[[str], None]) -> tuple[RepoRef, Path]:
-    """The model's snapshot in the home: used as is when present, else pulled."""
+def resolve_model(
+    settings: Settings, model: str | None, demo: bool, say: Callable[[str], None]
+) -> tuple[RepoRef, Path, bool]:
+    """The model's snapshot in the home: used as is when present, else pulled
+    (after a quick doctor, when the network is needed). The flag says whether
+    the doctor ran already."""
     from ..errors import NotCachedError
     from ..termui import ProgressView
 
@@ -113,16 +117,18 @@ def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callab
         finally:
             view.close()
         ensure_demo_images(settings, say)
-        return RepoRef.parse(DEMO_REPO), snap
+        return RepoRef.parse(DEMO_REPO), snap, False
     ref = RepoRef.parse(model or DEFAULT_MODEL)
     store = Store(settings.hub_cache, settings.state_dir)
     try:
-        return ref, store.snapshot_path(ref)
+        return ref, store.snapshot_path(ref), False
     except NotCachedError:
         pass
     from ..pull import pull
 
     say(f"{ref} is not in the home ({settings.hub_cache}); pulling it once")
+    # The network matters now: show what the doctor finds before the transfer.
+    quick_doctor(settings, ref.repo_id, say).join()
     view = ProgressView()
     cancel = threading.Event()
     try:
@@ -132,7 +138,7 @@ def resolve_model(settings: Settings, model: str | None, demo: bool, say: Callab
         raise
     finally:
         view.close()
-    return ref, result.snapshot
+    return ref, result.snapshot, True
 
 
 def quick_doctor(settings: Settings, repo: str, say: Callable[[str], None]) -> threading.Thread:
@@ -251,9 +257,10 @@ def run_launch(
     base = dict(base_env or settings.env)
     check_port_free(host, port)
     started = time.monotonic()
-    ref, snap = resolve_model(settings, model, demo, say)
+    ref, snap, doctor_ran = resolve_model(settings, model, demo, say)
     say(f"model {ref.repo_id} from the home: {snap}")
-    quick_doctor(settings, ref.repo_id, say)
+    if not doctor_ran:
+        quick_doctor(settings, ref.repo_id, say)  # alongside the start; never fatal
 
     kind = choose_engine(engine, base)
     env = child_env(settings, base)

@@ -161,6 +161,8 @@ class PullThroughBackend:
         self._active: dict[tuple[str, str, str], int] = {}
         self._targets: dict[tuple[str, str, str], set[str]] = {}
         self.upstream_transfers = 0  # flights started; tests and diagnostics read it
+        self._tainted: dict[str, float] = {}  # etag -> when a stream of it was cut off
+        self._clock = clock
 
     # -- Backend --------------------------------------------------------------------
     @property
@@ -270,6 +272,17 @@ class PullThroughBackend:
         if not inside(real, str(self.root)) or not _blob_present(Path(real), entry.size):
             return None
         return real
+
+    def taint(self, etag: str) -> None:
+        """A stream of ``etag`` was cut off after sending bytes (maybe unverified ones)."""
+        with self._lock:
+            self._tainted[etag] = self._clock()
+
+    def tainted(self, etag: str, within: float = 3600.0) -> bool:
+        """Whether a stream of ``etag`` was cut off in the last ``within`` seconds: a
+        client resuming it may hold bytes that failed verification."""
+        when = self._tainted.get(etag)
+        return when is not None and self._clock() - when < within
 
     def fetch(self, snap: Snapshot, entry: FileEntry) -> Flight:
         """The running transfer of ``entry``'s blob, started if there is none."""

@@ -24,6 +24,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import secrets
 import socket
 import struct
@@ -57,6 +58,7 @@ from .protocol import (
 from .pullthrough import PullThroughBackend, UpstreamError, stream
 from .responses import repo_info, repo_list, tree_entries
 
+_RESUME_RE = re.compile(r"^bytes=\s*[1-9]\d*-$")  # an open-ended range: a client resuming a download
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".gitattributes")
 _API_PREFIX = {"model": "models", "dataset": "datasets"}
 
@@ -370,9 +372,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers["Location"] = mirror.cdn_location(snap, entry)
         self._send_bytes(302, b"", head, headers)
 
-    def _body_range(self, headers: dict[str, str], size: int, head: bool) -> tuple[int, int, int] | None:
+    def _body_range(self, headers: dict[str, str], size: int, head: bool,
+                    etag: str = "") -> tuple[int, int, int] | None:
         """``(status, offset, length)`` for this request's Range, or None once a 416 went out."""
         rng_header = self.headers.get("Range")
+        pt = self.server.mirror.pull_through
+        if rng_header and pt is not None and pt.tainted(etag) and _RESUME_RE.match(rng_header.strip()):
+            # A resume after a pull-through stream was cut off for bytes that failed
+            # verification: the client's prefix may hold them, so it gets the whole file.
+            rng_header = None
         if_range = self.headers.get("If-Range")
         if rng_header and if_range is not None and if_range.strip() not in (
             headers["ETag"], f"W/{headers['ETag']}", headers.get("Last-Modified"),
@@ -395,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(snap, entry, real, head)
             return
         headers = self._file_headers(snap, entry)
-        span = self._body_range(headers, entry.size, head)
+        span = self._body_range(headers, entry.size, head, entry.etag)
         if span is None:
             return
         status, offset, length = span
@@ -422,6 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._sent = exc.sent
             self._error = str(exc) or "interrupted"
             self.close_connection = True
+            if exc.sent:
+                pt.taint(entry.etag)
             with contextlib.suppress(OSError):  # abortive close: the client must see an error, not an end
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
@@ -435,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             headers = self._file_headers(snap, entry)
             headers["Last-Modified"] = email.utils.formatdate(st.st_mtime, usegmt=True)
-            span = self._body_range(headers, size, head)
+            span = self._body_range(headers, size, head, entry.etag)
             if span is None:
                 return
             status, offset, length = span

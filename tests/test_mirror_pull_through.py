@@ -264,3 +264,12 @@ def test_a_corrupt_transfer_refetched_upstream_never_completes_a_response_with_w
         assert aborted >= 1  # the first client streamed the corrupt byte
         again = request(mirror.url, path=path)
         assert hashlib.sha256(again.body).hexdigest() == expected.sha256
+        # Resuming the cut-off download would keep its bad prefix: the mirror sends the whole file.
+        cut = [c for c in clients if c.error is not None and c.status == 200]
+        assert cut, "the first whole-file client streamed the corrupt transfer"
+        got = len(cut[0].body)
+        assert got > 1_000_000
+        resumed = request(mirror.url, path=path, headers={"Range": f"bytes={got}-"})
+        assert resumed.status == 200 and hashlib.sha256(resumed.body).hexdigest() == expected.sha256
+        part = request(mirror.url, path=path, headers={"Range": f"bytes={got}-{got + 9}"})
+        assert part.status == 206 and part.body == data[got:got + 10]

@@ -273,3 +273,17 @@ def test_a_corrupt_transfer_refetched_upstream_never_completes_a_response_with_w
         assert resumed.status == 200 and hashlib.sha256(resumed.body).hexdigest() == expected.sha256
         part = request(mirror.url, path=path, headers={"Range": f"bytes={got}-{got + 9}"})
         assert part.status == 206 and part.body == data[got:got + 10]
+
+
+def test_stock_client_cut_off_by_a_corrupt_transfer_ends_with_the_verified_file(
+        qwen_home: Path, tmp_path: Path, upstream: Mirror, small_repo: GeneratedRepo) -> None:
+    """huggingface_hub retries a cut-off body by resuming it; the mirror answers that
+    resume with the whole file, so the client never keeps the bytes that failed."""
+    upstream.faults.corrupt(1_000_000, times=1, path=WEIGHTS)
+    upstream.faults.bandwidth(3e6)
+    mirror, _ = start_pull_through(pull_through_settings(qwen_home, upstream.url))
+    with mirror:
+        got = hf.hf_hub_download("Org/Small", WEIGHTS, cache_dir=tmp_path / "hf", endpoint=mirror.url, token=False)
+        assert sha256_file(Path(got)) == small_repo.files[WEIGHTS].sha256
+        gets = mirror.faults.records(WEIGHTS, "GET")
+        assert gets[0].error is not None, "the first body was not cut off: the corrupt transfer was not streamed"

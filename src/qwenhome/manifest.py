@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class RepoFile:
     path: str

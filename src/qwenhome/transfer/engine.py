@@ -19,6 +19,9 @@ there is one. A full disk stops the whole run; part maps stay for resume.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import mmap
 import os
 import threading
 import time
@@ -57,6 +60,8 @@ from .partmap import Intervals
 from .retry import Backoff
 
 MiB = 1 << 20
+# Fault the mapped pages in one go (they are in the page cache: just written).
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
 class Cancelled(QwenhomeError):
@@ -91,6 +96,7 @@ class EngineConfig:
     chunk_min: int = 4 * MiB
     chunk_max: int = 32 * MiB
     buffer_size: int = 1 * MiB
+    splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
     hash_slice: int = 32 * MiB  # per turn of the hasher, so small files never queue behind a big one
     steal_min: int = 2 * MiB
     stall_timeout: float = 15.0
@@ -165,6 +171,8 @@ class TransferEngine:
         self._hash_cv = threading.Condition(lock)  # the hasher: a prefix grew
         self._sup_cv = threading.Condition(lock)  # the supervisor: end, or part maps to save
         self._threads: list[threading.Thread] = []
+        self._local = threading.local()
+        self._splice_ok = True
         self._unsaved = 0
         self._files: list[_FileState] = []
         self._queue: deque[_FileState] = deque()
@@ -410,8 +418,10 @@ class TransferEngine:
                     if self._fatal is None:
                         self._fatal = exc
                     self._wake_all()
+                self._drop_pipe()
                 return
             if r is None:
+                self._drop_pipe()
                 return
             if mv is None:
                 mv = memoryview(bytearray(self.cfg.buffer_size))
@@ -515,23 +525,20 @@ class TransferEngine:
         f = r.file
         fd = f.fd
         bufsize = len(mv)
+        pipe = self._pipe() if self.cfg.splice and self._splice_ok and resp.can_splice() else None
         with self._cv:
             gen, pos, end = r.gen, r.cur, r.end
         # One lock round per buffer: record what was written and learn whether
         # the range was split or cancelled meanwhile.
         while gen == f.gen and pos < end and self._fatal is None and f.state == "active":
-            n = resp.readinto(mv[: min(bufsize, end - pos)])
+            if pipe is not None:
+                n = self._splice(resp, fd, pos, min(bufsize, end - pos), pipe, f)
+            else:
+                n = resp.readinto(mv[: min(bufsize, end - pos)])
+                if n > 0:
+                    self._write(fd, mv, n, pos, f)
             if n <= 0:
                 raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
-            written = 0
-            try:
-                while written < n:  # a short write means the disk is filling up
-                    w = os.pwrite(fd, mv[written:n], pos + written)
-                    if w <= 0:
-                        raise DiskFullError(f"no space left writing {f.job.partial}")
-                    written += w
-            except OSError as exc:
-                raise translate_os_error(exc, f.job.partial) from exc
             with self._cv:
                 if r.gen != f.gen:
                     return
@@ -549,6 +556,50 @@ class TransferEngine:
                     self._hash_cv.notify()
                 if self._unsaved >= self.cfg.save_every:
                     self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
+
+    @staticmethod
+    def _write(fd: int, mv: memoryview, n: int, pos: int, f: _FileState) -> None:
+        written = 0
+        try:
+            while written < n:  # a short write means the disk is filling up
+                w = os.pwrite(fd, mv[written:n], pos + written)
+                if w <= 0:
+                    raise DiskFullError(f"no space left writing {f.job.partial}")
+                written += w
+        except OSError as exc:
+            raise translate_os_error(exc, f.job.partial) from exc
+
+    def _pipe(self) -> tuple[int, int]:
+        """This worker's pipe for splice, sized to the read buffer."""
+        pipe: tuple[int, int] | None = getattr(self._local, "pipe", None)
+        if pipe is None:
+            pipe = os.pipe()
+            try:
+                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, self.cfg.buffer_size)
+            except (OSError, AttributeError):
+                pass  # the default size only means more system calls
+            self._local.pipe = pipe
+        return pipe
+
+    def _drop_pipe(self) -> None:
+        pipe: tuple[int, int] | None = getattr(self._local, "pipe", None)
+        if pipe is not None:
+            for end in pipe:
+                os.close(end)
+            self._local.pipe = None
+
+    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: _FileState) -> int:
+        try:
+            return resp.splice_into(fd, pos, want, pipe, self.cfg.stall_timeout)
+        except BaseException as exc:
+            self._drop_pipe()  # it may hold bytes that never reached the file
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                if exc.errno in (errno.EINVAL, errno.EBADF, errno.ENOSYS):
+                    # This filesystem cannot take splice: plain reads from now on.
+                    self._splice_ok = False
+                    raise TransferInterrupted(f"{f.job.path}: splice unsupported here; retrying") from exc
+                raise translate_os_error(exc, f.job.partial) from exc
+            raise
 
     def _failed(self, r: _Range, exc: BaseException) -> None:
         f = r.file
@@ -594,8 +645,6 @@ class TransferEngine:
 
     # -- hashing -----------------------------------------------------------------
     def _hasher(self) -> None:
-        buf = bytearray(4 * MiB)
-        mv = memoryview(buf)
         while True:
             work: list[tuple[_FileState, Verifier, int, int]] = []
             with self._cv:
@@ -619,26 +668,31 @@ class TransferEngine:
             # stuck behind hashing a large prefix; unfinished spans come back.
             work.sort(key=lambda w: w[2] - w[1].hashed)
             for f, verifier, stop, gen in work:
-                self._hash_span(f, verifier, min(stop, verifier.hashed + self.cfg.hash_slice), gen, mv)
+                self._hash_span(f, verifier, min(stop, verifier.hashed + self.cfg.hash_slice), gen)
                 if min(stop, f.job.size) > verifier.hashed and f.gen == gen:
                     with self._cv:
                         self._to_hash[f] = None
 
-    def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int, mv: memoryview) -> None:
+    def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int) -> None:
+        """Hash ``[verifier.hashed, stop)`` straight from the page cache through a
+        read-only mapping: no copy into a buffer (copies are what a transfer
+        costs most on a busy machine)."""
         pos = verifier.hashed
-        while pos < stop:
+        while pos < stop and f.gen == gen:
+            end = min(stop, pos + self.cfg.hash_slice)
+            base = pos - pos % mmap.ALLOCATIONGRANULARITY
             try:
-                n = os.preadv(f.fd, [mv[: min(len(mv), stop - pos)]], pos)
-            except OSError as exc:
+                with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
+                               prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
+                    verifier.update(view[pos - base : end - base])
+            except (OSError, ValueError) as exc:
                 with self._cv:
                     if self._fatal is None and f.gen == gen:
-                        self._fatal = translate_os_error(exc, f.job.partial)
+                        self._fatal = translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
+                                                         f.job.partial)
                     self._wake_all()
                 return
-            if n <= 0 or f.gen != gen:
-                return
-            verifier.update(mv[:n])
-            pos += n
+            pos = end
         if verifier.hashed == f.job.size and f.gen == gen:
             self._finish(f, verifier)
 

@@ -216,3 +216,12 @@ def test_token_goes_only_to_its_source_never_across_a_redirect(
         assert cdn, "LFS files came through the redirect to the CDN host"
         assert all(not r.has_auth_header for r in cdn), "the token never crosses to another host"
         assert api and all(r.has_auth_header for r in api)
+
+
+@pytest.mark.parametrize("fault", ["drop-mid-body", "stall"])
+def test_user_space_read_path_under_faults(fault: str, qwen_home: Path, mirror: Mirror, big_repo: GeneratedRepo) -> None:
+    """TLS bodies cannot be spliced; the readinto + pwrite path must be as robust."""
+    FAULTS[fault](mirror.faults)
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=replace(FAST, splice=False))
+    assert_snapshot_matches(qwen_home, big_repo)
+    assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size

@@ -28,8 +28,13 @@ SCRIPT = "images.js"
 
 
 def available() -> bool:
-    """True when the image engine's libraries are installed (without importing them)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("diffusers", "torch", "PIL"))
+    """True when the image engine's libraries are installed (without importing them).
+
+    python-multipart too: FastAPI refuses to define the upload routes without it."""
+    def found(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    return all(found(m) for m in ("diffusers", "torch", "PIL")) and (found("python_multipart") or found("multipart"))
 
 
 def find_image_model(settings: Settings, model: str | None = None) -> tuple[str, Path] | None:

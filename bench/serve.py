@@ -39,24 +39,33 @@ def build_model(dest: Path) -> Path:
 
 
 def direct_run(model: Any, tokenizer: Any, tokens: int) -> tuple[float, float, int]:
-    """(ttft, total seconds, generated tokens) calling model.generate."""
+    """(time to first text, total seconds, generated tokens) calling model.generate."""
     import torch
 
-    class FirstToken:
+    class FirstText:
+        """Time of the first visible text, as the API streams it (special tokens
+        and incomplete UTF-8 produce no text yet), so both sides measure alike."""
+
         def __init__(self) -> None:
-            self.calls = 0
+            self.prompt_seen = False
+            self.tokens: list[int] = []
             self.first: float | None = None
 
-        def put(self, _value: Any) -> None:
-            self.calls += 1
-            if self.calls == 2:  # the first call carries the prompt
-                self.first = time.perf_counter()
+        def put(self, value: Any) -> None:
+            if not self.prompt_seen:
+                self.prompt_seen = True
+                return
+            self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
+            if self.first is None:
+                text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+                if text and not text.endswith("\ufffd"):
+                    self.first = time.perf_counter()
 
         def end(self) -> None:
             pass
 
     ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    streamer = FirstToken()
+    streamer = FirstText()
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,

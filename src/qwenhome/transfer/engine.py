@@ -208,6 +208,11 @@ class TransferEngine:
             if done.prefix() or job.size == 0:
                 self._to_hash[f] = None
         self._active = len(self._files)
+        if not self.cfg.connections:
+            # Much to fetch: start wider, the first doubling comes later than it would pay.
+            todo = sum(f.job.size - f.done.covered() for f in self._files)
+            big = todo >= 256 * MiB or len(self._files) >= 64
+            self._target = min(self.cfg.max_connections, self.cfg.initial_connections * (2 if big else 1))
         self._check_disk()
         total = sum(f.job.size for f in self._files)
         hasher = threading.Thread(target=self._hasher, daemon=True, name="qh-hash")

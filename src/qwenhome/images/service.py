@@ -132,7 +132,8 @@ class ImageService:
             # keeps full garbage collections (which stop every thread, the web
             # server's included) short while images are generated.
             gc.freeze()
-            self.state = "ready"
+            if self.state == "loading":  # not if stop() came first
+                self.state = "ready"
         except QwenhomeError as exc:
             self.state, self.error = "failed", exc.to_dict()
         except Exception as exc:  # any failure must reach status and jobs, not kill the worker

@@ -11,10 +11,16 @@ import httpx
 import openai
 import pytest
 
+from qwenhome.app.scheduler import Scheduler
 from qwenhome.demo import DEMO_REPO
 from tests.app_support.shared import SharedServer, shared_server
 
 HELLO_ANSWER = "Hello! I am a tiny model running from your qwenhome, fully offline."
+
+
+def last_seq(scheduler: Scheduler) -> int:
+    """Arrival number of the last job served (the history is bounded)."""
+    return max((job[0] for job in scheduler.history), default=0)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +151,7 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
         )
         answers[i] = r.json()["choices"][0]["message"]["content"]
 
-    before = len(scheduler.history)
+    before = last_seq(scheduler)
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for th in threads:
         th.start()
@@ -153,7 +159,7 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
         th.join(120)
     assert sorted(answers) == [0, 1, 2, 3]
     assert all(text == HELLO_ANSWER for text in answers.values())
-    served = list(scheduler.history)[before:]
+    served = [job for job in scheduler.history if job[0] > before]
     assert len(served) == 4
     # Served in the order they arrived, each after the previous one ended.
     assert [job[0] for job in served] == sorted(job[0] for job in served)
@@ -214,7 +220,7 @@ def test_unknown_route_is_a_json_404(server: SharedServer) -> None:
 def test_a_client_that_goes_away_cancels_its_generation(server: SharedServer) -> None:
     scheduler = server.state.scheduler
     assert scheduler is not None
-    before = len(scheduler.history)
+    before = last_seq(scheduler)
     body = {"model": DEMO_REPO, "messages": [{"role": "user", "content": "Hello"}], "stream": True,
             "max_tokens": 480, "ignore_eos": True}
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as r:
@@ -224,7 +230,7 @@ def test_a_client_that_goes_away_cancels_its_generation(server: SharedServer) ->
             if chunks >= 4:
                 break  # leaving the block closes the connection mid-stream
     deadline = time.monotonic() + 20
-    while len(scheduler.history) == before:
+    while last_seq(scheduler) == before:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert scheduler.history[-1][3] == "cancelled"

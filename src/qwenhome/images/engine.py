@@ -42,6 +42,14 @@ def import_diffusers() -> Any:
     return diffusers
 
 
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
 def quiet_progress_bars() -> None:
     """The library does not print: diffusers' and transformers' loading bars
     would land in the server's log (both switches are process-wide)."""
@@ -75,9 +83,12 @@ class ImageEngine:
 
         dtype = getattr(torch, self.policy.dtype)
         quiet_progress_bars()
+        # diffusers renamed torch_dtype to dtype (0.42 warns about the old
+        # name); the images extra allows older releases that know only the old one.
+        dtype_arg = "dtype" if _version(diffusers.__version__) >= (0, 42) else "torch_dtype"
         try:
             pipe = diffusers.QwenImagePipeline.from_pretrained(
-                str(self.snapshot), dtype=dtype, local_files_only=True
+                str(self.snapshot), local_files_only=True, **{dtype_arg: dtype}
             )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ImageModelError(

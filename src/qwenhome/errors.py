@@ -26,6 +26,10 @@ Every error a user can see is a :class:`QwenhomeError` carrying a ``code``
     │   └── TransferInterrupted    connection-dropped
     └── OfflineError               offline (the network is needed and not there)
 
+The image engine adds its leaves in ``images/errors.py`` (invalid-image-size,
+invalid-image, job-not-found, queue-full, image-model-invalid, …), under the
+same root so that the CLI and the web API render them the same way.
+
 Exit codes are per family (see ``EXIT_CODES``) so scripts can branch on them.
 """
 

@@ -430,10 +430,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._sent = exc.sent
             self._error = str(exc) or "interrupted"
             self.close_connection = True
+            # The connection closes short of Content-Length: clients see an incomplete
+            # body (huggingface_hub then resumes, and gets the whole file: see taint).
             if exc.sent:
                 pt.taint(entry.etag)
-            with contextlib.suppress(OSError):  # abortive close: the client must see an error, not an end
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _send_file(self, snap: Snapshot, entry: FileEntry, real: str, head: bool) -> None:
         mirror = self.server.mirror

@@ -12,6 +12,7 @@ from qwenhome.demo import DEMO_REPO, build_tiny_qwen2
 
 _lock = threading.Lock()
 _built: Path | None = None
+_built_image: Path | None = None
 
 
 def tiny_model_dir() -> Path:
@@ -25,10 +26,33 @@ def tiny_model_dir() -> Path:
         return _built
 
 
+def tiny_image_model_dir() -> Path | None:
+    """The demo's tiny image model (built on first use), or None without the images extra."""
+    global _built_image
+    from qwenhome.images.app import available
+
+    if not available():
+        return None
+    with _lock:
+        if _built_image is None:
+            from qwenhome.images.tiny import TINY_REPO_ID, build_tiny_qwenimage
+
+            root = Path(tempfile.mkdtemp(prefix="qwenhome-tiny-image-"))
+            atexit.register(shutil.rmtree, root, True)
+            _built_image = build_tiny_qwenimage(root / TINY_REPO_ID)
+        return _built_image
+
+
 def seed_demo_repos(home: Path) -> Path:
-    """Put the built model where ``--demo`` looks for it, so the demo flow
-    skips building (it still serves it from a mirror and pulls it)."""
-    dest = home / "qwenhome" / "demo-repos" / DEMO_REPO
+    """Put the built models where ``--demo`` looks for them, so the demo flow
+    skips building (it still serves them from a mirror and pulls them)."""
+    repos = home / "qwenhome" / "demo-repos"
+    dest = repos / DEMO_REPO
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(tiny_model_dir(), dest)
+    image = tiny_image_model_dir()
+    if image is not None:
+        from qwenhome.images.tiny import TINY_REPO_ID
+
+        shutil.copytree(image, repos / TINY_REPO_ID)
     return dest

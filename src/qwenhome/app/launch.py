@@ -5,7 +5,8 @@ Order of work (each step says what it does on stderr):
 1. the model: already in the home -> nothing to do (works offline, instant);
    missing -> pulled with visible progress (``--demo``: built once, served
    from a local mirror, pulled through the real pull path);
-2. a quick doctor runs alongside; its warnings are shown, never fatal when
+2. a quick doctor runs (before a pull that needs the network, else alongside
+   the start); its warnings are shown, never fatal when
    the model is in the home;
 3. the API server (and with vLLM, ``vllm serve <snapshot>``) start as child
    processes whose environment carries the one-home variables and

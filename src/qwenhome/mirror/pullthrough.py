@@ -14,7 +14,12 @@ Clients are served while the transfer runs by following the partial file and
 its part map (:func:`stream`). The part map only claims bytes already written,
 but written is not verified, so every streamed response keeps its last byte
 back until the blob is verified in the store and the bytes already sent are
-proven equal to it; otherwise the connection is dropped, never completed.
+proven equal to it; otherwise the connection is closed short of its
+Content-Length, never completed, and for a while a resume of that file (an
+open-ended Range) is answered with the whole file, so a client that retries
+(huggingface_hub does) cannot keep a bad prefix. Ranges that are still being
+fetched complete only once the whole file is verified: clients and proxies in
+front need read time-outs that allow for that.
 
 Upstream tokens stay inside the puller's HTTP client: clients only ever see
 headers and bodies the mirror builds itself.

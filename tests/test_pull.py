@@ -225,3 +225,14 @@ def test_user_space_read_path_under_faults(fault: str, qwen_home: Path, mirror: 
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=replace(FAST, splice=False))
     assert_snapshot_matches(qwen_home, big_repo)
     assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size
+
+
+def test_include_pull_fetches_only_what_was_asked_even_with_an_earlier_manifest(
+        qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
+    settings = settings_for(qwen_home, mirror.url)
+    pull(settings, RepoRef.parse("Org/Small"), include=["config.json"])
+    before = mirror.faults.bytes_sent("model.safetensors")
+    result = pull(settings, RepoRef.parse("Org/Small"), include=["sub/*"])
+    assert mirror.faults.bytes_sent("model.safetensors") == before, "not asked for: not fetched"
+    names = sorted(p.relative_to(result.snapshot).as_posix() for p in result.snapshot.rglob("*") if p.is_symlink())
+    assert names == ["config.json", "sub/dir/notes.txt"]

@@ -258,7 +258,7 @@ class Puller:
         except NetworkError as exc:
             return self._offline(ref, f"{exc.code}: {exc.message}", exc)
         files = select_files(full.files, include, exclude)
-        manifest = Manifest(full.repo_id, full.repo_type, full.commit, files, source.name)
+        manifest = Manifest(full.repo_id, full.repo_type, full.commit, list(files), source.name)  # a copy: extended below
         previous = self.store.load_manifest(ref, manifest.commit)
         if previous is not None:
             known = {f.path for f in files}

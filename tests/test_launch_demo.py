@@ -23,9 +23,8 @@ from qwenhome.app.supervisor import RestartPolicy
 from qwenhome.config import load_settings
 from qwenhome.demo import DEMO_REPO
 from qwenhome.errors import UsageError
-from tests.app_support.servers import wait_ready
+from tests.app_support.servers import Tee, wait_ready
 from tests.app_support.tiny import seed_demo_repos
-from tests.test_launch_vllm import Tee
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HELLO = "Hello! I am a tiny model running from your qwenhome, fully offline."

@@ -4,7 +4,6 @@ the proxying (streaming and not), and the restart of a crashed engine."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -25,26 +24,10 @@ from qwenhome.app.supervisor import RestartPolicy
 from qwenhome.app.vllm_engine import vllm_command
 from qwenhome.config import load_settings
 from qwenhome.demo import DEMO_REPO
-from tests.app_support.servers import wait_ready
+from tests.app_support.servers import Tee, wait_ready
 from tests.app_support.tiny import seed_demo_repos
 
 FAKE = Path(__file__).parent / "app_support" / "fake_vllm.py"
-
-
-class Tee(io.StringIO):
-    """What the launcher says, readable while it runs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = threading.Lock()
-
-    def write(self, s: str) -> int:
-        with self.lock:
-            return super().write(s)
-
-    def text(self) -> str:
-        with self.lock:
-            return self.getvalue()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -44,3 +45,19 @@ def wait_ready(base_url: str, timeout: float = 120.0) -> dict[str, Any]:
             return last
         time.sleep(0.1)
     raise TimeoutError(f"{base_url} not ready: {last}")
+
+
+class Tee(io.StringIO):
+    """What the launcher says, readable while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def write(self, s: str) -> int:
+        with self.lock:
+            return super().write(s)
+
+    def text(self) -> str:
+        with self.lock:
+            return self.getvalue()

@@ -132,3 +132,13 @@ def test_a_child_failing_with_a_fatal_code_is_not_restarted() -> None:
     child.proc.wait(30)  # type: ignore[union-attr]
     assert child.check(time.monotonic()) == "server exited with code 3: error[engine-load-failed]: bad weights"
     assert said == []
+
+
+def test_importing_the_app_does_not_import_an_engine() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, qwenhome.app, qwenhome.app.server, qwenhome.app.launch, qwenhome.app.serve, qwenhome.demo; "
+            "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--engine", choices=("auto", "transformers", "vllm"), default="auto")
     p.add_argument("--demo", action="store_true", help="offline demo with a small model built locally")
+    p.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                   help="pass an option to `vllm serve` (repeatable), e.g. --vllm-arg=--tensor-parallel-size=2")
     return parser
 
 
@@ -379,8 +381,10 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     from .app.launch import run_launch
 
-    return int(run_launch(settings, model=args.model, host=args.host, port=args.port,
-                          engine=args.engine, demo=args.demo) or 0)
+    # The children (API server, vLLM) need the whole environment (PATH, locale,
+    # CUDA); run_launch applies the home variables on top of it.
+    return int(run_launch(settings, model=args.model, host=args.host, port=args.port, engine=args.engine,
+                          demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg)) or 0)
 
 
 COMMANDS = {

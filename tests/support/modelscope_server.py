@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,6 +98,7 @@ class ModelScopeServer:
         self.token = token
         self.log: list[MsRecord] = []
         self._lock = threading.Lock()
+        self._busy = 0  # requests being answered: logged when they end
         self._corrupt: dict[str, int] = {}  # file path -> offset flipped in every body
         self._fail: list[int] = []  # statuses to answer, one per request
         self._httpd = _Server(self)
@@ -119,9 +121,17 @@ class ModelScopeServer:
 
     # -- log -------------------------------------------------------------------
     def records(self, kind: str | None = None) -> list[MsRecord]:
-        """``kind``: ``files`` (listings), ``download`` or None for all."""
-        with self._lock:
-            log = list(self.log)
+        """``kind``: ``files`` (listings), ``download`` or None for all.
+
+        A client has its answer a moment before the server logs it: wait (up to
+        2 s) for requests still being answered."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            with self._lock:
+                if not self._busy or time.monotonic() > deadline:
+                    log = list(self.log)
+                    break
+            time.sleep(0.005)
         if kind == "files":
             return [r for r in log if r.path.endswith("/repo/files")]
         if kind == "download":
@@ -185,6 +195,8 @@ class ModelScopeServer:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         rec = MsRecord("GET", path, query, query.get("FilePath", ""), h.headers.get("Range"), 0, 0,
                        "Authorization" in h.headers)
+        with self._lock:
+            self._busy += 1
         try:
             self._dispatch(h, path, query, rec)
         except OSError:
@@ -192,6 +204,7 @@ class ModelScopeServer:
         finally:
             with self._lock:
                 self.log.append(rec)
+                self._busy -= 1
 
     def _json(self, h: _Handler, rec: MsRecord, status: int, obj: Any) -> None:
         body = json.dumps(obj).encode()

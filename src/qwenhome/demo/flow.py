@@ -24,29 +24,32 @@ def demo_repos_root(settings: Settings) -> Path:
     return settings.state_dir / "demo-repos"
 
 
-def ensure_demo_model(
+def ensure_demo_repo(
     settings: Settings,
+    repo_id: str,
+    marker: str,
+    build: Callable[[Path], object],
+    what: str,
     *,
     on_event: EventSink | None = None,
     say: Callable[[str], None] = lambda _msg: None,
 ) -> Path:
-    """The demo model's snapshot in the home, building and pulling it if missing."""
+    """The snapshot of demo repository ``repo_id`` in the home. When missing:
+    ``build`` it once into the demo folders (unless ``marker`` is there
+    already), serve those from a local mirror on 127.0.0.1, and pull it
+    through the real pull path."""
+    from ..mirror import FolderBackend, MirrorServer
     from ..pull import pull
 
-    ref = RepoRef.parse(DEMO_REPO)
-    store = Store(settings.hub_cache, settings.state_dir)
+    ref = RepoRef.parse(repo_id)
     try:
-        return store.snapshot_path(ref)
+        return Store(settings.hub_cache, settings.state_dir).snapshot_path(ref)
     except NotCachedError:
         pass
-    folder = demo_repos_root(settings) / DEMO_REPO
-    if not (folder / "model.safetensors").is_file():
-        from .tinymodel import build_tiny_qwen2
-
-        say(f"building the demo model (a tiny Qwen2, trained locally) in {folder}")
-        build_tiny_qwen2(folder)
-    from ..mirror import FolderBackend, MirrorServer
-
+    folder = demo_repos_root(settings) / repo_id
+    if not (folder / marker).is_file():
+        say(f"building {what} in {folder}")
+        build(folder)
     server = MirrorServer(FolderBackend(demo_repos_root(settings))).start()
     try:
         say(f"serving it from a local mirror at {server.url}; pulling it into the home")
@@ -55,3 +58,16 @@ def ensure_demo_model(
     finally:
         server.stop()
     return result.snapshot
+
+
+def ensure_demo_model(
+    settings: Settings,
+    *,
+    on_event: EventSink | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> Path:
+    """The demo chat model's snapshot in the home, building and pulling it if missing."""
+    from .tinymodel import build_tiny_qwen2
+
+    return ensure_demo_repo(settings, DEMO_REPO, "model.safetensors", build_tiny_qwen2,
+                            "the demo model (a tiny Qwen2, trained locally)", on_event=on_event, say=say)

@@ -91,7 +91,8 @@ class FileJob:
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 16
+    initial_connections: int = 4
+    slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
     max_connections: int = 64
     chunk_min: int = 4 * MiB
     chunk_max: int = 32 * MiB
@@ -104,7 +105,8 @@ class EngineConfig:
     max_integrity_retries: int = 2
     metadata_attempts: int = 4
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
-    probe_interval: float = 0.3
+    probe_interval: float = 0.25
+    map_min_size: int = 16 * MiB
     save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
     backoff: Backoff = Backoff()
 
@@ -209,10 +211,12 @@ class TransferEngine:
                 self._to_hash[f] = None
         self._active = len(self._files)
         if not self.cfg.connections:
-            # Much to fetch: start wider, the first doubling comes later than it would pay.
+            # Few connections move most on a fast link (each extra thread costs
+            # CPU); many small files want more in flight from the start. Links
+            # that cap each connection make the controller grow quickly.
             todo = sum(f.job.size - f.done.covered() for f in self._files)
-            big = todo >= 256 * MiB or len(self._files) >= 64
-            self._target = min(self.cfg.max_connections, self.cfg.initial_connections * (2 if big else 1))
+            scale = 8 if len(self._files) >= 64 else 2 if todo >= 256 * MiB else 1
+            self._target = min(self.cfg.max_connections, self.cfg.initial_connections * scale)
         self._check_disk()
         total = sum(f.job.size for f in self._files)
         hasher = threading.Thread(target=self._hasher, daemon=True, name="qh-hash")
@@ -818,7 +822,10 @@ class TransferEngine:
                 # Not every connection is busy: more would not help (yet).
                 return prev_rate == 0.0, rate, self._target
             before = self._target
-            self._target = min(self.cfg.max_connections, self._target * 2)
+            # Slow connections with every one busy: the link caps each
+            # connection (as CDNs do), so widen fast.
+            factor = 4 if per_conn < self.cfg.slow_connection else 2
+            self._target = min(self.cfg.max_connections, self._target * factor)
             self._park.notify_all()
             self._start_workers()
             return True, rate, before
@@ -829,7 +836,9 @@ class TransferEngine:
             snap = [
                 (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
                 for f in files
-                if f.state == "active" and f.done.starts
+                # A small file is fetched again whole sooner than its map is
+                # written: maps only where a kill would cost real bytes.
+                if f.state == "active" and f.done.starts and f.job.size >= self.cfg.map_min_size
             ]
             self._dirty.clear()
             self._unsaved = 0

@@ -106,7 +106,6 @@ class EngineConfig:
     metadata_attempts: int = 4
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
     probe_interval: float = 0.25
-    map_min_size: int = 16 * MiB
     save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
     backoff: Backoff = Backoff()
 
@@ -836,9 +835,7 @@ class TransferEngine:
             snap = [
                 (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
                 for f in files
-                # A small file is fetched again whole sooner than its map is
-                # written: maps only where a kill would cost real bytes.
-                if f.state == "active" and f.done.starts and f.job.size >= self.cfg.map_min_size
+                if f.state == "active" and f.done.starts
             ]
             self._dirty.clear()
             self._unsaved = 0

@@ -159,6 +159,10 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
         th.join(120)
     assert sorted(answers) == [0, 1, 2, 3]
     assert all(text == HELLO_ANSWER for text in answers.values())
+    # A job is recorded a moment after its answer went out: wait for the record.
+    deadline = time.monotonic() + 5
+    while len([job for job in scheduler.history if job[0] > before]) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
     served = [job for job in scheduler.history if job[0] > before]
     assert len(served) == 4
     # Served in the order they arrived, each after the previous one ended.

@@ -8,7 +8,6 @@ them in.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -17,8 +16,8 @@ from ..config import Source
 from ..errors import ProtocolError, QwenhomeError
 from ..manifest import Manifest, RepoFile
 from ..store.layout import RepoRef, is_commit, validate_etag, validate_relpath
-from .errors import raise_for_status
 from .http import HttpClient
+from .jsonapi import get_json
 
 # Protocol header names, as the Hub sends them.
 HEADER_REPO_COMMIT = "X-Repo-Commit"
@@ -41,26 +40,9 @@ class HubClient:
         self.base = source.url.rstrip("/")
 
     def _get_json(self, url: str, ref: RepoRef) -> tuple[Any, str | None]:
-        resp = self.http.open("GET", url, token=self.source.token, headers={"Accept": "application/json"})
-        if resp.status >= 400:
-            try:
-                body = resp.read(1 << 16)
-            except QwenhomeError:
-                body = b""
-            raise_for_status(resp.status, resp.headers, url, ref, body)
-        data = resp.read()
-        ctype = resp.header("Content-Type") or ""
-        try:
-            parsed = json.loads(data)
-        except ValueError as exc:
-            hint = "a captive portal or proxy answered instead of the Hub" if "html" in ctype else None
-            raise ProtocolError(
-                f"{self.source.url} did not answer with JSON for {ref}",
-                code="not-a-hub",
-                hint=hint or "check that the source URL is a Hub-compatible endpoint",
-                url=url,
-            ) from exc
-        return parsed, resp.header("Link")
+        data, resp = get_json(self.http, self.source, url, ref, expected="a Hub-compatible endpoint",
+                              html_hint="a captive portal or proxy answered instead of the Hub")
+        return data, resp.header("Link")
 
     def revision_url(self, ref: RepoRef) -> str:
         rev = quote(ref.rev, safe="")

@@ -16,18 +16,17 @@ the same files give the same id, any change gives a new one.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..config import Source
-from ..errors import ProtocolError, QwenhomeError, RepoNotFoundError, RevisionNotFoundError
+from ..errors import ProtocolError, RepoNotFoundError, RevisionNotFoundError
 from ..manifest import Manifest, RepoFile
 from ..store.layout import DEFAULT_REVISION, RepoRef, validate_relpath
-from .errors import raise_for_status
 from .hf import _file
 from .http import HttpClient
+from .jsonapi import get_json
 
 MS_DEFAULT_REVISION = "master"
 # The server's silent cut-off; a listing this long may be incomplete.
@@ -82,19 +81,7 @@ class ModelScopeClient:
 
     # -- listing -------------------------------------------------------------
     def _get_files(self, url: str, ref: RepoRef) -> list[dict[str, Any]]:
-        resp = self.http.open("GET", url, token=self.source.token, headers={"Accept": "application/json"})
-        if resp.status >= 400:
-            try:
-                body = resp.read(1 << 16)
-            except QwenhomeError:
-                body = b""
-            raise_for_status(resp.status, resp.headers, url, ref, body)
-        raw = resp.read()
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ProtocolError(f"{self.source.url} did not answer with JSON for {ref}", code="not-a-hub",
-                                hint="check that the source URL is a ModelScope endpoint", url=url) from exc
+        data, _ = get_json(self.http, self.source, url, ref, expected="a ModelScope endpoint")
         if not isinstance(data, dict):
             raise ProtocolError(f"unexpected ModelScope listing for {ref}", code="bad-metadata", url=url)
         code = data.get("Code", 200)

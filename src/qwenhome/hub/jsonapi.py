@@ -1,0 +1,46 @@
+"""One metadata request: GET a JSON document from a source, with its error
+statuses mapped to typed errors and a non-JSON answer named as such."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..config import Source
+from ..errors import ProtocolError, QwenhomeError
+from ..store.layout import RepoRef
+from .errors import raise_for_status
+from .http import HttpClient, Response
+
+
+def get_json(
+    http: HttpClient,
+    source: Source,
+    url: str,
+    ref: RepoRef,
+    *,
+    expected: str,
+    html_hint: str | None = None,
+) -> tuple[Any, Response]:
+    """The parsed body and the response (for headers such as ``Link``).
+
+    ``expected`` names what the source should be, for the hint; ``html_hint``
+    replaces it when an HTML page answered (a captive portal, a proxy)."""
+    resp = http.open("GET", url, token=source.token, headers={"Accept": "application/json"})
+    if resp.status >= 400:
+        try:
+            body = resp.read(1 << 16)
+        except QwenhomeError:
+            body = b""
+        raise_for_status(resp.status, resp.headers, url, ref, body)
+    data = resp.read()
+    try:
+        return json.loads(data), resp
+    except ValueError as exc:
+        html = "html" in (resp.header("Content-Type") or "")
+        raise ProtocolError(
+            f"{source.url} did not answer with JSON for {ref}",
+            code="not-a-hub",
+            hint=html_hint if html and html_hint else f"check that the source URL is {expected}",
+            url=url,
+        ) from exc

@@ -16,7 +16,6 @@ import select
 import socket
 import ssl
 import threading
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from ..errors import (
     ReadTimeoutError,
     TransferInterrupted,
 )
+from .proxy import proxy_url_for
 
 USER_AGENT = f"qwenhome/{__version__}"
 REDIRECT_CODES = (301, 302, 303, 307, 308)
@@ -241,17 +241,6 @@ class HttpClient:
         self.user_agent = user_agent
         self._env = dict(env or {})
         self._ssl = ssl_context
-        self._proxies = {
-            k: v for k, v in (("http", self._env_get("http_proxy")), ("https", self._env_get("https_proxy"))) if v
-        }
-        no_proxy = self._env_get("no_proxy")
-        if no_proxy:
-            self._proxies["no"] = no_proxy
-
-    def _env_get(self, name: str) -> str | None:
-        return self._env.get(name) or self._env.get(name.upper()) or (
-            self._env.get("all_proxy") or self._env.get("ALL_PROXY") if name != "no_proxy" else None
-        )
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -259,13 +248,7 @@ class HttpClient:
         return self._ssl
 
     def _proxy_for(self, origin: Origin) -> str | None:
-        proxy = self._proxies.get(origin.scheme)
-        if not proxy:
-            return None
-        bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (not in typeshed)
-        if "no" in self._proxies and bypass(origin.host, self._proxies):
-            return None
-        return proxy
+        return proxy_url_for(self._env, origin.scheme, origin.host)
 
     def _connect(self, origin: Origin, timeout: float) -> http.client.HTTPConnection:
         proxy = self._proxy_for(origin)

@@ -1,0 +1,29 @@
+"""Which proxy a request goes through, from an environment mapping: lower case
+first, then upper case, ``ALL_PROXY`` as the fallback, ``NO_PROXY`` matched by
+the standard library's rule. The HTTP client and the doctor share it, so the
+doctor diagnoses exactly what a pull does."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Mapping
+
+
+def env_proxy(env: Mapping[str, str], name: str) -> str | None:
+    """``http_proxy``, ``https_proxy`` or ``no_proxy`` as the environment sets it."""
+    value = env.get(name) or env.get(name.upper())
+    if not value and name != "no_proxy":
+        value = env.get("all_proxy") or env.get("ALL_PROXY")
+    return value or None
+
+
+def proxy_url_for(env: Mapping[str, str], scheme: str, host: str) -> str | None:
+    """The proxy URL for ``scheme://host``, or None (none set, or NO_PROXY exempts it)."""
+    url = env_proxy(env, f"{scheme}_proxy")
+    if not url:
+        return None
+    no_proxy = env_proxy(env, "no_proxy")
+    bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (not in typeshed)
+    if no_proxy and bypass(host, {"no": no_proxy}):
+        return None
+    return url

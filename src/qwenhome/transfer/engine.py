@@ -4,9 +4,9 @@ All files of a pull share one pool of worker threads (one keep-alive
 connection each). A file is carved into ranges on demand, lowest offset first,
 written in place with ``pwrite`` into a pre-sized partial file. When no range
 is left to hand out, an idle worker splits the largest remaining range of a
-slow connection (end-game), so one slow stream never holds up the end. A
-hasher thread follows each file's written prefix, so verification is almost
-finished when the last byte lands. The run() thread persists part maps,
+slow connection (end-game), so one slow stream never holds up the end. The
+thread that grows a file's written prefix hashes it up to there, so
+verification is almost finished when the last byte lands. The run() thread persists part maps,
 emits progress and tunes the connection count from the measured throughput.
 
 Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
@@ -93,19 +93,20 @@ class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
     initial_connections: int = 4
     slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
-    max_connections: int = 64
+    max_connections: int = 128
     chunk_min: int = 4 * MiB
     chunk_max: int = 32 * MiB
     buffer_size: int = 1 * MiB
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
-    hash_slice: int = 32 * MiB  # per turn of the hasher, so small files never queue behind a big one
+    hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
     steal_min: int = 2 * MiB
+    tail_min: int = 1 * MiB  # smallest range the end of a run is cut into
     stall_timeout: float = 15.0
     max_retries: int = 8
     max_integrity_retries: int = 2
     metadata_attempts: int = 4
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
-    probe_interval: float = 0.25
+    probe_interval: float = 0.2
     save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
     backoff: Backoff = Backoff()
 
@@ -139,6 +140,7 @@ class _FileState:
     error: QwenhomeError | None = None
     started: bool = False
     queued: bool = True  # in the engine's list of files with bytes to hand out
+    hashing: bool = False  # one thread at a time feeds the verifier
 
 
 class TransferEngine:
@@ -166,23 +168,23 @@ class TransferEngine:
         self.repo = repo
         self.clock = clock
         lock = threading.Lock()
-        # One lock, four wait queues, so a wake-up reaches only who can act on it.
+        # One lock, three wait queues, so a wake-up reaches only who can act on it.
         self._cv = threading.Condition(lock)  # idle workers: work may have appeared
         self._park = threading.Condition(lock)  # workers above the connection target
-        self._hash_cv = threading.Condition(lock)  # the hasher: a prefix grew
         self._sup_cv = threading.Condition(lock)  # the supervisor: end, or part maps to save
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
+        self._emit_lock = threading.Lock()
         self._splice_ok = True
         self._unsaved = 0
         self._files: list[_FileState] = []
         self._queue: deque[_FileState] = deque()
         self._inflight: set[_Range] = set()
-        self._to_hash: dict[_FileState, None] = {}
         self._dirty: set[_FileState] = set()
         self._active = 0
         self._files_done = 0
         self._done_bytes = 0  # bytes on disk for unfinished + finished files
+        self._total = 0
         self._fatal: BaseException | None = None
         self._bytes = 0  # bytes received this run
         self._target = config.connections or config.initial_connections
@@ -199,26 +201,30 @@ class TransferEngine:
     ) -> dict[str, QwenhomeError]:
         """Transfer ``jobs``; returns the errors of files that failed (by key)."""
         self._on_verified = on_verified
+        resumed: list[_FileState] = []
         for job in jobs:
             job.partial.parent.mkdir(parents=True, exist_ok=True)
             done, validator = partmap.load(job.partial, job.key, job.size)
             f = _FileState(job, done, validator, Verifier(job.size, job.sha256, job.blob_id))
             self._files.append(f)
-            self._queue.append(f)
             self._done_bytes += done.covered()
             if done.prefix() or job.size == 0:
-                self._to_hash[f] = None
+                resumed.append(f)
         self._active = len(self._files)
+        self._total = sum(f.job.size for f in self._files)
+        # Largest first: big files spread over many connections early and the
+        # small ones fill the gaps at the end.
+        self._queue = deque(sorted(self._files, key=lambda f: f.job.size - f.done.covered(), reverse=True))
         if not self.cfg.connections:
             # Few connections move most on a fast link (each extra thread costs
             # CPU); many small files want more in flight from the start. Links
             # that cap each connection make the controller grow quickly.
             todo = sum(f.job.size - f.done.covered() for f in self._files)
-            scale = 8 if len(self._files) >= 64 else 2 if todo >= 256 * MiB else 1
+            scale = 16 if len(self._files) >= 64 else 2 if todo >= 256 * MiB else 1
             self._target = min(self.cfg.max_connections, self.cfg.initial_connections * scale)
         self._check_disk()
         total = sum(f.job.size for f in self._files)
-        hasher = threading.Thread(target=self._hasher, daemon=True, name="qh-hash")
+        hasher = threading.Thread(target=self._hasher, args=(resumed,), daemon=True, name="qh-hash")
         hasher.start()
         with self._cv:
             self._start_workers()
@@ -311,7 +317,7 @@ class TransferEngine:
 
     def _wake_all(self) -> None:
         """The run ends or failed: everyone must look (under the lock)."""
-        for cv in (self._cv, self._park, self._hash_cv, self._sup_cv):
+        for cv in (self._cv, self._park, self._sup_cv):
             cv.notify_all()
 
     # -- scheduling (under self._cv) --------------------------------------------
@@ -364,8 +370,9 @@ class TransferEngine:
             return None
         s, e = gap
         if not f.no_ranges:
-            e = min(e, s + self._chunk)
-            if 0 < size - e < self._chunk // 4 and gap[1] == size:
+            chunk = self._chunk_now()
+            e = min(e, s + chunk)
+            if 0 < size - e < chunk // 4 and gap[1] == size:
                 e = size  # no tiny tail range
         self._ensure_open(f)
         r = _Range(f, s, s, e, f.gen, now)
@@ -375,6 +382,16 @@ class TransferEngine:
             f.started = True
             self._emit(ProgressEvent(FILE_START, self.repo, f.job.path, f.done.covered(), size))
         return r
+
+    def _chunk_now(self) -> int:
+        """The range size: the tuned chunk, but near the end of the run the
+        bytes left are shared out over every connection so that they all end
+        together (as aria2 splits), instead of a few long ranges trailing."""
+        left = self._total - self._done_bytes - sum(r.end - r.cur for r in self._inflight)
+        share = left // max(1, self._target)
+        if share >= self._chunk:
+            return self._chunk
+        return max(self.cfg.tail_min, share - share % (64 * 1024))
 
     def _steal(self, now: float) -> _Range | None:
         """End-game: split the range of an outlier connection (much slower than
@@ -417,7 +434,6 @@ class TransferEngine:
 
     # -- workers -------------------------------------------------------------
     def _worker(self, wid: int) -> None:
-        mv: memoryview | None = None  # allocated with the first range: parked workers cost no memory
         while True:
             try:
                 r = self._next_range(wid)
@@ -431,10 +447,8 @@ class TransferEngine:
             if r is None:
                 self._drop_pipe()
                 return
-            if mv is None:
-                mv = memoryview(bytearray(self.cfg.buffer_size))
             try:
-                self._fetch(r, mv)
+                self._fetch(r)
             except BaseException as exc:  # classified, never lost
                 self._failed(r, exc)
             else:
@@ -449,7 +463,7 @@ class TransferEngine:
         if r.gen == f.gen and r.cur < r.end:
             self._requeue(f)
 
-    def _fetch(self, r: _Range, mv: memoryview) -> None:
+    def _fetch(self, r: _Range) -> None:
         f = r.file
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
@@ -466,7 +480,7 @@ class TransferEngine:
                 etag = resp.header("ETag")
                 if etag and not etag.startswith("W/"):
                     f.validator = etag
-            self._read_body(r, resp, mv)
+            self._read_body(r, resp)
         finally:
             # Reuses the connection only when the body was read to its end
             # (a split range stops early and drops it).
@@ -528,12 +542,13 @@ class TransferEngine:
             pass
         raise_for_status(resp.status, resp.headers, url, None, body)
 
-    def _read_body(self, r: _Range, resp: Response, mv: memoryview) -> None:
+    def _read_body(self, r: _Range, resp: Response) -> None:
         """Read the range into place, stopping early if the range was split."""
         f = r.file
         fd = f.fd
-        bufsize = len(mv)
+        bufsize = self.cfg.buffer_size
         pipe = self._pipe() if self.cfg.splice and self._splice_ok and resp.can_splice() else None
+        mv = self._buffer() if pipe is None else None
         with self._cv:
             gen, pos, end = r.gen, r.cur, r.end
         # One lock round per buffer: record what was written and learn whether
@@ -542,6 +557,7 @@ class TransferEngine:
             if pipe is not None:
                 n = self._splice(resp, fd, pos, min(bufsize, end - pos), pipe, f)
             else:
+                assert mv is not None
                 n = resp.readinto(mv[: min(bufsize, end - pos)])
                 if n > 0:
                     self._write(fd, mv, n, pos, f)
@@ -550,20 +566,26 @@ class TransferEngine:
             with self._cv:
                 if r.gen != f.gen:
                     return
-                grows_prefix = pos <= f.done.prefix()
-                f.done.add(pos, pos + n)
-                pos = r.cur = pos + n
-                end = r.end
-                f.failures = 0
-                self._dirty.add(f)
-                self._to_hash[f] = None
-                self._bytes += n
-                self._done_bytes += n
-                self._unsaved += n
-                if grows_prefix:
-                    self._hash_cv.notify()
-                if self._unsaved >= self.cfg.save_every:
-                    self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
+                claimed = self._record(r, pos, n)
+                pos, end = r.cur, r.end
+            if claimed:
+                self._hash_while_claimed(f)
+
+    def _record(self, r: _Range, pos: int, n: int) -> bool:
+        """``n`` bytes of ``r`` are on disk at ``pos`` (under the lock; the
+        range is current). True when the caller now holds the file's hash claim."""
+        f = r.file
+        grows_prefix = pos <= f.done.prefix()
+        f.done.add(pos, pos + n)
+        r.cur = pos + n
+        f.failures = 0
+        self._dirty.add(f)
+        self._bytes += n
+        self._done_bytes += n
+        self._unsaved += n
+        if self._unsaved >= self.cfg.save_every:
+            self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
+        return grows_prefix and self._claim_hash(f)
 
     @staticmethod
     def _write(fd: int, mv: memoryview, n: int, pos: int, f: _FileState) -> None:
@@ -576,6 +598,14 @@ class TransferEngine:
                 written += w
         except OSError as exc:
             raise translate_os_error(exc, f.job.partial) from exc
+
+    def _buffer(self) -> memoryview:
+        """This worker's read buffer, made on first use: spliced bodies never
+        need one, so many connections cost no memory."""
+        buf: memoryview | None = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = memoryview(bytearray(self.cfg.buffer_size))
+        return buf
 
     def _pipe(self) -> tuple[int, int]:
         """This worker's pipe for splice, sized to the read buffer."""
@@ -652,41 +682,58 @@ class TransferEngine:
         self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.name} ({src.url})"))
 
     # -- hashing -----------------------------------------------------------------
-    def _hasher(self) -> None:
-        while True:
-            work: list[tuple[_FileState, Verifier, int, int]] = []
+    # sha256 is sequential, so each file has one verifier fed in order, by one
+    # thread at a time: whoever grows the file's written prefix claims it and
+    # hashes up to the prefix, then looks again before letting go. Hashing thus
+    # runs in the threads that just wrote the bytes (page cache still warm),
+    # several files at once, and takes a fair share of a busy CPU instead of
+    # trailing behind the transfer in one thread.
+    def _claim_hash(self, f: _FileState) -> bool:
+        """Take ``f``'s verifier if it has work (under the lock)."""
+        if f.hashing or f.state != "active":
+            return False
+        if f.done.prefix() <= f.verifier.hashed < f.job.size:
+            return False
+        f.hashing = True
+        return True
+
+    def _hash_while_claimed(self, f: _FileState) -> None:
+        """Hash ``f`` up to its written prefix until caught up (the claim is held
+        on entry), verifying and installing it once complete."""
+        try:
+            while True:
+                with self._cv:
+                    verifier, gen, prefix = f.verifier, f.gen, f.done.prefix()
+                    if (f.state != "active" or self._fatal is not None
+                            or prefix <= verifier.hashed < f.job.size):
+                        f.hashing = False  # growth from now on finds the claim free
+                        return
+                    self._ensure_open(f)  # a resumed file may be complete already
+                self._hash_span(f, verifier, prefix, gen)
+        except BaseException as exc:
+            with self._cv:
+                f.hashing = False
+                if self._fatal is None:
+                    self._fatal = exc
+                self._wake_all()
+
+    def _hasher(self, resumed: list[_FileState]) -> None:
+        """Files with bytes on disk from an earlier run (or empty ones): hash
+        what is there; workers take over as the prefix grows."""
+        for f in resumed:
             with self._cv:
                 if self._fatal is not None or not self._active:
                     return
-                if not self._to_hash:
-                    self._hash_cv.wait(0.5)  # notified when a file's written prefix grows
-                    continue
-                try:
-                    for f in self._to_hash:
-                        prefix = f.done.prefix()
-                        if f.state == "active" and (prefix > f.verifier.hashed or prefix == f.job.size):
-                            self._ensure_open(f)  # a resumed file may be complete already
-                            work.append((f, f.verifier, prefix, f.gen))
-                except QwenhomeError as exc:
-                    self._fatal = exc
-                    self._wake_all()
-                    return
-                self._to_hash.clear()
-            # Small slices, smallest remainder first: a tiny file is never
-            # stuck behind hashing a large prefix; unfinished spans come back.
-            work.sort(key=lambda w: w[2] - w[1].hashed)
-            for f, verifier, stop, gen in work:
-                self._hash_span(f, verifier, min(stop, verifier.hashed + self.cfg.hash_slice), gen)
-                if min(stop, f.job.size) > verifier.hashed and f.gen == gen:
-                    with self._cv:
-                        self._to_hash[f] = None
+                claimed = self._claim_hash(f)
+            if claimed:
+                self._hash_while_claimed(f)
 
     def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int) -> None:
         """Hash ``[verifier.hashed, stop)`` straight from the page cache through a
         read-only mapping: no copy into a buffer (copies are what a transfer
         costs most on a busy machine)."""
         pos = verifier.hashed
-        while pos < stop and f.gen == gen:
+        while pos < stop and f.gen == gen and self._fatal is None:
             end = min(stop, pos + self.cfg.hash_slice)
             base = pos - pos % mmap.ALLOCATIONGRANULARITY
             try:
@@ -765,7 +812,7 @@ class TransferEngine:
         prev_rate = 0.0
         prev_target = self._target
         probing = not self.cfg.connections
-        warmup = True  # the first window holds connection set-up: not a fair measure
+        warmup = True
         last_files_t = last_t
         last_emit = last_t - self.cfg.tick
         while True:
@@ -797,11 +844,13 @@ class TransferEngine:
                     active = {r.file: (r.file.done.covered(), r.file.job.size) for r in self._inflight}
                 for f, (done_f, size_f) in active.items():
                     self._emit(ProgressEvent(PROGRESS, self.repo, f.job.path, done_f, size_f))
-            if probing and now - probe_t >= self.cfg.probe_interval:
-                if not warmup:
-                    rate = (received - probe_bytes) / (now - probe_t)
-                    probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
-                warmup = False
+            if warmup:
+                if received:  # windows start with the first bytes: set-up is not a fair measure
+                    warmup = False
+                    probe_t, probe_bytes = now, received
+            elif probing and now - probe_t >= self.cfg.probe_interval:
+                rate = (received - probe_bytes) / (now - probe_t)
+                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
                 probe_t, probe_bytes = now, received
 
     def _tune(self, rate: float, prev_rate: float, prev_target: int) -> tuple[bool, float, int]:
@@ -817,8 +866,8 @@ class TransferEngine:
                 # The last doubling did not pay: go back, fewer threads cost less CPU.
                 self._target = prev_target
                 return False, rate, self._target
-            if self._target >= self.cfg.max_connections or len(self._inflight) < self._target:
-                # Not every connection is busy: more would not help (yet).
+            if self._target >= self.cfg.max_connections or len(self._inflight) < 0.75 * self._target:
+                # Connections wait for work: more would not help (yet).
                 return prev_rate == 0.0, rate, self._target
             before = self._target
             # Slow connections with every one busy: the link caps each
@@ -846,7 +895,8 @@ class TransferEngine:
                 pass  # a lost map only costs re-downloading; never fatal
 
     def _emit(self, event: ProgressEvent) -> None:
-        try:
-            self.on_event(event)
-        except Exception:
-            pass  # a broken progress consumer must not break the transfer
+        with self._emit_lock:  # sinks see one event at a time, whichever thread sends it
+            try:
+                self.on_event(event)
+            except Exception:
+                pass  # a broken progress consumer must not break the transfer

@@ -250,6 +250,12 @@ class HttpClient:
     def _proxy_for(self, origin: Origin) -> str | None:
         return proxy_url_for(self._env, origin.scheme, origin.host)
 
+    def direct_plain(self, url: str) -> bool:
+        """Whether ``url`` is plain HTTP reached without a proxy: the case the
+        transfer engine's event loop speaks itself."""
+        origin = Origin.of(url)
+        return origin.scheme == "http" and not self._proxy_for(origin)
+
     def _connect(self, origin: Origin, timeout: float) -> http.client.HTTPConnection:
         proxy = self._proxy_for(origin)
         conn: http.client.HTTPConnection

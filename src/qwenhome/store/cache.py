@@ -28,6 +28,9 @@ class Store:
     def __init__(self, hub_cache: Path, state_dir: Path) -> None:
         self.root = hub_cache
         self.state_dir = state_dir
+        # Folders made and checked once per process: a pull links hundreds of
+        # files into a few folders, and resolving each path costs a dozen lstat.
+        self._ready_dirs: set[Path] = set()
 
     # -- paths -------------------------------------------------------------
     def repo_dir(self, ref: RepoRef) -> Path:
@@ -97,7 +100,9 @@ class Store:
     def install_blob(self, ref: RepoRef, etag: str, src: Path) -> Path:
         """Move a verified file into ``blobs/`` atomically (copy across filesystems)."""
         dest = self.blob_path(ref, etag)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.parent not in self._ready_dirs:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._ready_dirs.add(dest.parent)
         try:
             os.replace(src, dest)
         except OSError as exc:
@@ -119,10 +124,12 @@ class Store:
         snap = self.snapshot_dir(ref, commit)
         target = snap / relpath
         blob = self.blob_path(ref, etag)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Refuse to follow a symlinked directory that something else planted.
-        if not target.parent.resolve().is_relative_to(snap.resolve()):
-            raise StoreError(f"snapshot folder for {relpath!r} leaves the snapshot", code="unsafe-path")
+        if target.parent not in self._ready_dirs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Refuse to follow a symlinked directory that something else planted.
+            if not target.parent.resolve().is_relative_to(snap.resolve()):
+                raise StoreError(f"snapshot folder for {relpath!r} leaves the snapshot", code="unsafe-path")
+            self._ready_dirs.add(target.parent)
         rel = os.path.relpath(blob, target.parent)
         if target.is_symlink() and os.readlink(target) == rel:
             return target

@@ -55,6 +55,7 @@ from ..progress import (
 )
 from ..store.cache import translate_os_error
 from . import partmap
+from .evloop import IoLoop
 from .hashing import Verifier
 from .partmap import Intervals
 from .retry import Backoff
@@ -98,6 +99,8 @@ class EngineConfig:
     chunk_max: int = 32 * MiB
     buffer_size: int = 1 * MiB
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
+    event_loop: bool = True  # one thread drives every plain-HTTP connection (needs splice)
+    hash_threads: int = 2  # with the event loop: threads that hash and install
     hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
     steal_min: int = 2 * MiB
     tail_min: int = 1 * MiB  # smallest range the end of a run is cut into
@@ -141,6 +144,7 @@ class _FileState:
     started: bool = False
     queued: bool = True  # in the engine's list of files with bytes to hand out
     hashing: bool = False  # one thread at a time feeds the verifier
+    slow: bool = False  # served by the threaded path (TLS, proxy, or an answer the loop does not take)
 
 
 class TransferEngine:
@@ -178,7 +182,11 @@ class TransferEngine:
         self._splice_ok = True
         self._unsaved = 0
         self._files: list[_FileState] = []
-        self._queue: deque[_FileState] = deque()
+        self._queue: deque[_FileState] = deque()  # files the event loop serves
+        self._slow: deque[_FileState] = deque()  # files the worker threads serve
+        self._loop_on = False
+        self._hash_q: deque[_FileState] = deque()  # files whose hash claim the loop took
+        self._hash_work = threading.Condition(lock)  # hash threads: a claim is queued
         self._inflight: set[_Range] = set()
         self._dirty: set[_FileState] = set()
         self._active = 0
@@ -212,9 +220,14 @@ class TransferEngine:
                 resumed.append(f)
         self._active = len(self._files)
         self._total = sum(f.job.size for f in self._files)
+        self._loop_on = self.cfg.event_loop and self.cfg.splice and hasattr(os, "splice")
+        for f in self._files:
+            f.slow = not (self._loop_on and self.http.direct_plain(self._url(f)))
         # Largest first: big files spread over many connections early and the
         # small ones fill the gaps at the end.
-        self._queue = deque(sorted(self._files, key=lambda f: f.job.size - f.done.covered(), reverse=True))
+        for f in sorted(self._files, key=lambda f: f.job.size - f.done.covered(), reverse=True):
+            (self._slow if f.slow else self._queue).append(f)
+        self._loop_on = self._loop_on and bool(self._queue)
         if not self.cfg.connections:
             # Few connections move most on a fast link (each extra thread costs
             # CPU); many small files want more in flight from the start. Links
@@ -226,6 +239,13 @@ class TransferEngine:
         total = sum(f.job.size for f in self._files)
         hasher = threading.Thread(target=self._hasher, args=(resumed,), daemon=True, name="qh-hash")
         hasher.start()
+        helpers: list[threading.Thread] = []
+        if self._loop_on:
+            helpers.append(threading.Thread(target=IoLoop(self).run, daemon=True, name="qh-loop"))
+            helpers += [threading.Thread(target=self._hash_worker, daemon=True, name=f"qh-hash-{i}")
+                        for i in range(max(1, self.cfg.hash_threads))]
+        for t in helpers:
+            t.start()
         with self._cv:
             self._start_workers()
         t_start = self.clock()
@@ -237,7 +257,7 @@ class TransferEngine:
                     self._fatal = Cancelled("transfer interrupted")
                 self._wake_all()
                 workers = list(self._threads)
-            for t in workers:
+            for t in workers + helpers:
                 t.join(timeout=30)
             hasher.join(timeout=60)
             self._save_maps(force=True)
@@ -304,11 +324,42 @@ class TransferEngine:
     def _requeue(self, f: _FileState) -> None:
         if not f.queued and f.state == "active":
             f.queued = True
-            self._queue.appendleft(f)  # resume unfinished files first: keeps the hasher's prefix moving
+            # Unfinished files first: keeps their hashed prefix moving.
+            (self._slow if f.slow else self._queue).appendleft(f)
+            self._cv.notify()
+
+    def _url(self, f: _FileState) -> str:
+        return f.direct_url or f.job.candidates[f.cand].url
+
+    def _make_slow(self, f: _FileState) -> None:
+        """Hand ``f`` to the worker threads for the rest of the run (under the lock)."""
+        if f.slow:
+            return
+        f.slow = True
+        if f.queued:
+            try:
+                self._queue.remove(f)
+            except ValueError:
+                pass
+            f.queued = False
+        self._requeue(f)
+        self._start_workers()
+        self._cv.notify_all()
+
+    def _abandon_loop(self) -> None:
+        """The loop cannot write here (splice refused): threads take every file."""
+        self._loop_on = False
+        self._splice_ok = False
+        for f in self._files:
+            if f.state == "active":
+                self._make_slow(f)
 
     def _start_workers(self) -> None:
         """Start threads up to the target (under the lock); they are never more
-        than the connections in use, so idle capacity costs nothing."""
+        than the connections in use, so idle capacity costs nothing. With the
+        event loop on, threads serve only the files it handed over."""
+        if self._loop_on and not any(f.slow and f.state == "active" for f in self._files):
+            return
         while len(self._threads) < self._target:
             t = threading.Thread(target=self._worker, args=(len(self._threads),), daemon=True,
                                  name=f"qh-xfer-{len(self._threads)}")
@@ -317,7 +368,7 @@ class TransferEngine:
 
     def _wake_all(self) -> None:
         """The run ends or failed: everyone must look (under the lock)."""
-        for cv in (self._cv, self._park, self._sup_cv):
+        for cv in (self._cv, self._park, self._sup_cv, self._hash_work):
             cv.notify_all()
 
     # -- scheduling (under self._cv) --------------------------------------------
@@ -330,32 +381,33 @@ class TransferEngine:
                     self._park.wait(5.0)  # woken when the target grows or the run ends
                     continue
                 now = self.clock()
-                r = self._carve_next(now)
+                r = self._carve_next(now, self._slow)
                 if r is None:
-                    r = self._steal(now)
+                    r = self._steal(now, slow=True)
                 if r is not None:
                     return r
                 self._cv.wait(0.1)  # steal opportunities and back-offs are time-based
 
-    def _carve_next(self, now: float) -> _Range | None:
+    def _carve_next(self, now: float, queue: deque[_FileState]) -> _Range | None:
         skipped: list[_FileState] = []
         r: _Range | None = None
-        while self._queue:
-            f = self._queue[0]
-            if f.state != "active":
-                self._queue.popleft()
+        while queue:
+            f = queue[0]
+            if f.state != "active" or f.slow != (queue is self._slow):
+                queue.popleft()
                 f.queued = False
+                self._requeue(f)  # a file the loop handed over: into the other queue
                 continue
             if f.ready_at > now:
-                skipped.append(self._queue.popleft())
+                skipped.append(queue.popleft())
                 continue
             r = self._carve(f, now)
             if r is not None:
                 break
-            self._queue.popleft()
+            queue.popleft()
             f.queued = False
         for f in reversed(skipped):
-            self._queue.appendleft(f)
+            queue.appendleft(f)
         return r
 
     def _carve(self, f: _FileState, now: float) -> _Range | None:
@@ -393,13 +445,15 @@ class TransferEngine:
             return self._chunk
         return max(self.cfg.tail_min, share - share % (64 * 1024))
 
-    def _steal(self, now: float) -> _Range | None:
+    def _steal(self, now: float, slow: bool) -> _Range | None:
         """End-game: split the range of an outlier connection (much slower than
         the others, or silent). Splitting costs the victim its connection and
         the bytes already in its socket buffers, so uniform slowness (a per
         connection limit, a busy CPU) is left alone."""
         speeds: list[float] = []
         for r in self._inflight:
+            if r.file.slow != slow:
+                continue
             elapsed = now - r.t0
             if elapsed > 0.3:
                 speeds.append((r.cur - r.start) / elapsed)
@@ -411,7 +465,7 @@ class TransferEngine:
         best_left = 0
         for r in self._inflight:
             left = r.end - r.cur
-            if left < 2 * self.cfg.steal_min or left <= best_left or r.file.no_ranges:
+            if left < 2 * self.cfg.steal_min or left <= best_left or r.file.no_ranges or r.file.slow != slow:
                 continue
             elapsed = now - r.t0
             if elapsed < 1.0:
@@ -717,6 +771,17 @@ class TransferEngine:
                     self._fatal = exc
                 self._wake_all()
 
+    def _hash_worker(self) -> None:
+        """With the event loop: hash (and install) the files whose claim it took."""
+        while True:
+            with self._cv:
+                while not self._hash_q:
+                    if self._fatal is not None or not self._active:
+                        return
+                    self._hash_work.wait(0.5)
+                f = self._hash_q.popleft()
+            self._hash_while_claimed(f)
+
     def _hasher(self, resumed: list[_FileState]) -> None:
         """Files with bytes on disk from an earlier run (or empty ones): hash
         what is there; workers take over as the prefix grows."""
@@ -733,6 +798,19 @@ class TransferEngine:
         read-only mapping: no copy into a buffer (copies are what a transfer
         costs most on a busy machine)."""
         pos = verifier.hashed
+        if 0 < stop - pos <= 256 * 1024:
+            # A small span costs less copied than mapped and unmapped.
+            try:
+                data = os.pread(f.fd, stop - pos, pos)
+            except OSError as exc:
+                with self._cv:
+                    if self._fatal is None and f.gen == gen:
+                        self._fatal = translate_os_error(exc, f.job.partial)
+                    self._wake_all()
+                return
+            if f.gen == gen and data:
+                verifier.update(data)
+                pos = verifier.hashed
         while pos < stop and f.gen == gen and self._fatal is None:
             end = min(stop, pos + self.cfg.hash_slice)
             base = pos - pos % mmap.ALLOCATIONGRANULARITY
@@ -884,7 +962,7 @@ class TransferEngine:
             snap = [
                 (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
                 for f in files
-                if f.state == "active" and f.done.starts
+                if f.state != "verified" and f.done.starts  # a failed file's bytes serve the next round
             ]
             self._dirty.clear()
             self._unsaved = 0

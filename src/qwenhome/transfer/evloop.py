@@ -1,0 +1,426 @@
+"""The engine's event loop: one thread drives every plain-HTTP connection.
+
+A thread per connection costs a GIL hand-off at every system call, and with
+the many connections a per-connection-capped link needs, those hand-offs cost
+more CPU than moving the bytes. Here one thread keeps ``target`` non-blocking
+connections busy: it sends ranged GETs, parses the answer's head and splices
+each body socket → pipe → file inside the kernel as data arrives. Hashing and
+installing run in the engine's hash threads.
+
+Only the plain case is handled here: ``http://`` origins reached without a
+proxy, answered 206 (or 200 for a whole file) with a length, or redirected.
+A file whose answer is anything else is handed, with its range, to the
+threaded path (``TransferEngine._make_slow``), which classifies errors, backs
+off and fails over exactly as for HTTPS.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import selectors
+import socket
+from email.message import Message
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+from ..errors import QwenhomeError, ReadTimeoutError, TransferInterrupted
+from ..hub.errors import raise_for_status
+from ..hub.http import REDIRECT_CODES, Origin, translate
+from ..store.cache import translate_os_error
+from . import rawhttp
+
+if TYPE_CHECKING:
+    from .engine import TransferEngine, _FileState, _Range
+
+_CONNECTING, _SENDING, _HEAD, _BODY = range(4)
+_SLICE = 1 << 20  # bytes moved per readable event and connection
+
+
+class _Conn:
+    __slots__ = ("head", "keep", "last", "left", "origin", "out", "r", "reused", "sock", "state", "url")
+
+    def __init__(self, sock: socket.socket, origin: Origin, now: float) -> None:
+        self.sock = sock
+        self.origin = origin
+        self.state = _CONNECTING
+        self.r: _Range | None = None
+        self.url = ""
+        self.out = b""
+        self.head = bytearray()
+        self.left = 0  # body bytes of the current response not yet read
+        self.last = now  # last sign of life: stalls are measured from here
+        self.reused = False
+        self.keep = True
+
+
+class IoLoop:
+    def __init__(self, engine: TransferEngine) -> None:
+        self.e = engine
+        self.sel = selectors.DefaultSelector()
+        self.busy: set[_Conn] = set()
+        self.idle: dict[Origin, list[_Conn]] = {}
+        self.addrs: dict[Origin, tuple[socket.AddressFamily, tuple[str, int]]] = {}
+        self.pipe = os.pipe()
+        try:
+            fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
+        except (OSError, AttributeError):
+            pass
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self) -> None:
+        e = self.e
+        last_check = e.clock()
+        try:
+            while True:
+                starts: list[_Range] = []
+                with e._cv:
+                    if e._fatal is not None or not e._active or not e._loop_on:
+                        return
+                    now = e.clock()
+                    while len(self.busy) + len(starts) < e._target:
+                        r = e._carve_next(now, e._queue) or e._steal(now, slow=False)
+                        if r is None:
+                            break
+                        starts.append(r)
+                    if not self.busy and not starts:
+                        e._cv.wait(0.05)  # nothing to move: woken by new work
+                        continue
+                    self._trim(e._target - len(self.busy))  # the starts take idle ones first
+                for r in starts:
+                    self._start(r, now)
+                for key, mask in self.sel.select(0.05):
+                    self._ready(key.data, mask)
+                now = e.clock()
+                if now - last_check >= 0.5:
+                    last_check = now
+                    self._check_stalls(now)
+        except BaseException as exc:  # a bug here must end the run, not hang it
+            with e._cv:
+                if e._fatal is None:
+                    e._fatal = exc
+                e._wake_all()
+        finally:
+            for c in list(self.busy):
+                if c.r is not None:
+                    with e._cv:
+                        e._drop(c.r)  # back to the queue: the threaded path may take it
+            for c in list(self.busy) + [c for cs in self.idle.values() for c in cs]:
+                self._close(c)
+            self.sel.close()
+            for fd in self.pipe:
+                os.close(fd)
+
+    def _trim(self, keep: int) -> None:
+        """Close idle connections beyond ``keep`` (the target shrank or work ran out)."""
+        extra = sum(len(cs) for cs in self.idle.values()) - max(0, keep)
+        for cs in self.idle.values():
+            while cs and extra > 0:
+                self._close(cs.pop())
+                extra -= 1
+
+    # -- starting a range ---------------------------------------------------------
+    def _start(self, r: _Range, now: float) -> None:
+        e = self.e
+        f = r.file
+        cand = f.job.candidates[f.cand]
+        url = f.direct_url or cand.url
+        if not e.http.direct_plain(url):
+            self._to_slow(r)
+            return
+        origin = Origin.of(url)
+        conn = self._idle_conn(origin)
+        if conn is None:
+            try:
+                conn = self._connect(origin, now)
+            except OSError as exc:
+                self._fail(r, translate(exc, url))
+                return
+        headers = {"User-Agent": e.http.user_agent, "Accept-Encoding": "identity",
+                   "Range": f"bytes={r.cur}-{r.end - 1}"}
+        if f.validator and r.cur > 0:
+            headers["If-Range"] = f.validator
+        token = cand.source.token if origin.host == cand.source.host else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        host = origin.host if origin.port == 80 else f"{origin.host}:{origin.port}"
+        conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, host, headers), now
+        conn.head.clear()
+        self.busy.add(conn)
+        if conn.state != _CONNECTING:
+            conn.state = _SENDING
+            self._send(conn)
+
+    def _idle_conn(self, origin: Origin) -> _Conn | None:
+        conns = self.idle.get(origin)
+        if not conns:
+            return None
+        conn = conns.pop()
+        conn.reused = True
+        return conn
+
+    def _connect(self, origin: Origin, now: float) -> _Conn:
+        if origin not in self.addrs:
+            # Resolved once per origin (blocking, but only the first time).
+            info = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)[0]
+            self.addrs[origin] = (socket.AddressFamily(info[0]), (str(info[4][0]), int(info[4][1])))
+        family, addr = self.addrs[origin]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(err, os.strerror(err))
+        conn = _Conn(sock, origin, now)
+        self.sel.register(sock, selectors.EVENT_WRITE, conn)
+        return conn
+
+    # -- events -------------------------------------------------------------------
+    def _ready(self, conn: _Conn, mask: int) -> None:
+        r = conn.r
+        if r is None:  # an idle keep-alive connection spoke: the server closed it
+            self._forget_idle(conn)
+            return
+        try:
+            if conn.state == _CONNECTING:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                conn.state = _SENDING
+                self._send(conn)
+            elif conn.state == _SENDING:
+                self._send(conn)
+            elif conn.state == _HEAD:
+                self._read_head(conn, r)
+            else:
+                self._read_body(conn, r)
+        except QwenhomeError as exc:
+            self._fail(r, exc, conn)
+        except OSError as exc:
+            if conn.reused and conn.state in (_SENDING, _HEAD) and not conn.head:
+                # A pooled connection the server had closed: once more, fresh.
+                self._retry_fresh(conn, r)
+                return
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
+                self._close(conn)
+                self._fatal(translate_os_error(exc, r.file.job.partial))
+                return
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF) and conn.state == _BODY:
+                # This filesystem cannot take splice (some network and WSL
+                # mounts): every file goes to the threaded path, which reads.
+                self._close(conn)
+                with self.e._cv:
+                    self.e._drop(r)
+                    self.e._abandon_loop()
+                return
+            self._fail(r, translate(exc, conn.url), conn)
+
+    def _send(self, conn: _Conn) -> None:
+        try:
+            n = conn.sock.send(conn.out)
+        except BlockingIOError:
+            n = 0
+        conn.out = conn.out[n:]
+        if not conn.out:
+            conn.state = _HEAD
+            self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
+        else:
+            self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+
+    def _read_head(self, conn: _Conn, r: _Range) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        if not data:
+            raise ConnectionResetError(errno.ECONNRESET, "connection closed before the answer")
+        conn.head += data
+        conn.last = self.e.clock()
+        parsed = rawhttp.parse_head(conn.head)
+        if parsed is None:
+            return
+        head, body_at = parsed
+        body = bytes(conn.head[body_at:])
+        conn.head.clear()
+        conn.reused = False
+        conn.keep = head.keep_alive
+        if not self._accept(conn, r, head, body):
+            return
+        conn.state = _BODY
+        if body:
+            self._store(conn, r, body)
+
+    def _accept(self, conn: _Conn, r: _Range, head: rawhttp.Head, body: bytes) -> bool:
+        """Whether the body that follows is ``r``'s; otherwise the range is
+        redirected, failed (error statuses, classified as the threaded path
+        does), or handed to the threaded path, and the connection closed."""
+        e = self.e
+        f = r.file
+        size = f.job.size
+        length = head.length
+        if head.status >= 400:
+            self._fail(r, self._status_error(f, conn.url, head, body), conn)
+            return False
+        if head.status in REDIRECT_CODES and head.get("location"):
+            new = urljoin(conn.url, head.get("location") or "")
+            self._close(conn)
+            with e._cv:
+                f.direct_url = new  # a signed CDN URL: the next ranges go straight there
+                e._drop(r)
+                if not e.http.direct_plain(new):
+                    e._make_slow(f)
+            return False
+        ok = False
+        if length is not None and "chunked" not in (head.get("transfer-encoding") or "").lower():
+            if head.status == 206:
+                span = (head.get("content-range") or "").replace("bytes", "", 1).strip()
+                first, _, rest = span.partition("-")
+                last, _, total = rest.partition("/")
+                ok = (first.isdigit() and last.isdigit() and total.isdigit() and int(first) == r.cur
+                      and int(total) == size and int(last) - int(first) + 1 == length)
+            elif head.status == 200:
+                ok = r.cur == 0 and r.end == size and length == size
+        if not ok:
+            # Errors, ignored ranges, odd framing: the threaded path asks again
+            # and handles every case (back-off, restart, failover).
+            self._close(conn)
+            with e._cv:
+                e._drop(r)
+                e._make_slow(f)
+            return False
+        if f.validator is None:
+            etag = head.get("etag")
+            if etag and not etag.startswith("W/"):
+                f.validator = etag
+        conn.left = length or 0
+        return True
+
+    def _read_body(self, conn: _Conn, r: _Range) -> None:
+        e = self.e
+        f = r.file
+        with e._cv:
+            current = r.gen == f.gen and f.state == "active" and e._fatal is None
+            pos, end = r.cur, r.end
+        if not current or pos >= end:
+            self._finish_range(conn, r, early=True)
+            return
+        want = min(_SLICE, conn.left, end - pos)
+        try:
+            moved = os.splice(conn.sock.fileno(), self.pipe[1], want)
+        except BlockingIOError:
+            return
+        if moved == 0:
+            raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
+        done = 0
+        while done < moved:
+            n = os.splice(self.pipe[0], f.fd, moved - done, offset_dst=pos + done)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, "short write")
+            done += n
+        conn.left -= moved
+        conn.last = e.clock()
+        self._account(conn, r, pos, moved)
+
+    def _store(self, conn: _Conn, r: _Range, data: bytes) -> None:
+        """Body bytes that came with the head."""
+        f = r.file
+        with self.e._cv:
+            pos, end = r.cur, r.end
+        data = data[: max(0, min(len(data), end - pos, conn.left))]
+        written = 0
+        while written < len(data):
+            written += os.pwrite(f.fd, data[written:], pos + written)
+        conn.left -= len(data)
+        self._account(conn, r, pos, len(data))
+
+    def _account(self, conn: _Conn, r: _Range, pos: int, n: int) -> None:
+        e = self.e
+        f = r.file
+        with e._cv:
+            if r.gen != f.gen:
+                claimed = False
+            else:
+                claimed = n > 0 and e._record(r, pos, n)
+                if claimed:
+                    e._hash_q.append(f)
+                    e._hash_work.notify()
+            finished = r.cur >= r.end or r.gen != f.gen
+        if finished:
+            self._finish_range(conn, r, early=conn.left > 0)
+        elif conn.left == 0:
+            self._finish_range(conn, r, early=False)  # a shorter answer: the rest is handed out again
+
+    def _finish_range(self, conn: _Conn, r: _Range, early: bool) -> None:
+        e = self.e
+        with e._cv:
+            e._drop(r)
+        self.busy.discard(conn)
+        conn.r = None
+        if early or not conn.keep:
+            self._close(conn)  # bytes of a split or cancelled range are still coming
+            return
+        self.idle.setdefault(conn.origin, []).append(conn)
+
+    # -- failures -------------------------------------------------------------------
+    @staticmethod
+    def _status_error(f: _FileState, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
+        if head.status in (403, 404, 410) and f.direct_url and url == f.direct_url:
+            f.direct_url = None  # signed URL expired: resolve again
+            return TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {head.status})")
+        headers = Message()
+        for name, value in head.headers.items():
+            headers[name] = value
+        try:
+            raise_for_status(head.status, headers, url, None, body)
+        except QwenhomeError as exc:
+            return exc
+
+    def _fail(self, r: _Range, exc: BaseException, conn: _Conn | None = None) -> None:
+        if conn is not None:
+            self._close(conn)
+        self.e._failed(r, exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        e = self.e
+        with e._cv:
+            if e._fatal is None:
+                e._fatal = exc
+            e._wake_all()
+
+    def _to_slow(self, r: _Range) -> None:
+        e = self.e
+        with e._cv:
+            e._drop(r)
+            e._make_slow(r.file)
+
+    def _retry_fresh(self, conn: _Conn, r: _Range) -> None:
+        self._close(conn)
+        with self.e._cv:
+            self.e._drop(r)  # handed out again at once, on a new connection
+
+    def _check_stalls(self, now: float) -> None:
+        e = self.e
+        for conn in list(self.busy):
+            limit = e.http.timeouts.connect if conn.state == _CONNECTING else e.cfg.stall_timeout
+            if conn.r is not None and now - conn.last > limit:
+                host = conn.origin.host
+                self._fail(conn.r, ReadTimeoutError(f"{host} sent nothing for {limit:.0f} s", code="response-timeout",
+                                                    host=host), conn)
+
+    def _forget_idle(self, conn: _Conn) -> None:
+        conns = self.idle.get(conn.origin, [])
+        if conn in conns:
+            conns.remove(conn)
+        self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        self.busy.discard(conn)
+        conn.r = None
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+

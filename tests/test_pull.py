@@ -105,13 +105,18 @@ FAULTS = {
 }
 
 
+@pytest.mark.parametrize("path", ["event-loop", "threads"])
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_pull_under_fault_ends_verified(fault: str, qwen_home: Path, mirror: Mirror, big_repo: GeneratedRepo) -> None:
+def test_pull_under_fault_ends_verified(fault: str, path: str, qwen_home: Path, mirror: Mirror,
+                                        big_repo: GeneratedRepo) -> None:
+    """Both transfer paths: the event loop (plain HTTP) and the worker threads
+    (what TLS and proxies use, and where the loop hands odd answers)."""
     FAULTS[fault](mirror.faults)
     events: list[ProgressEvent] = []
     # A split (end-game) range stops before the corrupt byte and would consume
     # the one-shot fault unseen: no splitting when testing corruption.
     config = replace(FAST, steal_min=1 << 40) if fault == "corrupt-byte" else FAST
+    config = replace(config, event_loop=path == "event-loop")
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), on_event=events.append, config=config)
     assert_snapshot_matches(qwen_home, big_repo)
     if fault != "bandwidth-per-connection":

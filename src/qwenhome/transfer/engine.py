@@ -196,7 +196,7 @@ class TransferEngine:
         self._fatal: BaseException | None = None
         self._bytes = 0  # bytes received this run
         self._target = config.connections or config.initial_connections
-        self._chunk = config.chunk_min * 2
+        self._chunk = min(config.chunk_max, config.chunk_min * 2)
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 

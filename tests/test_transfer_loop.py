@@ -1,0 +1,62 @@
+"""The engine's event loop against the project's Hub-protocol server: it keeps
+to its connection count over keep-alive connections, follows CDN redirects
+once per file, and hands what it does not speak to the worker threads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from qwenhome.mirror import FolderBackend, HashCache
+from qwenhome.pull import pull
+from qwenhome.store import RepoRef
+from qwenhome.transfer import EngineConfig
+from qwenhome.transfer.retry import Backoff
+from tests.support.mirror import Mirror, start_mirror
+from tests.support.repos import GeneratedRepo
+from tests.test_pull import assert_snapshot_matches, settings_for
+
+FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6, chunk_min=8 << 20,
+                    chunk_max=8 << 20)
+
+
+def test_loop_keeps_to_its_connections_and_reuses_them(qwen_home: Path, mirror: Mirror,
+                                                       big_repo: GeneratedRepo) -> None:
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=replace(FAST, connections=3))
+    assert_snapshot_matches(qwen_home, big_repo)
+    gets = [r for r in mirror.faults.records() if r.file_path and r.method == "GET"]
+    conns = {r.connection_id for r in gets}
+    assert len(conns) <= 3, conns
+    assert len(gets) >= 23, "a 200 MB file in ranges of at most 8 MiB"
+    assert max(r.request_no for r in gets) > 1, "keep-alive connections carry several ranges"
+    assert all(r.status == 206 for r in gets if r.file_path == "model.safetensors")
+
+
+def test_loop_follows_a_cdn_redirect_once_per_file(qwen_home: Path, repos_root: Path, hash_cache: HashCache,
+                                                   big_repo: GeneratedRepo) -> None:
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache), redirect_lfs=True) as m:
+        pull(settings_for(qwen_home, m.url), RepoRef.parse("Org/Big"), config=FAST)
+        records = [r for r in m.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
+    assert_snapshot_matches(qwen_home, big_repo)
+    resolves = [r for r in records if "/resolve/" in r.path]
+    cdn = [r for r in records if r.path.startswith("/cdn/")]
+    assert resolves and all(r.status == 302 for r in resolves)
+    # The signed URL is remembered: later ranges go straight to it.
+    assert len(cdn) >= 23 and len(resolves) <= 4, (len(resolves), len(cdn))
+    assert sum(r.bytes_sent for r in cdn) <= 1.1 * big_repo.files["model.safetensors"].size
+
+
+def test_loop_hands_an_ignored_range_to_the_threads(qwen_home: Path, mirror: Mirror, repos_root: Path,
+                                                    small_repo: GeneratedRepo) -> None:
+    """A server that once answers a ranged GET with the whole file (200): the
+    loop does not take that body for the range; the file goes to the worker
+    threads, which finish it verified."""
+    whole = (repos_root / "Org/Small/model.safetensors").read_bytes()
+    mirror.faults.respond(200, whole, path="model.safetensors", times=1, content_type="application/octet-stream",
+                          predicate=lambda info: bool(info.range) and not str(info.range).startswith("bytes=0-"))
+    config = replace(FAST, chunk_min=1 << 20, chunk_max=1 << 20, connections=2)
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), config=config)
+    assert_snapshot_matches(qwen_home, small_repo)
+    gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
+    assert any(r.status == 200 for r in gets), "the whole-file answer was sent"
+    assert sum(r.status == 206 for r in gets) >= 5, "the file was still fetched in ranges"

@@ -936,8 +936,8 @@ class TransferEngine:
         with self._cv:
             per_conn = rate / max(1, self._target)
             # About half a second per range, but keep the bytes in flight (the
-            # hasher's lag behind the last byte) near 128 MiB.
-            want = min(per_conn * 0.5, (128 * MiB) / max(1, self._target))
+            # hasher's lag behind the last byte) near 256 MiB.
+            want = min(per_conn * 0.5, (256 * MiB) / max(1, self._target))
             chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
             self._chunk = chunk - chunk % (64 * 1024)
             if prev_rate and rate < prev_rate * 1.25:
@@ -949,8 +949,9 @@ class TransferEngine:
                 return prev_rate == 0.0, rate, self._target
             before = self._target
             # Slow connections with every one busy: the link caps each
-            # connection (as CDNs do), so widen fast.
-            factor = 4 if per_conn < self.cfg.slow_connection else 2
+            # connection (as CDNs do), so widen fast at first. Past 32, each
+            # step doubles: a server may pay for every extra connection.
+            factor = 4 if per_conn < self.cfg.slow_connection and self._target < 32 else 2
             self._target = min(self.cfg.max_connections, self._target * factor)
             self._park.notify_all()
             self._start_workers()

@@ -61,7 +61,7 @@ class IoLoop:
         self.sel = selectors.DefaultSelector()
         self.busy: set[_Conn] = set()
         self.idle: dict[Origin, list[_Conn]] = {}
-        self.addrs: dict[Origin, tuple[socket.AddressFamily, tuple[str, int]]] = {}
+        self.addrs: dict[Origin, list[tuple[socket.AddressFamily, tuple[str, int]]]] = {}
         self.pipe = os.pipe()
         try:
             fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
@@ -135,6 +135,7 @@ class IoLoop:
             try:
                 conn = self._connect(origin, now)
             except OSError as exc:
+                self._next_address(origin)
                 self._fail(r, translate(exc, url))
                 return
         headers = {"User-Agent": e.http.user_agent, "Accept-Encoding": "identity",
@@ -163,9 +164,9 @@ class IoLoop:
     def _connect(self, origin: Origin, now: float) -> _Conn:
         if origin not in self.addrs:
             # Resolved once per origin (blocking, but only the first time).
-            info = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)[0]
-            self.addrs[origin] = (socket.AddressFamily(info[0]), (str(info[4][0]), int(info[4][1])))
-        family, addr = self.addrs[origin]
+            infos = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+            self.addrs[origin] = [(socket.AddressFamily(i[0]), (str(i[4][0]), int(i[4][1]))) for i in infos]
+        family, addr = self.addrs[origin][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -178,6 +179,13 @@ class IoLoop:
         return conn
 
     # -- events -------------------------------------------------------------------
+    def _next_address(self, origin: Origin) -> None:
+        """This address failed: the next connection tries the host's next one
+        (IPv6 then IPv4, say), as ``socket.create_connection`` would."""
+        addrs = self.addrs.get(origin)
+        if addrs and len(addrs) > 1:
+            addrs.append(addrs.pop(0))
+
     def _ready(self, conn: _Conn, mask: int) -> None:
         r = conn.r
         if r is None:  # an idle keep-alive connection spoke: the server closed it
@@ -187,6 +195,7 @@ class IoLoop:
             if conn.state == _CONNECTING:
                 err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
+                    self._next_address(conn.origin)
                     raise OSError(err, os.strerror(err))
                 conn.state = _SENDING
                 self._send(conn)

@@ -445,6 +445,18 @@ class TransferEngine:
             return self._chunk
         return max(self.cfg.tail_min, share - share % (64 * 1024))
 
+    def _split(self, victim: _Range, now: float) -> _Range | None:
+        """Give the second half of ``victim``'s remaining bytes to a new range."""
+        mid = victim.cur + (victim.end - victim.cur) // 2
+        mid -= mid % (64 * 1024)
+        if mid <= victim.cur:
+            return None
+        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now)
+        victim.end = mid
+        victim.file.inflight.append(new)
+        self._inflight.add(new)
+        return new
+
     def _steal(self, now: float, slow: bool) -> _Range | None:
         """End-game: split the range of an outlier connection (much slower than
         the others, or silent). Splitting costs the victim its connection and
@@ -474,17 +486,7 @@ class TransferEngine:
             if speed > 0 and speed >= 0.3 * typical:
                 continue
             best, best_left = r, left
-        if best is None:
-            return None
-        mid = best.cur + (best.end - best.cur) // 2
-        mid -= mid % (64 * 1024)
-        if mid <= best.cur:
-            return None
-        new = _Range(best.file, mid, mid, best.end, best.gen, now)
-        best.end = mid
-        best.file.inflight.append(new)
-        self._inflight.add(new)
-        return new
+        return None if best is None else self._split(best, now)
 
     # -- workers -------------------------------------------------------------
     def _worker(self, wid: int) -> None:
@@ -940,8 +942,11 @@ class TransferEngine:
             want = min(per_conn * 0.5, (256 * MiB) / max(1, self._target))
             chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
             self._chunk = chunk - chunk % (64 * 1024)
-            if prev_rate and rate < prev_rate * 1.25:
-                # The last doubling did not pay: go back, fewer threads cost less CPU.
+            capped = per_conn < self.cfg.slow_connection
+            # On a link that caps each connection, a step that adds 10% is
+            # kept; otherwise it must add 25% (noise; each connection costs CPU).
+            if prev_rate and rate < prev_rate * (1.1 if capped else 1.25):
+                # The last step did not pay: go back.
                 self._target = prev_target
                 return False, rate, self._target
             if self._target >= self.cfg.max_connections or len(self._inflight) < 0.75 * self._target:
@@ -949,9 +954,9 @@ class TransferEngine:
                 return prev_rate == 0.0, rate, self._target
             before = self._target
             # Slow connections with every one busy: the link caps each
-            # connection (as CDNs do), so widen fast at first. Past 32, each
-            # step doubles: a server may pay for every extra connection.
-            factor = 4 if per_conn < self.cfg.slow_connection and self._target < 32 else 2
+            # connection (as CDNs do), so widen fast at first (8 -> 64). Past
+            # that, each step doubles: a server may pay for every connection.
+            factor = 8 if capped and self._target <= 8 else 4 if capped and self._target < 32 else 2
             self._target = min(self.cfg.max_connections, self._target * factor)
             self._park.notify_all()
             self._start_workers()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import shutil
+import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,7 +109,7 @@ class Store:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            tmp = dest.with_name(f"{etag}.{uuid.uuid4().hex[:8]}.incomplete")
+            tmp = dest.with_name(f"{etag}.{unique_suffix()}.incomplete")
             try:
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, dest)
@@ -131,11 +132,16 @@ class Store:
                 raise StoreError(f"snapshot folder for {relpath!r} leaves the snapshot", code="unsafe-path")
             self._ready_dirs.add(target.parent)
         rel = os.path.relpath(blob, target.parent)
+        try:
+            os.symlink(rel, target)  # a new snapshot: one system call
+            return target
+        except FileExistsError:
+            pass
         if target.is_symlink() and os.readlink(target) == rel:
             return target
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = target.with_name(f".{target.name}.{unique_suffix()}.tmp")
         os.symlink(rel, tmp)
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # replaced atomically: readers never see it missing
         return target
 
     # -- queries -----------------------------------------------------------
@@ -222,9 +228,19 @@ class FileLock:
             self._fd = -1
 
 
+_tmp_count = itertools.count()
+
+
+def unique_suffix() -> str:
+    """A name part no other writer uses at the same moment (process, thread,
+    counter): cheaper than a random UUID for the hundreds of temporary names a
+    pull makes."""
+    return f"{os.getpid()}-{threading.get_ident() % 100000}-{next(_tmp_count)}"
+
+
 def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

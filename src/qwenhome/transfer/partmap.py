@@ -12,9 +12,10 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..store.cache import unique_suffix
 
 
 @dataclass
@@ -91,7 +92,7 @@ def load(partial: Path, key: str, size: int) -> tuple[Intervals, str | None]:
 
 def save(partial: Path, key: str, size: int, done: Intervals, validator: str | None) -> None:
     path = map_path(partial)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.name}.{unique_suffix()}")
     tmp.write_text(
         json.dumps({"key": key, "size": size, "validator": validator, "done": done.pairs()}),
         encoding="utf-8",

@@ -105,7 +105,15 @@ class Store:
             dest.parent.mkdir(parents=True, exist_ok=True)
             self._ready_dirs.add(dest.parent)
         try:
-            os.replace(src, dest)
+            try:
+                os.replace(src, dest)
+            except FileNotFoundError:
+                if not src.exists():
+                    raise
+                # The folder went away since it was made (rm, gc): make it again.
+                self._ready_dirs.discard(dest.parent)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dest)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
@@ -121,6 +129,14 @@ class Store:
 
     def link(self, ref: RepoRef, commit: str, relpath: str, etag: str) -> Path:
         """Point ``snapshots/<commit>/<relpath>`` at its blob with a relative symlink."""
+        try:
+            return self._link(ref, commit, relpath, etag)
+        except FileNotFoundError:
+            # A folder this process made went away since (rm, gc): check anew.
+            self._ready_dirs.clear()
+            return self._link(ref, commit, relpath, etag)
+
+    def _link(self, ref: RepoRef, commit: str, relpath: str, etag: str) -> Path:
         validate_relpath(relpath)
         snap = self.snapshot_dir(ref, commit)
         target = snap / relpath
@@ -202,8 +218,11 @@ class FileLock:
         self._fd = -1
 
     def acquire(self, timeout: float = 0.0, poll: float = 0.05) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+        except FileNotFoundError:  # the first lock in this folder
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
         deadline = time.monotonic() + timeout
         while True:
             try:

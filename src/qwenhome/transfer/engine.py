@@ -210,8 +210,9 @@ class TransferEngine:
         """Transfer ``jobs``; returns the errors of files that failed (by key)."""
         self._on_verified = on_verified
         resumed: list[_FileState] = []
+        for folder in {job.partial.parent for job in jobs}:
+            folder.mkdir(parents=True, exist_ok=True)
         for job in jobs:
-            job.partial.parent.mkdir(parents=True, exist_ok=True)
             done, validator = partmap.load(job.partial, job.key, job.size)
             f = _FileState(job, done, validator, Verifier(job.size, job.sha256, job.blob_id))
             self._files.append(f)

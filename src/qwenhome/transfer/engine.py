@@ -96,7 +96,7 @@ class EngineConfig:
     slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
     max_connections: int = 128
     chunk_min: int = 4 * MiB
-    chunk_max: int = 32 * MiB
+    chunk_max: int = 16 * MiB
     buffer_size: int = 1 * MiB
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
     event_loop: bool = True  # one thread drives every plain-HTTP connection (needs splice)
@@ -104,6 +104,7 @@ class EngineConfig:
     hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
     steal_min: int = 2 * MiB
     tail_min: int = 1 * MiB  # smallest range the end of a run is cut into
+    hash_lag: int = 64 * MiB  # received past a file's prefix: its prefix range is split
     stall_timeout: float = 15.0
     max_retries: int = 8
     max_integrity_retries: int = 2
@@ -382,7 +383,7 @@ class TransferEngine:
                     self._park.wait(5.0)  # woken when the target grows or the run ends
                     continue
                 now = self.clock()
-                r = self._carve_next(now, self._slow)
+                r = self._boost_prefix(now, slow=True) or self._carve_next(now, self._slow)
                 if r is None:
                     r = self._steal(now, slow=True)
                 if r is not None:
@@ -445,6 +446,21 @@ class TransferEngine:
         if share >= self._chunk:
             return self._chunk
         return max(self.cfg.tail_min, share - share % (64 * 1024))
+
+    def _boost_prefix(self, now: float, slow: bool) -> _Range | None:
+        """Split the range that holds a file's written prefix when much was
+        received beyond it: the hash can only follow the prefix, so while one
+        slow range holds it, the backlog grows into a hashing tail after the
+        last byte. Asked before new bytes are handed out."""
+        best: _Range | None = None
+        for r in self._inflight:
+            f = r.file
+            if (f.slow != slow or f.no_ranges or r.cur != f.done.prefix() or now - r.t0 < 0.2
+                    or r.end - r.cur < 2 * self.cfg.steal_min or f.done.covered() - r.cur < self.cfg.hash_lag):
+                continue
+            if best is None or r.end - r.cur > best.end - best.cur:
+                best = r
+        return None if best is None else self._split(best, now)
 
     def _split(self, victim: _Range, now: float) -> _Range | None:
         """Give the second half of ``victim``'s remaining bytes to a new range."""

@@ -80,7 +80,8 @@ class IoLoop:
                         return
                     now = e.clock()
                     while len(self.busy) + len(starts) < e._target:
-                        r = e._carve_next(now, e._queue) or e._steal(now, slow=False)
+                        r = (e._boost_prefix(now, slow=False) or e._carve_next(now, e._queue)
+                             or e._steal(now, slow=False))
                         if r is None:
                             break
                         starts.append(r)

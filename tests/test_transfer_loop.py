@@ -60,3 +60,20 @@ def test_loop_hands_an_ignored_range_to_the_threads(qwen_home: Path, mirror: Mir
     gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
     assert any(r.status == 200 for r in gets), "the whole-file answer was sent"
     assert sum(r.status == 206 for r in gets) >= 5, "the file was still fetched in ranges"
+
+
+def test_a_slow_range_holding_the_prefix_is_split(qwen_home: Path, mirror: Mirror, big_repo: GeneratedRepo) -> None:
+    """The first range stalls after 1 MB: the hash cannot pass it,
+    so once more than ``hash_lag`` lies beyond it, its remaining half goes to
+    another connection instead of new bytes further on."""
+    # 0.9 s: over before the end-game would call the range an outlier (after 1 s).
+    mirror.faults.stall(1_000_000, 0.9, times=1, path="model.safetensors")
+    config = replace(FAST, stall_timeout=10.0, connections=4, hash_lag=16 << 20)
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=config)
+    assert_snapshot_matches(qwen_home, big_repo)
+    starts = [int(str(r.range).split("=")[1].split("-")[0]) for r in mirror.faults.records()
+              if r.file_path == "model.safetensors" and r.method == "GET" and r.range]
+    chunk = FAST.chunk_max
+    # A range starting inside the first 8 MiB: the stalled range's second half.
+    assert any(0 < s < chunk for s in starts), sorted(starts)[:8]
+    assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size

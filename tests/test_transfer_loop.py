@@ -74,6 +74,8 @@ def test_a_slow_range_holding_the_prefix_is_split(qwen_home: Path, mirror: Mirro
     starts = [int(str(r.range).split("=")[1].split("-")[0]) for r in mirror.faults.records()
               if r.file_path == "model.safetensors" and r.method == "GET" and r.range]
     chunk = FAST.chunk_max
-    # A range starting inside the first 8 MiB: the stalled range's second half.
-    assert any(0 < s < chunk for s in starts), sorted(starts)[:8]
+    # Ranges start at multiples of 8 MiB, but for the stalled range's second
+    # half (whichever range the server stalled: the first to arrive) and the
+    # run's last 32 MiB, cut into equal shares.
+    assert any(s % chunk and s < 100_000_000 for s in starts), sorted(starts)[:8]
     assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CONF = """
+{user}
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
@@ -67,7 +69,6 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=18020)
     ap.add_argument("--limit-mbps", type=float, default=20.0, help="MB/s per connection (0: no limit)")
     args = ap.parse_args()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # taken by sigwait below
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         print("nginx not installed (apt-get install nginx-light)", file=sys.stderr)
@@ -80,14 +81,19 @@ def main() -> int:
     assert meta.stdout is not None
     meta_url = json.loads(meta.stdout.readline())["url"]
     limit = f"limit_rate {int(args.limit_mbps * 1_000_000)};" if args.limit_mbps else ""
-    (tmp / "nginx.conf").write_text(CONF.format(tmp=tmp, root=args.root.resolve(), port=args.port, limit=limit,
-                                                meta_port=meta_url.rsplit(":", 1)[1]))
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the files where root can
+    (tmp / "nginx.conf").write_text(CONF.format(user=user, tmp=tmp, root=args.root.resolve(), port=args.port,
+                                                limit=limit, meta_port=meta_url.rsplit(":", 1)[1]))
     server = subprocess.Popen([nginx, "-c", str(tmp / "nginx.conf")])
+    # Blocked only now: the children must not inherit the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # taken by sigwait below
     print(json.dumps({"url": f"http://127.0.0.1:{args.port}", "metadata": meta_url}), flush=True)
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         server.terminate()
+        assert meta.stdin is not None
+        meta.stdin.close()  # the metadata server stops at the end of its input
         meta.terminate()
         server.wait(10)
         meta.wait(10)

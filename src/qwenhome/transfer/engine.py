@@ -97,6 +97,7 @@ class EngineConfig:
     max_connections: int = 128
     chunk_min: int = 4 * MiB
     chunk_max: int = 16 * MiB
+    in_flight: int = 256 * MiB  # ranges are sized to keep about this much under way (the hash's lag)
     buffer_size: int = 1 * MiB
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
     event_loop: bool = True  # one thread drives every plain-HTTP connection (needs splice)
@@ -955,8 +956,8 @@ class TransferEngine:
         with self._cv:
             per_conn = rate / max(1, self._target)
             # About half a second per range, but keep the bytes in flight (the
-            # hasher's lag behind the last byte) near 256 MiB.
-            want = min(per_conn * 0.5, (256 * MiB) / max(1, self._target))
+            # hash's lag behind the last byte) near ``in_flight``.
+            want = min(per_conn * 0.5, self.cfg.in_flight / max(1, self._target))
             chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
             self._chunk = chunk - chunk % (64 * 1024)
             capped = per_conn < self.cfg.slow_connection

@@ -151,6 +151,11 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
         )
         answers[i] = r.json()["choices"][0]["message"]["content"]
 
+    # A job of an earlier test (a cancelled stream) may still be finishing:
+    # start from an idle scheduler, so its record is not counted as ours.
+    deadline = time.monotonic() + 30
+    while (scheduler.busy or scheduler.queued) and time.monotonic() < deadline:
+        time.sleep(0.01)
     before = last_seq(scheduler)
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for th in threads:

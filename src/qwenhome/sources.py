@@ -23,7 +23,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .config import Settings, Source
+from .hub.proxy import proxy_url_for
 from .store.cache import atomic_write
 
 NETSTATE_FILE = "netstate.json"
@@ -89,13 +89,8 @@ class _Progress:
 def _proxy_for(url: str, env: dict[str, str]) -> str | None:
     """The proxy URL the HTTP client would use for ``url`` (same rules)."""
     parts = urlsplit(url)
-    lower = {k.lower(): v for k, v in env.items() if v}
-    proxy = lower.get(f"{parts.scheme}_proxy") or lower.get("all_proxy")
+    proxy = proxy_url_for(env, parts.scheme, parts.hostname or "")
     if not proxy:
-        return None
-    no_proxy = lower.get("no_proxy")
-    bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (not in typeshed)
-    if no_proxy and bypass(parts.hostname or "", {"no": no_proxy}):
         return None
     return proxy if "://" in proxy else "http://" + proxy
 

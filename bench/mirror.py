@@ -31,6 +31,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _nginx import find_nginx, http_settings, user_line
+
 REPO = "Bench/Model"
 FILE = "model.safetensors"
 
@@ -82,16 +86,7 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+{http}
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -103,18 +98,14 @@ http {{
 """
 
 
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-
-
 def start_nginx(repos: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], int] | None:
     exe = find_nginx()
     if exe is None:
         return None
     port = free_port()
     conf = tmp / "nginx.conf"
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(user=user, workers=workers, tmp=tmp, port=port, root=repos))
+    conf.write_text(NGINX_CONF.format(user=user_line(), workers=workers, tmp=tmp, port=port, root=repos,
+                                      http=http_settings(tmp)))
     proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -24,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _nginx import find_nginx, http_settings, user_line  # noqa: E402
 
 CONF = """
 {user}
@@ -33,16 +35,7 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+{http}
     upstream meta {{ server 127.0.0.1:{meta_port}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{port};
@@ -69,8 +62,8 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=18020)
     ap.add_argument("--limit-mbps", type=float, default=20.0, help="MB/s per connection (0: no limit)")
     args = ap.parse_args()
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
+    nginx = find_nginx()
+    if nginx is None:
         print("nginx not installed (apt-get install nginx-light)", file=sys.stderr)
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="qwenhome-nginx-"))
@@ -81,9 +74,9 @@ def main() -> int:
     assert meta.stdout is not None
     meta_url = json.loads(meta.stdout.readline())["url"]
     limit = f"limit_rate {int(args.limit_mbps * 1_000_000)};" if args.limit_mbps else ""
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the files where root can
-    (tmp / "nginx.conf").write_text(CONF.format(user=user, tmp=tmp, root=args.root.resolve(), port=args.port,
-                                                limit=limit, meta_port=meta_url.rsplit(":", 1)[1]))
+    (tmp / "nginx.conf").write_text(CONF.format(user=user_line(), http=http_settings(tmp), tmp=tmp,
+                                                root=args.root.resolve(), port=args.port, limit=limit,
+                                                meta_port=meta_url.rsplit(":", 1)[1]))
     server = subprocess.Popen([nginx, "-c", str(tmp / "nginx.conf")])
     # Blocked only now: the children must not inherit the mask.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # taken by sigwait below

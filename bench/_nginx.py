@@ -1,0 +1,29 @@
+"""What the benchmarks that start nginx share: finding it, and the http-block
+settings of a throughput test (no access log, sendfile, long keep-alive,
+temporary folders under a scratch folder)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+def user_line() -> str:
+    """As root, workers run as root too: they must read what root's tests wrote."""
+    return "user root;" if os.geteuid() == 0 else ""
+
+
+def http_settings(tmp: Path) -> str:
+    temp = "\n".join(f"    {kind}_temp_path {tmp}/{kind.split('_')[0]};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60;
+{temp}"""

@@ -448,6 +448,11 @@ class TransferEngine:
             return self._chunk
         return max(self.cfg.tail_min, share - share % (64 * 1024))
 
+    def _next_fast(self, now: float) -> _Range | None:
+        """The event loop's next range (under the lock): a stuck prefix first,
+        then new bytes, then the end-game."""
+        return self._boost_prefix(now, slow=False) or self._carve_next(now, self._queue) or self._steal(now, slow=False)
+
     def _boost_prefix(self, now: float, slow: bool) -> _Range | None:
         """Split the range that holds a file's written prefix when much was
         received beyond it: the hash can only follow the prefix, so while one

@@ -80,8 +80,7 @@ class IoLoop:
                         return
                     now = e.clock()
                     while len(self.busy) + len(starts) < e._target:
-                        r = (e._boost_prefix(now, slow=False) or e._carve_next(now, e._queue)
-                             or e._steal(now, slow=False))
+                        r = e._next_fast(now)
                         if r is None:
                             break
                         starts.append(r)
@@ -364,14 +363,21 @@ class IoLoop:
 
     def _finish_range(self, conn: _Conn, r: _Range, early: bool) -> None:
         e = self.e
+        nxt: _Range | None = None
         with e._cv:
             e._drop(r)
-        self.busy.discard(conn)
-        conn.r = None
+            self.busy.discard(conn)
+            conn.r = None
+            if not early and conn.keep and e._fatal is None and len(self.busy) < e._target:
+                # The next range at once, on this connection: waiting for the
+                # loop's next turn leaves it idle while the other events run.
+                nxt = e._next_fast(e.clock())
         if early or not conn.keep:
             self._close(conn)  # bytes of a split or cancelled range are still coming
-            return
-        self.idle.setdefault(conn.origin, []).append(conn)
+        else:
+            self.idle.setdefault(conn.origin, []).append(conn)
+        if nxt is not None:
+            self._start(nxt, e.clock())  # takes this idle connection when the origin matches
 
     # -- failures -------------------------------------------------------------------
     @staticmethod

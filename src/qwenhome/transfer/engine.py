@@ -951,7 +951,9 @@ class TransferEngine:
                 if received:  # windows start with the first bytes: set-up is not a fair measure
                     warmup = False
                     probe_t, probe_bytes = now, received
-            elif probing and now - probe_t >= self.cfg.probe_interval:
+            elif probing and now - probe_t >= self.cfg.probe_interval * (0.5 if prev_rate == 0.0 else 1.0):
+                # (The first window is shorter: a capped link shows at once,
+                # and every early step widens the whole rest of the run.)
                 rate = (received - probe_bytes) / (now - probe_t)
                 probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
                 probe_t, probe_bytes = now, received

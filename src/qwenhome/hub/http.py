@@ -122,12 +122,7 @@ class Response:
                         raise TimeoutError(f"no byte for {timeout:.0f} s") from None
             if moved == 0:
                 return 0
-            done = 0
-            while done < moved:
-                n = os.splice(pipe[0], fd, moved - done, offset_dst=pos + done)
-                if n <= 0:
-                    raise OSError(errno.ENOSPC, "short write")
-                done += n
+            drain_pipe(pipe[0], fd, pos, moved)
         except OSError as exc:
             self.close()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EINVAL, errno.EBADF):
@@ -166,6 +161,17 @@ class Response:
         if not self._done:
             self._done = True
             self._conn.close()
+
+
+def drain_pipe(pipe_r: int, fd: int, pos: int, count: int) -> None:
+    """Move ``count`` bytes waiting in a pipe into ``fd`` at ``pos`` (splice's
+    second half: pipe → file). A short write means the disk is filling up."""
+    done = 0
+    while done < count:
+        n = os.splice(pipe_r, fd, count - done, offset_dst=pos + done)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "short write")
+        done += n
 
 
 class ConnectionPool:

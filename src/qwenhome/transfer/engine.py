@@ -239,7 +239,6 @@ class TransferEngine:
             scale = 16 if len(self._files) >= 64 else 2 if todo >= 256 * MiB else 1
             self._target = min(self.cfg.max_connections, self.cfg.initial_connections * scale)
         self._check_disk()
-        total = sum(f.job.size for f in self._files)
         hasher = threading.Thread(target=self._hasher, args=(resumed,), daemon=True, name="qh-hash")
         hasher.start()
         helpers: list[threading.Thread] = []
@@ -253,7 +252,7 @@ class TransferEngine:
             self._start_workers()
         t_start = self.clock()
         try:
-            self._supervise(total, cancel)
+            self._supervise(self._total, cancel)
         finally:
             with self._cv:
                 if self._fatal is None and self._active:
@@ -368,6 +367,13 @@ class TransferEngine:
                                  name=f"qh-xfer-{len(self._threads)}")
             self._threads.append(t)
             t.start()
+
+    def _abort(self, exc: BaseException) -> None:
+        """End the run with ``exc`` (the first such error wins); everyone looks."""
+        with self._cv:
+            if self._fatal is None:
+                self._fatal = exc
+            self._wake_all()
 
     def _wake_all(self) -> None:
         """The run ends or failed: everyone must look (under the lock)."""
@@ -517,10 +523,7 @@ class TransferEngine:
             try:
                 r = self._next_range(wid)
             except BaseException as exc:  # e.g. the partial file cannot be opened
-                with self._cv:
-                    if self._fatal is None:
-                        self._fatal = exc
-                    self._wake_all()
+                self._abort(exc)
                 self._drop_pipe()
                 return
             if r is None:
@@ -611,15 +614,24 @@ class TransferEngine:
                     r.end = size
                     r.gen = f.gen
             return
-        if resp.status in (403, 404, 410) and f.direct_url and url == f.direct_url:
-            f.direct_url = None  # signed URL expired: resolve again
-            raise TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {resp.status})")
+        expired = self._expired_signed_url(f, url, resp.status)
+        if expired is not None:
+            raise expired
         body = b""
         try:
             body = resp.read(1 << 16)
         except QwenhomeError:
             pass
         raise_for_status(resp.status, resp.headers, url, None, body)
+
+    @staticmethod
+    def _expired_signed_url(f: _FileState, url: str, status: int) -> TransferInterrupted | None:
+        """A refusal from the CDN URL a redirect gave: it expired. The file goes
+        back to resolving its candidate URL (a transient failure, retried)."""
+        if status in (403, 404, 410) and f.direct_url and url == f.direct_url:
+            f.direct_url = None
+            return TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {status})")
+        return None
 
     def _read_body(self, r: _Range, resp: Response) -> None:
         """Read the range into place, stopping early if the range was split."""
@@ -792,9 +804,7 @@ class TransferEngine:
         except BaseException as exc:
             with self._cv:
                 f.hashing = False
-                if self._fatal is None:
-                    self._fatal = exc
-                self._wake_all()
+            self._abort(exc)
 
     def _hash_worker(self) -> None:
         """With the event loop: hash (and install) the files whose claim it took."""
@@ -823,32 +833,24 @@ class TransferEngine:
         read-only mapping: no copy into a buffer (copies are what a transfer
         costs most on a busy machine)."""
         pos = verifier.hashed
-        if 0 < stop - pos <= 256 * 1024:
-            # A small span costs less copied than mapped and unmapped.
-            try:
-                data = os.pread(f.fd, stop - pos, pos)
-            except OSError as exc:
-                with self._cv:
-                    if self._fatal is None and f.gen == gen:
-                        self._fatal = translate_os_error(exc, f.job.partial)
-                    self._wake_all()
-                return
-            if f.gen == gen and data:
-                verifier.update(data)
-                pos = verifier.hashed
         while pos < stop and f.gen == gen and self._fatal is None:
             end = min(stop, pos + self.cfg.hash_slice)
-            base = pos - pos % mmap.ALLOCATIONGRANULARITY
             try:
-                with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
-                               prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
-                    verifier.update(view[pos - base : end - base])
+                if end - pos <= 256 * 1024:
+                    # A small span costs less copied than mapped and unmapped.
+                    data = os.pread(f.fd, end - pos, pos)
+                    if len(data) < end - pos:
+                        raise OSError(errno.EIO, f"partial file shorter than {end} bytes")
+                    verifier.update(data)
+                else:
+                    base = pos - pos % mmap.ALLOCATIONGRANULARITY
+                    with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
+                                   prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
+                        verifier.update(view[pos - base : end - base])
             except (OSError, ValueError) as exc:
-                with self._cv:
-                    if self._fatal is None and f.gen == gen:
-                        self._fatal = translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
-                                                         f.job.partial)
-                    self._wake_all()
+                if f.gen == gen:
+                    self._abort(translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
+                                                   f.job.partial))
                 return
             pos = end
         if verifier.hashed == f.job.size and f.gen == gen:

@@ -25,9 +25,9 @@ from email.message import Message
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-from ..errors import QwenhomeError, ReadTimeoutError, TransferInterrupted
+from ..errors import QwenhomeError, ReadTimeoutError
 from ..hub.errors import raise_for_status
-from ..hub.http import REDIRECT_CODES, Origin, translate
+from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
 
@@ -97,10 +97,7 @@ class IoLoop:
                     last_check = now
                     self._check_stalls(now)
         except BaseException as exc:  # a bug here must end the run, not hang it
-            with e._cv:
-                if e._fatal is None:
-                    e._fatal = exc
-                e._wake_all()
+            e._abort(exc)
         finally:
             for c in list(self.busy):
                 if c.r is not None:
@@ -214,7 +211,7 @@ class IoLoop:
                 return
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
                 self._close(conn)
-                self._fatal(translate_os_error(exc, r.file.job.partial))
+                self.e._abort(translate_os_error(exc, r.file.job.partial))
                 return
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF) and conn.state == _BODY:
                 # This filesystem cannot take splice (some network and WSL
@@ -322,12 +319,7 @@ class IoLoop:
             return
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
-        done = 0
-        while done < moved:
-            n = os.splice(self.pipe[0], f.fd, moved - done, offset_dst=pos + done)
-            if n <= 0:
-                raise OSError(errno.ENOSPC, "short write")
-            done += n
+        drain_pipe(self.pipe[0], f.fd, pos, moved)
         conn.left -= moved
         conn.last = e.clock()
         self._account(conn, r, pos, moved)
@@ -338,9 +330,7 @@ class IoLoop:
         with self.e._cv:
             pos, end = r.cur, r.end
         data = data[: max(0, min(len(data), end - pos, conn.left))]
-        written = 0
-        while written < len(data):
-            written += os.pwrite(f.fd, data[written:], pos + written)
+        self.e._write(f.fd, memoryview(data), len(data), pos, f)
         conn.left -= len(data)
         self._account(conn, r, pos, len(data))
 
@@ -380,11 +370,10 @@ class IoLoop:
             self._start(nxt, e.clock())  # takes this idle connection when the origin matches
 
     # -- failures -------------------------------------------------------------------
-    @staticmethod
-    def _status_error(f: _FileState, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
-        if head.status in (403, 404, 410) and f.direct_url and url == f.direct_url:
-            f.direct_url = None  # signed URL expired: resolve again
-            return TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {head.status})")
+    def _status_error(self, f: _FileState, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
+        expired = self.e._expired_signed_url(f, url, head.status)
+        if expired is not None:
+            return expired
         headers = Message()
         for name, value in head.headers.items():
             headers[name] = value
@@ -397,13 +386,6 @@ class IoLoop:
         if conn is not None:
             self._close(conn)
         self.e._failed(r, exc)
-
-    def _fatal(self, exc: BaseException) -> None:
-        e = self.e
-        with e._cv:
-            if e._fatal is None:
-                e._fatal = exc
-            e._wake_all()
 
     def _to_slow(self, r: _Range) -> None:
         e = self.e

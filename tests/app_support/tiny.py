@@ -15,14 +15,19 @@ _built: Path | None = None
 _built_image: Path | None = None
 
 
+def _scratch(prefix: str) -> Path:
+    """A temporary folder removed when the test process exits."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
 def tiny_model_dir() -> Path:
     """A folder holding the tiny model's repository files (built on first use)."""
     global _built
     with _lock:
         if _built is None:
-            root = Path(tempfile.mkdtemp(prefix="qwenhome-tiny-"))
-            atexit.register(shutil.rmtree, root, True)
-            _built = build_tiny_qwen2(root / DEMO_REPO)
+            _built = build_tiny_qwen2(_scratch("qwenhome-tiny-") / DEMO_REPO)
         return _built
 
 
@@ -37,9 +42,7 @@ def tiny_image_model_dir() -> Path | None:
         if _built_image is None:
             from qwenhome.images.tiny import TINY_REPO_ID, build_tiny_qwenimage
 
-            root = Path(tempfile.mkdtemp(prefix="qwenhome-tiny-image-"))
-            atexit.register(shutil.rmtree, root, True)
-            _built_image = build_tiny_qwenimage(root / TINY_REPO_ID)
+            _built_image = build_tiny_qwenimage(_scratch("qwenhome-tiny-image-") / TINY_REPO_ID)
         return _built_image
 
 

@@ -278,9 +278,13 @@ class Faults(Hooks):
 
     def body_writer(self, info: RequestInfo, body: BodySlice) -> BodyWriter | None:
         def applies(rule: _Rule) -> bool:
-            if rule.kind == "corrupt":  # only bodies that carry the byte use up the fault
+            # Only bodies the fault can act on use it up: those that carry the
+            # corrupted byte, or are longer than the drop or stall point.
+            if rule.kind == "corrupt":
                 return bool(body.offset <= rule.params["offset"] < body.offset + body.length)
-            return True
+            if rule.kind == "drop":
+                return body.length > rule.params["nbytes"]
+            return body.length > rule.params["after"]
 
         rules = self._take(info, ("drop", "stall", "corrupt"), applies)
         with self._lock:

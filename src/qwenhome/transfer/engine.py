@@ -92,7 +92,9 @@ class FileJob:
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 4
+    initial_connections: int = 4  # the fewest a pull starts with
+    initial_bytes: int = 8 * MiB  # a pull starts with a connection per this many bytes to fetch
+    initial_max: int = 64  # and at most this many; the controller may go on to max_connections
     slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
     max_connections: int = 128
     chunk_min: int = 4 * MiB
@@ -147,6 +149,9 @@ class _FileState:
     queued: bool = True  # in the engine's list of files with bytes to hand out
     hashing: bool = False  # one thread at a time feeds the verifier
     slow: bool = False  # served by the threaded path (TLS, proxy, or an answer the loop does not take)
+    # The first answer came (or the first request failed): until then one range
+    # at a time, so a resolve that redirects is asked once, not per connection.
+    answered: bool = False
 
 
 class TransferEngine:
@@ -199,6 +204,8 @@ class TransferEngine:
         self._bytes = 0  # bytes received this run
         self._target = config.connections or config.initial_connections
         self._chunk = min(config.chunk_max, config.chunk_min * 2)
+        self._carved = 0  # ranges handed out so far, while that is less than the target
+        self._loop_idle = 0.0  # seconds the event loop waited for its sockets (written by the loop only)
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -232,12 +239,14 @@ class TransferEngine:
             (self._slow if f.slow else self._queue).append(f)
         self._loop_on = self._loop_on and bool(self._queue)
         if not self.cfg.connections:
-            # Few connections move most on a fast link (each extra thread costs
-            # CPU); many small files want more in flight from the start. Links
-            # that cap each connection make the controller grow quickly.
+            # Start with a connection per ``initial_bytes`` to fetch (as
+            # hf_transfer and aria2 split a file up front), and many for many
+            # files, whose requests each wait a round trip. Growing from a few
+            # costs a measuring window per step, at the start of every pull.
             todo = sum(f.job.size - f.done.covered() for f in self._files)
-            scale = 16 if len(self._files) >= 64 else 2 if todo >= 256 * MiB else 1
-            self._target = min(self.cfg.max_connections, self.cfg.initial_connections * scale)
+            want = max(todo // self.cfg.initial_bytes, self.cfg.initial_max if len(self._files) >= 64 else 0)
+            self._target = min(self.cfg.max_connections, self.cfg.initial_max,
+                               max(self.cfg.initial_connections, want))
         self._check_disk()
         hasher = threading.Thread(target=self._hasher, args=(resumed,), daemon=True, name="qh-hash")
         hasher.start()
@@ -407,7 +416,7 @@ class TransferEngine:
                 f.queued = False
                 self._requeue(f)  # a file the loop handed over: into the other queue
                 continue
-            if f.ready_at > now:
+            if f.ready_at > now or (f.inflight and not f.answered):
                 skipped.append(queue.popleft())
                 continue
             r = self._carve(f, now)
@@ -450,8 +459,16 @@ class TransferEngine:
         together (as aria2 splits), instead of a few long ranges trailing."""
         left = self._total - self._done_bytes - sum(r.end - r.cur for r in self._inflight)
         share = left // max(1, self._target)
-        if share >= self._chunk:
-            return self._chunk
+        chunk = self._chunk
+        if self._carved < self._target:
+            # The first wave starts together and would land together, with the
+            # hash idle until the first range is in: it grows from small to
+            # full, so the written prefix (and the hash) move from the start.
+            chunk = chunk * (self._carved + 1) // self._target
+            self._carved += 1
+        chunk = max(self.cfg.tail_min, chunk - chunk % (64 * 1024))
+        if share >= chunk:
+            return chunk
         return max(self.cfg.tail_min, share - share % (64 * 1024))
 
     def _next_fast(self, now: float) -> _Range | None:
@@ -554,6 +571,10 @@ class TransferEngine:
         if f.validator and r.start > 0:
             headers["If-Range"] = f.validator
         resp = self.http.open("GET", url, headers=headers, token=token, read_timeout=self.cfg.stall_timeout)
+        if not f.answered:
+            with self._cv:
+                f.answered = True
+                self._cv.notify_all()
         try:
             self._check_response(r, resp, url)
             if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
@@ -914,6 +935,7 @@ class TransferEngine:
         speed = 0.0
         probe_t = last_t
         probe_bytes = 0
+        probe_idle = 0.0
         prev_rate = 0.0
         prev_target = self._target
         probing = not self.cfg.connections
@@ -952,16 +974,22 @@ class TransferEngine:
             if warmup:
                 if received:  # windows start with the first bytes: set-up is not a fair measure
                     warmup = False
-                    probe_t, probe_bytes = now, received
+                    probe_t, probe_bytes, probe_idle = now, received, self._loop_idle
             elif probing and now - probe_t >= self.cfg.probe_interval * (0.5 if prev_rate == 0.0 else 1.0):
                 # (The first window is shorter: a capped link shows at once,
                 # and every early step widens the whole rest of the run.)
                 rate = (received - probe_bytes) / (now - probe_t)
-                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target)
-                probe_t, probe_bytes = now, received
+                # The event loop never waiting on its sockets means this
+                # machine, not the link, is the limit: more connections would
+                # only cost CPU and lengthen the hash's lag.
+                saturated = self._loop_on and self._loop_idle - probe_idle < 0.05 * (now - probe_t)
+                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target, saturated)
+                probe_t, probe_bytes, probe_idle = now, received, self._loop_idle
 
-    def _tune(self, rate: float, prev_rate: float, prev_target: int) -> tuple[bool, float, int]:
-        """Grow the connection count while it pays; step back when it stops paying."""
+    def _tune(self, rate: float, prev_rate: float, prev_target: int, saturated: bool = False) -> tuple[bool, float, int]:
+        """Grow the connection count while it pays; step back when it stops
+        paying. ``saturated``: the client is the limit, so no step is taken
+        (and the next window starts afresh)."""
         with self._cv:
             per_conn = rate / max(1, self._target)
             # About half a second per range, but keep the bytes in flight (the
@@ -976,6 +1004,8 @@ class TransferEngine:
                 # The last step did not pay: go back.
                 self._target = prev_target
                 return False, rate, self._target
+            if saturated:
+                return True, 0.0, self._target
             if self._target >= self.cfg.max_connections or len(self._inflight) < 0.75 * self._target:
                 # Connections wait for work: more would not help (yet).
                 return prev_rate == 0.0, rate, self._target

@@ -36,6 +36,18 @@ if TYPE_CHECKING:
 
 _CONNECTING, _SENDING, _HEAD, _BODY = range(4)
 _SLICE = 1 << 20  # bytes moved per readable event and connection
+# A turn serves ready connections oldest range first and ends after this long.
+# When the machine cannot take every connection's bytes, the oldest ranges
+# (the ones holding the files' written prefixes) still get theirs, so the
+# hash follows the transfer instead of waiting for a wave of ranges to land.
+_TURN = 0.005
+
+
+def _oldest_first(event: tuple[selectors.SelectorKey, int]) -> float:
+    conn: _Conn = event[0].data
+    r = conn.r
+    # New work (connects, requests, heads) is cheap and starts bytes moving.
+    return -1.0 if r is None or conn.state != _BODY else r.t0
 
 
 class _Conn:
@@ -90,8 +102,16 @@ class IoLoop:
                     self._trim(e._target - len(self.busy))  # the starts take idle ones first
                 for r in starts:
                     self._start(r, now)
-                for key, mask in self.sel.select(0.05):
+                t = e.clock()
+                ready = self.sel.select(0.05)
+                e._loop_idle += e.clock() - t
+                if len(ready) > 1:
+                    ready.sort(key=_oldest_first)
+                deadline = e.clock() + _TURN
+                for key, mask in ready:
                     self._ready(key.data, mask)
+                    if e.clock() > deadline:
+                        break  # the rest stay ready (level-triggered): the oldest go first again
                 now = e.clock()
                 if now - last_check >= 0.5:
                     last_check = now
@@ -266,6 +286,9 @@ class IoLoop:
         f = r.file
         size = f.job.size
         length = head.length
+        if not f.answered:
+            with e._cv:
+                f.answered = True  # the file's other ranges may start (see _carve_next)
         if head.status >= 400:
             self._fail(r, self._status_error(f, conn.url, head, body), conn)
             return False

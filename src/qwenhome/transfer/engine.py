@@ -94,7 +94,7 @@ class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
     initial_connections: int = 4  # the fewest a pull starts with
     initial_bytes: int = 8 * MiB  # a pull starts with a connection per this many bytes to fetch
-    initial_max: int = 64  # and at most this many; the controller may go on to max_connections
+    initial_max: int = 32  # and at most this many; the controller may go on to max_connections
     slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
     max_connections: int = 128
     chunk_min: int = 4 * MiB

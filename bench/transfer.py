@@ -17,6 +17,7 @@ writes everything to ``bench/results/transfer-<time>.json``. See bench/README.md
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
@@ -429,6 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out_dir = default_out_dir(work, max(sc.repo.total for sc in chosen))
         own.append(args.out_dir)
     print(f"tools write under {args.out_dir}", flush=True)
+    # Installed packages come with their bytecode (pip compiles at install);
+    # a fresh clone run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile
+    # qwenhome's modules inside every timed run.
+    compileall.compile_dir(str(ROOT / "src" / "qwenhome"), quiet=1)
     state = source_state()
     if state["uncommitted"]:
         print(f"measuring src/ at {state['commit'][:10]} plus uncommitted: {', '.join(state['uncommitted'])}")

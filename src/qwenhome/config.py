@@ -23,11 +23,6 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError, UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_MODELSCOPE_ENDPOINT = "https://modelscope.cn"
 STATE_DIRNAME = "qwenhome"
@@ -191,10 +186,18 @@ def default_sources(env: Mapping[str, str], hf_token: str | None) -> list[Source
 
 def _load_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        f = path.open("rb")
     except FileNotFoundError:
-        return {}
+        return {}  # the usual case: the parser is not even imported (start-up time)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", path=path) from exc
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with f:
+            return tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", path=path) from exc
 

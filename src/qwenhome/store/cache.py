@@ -12,7 +12,6 @@ import errno
 import fcntl
 import itertools
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -117,6 +116,8 @@ class Store:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
+            import shutil  # only across filesystems: not worth its import time on every start
+
             tmp = dest.with_name(f"{etag}.{unique_suffix()}.incomplete")
             try:
                 shutil.copyfile(src, tmp)

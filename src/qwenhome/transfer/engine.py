@@ -115,6 +115,7 @@ class EngineConfig:
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
     probe_interval: float = 0.2
     save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
+    map_min: int = 4 * MiB  # a file's map is saved on the tick once this much of it is on disk
     backoff: Backoff = Backoff()
 
 
@@ -1020,12 +1021,17 @@ class TransferEngine:
             return True, rate, before
 
     def _save_maps(self, force: bool = False) -> None:
+        """Write the part maps of files with new bytes. On the regular tick a
+        file with less than ``map_min`` on disk is left out: re-fetching it
+        after a kill costs less than writing its map every tick (a pull of
+        many small files would write hundreds). Forced saves take every file."""
         with self._cv:
             files = self._files if force else list(self._dirty)
             snap = [
                 (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
                 for f in files
                 if f.state != "verified" and f.done.starts  # a failed file's bytes serve the next round
+                and (force or f.done.covered() >= self.cfg.map_min)
             ]
             self._dirty.clear()
             self._unsaved = 0

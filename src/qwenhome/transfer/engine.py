@@ -103,6 +103,7 @@ class EngineConfig:
     buffer_size: int = 1 * MiB
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
     event_loop: bool = True  # one thread drives every plain-HTTP connection (needs splice)
+    loop_threads: int = 2  # event loops, each with its share of the connections
     hash_threads: int = 2  # with the event loop: threads that hash and install
     hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
     steal_min: int = 2 * MiB
@@ -206,7 +207,7 @@ class TransferEngine:
         self._target = config.connections or config.initial_connections
         self._chunk = min(config.chunk_max, config.chunk_min * 2)
         self._carved = 0  # ranges handed out so far, while that is less than the target
-        self._loop_idle = 0.0  # seconds the event loop waited for its sockets (written by the loop only)
+        self._loops: list[IoLoop] = []
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -253,7 +254,9 @@ class TransferEngine:
         hasher.start()
         helpers: list[threading.Thread] = []
         if self._loop_on:
-            helpers.append(threading.Thread(target=IoLoop(self).run, daemon=True, name="qh-loop"))
+            n = max(1, self.cfg.loop_threads)
+            self._loops = [IoLoop(self, i, n) for i in range(n)]
+            helpers += [threading.Thread(target=lp.run, daemon=True, name=f"qh-loop-{lp.index}") for lp in self._loops]
             helpers += [threading.Thread(target=self._hash_worker, daemon=True, name=f"qh-hash-{i}")
                         for i in range(max(1, self.cfg.hash_threads))]
         for t in helpers:
@@ -975,7 +978,7 @@ class TransferEngine:
             if warmup:
                 if received:  # windows start with the first bytes: set-up is not a fair measure
                     warmup = False
-                    probe_t, probe_bytes, probe_idle = now, received, self._loop_idle
+                    probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
             elif probing and now - probe_t >= self.cfg.probe_interval * (0.5 if prev_rate == 0.0 else 1.0):
                 # (The first window is shorter: a capped link shows at once,
                 # and every early step widens the whole rest of the run.)
@@ -983,9 +986,13 @@ class TransferEngine:
                 # The event loop never waiting on its sockets means this
                 # machine, not the link, is the limit: more connections would
                 # only cost CPU and lengthen the hash's lag.
-                saturated = self._loop_on and self._loop_idle - probe_idle < 0.05 * (now - probe_t)
+                waited = self._loops_waited()
+                saturated = self._loop_on and waited - probe_idle < 0.05 * (now - probe_t) * len(self._loops)
                 probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target, saturated)
-                probe_t, probe_bytes, probe_idle = now, received, self._loop_idle
+                probe_t, probe_bytes, probe_idle = now, received, waited
+
+    def _loops_waited(self) -> float:
+        return sum(lp.waited for lp in self._loops)
 
     def _tune(self, rate: float, prev_rate: float, prev_target: int, saturated: bool = False) -> tuple[bool, float, int]:
         """Grow the connection count while it pays; step back when it stops

@@ -68,8 +68,15 @@ class _Conn:
 
 
 class IoLoop:
-    def __init__(self, engine: TransferEngine) -> None:
+    """One of the engine's ``loop_threads`` loops; each keeps its share of the
+    engine's connection target (splicing runs outside the GIL, so two loops
+    move bytes on two cores)."""
+
+    def __init__(self, engine: TransferEngine, index: int = 0, count: int = 1) -> None:
         self.e = engine
+        self.index = index
+        self.count = count
+        self.waited = 0.0  # seconds spent waiting for sockets (read by the controller)
         self.sel = selectors.DefaultSelector()
         self.busy: set[_Conn] = set()
         self.idle: dict[Origin, list[_Conn]] = {}
@@ -91,7 +98,8 @@ class IoLoop:
                     if e._fatal is not None or not e._active or not e._loop_on:
                         return
                     now = e.clock()
-                    while len(self.busy) + len(starts) < e._target:
+                    share = self._share()
+                    while len(self.busy) + len(starts) < share:
                         r = e._next_fast(now)
                         if r is None:
                             break
@@ -99,12 +107,12 @@ class IoLoop:
                     if not self.busy and not starts:
                         e._cv.wait(0.05)  # nothing to move: woken by new work
                         continue
-                    self._trim(e._target - len(self.busy))  # the starts take idle ones first
+                    self._trim(share - len(self.busy))  # the starts take idle ones first
                 for r in starts:
                     self._start(r, now)
                 t = e.clock()
                 ready = self.sel.select(0.05)
-                e._loop_idle += e.clock() - t
+                self.waited += e.clock() - t
                 if len(ready) > 1:
                     ready.sort(key=_oldest_first)
                 deadline = e.clock() + _TURN
@@ -128,6 +136,11 @@ class IoLoop:
             self.sel.close()
             for fd in self.pipe:
                 os.close(fd)
+
+    def _share(self) -> int:
+        """This loop's part of the engine's connection target (under the lock)."""
+        target = self.e._target
+        return target // self.count + (1 if self.index < target % self.count else 0)
 
     def _trim(self, keep: int) -> None:
         """Close idle connections beyond ``keep`` (the target shrank or work ran out)."""
@@ -381,7 +394,7 @@ class IoLoop:
             e._drop(r)
             self.busy.discard(conn)
             conn.r = None
-            if not early and conn.keep and e._fatal is None and len(self.busy) < e._target:
+            if not early and conn.keep and e._fatal is None and len(self.busy) < self._share():
                 # The next range at once, on this connection: waiting for the
                 # loop's next turn leaves it idle while the other events run.
                 nxt = e._next_fast(e.clock())

@@ -109,6 +109,7 @@ class EngineConfig:
     steal_min: int = 2 * MiB
     tail_min: int = 1 * MiB  # smallest range the end of a run is cut into
     hash_lag: int = 64 * MiB  # received past a file's prefix: its prefix range is split
+    hash_ahead: int = 64 * MiB  # a hash this far behind its file's prefix gets the CPU first
     stall_timeout: float = 15.0
     max_retries: int = 8
     max_integrity_retries: int = 2
@@ -208,6 +209,9 @@ class TransferEngine:
         self._chunk = min(config.chunk_max, config.chunk_min * 2)
         self._carved = 0  # ranges handed out so far, while that is less than the target
         self._loops: list[IoLoop] = []
+        # Bytes the running hash has yet to go through (a hint, written by the
+        # hash threads without the lock): past ``hash_ahead`` the loops pause.
+        self._hash_backlog = 0
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -859,6 +863,7 @@ class TransferEngine:
         costs most on a busy machine)."""
         pos = verifier.hashed
         while pos < stop and f.gen == gen and self._fatal is None:
+            self._hash_backlog = stop - pos
             end = min(stop, pos + self.cfg.hash_slice)
             try:
                 if end - pos <= 256 * 1024:
@@ -878,6 +883,7 @@ class TransferEngine:
                                                    f.job.partial))
                 return
             pos = end
+        self._hash_backlog = 0
         if verifier.hashed == f.job.size and f.gen == gen:
             self._finish(f, verifier)
 

@@ -148,7 +148,10 @@ class Store:
             if not target.parent.resolve().is_relative_to(snap.resolve()):
                 raise StoreError(f"snapshot folder for {relpath!r} leaves the snapshot", code="unsafe-path")
             self._ready_dirs.add(target.parent)
-        rel = os.path.relpath(blob, target.parent)
+        # snapshots/<commit>/<relpath> -> blobs/<etag>, computed rather than
+        # with os.path.relpath (a pull links hundreds of files; the path was
+        # validated: no empty, "." or ".." parts).
+        rel = "../" * (relpath.count("/") + 2) + "blobs/" + blob.name
         try:
             os.symlink(rel, target)  # a new snapshot: one system call
             return target

@@ -54,3 +54,27 @@ def test_map_round_trip_and_mismatch_is_ignored(tmp_path: Path) -> None:
     assert partmap.load(part, "key", 100)[0].pairs() == [], "out-of-range claims are dropped"
     partmap.discard(part)
     assert not part.exists() and not partmap.map_path(part).exists()
+
+
+def test_tick_saves_skip_files_with_little_on_disk_but_forced_saves_take_all(tmp_path: Path) -> None:
+    """A pull of many small files would rewrite hundreds of maps every tick;
+    a file with less than ``map_min`` on disk costs less to fetch again."""
+    from qwenhome.hub.http import HttpClient
+    from qwenhome.transfer.engine import EngineConfig, FileJob, TransferEngine, _FileState
+    from qwenhome.transfer.hashing import Verifier
+
+    mib = 1 << 20
+    engine = TransferEngine(HttpClient(env={}), EngineConfig(map_min=4 * mib))
+    states = []
+    for name, size, have in [("small", 2 * mib, mib), ("big", 64 * mib, 8 * mib)]:
+        job = FileJob(name, name, size, "0" * 64, None, [], tmp_path / f"{name}.part")
+        job.partial.write_bytes(b"")
+        f = _FileState(job, Intervals([0], [have]), None, Verifier(size, job.sha256, None))
+        states.append(f)
+    engine._files = states
+    engine._dirty = set(states)
+    engine._save_maps()
+    assert not partmap.map_path(tmp_path / "small.part").exists()
+    assert partmap.map_path(tmp_path / "big.part").exists()
+    engine._save_maps(force=True)  # a cancelled or failed run keeps every byte it has
+    assert partmap.map_path(tmp_path / "small.part").exists()

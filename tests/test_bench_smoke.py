@@ -48,7 +48,7 @@ def test_transfer_bench_verifies_every_tool_in_every_default_scenario(tmp_path: 
 def test_transfer_bench_resume_counts_server_bytes_over_both_runs(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "transfer.py"), "--scenario", "resume", "--size-mb", "4",
+        [sys.executable, str(ROOT / "bench" / "transfer.py"), "--scenario", "resume", "--size-mb", "12",
          "--limit-mbps", "2", "--timeout", "60", "--workdir", str(tmp_path / "work"),
          "--json-out", str(out)],
         capture_output=True, text=True, timeout=90,
@@ -58,8 +58,8 @@ def test_transfer_bench_resume_counts_server_bytes_over_both_runs(tmp_path: Path
     assert result["tool"] == "qwenhome" and result["status"] == "ok", result
     extra = result["extra"]
     assert extra["killed_at_fraction"] is not None and 0.5 <= extra["killed_at_fraction"] < 1
-    assert extra["bytes_sent_total"] >= 4_000_000
-    assert extra["bytes_sent_over_size"] == round(extra["bytes_sent_total"] / 4_000_000, 4)
+    assert extra["bytes_sent_total"] >= 12_000_000
+    assert extra["bytes_sent_over_size"] == round(extra["bytes_sent_total"] / 12_000_000, 4)
 
 
 def test_bench_verification_names_wrong_short_and_missing_files(tmp_path: Path) -> None:

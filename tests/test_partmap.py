@@ -57,24 +57,32 @@ def test_map_round_trip_and_mismatch_is_ignored(tmp_path: Path) -> None:
 
 
 def test_tick_saves_skip_files_with_little_on_disk_but_forced_saves_take_all(tmp_path: Path) -> None:
-    """A pull of many small files would rewrite hundreds of maps every tick;
-    a file with less than ``map_min`` on disk costs less to fetch again."""
+    """A pull of many small files would rewrite hundreds of maps every tick:
+    a file with less than ``map_min`` on disk waits until its unsaved bytes
+    are ``map_age`` old (on a slow link they are worth keeping)."""
     from qwenhome.hub.http import HttpClient
     from qwenhome.transfer.engine import EngineConfig, FileJob, TransferEngine, _FileState
     from qwenhome.transfer.hashing import Verifier
 
     mib = 1 << 20
-    engine = TransferEngine(HttpClient(env={}), EngineConfig(map_min=4 * mib))
+    now = [100.0]
+    engine = TransferEngine(HttpClient(env={}), EngineConfig(map_min=4 * mib, map_age=1.0), clock=lambda: now[0])
     states = []
     for name, size, have in [("small", 2 * mib, mib), ("big", 64 * mib, 8 * mib)]:
         job = FileJob(name, name, size, "0" * 64, None, [], tmp_path / f"{name}.part")
         job.partial.write_bytes(b"")
-        f = _FileState(job, Intervals([0], [have]), None, Verifier(size, job.sha256, None))
+        f = _FileState(job, Intervals([0], [have]), None, Verifier(size, job.sha256, None), dirty_since=now[0])
         states.append(f)
     engine._files = states
     engine._dirty = set(states)
     engine._save_maps()
     assert not partmap.map_path(tmp_path / "small.part").exists()
     assert partmap.map_path(tmp_path / "big.part").exists()
+    assert engine._dirty == {states[0]}, "the small file's map is still due"
+    now[0] += 1.5
+    engine._save_maps()
+    assert partmap.map_path(tmp_path / "small.part").exists()
+    partmap.map_path(tmp_path / "small.part").unlink()
+    engine._dirty = {states[0]}
     engine._save_maps(force=True)  # a cancelled or failed run keeps every byte it has
     assert partmap.map_path(tmp_path / "small.part").exists()

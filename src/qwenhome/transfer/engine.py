@@ -117,7 +117,8 @@ class EngineConfig:
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
     probe_interval: float = 0.2
     save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
-    map_min: int = 4 * MiB  # a file's map is saved on the tick once this much of it is on disk
+    map_min: int = 4 * MiB  # a file's map is saved on the tick once this much of it is on disk,
+    map_age: float = 1.0  # or once its first unsaved bytes are this old (seconds)
     backoff: Backoff = Backoff()
 
 
@@ -155,6 +156,7 @@ class _FileState:
     # The first answer came (or the first request failed): until then one range
     # at a time, so a resolve that redirects is asked once, not per connection.
     answered: bool = False
+    dirty_since: float = 0.0  # when its part map last became out of date
 
 
 class TransferEngine:
@@ -699,7 +701,9 @@ class TransferEngine:
         f.done.add(pos, pos + n)
         r.cur = pos + n
         f.failures = 0
-        self._dirty.add(f)
+        if f not in self._dirty:
+            f.dirty_since = self.clock()
+            self._dirty.add(f)
         self._bytes += n
         self._done_bytes += n
         self._unsaved += n
@@ -1035,18 +1039,24 @@ class TransferEngine:
 
     def _save_maps(self, force: bool = False) -> None:
         """Write the part maps of files with new bytes. On the regular tick a
-        file with less than ``map_min`` on disk is left out: re-fetching it
-        after a kill costs less than writing its map every tick (a pull of
-        many small files would write hundreds). Forced saves take every file."""
+        file with less than ``map_min`` on disk waits until its first unsaved
+        bytes are ``map_age`` old: most small files are done by then, and a
+        pull of many would otherwise rewrite hundreds of maps every tick.
+        Forced saves take every file."""
+        now = self.clock()
         with self._cv:
-            files = self._files if force else list(self._dirty)
+            if force:
+                files = self._files
+                self._dirty.clear()
+            else:
+                files = [f for f in self._dirty
+                         if f.done.covered() >= self.cfg.map_min or now - f.dirty_since >= self.cfg.map_age]
+                self._dirty.difference_update(files)
             snap = [
                 (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
                 for f in files
                 if f.state != "verified" and f.done.starts  # a failed file's bytes serve the next round
-                and (force or f.done.covered() >= self.cfg.map_min)
             ]
-            self._dirty.clear()
             self._unsaved = 0
         for partial, key, size, done, validator in snap:
             try:

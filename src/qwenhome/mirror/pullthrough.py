@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,9 @@ class PullThroughBackend:
         self.local = StoreBackend(settings.hub_cache, state_dir=settings.state_dir, hashes=hashes, clock=clock)
         self._decide: Decider = decide_network or (lambda st: netsources.decide(st))
         self._http = http or HttpClient(settings.timeouts, settings.env)
-        self._config = config
+        # Clients are streamed what the part map shows on disk: every file's
+        # map is saved on each tick, small ones included.
+        self._config = replace(config or EngineConfig(), map_min=0)
         self._branches = _TTLCache(ttl, clock)
         self._commits = _TTLCache(3600.0, clock)
         self._lock = threading.Lock()

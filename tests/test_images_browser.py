@@ -71,11 +71,12 @@ def test_panel_generates_an_image_and_shows_it_in_the_gallery(base: str, tmp_pat
             expect = sync_api.expect
             panel = page.locator("#extensions #images-panel")
             expect(panel.get_by_test_id("images-status")).to_contain_text(TINY_REPO_ID + " · cpu float32", timeout=30_000)
-            # The panel brought its own stylesheet, and it applies.
-            assert page.evaluate("""() => {
+            # The panel brought its own stylesheet, and it applies (it may
+            # still be loading when the status text shows: wait, or time out).
+            page.wait_for_function("""() => {
                 const link = document.querySelector('link[href$="/ext/images/images.css"]');
                 return !!(link && link.sheet && link.sheet.cssRules.length > 5);
-            }""")
+            }""", timeout=10_000)
             assert panel.evaluate("p => getComputedStyle(p.querySelector('.qh-gallery')).display") == "grid"
             # Presets come from the server (scaled for the tiny model).
             expect(page.get_by_test_id("images-preset").locator("option")).to_have_count(7)

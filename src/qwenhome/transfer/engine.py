@@ -583,14 +583,14 @@ class TransferEngine:
         if f.validator and r.start > 0:
             headers["If-Range"] = f.validator
         resp = self.http.open("GET", url, headers=headers, token=token, read_timeout=self.cfg.stall_timeout)
-        if not f.answered:
-            with self._cv:
-                f.answered = True
-                self._cv.notify_all()
         try:
             self._check_response(r, resp, url)
             if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
                 f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
+            if not f.answered:
+                with self._cv:
+                    f.answered = True  # after direct_url: the other ranges go straight there
+                    self._cv.notify_all()
             if f.validator is None:
                 etag = resp.header("ETag")
                 if etag and not etag.startswith("W/"):

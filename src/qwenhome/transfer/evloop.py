@@ -305,20 +305,21 @@ class IoLoop:
         f = r.file
         size = f.job.size
         length = head.length
-        if not f.answered:
-            with e._cv:
-                f.answered = True  # the file's other ranges may start (see _carve_next)
-        if head.status >= 400:
-            self._fail(r, self._status_error(f, conn.url, head, body), conn)
-            return False
         if head.status in REDIRECT_CODES and head.get("location"):
             new = urljoin(conn.url, head.get("location") or "")
             self._close(conn)
             with e._cv:
                 f.direct_url = new  # a signed CDN URL: the next ranges go straight there
+                f.answered = True  # (together: no other loop may start one at the old URL)
                 e._drop(r)
                 if not e.http.direct_plain(new):
                     e._make_slow(f)
+            return False
+        if not f.answered:
+            with e._cv:
+                f.answered = True  # the file's other ranges may start (see _carve_next)
+        if head.status >= 400:
+            self._fail(r, self._status_error(f, conn.url, head, body), conn)
             return False
         ok = False
         if length is not None and "chunked" not in (head.get("transfer-encoding") or "").lower():

@@ -884,6 +884,7 @@ class TransferEngine:
                                    prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
                         verifier.update(view[pos - base : end - base])
             except (OSError, ValueError) as exc:
+                self._hash_backlog = 0  # (a file restarted meanwhile: the loops must not keep pausing)
                 if f.gen == gen:
                     self._abort(translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
                                                    f.job.partial))

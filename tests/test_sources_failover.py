@@ -148,9 +148,10 @@ def test_persistently_failing_source_fails_over_per_file(
         fault: str, qwen_home: Path, mirror: Mirror, second_mirror: Mirror, fail_repo: GeneratedRepo) -> None:
     size = fail_repo.files[BIG].size
     {"http-503-always": lambda: mirror.faults.fail(503, times=None, path=BIG),
-     # Every body stalls after 64 KiB, so each attempt leaves a gap that stalls
-     # again (after half a range, the gaps were half ranges and went through).
-     "stall-always": lambda: mirror.faults.stall(64 * 1024, 30.0, times=None, path=BIG),
+     # Every body stalls before its first byte. (A source that stalls after
+     # some bytes makes progress on every attempt, and progress resets the
+     # failure count: such a source is never left, see the closing note.)
+     "stall-always": lambda: mirror.faults.stall(0, 30.0, times=None, path=BIG),
      "drop-always": lambda: mirror.faults.drop_after(0, times=None, path=BIG, reset=True)}[fault]()
     pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=CFG)
     snapshot_ok(qwen_home, fail_repo)

@@ -13,9 +13,17 @@ def find_nginx() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
-def user_line() -> str:
-    """As root, workers run as root too: they must read what root's tests wrote."""
-    return "user root;" if os.geteuid() == 0 else ""
+def main_settings(tmp: Path, workers: int, connections: int) -> str:
+    """The lines before the http block: foreground, pid and error log in
+    ``tmp``; as root, workers run as root too (they must read what root's
+    tests wrote)."""
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""{user}
+worker_processes {workers};
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections {connections}; }}"""
 
 
 def http_settings(tmp: Path) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _nginx import find_nginx, http_settings, user_line
+from _nginx import find_nginx, http_settings, main_settings
 
 REPO = "Bench/Model"
 FILE = "model.safetensors"
@@ -79,12 +79,7 @@ def start_mirror(repos: Path, home: Path) -> tuple[subprocess.Popen[bytes], int]
 
 
 NGINX_CONF = """
-{user}
-worker_processes {workers};
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 1024; }}
+{main}
 http {{
 {http}
     server {{
@@ -104,7 +99,7 @@ def start_nginx(repos: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[
         return None
     port = free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user_line(), workers=workers, tmp=tmp, port=port, root=repos,
+    conf.write_text(NGINX_CONF.format(main=main_settings(tmp, workers, 1024), port=port, root=repos,
                                       http=http_settings(tmp)))
     proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

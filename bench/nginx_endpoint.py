@@ -25,15 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _nginx import find_nginx, http_settings, user_line  # noqa: E402
+from _nginx import find_nginx, http_settings, main_settings  # noqa: E402
 
 CONF = """
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 4096; }}
+{main}
 http {{
 {http}
     upstream meta {{ server 127.0.0.1:{meta_port}; keepalive 16; }}
@@ -74,7 +69,7 @@ def main() -> int:
     assert meta.stdout is not None
     meta_url = json.loads(meta.stdout.readline())["url"]
     limit = f"limit_rate {int(args.limit_mbps * 1_000_000)};" if args.limit_mbps else ""
-    (tmp / "nginx.conf").write_text(CONF.format(user=user_line(), http=http_settings(tmp), tmp=tmp,
+    (tmp / "nginx.conf").write_text(CONF.format(main=main_settings(tmp, 1, 4096), http=http_settings(tmp),
                                                 root=args.root.resolve(), port=args.port, limit=limit,
                                                 meta_port=meta_url.rsplit(":", 1)[1]))
     server = subprocess.Popen([nginx, "-c", str(tmp / "nginx.conf")])

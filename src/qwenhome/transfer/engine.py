@@ -89,6 +89,11 @@ class FileJob:
     partial: Path
 
 
+def _aligned(n: int) -> int:
+    """``n`` rounded down to 64 KiB: range bounds stay on page and block edges."""
+    return n - n % (64 * 1024)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 0  # fixed count; 0 = adaptive between initial and max
@@ -396,6 +401,13 @@ class TransferEngine:
                 self._fatal = exc
             self._wake_all()
 
+    def _mark_answered(self, f: _FileState) -> None:
+        """``f``'s first answer came: its other ranges may start (``_carve_next``)."""
+        if not f.answered:
+            with self._cv:
+                f.answered = True
+                self._cv.notify_all()  # threads and idle loops waiting for work
+
     def _wake_all(self) -> None:
         """The run ends or failed: everyone must look (under the lock)."""
         for cv in (self._cv, self._park, self._sup_cv, self._hash_work):
@@ -478,10 +490,10 @@ class TransferEngine:
             # full, so the written prefix (and the hash) move from the start.
             chunk = chunk * (self._carved + 1) // self._target
             self._carved += 1
-        chunk = max(self.cfg.tail_min, chunk - chunk % (64 * 1024))
+        chunk = max(self.cfg.tail_min, _aligned(chunk))
         if share >= chunk:
             return chunk
-        return max(self.cfg.tail_min, share - share % (64 * 1024))
+        return max(self.cfg.tail_min, _aligned(share))
 
     def _next_fast(self, now: float) -> _Range | None:
         """The event loop's next range (under the lock): a stuck prefix first,
@@ -505,8 +517,7 @@ class TransferEngine:
 
     def _split(self, victim: _Range, now: float) -> _Range | None:
         """Give the second half of ``victim``'s remaining bytes to a new range."""
-        mid = victim.cur + (victim.end - victim.cur) // 2
-        mid -= mid % (64 * 1024)
+        mid = _aligned(victim.cur + (victim.end - victim.cur) // 2)
         if mid <= victim.cur:
             return None
         new = _Range(victim.file, mid, mid, victim.end, victim.gen, now)
@@ -587,10 +598,7 @@ class TransferEngine:
             self._check_response(r, resp, url)
             if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
                 f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
-            if not f.answered:
-                with self._cv:
-                    f.answered = True  # after direct_url: the other ranges go straight there
-                    self._cv.notify_all()
+            self._mark_answered(f)  # after direct_url: the other ranges go straight there
             if f.validator is None:
                 etag = resp.header("ETag")
                 if etag and not etag.startswith("W/"):
@@ -868,29 +876,30 @@ class TransferEngine:
         read-only mapping: no copy into a buffer (copies are what a transfer
         costs most on a busy machine)."""
         pos = verifier.hashed
-        while pos < stop and f.gen == gen and self._fatal is None:
-            self._hash_backlog = stop - pos
-            end = min(stop, pos + self.cfg.hash_slice)
-            try:
-                if end - pos <= 256 * 1024:
-                    # A small span costs less copied than mapped and unmapped.
-                    data = os.pread(f.fd, end - pos, pos)
-                    if len(data) < end - pos:
-                        raise OSError(errno.EIO, f"partial file shorter than {end} bytes")
-                    verifier.update(data)
-                else:
-                    base = pos - pos % mmap.ALLOCATIONGRANULARITY
-                    with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
-                                   prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
-                        verifier.update(view[pos - base : end - base])
-            except (OSError, ValueError) as exc:
-                self._hash_backlog = 0  # (a file restarted meanwhile: the loops must not keep pausing)
-                if f.gen == gen:
-                    self._abort(translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
-                                                   f.job.partial))
-                return
-            pos = end
-        self._hash_backlog = 0
+        try:
+            while pos < stop and f.gen == gen and self._fatal is None:
+                self._hash_backlog = stop - pos
+                end = min(stop, pos + self.cfg.hash_slice)
+                try:
+                    if end - pos <= 256 * 1024:
+                        # A small span costs less copied than mapped and unmapped.
+                        data = os.pread(f.fd, end - pos, pos)
+                        if len(data) < end - pos:
+                            raise OSError(errno.EIO, f"partial file shorter than {end} bytes")
+                        verifier.update(data)
+                    else:
+                        base = pos - pos % mmap.ALLOCATIONGRANULARITY
+                        with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
+                                       prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
+                            verifier.update(view[pos - base : end - base])
+                except (OSError, ValueError) as exc:
+                    if f.gen == gen:
+                        self._abort(translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
+                                                       f.job.partial))
+                    return
+                pos = end
+        finally:
+            self._hash_backlog = 0  # however the span ends, the loops must not keep pausing
         if verifier.hashed == f.job.size and f.gen == gen:
             self._finish(f, verifier)
 
@@ -1017,7 +1026,7 @@ class TransferEngine:
             # hash's lag behind the last byte) near ``in_flight``.
             want = min(per_conn * 0.5, self.cfg.in_flight / max(1, self._target))
             chunk = int(min(self.cfg.chunk_max, max(self.cfg.chunk_min, want)))
-            self._chunk = chunk - chunk % (64 * 1024)
+            self._chunk = _aligned(chunk)
             capped = per_conn < self.cfg.slow_connection
             # A step must pay well beyond the noise of a busy machine (runs
             # here vary by 10-20%): each connection costs the server and this

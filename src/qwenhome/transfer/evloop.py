@@ -118,10 +118,11 @@ class IoLoop:
                     time.sleep(0.002)
                 t = e.clock()
                 ready = self.sel.select(0.05)
-                self.waited += e.clock() - t
+                now = e.clock()
+                self.waited += now - t
                 if len(ready) > 1:
                     ready.sort(key=_oldest_first)
-                deadline = e.clock() + _TURN
+                deadline = now + _TURN
                 for key, mask in ready:
                     self._ready(key.data, mask)
                     if e.clock() > deadline:
@@ -315,9 +316,7 @@ class IoLoop:
                 if not e.http.direct_plain(new):
                     e._make_slow(f)
             return False
-        if not f.answered:
-            with e._cv:
-                f.answered = True  # the file's other ranges may start (see _carve_next)
+        e._mark_answered(f)
         if head.status >= 400:
             self._fail(r, self._status_error(f, conn.url, head, body), conn)
             return False

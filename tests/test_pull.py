@@ -129,6 +129,22 @@ def test_pull_under_fault_ends_verified(fault: str, path: str, qwen_home: Path, 
     assert not list((qwen_home / "qwenhome" / "partials").glob("*.part")), "partials are moved into the store"
 
 
+@pytest.mark.parametrize("path", ["event-loop", "threads"])
+def test_a_blip_that_cuts_every_connection_is_one_retry_not_a_failed_file(
+        path: str, qwen_home: Path, mirror: Mirror, big_repo: GeneratedRepo) -> None:
+    """A proxy restart or a Wi-Fi hand-over cuts all 16 connections of a file
+    at once: that is one failed round, however many ranges it cut (here more
+    than ``max_retries``)."""
+    cuts = 3 * FAST.max_retries
+    mirror.faults.drop_after(0, times=cuts, path="model.safetensors", reset=True)
+    events: list[ProgressEvent] = []
+    config = replace(FAST, connections=16, event_loop=path == "event-loop")
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), on_event=events.append, config=config)
+    assert_snapshot_matches(qwen_home, big_repo)
+    assert sum(1 for r in mirror.faults.records() if r.error and r.file_path == "model.safetensors") >= cuts
+    assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size
+
+
 def test_permanent_error_stops_at_once_with_code(qwen_home: Path, mirror: Mirror) -> None:
     with pytest.raises(RepoNotFoundError) as info:
         pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Missing"), config=FAST)

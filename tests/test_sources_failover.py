@@ -143,16 +143,19 @@ def test_failover_mid_file_to_modelscope_lists_it_only_when_needed(
     assert os.path.basename(os.readlink(snap / BIG)) == fail_repo.files[BIG].sha256
 
 
-@pytest.mark.parametrize("fault", ["http-503-always", "stall-always", "drop-always"])
+@pytest.mark.parametrize("fault", ["http-503-always", "stall-always", "stall-after-64k-always",
+                                   "drop-always", "drop-after-64k-always"])
 def test_persistently_failing_source_fails_over_per_file(
         fault: str, qwen_home: Path, mirror: Mirror, second_mirror: Mirror, fail_repo: GeneratedRepo) -> None:
     size = fail_repo.files[BIG].size
+    # A source that sends a little of every body and then stalls or cuts it
+    # moves some bytes on each attempt: only a whole range (or more than
+    # ``progress_min``) counts as the source working.
     {"http-503-always": lambda: mirror.faults.fail(503, times=None, path=BIG),
-     # Every body stalls before its first byte. (A source that stalls after
-     # some bytes makes progress on every attempt, and progress resets the
-     # failure count: such a source is never left, see the closing note.)
      "stall-always": lambda: mirror.faults.stall(0, 30.0, times=None, path=BIG),
-     "drop-always": lambda: mirror.faults.drop_after(0, times=None, path=BIG, reset=True)}[fault]()
+     "stall-after-64k-always": lambda: mirror.faults.stall(64 * 1024, 30.0, times=None, path=BIG),
+     "drop-always": lambda: mirror.faults.drop_after(0, times=None, path=BIG, reset=True),
+     "drop-after-64k-always": lambda: mirror.faults.drop_after(64 * 1024, times=None, path=BIG)}[fault]()
     pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=CFG)
     snapshot_ok(qwen_home, fail_repo)
     first, second = mirror.faults.bytes_sent(BIG), second_mirror.faults.bytes_sent(BIG)

@@ -118,7 +118,8 @@ class EngineConfig:
     hash_lag: int = 64 * MiB  # received past a file's prefix: its prefix range is split
     hash_ahead: int = 64 * MiB  # a hash this far behind its file's prefix gets the CPU first
     stall_timeout: float = 15.0
-    max_retries: int = 8
+    max_retries: int = 8  # rounds of failed ranges in a row before a file moves on
+    progress_min: int = 4 * MiB  # a failed range that moved this much still counts as progress
     max_integrity_retries: int = 2
     metadata_attempts: int = 4
     tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
@@ -137,6 +138,7 @@ class _Range:
     end: int
     gen: int
     t0: float
+    tries: int = 0  # its file's failure count when it was cut: one blip fails many ranges
 
 
 @dataclass(eq=False)
@@ -469,7 +471,7 @@ class TransferEngine:
             if 0 < size - e < chunk // 4 and gap[1] == size:
                 e = size  # no tiny tail range
         self._ensure_open(f)
-        r = _Range(f, s, s, e, f.gen, now)
+        r = _Range(f, s, s, e, f.gen, now, f.failures)
         f.inflight.append(r)
         self._inflight.add(r)
         if not f.started:
@@ -520,7 +522,7 @@ class TransferEngine:
         mid = _aligned(victim.cur + (victim.end - victim.cur) // 2)
         if mid <= victim.cur:
             return None
-        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now)
+        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries)
         victim.end = mid
         victim.file.inflight.append(new)
         self._inflight.add(new)
@@ -710,7 +712,8 @@ class TransferEngine:
         grows_prefix = pos <= f.done.prefix()
         f.done.add(pos, pos + n)
         r.cur = pos + n
-        f.failures = 0
+        if r.cur >= r.end:
+            f.failures = 0  # a whole range came: the source works
         if f not in self._dirty:
             f.dirty_since = self.clock()
             self._dirty.add(f)
@@ -786,7 +789,12 @@ class TransferEngine:
                 return
             self._requeue(f)
             if exc.transient:
-                f.failures += 1
+                if r.cur - r.start >= self.cfg.progress_min:
+                    f.failures = 0  # it moved real bytes: a cut line, not a dead source
+                if r.tries >= f.failures:
+                    # Counted once per round: when a blip cuts every
+                    # connection at once, its ranges all started before it.
+                    f.failures += 1
                 if f.failures <= self.cfg.max_retries:
                     ra = exc.context.get("retry_after")
                     delay = self.cfg.backoff.delay(f.failures, ra if isinstance(ra, float | int) else None)

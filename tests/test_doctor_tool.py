@@ -53,3 +53,21 @@ def test_tool_prints_the_human_table(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--source", f"http://127.0.0.1:{closed_port()}")
     assert proc.returncode == 1
     assert "FAIL" in proc.stdout and "connection-refused" in proc.stdout and "fix:" in proc.stdout
+
+
+def test_offline_checks_the_home_and_sends_nothing(tmp_path: Path) -> None:
+    """``--offline``: the home's checks run, the network is reported as not
+    checked, and the source sees no request."""
+    with FakeHub() as hub:
+        proc = _run(tmp_path, "--json", "--offline", "--source", hub.url,
+                    env={"HF_HUB_OFFLINE": "1", "HF_HUB_ENABLE_HF_TRANSFER": "1"})
+        assert hub.requests == []
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert by_id["network"]["status"] == "skip" and "--offline" in by_id["network"]["summary"]
+    assert by_id["disk-space"]["status"] == "pass"
+    assert "not checked" in by_id["offline-flag"]["summary"]
+    assert by_id["hf-transfer"]["code"] == "deprecated-hf-transfer"
+    # --fix (implied by the tool) still writes the home's env.sh; no source is reordered.
+    assert [f["id"] for f in doc["fixes_applied"]] == ["write-env-sh"]

@@ -348,7 +348,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from .doctor import render_report, run_doctor
 
-    report = run_doctor(settings, fix=args.fix, repos=tuple(args.repo))
+    report = run_doctor(settings, fix=args.fix, repos=tuple(args.repo), offline=args.offline)
     if args.json:
         emit_json(report.to_dict())
     else:

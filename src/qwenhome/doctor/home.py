@@ -201,6 +201,8 @@ def check_offline_flag(settings: Settings, online: bool | None) -> Check:
             f"`unset {' '.join(set_vars)}` (and remove it from ~/.bashrc); qwenhome detects offline by itself",
             vars=" ".join(set_vars),
         )
+    if online is None:
+        return passed("offline-flag", f"{' '.join(set_vars)} set (whether a source is reachable was not checked)")
     return passed("offline-flag", f"{' '.join(set_vars)} set, and no source is reachable: offline is right")
 
 

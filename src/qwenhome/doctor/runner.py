@@ -25,7 +25,7 @@ from .home import (
     check_offline_flag,
     check_other_caches,
 )
-from .model import Check, DoctorReport, FixApplied, failed, passed, warned
+from .model import Check, DoctorReport, FixApplied, failed, passed, skipped, warned
 from .options import DEFAULT_REPO, HF_HOSTS, Deadline, DoctorOptions
 from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
@@ -212,12 +212,16 @@ def run_doctor(
     repos: Sequence[str] = (),
     repo: str | None = None,
     options: DoctorOptions | None = None,
+    offline: bool = False,
 ) -> DoctorReport:
     """Diagnose the network and the home for a pull of ``repo``/``repos`` from
     ``settings.sources``. Never raises for what it finds; every finding is a
-    Check. Finishes within ``options.timeouts.total`` plus a fraction of a second."""
+    Check. Finishes within ``options.timeouts.total`` plus a fraction of a second.
+    ``offline`` (the user's ``--offline``): the home only, not one packet sent."""
     opts = options or DoctorOptions()
     started = time.monotonic()
+    if offline:
+        return _home_only(settings, opts, fix, started)
     wanted = [*([repo] if repo else []), *repos] or [DEFAULT_REPO]
     run = _Run(settings, opts, wanted, repos_chosen=bool(repo or repos))
 
@@ -255,18 +259,34 @@ def run_doctor(
         for size in result.sizes:
             sizes.setdefault(size.repo, size)
     online = any(r.reachable for r in results)
-    home_checks = [
-        _safe("disk-space", partial(check_disk, settings, list(sizes.values()), opts)),
-        _safe("cache-env", partial(check_cache_env, settings)),
-        _safe("other-caches", partial(check_other_caches, settings, opts)),
-        _safe("offline-flag", partial(check_offline_flag, settings, online)),
-        _safe("hf-transfer", partial(check_hf_transfer, settings)),
-    ]
+    home_checks = _home_checks(settings, opts, list(sizes.values()), online)
     checks += home_checks
 
     applied: list[FixApplied] = []
     if fix:
         checks += _apply_fixes(settings, results, home_checks, applied)
+    return DoctorReport(tuple(_unique_ids(checks)), tuple(applied), time.monotonic() - started)
+
+
+def _home_checks(settings: Settings, opts: DoctorOptions, sizes: list[RepoSize], online: bool | None) -> list[Check]:
+    return [
+        _safe("disk-space", partial(check_disk, settings, sizes, opts)),
+        _safe("cache-env", partial(check_cache_env, settings)),
+        _safe("other-caches", partial(check_other_caches, settings, opts)),
+        _safe("offline-flag", partial(check_offline_flag, settings, online)),
+        _safe("hf-transfer", partial(check_hf_transfer, settings)),
+    ]
+
+
+def _home_only(settings: Settings, opts: DoctorOptions, fix: bool, started: float) -> DoctorReport:
+    """``doctor --offline``: what can be known without the network."""
+    checks = [skipped("network", "--offline: sources, DNS, proxies and TLS were not checked",
+                      ", ".join(s.host for s in settings.sources) or None)]
+    home_checks = _home_checks(settings, opts, [], None)
+    checks += home_checks
+    applied: list[FixApplied] = []
+    if fix:
+        checks += _apply_fixes(settings, [], home_checks, applied)
     return DoctorReport(tuple(_unique_ids(checks)), tuple(applied), time.monotonic() - started)
 
 
@@ -277,8 +297,9 @@ def _apply_fixes(settings: Settings, results: list[SourceResult], home_checks: l
     steps: list[tuple[str, Callable[[], FixApplied | None], str]] = []
     reachable = [r.source.name for r in results if r.reachable]
     config = settings.config_file or settings.state_dir / "config.toml"
-    steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable),
-                  f"edit {config}: move the [[sources]] tables of {', '.join(reachable) or '-'} to the top"))
+    if results:  # (not after --offline: nothing was probed)
+        steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable),
+                      f"edit {config}: move the [[sources]] tables of {', '.join(reachable) or '-'} to the top"))
     codes = {c.code for c in home_checks if c.status != "pass"}
     if codes & {"cache-env-mismatch", "deprecated-hf-transfer", "offline-flag-set"}:
         unset = []

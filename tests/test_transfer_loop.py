@@ -14,7 +14,7 @@ from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
 from tests.support.mirror import Mirror, start_mirror
-from tests.support.repos import GeneratedRepo
+from tests.support.repos import GeneratedRepo, make_repo
 from tests.test_pull import assert_snapshot_matches, settings_for
 
 FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6, chunk_min=8 << 20,
@@ -101,6 +101,22 @@ def test_the_first_wave_of_ranges_grows_from_small(qwen_home: Path, mirror: Mirr
     assert spans[0][0] == 0 and lengths[0] <= chunk // 4, spans[:3]
     wave = lengths[:8]  # by offset: the order they were cut in
     assert wave == sorted(wave) and wave[-1] > wave[0], wave
+
+
+def test_small_files_are_asked_for_during_the_large_ones(qwen_home: Path, mirror: Mirror,
+                                                         repos_root: Path) -> None:
+    """Largest files first, but every other range goes to the smallest file
+    waiting: small files (a round trip each) overlap the large file's transfer
+    instead of queueing up after it, where their latency adds up."""
+    small = {f"shard/{i:02d}.json": 10_000 + i for i in range(24)}
+    repo = make_repo(repos_root, "Org/Mixed", {"model.safetensors": 40 << 20, **small}, seed=21)
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Mixed"),
+         config=replace(FAST, connections=4, chunk_min=2 << 20, chunk_max=2 << 20))
+    assert_snapshot_matches(qwen_home, repo)
+    gets = sorted((r for r in mirror.faults.records() if r.file_path and r.method == "GET"), key=lambda r: r.started)
+    last_big = max(r.started for r in gets if r.file_path == "model.safetensors")
+    early = [r.file_path for r in gets if r.file_path in small and r.started < last_big]
+    assert len(early) >= len(small) // 2, early
 
 
 def test_controller_takes_no_step_while_the_loop_never_waits() -> None:

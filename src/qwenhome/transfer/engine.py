@@ -223,6 +223,7 @@ class TransferEngine:
         # Bytes the running hash has yet to go through (a hint, written by the
         # hash threads without the lock): past ``hash_ahead`` the loops pause.
         self._hash_backlog = 0
+        self._small_turn = False  # _carve_next alternates between the ends of the queue
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -433,25 +434,40 @@ class TransferEngine:
                 self._cv.wait(0.1)  # steal opportunities and back-offs are time-based
 
     def _carve_next(self, now: float, queue: deque[_FileState]) -> _Range | None:
+        """The next range from ``queue`` (largest files first). Every other
+        range goes to the smallest file waiting: the large files keep most
+        connections (their ranges last longer), while the small ones, each
+        mostly a round trip, are asked for during the transfer instead of all
+        at its end, where their latency would add up."""
+        self._small_turn = not self._small_turn
+        if self._small_turn and len(queue) > 1:
+            r = self._carve_end(now, queue, smallest=True)
+            if r is not None:
+                return r
+        return self._carve_end(now, queue, smallest=False)
+
+    def _carve_end(self, now: float, queue: deque[_FileState], smallest: bool) -> _Range | None:
+        take = queue.pop if smallest else queue.popleft
         skipped: list[_FileState] = []
         r: _Range | None = None
         while queue:
-            f = queue[0]
+            f = queue[-1] if smallest else queue[0]
             if f.state != "active" or f.slow != (queue is self._slow):
-                queue.popleft()
+                take()
                 f.queued = False
                 self._requeue(f)  # a file the loop handed over: into the other queue
                 continue
             if f.ready_at > now or (f.inflight and not f.answered):
-                skipped.append(queue.popleft())
+                skipped.append(take())
                 continue
             r = self._carve(f, now)
             if r is not None:
                 break
-            queue.popleft()
+            take()
             f.queued = False
+        put = queue.append if smallest else queue.appendleft
         for f in reversed(skipped):
-            queue.appendleft(f)
+            put(f)
         return r
 
     def _carve(self, f: _FileState, now: float) -> _Range | None:

@@ -1,18 +1,26 @@
 """The transfer engine: ranged, parallel, resumable, verified.
 
-All files of a pull share one pool of worker threads (one keep-alive
-connection each). A file is carved into ranges on demand, lowest offset first,
-written in place with ``pwrite`` into a pre-sized partial file. When no range
-is left to hand out, an idle worker splits the largest remaining range of a
-slow connection (end-game), so one slow stream never holds up the end. The
-thread that grows a file's written prefix hashes it up to there, so
-verification is almost finished when the last byte lands. The run() thread persists part maps,
-emits progress and tunes the connection count from the measured throughput.
+The engine holds the state of one pull (files, ranges in flight, part maps)
+and decides what moves next; two paths move the bytes. Plain-HTTP sources go
+through ``loop_threads`` event loops (:mod:`.evloop`) that splice each body
+socket → file in the kernel; TLS, proxies and odd answers go through worker
+threads (:mod:`.workers`), one blocking connection each.
+
+Scheduling: largest files first, every other range to the smallest file
+waiting; a file is carved into ranges on demand, lowest offset first, written
+in place into a pre-sized partial file; the first wave grows from small to
+full so the written prefix moves at once; when nothing is left to hand out the
+remaining range of a slow connection is split (end-game), and so is a range
+that holds a file's prefix far behind the bytes received. The thread that
+grows a file's written prefix hashes it up to there, so verification is
+almost finished when the last byte lands. The run() thread persists part
+maps, emits progress and tunes the connection count from the throughput.
 
 Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
 body) back off with jitter (``Retry-After`` wins) and the file's ranges are
-handed out again; permanent ones (404, 401/403, wrong size) and repeated
-transient ones move the file to its next candidate source; bytes that fail
+handed out again; permanent ones (404, 401/403, wrong size), and transient
+ones in ``max_retries`` rounds with no range completed (a blip that cuts every
+connection at once is one round), move the file to its next candidate source; bytes that fail
 verification are discarded and the file refetched, from another source when
 there is one. A full disk stops the whole run; part maps stay for resume.
 """
@@ -20,7 +28,6 @@ there is one. A full disk stops the whole run; part maps stay for resume.
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 import threading
@@ -36,13 +43,10 @@ from ..errors import (
     EXIT_INTERRUPTED,
     DiskFullError,
     IntegrityError,
-    ProtocolError,
     QwenhomeError,
     StoreError,
-    TransferInterrupted,
 )
-from ..hub.errors import raise_for_status
-from ..hub.http import HttpClient, Origin, Response
+from ..hub.http import HttpClient
 from ..progress import (
     FILE_DONE,
     FILE_ERROR,
@@ -59,6 +63,7 @@ from .evloop import IoLoop
 from .hashing import Verifier
 from .partmap import Intervals
 from .retry import Backoff
+from .workers import Workers
 
 MiB = 1 << 20
 # Fault the mapped pages in one go (they are in the page cache: just written).
@@ -198,9 +203,7 @@ class TransferEngine:
         self._park = threading.Condition(lock)  # workers above the connection target
         self._sup_cv = threading.Condition(lock)  # the supervisor: end, or part maps to save
         self._threads: list[threading.Thread] = []
-        self._local = threading.local()
         self._emit_lock = threading.Lock()
-        self._splice_ok = True
         self._unsaved = 0
         self._files: list[_FileState] = []
         self._queue: deque[_FileState] = deque()  # files the event loop serves
@@ -220,6 +223,7 @@ class TransferEngine:
         self._chunk = min(config.chunk_max, config.chunk_min * 2)
         self._carved = 0  # ranges handed out so far, while that is less than the target
         self._loops: list[IoLoop] = []
+        self._workers = Workers(self)
         # Bytes the running hash has yet to go through (a hint, written by the
         # hash threads without the lock): past ``hash_ahead`` the loops pause.
         self._hash_backlog = 0
@@ -380,7 +384,7 @@ class TransferEngine:
     def _abandon_loop(self) -> None:
         """The loop cannot write here (splice refused): threads take every file."""
         self._loop_on = False
-        self._splice_ok = False
+        self._workers.splice_ok = False
         for f in self._files:
             if f.state == "active":
                 self._make_slow(f)
@@ -392,7 +396,7 @@ class TransferEngine:
         if self._loop_on and not any(f.slow and f.state == "active" for f in self._files):
             return
         while len(self._threads) < self._target:
-            t = threading.Thread(target=self._worker, args=(len(self._threads),), daemon=True,
+            t = threading.Thread(target=self._workers.run, args=(len(self._threads),), daemon=True,
                                  name=f"qh-xfer-{len(self._threads)}")
             self._threads.append(t)
             t.start()
@@ -576,25 +580,6 @@ class TransferEngine:
         return None if best is None else self._split(best, now)
 
     # -- workers -------------------------------------------------------------
-    def _worker(self, wid: int) -> None:
-        while True:
-            try:
-                r = self._next_range(wid)
-            except BaseException as exc:  # e.g. the partial file cannot be opened
-                self._abort(exc)
-                self._drop_pipe()
-                return
-            if r is None:
-                self._drop_pipe()
-                return
-            try:
-                self._fetch(r)
-            except BaseException as exc:  # classified, never lost
-                self._failed(r, exc)
-            else:
-                with self._cv:
-                    self._drop(r)
-
     def _drop(self, r: _Range) -> None:
         f = r.file
         if r in f.inflight:
@@ -603,123 +588,25 @@ class TransferEngine:
         if r.gen == f.gen and r.cur < r.end:
             self._requeue(f)
 
-    def _fetch(self, r: _Range) -> None:
-        f = r.file
-        cand = f.job.candidates[f.cand]
-        url = f.direct_url or cand.url
-        token = cand.source.token if Origin.of(url).host == cand.source.host else None
-        headers = {"Range": f"bytes={r.start}-{r.end - 1}"}
-        if f.validator and r.start > 0:
-            headers["If-Range"] = f.validator
-        resp = self.http.open("GET", url, headers=headers, token=token, read_timeout=self.cfg.stall_timeout)
-        try:
-            self._check_response(r, resp, url)
-            if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
-                f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
-            self._mark_answered(f)  # after direct_url: the other ranges go straight there
-            if f.validator is None:
-                etag = resp.header("ETag")
-                if etag and not etag.startswith("W/"):
-                    f.validator = etag
-            self._read_body(r, resp)
-        finally:
-            # Reuses the connection only when the body was read to its end
-            # (a split range stops early and drops it).
-            resp.release()
-
-    def _check_response(self, r: _Range, resp: Response, url: str) -> None:
+    def _restart_whole(self, r: _Range, no_ranges: bool) -> None:
+        """A 200 for a range (ranges ignored, or If-Range found the content
+        changed): the file starts again from byte 0 on that very answer."""
         f = r.file
         size = f.job.size
-        if resp.status == 206:
-            cr = resp.header("Content-Range") or ""
-            try:
-                unit_span, total = cr.split("/", 1)
-                first = int(unit_span.split()[1].split("-")[0])
-                total_n = int(total)
-            except (ValueError, IndexError) as exc:
-                raise ProtocolError(f"bad Content-Range {cr!r} from {url}", code="bad-response") from exc
-            if total_n != size:
-                raise ProtocolError(
-                    f"{f.job.path}: source says {total_n} bytes, metadata says {size}",
-                    code="size-mismatch",
-                    hint="the source serves a different file than it lists; another source will be tried",
-                )
-            if first != r.start:
-                raise ProtocolError(f"range mismatch from {url}", code="bad-response")
-            return
-        if resp.status == 200:
-            length = resp.header("Content-Length")
-            if length is not None and int(length) != size:
-                raise ProtocolError(
-                    f"{f.job.path}: source sent {length} bytes, metadata says {size}",
-                    code="size-mismatch",
-                    hint="the source serves a different file than it lists; another source will be tried",
-                )
-            if r.start != 0 or r.end != size:
-                # Ranges ignored or If-Range failed (content changed): restart
-                # the file from byte 0 on this very response.
-                with self._cv:
-                    f.gen += 1
-                    self._done_bytes -= f.done.covered()
-                    f.done.clear()
-                    f.verifier = Verifier(size, f.job.sha256, f.job.blob_id)
-                    f.no_ranges = resp.header("Accept-Ranges") != "bytes"
-                    f.validator = None
-                    for other in f.inflight:
-                        self._inflight.discard(other)
-                    f.inflight = [r]
-                    self._inflight.add(r)
-                    r.start = r.cur = 0
-                    r.end = size
-                    r.gen = f.gen
-            return
-        expired = self._expired_signed_url(f, url, resp.status)
-        if expired is not None:
-            raise expired
-        body = b""
-        try:
-            body = resp.read(1 << 16)
-        except QwenhomeError:
-            pass
-        raise_for_status(resp.status, resp.headers, url, None, body)
-
-    @staticmethod
-    def _expired_signed_url(f: _FileState, url: str, status: int) -> TransferInterrupted | None:
-        """A refusal from the CDN URL a redirect gave: it expired. The file goes
-        back to resolving its candidate URL (a transient failure, retried)."""
-        if status in (403, 404, 410) and f.direct_url and url == f.direct_url:
-            f.direct_url = None
-            return TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {status})")
-        return None
-
-    def _read_body(self, r: _Range, resp: Response) -> None:
-        """Read the range into place, stopping early if the range was split."""
-        f = r.file
-        fd = f.fd
-        bufsize = self.cfg.buffer_size
-        pipe = self._pipe() if self.cfg.splice and self._splice_ok and resp.can_splice() else None
-        mv = self._buffer() if pipe is None else None
         with self._cv:
-            gen, pos, end = r.gen, r.cur, r.end
-        # One lock round per buffer: record what was written and learn whether
-        # the range was split or cancelled meanwhile.
-        while gen == f.gen and pos < end and self._fatal is None and f.state == "active":
-            if pipe is not None:
-                n = self._splice(resp, fd, pos, min(bufsize, end - pos), pipe, f)
-            else:
-                assert mv is not None
-                n = resp.readinto(mv[: min(bufsize, end - pos)])
-                if n > 0:
-                    self._write(fd, mv, n, pos, f)
-            if n <= 0:
-                raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
-            with self._cv:
-                if r.gen != f.gen:
-                    return
-                claimed = self._record(r, pos, n)
-                pos, end = r.cur, r.end
-            if claimed:
-                self._hash_while_claimed(f)
+            f.gen += 1
+            self._done_bytes -= f.done.covered()
+            f.done.clear()
+            f.verifier = Verifier(size, f.job.sha256, f.job.blob_id)
+            f.no_ranges = no_ranges
+            f.validator = None
+            for other in f.inflight:
+                self._inflight.discard(other)
+            f.inflight = [r]
+            self._inflight.add(r)
+            r.start = r.cur = 0
+            r.end = size
+            r.gen = f.gen
 
     def _record(self, r: _Range, pos: int, n: int) -> bool:
         """``n`` bytes of ``r`` are on disk at ``pos`` (under the lock; the
@@ -739,58 +626,6 @@ class TransferEngine:
         if self._unsaved >= self.cfg.save_every:
             self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
         return grows_prefix and self._claim_hash(f)
-
-    @staticmethod
-    def _write(fd: int, mv: memoryview, n: int, pos: int, f: _FileState) -> None:
-        written = 0
-        try:
-            while written < n:  # a short write means the disk is filling up
-                w = os.pwrite(fd, mv[written:n], pos + written)
-                if w <= 0:
-                    raise DiskFullError(f"no space left writing {f.job.partial}")
-                written += w
-        except OSError as exc:
-            raise translate_os_error(exc, f.job.partial) from exc
-
-    def _buffer(self) -> memoryview:
-        """This worker's read buffer, made on first use: spliced bodies never
-        need one, so many connections cost no memory."""
-        buf: memoryview | None = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = self._local.buf = memoryview(bytearray(self.cfg.buffer_size))
-        return buf
-
-    def _pipe(self) -> tuple[int, int]:
-        """This worker's pipe for splice, sized to the read buffer."""
-        pipe: tuple[int, int] | None = getattr(self._local, "pipe", None)
-        if pipe is None:
-            pipe = os.pipe()
-            try:
-                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, self.cfg.buffer_size)
-            except (OSError, AttributeError):
-                pass  # the default size only means more system calls
-            self._local.pipe = pipe
-        return pipe
-
-    def _drop_pipe(self) -> None:
-        pipe: tuple[int, int] | None = getattr(self._local, "pipe", None)
-        if pipe is not None:
-            for end in pipe:
-                os.close(end)
-            self._local.pipe = None
-
-    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: _FileState) -> int:
-        try:
-            return resp.splice_into(fd, pos, want, pipe, self.cfg.stall_timeout)
-        except BaseException as exc:
-            self._drop_pipe()  # it may hold bytes that never reached the file
-            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
-                if exc.errno in (errno.EINVAL, errno.EBADF, errno.ENOSYS):
-                    # This filesystem cannot take splice: plain reads from now on.
-                    self._splice_ok = False
-                    raise TransferInterrupted(f"{f.job.path}: splice unsupported here; retrying") from exc
-                raise translate_os_error(exc, f.job.partial) from exc
-            raise
 
     def _failed(self, r: _Range, exc: BaseException) -> None:
         f = r.file

@@ -31,6 +31,7 @@ from ..hub.errors import raise_for_status
 from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
+from .workers import expired_signed_url, write_at
 
 if TYPE_CHECKING:
     from .engine import TransferEngine, _FileState, _Range
@@ -372,7 +373,7 @@ class IoLoop:
         with self.e._cv:
             pos, end = r.cur, r.end
         data = data[: max(0, min(len(data), end - pos, conn.left))]
-        self.e._write(f.fd, memoryview(data), len(data), pos, f)
+        write_at(f.fd, memoryview(data), len(data), pos, f)
         conn.left -= len(data)
         self._account(conn, r, pos, len(data))
 
@@ -413,7 +414,7 @@ class IoLoop:
 
     # -- failures -------------------------------------------------------------------
     def _status_error(self, f: _FileState, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
-        expired = self.e._expired_signed_url(f, url, head.status)
+        expired = expired_signed_url(f, url, head.status)
         if expired is not None:
             return expired
         headers = Message()

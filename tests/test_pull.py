@@ -26,7 +26,7 @@ from qwenhome.store.scan import list_repos
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
 from tests.support.mirror import Mirror
-from tests.support.repos import GeneratedRepo
+from tests.support.repos import GeneratedRepo, make_repo
 
 FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6)
 
@@ -143,6 +143,27 @@ def test_a_blip_that_cuts_every_connection_is_one_retry_not_a_failed_file(
     assert_snapshot_matches(qwen_home, big_repo)
     assert sum(1 for r in mirror.faults.records() if r.error and r.file_path == "model.safetensors") >= cuts
     assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size
+
+
+def test_a_file_another_repository_already_has_is_linked_not_downloaded(
+        qwen_home: Path, mirror: Mirror, repos_root: Path) -> None:
+    """A fine-tune that shares its tokenizer with its base: the second pull
+    hard-links the blob the first one fetched and asks the server for nothing."""
+    shared = bytes(range(256)) * 1200
+    base = make_repo(repos_root, "Org/Base", {"tokenizer.json": shared, "model.safetensors": 2_000_000}, seed=31)
+    tuned = make_repo(repos_root, "Org/Tuned", {"tokenizer.json": shared, "model.safetensors": 2_100_000}, seed=32)
+    settings = settings_for(qwen_home, mirror.url)
+    pull(settings, RepoRef.parse("Org/Base"), config=FAST)
+    before = mirror.faults.bytes_sent("tokenizer.json")
+    result = pull(settings, RepoRef.parse("Org/Tuned"), config=FAST)
+    assert_snapshot_matches(qwen_home, base)
+    assert_snapshot_matches(qwen_home, tuned)
+    assert mirror.faults.bytes_sent("tokenizer.json") == before, "the shared file is not fetched again"
+    assert result.cached_bytes == len(shared)
+    blob = tuned.files["tokenizer.json"].etag
+    a = (qwen_home / "hub/models--Org--Base/blobs" / blob).stat()
+    b = (qwen_home / "hub/models--Org--Tuned/blobs" / blob).stat()
+    assert (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev), "one copy on disk"
 
 
 def test_permanent_error_stops_at_once_with_code(qwen_home: Path, mirror: Mirror) -> None:

@@ -128,6 +128,7 @@ class Puller:
         self.ms_files: dict[str, dict[str, RepoFile] | None] = {}
         self.ms_revision = "master"
         self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
+        self._blob_index: dict[str, list[Path]] | None = None  # see _other_blobs
 
     # -- metadata ------------------------------------------------------------
     def clients(self) -> list[Client]:
@@ -428,11 +429,7 @@ class Puller:
 
     def _reuse_blob(self, ref: RepoRef, f: RepoFile) -> bool:
         """Hard-link an identical blob from another repository of the home."""
-        try:
-            candidates = list(self.store.root.glob(f"*/blobs/{f.etag}"))
-        except OSError:
-            return False
-        for other in candidates:
+        for other in self._other_blobs(ref).get(f.etag, ()):
             try:
                 if other.stat().st_size != f.size:
                     continue
@@ -446,6 +443,27 @@ class Puller:
             except OSError:
                 continue
         return False
+
+    def _other_blobs(self, ref: RepoRef) -> dict[str, list[Path]]:
+        """The blobs of the home's other repositories by name, listed once per
+        pull: one listing per repository instead of a glob per file."""
+        if self._blob_index is None:
+            index: dict[str, list[Path]] = {}
+            own = ref.folder_name
+            try:
+                repos = [e.name for e in os.scandir(self.store.root) if e.name != own and e.is_dir()]
+            except OSError:
+                repos = []
+            for name in repos:
+                blobs = self.store.root / name / "blobs"
+                try:
+                    names = os.listdir(blobs)
+                except OSError:
+                    continue
+                for blob in names:
+                    index.setdefault(blob, []).append(blobs / blob)
+            self._blob_index = index
+        return self._blob_index
 
     def _has_snapshot(self, ref: RepoRef) -> bool:
         try:

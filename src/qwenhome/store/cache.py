@@ -12,6 +12,7 @@ import errno
 import fcntl
 import itertools
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -188,11 +189,14 @@ class Store:
         manifest = self.load_manifest(ref, commit)
         if manifest is None:
             return []
-        snap = self.snapshot_dir(ref, commit)
+        snap = str(self.snapshot_dir(ref, commit))
         missing = []
         for f in manifest.files:
-            p = snap / f.path
-            if not (p.is_symlink() or p.is_file()) or not p.exists():
+            try:  # one stat through the link: a dangling link is missing too
+                present = stat.S_ISREG(os.stat(os.path.join(snap, f.path)).st_mode)
+            except (OSError, ValueError):
+                present = False
+            if not present:
                 missing.append(f.path)
         return missing
 

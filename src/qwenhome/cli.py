@@ -9,13 +9,14 @@ Exit codes (stable): 0 ok; 1 failure; 2 usage or configuration; 3 not found
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import Settings, load_settings
@@ -429,9 +430,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
 
 
+def exit_now(rc: int) -> NoReturn:
+    """End the process without the interpreter's module-by-module teardown
+    (about 20 ms after a pull here, a tenth of a small pull's wall time).
+    Nothing needs it once a command has returned: files are written
+    atomically and closed, and the threads left are daemons. ``atexit``
+    callbacks still run and the standard streams are flushed; while a
+    non-daemon thread is alive, the normal exit waits for it instead."""
+    if any(not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        sys.exit(rc)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(rc)
+
+
 def entry() -> None:  # pragma: no cover
-    sys.exit(main())
+    exit_now(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    exit_now(main())

@@ -160,8 +160,14 @@ def median(values: Sequence[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
+def _shaping(bandwidth: float | None, latency: float | None) -> list[str]:
+    return [*(["--bandwidth", str(bandwidth)] if bandwidth else []), *(["--latency", str(latency)] if latency else [])]
+
+
 class ServerProcess:
-    """The benchmark's Hub-protocol server (``bench/_server.py``) in its own process.
+    """The benchmark's Hub-protocol server (``bench/_server.py``), or the
+    shaping proxy in front of another server (``bench/_shaper.py``,
+    :meth:`shaper`), in its own process.
 
     Line protocol on its stdin/stdout: ``mark`` starts a measuring window,
     ``stats`` answers one JSON line about requests since the last mark,
@@ -169,20 +175,24 @@ class ServerProcess:
     """
 
     def __init__(self, root: Path, *, bandwidth: float | None, latency: float | None,
-                 hashes: Path | None = None, redirect_lfs: bool = False) -> None:
-        argv = [sys.executable, str(BENCH / "_server.py"), "--root", str(root)]
-        if hashes is not None:
-            argv += ["--hashes", str(hashes)]
-        if bandwidth:
-            argv += ["--bandwidth", str(bandwidth)]
-        if latency:
-            argv += ["--latency", str(latency)]
-        if redirect_lfs:
-            argv.append("--redirect-lfs")
+                 hashes: Path | None = None, redirect_lfs: bool = False,
+                 argv: list[str] | None = None) -> None:
+        if argv is None:
+            argv = [sys.executable, str(BENCH / "_server.py"), "--root", str(root), *_shaping(bandwidth, latency)]
+            if hashes is not None:
+                argv += ["--hashes", str(hashes)]
+            if redirect_lfs:
+                argv.append("--redirect-lfs")
         self.proc = subprocess.Popen(argv, env=clean_env(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         first = self._readline(timeout=60)
         self.url: str = first["url"]
+
+    @classmethod
+    def shaper(cls, upstream: str, *, bandwidth: float | None, latency: float | None) -> ServerProcess:
+        """The shaping proxy in front of ``upstream``; its stats count connections and bytes."""
+        argv = [sys.executable, str(BENCH / "_shaper.py"), "--upstream", upstream, *_shaping(bandwidth, latency)]
+        return cls(Path(), bandwidth=bandwidth, latency=latency, argv=argv)
 
     def _readline(self, timeout: float) -> dict[str, Any]:
         assert self.proc.stdout is not None

@@ -368,6 +368,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--endpoint", default=None,
                     help="benchmark against this Hub-compatible server instead of starting ours "
                          "(the repositories must be there: see --generate-only)")
+    ap.add_argument("--shape", action="store_true",
+                    help="with --endpoint: put bench/_shaper.py in front of it, which applies each scenario's "
+                         "per-connection limit and latency and counts the bytes sent (for resume)")
     ap.add_argument("--cdn-redirect", action="store_true",
                     help="the server answers resolve for LFS files with a 302 to a CDN URL, as the Hub does")
     ap.add_argument("--repo-prefix", default="Bench", help="organisation of the generated repositories")
@@ -488,9 +491,16 @@ def run_one(sc: Scenario, work: Path, args: argparse.Namespace) -> list[ToolResu
         return [ToolResult(t, "skipped", note=no_room) for t in tools]
     repos = work / "repos"
     expected = generate(repos, sc.repo, work / "expected")
+    if args.endpoint and args.shape:
+        # The scenario's network comes from the shaping proxy, which also
+        # counts what the server sent (connections, bytes) for every tool.
+        with ServerProcess.shaper(args.endpoint, bandwidth=sc.bandwidth, latency=sc.latency) as shaper:
+            if sc.name == "resume":
+                return run_resume(sc, shaper.url, shaper, expected, args)
+            return run_scenario(sc, tools, None, shaper, expected, args)
     if args.endpoint:
         if sc.bandwidth or sc.latency:
-            print("  note: with --endpoint, the limit/latency must come from that server or a proxy")
+            print("  note: with --endpoint, the limit/latency must come from that server or a proxy (--shape)")
         if sc.name == "resume":
             return run_resume(sc, args.endpoint, None, expected, args)
         return run_scenario(sc, tools, args.endpoint, None, expected, args)

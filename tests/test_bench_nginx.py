@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_bench_runs_against_nginx(tmp_path: Path) -> None:
+@pytest.fixture
+def nginx_repos(tmp_path: Path) -> Path:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         pytest.skip("nginx is not installed")
@@ -33,24 +35,49 @@ def test_bench_runs_against_nginx(tmp_path: Path) -> None:
     repos = tmp_path / "repos"
     subprocess.run([sys.executable, str(ROOT / "bench/transfer.py"), "--generate-only", str(repos), *SIZES],
                    check=True, capture_output=True, timeout=120)
+    return repos
+
+
+def _bench(tmp_path: Path, repos: Path, limit_mbps: str, *args: str) -> dict[str, Any]:
     endpoint = subprocess.Popen([sys.executable, str(ROOT / "bench/nginx_endpoint.py"), "--root", str(repos),
-                                 "--port", str(free_port()), "--limit-mbps", "20"],
+                                 "--port", str(free_port()), "--limit-mbps", limit_mbps],
                                 stdout=subprocess.PIPE, text=True)
     try:
         assert endpoint.stdout is not None
         url = json.loads(endpoint.stdout.readline())["url"]
         out = tmp_path / "report.json"
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "bench/transfer.py"), "--endpoint", url, *SIZES,
-             "--scenario", "one-big-limited", "--scenario", "many-files", "--tools", "qwenhome,aria2c",
+            [sys.executable, str(ROOT / "bench/transfer.py"), "--endpoint", url, *SIZES, *args,
              "--timeout", "60", "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
             capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        doc = json.loads(out.read_text())
-        for name, scenario in doc["scenarios"].items():
-            # "ok": the run exited 0 and left every file with the expected sha256.
-            assert {r["tool"]: r["status"] for r in scenario["results"]} == {"qwenhome": "ok", "aria2c": "ok"}, name
+        doc: dict[str, Any] = json.loads(out.read_text())
     finally:
         endpoint.send_signal(signal.SIGTERM)
         endpoint.wait(20)
     assert endpoint.returncode == 0
+    return doc
+
+
+def test_bench_runs_against_nginx(tmp_path: Path, nginx_repos: Path) -> None:
+    doc = _bench(tmp_path, nginx_repos, "20", "--scenario", "one-big-limited", "--scenario", "many-files",
+                 "--tools", "qwenhome,aria2c")
+    for name, scenario in doc["scenarios"].items():
+        # "ok": the run exited 0 and left every file with the expected sha256.
+        assert {r["tool"]: r["status"] for r in scenario["results"]} == {"qwenhome": "ok", "aria2c": "ok"}, name
+
+
+def test_shaping_proxy_applies_latency_and_counts_resume_bytes(tmp_path: Path, nginx_repos: Path) -> None:
+    """``--shape``: nginx without a limit, the proxy adds the scenario's
+    latency and per-connection limit and counts what the server sent."""
+    doc = _bench(tmp_path, nginx_repos, "0", "--shape", "--scenario", "latency", "--scenario", "resume",
+                 "--tools", "qwenhome,curl", "--latency-ms", "100", "--limit-mbps", "0.5")
+    latency = {r["tool"]: r for r in doc["scenarios"]["latency"]["results"]}
+    assert {t: r["status"] for t, r in latency.items()} == {"qwenhome": "ok", "curl": "ok"}
+    # curl asks for the 8 files one after another: at least 8 delayed answers.
+    assert latency["curl"]["wall_s"] >= 8 * 0.1
+    assert latency["curl"]["server"]["connections"] == 1
+    resume = doc["scenarios"]["resume"]["results"][0]
+    assert resume["status"] == "ok", resume
+    size = 4 * 1000 * 1000
+    assert size <= resume["extra"]["bytes_sent_total"] <= 1.1 * size + 200_000, resume["extra"]

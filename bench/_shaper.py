@@ -161,9 +161,11 @@ def main() -> int:
         elif command == "stats":
             time.sleep(0.2)  # let the last connections' counts land
             with shaper.lock:
-                doc: dict[str, object] = {"connections": shaper.connections - conns0, "bytes_sent": shaper.bytes_down - bytes0,
-                       "requests": None, "file_requests": None, "bytes_per_file": {}, "statuses": {},
-                       "cpu_s": round(_cpu() - cpu0, 3), "shaper": True}
+                doc: dict[str, object] = {
+                    "connections": shaper.connections - conns0, "bytes_sent": shaper.bytes_down - bytes0,
+                    "requests": None, "file_requests": None, "bytes_per_file": {}, "statuses": {},
+                    "cpu_s": round(_cpu() - cpu0, 3), "shaper": True,
+                }
             print(json.dumps(doc), flush=True)
         elif command == "quit":
             print(json.dumps({"ok": True}), flush=True)

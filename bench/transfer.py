@@ -491,9 +491,10 @@ def run_one(sc: Scenario, work: Path, args: argparse.Namespace) -> list[ToolResu
         return [ToolResult(t, "skipped", note=no_room) for t in tools]
     repos = work / "repos"
     expected = generate(repos, sc.repo, work / "expected")
-    if args.endpoint and args.shape:
+    if args.endpoint and args.shape and (sc.bandwidth or sc.latency or sc.name == "resume"):
         # The scenario's network comes from the shaping proxy, which also
         # counts what the server sent (connections, bytes) for every tool.
+        # (An unshaped scenario goes straight to the server: its ceiling.)
         with ServerProcess.shaper(args.endpoint, bandwidth=sc.bandwidth, latency=sc.latency) as shaper:
             if sc.name == "resume":
                 return run_resume(sc, shaper.url, shaper, expected, args)

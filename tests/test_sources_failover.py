@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,19 @@ def test_persistently_failing_source_fails_over_per_file(
     assert second > 0
     assert second <= size - first + RANGE, (first, second)  # what the first sent and we kept is not refetched
     assert mirror.faults.bytes_sent("tokenizer.json") > 0, "healthy files still come from the first source"
+
+
+@pytest.mark.parametrize("path", ["event-loop", "threads"])
+def test_ranges_still_out_at_the_left_source_do_not_count_against_the_next(
+        path: str, qwen_home: Path, mirror: Mirror, second_mirror: Mirror, fail_repo: GeneratedRepo) -> None:
+    """Many connections are out at the failing source when the file moves on:
+    their failures arrive after the switch and must not be counted against
+    the new source (they used up its retries and failed the file)."""
+    mirror.faults.drop_after(64 * 1024, times=None, path=BIG)
+    config = replace(CFG, connections=12, max_retries=2, event_loop=path == "event-loop")
+    pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=config)
+    snapshot_ok(qwen_home, fail_repo)
+    assert second_mirror.faults.bytes_sent(BIG) > 0
 
 
 def test_modelscope_is_not_contacted_when_the_hub_source_works(

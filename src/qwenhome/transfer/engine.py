@@ -144,6 +144,7 @@ class _Range:
     gen: int
     t0: float
     tries: int = 0  # its file's failure count when it was cut: one blip fails many ranges
+    cand: int = 0  # the candidate source it was cut for
 
 
 @dataclass(eq=False)
@@ -491,7 +492,7 @@ class TransferEngine:
             if 0 < size - e < chunk // 4 and gap[1] == size:
                 e = size  # no tiny tail range
         self._ensure_open(f)
-        r = _Range(f, s, s, e, f.gen, now, f.failures)
+        r = _Range(f, s, s, e, f.gen, now, f.failures, f.cand)
         f.inflight.append(r)
         self._inflight.add(r)
         if not f.started:
@@ -542,7 +543,7 @@ class TransferEngine:
         mid = _aligned(victim.cur + (victim.end - victim.cur) // 2)
         if mid <= victim.cur:
             return None
-        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries)
+        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries, victim.cand)
         victim.end = mid
         victim.file.inflight.append(new)
         self._inflight.add(new)
@@ -639,6 +640,8 @@ class TransferEngine:
             if r.gen != f.gen or f.state != "active":
                 return
             self._requeue(f)
+            if r.cand != f.cand:
+                return  # from a source the file has left: no verdict on the one it uses now
             if exc.transient:
                 if r.cur - r.start >= self.cfg.progress_min:
                     f.failures = 0  # it moved real bytes: a cut line, not a dead source

@@ -162,6 +162,7 @@ class IoLoop:
     def _start(self, r: _Range, now: float) -> None:
         e = self.e
         f = r.file
+        r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
         if not e.http.direct_plain(url):

@@ -76,6 +76,7 @@ class Workers:
     def _fetch(self, r: _Range) -> None:
         e = self.e
         f = r.file
+        r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
         token = cand.source.token if Origin.of(url).host == cand.source.host else None

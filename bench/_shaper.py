@@ -7,7 +7,8 @@ same way as the project's own server shapes itself.
 
 Each client connection gets its own upstream connection. Server → client
 bytes are spliced through a pipe (no copy into Python) at ``--bandwidth``
-per TCP connection (a token bucket with 50 ms of burst, as a CDN paces);
+per TCP connection (the token bucket of the project's server, 50 ms of
+burst, as a CDN paces);
 client → server bytes (the requests) wait ``--latency`` before they are
 passed on, so every response starts that much later. Runs in its own
 process, so its CPU is not billed to the tool measured. Speaks the same
@@ -26,29 +27,19 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.faults import TokenBucket  # the pacing the project's server uses
 
 SLICE = 256 * 1024
 
 
-class Bucket:
-    """Token bucket pacing one connection at ``rate`` bytes/s."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(64 * 1024.0, rate / 20)
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-
-    def take(self, n: int) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= n:
-                self.tokens -= n
-                return
-            time.sleep((n - self.tokens) / self.rate)
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False  # never released early
 
 
 class Shaper:
@@ -103,7 +94,7 @@ class Shaper:
 
     def _responses(self, server: socket.socket, client: socket.socket) -> None:
         """Server → client, spliced and paced."""
-        bucket = Bucket(self.bandwidth) if self.bandwidth else None
+        bucket = TokenBucket(self.bandwidth) if self.bandwidth else None
         r, w = os.pipe()
         try:
             fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, SLICE)
@@ -116,7 +107,7 @@ class Shaper:
                 if n <= 0:
                     break
                 if bucket is not None:
-                    bucket.take(n)
+                    bucket.take(n, _sleep)
                 left = n
                 while left:
                     left -= os.splice(r, client.fileno(), left)

@@ -82,7 +82,7 @@ class _Rule:
             self.remaining -= 1
 
 
-class _Bucket:
+class TokenBucket:
     """Token bucket pacing one TCP connection at ``rate`` bytes/s."""
 
     def __init__(self, rate: float) -> None:
@@ -111,7 +111,7 @@ class Faults(Hooks):
         self._idle = threading.Condition(self._lock)
         self._rules: list[_Rule] = []
         self._rate: float | None = None
-        self._buckets: dict[int, _Bucket] = {}
+        self._buckets: dict[int, TokenBucket] = {}
         self._released = threading.Event()
         self.log: list[RequestRecord] = []
         self._started: dict[tuple[int, int], float] = {}
@@ -291,7 +291,7 @@ class Faults(Hooks):
             rate = self._rate
             bucket = None
             if rate is not None:
-                bucket = self._buckets.setdefault(info.connection_id, _Bucket(rate))
+                bucket = self._buckets.setdefault(info.connection_id, TokenBucket(rate))
         if not rules and bucket is None:
             return None
         return _FaultyWriter(rules, bucket, self._released)
@@ -311,7 +311,7 @@ class Faults(Hooks):
 class _FaultyWriter:
     """A Python send loop applying drop/stall/corrupt rules and per-connection pacing."""
 
-    def __init__(self, rules: list[_Rule], bucket: _Bucket | None, released: threading.Event) -> None:
+    def __init__(self, rules: list[_Rule], bucket: TokenBucket | None, released: threading.Event) -> None:
         self.drop = min((r.params["nbytes"] for r in rules if r.kind == "drop"), default=None)
         self.reset = any(r.params.get("reset") for r in rules if r.kind == "drop")
         self.stalls = sorted((r.params["after"], r.params["seconds"]) for r in rules if r.kind == "stall")

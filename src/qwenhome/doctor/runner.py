@@ -221,7 +221,9 @@ def run_doctor(
     opts = options or DoctorOptions()
     started = time.monotonic()
     if offline:
-        return _home_only(settings, opts, fix, started)
+        unprobed = skipped("network", "--offline: sources, DNS, proxies and TLS were not checked",
+                           ", ".join(s.host for s in settings.sources) or None)
+        return _report(settings, opts, [unprobed], [], [], None, fix, started)
     wanted = [*([repo] if repo else []), *repos] or [DEFAULT_REPO]
     run = _Run(settings, opts, wanted, repos_chosen=bool(repo or repos))
 
@@ -258,35 +260,24 @@ def run_doctor(
     for result in results:
         for size in result.sizes:
             sizes.setdefault(size.repo, size)
-    online = any(r.reachable for r in results)
-    home_checks = _home_checks(settings, opts, list(sizes.values()), online)
-    checks += home_checks
-
-    applied: list[FixApplied] = []
-    if fix:
-        checks += _apply_fixes(settings, results, home_checks, applied)
-    return DoctorReport(tuple(_unique_ids(checks)), tuple(applied), time.monotonic() - started)
+    return _report(settings, opts, checks, results, list(sizes.values()),
+                   any(r.reachable for r in results), fix, started)
 
 
-def _home_checks(settings: Settings, opts: DoctorOptions, sizes: list[RepoSize], online: bool | None) -> list[Check]:
-    return [
+def _report(settings: Settings, opts: DoctorOptions, checks: list[Check], results: list[SourceResult],
+            sizes: list[RepoSize], online: bool | None, fix: bool, started: float) -> DoctorReport:
+    """The home's checks after the network's (``online`` None: not probed), then the fixes."""
+    home_checks = [
         _safe("disk-space", partial(check_disk, settings, sizes, opts)),
         _safe("cache-env", partial(check_cache_env, settings)),
         _safe("other-caches", partial(check_other_caches, settings, opts)),
         _safe("offline-flag", partial(check_offline_flag, settings, online)),
         _safe("hf-transfer", partial(check_hf_transfer, settings)),
     ]
-
-
-def _home_only(settings: Settings, opts: DoctorOptions, fix: bool, started: float) -> DoctorReport:
-    """``doctor --offline``: what can be known without the network."""
-    checks = [skipped("network", "--offline: sources, DNS, proxies and TLS were not checked",
-                      ", ".join(s.host for s in settings.sources) or None)]
-    home_checks = _home_checks(settings, opts, [], None)
-    checks += home_checks
+    checks = checks + home_checks
     applied: list[FixApplied] = []
     if fix:
-        checks += _apply_fixes(settings, [], home_checks, applied)
+        checks += _apply_fixes(settings, results, home_checks, applied)
     return DoctorReport(tuple(_unique_ids(checks)), tuple(applied), time.monotonic() - started)
 
 
@@ -297,9 +288,8 @@ def _apply_fixes(settings: Settings, results: list[SourceResult], home_checks: l
     steps: list[tuple[str, Callable[[], FixApplied | None], str]] = []
     reachable = [r.source.name for r in results if r.reachable]
     config = settings.config_file or settings.state_dir / "config.toml"
-    if results:  # (not after --offline: nothing was probed)
-        steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable),
-                      f"edit {config}: move the [[sources]] tables of {', '.join(reachable) or '-'} to the top"))
+    steps.append(("reorder-sources", lambda: reorder_sources(settings, reachable),
+                  f"edit {config}: move the [[sources]] tables of {', '.join(reachable) or '-'} to the top"))
     codes = {c.code for c in home_checks if c.status != "pass"}
     if codes & {"cache-env-mismatch", "deprecated-hf-transfer", "offline-flag-set"}:
         unset = []

@@ -20,9 +20,9 @@ Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
 body) back off with jitter (``Retry-After`` wins) and the file's ranges are
 handed out again; permanent ones (404, 401/403, wrong size), and transient
 ones in ``max_retries`` rounds with no range completed (a blip that cuts every
-connection at once is one round), move the file to its next candidate source; bytes that fail
-verification are discarded and the file refetched, from another source when
-there is one. A full disk stops the whole run; part maps stay for resume.
+connection at once is one round), move the file to its next candidate source;
+bytes that fail verification are discarded and the file refetched, from
+another source when there is one. A full disk stops the whole run; part maps stay for resume.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class _Range:
     gen: int
     t0: float
     tries: int = 0  # its file's failure count when it was cut: one blip fails many ranges
-    cand: int = 0  # the candidate source it was cut for
+    cand: int = 0  # the candidate source its request went to (set when it is sent)
 
 
 @dataclass(eq=False)
@@ -492,7 +492,7 @@ class TransferEngine:
             if 0 < size - e < chunk // 4 and gap[1] == size:
                 e = size  # no tiny tail range
         self._ensure_open(f)
-        r = _Range(f, s, s, e, f.gen, now, f.failures, f.cand)
+        r = _Range(f, s, s, e, f.gen, now, f.failures)
         f.inflight.append(r)
         self._inflight.add(r)
         if not f.started:
@@ -543,7 +543,7 @@ class TransferEngine:
         mid = _aligned(victim.cur + (victim.end - victim.cur) // 2)
         if mid <= victim.cur:
             return None
-        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries, victim.cand)
+        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries)
         victim.end = mid
         victim.file.inflight.append(new)
         self._inflight.add(new)

@@ -128,7 +128,7 @@ class Puller:
         self.ms_files: dict[str, dict[str, RepoFile] | None] = {}
         self.ms_revision = "master"
         self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
-        self._blob_index: dict[str, list[Path]] | None = None  # see _other_blobs
+        self._blob_index: dict[str, list[Path]] | None = None  # see _home_blobs
 
     # -- metadata ------------------------------------------------------------
     def clients(self) -> list[Client]:
@@ -429,7 +429,7 @@ class Puller:
 
     def _reuse_blob(self, ref: RepoRef, f: RepoFile) -> bool:
         """Hard-link an identical blob from another repository of the home."""
-        for other in self._other_blobs(ref).get(f.etag, ()):
+        for other in self._home_blobs().get(f.etag, ()):
             try:
                 if other.stat().st_size != f.size:
                     continue
@@ -444,14 +444,15 @@ class Puller:
                 continue
         return False
 
-    def _other_blobs(self, ref: RepoRef) -> dict[str, list[Path]]:
-        """The blobs of the home's other repositories by name, listed once per
-        pull: one listing per repository instead of a glob per file."""
+    def _home_blobs(self) -> dict[str, list[Path]]:
+        """Every blob of the home by name, listed once per pull: one listing
+        per repository instead of a glob per file. (The pulled repository's
+        own entries are harmless: a blob it already has whole is not looked
+        up, and one of the wrong size fails the size check.)"""
         if self._blob_index is None:
             index: dict[str, list[Path]] = {}
-            own = ref.folder_name
             try:
-                repos = [e.name for e in os.scandir(self.store.root) if e.name != own and e.is_dir()]
+                repos = [e.name for e in os.scandir(self.store.root) if e.is_dir()]
             except OSError:
                 repos = []
             for name in repos:

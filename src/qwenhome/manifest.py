@@ -56,7 +56,7 @@ class Manifest:
                 "files": [{"path": f.path, "size": f.size, "blob_id": f.blob_id, "sha256": f.sha256}
                           for f in self.files],
             },
-            indent=1,
+            separators=(",", ":"),  # no indent: the C encoder, ten times faster on many files
         )
 
     @classmethod

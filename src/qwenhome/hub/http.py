@@ -247,6 +247,7 @@ class HttpClient:
         self.user_agent = user_agent
         self._env = dict(env or {})
         self._ssl = ssl_context
+        self._plain: dict[str, bool] = {}  # direct_plain's answers by scheme://host:port
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -259,8 +260,15 @@ class HttpClient:
     def direct_plain(self, url: str) -> bool:
         """Whether ``url`` is plain HTTP reached without a proxy: the case the
         transfer engine's event loop speaks itself."""
-        origin = Origin.of(url)
-        return origin.scheme == "http" and not self._proxy_for(origin)
+        # Asked per file and per range: remembered per scheme and host (the
+        # proxy settings are fixed for the client's life).
+        end = url.find("/", url.find("//") + 2) if "//" in url else -1
+        key = url if end < 0 else url[:end]
+        plain = self._plain.get(key)
+        if plain is None:
+            origin = Origin.of(url)
+            plain = self._plain[key] = origin.scheme == "http" and not self._proxy_for(origin)
+        return plain
 
     def _connect(self, origin: Origin, timeout: float) -> http.client.HTTPConnection:
         proxy = self._proxy_for(origin)

@@ -32,6 +32,7 @@ class Store:
         # Folders made and checked once per process: a pull links hundreds of
         # files into a few folders, and resolving each path costs a dozen lstat.
         self._ready_dirs: set[Path] = set()
+        self._blob_dirs: dict[str, str] = {}  # repository folder name -> its blobs/ as a string
 
     # -- paths -------------------------------------------------------------
     def repo_dir(self, ref: RepoRef) -> Path:
@@ -92,8 +93,13 @@ class Store:
 
     # -- blobs and links ---------------------------------------------------
     def has_blob(self, ref: RepoRef, etag: str, size: int | None = None) -> bool:
+        # Strings, not Path: a pull asks this twice per file before its first
+        # byte, and each Path join costs more than the stat.
+        blobs = self._blob_dirs.get(ref.folder_name)
+        if blobs is None:
+            blobs = self._blob_dirs[ref.folder_name] = os.path.join(self.root, ref.folder_name, "blobs")
         try:
-            st = self.blob_path(ref, etag).stat()
+            st = os.stat(os.path.join(blobs, validate_etag(etag)))
         except OSError:
             return False
         return size is None or st.st_size == size

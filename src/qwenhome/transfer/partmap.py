@@ -77,7 +77,8 @@ def load(partial: Path, key: str, size: int) -> tuple[Intervals, str | None]:
     """Done intervals and the stored validator; empty when absent or for another file."""
     done = Intervals()
     try:
-        data = json.loads(map_path(partial).read_text(encoding="utf-8"))
+        with open(f"{partial}.json", "rb") as fh:  # map_path, without a Path per file
+            data = json.loads(fh.read())
         st = partial.stat()
     except (OSError, ValueError):
         return done, None

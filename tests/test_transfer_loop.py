@@ -132,3 +132,20 @@ def test_controller_takes_no_step_while_the_loop_never_waits() -> None:
     assert engine._target == 16
     probing, _, before = engine._tune(160e6, 0.0, 8, saturated=False)
     assert probing and before == 16 and engine._target > 16  # 10 MB/s per connection: capped, so it widens
+
+
+def test_an_http10_answer_keeps_its_connection_only_when_it_says_so() -> None:
+    """HTTP/1.0 closes after each answer unless it says keep-alive (Python's
+    http.server answers so by default): the loop must not pool such a
+    connection and send the next range into a socket the server has closed."""
+    from qwenhome.transfer import rawhttp
+
+    def keep(raw: bytes) -> bool:
+        parsed = rawhttp.parse_head(raw)
+        assert parsed is not None
+        return parsed[0].keep_alive
+
+    assert not keep(b"HTTP/1.0 206 Partial Content\r\nContent-Length: 3\r\n\r\nabc")
+    assert keep(b"HTTP/1.0 206 Partial Content\r\nConnection: Keep-Alive\r\nContent-Length: 3\r\n\r\n")
+    assert keep(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\n")
+    assert not keep(b"HTTP/1.1 206 Partial Content\r\nConnection: close\r\nContent-Length: 3\r\n\r\n")

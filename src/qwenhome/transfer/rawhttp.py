@@ -16,6 +16,7 @@ MAX_HEAD = 64 * 1024
 class Head:
     status: int
     headers: dict[str, str]  # lower-case names; a repeated header keeps the last value
+    http10: bool = False  # an HTTP/1.0 answer: the connection closes unless it says keep-alive
 
     def get(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -30,7 +31,10 @@ class Head:
 
     @property
     def keep_alive(self) -> bool:
-        return "close" not in (self.headers.get("connection") or "").lower()
+        connection = (self.headers.get("connection") or "").lower()
+        if self.http10:  # (Python's http.server answers so by default)
+            return "keep-alive" in connection
+        return "close" not in connection
 
 
 def request(url: str, host_header: str, headers: dict[str, str]) -> bytes:
@@ -59,4 +63,4 @@ def parse_head(buf: bytes | bytearray) -> tuple[Head, int] | None:
         if not sep:
             raise ProtocolError(f"bad header line {line[:80]!r}", code="bad-response")
         headers[name.strip().lower()] = value.strip()
-    return Head(int(status_line[1]), headers), end + 4
+    return Head(int(status_line[1]), headers, status_line[0] == "HTTP/1.0"), end + 4

@@ -8,6 +8,9 @@ ETag) with ``limit_rate`` per connection, and passes the metadata requests
     .venv/bin/python bench/transfer.py --endpoint http://127.0.0.1:18020 \\
         --scenario one-big-limited --scenario many-files --tools qwenhome,hf_transfer,aria2c --repeat 3
 
+``--tls`` serves HTTPS with a certificate from a throw-away CA whose file is
+printed as ``ca_file`` (give it to qwenhome as ``SSL_CERT_FILE``).
+
 Needs nginx (``apt-get install nginx-light``). Runs until interrupted.
 """
 
@@ -33,7 +36,7 @@ http {{
 {http}
     upstream meta {{ server 127.0.0.1:{meta_port}; keepalive 16; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
         root {root};
         {limit}
         location ~ ^/([^/]+)/([^/]+)/resolve/[^/]+/(.*)$ {{
@@ -56,6 +59,7 @@ def main() -> int:
     ap.add_argument("--root", type=Path, required=True, help="folder holding Org/Name/ repositories")
     ap.add_argument("--port", type=int, default=18020)
     ap.add_argument("--limit-mbps", type=float, default=20.0, help="MB/s per connection (0: no limit)")
+    ap.add_argument("--tls", action="store_true", help="serve HTTPS (a throw-away CA; its file is printed)")
     args = ap.parse_args()
     nginx = find_nginx()
     if nginx is None:
@@ -69,13 +73,26 @@ def main() -> int:
     assert meta.stdout is not None
     meta_url = json.loads(meta.stdout.readline())["url"]
     limit = f"limit_rate {int(args.limit_mbps * 1_000_000)};" if args.limit_mbps else ""
+    ssl, ca_file = "", None
+    if args.tls:
+        import trustme  # a dev extra, like the test suite's
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+        ca_file = tmp / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        ssl = " ssl"
+        limit += f"\n        ssl_certificate {tmp / 'server.pem'};\n        ssl_certificate_key {tmp / 'server.pem'};"
     (tmp / "nginx.conf").write_text(CONF.format(main=main_settings(tmp, 1, 4096), http=http_settings(tmp),
-                                                root=args.root.resolve(), port=args.port, limit=limit,
+                                                root=args.root.resolve(), port=args.port, limit=limit, ssl=ssl,
                                                 meta_port=meta_url.rsplit(":", 1)[1]))
     server = subprocess.Popen([nginx, "-c", str(tmp / "nginx.conf")])
     # Blocked only now: the children must not inherit the mask.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # taken by sigwait below
-    print(json.dumps({"url": f"http://127.0.0.1:{args.port}", "metadata": meta_url}), flush=True)
+    scheme = "https" if args.tls else "http"
+    print(json.dumps({"url": f"{scheme}://127.0.0.1:{args.port}", "metadata": meta_url,
+                      "ca_file": str(ca_file) if ca_file else None}), flush=True)
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:

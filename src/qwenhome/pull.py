@@ -84,6 +84,7 @@ class PullResult:
             "offline": self.offline,
             "source": self.source,
             "seconds": round(self.seconds, 3),
+            "transfer": dict(self.stats),
         }
 
 
@@ -129,6 +130,9 @@ class Puller:
         self.ms_revision = "master"
         self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
         self._blob_index: dict[str, list[Path]] | None = None  # see _home_blobs
+        # Of the last pull's engine runs: its widest connection count, and the
+        # files the worker threads moved (a proxy, a failed handshake, odd answers).
+        self.transfer_stats: dict[str, int] = {}
 
     # -- metadata ------------------------------------------------------------
     def clients(self) -> list[Client]:
@@ -239,7 +243,10 @@ class Puller:
             return self._offline(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
         decision = self.decide_network(self.settings, not self._has_snapshot(ref))
         if not decision.online:
-            return self._offline(ref, f"no source reachable: {decision.reason}")
+            tls = bool(decision.results) and all(r.code.startswith("tls-") for r in decision.results)
+            hint = ("a proxy may be intercepting TLS: run `qwenhome doctor`, or set SSL_CERT_FILE to its CA" if tls
+                    else "run `qwenhome doctor` to see what keeps the sources away")
+            return self._offline(ref, f"no source reachable: {decision.reason}", hint=hint)
         self.order = netsources.rank(self.settings.sources, decision.results, netsources.NetState.load(self.settings))
         try:
             return self._pull_online(ref, include, exclude, cancel, t0)
@@ -259,6 +266,7 @@ class Puller:
         except NetworkError as exc:
             return self._offline(ref, f"{exc.code}: {exc.message}", exc)
         files = select_files(full.files, include, exclude)
+        self.transfer_stats = {}
         manifest = Manifest(full.repo_id, full.repo_type, full.commit, list(files), source.name)  # a copy: extended below
         previous = self.store.load_manifest(ref, manifest.commit)
         if previous is not None:
@@ -291,7 +299,7 @@ class Puller:
         snapshot = self.store.snapshot_dir(ref, manifest.commit)
         snapshot.mkdir(parents=True, exist_ok=True)
         result = PullResult(ref, manifest.commit, snapshot, len(files), downloaded, cached_bytes,
-                            False, source.name, time.monotonic() - t0)
+                            False, source.name, time.monotonic() - t0, dict(self.transfer_stats))
         self.emit(ProgressEvent(DONE, str(ref), None, downloaded, total, files_done=len(by_etag),
                                 files_total=len(by_etag), message=str(snapshot)))
         return result
@@ -393,6 +401,9 @@ class Puller:
                 engine = TransferEngine(self.http, config, on_event=self.emit, repo=str(ref))
                 errors.update(engine.run(jobs, install, cancel))
                 downloaded += int(engine.stats.get("bytes", 0))
+                ts = self.transfer_stats
+                ts["threaded_files"] = ts.get("threaded_files", 0) + int(engine.stats.get("threaded_files", 0))
+                ts["connections"] = max(ts.get("connections", 0), int(engine.stats.get("connections", 0)))
                 for name in engine.bad_sources - self.bad_sources:
                     src = next((s for s in self.order if s.name == name), None)
                     if src is not None:
@@ -483,13 +494,14 @@ class Puller:
         n = len(manifest.files) if manifest else sum(1 for _ in snap.rglob("*") if not _.is_dir())
         return PullResult(ref, commit, snap, n, 0, manifest.total_size if manifest else 0, False, "cache")
 
-    def _offline(self, ref: RepoRef, reason: str, cause: QwenhomeError | None = None) -> PullResult:
+    def _offline(self, ref: RepoRef, reason: str, cause: QwenhomeError | None = None,
+                 hint: str | None = None) -> PullResult:
         try:
             snap = self.store.snapshot_path(ref)
         except NotCachedError as exc:
             if cause is not None:
                 raise cause from None
-            raise OfflineError(f"offline ({reason}) and {exc.message}", hint=exc.hint, repo=str(ref)) from None
+            raise OfflineError(f"offline ({reason}) and {exc.message}", hint=hint or exc.hint, repo=str(ref)) from None
         self.emit(ProgressEvent(OFFLINE, str(ref), message=f"{reason}; using the cached snapshot"))
         manifest = self.store.load_manifest(ref, snap.name)
         n = len(manifest.files) if manifest else 0

@@ -247,9 +247,9 @@ class HttpClient:
         self.user_agent = user_agent
         self._env = dict(env or {})
         self._ssl = ssl_context
-        self._plain: dict[str, bool] = {}  # direct_plain's answers by scheme://host:port
+        self._direct: dict[str, bool] = {}  # direct()'s answers by scheme://host:port
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = ssl.create_default_context(cafile=self._env.get("SSL_CERT_FILE") or None)
         return self._ssl
@@ -257,18 +257,17 @@ class HttpClient:
     def _proxy_for(self, origin: Origin) -> str | None:
         return proxy_url_for(self._env, origin.scheme, origin.host)
 
-    def direct_plain(self, url: str) -> bool:
-        """Whether ``url`` is plain HTTP reached without a proxy: the case the
-        transfer engine's event loop speaks itself."""
+    def direct(self, url: str) -> bool:
+        """Whether ``url`` (HTTP or HTTPS) is reached without a proxy: the case
+        the transfer engine's event loop speaks itself."""
         # Asked per file and per range: remembered per scheme and host (the
         # proxy settings are fixed for the client's life).
         end = url.find("/", url.find("//") + 2) if "//" in url else -1
         key = url if end < 0 else url[:end]
-        plain = self._plain.get(key)
-        if plain is None:
-            origin = Origin.of(url)
-            plain = self._plain[key] = origin.scheme == "http" and not self._proxy_for(origin)
-        return plain
+        direct = self._direct.get(key)
+        if direct is None:
+            direct = self._direct[key] = not self._proxy_for(Origin.of(url))
+        return direct
 
     def _connect(self, origin: Origin, timeout: float) -> http.client.HTTPConnection:
         proxy = self._proxy_for(origin)
@@ -276,12 +275,12 @@ class HttpClient:
         if proxy:
             p = Origin.of(proxy if "://" in proxy else "http://" + proxy)
             if origin.scheme == "https":
-                conn = http.client.HTTPSConnection(p.host, p.port, timeout=timeout, context=self._ssl_context())
+                conn = http.client.HTTPSConnection(p.host, p.port, timeout=timeout, context=self.ssl_context())
                 conn.set_tunnel(origin.host, origin.port)
             else:
                 conn = http.client.HTTPConnection(p.host, p.port, timeout=timeout)
         elif origin.scheme == "https":
-            conn = http.client.HTTPSConnection(origin.host, origin.port, timeout=timeout, context=self._ssl_context())
+            conn = http.client.HTTPSConnection(origin.host, origin.port, timeout=timeout, context=self.ssl_context())
         else:
             conn = http.client.HTTPConnection(origin.host, origin.port, timeout=timeout)
         try:

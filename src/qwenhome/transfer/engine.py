@@ -1,10 +1,11 @@
 """The transfer engine: ranged, parallel, resumable, verified.
 
 The engine holds the state of one pull (files, ranges in flight, part maps)
-and decides what moves next; two paths move the bytes. Plain-HTTP sources go
-through ``loop_threads`` event loops (:mod:`.evloop`) that splice each body
-socket → file in the kernel; TLS, proxies and odd answers go through worker
-threads (:mod:`.workers`), one blocking connection each.
+and decides what moves next; two paths move the bytes. Sources reached
+without a proxy go through ``loop_threads`` event loops (:mod:`.evloop`) that
+splice each plain-HTTP body socket → file in the kernel and decrypt HTTPS
+bodies outside the GIL; proxies, failed handshakes and odd answers go through
+worker threads (:mod:`.workers`), one blocking connection each.
 
 Scheduling: largest files first, every other range to the smallest file
 waiting; a file is carved into ranges on demand, lowest offset first, written
@@ -114,7 +115,7 @@ class EngineConfig:
     in_flight: int = 256 * MiB  # ranges are sized to keep about this much under way (the hash's lag)
     buffer_size: int = 1 * MiB
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
-    event_loop: bool = True  # one thread drives every plain-HTTP connection (needs splice)
+    event_loop: bool = True  # loop threads drive every direct connection, HTTP and HTTPS (needs splice)
     loop_threads: int = 2  # event loops, each with its share of the connections
     hash_threads: int = 2  # with the event loop: threads that hash and install
     hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
@@ -255,7 +256,7 @@ class TransferEngine:
         self._total = sum(f.job.size for f in self._files)
         self._loop_on = self.cfg.event_loop and self.cfg.splice and hasattr(os, "splice")
         for f in self._files:
-            f.slow = not (self._loop_on and self.http.direct_plain(self._url(f)))
+            f.slow = not (self._loop_on and self.http.direct(self._url(f)))
         # Largest first: big files spread over many connections early and the
         # small ones fill the gaps at the end.
         for f in sorted(self._files, key=lambda f: f.job.size - f.done.covered(), reverse=True):
@@ -300,7 +301,8 @@ class TransferEngine:
             for f in self._files:
                 self._close(f)
         elapsed = max(1e-9, self.clock() - t_start)
-        self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk}
+        self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk,
+                      "threaded_files": sum(1 for f in self._files if f.slow)}
         if self._fatal is not None:
             raise self._fatal
         return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}

@@ -1,17 +1,19 @@
-"""The engine's event loop: one thread drives every plain-HTTP connection.
+"""The engine's event loop: one thread drives every direct connection.
 
 A thread per connection costs a GIL hand-off at every system call, and with
 the many connections a per-connection-capped link needs, those hand-offs cost
 more CPU than moving the bytes. Here one thread keeps ``target`` non-blocking
-connections busy: it sends ranged GETs, parses the answer's head and splices
-each body socket → pipe → file inside the kernel as data arrives. Hashing and
+connections busy: it sends ranged GETs, parses the answer's head and moves
+each body as data arrives: plain HTTP is spliced socket → pipe → file inside
+the kernel; HTTPS is decrypted into a buffer (OpenSSL runs without the GIL,
+so the loops decrypt on every core) and written at its offset. Hashing and
 installing run in the engine's hash threads.
 
-Only the plain case is handled here: ``http://`` origins reached without a
-proxy, answered 206 (or 200 for a whole file) with a length, or redirected.
-A file whose answer is anything else is handed, with its range, to the
-threaded path (``TransferEngine._make_slow``), which classifies errors, backs
-off and fails over exactly as for HTTPS.
+Only the common case is handled here: origins reached without a proxy,
+answered 206 (or 200 for a whole file) with a length, or redirected. A file
+whose answer is anything else, or whose TLS handshake fails, is handed with
+its range to the threaded path (``TransferEngine._make_slow``), which
+classifies errors, backs off and fails over.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import fcntl
 import os
 import selectors
 import socket
+import ssl
 import time
 from email.message import Message
 from typing import TYPE_CHECKING
@@ -36,7 +39,7 @@ from .workers import expired_signed_url, write_at
 if TYPE_CHECKING:
     from .engine import TransferEngine, _FileState, _Range
 
-_CONNECTING, _SENDING, _HEAD, _BODY = range(4)
+_CONNECTING, _HANDSHAKE, _SENDING, _HEAD, _BODY = range(5)
 _SLICE = 1 << 20  # bytes moved per readable event and connection
 # A turn serves ready connections oldest range first and ends after this long.
 # When the machine cannot take every connection's bytes, the oldest ranges
@@ -53,10 +56,11 @@ def _oldest_first(event: tuple[selectors.SelectorKey, int]) -> float:
 
 
 class _Conn:
-    __slots__ = ("head", "keep", "last", "left", "origin", "out", "r", "reused", "sock", "state", "url")
+    __slots__ = ("head", "keep", "last", "left", "origin", "out", "r", "reused", "sock", "state", "tls", "url")
 
     def __init__(self, sock: socket.socket, origin: Origin, now: float) -> None:
         self.sock = sock
+        self.tls = origin.scheme == "https"  # sock becomes an SSLSocket once connected
         self.origin = origin
         self.state = _CONNECTING
         self.r: _Range | None = None
@@ -83,6 +87,8 @@ class IoLoop:
         self.busy: set[_Conn] = set()
         self.idle: dict[Origin, list[_Conn]] = {}
         self.addrs: dict[Origin, list[tuple[socket.AddressFamily, tuple[str, int]]]] = {}
+        self.again: set[_Conn] = set()  # TLS connections with decrypted bytes select cannot see
+        self.buf = memoryview(bytearray(_SLICE))  # HTTPS bodies are decrypted into this
         self.pipe = os.pipe()
         try:
             fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
@@ -118,9 +124,11 @@ class IoLoop:
                     # first (the sockets' buffers and TCP hold the senders).
                     time.sleep(0.002)
                 t = e.clock()
-                ready = self.sel.select(0.05)
+                ready = self.sel.select(0.0 if self.again else 0.05)
                 now = e.clock()
                 self.waited += now - t
+                if self.again:
+                    ready += self._pending(ready)
                 if len(ready) > 1:
                     ready.sort(key=_oldest_first)
                 deadline = now + _TURN
@@ -145,6 +153,20 @@ class IoLoop:
             for fd in self.pipe:
                 os.close(fd)
 
+    def _pending(self, ready: list[tuple[selectors.SelectorKey, int]]) -> list[tuple[selectors.SelectorKey, int]]:
+        """TLS connections whose decrypted bytes wait inside OpenSSL: their
+        socket may have nothing more, so select would not report them."""
+        seen = {key.data for key, _ in ready}
+        extra = []
+        for conn in self.again:
+            if conn not in seen and conn.r is not None:
+                try:
+                    extra.append((self.sel.get_key(conn.sock), selectors.EVENT_READ))
+                except (KeyError, ValueError):
+                    pass
+        self.again.clear()
+        return extra
+
     def _share(self) -> int:
         """This loop's part of the engine's connection target (under the lock)."""
         target = self.e._target
@@ -165,7 +187,7 @@ class IoLoop:
         r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
-        if not e.http.direct_plain(url):
+        if not e.http.direct(url):
             self._to_slow(r)
             return
         origin = Origin.of(url)
@@ -188,7 +210,7 @@ class IoLoop:
         conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, host, headers), now
         conn.head.clear()
         self.busy.add(conn)
-        if conn.state != _CONNECTING:
+        if conn.state not in (_CONNECTING, _HANDSHAKE):
             conn.state = _SENDING
             self._send(conn)
 
@@ -236,8 +258,14 @@ class IoLoop:
                 if err:
                     self._next_address(conn.origin)
                     raise OSError(err, os.strerror(err))
-                conn.state = _SENDING
-                self._send(conn)
+                if conn.tls:
+                    self._wrap(conn)
+                    self._handshake(conn)
+                else:
+                    conn.state = _SENDING
+                    self._send(conn)
+            elif conn.state == _HANDSHAKE:
+                self._handshake(conn)
             elif conn.state == _SENDING:
                 self._send(conn)
             elif conn.state == _HEAD:
@@ -246,6 +274,16 @@ class IoLoop:
                 self._read_body(conn, r)
         except QwenhomeError as exc:
             self._fail(r, exc, conn)
+        except ssl.SSLError as exc:  # (its errno is OpenSSL's, not the system's)
+            if conn.state == _HANDSHAKE and not isinstance(exc, ssl.SSLEOFError):
+                # An untrusted certificate, no common protocol: the threaded
+                # path meets the same error and reports it as for any request.
+                self._close(conn)
+                self._to_slow(r)
+            elif conn.reused and conn.state in (_SENDING, _HEAD) and not conn.head:
+                self._retry_fresh(conn, r)
+            else:
+                self._fail(r, translate(exc, conn.url), conn)
         except OSError as exc:
             if conn.reused and conn.state in (_SENDING, _HEAD) and not conn.head:
                 # A pooled connection the server had closed: once more, fresh.
@@ -265,11 +303,37 @@ class IoLoop:
                 return
             self._fail(r, translate(exc, conn.url), conn)
 
+    def _wrap(self, conn: _Conn) -> None:
+        """TCP is up: TLS over it (the client's context: its CA file, SNI, checks)."""
+        self.sel.unregister(conn.sock)
+        conn.sock = self.e.http.ssl_context().wrap_socket(conn.sock, server_hostname=conn.origin.host,
+                                                          do_handshake_on_connect=False)
+        conn.state = _HANDSHAKE
+        self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+
+    def _handshake(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.sel.modify(sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            self.sel.modify(sock, selectors.EVENT_WRITE, conn)
+            return
+        conn.last = self.e.clock()
+        conn.state = _SENDING
+        self._send(conn)
+
     def _send(self, conn: _Conn) -> None:
         try:
             n = conn.sock.send(conn.out)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
             n = 0
+        except ssl.SSLWantReadError:  # TLS needs the peer's bytes first
+            self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            return
         conn.out = conn.out[n:]
         if not conn.out:
             conn.state = _HEAD
@@ -280,8 +344,10 @@ class IoLoop:
     def _read_head(self, conn: _Conn, r: _Range) -> None:
         try:
             data = conn.sock.recv(65536)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
+        except ssl.SSLZeroReturnError:
+            data = b""  # the server closed TLS cleanly
         if not data:
             raise ConnectionResetError(errno.ECONNRESET, "connection closed before the answer")
         conn.head += data
@@ -299,6 +365,8 @@ class IoLoop:
         conn.state = _BODY
         if body:
             self._store(conn, r, body)
+        if conn.tls and conn.r is not None and conn.sock.pending():  # type: ignore[attr-defined]
+            self.again.add(conn)
 
     def _accept(self, conn: _Conn, r: _Range, head: rawhttp.Head, body: bytes) -> bool:
         """Whether the body that follows is ``r``'s; otherwise the range is
@@ -315,7 +383,7 @@ class IoLoop:
                 f.direct_url = new  # a signed CDN URL: the next ranges go straight there
                 f.answered = True  # (together: no other loop may start one at the old URL)
                 e._drop(r)
-                if not e.http.direct_plain(new):
+                if not e.http.direct(new):
                     e._make_slow(f)
             return False
         e._mark_answered(f)
@@ -357,16 +425,44 @@ class IoLoop:
             self._finish_range(conn, r, early=True)
             return
         want = min(_SLICE, conn.left, end - pos)
-        try:
-            moved = os.splice(conn.sock.fileno(), self.pipe[1], want)
-        except BlockingIOError:
-            return
+        if conn.tls:
+            moved = self._decrypt(conn, want)
+            if moved < 0:
+                return
+            write_at(f.fd, self.buf, moved, pos, f)
+        else:
+            try:
+                moved = os.splice(conn.sock.fileno(), self.pipe[1], want)
+            except BlockingIOError:
+                return
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
-        drain_pipe(self.pipe[0], f.fd, pos, moved)
+        if not conn.tls:
+            drain_pipe(self.pipe[0], f.fd, pos, moved)
         conn.left -= moved
         conn.last = e.clock()
         self._account(conn, r, pos, moved)
+
+    def _decrypt(self, conn: _Conn, want: int) -> int:
+        """Up to ``want`` body bytes into ``self.buf``: -1 when none is ready,
+        0 at the end of the stream. (One TLS record per read: read on until
+        the socket has no more, or ``want`` is reached.)"""
+        sock = conn.sock
+        got = 0
+        try:
+            while got < want:
+                n = sock.recv_into(self.buf[got:want])
+                if n == 0:
+                    break
+                got += n
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            if got == 0:
+                return -1
+        except ssl.SSLZeroReturnError:
+            pass
+        if got and sock.pending():  # type: ignore[attr-defined]
+            self.again.add(conn)  # the rest of a record OpenSSL already decrypted
+        return got
 
     def _store(self, conn: _Conn, r: _Range, data: bytes) -> None:
         """Body bytes that came with the head."""
@@ -445,7 +541,7 @@ class IoLoop:
     def _check_stalls(self, now: float) -> None:
         e = self.e
         for conn in list(self.busy):
-            limit = e.http.timeouts.connect if conn.state == _CONNECTING else e.cfg.stall_timeout
+            limit = e.http.timeouts.connect if conn.state in (_CONNECTING, _HANDSHAKE) else e.cfg.stall_timeout
             if conn.r is not None and now - conn.last > limit:
                 host = conn.origin.host
                 self._fail(conn.r, ReadTimeoutError(f"{host} sent nothing for {limit:.0f} s", code="response-timeout",
@@ -459,6 +555,7 @@ class IoLoop:
 
     def _close(self, conn: _Conn) -> None:
         self.busy.discard(conn)
+        self.again.discard(conn)
         conn.r = None
         try:
             self.sel.unregister(conn.sock)

@@ -42,7 +42,7 @@ class Measured:
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A child environment without the user's HF/proxy/token variables."""
-    keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update({"NO_PROXY": "*", "no_proxy": "*", "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": str(ROOT / "src")})

@@ -7,6 +7,7 @@ names against the expected sha256 of every file.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def aria2c(endpoint: str, repo_id: str, files: Sequence[str], run_dir: Path) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     listing = run_dir / "aria2-input.txt"
     listing.write_text("".join(f"{_url(endpoint, repo_id, rel)}\n  out={rel}\n" for rel in files))
-    argv = ["aria2c", *ARIA2_ARGS, "--console-log-level=warn", "--summary-interval=0",
+    ca = [f"--ca-certificate={os.environ['SSL_CERT_FILE']}"] if os.environ.get("SSL_CERT_FILE") else []
+    argv = ["aria2c", *ARIA2_ARGS, *ca, "--console-log-level=warn", "--summary-interval=0",
             "--download-result=hide", "--auto-file-renaming=false", "--allow-overwrite=true",
             "-d", str(out), "-i", str(listing)]
     return Invocation(argv, clean_env({"HOME": str(run_dir / "user")}), lambda: out)

@@ -371,6 +371,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--shape", action="store_true",
                     help="with --endpoint: put bench/_shaper.py in front of it, which applies each scenario's "
                          "per-connection limit and latency and counts the bytes sent (for resume)")
+    ap.add_argument("--ca-file", type=Path, default=None,
+                    help="with an https:// --endpoint: the CA to trust (every tool is given it: SSL_CERT_FILE, "
+                         "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, aria2c --ca-certificate)")
     ap.add_argument("--cdn-redirect", action="store_true",
                     help="the server answers resolve for LFS files with a 302 to a CDN URL, as the Hub does")
     ap.add_argument("--repo-prefix", default="Bench", help="organisation of the generated repositories")
@@ -417,6 +420,9 @@ def disk_fits(sc: Scenario, work: Path, out_dir: Path) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.ca_file is not None:
+        ca = str(args.ca_file.resolve())
+        os.environ.update({"SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca, "CURL_CA_BUNDLE": ca})
     scenarios = build_scenarios(args)
     chosen = [scenarios[n] for n in dict.fromkeys(args.scenario)]
     if args.generate_only is not None:

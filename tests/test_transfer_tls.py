@@ -55,6 +55,9 @@ def test_https_ranges_move_in_the_event_loop(qwen_home: Path, tmp_path: Path, mi
     assert result.stats.get("threaded_files") == 0, result.stats
     gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
     assert len(gets) >= 23 and all(r.status == 206 for r in gets), "a 200 MB file in ranges of 8 MiB"
+    # No range stalled and was asked again (records left in memory are read
+    # without waiting for the socket).
+    assert sum(r.bytes_sent for r in gets) == big_repo.files["model.safetensors"].size
     # Kept alive: a handshake per connection, not per range (plus the metadata's).
     assert front.handshakes <= 3 + 2, front.handshakes
 
@@ -108,3 +111,44 @@ def test_a_handshake_the_loop_cannot_make_goes_to_the_threads(tmp_path: Path, mi
     assert engine.stats["threaded_files"] == 1
     assert front.failed_handshakes >= 2, "the loop tried, then the threads"
     assert not mirror.faults.records(path="model.safetensors")
+
+
+def test_tls_records_left_in_memory_are_reported_ready(ca: trustme.CA) -> None:
+    """The loop reads a socket in large pieces: when it stops at its limit,
+    whole records stay in memory where select cannot see them, and ``ready``
+    says so; once only part of a record is left, it waits for the socket."""
+    import ssl
+
+    from qwenhome.transfer.tlsbio import TlsBio
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    client = TlsBio(client_ctx, "127.0.0.1")
+    for _ in range(10):  # the handshake, in memory
+        done = client.handshake()
+        s_in.write(client.outgoing())
+        try:
+            server.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        client.feed(s_out.read())
+        if done:
+            break
+    assert done
+    payload = bytes(range(256)) * 8192  # 2 MiB: 128 records
+    server.write(payload)
+    wire = s_out.read()
+    buf = memoryview(bytearray(len(payload)))
+    client.feed(wire[: len(wire) - 100])  # all but the end of the last record
+    first = client.read_into(buf, 1 << 20)
+    assert first == 1 << 20 and client.ready()
+    rest = client.read_into(buf[first:], len(payload))
+    assert client.starved and not client.ready()
+    assert rest == len(payload) - first - 16384  # the last record is incomplete
+    client.feed(wire[len(wire) - 100:])
+    assert client.read_into(buf[first + rest:], len(payload)) == 16384
+    assert bytes(buf) == payload

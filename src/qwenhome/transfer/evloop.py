@@ -5,9 +5,9 @@ the many connections a per-connection-capped link needs, those hand-offs cost
 more CPU than moving the bytes. Here one thread keeps ``target`` non-blocking
 connections busy: it sends ranged GETs, parses the answer's head and moves
 each body as data arrives: plain HTTP is spliced socket → pipe → file inside
-the kernel; HTTPS is decrypted into a buffer (OpenSSL runs without the GIL,
-so the loops decrypt on every core) and written at its offset. Hashing and
-installing run in the engine's hash threads.
+the kernel; HTTPS is read from the socket in large pieces, decrypted in
+memory (:mod:`.tlsbio`) and written at its offset. Hashing and installing run
+in the engine's hash threads.
 
 Only the common case is handled here: origins reached without a proxy,
 answered 206 (or 200 for a whole file) with a length, or redirected. A file
@@ -34,6 +34,7 @@ from ..hub.errors import raise_for_status
 from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
+from .tlsbio import TlsBio
 from .workers import expired_signed_url, write_at
 
 if TYPE_CHECKING:
@@ -56,11 +57,14 @@ def _oldest_first(event: tuple[selectors.SelectorKey, int]) -> float:
 
 
 class _Conn:
-    __slots__ = ("head", "keep", "last", "left", "origin", "out", "r", "reused", "sock", "state", "tls", "url")
+    __slots__ = ("head", "https", "keep", "last", "left", "origin", "out", "r", "req", "reused", "sock", "state",
+                 "tls", "url")
 
     def __init__(self, sock: socket.socket, origin: Origin, now: float) -> None:
         self.sock = sock
-        self.tls = origin.scheme == "https"  # sock becomes an SSLSocket once connected
+        self.https = origin.scheme == "https"
+        self.tls: TlsBio | None = None  # set once TCP is up
+        self.req = b""  # a request waiting for the TLS handshake
         self.origin = origin
         self.state = _CONNECTING
         self.r: _Range | None = None
@@ -87,8 +91,9 @@ class IoLoop:
         self.busy: set[_Conn] = set()
         self.idle: dict[Origin, list[_Conn]] = {}
         self.addrs: dict[Origin, list[tuple[socket.AddressFamily, tuple[str, int]]]] = {}
-        self.again: set[_Conn] = set()  # TLS connections with decrypted bytes select cannot see
+        self.again: set[_Conn] = set()  # TLS connections with whole records select cannot see
         self.buf = memoryview(bytearray(_SLICE))  # HTTPS bodies are decrypted into this
+        self.raw = memoryview(bytearray(_SLICE))  # and read from the socket into this
         self.pipe = os.pipe()
         try:
             fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
@@ -154,8 +159,8 @@ class IoLoop:
                 os.close(fd)
 
     def _pending(self, ready: list[tuple[selectors.SelectorKey, int]]) -> list[tuple[selectors.SelectorKey, int]]:
-        """TLS connections whose decrypted bytes wait inside OpenSSL: their
-        socket may have nothing more, so select would not report them."""
+        """TLS connections with whole records in memory: their socket may
+        have nothing more, so select would not report them."""
         seen = {key.data for key, _ in ready}
         extra = []
         for conn in self.again:
@@ -206,13 +211,21 @@ class IoLoop:
         token = cand.source.token if origin.host == cand.source.host else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        host = origin.host if origin.port == 80 else f"{origin.host}:{origin.port}"
-        conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, host, headers), now
+        default_port = 443 if conn.https else 80
+        host = origin.host if origin.port == default_port else f"{origin.host}:{origin.port}"
+        req = rawhttp.request(url, host, headers)
+        conn.r, conn.url, conn.last = r, url, now
         conn.head.clear()
         self.busy.add(conn)
-        if conn.state not in (_CONNECTING, _HANDSHAKE):
-            conn.state = _SENDING
-            self._send(conn)
+        if conn.state in (_CONNECTING, _HANDSHAKE):
+            if conn.https:
+                conn.req = req  # encrypted once the handshake is done
+            else:
+                conn.out = req
+            return
+        conn.out = conn.tls.encrypt(req) if conn.tls is not None else req
+        conn.state = _SENDING
+        self._send(conn)
 
     def _idle_conn(self, origin: Origin) -> _Conn | None:
         conns = self.idle.get(origin)
@@ -258,13 +271,17 @@ class IoLoop:
                 if err:
                     self._next_address(conn.origin)
                     raise OSError(err, os.strerror(err))
-                if conn.tls:
-                    self._wrap(conn)
+                if conn.https:
+                    # TCP is up: TLS over it, with the client's context (its CA file, checks).
+                    conn.tls = TlsBio(self.e.http.ssl_context(), conn.origin.host)
+                    conn.state = _HANDSHAKE
                     self._handshake(conn)
                 else:
                     conn.state = _SENDING
                     self._send(conn)
             elif conn.state == _HANDSHAKE:
+                if mask & selectors.EVENT_READ and self._feed(conn) == 0:
+                    raise ConnectionResetError(errno.ECONNRESET, "connection closed during the TLS handshake")
                 self._handshake(conn)
             elif conn.state == _SENDING:
                 self._send(conn)
@@ -303,37 +320,43 @@ class IoLoop:
                 return
             self._fail(r, translate(exc, conn.url), conn)
 
-    def _wrap(self, conn: _Conn) -> None:
-        """TCP is up: TLS over it (the client's context: its CA file, SNI, checks)."""
-        self.sel.unregister(conn.sock)
-        conn.sock = self.e.http.ssl_context().wrap_socket(conn.sock, server_hostname=conn.origin.host,
-                                                          do_handshake_on_connect=False)
-        conn.state = _HANDSHAKE
-        self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
-
     def _handshake(self, conn: _Conn) -> None:
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
+        """A step of the TLS handshake (raises ``ssl.SSLError`` when it fails);
+        once done, the waiting request goes out with the last handshake bytes."""
+        tls = conn.tls
+        assert tls is not None
+        done = tls.handshake()
+        conn.out += tls.outgoing()
+        if done:
+            conn.last = self.e.clock()
+            conn.state = _SENDING
+            conn.out += tls.encrypt(conn.req)
+            conn.req = b""
+            self._send(conn)
+            return
+        if conn.out:
+            try:
+                conn.out = conn.out[conn.sock.send(conn.out):]
+            except BlockingIOError:
+                pass
+        self.sel.modify(conn.sock, selectors.EVENT_WRITE if conn.out else selectors.EVENT_READ, conn)
+
+    def _feed(self, conn: _Conn) -> int:
+        """One read of the socket into TLS: the count, 0 at its end, -1 when
+        nothing is there."""
+        assert conn.tls is not None
         try:
-            sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self.sel.modify(sock, selectors.EVENT_READ, conn)
-            return
-        except ssl.SSLWantWriteError:
-            self.sel.modify(sock, selectors.EVENT_WRITE, conn)
-            return
-        conn.last = self.e.clock()
-        conn.state = _SENDING
-        self._send(conn)
+            n = conn.sock.recv_into(self.raw)
+        except BlockingIOError:
+            return -1
+        conn.tls.feed(self.raw[:n])
+        return n
 
     def _send(self, conn: _Conn) -> None:
         try:
             n = conn.sock.send(conn.out)
-        except (BlockingIOError, ssl.SSLWantWriteError):
+        except BlockingIOError:
             n = 0
-        except ssl.SSLWantReadError:  # TLS needs the peer's bytes first
-            self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
-            return
         conn.out = conn.out[n:]
         if not conn.out:
             conn.state = _HEAD
@@ -342,12 +365,17 @@ class IoLoop:
             self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
 
     def _read_head(self, conn: _Conn, r: _Range) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return
-        except ssl.SSLZeroReturnError:
-            data = b""  # the server closed TLS cleanly
+        tls = conn.tls
+        if tls is not None:
+            self._feed(conn)
+            data = tls.read(_SLICE)
+            if not data and not tls.eof:
+                return
+        else:
+            try:
+                data = conn.sock.recv(65536)
+            except BlockingIOError:
+                return
         if not data:
             raise ConnectionResetError(errno.ECONNRESET, "connection closed before the answer")
         conn.head += data
@@ -365,7 +393,7 @@ class IoLoop:
         conn.state = _BODY
         if body:
             self._store(conn, r, body)
-        if conn.tls and conn.r is not None and conn.sock.pending():  # type: ignore[attr-defined]
+        if tls is not None and conn.r is not None and tls.ready():
             self.again.add(conn)
 
     def _accept(self, conn: _Conn, r: _Range, head: rawhttp.Head, body: bytes) -> bool:
@@ -425,7 +453,7 @@ class IoLoop:
             self._finish_range(conn, r, early=True)
             return
         want = min(_SLICE, conn.left, end - pos)
-        if conn.tls:
+        if conn.tls is not None:
             moved = self._decrypt(conn, want)
             if moved < 0:
                 return
@@ -437,7 +465,7 @@ class IoLoop:
                 return
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
-        if not conn.tls:
+        if conn.tls is None:
             drain_pipe(self.pipe[0], f.fd, pos, moved)
         conn.left -= moved
         conn.last = e.clock()
@@ -445,23 +473,17 @@ class IoLoop:
 
     def _decrypt(self, conn: _Conn, want: int) -> int:
         """Up to ``want`` body bytes into ``self.buf``: -1 when none is ready,
-        0 at the end of the stream. (One TLS record per read: read on until
-        the socket has no more, or ``want`` is reached.)"""
-        sock = conn.sock
-        got = 0
-        try:
-            while got < want:
-                n = sock.recv_into(self.buf[got:want])
-                if n == 0:
-                    break
-                got += n
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            if got == 0:
-                return -1
-        except ssl.SSLZeroReturnError:
-            pass
-        if got and sock.pending():  # type: ignore[attr-defined]
-            self.again.add(conn)  # the rest of a record OpenSSL already decrypted
+        0 at the end of the stream. Records already in memory first, then one
+        read of the socket."""
+        tls = conn.tls
+        assert tls is not None
+        got = tls.read_into(self.buf, want)
+        if got < want and tls.starved and not tls.eof and self._feed(conn) != -1:
+            got += tls.read_into(self.buf[got:], want - got)
+        if tls.ready():
+            self.again.add(conn)
+        if got == 0:
+            return 0 if tls.eof else -1
         return got
 
     def _store(self, conn: _Conn, r: _Range, data: bytes) -> None:

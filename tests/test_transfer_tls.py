@@ -5,6 +5,7 @@ fails the pull with the same error the threaded path gives."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -60,6 +61,25 @@ def test_https_ranges_move_in_the_event_loop(qwen_home: Path, tmp_path: Path, mi
     assert sum(r.bytes_sent for r in gets) == big_repo.files["model.safetensors"].size
     # Kept alive: a handshake per connection, not per range (plus the metadata's).
     assert front.handshakes <= 3 + 2, front.handshakes
+
+
+def test_records_left_in_memory_are_served_when_turns_end_early(qwen_home: Path, tmp_path: Path,
+                                                                mirror: Mirror, front: TlsFront, ca: trustme.CA,
+                                                                big_repo: GeneratedRepo,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of 16 KiB (so a read often brings more than the body asks for,
+    and whole records stay in memory) and turns that end after one event: a
+    connection with records in memory keeps its turn until it is served, or
+    it would wait for a socket that has nothing more and stall."""
+    from qwenhome.transfer import evloop
+
+    monkeypatch.setattr(evloop, "_SLICE", 16 * 1024)
+    monkeypatch.setattr(evloop, "_TURN", 0.0)
+    pull(tls_settings(qwen_home, front.url, ca_file_of(ca, tmp_path)), RepoRef.parse("Org/Big"),
+         config=replace(FAST, connections=8, chunk_min=1 << 20, chunk_max=1 << 20))
+    assert_snapshot_matches(qwen_home, big_repo)
+    gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
+    assert sum(r.bytes_sent for r in gets) == big_repo.files["model.safetensors"].size, "no range stalled"
 
 
 def test_cut_tls_connections_are_retried_in_the_loop(qwen_home: Path, tmp_path: Path, mirror: Mirror,
@@ -152,3 +172,32 @@ def test_tls_records_left_in_memory_are_reported_ready(ca: trustme.CA) -> None:
     client.feed(wire[len(wire) - 100:])
     assert client.read_into(buf[first + rest:], len(payload)) == 16384
     assert bytes(buf) == payload
+
+
+def test_a_connection_keeps_its_extra_turn_until_it_is_served() -> None:
+    """The same rule, exactly: a turn that ends before it reaches a connection
+    with records in memory leaves it in the set for the next turn."""
+    import selectors
+    import socket
+    from typing import Any, cast
+
+    from qwenhome.hub.http import Origin
+    from qwenhome.transfer import evloop
+
+    a, b = socket.socketpair()
+    loop = evloop.IoLoop(cast(Any, None))
+    try:
+        conn = evloop._Conn(a, Origin("https", "127.0.0.1", 443), 0.0)
+        conn.r = cast(Any, object())  # a range in flight
+        loop.sel.register(a, selectors.EVENT_READ, conn)
+        loop.again.add(conn)
+        assert [key.data for key, _ in loop._pending([])] == [conn]
+        assert [key.data for key, _ in loop._pending([])] == [conn], "not served yet: still due"
+        conn.r = None  # its range ended: an idle connection waits for select
+        assert loop._pending([]) == [] and conn not in loop.again
+    finally:
+        loop.sel.close()
+        for fd in loop.pipe:
+            os.close(fd)
+        a.close()
+        b.close()

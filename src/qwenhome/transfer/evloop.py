@@ -163,13 +163,16 @@ class IoLoop:
         have nothing more, so select would not report them."""
         seen = {key.data for key, _ in ready}
         extra = []
-        for conn in self.again:
-            if conn not in seen and conn.r is not None:
+        for conn in list(self.again):
+            if conn.r is None:
+                self.again.discard(conn)  # idle now: its next answer comes through select
+            elif conn not in seen:
                 try:
                     extra.append((self.sel.get_key(conn.sock), selectors.EVENT_READ))
                 except (KeyError, ValueError):
-                    pass
-        self.again.clear()
+                    self.again.discard(conn)
+        # (A connection leaves the set when it is served: a turn that ends
+        # early must not lose the ones it did not reach.)
         return extra
 
     def _share(self) -> int:
@@ -261,6 +264,7 @@ class IoLoop:
             addrs.append(addrs.pop(0))
 
     def _ready(self, conn: _Conn, mask: int) -> None:
+        self.again.discard(conn)  # (put back by the read when records are still in memory)
         r = conn.r
         if r is None:  # an idle keep-alive connection spoke: the server closed it
             self._forget_idle(conn)

@@ -38,16 +38,18 @@ def nginx_repos(tmp_path: Path) -> Path:
     return repos
 
 
-def _bench(tmp_path: Path, repos: Path, limit_mbps: str, *args: str) -> dict[str, Any]:
+def _bench(tmp_path: Path, repos: Path, limit_mbps: str, *args: str, tls: bool = False) -> dict[str, Any]:
     endpoint = subprocess.Popen([sys.executable, str(ROOT / "bench/nginx_endpoint.py"), "--root", str(repos),
-                                 "--port", str(free_port()), "--limit-mbps", limit_mbps],
+                                 "--port", str(free_port()), "--limit-mbps", limit_mbps, *(["--tls"] if tls else [])],
                                 stdout=subprocess.PIPE, text=True)
     try:
         assert endpoint.stdout is not None
-        url = json.loads(endpoint.stdout.readline())["url"]
+        started = json.loads(endpoint.stdout.readline())
+        url = started["url"]
+        ca = ["--ca-file", started["ca_file"]] if tls else []
         out = tmp_path / "report.json"
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "bench/transfer.py"), "--endpoint", url, *SIZES, *args,
+            [sys.executable, str(ROOT / "bench/transfer.py"), "--endpoint", url, *SIZES, *args, *ca,
              "--timeout", "60", "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
             capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -65,6 +67,15 @@ def test_bench_runs_against_nginx(tmp_path: Path, nginx_repos: Path) -> None:
     for name, scenario in doc["scenarios"].items():
         # "ok": the run exited 0 and left every file with the expected sha256.
         assert {r["tool"]: r["status"] for r in scenario["results"]} == {"qwenhome": "ok", "aria2c": "ok"}, name
+
+
+def test_bench_runs_against_nginx_over_https(tmp_path: Path, nginx_repos: Path) -> None:
+    """``nginx_endpoint.py --tls`` and ``transfer.py --ca-file``: every tool
+    is given the throw-away CA, and qwenhome's loop moves the files over TLS."""
+    doc = _bench(tmp_path, nginx_repos, "20", "--scenario", "many-files", "--tools", "qwenhome,aria2c,curl", tls=True)
+    assert doc["endpoint"].startswith("https://")
+    results = doc["scenarios"]["many-files"]["results"]
+    assert {r["tool"]: r["status"] for r in results} == {"qwenhome": "ok", "aria2c": "ok", "curl": "ok"}
 
 
 def test_shaping_proxy_applies_latency_and_counts_resume_bytes(tmp_path: Path, nginx_repos: Path) -> None:

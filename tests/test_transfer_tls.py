@@ -15,9 +15,10 @@ import trustme
 
 from qwenhome.config import Settings, load_settings
 from qwenhome.errors import QwenhomeError
+from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
-from tests.support.mirror import Mirror
+from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo
 from tests.support.tls_front import TlsFront
 from tests.test_pull import assert_snapshot_matches
@@ -96,6 +97,25 @@ def test_cut_tls_connections_are_retried_in_the_loop(qwen_home: Path, tmp_path: 
     size = big_repo.files["model.safetensors"].size
     sent = sum(r.bytes_sent for r in mirror.faults.records() if r.file_path == "model.safetensors")
     assert sent <= size + 3 * 8 * 2**20, "only the cut ranges' rest is asked again"
+
+
+def test_a_redirect_from_https_to_the_cdn_is_followed_once(qwen_home: Path, tmp_path: Path, repos_root: Path,
+                                                          hash_cache: HashCache, ca: trustme.CA,
+                                                          big_repo: GeneratedRepo) -> None:
+    """As on the Hub: ``resolve`` over HTTPS answers 302 to a signed CDN URL
+    (here plain HTTP on another host name); one range learns it, the rest go
+    straight there, all in the loop."""
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache), redirect_lfs=True) as m, \
+            TlsFront(m.server.port, ca) as f:
+        result = pull(tls_settings(qwen_home, f.url, ca_file_of(ca, tmp_path)), RepoRef.parse("Org/Big"),
+                      config=FAST)
+        records = [r for r in m.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
+    assert_snapshot_matches(qwen_home, big_repo)
+    assert result.stats.get("threaded_files") == 0, result.stats
+    resolves = [r for r in records if "/resolve/" in r.path]
+    cdn = [r for r in records if r.path.startswith("/cdn/")]
+    assert len(resolves) == 1 and resolves[0].status == 302, resolves
+    assert len(cdn) >= 23
 
 
 def test_an_untrusted_certificate_says_tls_and_how_to_fix_it(qwen_home: Path, mirror: Mirror,

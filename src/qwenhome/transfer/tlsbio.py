@@ -2,9 +2,8 @@
 
 An ``SSLSocket`` reads a record header and then its body with two system
 calls per 16 KiB record. Here the loop reads the socket itself, as much as is
-there in one call, and OpenSSL decrypts from memory: about a hundred times
-fewer system calls for a body. OpenSSL runs without the GIL, so two loops
-decrypt on two cores.
+there (up to 1 MiB) in one call, and OpenSSL decrypts from memory. OpenSSL
+runs without the GIL, so two loops decrypt on two cores.
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 _CONNECTING, _HANDSHAKE, _SENDING, _HEAD, _BODY = range(5)
 _SLICE = 1 << 20  # bytes moved per readable event and connection
+# TLS bytes read from a socket at a time: OpenSSL's buffer of each connection
+# grows to this and stays, so it bounds memory with 128 connections.
+_TLS_READ = 256 * 1024
 # A turn serves ready connections oldest range first and ends after this long.
 # When the machine cannot take every connection's bytes, the oldest ranges
 # (the ones holding the files' written prefixes) still get theirs, so the
@@ -93,7 +96,7 @@ class IoLoop:
         self.addrs: dict[Origin, list[tuple[socket.AddressFamily, tuple[str, int]]]] = {}
         self.again: set[_Conn] = set()  # TLS connections with whole records select cannot see
         self.buf = memoryview(bytearray(_SLICE))  # HTTPS bodies are decrypted into this
-        self.raw = memoryview(bytearray(_SLICE))  # and read from the socket into this
+        self.raw = memoryview(bytearray(_TLS_READ))  # and read from the socket into this
         self.pipe = os.pipe()
         try:
             fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
@@ -350,7 +353,7 @@ class IoLoop:
         nothing is there."""
         assert conn.tls is not None
         try:
-            n = conn.sock.recv_into(self.raw)
+            n = conn.sock.recv_into(self.raw, _TLS_READ)
         except BlockingIOError:
             return -1
         conn.tls.feed(self.raw[:n])

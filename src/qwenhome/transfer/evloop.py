@@ -375,7 +375,7 @@ class IoLoop:
         tls = conn.tls
         if tls is not None:
             self._feed(conn)
-            data = tls.read(_SLICE)
+            data = bytes(self.buf[: tls.read_into(self.buf, _SLICE)])
             if not data and not tls.eof:
                 return
         else:

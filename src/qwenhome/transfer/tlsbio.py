@@ -65,23 +65,6 @@ class TlsBio:
             self.eof = True
         return got
 
-    def read(self, limit: int) -> bytes:
-        """Up to ``limit`` decrypted bytes (for the answer's head)."""
-        out = bytearray()
-        self.starved = False
-        try:
-            while len(out) < limit:
-                chunk = self.obj.read(limit - len(out))
-                if not chunk:
-                    self.eof = True
-                    break
-                out += chunk
-        except ssl.SSLWantReadError:
-            self.starved = True
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            self.eof = True
-        return bytes(out)
-
     def ready(self) -> bool:
         """Whole records wait in memory (the last read stopped at its limit):
         select would not report them, and the socket may stay quiet."""

@@ -64,14 +64,14 @@ def test_https_ranges_move_in_the_event_loop(qwen_home: Path, tmp_path: Path, mi
     assert front.handshakes <= 3 + 2, front.handshakes
 
 
-def test_records_left_in_memory_are_served_when_turns_end_early(qwen_home: Path, tmp_path: Path,
+def test_decrypted_bytes_waiting_are_served_when_turns_end_early(qwen_home: Path, tmp_path: Path,
                                                                 mirror: Mirror, front: TlsFront, ca: trustme.CA,
                                                                 big_repo: GeneratedRepo,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reads of 16 KiB (so a read often brings more than the body asks for,
-    and whole records stay in memory) and turns that end after one event: a
-    connection with records in memory keeps its turn until it is served, or
-    it would wait for a socket that has nothing more and stall."""
+    """Reads of 16 KiB (so a read often stops inside a TLS record, and its
+    decrypted rest waits in OpenSSL) and turns that end after one event: a
+    connection with bytes waiting keeps its turn until it is served, or it
+    would wait for a socket that has nothing more and stall."""
     from qwenhome.transfer import evloop
 
     monkeypatch.setattr(evloop, "_SLICE", 16 * 1024)
@@ -153,50 +153,9 @@ def test_a_handshake_the_loop_cannot_make_goes_to_the_threads(tmp_path: Path, mi
     assert not mirror.faults.records(path="model.safetensors")
 
 
-def test_tls_records_left_in_memory_are_reported_ready(ca: trustme.CA) -> None:
-    """The loop reads a socket in large pieces: when it stops at its limit,
-    whole records stay in memory where select cannot see them, and ``ready``
-    says so; once only part of a record is left, it waits for the socket."""
-    import ssl
-
-    from qwenhome.transfer.tlsbio import TlsBio
-
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client = TlsBio(client_ctx, "127.0.0.1")
-    for _ in range(10):  # the handshake, in memory
-        done = client.handshake()
-        s_in.write(client.outgoing())
-        try:
-            server.do_handshake()
-        except ssl.SSLWantReadError:
-            pass
-        client.feed(s_out.read())
-        if done:
-            break
-    assert done
-    payload = bytes(range(256)) * 8192  # 2 MiB: 128 records
-    server.write(payload)
-    wire = s_out.read()
-    buf = memoryview(bytearray(len(payload)))
-    client.feed(wire[: len(wire) - 100])  # all but the end of the last record
-    first = client.read_into(buf, 1 << 20)
-    assert first == 1 << 20 and client.ready()
-    rest = client.read_into(buf[first:], len(payload))
-    assert client.starved and not client.ready()
-    assert rest == len(payload) - first - 16384  # the last record is incomplete
-    client.feed(wire[len(wire) - 100:])
-    assert client.read_into(buf[first + rest:], len(payload)) == 16384
-    assert bytes(buf) == payload
-
-
 def test_a_connection_keeps_its_extra_turn_until_it_is_served() -> None:
     """The same rule, exactly: a turn that ends before it reaches a connection
-    with records in memory leaves it in the set for the next turn."""
+    with decrypted bytes waiting leaves it in the set for the next turn."""
     import selectors
     import socket
     from typing import Any, cast

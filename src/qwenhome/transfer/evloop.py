@@ -5,9 +5,9 @@ the many connections a per-connection-capped link needs, those hand-offs cost
 more CPU than moving the bytes. Here one thread keeps ``target`` non-blocking
 connections busy: it sends ranged GETs, parses the answer's head and moves
 each body as data arrives: plain HTTP is spliced socket → pipe → file inside
-the kernel; HTTPS is read from the socket in large pieces, decrypted in
-memory (:mod:`.tlsbio`) and written at its offset. Hashing and installing run
-in the engine's hash threads.
+the kernel; HTTPS is decrypted into a buffer (OpenSSL runs without the GIL,
+so the loops decrypt on every core) and written at its offset. Hashing and
+installing run in the engine's hash threads.
 
 Only the common case is handled here: origins reached without a proxy,
 answered 206 (or 200 for a whole file) with a length, or redirected. A file
@@ -34,7 +34,6 @@ from ..hub.errors import raise_for_status
 from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
-from .tlsbio import TlsBio
 from .workers import expired_signed_url, write_at
 
 if TYPE_CHECKING:
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
 
 _CONNECTING, _HANDSHAKE, _SENDING, _HEAD, _BODY = range(5)
 _SLICE = 1 << 20  # bytes moved per readable event and connection
-# TLS bytes read from a socket at a time: OpenSSL's buffer of each connection
-# grows to this and stays, so it bounds memory with 128 connections.
-_TLS_READ = 256 * 1024
 # A turn serves ready connections oldest range first and ends after this long.
 # When the machine cannot take every connection's bytes, the oldest ranges
 # (the ones holding the files' written prefixes) still get theirs, so the
@@ -60,14 +56,11 @@ def _oldest_first(event: tuple[selectors.SelectorKey, int]) -> float:
 
 
 class _Conn:
-    __slots__ = ("head", "https", "keep", "last", "left", "origin", "out", "r", "req", "reused", "sock", "state",
-                 "tls", "url")
+    __slots__ = ("head", "keep", "last", "left", "origin", "out", "r", "reused", "sock", "state", "tls", "url")
 
     def __init__(self, sock: socket.socket, origin: Origin, now: float) -> None:
         self.sock = sock
-        self.https = origin.scheme == "https"
-        self.tls: TlsBio | None = None  # set once TCP is up
-        self.req = b""  # a request waiting for the TLS handshake
+        self.tls = origin.scheme == "https"  # sock becomes an SSLSocket once connected
         self.origin = origin
         self.state = _CONNECTING
         self.r: _Range | None = None
@@ -94,9 +87,8 @@ class IoLoop:
         self.busy: set[_Conn] = set()
         self.idle: dict[Origin, list[_Conn]] = {}
         self.addrs: dict[Origin, list[tuple[socket.AddressFamily, tuple[str, int]]]] = {}
-        self.again: set[_Conn] = set()  # TLS connections with whole records select cannot see
+        self.again: set[_Conn] = set()  # TLS connections with decrypted bytes select cannot see
         self.buf = memoryview(bytearray(_SLICE))  # HTTPS bodies are decrypted into this
-        self.raw = memoryview(bytearray(_TLS_READ))  # and read from the socket into this
         self.pipe = os.pipe()
         try:
             fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
@@ -162,8 +154,8 @@ class IoLoop:
                 os.close(fd)
 
     def _pending(self, ready: list[tuple[selectors.SelectorKey, int]]) -> list[tuple[selectors.SelectorKey, int]]:
-        """TLS connections with whole records in memory: their socket may
-        have nothing more, so select would not report them."""
+        """TLS connections whose decrypted bytes wait inside OpenSSL: their
+        socket may have nothing more, so select would not report them."""
         seen = {key.data for key, _ in ready}
         extra = []
         for conn in list(self.again):
@@ -217,21 +209,13 @@ class IoLoop:
         token = cand.source.token if origin.host == cand.source.host else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        default_port = 443 if conn.https else 80
-        host = origin.host if origin.port == default_port else f"{origin.host}:{origin.port}"
-        req = rawhttp.request(url, host, headers)
-        conn.r, conn.url, conn.last = r, url, now
+        host = origin.host if origin.port == 80 else f"{origin.host}:{origin.port}"
+        conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, host, headers), now
         conn.head.clear()
         self.busy.add(conn)
-        if conn.state in (_CONNECTING, _HANDSHAKE):
-            if conn.https:
-                conn.req = req  # encrypted once the handshake is done
-            else:
-                conn.out = req
-            return
-        conn.out = conn.tls.encrypt(req) if conn.tls is not None else req
-        conn.state = _SENDING
-        self._send(conn)
+        if conn.state not in (_CONNECTING, _HANDSHAKE):
+            conn.state = _SENDING
+            self._send(conn)
 
     def _idle_conn(self, origin: Origin) -> _Conn | None:
         conns = self.idle.get(origin)
@@ -267,7 +251,7 @@ class IoLoop:
             addrs.append(addrs.pop(0))
 
     def _ready(self, conn: _Conn, mask: int) -> None:
-        self.again.discard(conn)  # (put back by the read when records are still in memory)
+        self.again.discard(conn)  # (put back by the read when decrypted bytes are still waiting)
         r = conn.r
         if r is None:  # an idle keep-alive connection spoke: the server closed it
             self._forget_idle(conn)
@@ -278,17 +262,13 @@ class IoLoop:
                 if err:
                     self._next_address(conn.origin)
                     raise OSError(err, os.strerror(err))
-                if conn.https:
-                    # TCP is up: TLS over it, with the client's context (its CA file, checks).
-                    conn.tls = TlsBio(self.e.http.ssl_context(), conn.origin.host)
-                    conn.state = _HANDSHAKE
+                if conn.tls:
+                    self._wrap(conn)
                     self._handshake(conn)
                 else:
                     conn.state = _SENDING
                     self._send(conn)
             elif conn.state == _HANDSHAKE:
-                if mask & selectors.EVENT_READ and self._feed(conn) == 0:
-                    raise ConnectionResetError(errno.ECONNRESET, "connection closed during the TLS handshake")
                 self._handshake(conn)
             elif conn.state == _SENDING:
                 self._send(conn)
@@ -327,43 +307,37 @@ class IoLoop:
                 return
             self._fail(r, translate(exc, conn.url), conn)
 
-    def _handshake(self, conn: _Conn) -> None:
-        """A step of the TLS handshake (raises ``ssl.SSLError`` when it fails);
-        once done, the waiting request goes out with the last handshake bytes."""
-        tls = conn.tls
-        assert tls is not None
-        done = tls.handshake()
-        conn.out += tls.outgoing()
-        if done:
-            conn.last = self.e.clock()
-            conn.state = _SENDING
-            conn.out += tls.encrypt(conn.req)
-            conn.req = b""
-            self._send(conn)
-            return
-        if conn.out:
-            try:
-                conn.out = conn.out[conn.sock.send(conn.out):]
-            except BlockingIOError:
-                pass
-        self.sel.modify(conn.sock, selectors.EVENT_WRITE if conn.out else selectors.EVENT_READ, conn)
+    def _wrap(self, conn: _Conn) -> None:
+        """TCP is up: TLS over it (the client's context: its CA file, SNI, checks)."""
+        self.sel.unregister(conn.sock)
+        conn.sock = self.e.http.ssl_context().wrap_socket(conn.sock, server_hostname=conn.origin.host,
+                                                          do_handshake_on_connect=False)
+        conn.state = _HANDSHAKE
+        self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
 
-    def _feed(self, conn: _Conn) -> int:
-        """One read of the socket into TLS: the count, 0 at its end, -1 when
-        nothing is there."""
-        assert conn.tls is not None
+    def _handshake(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
         try:
-            n = conn.sock.recv_into(self.raw, _TLS_READ)
-        except BlockingIOError:
-            return -1
-        conn.tls.feed(self.raw[:n])
-        return n
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.sel.modify(sock, selectors.EVENT_READ, conn)
+            return
+        except ssl.SSLWantWriteError:
+            self.sel.modify(sock, selectors.EVENT_WRITE, conn)
+            return
+        conn.last = self.e.clock()
+        conn.state = _SENDING
+        self._send(conn)
 
     def _send(self, conn: _Conn) -> None:
         try:
             n = conn.sock.send(conn.out)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
             n = 0
+        except ssl.SSLWantReadError:  # TLS needs the peer's bytes first
+            self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            return
         conn.out = conn.out[n:]
         if not conn.out:
             conn.state = _HEAD
@@ -372,17 +346,12 @@ class IoLoop:
             self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
 
     def _read_head(self, conn: _Conn, r: _Range) -> None:
-        tls = conn.tls
-        if tls is not None:
-            self._feed(conn)
-            data = bytes(self.buf[: tls.read_into(self.buf, _SLICE)])
-            if not data and not tls.eof:
-                return
-        else:
-            try:
-                data = conn.sock.recv(65536)
-            except BlockingIOError:
-                return
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except ssl.SSLZeroReturnError:
+            data = b""  # the server closed TLS cleanly
         if not data:
             raise ConnectionResetError(errno.ECONNRESET, "connection closed before the answer")
         conn.head += data
@@ -400,7 +369,7 @@ class IoLoop:
         conn.state = _BODY
         if body:
             self._store(conn, r, body)
-        if tls is not None and conn.r is not None and tls.ready():
+        if conn.tls and conn.r is not None and conn.sock.pending():  # type: ignore[attr-defined]
             self.again.add(conn)
 
     def _accept(self, conn: _Conn, r: _Range, head: rawhttp.Head, body: bytes) -> bool:
@@ -460,7 +429,7 @@ class IoLoop:
             self._finish_range(conn, r, early=True)
             return
         want = min(_SLICE, conn.left, end - pos)
-        if conn.tls is not None:
+        if conn.tls:
             moved = self._decrypt(conn, want)
             if moved < 0:
                 return
@@ -472,7 +441,7 @@ class IoLoop:
                 return
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
-        if conn.tls is None:
+        if not conn.tls:
             drain_pipe(self.pipe[0], f.fd, pos, moved)
         conn.left -= moved
         conn.last = e.clock()
@@ -480,17 +449,23 @@ class IoLoop:
 
     def _decrypt(self, conn: _Conn, want: int) -> int:
         """Up to ``want`` body bytes into ``self.buf``: -1 when none is ready,
-        0 at the end of the stream. Records already in memory first, then one
-        read of the socket."""
-        tls = conn.tls
-        assert tls is not None
-        got = tls.read_into(self.buf, want)
-        if got < want and tls.starved and not tls.eof and self._feed(conn) != -1:
-            got += tls.read_into(self.buf[got:], want - got)
-        if tls.ready():
-            self.again.add(conn)
-        if got == 0:
-            return 0 if tls.eof else -1
+        0 at the end of the stream. (One TLS record per read: read on until
+        the socket has no more, or ``want`` is reached.)"""
+        sock = conn.sock
+        got = 0
+        try:
+            while got < want:
+                n = sock.recv_into(self.buf[got:want])
+                if n == 0:
+                    break
+                got += n
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            if got == 0:
+                return -1
+        except ssl.SSLZeroReturnError:
+            pass
+        if got and sock.pending():  # type: ignore[attr-defined]
+            self.again.add(conn)  # the rest of a record OpenSSL already decrypted
         return got
 
     def _store(self, conn: _Conn, r: _Range, data: bytes) -> None:

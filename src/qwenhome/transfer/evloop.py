@@ -439,10 +439,9 @@ class IoLoop:
                 moved = os.splice(conn.sock.fileno(), self.pipe[1], want)
             except BlockingIOError:
                 return
+            drain_pipe(self.pipe[0], f.fd, pos, moved)
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
-        if not conn.tls:
-            drain_pipe(self.pipe[0], f.fd, pos, moved)
         conn.left -= moved
         conn.last = e.clock()
         self._account(conn, r, pos, moved)

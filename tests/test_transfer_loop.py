@@ -149,3 +149,15 @@ def test_an_http10_answer_keeps_its_connection_only_when_it_says_so() -> None:
     assert keep(b"HTTP/1.0 206 Partial Content\r\nConnection: Keep-Alive\r\nContent-Length: 3\r\n\r\n")
     assert keep(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\n")
     assert not keep(b"HTTP/1.1 206 Partial Content\r\nConnection: close\r\nContent-Length: 3\r\n\r\n")
+
+
+def test_the_host_header_names_a_port_only_when_it_is_not_the_schemes_own() -> None:
+    """HTTPS on 443 is ``Host: name`` (not ``name:443``, which a CDN's virtual
+    hosts need not accept); an IPv6 address is bracketed."""
+    from qwenhome.hub.http import Origin
+
+    assert Origin.of("https://cdn.example/f").authority == "cdn.example"
+    assert Origin.of("http://cdn.example:80/f").authority == "cdn.example"
+    assert Origin.of("https://cdn.example:8443/f").authority == "cdn.example:8443"
+    assert Origin.of("http://127.0.0.1:18020/f").authority == "127.0.0.1:18020"
+    assert Origin.of("http://[::1]:8080/f").authority == "[::1]:8080"

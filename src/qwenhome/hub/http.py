@@ -50,6 +50,13 @@ class Origin:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return cls(parts.scheme, parts.hostname.lower(), port)
 
+    @property
+    def authority(self) -> str:
+        """``host[:port]`` as a Host header names it: the port only when it is
+        not the scheme's own, an IPv6 address in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == (443 if self.scheme == "https" else 80) else f"{host}:{self.port}"
+
 
 @dataclass
 class Response:

@@ -209,8 +209,7 @@ class IoLoop:
         token = cand.source.token if origin.host == cand.source.host else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        host = origin.host if origin.port == 80 else f"{origin.host}:{origin.port}"
-        conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, host, headers), now
+        conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, origin.authority, headers), now
         conn.head.clear()
         self.busy.add(conn)
         if conn.state not in (_CONNECTING, _HANDSHAKE):

@@ -161,3 +161,59 @@ def test_the_host_header_names_a_port_only_when_it_is_not_the_schemes_own() -> N
     assert Origin.of("https://cdn.example:8443/f").authority == "cdn.example:8443"
     assert Origin.of("http://127.0.0.1:18020/f").authority == "127.0.0.1:18020"
     assert Origin.of("http://[::1]:8080/f").authority == "[::1]:8080"
+
+
+def test_a_body_trickling_in_is_read_in_few_large_pieces(qwen_home: Path, mirror: Mirror, repos_root: Path) -> None:
+    """A server that sends small pieces (here 50 KB every 50 ms) would cost a
+    read per piece; with SO_RCVLOWAT the kernel reports the socket once a
+    share of the connection's rate waits in it. The last bytes of the body,
+    fewer than that share, must still be reported (no stall, no retry)."""
+    sizes = {"a.bin": (2 << 20) + 12_345}
+    mirror.faults.bandwidth(1_000_000)
+    config = replace(FAST, connections=1, chunk_min=4 << 20, chunk_max=4 << 20, stall_timeout=5.0)
+
+    def reads(home: Path, name: str, **knobs: float) -> int:
+        repo = make_repo(repos_root, f"Org/{name}", sizes, seed=len(name))
+        result = pull(settings_for(home, mirror.url), RepoRef.parse(f"Org/{name}"), config=replace(config, **knobs))
+        assert_snapshot_matches(home, repo)
+        gets = [r for r in mirror.faults.records() if r.file_path == "a.bin" and r.method == "GET"
+                and f"/Org/{name}/" in r.path]
+        assert len(gets) == 1 and gets[0].status == 206, [(r.status, r.range) for r in gets]
+        return int(cast(dict[str, int], result.stats)["loop_reads"])
+
+    gathered = reads(qwen_home, "Gathered", rcvlowat_time=0.25)
+    every_piece = reads(qwen_home, "EveryPiece", rcvlowat=0)
+    assert every_piece >= 30, every_piece  # about one read per 50 KB piece
+    assert gathered <= every_piece // 3, (gathered, every_piece)
+
+
+def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate() -> None:
+    """A server that pays per connection (a Python one near its CPU limit)
+    serves less when more connections ask: the controller then halves the
+    count while the rate holds, and steps back up once a halving costs."""
+    from qwenhome.hub.http import HttpClient
+    from qwenhome.transfer.engine import TransferEngine, _Range
+
+    engine = TransferEngine(HttpClient(env={}), EngineConfig())
+    engine._target = 32
+    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    probing, rate, before = engine._tune(150e6, 0.0, 32)  # 4.7 MB/s per connection: capped, so it widens
+    assert probing and (rate, before, engine._target) == (150e6, 32, 64)
+    # 64 serve less than 32 did: not back to 32 but down to 16.
+    probing, rate, before = engine._tune(100e6, rate, before)
+    assert probing and (rate, before, engine._target) == (150e6, 32, 16)
+    # 16 keep the rate: on to 8 (the floor).
+    probing, rate, before = engine._tune(160e6, rate, before)
+    assert probing and (rate, before, engine._target) == (160e6, 16, 8)
+    # 8 cost a third: back to 16, and the probing ends.
+    probing, rate, before = engine._tune(110e6, rate, before)
+    assert not probing and engine._target == 16
+
+    # A widening that merely did not pay (the machine, not the server, is
+    # the limit) goes back to where it was.
+    engine = TransferEngine(HttpClient(env={}), EngineConfig())
+    engine._target = 32
+    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    probing, rate, before = engine._tune(500e6, 0.0, 32)
+    assert engine._target == 64
+    assert engine._tune(520e6, rate, before)[0] is False and engine._target == 32

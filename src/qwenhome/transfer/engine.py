@@ -66,6 +66,7 @@ from .partmap import Intervals
 from .retry import Backoff
 from .workers import Workers
 
+KiB = 1 << 10
 MiB = 1 << 20
 # Fault the mapped pages in one go (they are in the page cache: just written).
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
@@ -110,10 +111,18 @@ class EngineConfig:
     max_connections: int = 128
     step_gain: float = 1.25  # a widening step is kept when throughput grew by this factor,
     step_gain_capped: float = 1.3  # or by this one when each connection looks capped
+    narrow_keep: float = 0.9  # a step that cost more than this fraction of throughput is undone
+    narrow_min: int = 8  # the fewest connections the controller steps down to
     chunk_min: int = 4 * MiB
     chunk_max: int = 16 * MiB
     in_flight: int = 256 * MiB  # ranges are sized to keep about this much under way (the hash's lag)
     buffer_size: int = 1 * MiB
+    # The loop asks the kernel to report a body's socket only once about this
+    # much waits in it (SO_RCVLOWAT), not at every segment: at most
+    # ``rcvlowat`` bytes, and no more than ``rcvlowat_time`` of the
+    # connection's rate, so a slow link still shows life. 0 turns it off.
+    rcvlowat: int = 256 * KiB
+    rcvlowat_time: float = 0.02
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
     event_loop: bool = True  # loop threads drive every direct connection, HTTP and HTTPS (needs splice)
     loop_threads: int = 2  # event loops, each with its share of the connections
@@ -230,6 +239,7 @@ class TransferEngine:
         # hash threads without the lock): past ``hash_ahead`` the loops pause.
         self._hash_backlog = 0
         self._small_turn = False  # _carve_next alternates between the ends of the queue
+        self._narrowing = False  # the controller is stepping down (a server that pays per connection)
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -302,7 +312,8 @@ class TransferEngine:
                 self._close(f)
         elapsed = max(1e-9, self.clock() - t_start)
         self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk,
-                      "threaded_files": sum(1 for f in self._files if f.slow)}
+                      "threaded_files": sum(1 for f in self._files if f.slow),
+                      "loop_reads": sum(lp.reads for lp in self._loops)}
         if self._fatal is not None:
             raise self._fatal
         return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
@@ -830,6 +841,7 @@ class TransferEngine:
         prev_target = self._target
         probing = not self.cfg.connections
         warmup = True
+        settle = False
         last_files_t = last_t
         last_emit = last_t - self.cfg.tick
         while True:
@@ -865,17 +877,32 @@ class TransferEngine:
                 if received:  # windows start with the first bytes: set-up is not a fair measure
                     warmup = False
                     probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
-            elif probing and now - probe_t >= self.cfg.probe_interval * (0.5 if prev_rate == 0.0 else 1.0):
+            elif settle:
+                # A step just changed the connections: the new ones' first
+                # round trips, or the ranges still running on connections
+                # beyond a lowered target, are not the new count's measure.
+                # The window starts after them.
+                with self._cv:
+                    if now - probe_t < self.cfg.probe_interval * 0.5 or len(self._inflight) > self._target:
+                        continue
+                settle = False
+                probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
+            elif probing and now - probe_t >= self.cfg.probe_interval * (
+                    0.5 if prev_rate == 0.0 else 3.0 if self._narrowing else 1.0):
                 # (The first window is shorter: a capped link shows at once,
-                # and every early step widens the whole rest of the run.)
+                # and every early step widens the whole rest of the run. A step
+                # down is measured longer: the servers that call for one are
+                # the ones whose rate swings most from window to window.)
                 rate = (received - probe_bytes) / (now - probe_t)
                 # The event loop never waiting on its sockets means this
                 # machine, not the link, is the limit: more connections would
                 # only cost CPU and lengthen the hash's lag.
                 waited = self._loops_waited()
                 saturated = self._loop_on and waited - probe_idle < 0.05 * (now - probe_t) * len(self._loops)
+                before = self._target
                 probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target, saturated)
                 probe_t, probe_bytes, probe_idle = now, received, waited
+                settle = self._target != before
 
     def _loops_waited(self) -> float:
         return sum(lp.waited for lp in self._loops)
@@ -896,9 +923,24 @@ class TransferEngine:
             # here vary by 10-20%): each connection costs the server and this
             # machine CPU. A link that truly caps each connection gains far
             # more (doubling 32 capped connections adds close to 100%).
+            if self._narrowing:
+                # Each step down halves the connections; one that keeps the
+                # rate is kept (the server, not the link, was the limit: each
+                # connection cost it CPU), and the next is tried.
+                if rate < prev_rate * self.cfg.narrow_keep:
+                    self._narrowing = False
+                    self._target = prev_target
+                    self._park.notify_all()
+                    self._start_workers()
+                    return False, prev_rate, prev_target
+                return self._narrow(max(rate, prev_rate))
             if prev_rate and rate < prev_rate * (self.cfg.step_gain_capped if capped else self.cfg.step_gain):
-                # The last step did not pay: go back.
+                # The last step did not pay: go back. When it even cost
+                # throughput, the server pays for each connection: fewer may
+                # serve better (a Python server near its CPU limit does).
                 self._target = prev_target
+                if rate < prev_rate * self.cfg.narrow_keep and not saturated:
+                    return self._narrow(prev_rate)
                 return False, rate, self._target
             if saturated:
                 return True, 0.0, self._target
@@ -914,6 +956,19 @@ class TransferEngine:
             self._park.notify_all()
             self._start_workers()
             return True, rate, before
+
+    def _narrow(self, rate: float) -> tuple[bool, float, int]:
+        """Halve the target (under the lock), down to ``narrow_min``; ``rate``
+        is the one to keep up with. Connections beyond the target close as
+        their ranges end (cutting them would not stop every server's work
+        on them: some read on to the end of the range)."""
+        before = self._target
+        if before // 2 < self.cfg.narrow_min:
+            self._narrowing = False
+            return False, rate, before
+        self._narrowing = True
+        self._target = before // 2
+        return True, rate, before
 
     def _save_maps(self, force: bool = False) -> None:
         """Write the part maps of files with new bytes. On the regular tick a

@@ -227,6 +227,23 @@ def test_wrong_size_is_refused(qwen_home: Path, mirror: Mirror, small_repo: Gene
     assert not (qwen_home / "hub/models--Org--Small/blobs" / exp.etag).exists()
 
 
+def test_a_server_without_sizes_or_tree_listing_is_asked_per_file_with_head(
+        qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
+    """Some Hub-protocol servers list file names only and have no tree
+    listing; huggingface_hub works with them through a HEAD per file, and so
+    must a pull: sizes and hashes come from each file's HEAD, and the files
+    are still verified against them."""
+    commit = HubClient(Source("m", "hf", mirror.url), HttpClient()).manifest(RepoRef.parse("Org/Small")).commit
+    names = {"id": "Org/Small", "sha": commit, "siblings": [{"rfilename": p} for p in small_repo.files]}
+    mirror.faults.respond_json(names, path="/api/models/Org/Small/revision/main")
+    mirror.faults.fail(404, times=None, path=f"/api/models/Org/Small/tree/{commit}")
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), config=FAST)
+    assert_snapshot_matches(qwen_home, small_repo)
+    heads = {r.file_path for r in mirror.faults.records(method="HEAD")}
+    assert heads == set(small_repo.files), heads
+    assert mirror.faults.hits("fail") >= 1, "the tree listing was asked first"
+
+
 def test_offline_forced_uses_cache_and_names_what_is_missing(qwen_home: Path, mirror: Mirror) -> None:
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"))
     n = len(mirror.faults.records())

@@ -3,19 +3,23 @@
 One revision request (``/api/{type}s/{repo}/revision/{rev}?blobs=true``)
 gives the commit and every file's size, blob id and LFS sha256; when a server
 omits sizes or hashes, the recursive tree listing (paginated by ``Link``) fills
-them in.
+them in; a server without a tree listing is asked per file with HEAD, as
+``huggingface_hub`` asks each file it downloads (``X-Linked-Etag`` and
+``X-Linked-Size`` for LFS files, else ``ETag`` and ``Content-Length``).
 """
 
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urljoin
 
 from ..config import Source
-from ..errors import ProtocolError, QwenhomeError
+from ..errors import ProtocolError, QwenhomeError, RepoNotFoundError
 from ..manifest import Manifest, RepoFile
 from ..store.layout import RepoRef, is_commit, validate_etag, validate_relpath
+from .errors import raise_for_status
 from .http import HttpClient
 from .jsonapi import get_json
 
@@ -27,6 +31,7 @@ HEADER_ERROR_CODE = "X-Error-Code"
 HEADER_ERROR_MESSAGE = "X-Error-Message"
 
 _LINK_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+_HEAD_THREADS = 8  # as huggingface_hub's snapshot_download runs its per-file requests
 
 
 class HubClient:
@@ -74,7 +79,14 @@ class HubClient:
                 break
             files.append(_file(path, size, blob_id, sha))
         if not complete:
-            files = self.tree(ref.at(commit))
+            try:
+                files = self.tree(ref.at(commit))
+            except RepoNotFoundError:
+                if not isinstance(siblings, list) or not siblings:
+                    raise
+                names = [validate_relpath(str(s["rfilename"])) for s in siblings
+                         if isinstance(s, dict) and "rfilename" in s]
+                files = self.head_files(ref, commit, names)
         return Manifest(ref.repo_id, ref.repo_type, commit, files, source=self.source.name)
 
     def tree(self, ref: RepoRef) -> list[RepoFile]:
@@ -96,6 +108,24 @@ class HubClient:
             m = _LINK_NEXT.search(link or "")
             url = urljoin(url, m.group(1)) if m else None
         return files
+
+    def head_files(self, ref: RepoRef, commit: str, paths: list[str]) -> list[RepoFile]:
+        """Each file's size and hash from a HEAD of its URL at ``commit`` (not
+        following the CDN redirect: the Hub's answer carries the metadata)."""
+        def head(path: str) -> RepoFile:
+            url = self.file_url(ref, commit, path)
+            resp = self.http.open("HEAD", url, token=self.source.token, follow_redirects=False)
+            resp.release()
+            if resp.status >= 400:
+                raise_for_status(resp.status, resp.headers, url, ref, b"")
+            linked = resp.header(HEADER_LINKED_ETAG)
+            etag = (linked or resp.header("ETag") or "").removeprefix("W/").strip('"')
+            size = resp.header(HEADER_LINKED_SIZE) if linked else resp.header("Content-Length")
+            sha = etag if len(etag) == 64 else None
+            return _file(path, size, etag if len(etag) == 40 else None, sha)
+
+        with ThreadPoolExecutor(min(_HEAD_THREADS, len(paths))) as pool:
+            return list(pool.map(head, paths))
 
     def file_url(self, ref: RepoRef, commit: str, path: str) -> str:
         return f"{self.base}/{ref.url_prefix}{ref.repo_id}/resolve/{commit}/{quote(path)}"

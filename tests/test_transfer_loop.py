@@ -184,7 +184,50 @@ def test_a_body_trickling_in_is_read_in_few_large_pieces(qwen_home: Path, mirror
     gathered = reads(qwen_home, "Gathered", rcvlowat_time=0.25)
     every_piece = reads(qwen_home, "EveryPiece", rcvlowat=0)
     assert every_piece >= 30, every_piece  # about one read per 50 KB piece
-    assert gathered <= every_piece // 3, (gathered, every_piece)
+    # (The gathered share grows from the body's first bytes: a few reads ramp up.)
+    assert gathered * 2 <= every_piece, (gathered, every_piece)
+
+
+def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
+    """The socket gathers bytes before select reports it; a link that slowed
+    after its first burst may leave fewer than that waiting for longer than
+    the stall timeout. Bytes waiting are not a stall: the stall check takes
+    the socket back to reporting every byte, and the range goes on."""
+    import os
+    import socket
+    import time
+
+    from qwenhome.hub.http import HttpClient, Origin
+    from qwenhome.transfer.engine import TransferEngine, _Range
+    from qwenhome.transfer.evloop import _BODY, IoLoop, _Conn
+
+    engine = TransferEngine(HttpClient(env={}), EngineConfig(stall_timeout=1.0))
+    loop = IoLoop(engine)
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        now = time.monotonic()
+        conn = _Conn(client, Origin.of(f"http://127.0.0.1:{server.getsockname()[1]}/f"), now - 5.0)
+        conn.state, conn.r = _BODY, cast(_Range, object())
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 64 * 1024)
+        conn.lowat = 64 * 1024
+        loop.busy.add(conn)
+        assert not loop._has_bytes(conn)
+        peer.sendall(b"x" * 1000)
+        deadline = time.monotonic() + 5
+        while not loop._has_bytes(conn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        loop._check_stalls(now)
+        assert conn.r is not None and conn in loop.busy, "taken for a stall"
+        assert conn.lowat == 1 and conn.last == now
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+    finally:
+        for s in (client, peer, server):
+            s.close()
+        loop.sel.close()
+        for fd in loop.pipe:
+            os.close(fd)
 
 
 def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate() -> None:

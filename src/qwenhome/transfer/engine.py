@@ -122,7 +122,7 @@ class EngineConfig:
     # ``rcvlowat`` bytes, and no more than ``rcvlowat_time`` of the
     # connection's rate, so a slow link still shows life. 0 turns it off.
     rcvlowat: int = 256 * KiB
-    rcvlowat_time: float = 0.02
+    rcvlowat_time: float = 0.25
     splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
     event_loop: bool = True  # loop threads drive every direct connection, HTTP and HTTPS (needs splice)
     loop_threads: int = 2  # event loops, each with its share of the connections

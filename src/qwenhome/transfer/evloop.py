@@ -24,6 +24,8 @@ import os
 import selectors
 import socket
 import ssl
+import sys
+import termios
 import time
 from email.message import Message
 from typing import TYPE_CHECKING
@@ -456,14 +458,17 @@ class IoLoop:
         self._account(conn, r, pos, moved)
 
     def _set_lowat(self, conn: _Conn, now: float) -> None:
-        """Let the socket gather about 20 ms of this body (at most
+        """Let the socket gather ``rcvlowat_time`` of this body (at most
         ``rcvlowat``) before select reports it: fewer, larger reads, so less
         CPU per byte when a server or link sends in small pieces. Never more
+        than the body has brought so far (a first burst says little of a slow
+        link's rate: the stall timer must not fire while bytes gather) nor
         than the bytes still to come (TLS: less a record's worth, which
         OpenSSL may hold), or the last ones would never be reported."""
+        cfg = self.e.cfg
         rate = conn.got / max(now - conn.body_t, 0.001)
         left = conn.left - 40 * 1024 if conn.tls else conn.left
-        want = max(1, min(self.e.cfg.rcvlowat, int(rate * self.e.cfg.rcvlowat_time), left))
+        want = max(1, min(cfg.rcvlowat, int(rate * cfg.rcvlowat_time), conn.got, left))
         if want < conn.lowat or want > 2 * conn.lowat:
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
             conn.lowat = want
@@ -568,9 +573,24 @@ class IoLoop:
         for conn in list(self.busy):
             limit = e.http.timeouts.connect if conn.state in (_CONNECTING, _HANDSHAKE) else e.cfg.stall_timeout
             if conn.r is not None and now - conn.last > limit:
+                if conn.lowat > 1 and self._has_bytes(conn):
+                    # Bytes came, fewer than the socket gathers (the link
+                    # slowed after a burst): not a stall. Take them as they come.
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                    conn.lowat, conn.last = 1, now
+                    continue
                 host = conn.origin.host
                 self._fail(conn.r, ReadTimeoutError(f"{host} sent nothing for {limit:.0f} s", code="response-timeout",
                                                     host=host), conn)
+
+    @staticmethod
+    def _has_bytes(conn: _Conn) -> bool:
+        try:
+            waiting = bytearray(4)
+            fcntl.ioctl(conn.sock.fileno(), termios.FIONREAD, waiting)
+        except OSError:
+            return False
+        return int.from_bytes(waiting, sys.byteorder) > 0
 
     def _forget_idle(self, conn: _Conn) -> None:
         conns = self.idle.get(conn.origin, [])

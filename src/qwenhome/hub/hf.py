@@ -11,7 +11,6 @@ them in; a server without a tree listing is asked per file with HEAD, as
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -123,6 +122,9 @@ class HubClient:
             size = resp.header(HEADER_LINKED_SIZE) if linked else resp.header("Content-Length")
             sha = etag if len(etag) == 64 else None
             return _file(path, size, etag if len(etag) == 40 else None, sha)
+
+        # (Imported only for such servers: it brings in logging.)
+        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(_HEAD_THREADS, len(paths))) as pool:
             return list(pool.map(head, paths))

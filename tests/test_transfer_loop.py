@@ -242,9 +242,12 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     engine._inflight = {cast(_Range, object()) for _ in range(32)}
     probing, rate, before = engine._tune(150e6, 0.0, 32)  # 4.7 MB/s per connection: capped, so it widens
     assert probing and (rate, before, engine._target) == (150e6, 32, 64)
-    # 64 serve less than 32 did: not back to 32 but down to 16.
+    chunk = engine._chunk
+    # 64 serve less than 32 did: not back to 32 but down to 16, and each
+    # request costs such a server: the ranges grow long.
     probing, rate, before = engine._tune(100e6, rate, before)
     assert probing and (rate, before, engine._target) == (150e6, 32, 16)
+    assert engine._chunk > max(chunk, EngineConfig().chunk_max), (engine._chunk, chunk)
     # 16 keep the rate: on to 8 (the floor).
     probing, rate, before = engine._tune(160e6, rate, before)
     assert probing and (rate, before, engine._target) == (160e6, 16, 8)
@@ -260,3 +263,10 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     probing, rate, before = engine._tune(500e6, 0.0, 32)
     assert engine._target == 64
     assert engine._tune(520e6, rate, before)[0] is False and engine._target == 32
+
+    # A saturated machine takes no step at all: ranges keep their size.
+    engine = TransferEngine(HttpClient(env={}), EngineConfig())
+    engine._target = 32
+    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    engine._tune(600e6, 0.0, 32, saturated=True)
+    assert engine._target == 32 and engine._chunk <= EngineConfig().chunk_max

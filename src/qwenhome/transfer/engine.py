@@ -244,6 +244,7 @@ class TransferEngine:
         self._small_turn = False  # _carve_next alternates between the ends of the queue
         self._narrowing = False  # the controller is stepping down (a server that pays per connection)
         self._server_bound = False  # a wider step failed to pay: ranges grow long (see _size_ranges)
+        self._trial = 0  # while a wider step is on trial: the largest range handed out
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -530,6 +531,8 @@ class TransferEngine:
             # full, so the written prefix (and the hash) move from the start.
             chunk = chunk * (self._carved + 1) // self._target
             self._carved += 1
+        if self._trial:
+            chunk = min(chunk, self._trial)
         chunk = max(self.cfg.tail_min, _aligned(chunk))
         if share >= chunk:
             return chunk
@@ -918,6 +921,7 @@ class TransferEngine:
         with self._cv:
             per_conn = rate / max(1, self._target)
             self._size_ranges(per_conn)
+            self._trial = 0
             capped = per_conn < self.cfg.slow_connection
             # A step must pay well beyond the noise of a busy machine (runs
             # here vary by 10-20%): each connection costs the server and this
@@ -955,6 +959,10 @@ class TransferEngine:
             # that, each step doubles: a server may pay for every connection.
             factor = 8 if capped and self._target <= 8 else 4 if capped and self._target < 32 else 2
             self._target = min(self.cfg.max_connections, self._target * factor)
+            # Ranges handed out while the step is on trial last about two of
+            # its windows: if it fails, the connections beyond the old count
+            # end soon instead of holding a server that pays for each.
+            self._trial = _aligned(int(per_conn * self.cfg.probe_interval * 2))
             self._park.notify_all()
             self._start_workers()
             return True, rate, before

@@ -15,7 +15,10 @@ remaining range of a slow connection is split (end-game), and so is a range
 that holds a file's prefix far behind the bytes received. The thread that
 grows a file's written prefix hashes it up to there, so verification is
 almost finished when the last byte lands. The run() thread persists part
-maps, emits progress and tunes the connection count from the throughput.
+maps, emits progress and tunes the connection count from the throughput:
+widening while it pays, holding when this machine is the limit, and when a
+wider step cost throughput (a server that pays per connection) halving while
+the rate holds, with longer ranges (see ``_tune``, ``_size_ranges``).
 
 Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
 body) back off with jitter (``Retry-After`` wins) and the file's ranges are

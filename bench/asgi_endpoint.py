@@ -19,6 +19,7 @@ interrupted. Needs the ``app`` extra (fastapi, uvicorn).
 import argparse
 import hashlib
 import json
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -108,6 +109,9 @@ def main() -> int:
     app = build_app(args.root, args.names_only)
     sock = socket.create_server(("127.0.0.1", args.port))  # listening before the URL is printed
     print(json.dumps({"url": f"http://127.0.0.1:{sock.getsockname()[1]}"}), flush=True)
+    # uvicorn stops on SIGTERM and then raises it again for the handler it
+    # found: a quiet one makes a stop by signal a clean exit (status 0).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 

@@ -4,9 +4,7 @@ project's server only the metadata. Tiny sizes; every run sha256-verified."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.bench import bench_against
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["--size-mb", "4", "--many-files", "6", "--many-max-kb", "200", "--many-big-mb", "1"]
@@ -39,26 +39,10 @@ def nginx_repos(tmp_path: Path) -> Path:
 
 
 def _bench(tmp_path: Path, repos: Path, limit_mbps: str, *args: str, tls: bool = False) -> dict[str, Any]:
-    endpoint = subprocess.Popen([sys.executable, str(ROOT / "bench/nginx_endpoint.py"), "--root", str(repos),
-                                 "--port", str(free_port()), "--limit-mbps", limit_mbps, *(["--tls"] if tls else [])],
-                                stdout=subprocess.PIPE, text=True)
-    try:
-        assert endpoint.stdout is not None
-        started = json.loads(endpoint.stdout.readline())
-        url = started["url"]
-        ca = ["--ca-file", started["ca_file"]] if tls else []
-        out = tmp_path / "report.json"
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "bench/transfer.py"), "--endpoint", url, *SIZES, *args, *ca,
-             "--timeout", "60", "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
-            capture_output=True, text=True, timeout=180)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        doc: dict[str, Any] = json.loads(out.read_text())
-    finally:
-        endpoint.send_signal(signal.SIGTERM)
-        endpoint.wait(20)
-    assert endpoint.returncode == 0
-    return doc
+    endpoint = ["nginx_endpoint.py", "--root", str(repos), "--port", str(free_port()), "--limit-mbps", limit_mbps,
+                *(["--tls"] if tls else [])]
+    return bench_against(endpoint, tmp_path, lambda started: [
+        *SIZES, *args, *(["--ca-file", started["ca_file"]] if tls else [])])
 
 
 def test_bench_runs_against_nginx(tmp_path: Path, nginx_repos: Path) -> None:

@@ -17,7 +17,15 @@ import pytest
 
 from qwenhome.config import Settings, Source, load_settings
 from qwenhome.pull import pull
-from qwenhome.sources import OFFLINE_TTL, ONLINE_TTL, NetState, ProbeResult, decide, probe_sources
+from qwenhome.sources import (
+    OFFLINE_TTL,
+    ONLINE_TTL,
+    NetState,
+    NetworkDecision,
+    ProbeResult,
+    decide,
+    probe_sources,
+)
 from qwenhome.store import RepoRef
 from tests.conftest import RunCli
 from tests.doctor_support.proxy_server import ForwardProxy
@@ -184,6 +192,27 @@ def test_missing_repo_offline_fails_fast_naming_it(run_cli: RunCli, cached: Path
     # Nothing cached could answer, so a silent address gets the patient probe
     # (5 x 0.8 s), still far from the minutes of stacked time-outs.
     assert t < (3.0 if state == "refused" else 7.0), t
+
+
+def test_with_nothing_cached_the_metadata_request_does_not_wait_for_the_probe(qwen_home: Path,
+                                                                              mirror: Mirror) -> None:
+    """Nothing cached can answer and there is one source: the probe cannot
+    change what is asked, so the revision request goes out beside it rather
+    than a round trip after it (the probe's verdict is held back here)."""
+    answered: list[float] = []
+
+    def slow_probe(settings: Settings, patient: bool) -> NetworkDecision:
+        time.sleep(0.6)
+        answered.append(time.monotonic())
+        return decide(settings, patient=patient)
+
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), decide_network=slow_probe)
+    deadline = time.monotonic() + 5
+    while not answered and time.monotonic() < deadline:  # (the pull did not wait for it)
+        time.sleep(0.05)
+    revision = [r for r in mirror.faults.records() if "/revision/" in r.path]
+    assert answered and revision
+    assert revision[0].started < answered[0] - 0.3, "the revision request waited for the probe"
 
 
 def test_slow_network_is_not_offline_when_nothing_cached_could_answer(qwen_home: Path) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 from . import sources as netsources
 from .config import Settings, Source
@@ -241,17 +242,77 @@ class Puller:
             return cached
         if self.settings.offline_forced:
             return self._offline(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
-        decision = self.decide_network(self.settings, not self._has_snapshot(ref))
+        patient = not self._has_snapshot(ref)
+        if patient and len(self.settings.sources) == 1:
+            try:
+                return self._pull_overlapped(ref, include, exclude, cancel, t0)
+            finally:
+                netsources.record_outcomes(self.settings, dict(self.outcomes))
+        decision = self.decide_network(self.settings, patient)
         if not decision.online:
-            tls = bool(decision.results) and all(r.code.startswith("tls-") for r in decision.results)
-            hint = ("a proxy may be intercepting TLS: run `qwenhome doctor`, or set SSL_CERT_FILE to its CA" if tls
-                    else "run `qwenhome doctor` to see what keeps the sources away")
-            return self._offline(ref, f"no source reachable: {decision.reason}", hint=hint)
+            return self._unreachable(ref, decision)
         self.order = netsources.rank(self.settings.sources, decision.results, netsources.NetState.load(self.settings))
         try:
             return self._pull_online(ref, include, exclude, cancel, t0)
         finally:
             netsources.record_outcomes(self.settings, self.outcomes)
+
+    def _unreachable(self, ref: RepoRef, decision: netsources.NetworkDecision) -> PullResult:
+        tls = bool(decision.results) and all(r.code.startswith("tls-") for r in decision.results)
+        hint = ("a proxy may be intercepting TLS: run `qwenhome doctor`, or set SSL_CERT_FILE to its CA" if tls
+                else "run `qwenhome doctor` to see what keeps the sources away")
+        return self._offline(ref, f"no source reachable: {decision.reason}", hint=hint)
+
+    def _pull_overlapped(
+        self,
+        ref: RepoRef,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        cancel: threading.Event | None,
+        t0: float,
+    ) -> PullResult:
+        """Nothing cached can answer and there is one source to ask: the
+        reachability probe cannot change what is asked, only how a failure
+        is named. So the metadata request goes out at once, beside the probe,
+        instead of a round trip (or a TLS handshake) after it; a probe that
+        finds the source unreachable still ends the pull as soon as it knows,
+        whatever the request is still waiting for."""
+        box: dict[str, object] = {}
+        wake = threading.Event()
+
+        def fetch() -> None:
+            try:
+                box["manifest"] = self.fetch_manifest(ref)
+            except BaseException as exc:  # handed to the waiting thread
+                box["error"] = exc
+            finally:
+                wake.set()
+
+        def probe() -> None:
+            try:
+                box["decision"] = self.decide_network(self.settings, True)
+            except Exception:  # a probe must never break the pull: the request tells
+                box["decision"] = netsources.NetworkDecision(True, ())
+            finally:
+                wake.set()
+
+        for target, name in ((probe, "qh-decide"), (fetch, "qh-metadata")):
+            threading.Thread(target=target, daemon=True, name=name).start()
+        while True:
+            wake.wait()
+            wake.clear()  # (before looking: a result landing meanwhile sets it again)
+            decision = box.get("decision")
+            if isinstance(decision, netsources.NetworkDecision) and not decision.online:
+                return self._unreachable(ref, decision)
+            if "manifest" in box or ("error" in box and decision is not None):
+                break
+        error = box.get("error")
+        if isinstance(error, NetworkError):
+            return self._offline(ref, f"{error.code}: {error.message}", error)
+        if isinstance(error, BaseException):
+            raise error
+        full, source = cast(tuple[Manifest, Source], box["manifest"])
+        return self._pull_manifest(ref, full, source, include, exclude, cancel, t0)
 
     def _pull_online(
         self,
@@ -265,6 +326,18 @@ class Puller:
             full, source = self.fetch_manifest(ref)
         except NetworkError as exc:
             return self._offline(ref, f"{exc.code}: {exc.message}", exc)
+        return self._pull_manifest(ref, full, source, include, exclude, cancel, t0)
+
+    def _pull_manifest(
+        self,
+        ref: RepoRef,
+        full: Manifest,
+        source: Source,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        cancel: threading.Event | None,
+        t0: float,
+    ) -> PullResult:
         files = select_files(full.files, include, exclude)
         self.transfer_stats = {}
         manifest = Manifest(full.repo_id, full.repo_type, full.commit, list(files), source.name)  # a copy: extended below

@@ -279,6 +279,27 @@ class Puller:
         whatever the request is still waiting for."""
         box: dict[str, object] = {}
         wake = threading.Event()
+        # The request's retry notices wait for the probe's verdict: a source
+        # found unreachable is reported as such, and they are dropped (this
+        # Puller ends with that error; its request may go on retrying).
+        emit, held, gate = self.emit, [], threading.Lock()
+        opened = False
+
+        def gated(event: ProgressEvent) -> None:
+            with gate:
+                if not opened:
+                    held.append(event)
+                    return
+            emit(event)
+
+        def open_gate() -> None:
+            nonlocal opened
+            with gate:
+                opened = True
+                pending = list(held)
+                held.clear()
+            for event in pending:
+                emit(event)
 
         def fetch() -> None:
             try:
@@ -296,6 +317,7 @@ class Puller:
             finally:
                 wake.set()
 
+        self.emit = gated
         for target, name in ((probe, "qh-decide"), (fetch, "qh-metadata")):
             threading.Thread(target=target, daemon=True, name=name).start()
         while True:
@@ -306,6 +328,8 @@ class Puller:
                 return self._unreachable(ref, decision)
             if "manifest" in box or ("error" in box and decision is not None):
                 break
+        open_gate()
+        self.emit = emit
         error = box.get("error")
         if isinstance(error, NetworkError):
             return self._offline(ref, f"{error.code}: {error.message}", error)

@@ -183,6 +183,7 @@ class _FileState:
     started: bool = False
     queued: bool = True  # in the engine's list of files with bytes to hand out
     hashing: bool = False  # one thread at a time feeds the verifier
+    unmapped: bool = False  # verified: its part map is gone and must not be written again
     slow: bool = False  # served by the threaded path (TLS, proxy, or an answer the loop does not take)
     # The first answer came (or the first request failed): until then one range
     # at a time, so a resolve that redirects is asked once, not per connection.
@@ -221,6 +222,7 @@ class TransferEngine:
         self._sup_cv = threading.Condition(lock)  # the supervisor: end, or part maps to save
         self._threads: list[threading.Thread] = []
         self._emit_lock = threading.Lock()
+        self._maps = threading.Lock()  # part-map writes, and a verified file's map removal
         self._unsaved = 0
         self._files: list[_FileState] = []
         self._queue: deque[_FileState] = deque()  # files the event loop serves
@@ -794,7 +796,13 @@ class TransferEngine:
                 return
         if verifier.ok():
             self._close(f)
-            partmap.map_path(f.job.partial).unlink(missing_ok=True)
+            # Under the map lock: a save that took this file's map before it
+            # was verified would otherwise write it back after the unlink.
+            with self._maps:
+                with self._cv:
+                    f.unmapped = True
+                    self._dirty.discard(f)
+                partmap.map_path(f.job.partial).unlink(missing_ok=True)
             if f.job.size == 0:
                 f.job.partial.touch()
             try:
@@ -1006,25 +1014,27 @@ class TransferEngine:
         pull of many would otherwise rewrite hundreds of maps every tick.
         Forced saves take every file."""
         now = self.clock()
-        with self._cv:
-            if force:
-                files = self._files
-                self._dirty.clear()
-            else:
-                files = [f for f in self._dirty
-                         if f.done.covered() >= self.cfg.map_min or now - f.dirty_since >= self.cfg.map_age]
-                self._dirty.difference_update(files)
-            snap = [
-                (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)), f.validator)
-                for f in files
-                if f.state != "verified" and f.done.starts  # a failed file's bytes serve the next round
-            ]
-            self._unsaved = 0
-        for partial, key, size, done, validator in snap:
-            try:
-                partmap.save(partial, key, size, done, validator)
-            except OSError:
-                pass  # a lost map only costs re-downloading; never fatal
+        with self._maps:
+            with self._cv:
+                if force:
+                    files = self._files
+                    self._dirty.clear()
+                else:
+                    files = [f for f in self._dirty
+                             if f.done.covered() >= self.cfg.map_min or now - f.dirty_since >= self.cfg.map_age]
+                    self._dirty.difference_update(files)
+                snap = [
+                    (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)),
+                     f.validator)
+                    for f in files
+                    if not f.unmapped and f.done.starts  # a failed file's bytes serve the next round
+                ]
+                self._unsaved = 0
+            for partial, key, size, done, validator in snap:
+                try:
+                    partmap.save(partial, key, size, done, validator)
+                except OSError:
+                    pass  # a lost map only costs re-downloading; never fatal
 
     def _emit(self, event: ProgressEvent) -> None:
         with self._emit_lock:  # sinks see one event at a time, whichever thread sends it

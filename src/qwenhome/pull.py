@@ -243,19 +243,21 @@ class Puller:
         if self.settings.offline_forced:
             return self._offline(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
         patient = not self._has_snapshot(ref)
-        if patient and len(self.settings.sources) == 1:
-            try:
-                return self._pull_overlapped(ref, include, exclude, cancel, t0)
-            finally:
-                netsources.record_outcomes(self.settings, dict(self.outcomes))
-        decision = self.decide_network(self.settings, patient)
-        if not decision.online:
-            return self._unreachable(ref, decision)
-        self.order = netsources.rank(self.settings.sources, decision.results, netsources.NetState.load(self.settings))
+        # Nothing cached can answer and there is one source to ask: the probe
+        # cannot change what is asked, only how a failure is named, so the
+        # metadata request goes out beside it (see _fetch_beside_probe).
+        beside_probe = patient and len(self.settings.sources) == 1
+        if not beside_probe:
+            decision = self.decide_network(self.settings, patient)
+            if not decision.online:
+                return self._unreachable(ref, decision)
+            self.order = netsources.rank(self.settings.sources, decision.results,
+                                         netsources.NetState.load(self.settings))
         try:
-            return self._pull_online(ref, include, exclude, cancel, t0)
+            return self._pull_online(ref, include, exclude, cancel, t0, beside_probe)
         finally:
-            netsources.record_outcomes(self.settings, self.outcomes)
+            # (A copy: a request beside an unreachable verdict may still be retrying.)
+            netsources.record_outcomes(self.settings, dict(self.outcomes))
 
     def _unreachable(self, ref: RepoRef, decision: netsources.NetworkDecision) -> PullResult:
         tls = bool(decision.results) and all(r.code.startswith("tls-") for r in decision.results)
@@ -263,20 +265,12 @@ class Puller:
                 else "run `qwenhome doctor` to see what keeps the sources away")
         return self._offline(ref, f"no source reachable: {decision.reason}", hint=hint)
 
-    def _pull_overlapped(
-        self,
-        ref: RepoRef,
-        include: Sequence[str],
-        exclude: Sequence[str],
-        cancel: threading.Event | None,
-        t0: float,
-    ) -> PullResult:
-        """Nothing cached can answer and there is one source to ask: the
-        reachability probe cannot change what is asked, only how a failure
-        is named. So the metadata request goes out at once, beside the probe,
-        instead of a round trip (or a TLS handshake) after it; a probe that
-        finds the source unreachable still ends the pull as soon as it knows,
-        whatever the request is still waiting for."""
+    def _fetch_beside_probe(self, ref: RepoRef) -> tuple[Manifest, Source] | netsources.NetworkDecision:
+        """The manifest, asked at once beside the reachability probe instead
+        of a round trip (or a TLS handshake) after it; or the probe's verdict
+        when it finds the source unreachable, as soon as it knows, whatever
+        the request is still waiting for. The request's own error is raised
+        once the probe has found the source reachable."""
         box: dict[str, object] = {}
         wake = threading.Event()
         # The request's retry notices wait for the probe's verdict: a source
@@ -325,18 +319,15 @@ class Puller:
             wake.clear()  # (before looking: a result landing meanwhile sets it again)
             decision = box.get("decision")
             if isinstance(decision, netsources.NetworkDecision) and not decision.online:
-                return self._unreachable(ref, decision)
+                return decision
             if "manifest" in box or ("error" in box and decision is not None):
                 break
         open_gate()
         self.emit = emit
         error = box.get("error")
-        if isinstance(error, NetworkError):
-            return self._offline(ref, f"{error.code}: {error.message}", error)
         if isinstance(error, BaseException):
             raise error
-        full, source = cast(tuple[Manifest, Source], box["manifest"])
-        return self._pull_manifest(ref, full, source, include, exclude, cancel, t0)
+        return cast(tuple[Manifest, Source], box["manifest"])
 
     def _pull_online(
         self,
@@ -345,23 +336,15 @@ class Puller:
         exclude: Sequence[str],
         cancel: threading.Event | None,
         t0: float,
+        beside_probe: bool = False,
     ) -> PullResult:
         try:
-            full, source = self.fetch_manifest(ref)
+            got = self._fetch_beside_probe(ref) if beside_probe else self.fetch_manifest(ref)
         except NetworkError as exc:
             return self._offline(ref, f"{exc.code}: {exc.message}", exc)
-        return self._pull_manifest(ref, full, source, include, exclude, cancel, t0)
-
-    def _pull_manifest(
-        self,
-        ref: RepoRef,
-        full: Manifest,
-        source: Source,
-        include: Sequence[str],
-        exclude: Sequence[str],
-        cancel: threading.Event | None,
-        t0: float,
-    ) -> PullResult:
+        if isinstance(got, netsources.NetworkDecision):
+            return self._unreachable(ref, got)
+        full, source = got
         files = select_files(full.files, include, exclude)
         self.transfer_stats = {}
         manifest = Manifest(full.repo_id, full.repo_type, full.commit, list(files), source.name)  # a copy: extended below

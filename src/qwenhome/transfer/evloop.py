@@ -470,8 +470,12 @@ class IoLoop:
         left = conn.left - 40 * 1024 if conn.tls else conn.left
         want = max(1, min(cfg.rcvlowat, int(rate * cfg.rcvlowat_time), conn.got, left))
         if want < conn.lowat or want > 2 * conn.lowat:
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
-            conn.lowat = want
+            self._lowat(conn, want)
+
+    @staticmethod
+    def _lowat(conn: _Conn, n: int) -> None:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
+        conn.lowat = n
 
     def _decrypt(self, conn: _Conn, want: int) -> int:
         """Up to ``want`` body bytes into ``self.buf``: -1 when none is ready,
@@ -576,8 +580,8 @@ class IoLoop:
                 if conn.lowat > 1 and self._has_bytes(conn):
                     # Bytes came, fewer than the socket gathers (the link
                     # slowed after a burst): not a stall. Take them as they come.
-                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-                    conn.lowat, conn.last = 1, now
+                    self._lowat(conn, 1)
+                    conn.last = now
                     continue
                 host = conn.origin.host
                 self._fail(conn.r, ReadTimeoutError(f"{host} sent nothing for {limit:.0f} s", code="response-timeout",

@@ -269,6 +269,9 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     probing, rate, before = engine._tune(500e6, 0.0, 32)
     assert engine._target == 64
     assert engine._tune(520e6, rate, before)[0] is False and engine._target == 32
+    # At this rate the hash, which can only follow the written prefix, is the
+    # bottleneck: ranges stay short (long ones would hold the prefix back).
+    assert engine._chunk <= EngineConfig().in_flight // 32, engine._chunk
 
     # A saturated machine takes no step at all: ranges keep their size.
     engine = TransferEngine(HttpClient(env={}), EngineConfig())
@@ -276,3 +279,29 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     engine._inflight = {cast(_Range, object()) for _ in range(32)}
     engine._tune(600e6, 0.0, 32, saturated=True)
     assert engine._target == 32 and engine._chunk <= EngineConfig().chunk_max
+
+
+def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, repos_root: Path) -> None:
+    """The loop measures how long a request on a reused connection waits for
+    its answer's first byte; ranges are then sized to last many such round
+    trips, so that behind latency the gaps between a connection's ranges do
+    not eat its throughput. Without a measure, the in-flight bound rules."""
+    from qwenhome.hub.http import HttpClient
+    from qwenhome.transfer.engine import TransferEngine
+
+    repo = make_repo(repos_root, "Org/Latent", {"a.bin": 6 << 20}, seed=7)
+    mirror.faults.latency(0.08, times=None, path="a.bin", method="GET")
+    config = replace(FAST, connections=1, chunk_min=1 << 20, chunk_max=1 << 20)
+    result = pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Latent"), config=config)
+    assert_snapshot_matches(qwen_home, repo)
+    measured = cast(dict[str, int], result.stats)["request_ms"]
+    assert 80 <= measured < 1000, measured
+
+    cfg = EngineConfig()
+    engine = TransferEngine(HttpClient(env={}), cfg)
+    engine._target = 32
+    engine._size_ranges(10e6)  # no round trip measured yet: 64 MiB in flight over 32
+    assert engine._chunk == cfg.in_flight // 32
+    engine._note_ttfb(measured / 1000)
+    engine._size_ranges(10e6)  # 10 MB/s for 16 round trips of 80 ms or more
+    assert 10e6 * cfg.request_ranges * 0.08 <= engine._chunk <= cfg.chunk_max, engine._chunk

@@ -485,6 +485,8 @@ class Puller:
                 ts["threaded_files"] = ts.get("threaded_files", 0) + int(engine.stats.get("threaded_files", 0))
                 ts["connections"] = max(ts.get("connections", 0), int(engine.stats.get("connections", 0)))
                 ts["loop_reads"] = ts.get("loop_reads", 0) + int(engine.stats.get("loop_reads", 0))
+                if engine.stats.get("request_ms"):
+                    ts["request_ms"] = int(engine.stats["request_ms"])
                 for name in engine.bad_sources - self.bad_sources:
                     src = next((s for s in self.order if s.name == name), None)
                     if src is not None:

@@ -116,12 +116,23 @@ class EngineConfig:
     step_gain_capped: float = 1.3  # or by this one when each connection looks capped
     narrow_keep: float = 0.9  # a step that cost more than this fraction of throughput is undone
     narrow_min: int = 8  # the fewest connections the controller steps down to
-    chunk_min: int = 4 * MiB
+    chunk_min: int = 2 * MiB
     chunk_max: int = 16 * MiB
     range_time: float = 0.5  # seconds a range should last at the measured rate (within chunk_min/max)
+    # Ranges are sized to keep about this much under way. The hash can only
+    # follow the written prefix, and the prefix lags the bytes received by
+    # about what is in flight: a wide window starves the hash early in the run
+    # and leaves it a tail after the last byte (on 2 cores, 1 GB from nginx:
+    # 256 MiB in flight took 9% longer than 64 MiB).
+    in_flight: int = 64 * MiB
+    # But a range lasts at least this many of a request's round trips (the
+    # time to a reused connection's first answer byte): behind latency, or a
+    # busy server, the gap between a connection's ranges is bytes not moved.
+    request_ranges: float = 16.0
     long_range_time: float = 4.0  # the same when the server is the limit,
-    long_ranges: float = 4.0  # when chunk_max and in_flight are this many times larger
-    in_flight: int = 256 * MiB  # ranges are sized to keep about this much under way (the hash's lag)
+    long_chunk_max: int = 64 * MiB  # with larger ranges
+    long_in_flight: int = 1024 * MiB  # and more under way,
+    long_max_rate: float = 400e6  # while the pull moves less than this (faster, the hash must follow closely)
     buffer_size: int = 1 * MiB
     # The loop asks the kernel to report a body's socket only once about this
     # much waits in it (SO_RCVLOWAT), not at every segment: at most
@@ -250,6 +261,7 @@ class TransferEngine:
         self._narrowing = False  # the controller is stepping down (a server that pays per connection)
         self._server_bound = False  # a wider step failed to pay: ranges grow long (see _size_ranges)
         self._trial = 0  # while a wider step is on trial: the largest range handed out
+        self._ttfb = 0.0  # seconds from a request to its answer's first byte (see _note_ttfb)
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -323,7 +335,7 @@ class TransferEngine:
         elapsed = max(1e-9, self.clock() - t_start)
         self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk,
                       "threaded_files": sum(1 for f in self._files if f.slow),
-                      "loop_reads": sum(lp.reads for lp in self._loops)}
+                      "loop_reads": sum(lp.reads for lp in self._loops), "request_ms": round(self._ttfb * 1000)}
         if self._fatal is not None:
             raise self._fatal
         return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
@@ -981,18 +993,29 @@ class TransferEngine:
     def _size_ranges(self, per_conn: float) -> None:
         """The range size (under the lock): about ``range_time`` of a
         connection's rate, with the bytes in flight (the hash's lag behind the
-        last byte) near ``in_flight``. Once more connections failed to pay,
-        the server, not the link, is the limit, and every request costs it
-        (a Python server serves 16 connections 20% faster in 64 MiB ranges
+        last byte) near ``in_flight``, but lasting at least ``request_ranges``
+        of a request's measured round trips. Once more connections failed to
+        pay, the server, not the link, is the limit, and every request costs
+        it (a Python server serves 16 connections 20% faster in 64 MiB ranges
         than in 16 MiB ones): ranges then last ``long_range_time`` and may be
-        larger, nearer aria2's one piece per connection.
-        (The hash, far faster than such a server, keeps up.)"""
-        long = self._server_bound
-        scale = self.cfg.long_ranges if long else 1.0
-        seconds = self.cfg.long_range_time if long else self.cfg.range_time
-        want = min(per_conn * seconds, scale * self.cfg.in_flight / max(1, self._target))
-        chunk = min(self.cfg.chunk_max * scale, max(self.cfg.chunk_min, want))
+        larger, nearer aria2's one piece per connection, as long as the pull
+        is slow enough for the hash to catch up with a prefix held back that
+        long (a failed step on a fast server means the machine is the limit,
+        and there long ranges left 300 MB to hash after the last byte)."""
+        cfg = self.cfg
+        long = self._server_bound and per_conn * self._target < cfg.long_max_rate
+        seconds = cfg.long_range_time if long else cfg.range_time
+        in_flight = cfg.long_in_flight if long else cfg.in_flight
+        want = min(per_conn * seconds, in_flight / max(1, self._target))
+        floor = max(cfg.chunk_min, per_conn * cfg.request_ranges * self._ttfb)
+        chunk = min(cfg.long_chunk_max if long else cfg.chunk_max, max(floor, want))
         self._chunk = _aligned(int(chunk))
+
+    def _note_ttfb(self, seconds: float) -> None:
+        """A reused connection's request took ``seconds`` to its first answer
+        byte (a running average; loops call it without the lock, and a lost
+        update between two of them costs nothing)."""
+        self._ttfb = seconds if self._ttfb == 0.0 else self._ttfb + 0.1 * (seconds - self._ttfb)
 
     def _narrow(self, rate: float) -> tuple[bool, float, int]:
         """Halve the target (under the lock), down to ``narrow_min``; ``rate``

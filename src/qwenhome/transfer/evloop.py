@@ -58,8 +58,8 @@ def _oldest_first(event: tuple[selectors.SelectorKey, int]) -> float:
 
 
 class _Conn:
-    __slots__ = ("body_t", "got", "head", "keep", "last", "left", "lowat", "origin", "out", "r", "reused", "sock",
-                 "state", "tls", "url")
+    __slots__ = ("body_t", "got", "head", "keep", "last", "left", "lowat", "origin", "out", "r", "reused", "sent",
+                 "sock", "state", "tls", "url")
 
     def __init__(self, sock: socket.socket, origin: Origin, now: float) -> None:
         self.sock = sock
@@ -73,6 +73,7 @@ class _Conn:
         self.left = 0  # body bytes of the current response not yet read
         self.last = now  # last sign of life: stalls are measured from here
         self.reused = False
+        self.sent = now  # when the current request was handed to the connection
         self.keep = True
         self.lowat = 1  # the socket's SO_RCVLOWAT (the kernel's default is 1)
         self.body_t = now  # when the current body began, and its bytes read since
@@ -216,7 +217,8 @@ class IoLoop:
         token = cand.source.token if origin.host == cand.source.host else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        conn.r, conn.url, conn.out, conn.last = r, url, rawhttp.request(url, origin.authority, headers), now
+        conn.r, conn.url, conn.out = r, url, rawhttp.request(url, origin.authority, headers)
+        conn.last = conn.sent = now
         conn.head.clear()
         self.busy.add(conn)
         if conn.state not in (_CONNECTING, _HANDSHAKE):
@@ -368,6 +370,8 @@ class IoLoop:
         head, body_at = parsed
         body = bytes(conn.head[body_at:])
         conn.head.clear()
+        if conn.reused:  # (a new connection's first answer also waited for the connect)
+            self.e._note_ttfb(conn.last - conn.sent)
         conn.reused = False
         conn.keep = head.keep_alive
         if not self._accept(conn, r, head, body):

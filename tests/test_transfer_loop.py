@@ -273,6 +273,15 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     # bottleneck: ranges stay short (long ones would hold the prefix back).
     assert engine._chunk <= EngineConfig().in_flight // 32, engine._chunk
 
+    # On a slow link (100 KB/s per connection) the trial bound is the
+    # smallest range, not none at all.
+    engine = TransferEngine(HttpClient(env={}), EngineConfig())
+    engine._target = 32
+    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    engine._tune(3.2e6, 0.0, 32)
+    engine._inflight, engine._total, engine._carved = set(), 1 << 30, 64
+    assert engine._target == 64 and engine._chunk_now() == EngineConfig().tail_min
+
     # A saturated machine takes no step at all: ranges keep their size.
     engine = TransferEngine(HttpClient(env={}), EngineConfig())
     engine._target = 32

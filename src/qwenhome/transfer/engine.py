@@ -985,7 +985,7 @@ class TransferEngine:
             # Ranges handed out while the step is on trial last about two of
             # its windows: if it fails, the connections beyond the old count
             # end soon instead of holding a server that pays for each.
-            self._trial = _aligned(int(per_conn * self.cfg.probe_interval * 2))
+            self._trial = max(self.cfg.tail_min, _aligned(int(per_conn * self.cfg.probe_interval * 2)))
             self._park.notify_all()
             self._start_workers()
             return True, rate, before

@@ -19,6 +19,9 @@ maps, emits progress and tunes the connection count from the throughput:
 widening while it pays, holding when this machine is the limit, and when a
 wider step cost throughput (a server that pays per connection) halving while
 the rate holds, with longer ranges (see ``_tune``, ``_size_ranges``).
+Ranges are otherwise sized to keep little in flight, since the hash can only
+follow the written prefix, yet to last many request round trips, as the
+loops measure them.
 
 Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
 body) back off with jitter (``Retry-After`` wins) and the file's ranges are

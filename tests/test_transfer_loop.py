@@ -11,7 +11,7 @@ from typing import cast
 from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
-from qwenhome.transfer import EngineConfig
+from qwenhome.transfer import EngineConfig, TransferEngine
 from qwenhome.transfer.retry import Backoff
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, make_repo
@@ -19,6 +19,18 @@ from tests.test_pull import assert_snapshot_matches, settings_for
 
 FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6, chunk_min=8 << 20,
                     chunk_max=8 << 20)
+
+
+def _busy_engine(connections: int) -> TransferEngine:
+    """An engine with ``connections`` as its target, each with a range under
+    way (stand-ins): what the controller sees mid-run."""
+    from qwenhome.hub.http import HttpClient
+    from qwenhome.transfer.engine import _Range
+
+    engine = TransferEngine(HttpClient(env={}), EngineConfig())
+    engine._target = connections
+    engine._inflight = {cast(_Range, object()) for _ in range(connections)}
+    return engine
 
 
 def test_loop_keeps_to_its_connections_and_reuses_them(qwen_home: Path, mirror: Mirror,
@@ -122,12 +134,7 @@ def test_small_files_are_asked_for_during_the_large_ones(qwen_home: Path, mirror
 def test_controller_takes_no_step_while_the_loop_never_waits() -> None:
     """A saturated event loop means this machine is the limit: the controller
     keeps the connection count; otherwise a capped link widens it."""
-    from qwenhome.hub.http import HttpClient
-    from qwenhome.transfer.engine import TransferEngine, _Range
-
-    engine = TransferEngine(HttpClient(env={}), EngineConfig())
-    engine._target = 16
-    engine._inflight = {cast(_Range, object()) for _ in range(16)}
+    engine = _busy_engine(16)
     assert engine._tune(160e6, 0.0, 8, saturated=True) == (True, 0.0, 16)
     assert engine._target == 16
     probing, _, before = engine._tune(160e6, 0.0, 8, saturated=False)
@@ -198,7 +205,7 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     import time
 
     from qwenhome.hub.http import HttpClient, Origin
-    from qwenhome.transfer.engine import TransferEngine, _Range
+    from qwenhome.transfer.engine import _Range
     from qwenhome.transfer.evloop import _BODY, IoLoop, _Conn
 
     engine = TransferEngine(HttpClient(env={}), EngineConfig(stall_timeout=1.0))
@@ -234,12 +241,7 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     """A server that pays per connection (a Python one near its CPU limit)
     serves less when more connections ask: the controller then halves the
     count while the rate holds, and steps back up once a halving costs."""
-    from qwenhome.hub.http import HttpClient
-    from qwenhome.transfer.engine import TransferEngine, _Range
-
-    engine = TransferEngine(HttpClient(env={}), EngineConfig())
-    engine._target = 32
-    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    engine = _busy_engine(32)
     probing, rate, before = engine._tune(150e6, 0.0, 32)  # 4.7 MB/s per connection: capped, so it widens
     assert probing and (rate, before, engine._target) == (150e6, 32, 64)
     # While the step is on trial, ranges last about two windows (here 2 MB),
@@ -263,9 +265,7 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
 
     # A widening that merely did not pay (the machine, not the server, is
     # the limit) goes back to where it was.
-    engine = TransferEngine(HttpClient(env={}), EngineConfig())
-    engine._target = 32
-    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    engine = _busy_engine(32)
     probing, rate, before = engine._tune(500e6, 0.0, 32)
     assert engine._target == 64
     assert engine._tune(520e6, rate, before)[0] is False and engine._target == 32
@@ -275,17 +275,13 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
 
     # On a slow link (100 KB/s per connection) the trial bound is the
     # smallest range, not none at all.
-    engine = TransferEngine(HttpClient(env={}), EngineConfig())
-    engine._target = 32
-    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    engine = _busy_engine(32)
     engine._tune(3.2e6, 0.0, 32)
     engine._inflight, engine._total, engine._carved = set(), 1 << 30, 64
     assert engine._target == 64 and engine._chunk_now() == EngineConfig().tail_min
 
     # A saturated machine takes no step at all: ranges keep their size.
-    engine = TransferEngine(HttpClient(env={}), EngineConfig())
-    engine._target = 32
-    engine._inflight = {cast(_Range, object()) for _ in range(32)}
+    engine = _busy_engine(32)
     engine._tune(600e6, 0.0, 32, saturated=True)
     assert engine._target == 32 and engine._chunk <= EngineConfig().chunk_max
 
@@ -296,7 +292,6 @@ def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, r
     trips, so that behind latency the gaps between a connection's ranges do
     not eat its throughput. Without a measure, the in-flight bound rules."""
     from qwenhome.hub.http import HttpClient
-    from qwenhome.transfer.engine import TransferEngine
 
     repo = make_repo(repos_root, "Org/Latent", {"a.bin": 6 << 20}, seed=7)
     mirror.faults.latency(0.08, times=None, path="a.bin", method="GET")

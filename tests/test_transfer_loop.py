@@ -256,11 +256,29 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     probing, rate, before = engine._tune(100e6, rate, before)
     assert probing and (rate, before, engine._target) == (150e6, 32, 16)
     assert engine._chunk > max(chunk, EngineConfig().chunk_max), (engine._chunk, chunk)
-    # 16 keep the rate: on to 8 (the floor).
+    # 16 serve more, at 10 MB/s each: no more than a capped link allows, so
+    # fewer could at best keep the rate (behind 20 MB/s per connection, 8
+    # hold 160 MB/s whatever the server could do). The stepping ends here.
     probing, rate, before = engine._tune(160e6, rate, before)
-    assert probing and (rate, before, engine._target) == (160e6, 16, 8)
-    # 8 cost a third: back to 16, and the probing ends.
-    probing, rate, before = engine._tune(110e6, rate, before)
+    assert not probing and engine._target == 16
+    # Had 16 merely come close (within the noise that keeps an uncapped
+    # step), the halving is undone.
+    engine = _busy_engine(32)
+    probing, rate, before = engine._tune(150e6, 0.0, 32)  # on to 64
+    probing, rate, before = engine._tune(100e6, rate, before)  # down to 16
+    probing, rate, before = engine._tune(145e6, rate, before)
+    assert not probing and engine._target == 32
+
+    # Connections that each move more than a capped link would: the server
+    # is the limit, and the halving goes on while the rate holds.
+    engine = _busy_engine(32)
+    probing, rate, before = engine._tune(2.0e9, 0.0, 32)
+    assert probing and engine._target == 64
+    probing, rate, before = engine._tune(1.5e9, rate, before)
+    assert probing and engine._target == 16
+    probing, rate, before = engine._tune(1.9e9, rate, before)  # 16 keep it: on to 8 (the floor)
+    assert probing and (rate, before, engine._target) == (2.0e9, 16, 8)
+    probing, rate, before = engine._tune(1.3e9, rate, before)  # 8 cost a third: back to 16, and the end
     assert not probing and engine._target == 16
 
     # A widening that merely did not pay (the machine, not the server, is

@@ -956,13 +956,22 @@ class TransferEngine:
             if self._narrowing:
                 # Each step down halves the connections; one that keeps the
                 # rate is kept (the server, not the link, was the limit: each
-                # connection cost it CPU), and the next is tried.
-                if rate < prev_rate * self.cfg.narrow_keep:
+                # connection cost it CPU), and the next is tried. But when
+                # each connection moves no more than a capped link allows,
+                # the link may be what holds them: fewer can then at best
+                # keep the rate, and a window that says they did may be
+                # noise (behind 20 MB/s per connection, 8 hold 160 MB/s
+                # whatever the server could do). There a step down must pay
+                # outright, and it is the last.
+                if rate < prev_rate * (1.0 if capped else self.cfg.narrow_keep):
                     self._narrowing = False
                     self._target = prev_target
                     self._park.notify_all()
                     self._start_workers()
                     return False, prev_rate, prev_target
+                if capped:
+                    self._narrowing = False
+                    return False, rate, self._target
                 return self._narrow(max(rate, prev_rate))
             if prev_rate and rate < prev_rate * (self.cfg.step_gain_capped if capped else self.cfg.step_gain):
                 # The last step did not pay: go back. When it even cost

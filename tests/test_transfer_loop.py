@@ -327,3 +327,20 @@ def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, r
     engine._note_ttfb(measured / 1000)
     engine._size_ranges(10e6)  # 10 MB/s for 16 round trips of 80 ms or more
     assert 10e6 * cfg.request_ranges * 0.08 <= engine._chunk <= cfg.chunk_max, engine._chunk
+
+
+def test_the_end_of_a_run_is_shared_in_few_requests(qwen_home: Path, mirror: Mirror, repos_root: Path) -> None:
+    """Near the end the bytes left are shared over the connections so that
+    they end together; a share counts the bytes still under way, so ranges
+    stay near full size instead of each taking a quarter of what is not yet
+    handed out (ever smaller requests, each costing a busy server as much
+    as its body)."""
+    repo = make_repo(repos_root, "Org/Shared", {"a.bin": 40 << 20}, seed=11)
+    config = replace(FAST, connections=4, chunk_min=4 << 20, chunk_max=4 << 20, tail_min=256 << 10)
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Shared"), config=config)
+    assert_snapshot_matches(qwen_home, repo)
+    ranges = [r.range for r in mirror.faults.records(path="a.bin", method="GET")]
+    # 40 MiB in 4 MiB ranges is 10; the first four grow from 1 MiB to 4, the
+    # last wave is cut to end together, and an end-game may ask a range
+    # twice: 12-14 here. (A quarter of what was not yet handed out: 22.)
+    assert len(ranges) <= 17, ranges

@@ -117,6 +117,7 @@ class EngineConfig:
     max_connections: int = 128
     step_gain: float = 1.25  # a widening step is kept when throughput grew by this factor,
     step_gain_capped: float = 1.3  # or by this one when each connection looks capped
+    step_keep: float = 1.1  # a step that gained less than that, but this much, is kept and the widening ends
     narrow_keep: float = 0.9  # a step that cost more than this fraction of throughput is undone
     narrow_min: int = 8  # the fewest connections the controller steps down to
     chunk_min: int = 2 * MiB
@@ -263,6 +264,7 @@ class TransferEngine:
         self._small_turn = False  # _carve_next alternates between the ends of the queue
         self._narrowing = False  # the controller is stepping down (a server that pays per connection)
         self._server_bound = False  # a wider step failed to pay: ranges grow long (see _size_ranges)
+        self._rates: dict[int, float] = {}  # the rate last measured at each connection count
         self._trial = 0  # while a wider step is on trial: the largest range handed out
         self._ttfb = 0.0  # seconds from a request to its answer's first byte (see _note_ttfb)
         self.bad_sources: set[str] = set()
@@ -955,6 +957,8 @@ class TransferEngine:
             self._size_ranges(per_conn)
             self._trial = 0
             capped = per_conn < self.cfg.slow_connection
+            if not saturated:
+                self._rates[self._target] = rate
             # A step must pay well beyond the noise of a busy machine (runs
             # here vary by 10-20%): each connection costs the server and this
             # machine CPU. A link that truly caps each connection gains far
@@ -980,13 +984,19 @@ class TransferEngine:
                     return False, rate, self._target
                 return self._narrow(max(rate, prev_rate))
             if prev_rate and rate < prev_rate * (self.cfg.step_gain_capped if capped else self.cfg.step_gain):
-                # The last step did not pay: go back. When it even cost
-                # throughput, the server pays for each connection: fewer may
-                # serve better (a Python server near its CPU limit does).
-                self._target = prev_target
+                # The last step did not pay enough to go on. One that still
+                # gained clearly is kept (going back would give that up);
+                # otherwise go back. When it even cost throughput, the server
+                # pays for each connection: fewer may serve better (a Python
+                # server near its CPU limit does), unless fewer were already
+                # measured to serve less.
                 self._server_bound = True
+                if rate >= prev_rate * self.cfg.step_keep:
+                    return False, rate, self._target
+                self._target = prev_target
                 self._size_ranges(prev_rate / max(1, prev_target))
-                if rate < prev_rate * self.cfg.narrow_keep and not saturated:
+                fewer = self._rates.get(prev_target // 2)
+                if rate < prev_rate * self.cfg.narrow_keep and not saturated and (fewer is None or fewer >= prev_rate):
                     return self._narrow(prev_rate)
                 return False, rate, self._target
             if saturated:

@@ -990,9 +990,9 @@ class TransferEngine:
                 # pays for each connection: fewer may serve better (a Python
                 # server near its CPU limit does), unless fewer were already
                 # measured to serve less.
-                self._server_bound = True
                 if rate >= prev_rate * self.cfg.step_keep:
                     return False, rate, self._target
+                self._server_bound = True
                 self._target = prev_target
                 self._size_ranges(prev_rate / max(1, prev_target))
                 fewer = self._rates.get(prev_target // 2)

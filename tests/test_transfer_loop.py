@@ -362,3 +362,20 @@ def test_the_end_of_a_run_is_shared_in_few_requests(qwen_home: Path, mirror: Mir
     # last wave is cut to end together, and an end-game may ask a range
     # twice: 12-14 here. (A quarter of what was not yet handed out: 22.)
     assert len(ranges) <= 17, ranges
+
+
+def test_the_last_wave_of_long_ranges_ends_in_stages() -> None:
+    """Ranges that all end together hold the written prefix (and the hash)
+    back to the last byte; the last wave of long ranges is handed out in half
+    shares instead, so it ends in stages the hash takes one by one, down to
+    the ranges the in-flight bound allows."""
+    from qwenhome.hub.http import HttpClient
+
+    cfg = EngineConfig()
+    engine = TransferEngine(HttpClient(env={}), cfg)
+    engine._target, engine._carved, engine._chunk = 16, 16, 48 << 20  # long ranges, first wave over
+    engine._total, engine._done_bytes = 1000 << 20, 440 << 20  # 560 MiB left, 16 connections free
+    share = (560 << 20) // 16
+    assert share // 2 - (1 << 20) <= engine._chunk_now() <= share // 2, engine._chunk_now()
+    engine._done_bytes = (1000 - 96) << 20  # 6 MiB each: the smallest stage is in_flight over 16
+    assert engine._chunk_now() == cfg.in_flight // 16

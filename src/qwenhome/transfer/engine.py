@@ -564,6 +564,14 @@ class TransferEngine:
         chunk = max(self.cfg.tail_min, _aligned(chunk))
         if share >= chunk:
             return chunk
+        # Ranges that all end together hold the written prefix back until the
+        # end: the hash then starts on the whole last wave after the last
+        # byte (1 GB in 50 MiB ranges over 16 connections: 550 MB, 0.4 s).
+        # Half shares end the wave in stages, each a prefix the hash takes
+        # while the next arrives, down to the ranges ``in_flight`` allows.
+        floor = max(self.cfg.tail_min, self.cfg.in_flight // max(1, self._target))
+        if share > floor:
+            share = max(floor, share // 2)
         return max(self.cfg.tail_min, _aligned(share))
 
     def _next_fast(self, now: float) -> _Range | None:

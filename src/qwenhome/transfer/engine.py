@@ -544,14 +544,12 @@ class TransferEngine:
         """The range size: the tuned chunk, but near the end of the run the
         bytes left are shared out over every connection so that they all end
         together (as aria2 splits), instead of a few long ranges trailing.
-        A connection's share counts the bytes still under way too: the others
-        are busy with those, and a share of what is not yet handed out only
-        would shrink with every range (left/32 each time: a hundred small
-        requests in the last quarter of a GB, each costing a Python server
-        about as much CPU as a MB of body)."""
-        under_way = sum(r.end - r.cur for r in self._inflight)
-        left = self._total - self._done_bytes - under_way
-        share = (left + under_way) // max(1, self._target)
+        A connection's share is of every byte not yet on disk, the ones
+        under way included: the others are busy with those, and a share of
+        what is not yet handed out only would shrink with every range
+        (left/32 each time: a hundred small requests in the last quarter of a
+        GB, each costing a Python server about as much CPU as a MB of body)."""
+        share = (self._total - self._done_bytes) // max(1, self._target)
         chunk = self._chunk
         if self._carved < self._target:
             # The first wave starts together and would land together, with the

@@ -246,10 +246,8 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     assert probing and (rate, before, engine._target) == (150e6, 32, 64)
     # While the step is on trial, ranges last about two windows (here 2 MB),
     # so that if it fails the extra connections end soon.
-    trying, engine._inflight = engine._inflight, set()
     engine._total, engine._carved = 1 << 30, 64
     assert engine._chunk_now() <= 2 * 4.7e6 * EngineConfig().probe_interval < engine._chunk
-    engine._inflight = trying
     chunk = engine._chunk
     # 64 serve less than 32 did: not back to 32 but down to 16, and each
     # request costs such a server: the ranges grow long.
@@ -295,7 +293,7 @@ def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate()
     # smallest range, not none at all.
     engine = _busy_engine(32)
     engine._tune(3.2e6, 0.0, 32)
-    engine._inflight, engine._total, engine._carved = set(), 1 << 30, 64
+    engine._total, engine._carved = 1 << 30, 64
     assert engine._target == 64 and engine._chunk_now() == EngineConfig().tail_min
 
     # A step that gained clearly, if not enough to go on, is kept: going back

@@ -43,10 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotCachedError, QwenhomeError, StoreError, UsageError
+from ..errors import (
+    DiskFullError,
+    NotCachedError,
+    QwenhomeError,
+    ReadOnlyHomeError,
+    StoreError,
+    UsageError,
+)
 from ..hub.modelscope import listing_commit
 from ..manifest import Manifest, RepoFile
-from .cache import Store, translate_os_error
+from .cache import Store, translate_os_error, writing
 from .layout import RepoRef, etag_kind, is_commit, parse_folder_name, validate_relpath
 from .verify import hash_file
 
@@ -388,9 +395,14 @@ def _add_git_name(store: Store, ref: RepoRef, blob: Path) -> None:
 def adopt(store: Store, found: Found, *, workers: int = 2, verify: bool = True) -> AdoptReport:
     """Bring one found snapshot into ``store``; a file that fails its hash
     check (or cannot be read) is left out and reported (the snapshot then
-    stays incomplete).
+    stays incomplete); a home that cannot be written or is full stops it.
     ``verify=False`` trusts the other cache's blob names (``qwenhome verify``
     checks them later); files known only by content are always hashed."""
+    with writing(store.repo_dir(found.ref)):
+        return _adopt(store, found, workers, verify)
+
+
+def _adopt(store: Store, found: Found, workers: int, verify: bool) -> AdoptReport:
     ref = found.ref
     rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files), verified=verify,
                       skipped=list(found.skipped))
@@ -406,6 +418,8 @@ def adopt(store: Store, found: Found, *, workers: int = 2, verify: bool = True) 
         for fut in futures:
             try:
                 f, etag, how = fut.result()
+            except (DiskFullError, ReadOnlyHomeError):
+                raise  # the home, not this file: nothing else would fit either
             except QwenhomeError as exc:
                 rep.problems.append(exc.message)
                 continue

@@ -44,7 +44,7 @@ from .errors import (
 from .hub.hf import HubClient
 from .hub.http import HttpClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
-from .manifest import Manifest, RepoFile
+from .manifest import Manifest, RepoFile, check_tree
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .store.cache import FileLock, Store, writing
 from .store.layout import RepoRef, is_commit
@@ -355,6 +355,7 @@ class Puller:
         if isinstance(got, netsources.NetworkDecision):
             return self._unreachable(ref, got)
         full, source = got
+        check_tree(full.files)  # before anything is written
         files = select_files(full.files, include, exclude)
         self.transfer_stats = {}
         manifest = Manifest(full.repo_id, full.repo_type, full.commit, list(files), source.name)  # a copy: extended below

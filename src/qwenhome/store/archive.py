@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import IntegrityError, ProtocolError, QwenhomeError, StoreError, UsageError
-from ..manifest import Manifest, RepoFile
+from ..manifest import Manifest, RepoFile, check_tree
 from ..transfer.hashing import Verifier
 from .cache import Store, translate_os_error, writing
 from .layout import (
@@ -188,6 +188,7 @@ def _parse_manifest(raw: bytes) -> tuple[RepoRef, str, list[str], list[RepoFile]
             kind = etag_kind(etag)
             files.append(RepoFile(validate_relpath(str(f["path"])), size,
                                   etag if kind == "git-sha1" else None, etag if kind == "sha256" else None))
+        check_tree(files, code="bad-archive")  # the whole list, before anything is written
     except QwenhomeError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

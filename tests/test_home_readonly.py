@@ -66,15 +66,20 @@ def test_a_read_only_home_serves_what_it_holds_and_refuses_writes_clearly(
     assert stray.exists() and (Path(snapshot) / "config.json").exists(), "nothing was lost"
 
 
-def test_an_import_into_a_read_only_home_is_refused(run_cli: RunCli, home_fs: Path, mirror: Mirror,
-                                                    tmp_path: Path) -> None:
+def test_a_read_only_home_without_snapshots_refuses_import_and_gc(
+        run_cli: RunCli, home_fs: Path, mirror: Mirror, tmp_path: Path) -> None:
     other = tmp_path / "other"
     assert run_cli(["pull", "Org/Small"], endpoint=mirror.url, home=other).returncode == 0
     archive = tmp_path / "small.tar"
     assert run_cli(["export", "Org/Small", "-o", str(archive)], home=other).returncode == 0
     shutil.rmtree(other)
+    stale = home_fs / "qwenhome" / "locks" / f"{'1' * 64}.lock"  # as a killed pull leaves one
+    stale.parent.mkdir(parents=True)
+    stale.touch()
     remount(home_fs, "ro")
     try:
         refused(run_cli(["import", str(archive)]))
+        refused(run_cli(["gc"]))  # not a claim to have removed it
     finally:
         remount(home_fs, "rw")
+    assert stale.exists()

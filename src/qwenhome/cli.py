@@ -295,6 +295,8 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.hub_cache, settings.state_dir)
     paths = args.paths or default_places(settings.env, settings.hub_cache)
     found = discover(paths, as_repo=args.as_repo, own_store=settings.hub_cache)
+    for warning in (w for f in found for w in f.skipped):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         if args.json:
             emit_json({"found": [f.to_dict() for f in found]})

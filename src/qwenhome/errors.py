@@ -10,6 +10,7 @@ Every error a user can see is a :class:`QwenhomeError` carrying a ``code``
     ├── StoreError                 the on-disk home
     │   ├── NotCachedError         snapshot-not-found, snapshot-incomplete
     │   ├── DiskFullError          disk-full
+    │   ├── ReadOnlyHomeError      home-read-only
     │   ├── LockTimeoutError       lock-timeout
     │   └── IntegrityError         hash-mismatch, size-mismatch
     ├── RemoteError                a source answered, but not with what we need
@@ -110,6 +111,14 @@ class DiskFullError(StoreError):
     code = "disk-full"
     exit_code = EXIT_DISK
     default_hint = "free space under QWEN_HOME or point --home at a larger disk; the partial download is kept and resumes"
+
+
+class ReadOnlyHomeError(StoreError):
+    code = "home-read-only"
+    exit_code = EXIT_DISK
+    default_hint = ("the home cannot be written (read-only filesystem or no permission): remount it read-write or "
+                    "point QWEN_HOME / --home at a writable folder; path, ls, mirror serve and a pull of a complete "
+                    "model work as is")
 
 
 class LockTimeoutError(StoreError):

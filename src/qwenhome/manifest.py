@@ -8,8 +8,11 @@ same file can come from the Hub, a mirror or ModelScope.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import ProtocolError
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,27 @@ class RepoFile:
     @property
     def is_lfs(self) -> bool:
         return self.sha256 is not None
+
+
+def check_tree(files: Iterable[RepoFile], *, code: str = "bad-metadata") -> None:
+    """Refuse a listing no snapshot folder can hold: a path named twice, or
+    named both as a file and as a folder (``a`` and ``a/b``). Checked before
+    anything is written, so such a listing leaves nothing half-made."""
+    paths: set[str] = set()
+    for f in files:
+        if f.path in paths:
+            raise ProtocolError(f"the file list names {f.path!r} twice", code=code, hint=_TREE_HINT)
+        paths.add(f.path)
+    for path in sorted(paths):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in paths:
+                raise ProtocolError(f"the file list names {folder!r} both as a file and as the folder of {path!r}",
+                                    code=code, hint=_TREE_HINT)
+
+
+_TREE_HINT = "the source sent a file list no folder can hold; nothing was written; try another source"
 
 
 @dataclass

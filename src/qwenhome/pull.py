@@ -44,9 +44,9 @@ from .errors import (
 from .hub.hf import HubClient
 from .hub.http import HttpClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
-from .manifest import Manifest, RepoFile
+from .manifest import Manifest, RepoFile, check_tree
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
-from .store.cache import FileLock, Store
+from .store.cache import FileLock, Store, writing
 from .store.layout import RepoRef, is_commit
 from .transfer import partmap
 from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
@@ -236,6 +236,16 @@ class Puller:
         exclude: Sequence[str] = (),
         cancel: threading.Event | None = None,
     ) -> PullResult:
+        with writing(self.store.root):  # a write the store did not name (disk full, read-only home)
+            return self._pull(ref, include, exclude, cancel)
+
+    def _pull(
+        self,
+        ref: RepoRef,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        cancel: threading.Event | None,
+    ) -> PullResult:
         t0 = time.monotonic()
         cached = self._cached(ref) if ref.revision and is_commit(ref.revision) else None
         if cached is not None:
@@ -345,6 +355,7 @@ class Puller:
         if isinstance(got, netsources.NetworkDecision):
             return self._unreachable(ref, got)
         full, source = got
+        check_tree(full.files)  # before anything is written
         files = select_files(full.files, include, exclude)
         self.transfer_stats = {}
         manifest = Manifest(full.repo_id, full.repo_type, full.commit, list(files), source.name)  # a copy: extended below
@@ -352,7 +363,8 @@ class Puller:
         if previous is not None:
             known = {f.path for f in files}
             manifest.files.extend(f for f in previous.files if f.path not in known)
-        self.store.save_manifest(manifest)
+        if previous is None or not _covers(previous, files):
+            self.store.save_manifest(manifest)
 
         by_etag: dict[str, list[RepoFile]] = {}
         for f in files:
@@ -408,14 +420,14 @@ class Puller:
         while remaining:
             held: list[tuple[RepoFile, FileLock]] = []
             waiting: list[RepoFile] = []
-            for f in remaining:
-                lk = self.store.file_lock(f.etag)
-                (held.append((f, lk)) if lk.acquire() else waiting.append(f))
-            if not held:
-                lk = self.store.file_lock(waiting[0].etag)
-                if lk.acquire(timeout=3600):
-                    held.append((waiting.pop(0), lk))
-            try:
+            try:  # (a lock file that cannot be made, disk full, releases those taken)
+                for f in remaining:
+                    lk = self.store.file_lock(f.etag)
+                    (held.append((f, lk)) if lk.acquire() else waiting.append(f))
+                if not held:
+                    lk = self.store.file_lock(waiting[0].etag)
+                    if lk.acquire(timeout=3600):
+                        held.append((waiting.pop(0), lk))
                 jobs = []
                 for f, _ in held:
                     if self.store.has_blob(ref, f.etag, f.size):
@@ -589,6 +601,14 @@ class Puller:
         manifest = self.store.load_manifest(ref, snap.name)
         n = len(manifest.files) if manifest else 0
         return PullResult(ref, snap.name, snap, n, 0, manifest.total_size if manifest else 0, True, "cache")
+
+
+def _covers(saved: Manifest, files: Sequence[RepoFile]) -> bool:
+    """Whether ``saved`` already lists every one of ``files`` (path, size,
+    blob): then it need not be written again (a pull of a complete snapshot
+    writes nothing, and works on a read-only home)."""
+    have = {(f.path, f.size, f.etag) for f in saved.files}
+    return all((f.path, f.size, f.etag) in have for f in files)
 
 
 def pull(

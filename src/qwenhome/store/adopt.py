@@ -20,6 +20,13 @@ known only by content gets the deterministic id
 :func:`qwenhome.hub.modelscope.listing_commit` (path, size, sha256 of every
 file), so the same files always give the same commit, as a ModelScope pull does.
 Small files of plain folders are copied, not linked: users edit those in place.
+
+Adoption never reads through a symlink that leaves what was named: a hub
+cache's snapshot links must point into that repository's own ``blobs/``; in a
+folder, a link must stay inside the folder; symlinked repository, snapshot and
+blob folders are not followed. Such links are left out with a warning that
+names them. Each file is opened without following links and must still be the
+file that was listed; a copy is never more readable than its source.
 """
 
 from __future__ import annotations
@@ -28,17 +35,25 @@ import errno
 import os
 import re
 import shutil
+import stat
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotCachedError, QwenhomeError, StoreError, UsageError
+from ..errors import (
+    DiskFullError,
+    NotCachedError,
+    QwenhomeError,
+    ReadOnlyHomeError,
+    StoreError,
+    UsageError,
+)
 from ..hub.modelscope import listing_commit
 from ..manifest import Manifest, RepoFile
-from .cache import Store, translate_os_error
+from .cache import Store, translate_os_error, writing
 from .layout import RepoRef, etag_kind, is_commit, parse_folder_name, validate_relpath
 from .verify import hash_file
 
@@ -53,7 +68,7 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 @dataclass
 class FoundFile:
     path: str  # path inside the repository
-    real: Path  # the file on disk (symlinks resolved)
+    real: Path  # the file on disk (symlinks resolved, checked to stay inside what was adopted)
     size: int
     etag: str | None = None  # a blob name the other cache claims; checked before use
 
@@ -68,10 +83,12 @@ class Found:
     files: list[FoundFile]
     commit: str | None = None  # known for hub caches and local_dir downloads
     refs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # links left out, each named with the reason
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "repo": str(self.ref), "origin": str(self.origin), "commit": self.commit,
-                "files": len(self.files), "size": sum(f.size for f in self.files), "refs": self.refs}
+                "files": len(self.files), "size": sum(f.size for f in self.files), "refs": self.refs,
+                "skipped": self.skipped}
 
 
 @dataclass
@@ -88,6 +105,7 @@ class AdoptReport:
     bytes_copied: int = 0
     refs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # links out of what was adopted, left out
     snapshot: str = ""
     verified: bool = True
 
@@ -156,10 +174,16 @@ def discover(paths: Sequence[Path], *, as_repo: str | None = None, own_store: Pa
 
 
 def _children(p: Path) -> list[Path]:
+    """Sub-folders of ``p``, symlinked ones left out: a link could lead anywhere
+    (``snapshots/<sha> -> /etc``), and only what was named is adopted."""
     try:
-        return sorted(c for c in p.iterdir() if c.is_dir())
+        return sorted(c for c in p.iterdir() if c.is_dir() and not c.is_symlink())
     except OSError:
         return []
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _folder_ref(p: Path, as_repo: str | None) -> RepoRef:
@@ -174,38 +198,61 @@ def _hf_repo(repo_dir: Path) -> list[Found]:
     assert ref is not None
     refs: dict[str, list[str]] = {}
     for r in (repo_dir / "refs").rglob("*") if (repo_dir / "refs").is_dir() else []:
-        if r.is_file():
+        if r.is_file() and not r.is_symlink():
             commit = r.read_text(encoding="utf-8", errors="replace").strip()
             refs.setdefault(commit, []).append(r.relative_to(repo_dir / "refs").as_posix())
+    # Snapshot links may point only into this repository's own blobs/ (itself no link).
+    blobs = repo_dir / "blobs"
+    blobs_real = _real(blobs) if blobs.is_dir() and not blobs.is_symlink() else None
     out = []
     for snap in _children(repo_dir / "snapshots"):
         if not is_commit(snap.name):
             continue
+        snap_real = _real(snap)
+
+        def allowed(real: str, snap_real: str = snap_real) -> bool:
+            # A cache made without symlinks keeps real files in the snapshot.
+            return (blobs_real is not None and os.path.dirname(real) == blobs_real) or _inside(real, snap_real)
+
         files = []
-        for rel, real in _walk(snap, skip_hidden=False):
+        walked, skipped = _walk(snap, skip_hidden=False, allowed=allowed, what=f"{repo_dir.name}/blobs")
+        for rel, real in walked:
             target = os.readlink(snap / rel) if (snap / rel).is_symlink() else ""
             name = os.path.basename(target)
             files.append(FoundFile(rel, real, real.stat().st_size, name if etag_kind(name) else None))
-        out.append(Found("hf-cache", ref, snap, files, snap.name, sorted(refs.get(snap.name, []))))
+        out.append(Found("hf-cache", ref, snap, files, snap.name, sorted(refs.get(snap.name, [])), skipped))
     return out
 
 
-def _walk(top: Path, *, skip_hidden: bool) -> list[tuple[str, Path]]:
-    """(relative path, real file) of every regular file below ``top``."""
-    out = []
+def _walk(top: Path, *, skip_hidden: bool, allowed: Callable[[str], bool] | None = None,
+          what: str = "") -> tuple[list[tuple[str, Path]], list[str]]:
+    """(relative path, real file) of every regular file below ``top`` whose
+    real path ``allowed`` accepts (default: inside ``top``), and a warning for
+    each link left out. Symlinked folders are not followed."""
+    root = _real(top)
+    ok = allowed or (lambda real: _inside(real, root))
+    where = what or str(top)
+    out, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not (skip_hidden and d in _SKIP_DIRS))
+        for d in dirnames:
+            full = Path(dirpath) / d
+            if full.is_symlink() and not ok(_real(full)):
+                skipped.append(f"{full}: link to a folder outside {where}, not followed")
         for name in sorted(filenames):
             full = Path(dirpath) / name
-            real = Path(os.path.realpath(full))
-            if not real.is_file():
+            real = _real(full)
+            if full.is_symlink() and not ok(real):
+                skipped.append(f"{full}: link to {real}, outside {where}; left out")
+                continue
+            if not os.path.isfile(real):
                 continue  # a dangling link: the other cache is incomplete there
             rel = full.relative_to(top).as_posix()
             try:
-                out.append((validate_relpath(rel), real))
+                out.append((validate_relpath(rel), Path(real)))
             except QwenhomeError:
                 continue
-    return out
+    return out, skipped
 
 
 def _local_dir_meta(folder: Path, rel: str) -> tuple[str, str] | None:
@@ -223,13 +270,14 @@ def _local_dir_meta(folder: Path, rel: str) -> tuple[str, str] | None:
 def _folder(folder: Path, ref: RepoRef, kind: str) -> Found:
     files = []
     commits = set()
-    for rel, real in _walk(folder, skip_hidden=True):
+    walked, skipped = _walk(folder, skip_hidden=True)
+    for rel, real in walked:
         meta = _local_dir_meta(folder, rel) if kind == "folder" else None
         if meta is not None:
             commits.add(meta[0])
         files.append(FoundFile(rel, real, real.stat().st_size, meta[1] if meta else None))
     commit = commits.pop() if len(commits) == 1 and all(f.etag for f in files) else None
-    return Found(kind, ref, folder, files, commit)
+    return Found(kind, ref, folder, files, commit, skipped=skipped)
 
 
 def _modelscope_roots(p: Path) -> list[tuple[RepoRef, Path]]:
@@ -257,25 +305,57 @@ def _ms_ref(owner: str, name: str, folder: Path) -> list[tuple[RepoRef, Path]]:
 
 
 # -- adoption ------------------------------------------------------------------------------
+def _open_listed(f: FoundFile) -> tuple[int, os.stat_result]:
+    """Open the file discovery listed, not following a link, and check it is
+    still that regular file (a folder on its path swapped for a link since
+    would lead elsewhere)."""
+    try:
+        fd = os.open(f.real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise StoreError(f"{f.real}: cannot be read ({exc.strerror}); left out", code="adopt-unreadable") from exc
+    except OSError as exc:  # ELOOP: it became a link
+        raise StoreError(f"{f.real}: changed since it was listed ({exc.strerror}); left out",
+                         code="adopt-changed") from exc
+    st = os.fstat(fd)
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        opened = str(f.real)  # no /proc: O_NOFOLLOW on the resolved path is the guard
+    if not stat.S_ISREG(st.st_mode) or opened != str(f.real):
+        os.close(fd)
+        raise StoreError(f"{f.real}: changed since it was listed; left out", code="adopt-changed")
+    return fd, st
+
+
+def _copy_from(fd: int, st: os.stat_result, dest: Path) -> None:
+    """Copy an open file to ``dest``, never more readable than the source."""
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, stat.S_IMODE(st.st_mode) & 0o666)
+    with os.fdopen(fd, "rb", closefd=False) as src, os.fdopen(out, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = True) -> tuple[str, str]:
     """Put ``f`` into ``blobs/`` verified; returns (etag, how: present|linked|copied).
     ``verify=False`` trusts a blob name the other cache gives (size still checked)."""
     if f.etag is not None and store.has_blob(ref, f.etag, f.size):
         return f.etag, "present"
     blobs = store.repo_dir(ref) / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
     tmp = blobs / f".adopt-{uuid.uuid4().hex[:12]}.incomplete"
     how = "copied"
+    fd, st = _open_listed(f)
     try:
+        blobs.mkdir(parents=True, exist_ok=True)
         if not copy:
             try:
-                os.link(f.real, tmp)
+                os.link(f.real, tmp, follow_symlinks=False)
                 how = "linked"
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                     raise
+            if how == "linked" and (tmp.lstat().st_ino, tmp.lstat().st_dev) != (st.st_ino, st.st_dev):
+                raise StoreError(f"{f.real}: changed since it was listed; left out", code="adopt-changed")
         if how == "copied":
-            shutil.copyfile(f.real, tmp)
+            _copy_from(fd, st, tmp)
         # Hash what now sits in the home (the same inode when linked): what is
         # checked is exactly what becomes visible.
         if f.etag is not None and not verify:
@@ -295,6 +375,7 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = 
     except OSError as exc:
         raise translate_os_error(exc, tmp) from exc
     finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
 
 
@@ -313,11 +394,18 @@ def _add_git_name(store: Store, ref: RepoRef, blob: Path) -> None:
 
 def adopt(store: Store, found: Found, *, workers: int = 2, verify: bool = True) -> AdoptReport:
     """Bring one found snapshot into ``store``; a file that fails its hash
-    check is left out and reported (the snapshot then stays incomplete).
+    check (or cannot be read) is left out and reported (the snapshot then
+    stays incomplete); a home that cannot be written or is full stops it.
     ``verify=False`` trusts the other cache's blob names (``qwenhome verify``
     checks them later); files known only by content are always hashed."""
+    with writing(store.repo_dir(found.ref)):
+        return _adopt(store, found, workers, verify)
+
+
+def _adopt(store: Store, found: Found, workers: int, verify: bool) -> AdoptReport:
     ref = found.ref
-    rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files), verified=verify)
+    rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files), verified=verify,
+                      skipped=list(found.skipped))
     placed: list[tuple[FoundFile, str]] = []
 
     def one(f: FoundFile) -> tuple[FoundFile, str, str]:
@@ -330,6 +418,8 @@ def adopt(store: Store, found: Found, *, workers: int = 2, verify: bool = True) 
         for fut in futures:
             try:
                 f, etag, how = fut.result()
+            except (DiskFullError, ReadOnlyHomeError):
+                raise  # the home, not this file: nothing else would fit either
             except QwenhomeError as exc:
                 rep.problems.append(exc.message)
                 continue

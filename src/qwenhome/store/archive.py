@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import IntegrityError, ProtocolError, QwenhomeError, StoreError, UsageError
-from ..manifest import Manifest, RepoFile
+from ..manifest import Manifest, RepoFile, check_tree
 from ..transfer.hashing import Verifier
-from .cache import Store, translate_os_error
+from .cache import Store, translate_os_error, writing
 from .layout import (
     RepoRef,
     etag_kind,
@@ -135,7 +135,7 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
                 tar.addfile(_info(f"{folder}/refs/{name}", len(commit)), _BytesIO(commit.encode()))
         os.replace(tmp, out)
     except OSError as exc:
-        raise translate_os_error(exc, out) from exc
+        raise translate_os_error(exc, out, home=False) from exc
     finally:
         tmp.unlink(missing_ok=True)
     rep.seconds = time.monotonic() - t0
@@ -188,6 +188,7 @@ def _parse_manifest(raw: bytes) -> tuple[RepoRef, str, list[str], list[RepoFile]
             kind = etag_kind(etag)
             files.append(RepoFile(validate_relpath(str(f["path"])), size,
                                   etag if kind == "git-sha1" else None, etag if kind == "sha256" else None))
+        check_tree(files, code="bad-archive")  # the whole list, before anything is written
     except QwenhomeError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -234,6 +235,11 @@ def _receive_blob(store: Store, ref: RepoRef, f: RepoFile, src: IO[bytes]) -> in
 
 def import_archive(store: Store, file: Path) -> ArchiveReport:
     """Verify and place the snapshot in ``file``; see the module docstring."""
+    with writing(store.root):
+        return _import_archive(store, file)
+
+
+def _import_archive(store: Store, file: Path) -> ArchiveReport:
     t0 = time.monotonic()
     try:
         tar = tarfile.open(file, "r|*")  # noqa: SIM115 (closed below) streaming: one pass, also .tar.gz

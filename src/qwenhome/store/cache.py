@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import itertools
+import logging
 import os
 import stat
 import threading
@@ -18,9 +19,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import DiskFullError, LockTimeoutError, NotCachedError, StoreError
+from ..errors import DiskFullError, LockTimeoutError, NotCachedError, ReadOnlyHomeError, StoreError
 from ..manifest import Manifest
 from .layout import RepoRef, is_commit, validate_etag, validate_relpath, validate_revision
+
+log = logging.getLogger("qwenhome.store")
 
 
 class Store:
@@ -68,10 +71,9 @@ class Store:
         return commit if is_commit(commit) else None
 
     def write_ref(self, ref: RepoRef, name: str, commit: str) -> None:
-        if name == commit:
-            return
-        path = self.ref_path(ref, name)
-        atomic_write(path, commit)
+        if name == commit or self.read_ref(ref, name) == commit:
+            return  # nothing to write (and a read-only home stays usable)
+        atomic_write(self.ref_path(ref, name), commit)
 
     def resolve_commit(self, ref: RepoRef) -> str | None:
         """The commit a local revision points to, without any network."""
@@ -107,6 +109,10 @@ class Store:
     def install_blob(self, ref: RepoRef, etag: str, src: Path) -> Path:
         """Move a verified file into ``blobs/`` atomically (copy across filesystems)."""
         dest = self.blob_path(ref, etag)
+        with writing(dest):
+            return self._install_blob(etag, src, dest)
+
+    def _install_blob(self, etag: str, src: Path, dest: Path) -> Path:
         if dest.parent not in self._ready_dirs:
             dest.parent.mkdir(parents=True, exist_ok=True)
             self._ready_dirs.add(dest.parent)
@@ -129,20 +135,21 @@ class Store:
             try:
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, dest)
-            except OSError as copy_exc:
+            except OSError:
                 tmp.unlink(missing_ok=True)
-                raise translate_os_error(copy_exc, dest) from copy_exc
+                raise
             src.unlink(missing_ok=True)
         return dest
 
     def link(self, ref: RepoRef, commit: str, relpath: str, etag: str) -> Path:
         """Point ``snapshots/<commit>/<relpath>`` at its blob with a relative symlink."""
-        try:
-            return self._link(ref, commit, relpath, etag)
-        except FileNotFoundError:
-            # A folder this process made went away since (rm, gc): check anew.
-            self._ready_dirs.clear()
-            return self._link(ref, commit, relpath, etag)
+        with writing(self.snapshot_dir(ref, commit)):
+            try:
+                return self._link(ref, commit, relpath, etag)
+            except FileNotFoundError:
+                # A folder this process made went away since (rm, gc): check anew.
+                self._ready_dirs.clear()
+                return self._link(ref, commit, relpath, etag)
 
     def _link(self, ref: RepoRef, commit: str, relpath: str, etag: str) -> Path:
         validate_relpath(relpath)
@@ -162,10 +169,13 @@ class Store:
         try:
             os.symlink(rel, target)  # a new snapshot: one system call
             return target
-        except FileExistsError:
-            pass
-        if target.is_symlink() and os.readlink(target) == rel:
-            return target
+        except OSError as exc:
+            # Already there (as on every pull of a complete snapshot, where a
+            # read-only home may answer EROFS rather than EEXIST): nothing to write.
+            if target.is_symlink() and os.readlink(target) == rel:
+                return target
+            if not isinstance(exc, FileExistsError):
+                raise
         tmp = target.with_name(f".{target.name}.{unique_suffix()}.tmp")
         os.symlink(rel, tmp)
         os.replace(tmp, target)  # replaced atomically: readers never see it missing
@@ -207,8 +217,12 @@ class Store:
         return missing
 
     # -- locks -------------------------------------------------------------
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / "locks"
+
     def file_lock(self, name: str) -> FileLock:
-        return FileLock(self.state_dir / "locks" / f"{name}.lock")
+        return FileLock(self.locks_dir / f"{name}.lock")
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float = 600.0) -> Iterator[None]:
@@ -223,26 +237,54 @@ class Store:
 
 
 class FileLock:
-    """flock-based lock. Where the filesystem has no working flock, it
-    degrades to no lock: every writer uses verified content-addressed files,
-    so that is slower at worst, never wrong."""
+    """flock-based lock whose file exists only while it is held (a pull takes
+    one per blob: kept, they would cost an inode per blob forever).
+
+    Removing a lock file is safe because a holder checks, once it has the
+    lock, that the path still names the file it locked; when not (removed, or
+    made anew by another process), it locks again. Where the filesystem has no
+    working flock, or the home is read-only (nothing to protect: no write can
+    happen), it degrades to no lock: every writer uses verified
+    content-addressed files, so that is slower at worst, never wrong."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
 
     def acquire(self, timeout: float = 0.0, poll: float = 0.05) -> bool:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
-        except FileNotFoundError:  # the first lock in this folder
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
         deadline = time.monotonic() + timeout
+        while True:
+            fd = self._open()
+            if fd < 0:
+                return True  # a read-only home: no lock (see the class docstring)
+            got = self._try(fd, deadline, poll)
+            if got is None:
+                self._fd = fd
+                return True
+            if not got:
+                return False
+            # Locked, but the path was removed or replaced meanwhile: lock anew.
+
+    def _open(self) -> int:
+        """The lock file's descriptor (made as needed), or -1 on a read-only home."""
+        try:
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
+            except FileNotFoundError:  # the first lock in this folder
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                return -1
+            raise translate_os_error(exc, self.path) from exc
+
+    def _try(self, fd: int, deadline: float, poll: float) -> bool | None:
+        """Lock ``fd``: None when held and still the file at the path; True to
+        try again with a fresh descriptor; False on time-out."""
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return True
+                break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
@@ -250,15 +292,60 @@ class FileLock:
                 time.sleep(poll)
             except OSError as exc:
                 if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    self._fd = fd
-                    return True
+                    return None
                 os.close(fd)
-                raise
+                raise translate_os_error(exc, self.path) from exc
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return None
+        os.close(fd)
+        return True
 
-    def release(self) -> None:
+    def release(self, remove: bool = True) -> None:
+        """Unlock; ``remove`` deletes the lock file first (under the lock, so a
+        waiter that then gets the old file sees it is gone and locks anew)."""
         if self._fd >= 0:
+            if remove:
+                try:
+                    self.path.unlink()
+                except OSError as exc:
+                    log.debug("lock file %s not removed: %s", self.path, exc)
             os.close(self._fd)
             self._fd = -1
+
+
+def remove_stale_locks(locks_dir: Path) -> list[str]:
+    """Remove lock files nobody holds (left by a killed process); returns their names.
+    A file is removed under its lock, as :meth:`FileLock.release` does."""
+    try:
+        names = sorted(n for n in os.listdir(locks_dir) if n.endswith(".lock"))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = locks_dir / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # never made here
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held (or no flock here: whether it is held cannot be told)
+                continue
+            try:
+                stale = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                continue
+            if stale:
+                path.unlink()
+                removed.append(name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 _tmp_count = itertools.count()
@@ -272,9 +359,9 @@ def unique_suffix() -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
@@ -282,8 +369,42 @@ def atomic_write(path: Path, text: str) -> None:
         raise translate_os_error(exc, path) from exc
 
 
-def translate_os_error(exc: OSError, path: Path) -> Exception:
-    """Map disk-full style errors to DiskFullError; keep others as StoreError."""
+def translate_os_error(exc: OSError, path: Path, *, home: bool = True) -> Exception:
+    """Map an OSError of a write to the store's errors: disk full (ENOSPC, also
+    out of inodes; EDQUOT, EFBIG) to DiskFullError; a home that cannot be
+    written (EROFS, EACCES, EPERM) to ReadOnlyHomeError; others to StoreError.
+    ``home=False`` for a path the user chose outside the home (an export)."""
+    named = exc.filename2 if isinstance(exc.filename2, str) else exc.filename  # (rename, link: the new name)
+    where = Path(named) if isinstance(named, str) else path
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return DiskFullError(f"no space left writing {path}", path=path)
-    return StoreError(f"cannot write {path}: {exc.strerror or exc}", code="store-io", path=path)
+        if exc.errno == errno.ENOSPC and _out_of_inodes(where):
+            return DiskFullError(f"no inodes left writing {where} (the filesystem holds as many files as it can)",
+                                 hint="`df -i` shows it: remove files there (`qwenhome gc`), or point QWEN_HOME / "
+                                      "--home at another disk; the partial download is kept and resumes",
+                                 path=where)
+        why = "" if exc.errno == errno.ENOSPC else f" ({exc.strerror or exc})"
+        return DiskFullError(f"no space left writing {where}{why}", path=where)
+    if home and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ReadOnlyHomeError(f"cannot write {where}: {exc.strerror or exc}", path=where)
+    return StoreError(f"cannot write {where}: {exc.strerror or exc}", code="store-io", path=where)
+
+
+def _out_of_inodes(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` (or its nearest existing folder) has no free inode."""
+    for place in (path, *path.parents):
+        try:
+            st = os.statvfs(place)
+        except OSError:
+            continue
+        return st.f_files > 0 and st.f_favail == 0
+    return False
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Translate any OSError raised inside into the store's errors (see
+    :func:`translate_os_error`); ``path`` names the place when the error does not."""
+    try:
+        yield
+    except OSError as exc:
+        raise translate_os_error(exc, path) from exc

@@ -1,5 +1,5 @@
 """Removing repositories or revisions, and collecting garbage: blobs no
-snapshot links to, and stale partial downloads."""
+snapshot links to, stale partial downloads and lock files nobody holds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotCachedError
-from .cache import Store
+from .cache import Store, remove_stale_locks, writing
 from .layout import RepoRef, is_commit
 
 
@@ -39,6 +39,11 @@ def _tree_size(path: Path) -> int:
 
 def remove_repo(store: Store, ref: RepoRef) -> RemoveReport:
     """Remove a whole repository, or with ``@rev`` one revision (then gc its blobs)."""
+    with writing(store.repo_dir(ref)):
+        return _remove_repo(store, ref)
+
+
+def _remove_repo(store: Store, ref: RepoRef) -> RemoveReport:
     repo_dir = store.repo_dir(ref)
     if not repo_dir.is_dir():
         raise NotCachedError(f"{ref} is not in the home", repo=str(ref))
@@ -79,7 +84,13 @@ def _linked_blobs(repo_dir: Path) -> set[str]:
 def collect_garbage(
     store: Store, *, only: RepoRef | None = None, partial_age: float = 7 * 86400, now: float | None = None
 ) -> RemoveReport:
-    """Delete unreferenced blobs and partial downloads untouched for ``partial_age`` seconds."""
+    """Delete unreferenced blobs, partial downloads untouched for ``partial_age``
+    seconds and (for the whole home) lock files nobody holds."""
+    with writing(store.root):
+        return _collect_garbage(store, only, partial_age, now)
+
+
+def _collect_garbage(store: Store, only: RepoRef | None, partial_age: float, now: float | None) -> RemoveReport:
     report = RemoveReport()
     now = time.time() if now is None else now
     repos = [store.repo_dir(only)] if only else ([p for p in store.root.iterdir() if p.is_dir()] if store.root.is_dir() else [])
@@ -108,4 +119,6 @@ def collect_garbage(
                 report.freed += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
                 p.unlink(missing_ok=True)
                 report.removed.append(f"partials/{p.name}")
+    if only is None:
+        report.removed += [f"locks/{name}" for name in remove_stale_locks(store.locks_dir)]
     return report

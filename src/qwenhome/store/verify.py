@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import Store
+from .cache import Store, writing
 from .layout import RepoRef, etag_kind
 
 CHUNK = 4 << 20
@@ -93,6 +93,7 @@ def verify_repo(store: Store, ref: RepoRef, *, remove_bad: bool = False) -> Veri
         if actual != blob.name:
             report.bad.append(BlobProblem(blob.name, f"{kind} is {actual}", links.get(blob.name, [])))
             if remove_bad:
-                blob.unlink(missing_ok=True)
+                with writing(blob):
+                    blob.unlink(missing_ok=True)
                 report.removed.append(blob.name)
     return report

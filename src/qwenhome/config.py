@@ -28,8 +28,8 @@ DEFAULT_MODELSCOPE_ENDPOINT = "https://modelscope.cn"
 STATE_DIRNAME = "qwenhome"
 CONFIG_FILENAME = "config.toml"
 
-# Hosts an HF token belongs to. A token is never sent anywhere else unless the
-# user puts it on that source explicitly in config.toml.
+# Hosts an HF token belongs to (over HTTPS, port 443). A token is never sent
+# anywhere else unless the user puts it on that source explicitly in config.toml.
 HF_TOKEN_HOSTS = ("huggingface.co", "hf.co")
 
 # Environment variables that the doctor and `env` reason about. Only these are
@@ -172,9 +172,16 @@ def _token_file(home: Path, env: Mapping[str, str]) -> str | None:
 
 
 def hf_token_for(url: str, token: str | None) -> str | None:
-    """The HF token goes only to Hugging Face's own hosts."""
-    host = (urlsplit(url).hostname or "").lower()
-    if token and any(host == h or host.endswith("." + h) for h in HF_TOKEN_HOSTS):
+    """The HF token goes only to Hugging Face's own origins: HTTPS on port 443
+    of its hosts (never in the clear, never another port)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if token and parts.scheme == "https" and port == 443 \
+            and any(host == h or host.endswith("." + h) for h in HF_TOKEN_HOSTS):
         return token
     return None
 

@@ -55,10 +55,22 @@ class Source:
     kind: str
     url: str
     token: str | None = field(default=None, repr=False)
+    # False for a source given only by its URL (--source, or config.toml
+    # without a name): messages then name it by that URL, not by "hf".
+    named: bool = field(default=True, compare=False)
 
     @property
     def host(self) -> str:
         return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def label(self) -> str:
+        """How progress lines and errors name the source: its configured
+        name, or the URL it was given by (without any user:password@)."""
+        if self.named:
+            return self.name
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "url": self.url, "token": bool(self.token)}
@@ -152,7 +164,7 @@ def parse_source_spec(spec: str, index: int = 0) -> Source:
             code="invalid-source",
             hint="give an http(s) URL, e.g. --source https://hf-mirror.com or --source modelscope:https://modelscope.cn",
         )
-    return Source(name=f"{kind}{index}" if index else kind, kind=kind, url=url.rstrip("/"))
+    return Source(name=f"{kind}{index}" if index else kind, kind=kind, url=url.rstrip("/"), named=False)
 
 
 def _token_file(home: Path, env: Mapping[str, str]) -> str | None:
@@ -188,7 +200,7 @@ def hf_token_for(url: str, token: str | None) -> str | None:
 
 def default_sources(env: Mapping[str, str], hf_token: str | None) -> list[Source]:
     endpoint = (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
-    return [Source("hf", "hf", endpoint, hf_token_for(endpoint, hf_token))]
+    return [Source("hf", "hf", endpoint, hf_token_for(endpoint, hf_token), named=not env.get("HF_ENDPOINT"))]
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -224,7 +236,8 @@ def _sources_from_config(data: dict[str, Any], path: Path) -> list[Source] | Non
             raise ConfigError(f"{path}: sources[{i}].kind must be 'hf' or 'modelscope'", path=path)
         src = parse_source_spec(("modelscope:" if kind == "modelscope" else "") + str(item["url"]), i)
         token = item.get("token")
-        out.append(Source(str(item.get("name", src.name)), kind, src.url, str(token) if token else None))
+        out.append(Source(str(item.get("name", src.name)), kind, src.url, str(token) if token else None,
+                          named="name" in item))
     return out
 
 

@@ -350,7 +350,7 @@ class NetworkDecision:
 
     @property
     def reason(self) -> str:
-        return "; ".join(f"{r.source.name}: {r.code}" for r in self.results) or "no source configured"
+        return "; ".join(f"{r.source.label}: {r.code}" for r in self.results) or "no source configured"
 
     @property
     def remembered(self) -> bool:

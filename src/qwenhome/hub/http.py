@@ -228,32 +228,37 @@ class ConnectionPool:
 
 
 def translate(exc: BaseException, url: str) -> Exception:
-    """Map transport exceptions to qwenhome errors, most specific first."""
+    """Map transport exceptions to qwenhome errors, most specific first.
+    Messages name the server as ``host[:port]`` (two sources may share a host)."""
     host = urlsplit(url).hostname or url
     if isinstance(exc, NetworkError | ProtocolError):
         return exc
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"cannot resolve {host}: {exc.strerror}", code="dns-resolution-failed", host=host)
+    try:
+        where = Origin.of(url).authority
+    except ProtocolError:
+        where = host
     if isinstance(exc, ssl.SSLCertVerificationError):
         return ConnectError(
-            f"TLS certificate of {host} not trusted: {exc.verify_message}",
+            f"TLS certificate of {where} not trusted: {exc.verify_message}",
             code="tls-verification-failed",
             hint="a proxy may be intercepting TLS; run `qwenhome doctor`, or set SSL_CERT_FILE to its CA",
             host=host,
         )
     if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(f"connection to {host} refused", code="connection-refused", host=host)
+        return ConnectError(f"connection to {where} refused", code="connection-refused", host=host)
     if isinstance(exc, TimeoutError | socket.timeout):
-        return ReadTimeoutError(f"{host} did not answer in time", code="response-timeout", host=host)
+        return ReadTimeoutError(f"{where} did not answer in time", code="response-timeout", host=host)
     if isinstance(exc, http.client.IncompleteRead | http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
-        return TransferInterrupted(f"connection to {host} dropped", host=host)
+        return TransferInterrupted(f"connection to {where} dropped", host=host)
     if isinstance(exc, ssl.SSLError):
-        return ConnectError(f"TLS error with {host}: {exc}", code="tls-error", host=host)
+        return ConnectError(f"TLS error with {where}: {exc}", code="tls-error", host=host)
     if isinstance(exc, http.client.HTTPException):
-        return TransferInterrupted(f"bad HTTP exchange with {host}: {exc!r}", host=host)
+        return TransferInterrupted(f"bad HTTP exchange with {where}: {exc!r}", host=host)
     if isinstance(exc, OSError):
-        return ConnectError(f"network error with {host}: {exc.strerror or exc}", host=host)
-    return NetworkError(f"unexpected error talking to {host}: {exc!r}", host=host)
+        return ConnectError(f"network error with {where}: {exc.strerror or exc}", host=host)
+    return NetworkError(f"unexpected error talking to {where}: {exc!r}", host=host)
 
 
 class HttpClient:

@@ -588,8 +588,8 @@ class IoLoop:
                     conn.last = now
                     continue
                 host = conn.origin.host
-                self._fail(conn.r, ReadTimeoutError(f"{host} sent nothing for {limit:.0f} s", code="response-timeout",
-                                                    host=host), conn)
+                self._fail(conn.r, ReadTimeoutError(f"{conn.origin.authority} sent nothing for {limit:g} s",
+                                                    code="response-timeout", host=host), conn)
 
     @staticmethod
     def _has_bytes(conn: _Conn) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from qwenhome.config import Settings, Source, load_settings
+from qwenhome.errors import IntegrityError
 from qwenhome.mirror import BodyInterrupted, BodySlice, FolderBackend, HashCache, RequestInfo
 from qwenhome.progress import ProgressEvent
 from qwenhome.pull import pull
@@ -121,7 +122,7 @@ def test_failover_mid_file_to_second_mirror_keeps_ranges_on_disk(
     print(f"failover: size={size} first={faults.sent} second={from_second} downloaded={result.downloaded_bytes}")
     assert faults.sent + from_second <= size + RANGE, (faults.sent, from_second)
     assert result.downloaded_bytes <= size + RANGE + 300_000
-    assert any(e.event == "source" and "hf1" in e.message for e in events)
+    assert any(e.event == "source" and f"switching to {second_mirror.url}" in e.message for e in events)
 
 
 def test_failover_mid_file_to_modelscope_lists_it_only_when_needed(
@@ -201,16 +202,19 @@ def test_corrupt_source_is_dropped_and_file_refetched_from_another(
     assert rank(settings.sources, (), state)[0].url == second_mirror.url
 
 
-def test_corrupt_modelscope_bytes_fall_back_to_the_hub_source(
+def test_corrupt_modelscope_bytes_fail_the_file_when_no_hub_source_can_serve_its_snapshot(
         qwen_home: Path, mirror: Mirror, modelscope: ModelScopeServer, fail_repo: GeneratedRepo) -> None:
     modelscope.corrupt(BIG, 1000)
-    # ModelScope first: it gives the metadata (sha256-named blobs), corrupt bytes drop it;
-    # the Hub source cannot serve a ModelScope snapshot, so the pull fails cleanly.
-    with pytest.raises(Exception) as info:
+    # ModelScope first: it gives the metadata (sha256-named blobs, a listing
+    # commit no Hub source knows), so the Hub source is no candidate for its
+    # files; the corrupt bytes fail the file with the integrity error.
+    with pytest.raises(IntegrityError) as info:
         pull(settings_with(qwen_home, f"modelscope:{modelscope.url}", mirror.url), RepoRef.parse("Org/Fail"),
              config=CFG)
-    assert getattr(info.value, "code", "") in ("hash-mismatch", "no-source")
+    assert (info.value.code, info.value.exit_code) == ("hash-mismatch", 6)
+    assert f"{BIG}: sha256 mismatch" in info.value.message
     assert not list((qwen_home / "hub/models--Org--Fail/snapshots").glob(f"*/{BIG}"))
+    assert mirror.faults.bytes_sent(BIG) == 0
 
 
 def test_rank_prefers_reachable_healthy_quick_sources_then_configured_order() -> None:

@@ -28,8 +28,8 @@ DEFAULT_MODELSCOPE_ENDPOINT = "https://modelscope.cn"
 STATE_DIRNAME = "qwenhome"
 CONFIG_FILENAME = "config.toml"
 
-# Hosts an HF token belongs to. A token is never sent anywhere else unless the
-# user puts it on that source explicitly in config.toml.
+# Hosts an HF token belongs to (over HTTPS, port 443). A token is never sent
+# anywhere else unless the user puts it on that source explicitly in config.toml.
 HF_TOKEN_HOSTS = ("huggingface.co", "hf.co")
 
 # Environment variables that the doctor and `env` reason about. Only these are
@@ -55,10 +55,22 @@ class Source:
     kind: str
     url: str
     token: str | None = field(default=None, repr=False)
+    # False for a source given only by its URL (--source, or config.toml
+    # without a name): messages then name it by that URL, not by "hf".
+    named: bool = field(default=True, compare=False)
 
     @property
     def host(self) -> str:
         return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def label(self) -> str:
+        """How progress lines and errors name the source: its configured
+        name, or the URL it was given by (without any user:password@)."""
+        if self.named:
+            return self.name
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "url": self.url, "token": bool(self.token)}
@@ -152,7 +164,7 @@ def parse_source_spec(spec: str, index: int = 0) -> Source:
             code="invalid-source",
             hint="give an http(s) URL, e.g. --source https://hf-mirror.com or --source modelscope:https://modelscope.cn",
         )
-    return Source(name=f"{kind}{index}" if index else kind, kind=kind, url=url.rstrip("/"))
+    return Source(name=f"{kind}{index}" if index else kind, kind=kind, url=url.rstrip("/"), named=False)
 
 
 def _token_file(home: Path, env: Mapping[str, str]) -> str | None:
@@ -172,16 +184,23 @@ def _token_file(home: Path, env: Mapping[str, str]) -> str | None:
 
 
 def hf_token_for(url: str, token: str | None) -> str | None:
-    """The HF token goes only to Hugging Face's own hosts."""
-    host = (urlsplit(url).hostname or "").lower()
-    if token and any(host == h or host.endswith("." + h) for h in HF_TOKEN_HOSTS):
+    """The HF token goes only to Hugging Face's own origins: HTTPS on port 443
+    of its hosts (never in the clear, never another port)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if token and parts.scheme == "https" and port == 443 \
+            and any(host == h or host.endswith("." + h) for h in HF_TOKEN_HOSTS):
         return token
     return None
 
 
 def default_sources(env: Mapping[str, str], hf_token: str | None) -> list[Source]:
     endpoint = (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
-    return [Source("hf", "hf", endpoint, hf_token_for(endpoint, hf_token))]
+    return [Source("hf", "hf", endpoint, hf_token_for(endpoint, hf_token), named=not env.get("HF_ENDPOINT"))]
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -217,7 +236,8 @@ def _sources_from_config(data: dict[str, Any], path: Path) -> list[Source] | Non
             raise ConfigError(f"{path}: sources[{i}].kind must be 'hf' or 'modelscope'", path=path)
         src = parse_source_spec(("modelscope:" if kind == "modelscope" else "") + str(item["url"]), i)
         token = item.get("token")
-        out.append(Source(str(item.get("name", src.name)), kind, src.url, str(token) if token else None))
+        out.append(Source(str(item.get("name", src.name)), kind, src.url, str(token) if token else None,
+                          named="name" in item))
     return out
 
 

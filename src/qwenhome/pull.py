@@ -164,7 +164,7 @@ class Puller:
                 return self._manifest_of(c, ref)
 
             def note(exc: QwenhomeError, delay: float, c: Client = client) -> None:
-                self.emit(ProgressEvent(RETRY, str(ref), message=f"{c.source.name}: {exc.code}; retry in {delay:.1f}s"))
+                self.emit(ProgressEvent(RETRY, str(ref), message=f"{c.source.label}: {exc.code}; retry in {delay:.1f}s"))
 
             try:
                 manifest = call_with_retries(once, attempts=self.config.metadata_attempts,
@@ -180,7 +180,7 @@ class Puller:
                 if first_error is None or isinstance(first_error, NetworkError):
                     first_error = exc
                 if len(self.settings.sources) > 1:  # with one source, the error says it all
-                    self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.name}: {exc.code}: {exc.message}"))
+                    self.emit(ProgressEvent(SOURCE, str(ref), message=f"{client.source.label}: {exc.code}: {exc.message}"))
         if first_error is None:
             raise OfflineError("no source is configured", hint="add a source with --source URL or in config.toml")
         raise first_error
@@ -199,11 +199,11 @@ class Puller:
                 files = call_with_retries(listing, attempts=2, backoff=self.config.backoff)
                 self.ms_files[s.name] = {f.path: f for f in files}
                 self._note(s, None)
-                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.name}: listed {len(files)} file(s)"))
+                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.label}: listed {len(files)} file(s)"))
             except (NetworkError, RemoteError) as exc:
                 self.ms_files[s.name] = None
                 self._note(s, exc)
-                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.name}: {exc.code}: {exc.message}"))
+                self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.label}: {exc.code}: {exc.message}"))
 
     def unlisted_modelscope(self) -> bool:
         return any(s.kind == "modelscope" and s.name not in self.ms_files and s.name not in self.bad_sources
@@ -380,7 +380,7 @@ class Puller:
                 todo.append(group[0])
         total = sum(f.size for f in todo)
         self.emit(ProgressEvent(START, str(ref), None, 0, total, files_done=len(by_etag) - len(todo),
-                                files_total=len(by_etag), message=f"{manifest.commit} from {source.name}"))
+                                files_total=len(by_etag), message=f"{manifest.commit} from {source.label}"))
         downloaded = self._transfer(ref, manifest.commit, todo, by_etag, source, cancel)
 
         missing = self.store.missing_files(ref, manifest.commit)
@@ -439,9 +439,13 @@ class Puller:
                 if jobs:
                     got, errors = self._run_rounds(ref, commit, jobs, source, install, cancel)
                     downloaded += got
-                    for err in errors.values():
+                    for etag, err in errors.items():
                         failed += 1
-                        first_error = first_error or err
+                        if first_error is None:
+                            path = by_etag[etag][0].path
+                            if not err.message.startswith(f"{path}:"):  # (name the file: the cause may not)
+                                err.message = f"{path}: {err.message}"
+                            first_error = err
             finally:
                 for _, lk in held:
                     lk.release()

@@ -12,8 +12,11 @@ probed again, so a slow link is not mistaken for no link.
 
 Results are remembered in ``state_dir/netstate.json`` for a short while
 (unreachable 60 s, reachable 15 s), with each source's health: consecutive
-failures seen by real transfers and the last latency. :func:`rank` orders
-sources by that health; the configured order breaks ties.
+failures seen by real transfers and the last latency. A request that
+succeeds clears an unreachable verdict at once, and a source remembered as
+refusing is probed again before a command answers offline (see
+:func:`decide`). :func:`rank` orders sources by that health; the configured
+order breaks ties.
 """
 
 from __future__ import annotations
@@ -320,12 +323,17 @@ class NetState:
 
     def record(self, source: Source, ok: bool, *, unreachable: bool = False, code: str = "",
                now: float | None = None) -> None:
-        """What a real request learned: success resets the failure count; a
-        transport failure (``unreachable``) also marks the source unreachable,
-        so the next command does not wait for it."""
+        """What a real request learned: success resets the failure count and
+        clears a remembered unreachable verdict at once; a transport failure
+        (``unreachable``) marks the source unreachable, so the next command
+        does not wait for it."""
         h = self.health.setdefault(source.url, {"failures": 0})
         h["failures"] = 0 if ok else self.failures(source, now) + 1
         h["at"] = time.time() if now is None else now
+        seen = self.probes.get(source.url)
+        if ok and not (isinstance(seen, dict) and seen.get("ok")):
+            self.probes[source.url] = {"ok": True, "code": "ok", "latency_ms": None, "stage": "request",
+                                       "message": "a request succeeded", "at": h["at"]}
         if not ok and unreachable:
             self.probes[source.url] = {"ok": False, "code": code or "unreachable", "latency_ms": None,
                                        "stage": "request", "message": "a request failed",
@@ -350,7 +358,7 @@ class NetworkDecision:
 
     @property
     def reason(self) -> str:
-        return "; ".join(f"{r.source.name}: {r.code}" for r in self.results) or "no source configured"
+        return "; ".join(f"{r.source.label}: {r.code}" for r in self.results) or "no source configured"
 
     @property
     def remembered(self) -> bool:
@@ -367,7 +375,13 @@ def decide(
     """Online if any source is reachable. Fresh remembered verdicts are used
     as they are; only stale sources are probed (in parallel, bounded).
     ``patient``: nothing cached can answer instead, so time-outs are not
-    trusted from memory and the probe may take ``PATIENT_FACTOR`` times longer."""
+    trusted from memory and the probe may take ``PATIENT_FACTOR`` times longer.
+
+    A remembered failure is not the last word: before the answer is offline,
+    sources remembered as failing fast (refused, unresolvable, a TLS error)
+    are probed once more, so a mirror that came back is used at once, and
+    one still down costs a refused connection. A remembered time-out is
+    asked again only when ``patient`` (asking costs the whole budget)."""
     if settings.offline_forced or not settings.sources:
         return NetworkDecision(False, ())
     state = NetState.load(settings)
@@ -375,16 +389,26 @@ def decide(
     known: dict[str, ProbeResult] = {}
     for s in settings.sources:
         r = state.remembered(s, now)
-        if r is not None and not (patient and r.code.endswith("-timeout")):
+        if r is not None and not (patient and _timed_out(r)):
             known[s.url] = r
+    budget = settings.timeouts.probe * (PATIENT_FACTOR if patient else 1.0)
+    run = probe or (lambda st, srcs: probe_sources(st, srcs, timeout=budget))
     stale = [s for s in settings.sources if s.url not in known]
     if stale:
-        budget = settings.timeouts.probe * (PATIENT_FACTOR if patient else 1.0)
-        run = probe or (lambda st, srcs: probe_sources(st, srcs, timeout=budget))
         for r in run(settings, stale):
             known[r.source.url] = r
+    if not any(r.ok for r in known.values()):
+        again = [s for s in settings.sources
+                 if s.url in known and known[s.url].remembered and not _timed_out(known[s.url])]
+        if again:
+            for r in run(settings, again):
+                known[r.source.url] = r
     results = tuple(known[s.url] for s in settings.sources if s.url in known)
     return NetworkDecision(any(r.ok for r in results), results)
+
+
+def _timed_out(r: ProbeResult) -> bool:
+    return r.code.endswith("-timeout")
 
 
 class EarlyDecision:

@@ -8,6 +8,11 @@ it, with a certificate from a test CA (``trustme``).
 Each accepted connection gets its own plain connection to the backend, so
 the backend's per-connection faults and its request log still apply; when the
 backend drops a connection, the front drops the TLS one (no close_notify).
+
+With ``plain_port``, a connection that does not open with a TLS handshake is
+relayed in the clear to that port instead: ``https://127.0.0.1:P`` and
+``http://127.0.0.1:P`` then reach two different servers, so a test can tell
+what was sent over plain HTTP to the same host and port.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import trustme
 
 
 class TlsFront:
-    def __init__(self, backend_port: int, ca: trustme.CA) -> None:
+    def __init__(self, backend_port: int, ca: trustme.CA, plain_port: int | None = None,
+                 names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> None:
         self.backend_port = backend_port
+        self.plain_port = plain_port
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ca.issue_cert("127.0.0.1", "localhost").configure_cert(self.ctx)
+        ca.issue_cert(*names).configure_cert(self.ctx)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.handshakes = 0  # completed
@@ -48,6 +55,16 @@ class TlsFront:
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
+        if self.plain_port is not None:
+            raw.settimeout(5.0)
+            try:
+                first = raw.recv(1, socket.MSG_PEEK)
+            except OSError:
+                first = b""
+            raw.settimeout(None)
+            if first and first != b"\x16":  # not a TLS handshake record: plain HTTP
+                self._serve_plain(raw, self.plain_port)
+                return
         try:
             tls = self.ctx.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError):
@@ -72,6 +89,32 @@ class TlsFront:
             # dropped TLS connection, as at a real edge.
             with self._lock:
                 for s in (tls, up):
+                    if s in self._open:
+                        self._open.discard(s)
+                        with contextlib.suppress(OSError):
+                            s.shutdown(socket.SHUT_RDWR)
+                        s.close()
+
+    def _serve_plain(self, raw: socket.socket, port: int) -> None:
+        try:
+            up = socket.create_connection(("127.0.0.1", port))
+        except OSError:
+            raw.close()
+            return
+        with self._lock:
+            self._open.update((raw, up))
+        try:
+            while True:
+                for s in select.select([raw, up], [], [], 5.0)[0]:
+                    data = s.recv(256 * 1024)
+                    if not data:
+                        return
+                    (up if s is raw else raw).sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                for s in (raw, up):
                     if s in self._open:
                         self._open.discard(s)
                         with contextlib.suppress(OSError):

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Source
+from ..hub.http import token_for
 from .context import Context, Response, StepFailed, Target
 from .model import Check, failed, passed, warned
 from .probe import HostProbe
@@ -197,8 +198,9 @@ def check_source(ctx: Context, probe: HostProbe, source: Source, repos: list[str
     team mirror need not carry it."""
     result = SourceResult(source)
     base = urlsplit(source.url).path.rstrip("/")
-    auth = {"Authorization": f"Bearer {source.token}"} if source.token else {}
     target = probe.target
+    token = token_for(source.token, source.url, f"{target.scheme}://{target.netloc}/")
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     discovered_file: tuple[str, str] | None = None
     for i, repo in enumerate(repos):
         check_id = f"api:{source.name}" + (f":{repo}" if i else "")

@@ -19,7 +19,7 @@ from ..errors import ProtocolError, QwenhomeError, RepoNotFoundError
 from ..manifest import Manifest, RepoFile
 from ..store.layout import RepoRef, is_commit, validate_etag, validate_relpath
 from .errors import raise_for_status
-from .http import HttpClient
+from .http import HttpClient, token_for
 from .jsonapi import get_json
 
 # Protocol header names, as the Hub sends them.
@@ -113,7 +113,8 @@ class HubClient:
         following the CDN redirect: the Hub's answer carries the metadata)."""
         def head(path: str) -> RepoFile:
             url = self.file_url(ref, commit, path)
-            resp = self.http.open("HEAD", url, token=self.source.token, follow_redirects=False)
+            resp = self.http.open("HEAD", url, token=token_for(self.source.token, self.source.url, url),
+                                  follow_redirects=False)
             resp.release()
             if resp.status >= 400:
                 raise_for_status(resp.status, resp.headers, url, ref, b"")

@@ -1,7 +1,7 @@
 """A small HTTP/1.1 client on ``http.client``: pooled keep-alive connections,
 bounded connect and read time-outs on every request, proxies from the
 settings' environment copy, redirects followed by hand so that a token never
-crosses to another host.
+crosses to another origin (:func:`token_for`, the one rule every sender asks).
 
 This is the one boundary where transport exceptions (socket, ssl,
 http.client) become qwenhome errors; see :func:`translate`.
@@ -56,6 +56,23 @@ class Origin:
         not the scheme's own, an IPv6 address in brackets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == (443 if self.scheme == "https" else 80) else f"{host}:{self.port}"
+
+
+def token_for(token: str | None, given_for: str, url: str) -> str | None:
+    """``token`` if it may go with a request to ``url``, having been given for
+    the URL ``given_for`` (a source's URL); else None.
+
+    The one rule for credentials, asked by every place that attaches one: a
+    token goes only to the origin it was given for, the same scheme, host and
+    port. So never to another port of the same host (a CDN beside the API),
+    never over plain HTTP when it was given for HTTPS, never to another host,
+    whatever a redirect, a listing's ``Link`` or a signed URL names."""
+    if not token:
+        return None
+    try:
+        return token if Origin.of(url) == Origin.of(given_for) else None
+    except ProtocolError:
+        return None
 
 
 @dataclass
@@ -211,32 +228,37 @@ class ConnectionPool:
 
 
 def translate(exc: BaseException, url: str) -> Exception:
-    """Map transport exceptions to qwenhome errors, most specific first."""
+    """Map transport exceptions to qwenhome errors, most specific first.
+    Messages name the server as ``host[:port]`` (two sources may share a host)."""
     host = urlsplit(url).hostname or url
     if isinstance(exc, NetworkError | ProtocolError):
         return exc
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"cannot resolve {host}: {exc.strerror}", code="dns-resolution-failed", host=host)
+    try:
+        where = Origin.of(url).authority
+    except ProtocolError:
+        where = host
     if isinstance(exc, ssl.SSLCertVerificationError):
         return ConnectError(
-            f"TLS certificate of {host} not trusted: {exc.verify_message}",
+            f"TLS certificate of {where} not trusted: {exc.verify_message}",
             code="tls-verification-failed",
             hint="a proxy may be intercepting TLS; run `qwenhome doctor`, or set SSL_CERT_FILE to its CA",
             host=host,
         )
     if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(f"connection to {host} refused", code="connection-refused", host=host)
+        return ConnectError(f"connection to {where} refused", code="connection-refused", host=host)
     if isinstance(exc, TimeoutError | socket.timeout):
-        return ReadTimeoutError(f"{host} did not answer in time", code="response-timeout", host=host)
+        return ReadTimeoutError(f"{where} did not answer in time", code="response-timeout", host=host)
     if isinstance(exc, http.client.IncompleteRead | http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
-        return TransferInterrupted(f"connection to {host} dropped", host=host)
+        return TransferInterrupted(f"connection to {where} dropped", host=host)
     if isinstance(exc, ssl.SSLError):
-        return ConnectError(f"TLS error with {host}: {exc}", code="tls-error", host=host)
+        return ConnectError(f"TLS error with {where}: {exc}", code="tls-error", host=host)
     if isinstance(exc, http.client.HTTPException):
-        return TransferInterrupted(f"bad HTTP exchange with {host}: {exc!r}", host=host)
+        return TransferInterrupted(f"bad HTTP exchange with {where}: {exc!r}", host=host)
     if isinstance(exc, OSError):
-        return ConnectError(f"network error with {host}: {exc.strerror or exc}", host=host)
-    return NetworkError(f"unexpected error talking to {host}: {exc!r}", host=host)
+        return ConnectError(f"network error with {where}: {exc.strerror or exc}", host=host)
+    return NetworkError(f"unexpected error talking to {where}: {exc!r}", host=host)
 
 
 class HttpClient:
@@ -322,24 +344,23 @@ class HttpClient:
     ) -> Response:
         """Send a request and return once the status line and headers arrived.
 
-        The token is sent as a bearer token only to the host of ``url``; it is
-        dropped for good at the first redirect to another host.
+        ``token`` is one the caller may send to ``url`` (callers ask
+        :func:`token_for`); it goes as a bearer token to ``url``'s origin only
+        and is dropped for good at the first redirect to another origin.
         """
-        token_host = Origin.of(url).host if token else None
+        given_for = url
         for _ in range(max_redirects + 1):
-            resp = self._once(method, url, headers, token if Origin.of(url).host == token_host else None, read_timeout)
+            resp = self._once(method, url, headers, token, read_timeout)
             if not (follow_redirects and resp.status in REDIRECT_CODES):
                 return resp
             location = resp.header("Location")
             resp.read(1 << 20) if method != "HEAD" else resp.release()
             if not location:
                 raise ProtocolError(f"redirect without Location from {url}", code="bad-redirect")
-            new_url = urljoin(url, location)
-            if Origin.of(new_url).host != token_host:
-                token_host = None
+            url = urljoin(url, location)
+            token = token_for(token, given_for, url)
             if resp.status == 303:
                 method = "GET"
-            url = new_url
         raise ProtocolError(f"too many redirects from {url}", code="too-many-redirects")
 
     def _once(

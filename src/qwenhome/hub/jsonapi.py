@@ -10,7 +10,7 @@ from ..config import Source
 from ..errors import ProtocolError, QwenhomeError
 from ..store.layout import RepoRef
 from .errors import raise_for_status
-from .http import HttpClient, Response
+from .http import HttpClient, Response, token_for
 
 
 def get_json(
@@ -26,7 +26,7 @@ def get_json(
 
     ``expected`` names what the source should be, for the hint; ``html_hint``
     replaces it when an HTML page answered (a captive portal, a proxy)."""
-    resp = http.open("GET", url, token=source.token, headers={"Accept": "application/json"})
+    resp = http.open("GET", url, token=token_for(source.token, source.url, url), headers={"Accept": "application/json"})
     if resp.status >= 400:
         try:
             body = resp.read(1 << 16)

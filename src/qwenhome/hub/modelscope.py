@@ -88,8 +88,8 @@ class ModelScopeClient:
         if code != 200 or data.get("Success") is False:
             message = str(data.get("Message") or data.get("message") or code)[:200]
             if "revision" in message.lower():
-                raise RevisionNotFoundError(f"revision of {ref} not found on {self.source.name}: {message}", url=url)
-            raise RepoNotFoundError(f"{ref} not found on {self.source.name}: {message}", url=url)
+                raise RevisionNotFoundError(f"revision of {ref} not found on {self.source.label}: {message}", url=url)
+            raise RepoNotFoundError(f"{ref} not found on {self.source.label}: {message}", url=url)
         files = (data.get("Data") or {}).get("Files") if isinstance(data.get("Data"), dict) else None
         if not isinstance(files, list):
             raise ProtocolError(f"ModelScope listing for {ref} has no Data.Files", code="bad-metadata", url=url)

@@ -729,7 +729,8 @@ class TransferEngine:
         f.cand = nxt
         self._requeue(f)
         src = f.job.candidates[nxt].source
-        self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.name} ({src.url})"))
+        self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.label}"
+                                 + (f" ({src.url})" if src.named else "")))
 
     # -- hashing -----------------------------------------------------------------
     # sha256 is sequential, so each file has one verifier fed in order, by one
@@ -867,7 +868,7 @@ class TransferEngine:
                 self._fatal = translate_os_error(exc, f.job.partial)
             self._requeue(f)
             src = f.job.candidates[f.cand].source
-            self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{err.code} from {src.name}; refetching"))
+            self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{err.code} from {src.label}; refetching"))
             has_other = any(c.source.name not in self.bad_sources and c.source.name != src.name for c in f.job.candidates)
             if has_other:
                 self.bad_sources.add(src.name)

@@ -33,7 +33,7 @@ from urllib.parse import urljoin
 
 from ..errors import QwenhomeError, ReadTimeoutError
 from ..hub.errors import raise_for_status
-from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, translate
+from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, token_for, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
 from .workers import expired_signed_url, write_at
@@ -214,7 +214,7 @@ class IoLoop:
                    "Range": f"bytes={r.cur}-{r.end - 1}"}
         if f.validator and r.cur > 0:
             headers["If-Range"] = f.validator
-        token = cand.source.token if origin.host == cand.source.host else None
+        token = token_for(cand.source.token, cand.source.url, url)
         if token:
             headers["Authorization"] = f"Bearer {token}"
         conn.r, conn.url, conn.out = r, url, rawhttp.request(url, origin.authority, headers)
@@ -588,8 +588,8 @@ class IoLoop:
                     conn.last = now
                     continue
                 host = conn.origin.host
-                self._fail(conn.r, ReadTimeoutError(f"{host} sent nothing for {limit:.0f} s", code="response-timeout",
-                                                    host=host), conn)
+                self._fail(conn.r, ReadTimeoutError(f"{conn.origin.authority} sent nothing for {limit:g} s",
+                                                    code="response-timeout", host=host), conn)
 
     @staticmethod
     def _has_bytes(conn: _Conn) -> bool:

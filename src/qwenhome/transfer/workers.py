@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DiskFullError, ProtocolError, QwenhomeError, TransferInterrupted
 from ..hub.errors import raise_for_status
-from ..hub.http import Origin, Response
+from ..hub.http import Origin, Response, token_for
 from ..store.cache import translate_os_error
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Workers:
         r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
-        token = cand.source.token if Origin.of(url).host == cand.source.host else None
+        token = token_for(cand.source.token, cand.source.url, url)
         headers = {"Range": f"bytes={r.start}-{r.end - 1}"}
         if f.validator and r.start > 0:
             headers["If-Range"] = f.validator

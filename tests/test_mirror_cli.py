@@ -83,7 +83,7 @@ def test_run_mirror_reports_a_busy_port_as_usage_error(tmp_path: Path) -> None:
         busy.listen()
         with pytest.raises(UsageError) as info:
             run_mirror(settings, "127.0.0.1", busy.getsockname()[1])
-    assert info.value.code == "address-in-use"
+    assert info.value.code == "port-in-use"
 
 
 def test_pulled_home_served_by_mirror_downloads_identically(

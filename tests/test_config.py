@@ -66,3 +66,31 @@ def test_offline_flag_and_hf_hub_offline(tmp_path: Path) -> None:
     assert load_settings({"HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}, home=str(tmp_path)).offline_forced
     assert load_settings({"HOME": str(tmp_path)}, home=str(tmp_path), offline=True).offline_forced
     assert not load_settings({"HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"}, home=str(tmp_path)).offline_forced
+
+
+@pytest.mark.parametrize("toml", [
+    "[pull]\nconnections = -5\n", "[pull]\nconnections = 129\n", '[pull]\nconnections = "x"\n',
+    "[pull]\nconnections = 2.5\n", "[pull]\nconnections = true\n", "[pull]\nmax_retries = -1\n",
+    "[network]\nconnect_timeout = nan\n", "[network]\nread_timeout = inf\n", "[network]\nstall_timeout = 0\n",
+    '[network]\nprobe_timeout = "1"\n', "[pull]\nconnections = 99999999999999999999999\n",
+])
+def test_config_numbers_out_of_range_are_config_errors(tmp_path: Path, toml: str) -> None:
+    cfg = tmp_path / "qwenhome" / "config.toml"
+    cfg.parent.mkdir()
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"HOME": str(tmp_path)}, home=str(tmp_path))
+    assert info.value.code == "config-invalid" and str(cfg) in info.value.message
+    key = toml.split("\n")[1].split(" =")[0]
+    assert key in info.value.message
+
+
+def test_config_numbers_in_range_are_taken(tmp_path: Path) -> None:
+    cfg = tmp_path / "qwenhome" / "config.toml"
+    cfg.parent.mkdir()
+    cfg.write_text("[pull]\nconnections = 128\nmax_retries = 0\n[network]\nconnect_timeout = 2\nread_timeout = 0.5\n")
+    s = load_settings({"HOME": str(tmp_path)}, home=str(tmp_path))
+    assert (s.max_connections, s.max_retries, s.timeouts.connect, s.timeouts.read) == (128, 0, 2.0, 0.5)
+    with pytest.raises(UsageError):
+        load_settings({"HOME": str(tmp_path)}, home=str(tmp_path), connections=-1)
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qwenhome.config import load_settings, resolve_home
+from qwenhome.config import MIRROR_TOKEN_ENV, load_settings, mirror_token, resolve_home
 from qwenhome.errors import ConfigError, UsageError
 
 
@@ -94,3 +94,46 @@ def test_config_numbers_in_range_are_taken(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         load_settings({"HOME": str(tmp_path)}, home=str(tmp_path), connections=-1)
 
+
+def test_mirror_token_from_flag_file_or_environment(tmp_path: Path) -> None:
+    env = {MIRROR_TOKEN_ENV: "from-env"}
+    assert mirror_token({}) is None
+    assert mirror_token({MIRROR_TOKEN_ENV: ""}) is None
+    assert mirror_token(env) == "from-env"
+    assert mirror_token(env, token="from-flag") == "from-flag"
+    f = tmp_path / "token.txt"
+    f.write_text("from-file\n")  # as `echo TOKEN > token.txt` writes it
+    assert mirror_token(env, token_file=str(f)) == "from-file"
+
+
+@pytest.mark.parametrize(("flag", "file_text", "env_value", "code"), [
+    ("", None, None, "invalid-token"),  # an empty --token would leave the mirror open
+    ("two words", None, None, "invalid-token"),
+    ("t\u00e9", None, None, "invalid-token"),
+    (None, "", None, "invalid-token"),
+    (None, "line1\nline2\n", None, "invalid-token"),
+    (None, None, " padded ", "invalid-token"),
+    ("x", "y", None, "invalid-arguments"),  # both: which one was meant?
+])
+def test_mirror_token_refuses_what_a_client_cannot_send(
+        tmp_path: Path, flag: str | None, file_text: str | None, env_value: str | None, code: str) -> None:
+    token_file = None
+    if file_text is not None:
+        token_file = str(tmp_path / "token.txt")
+        Path(token_file).write_text(file_text)
+    env = {} if env_value is None else {MIRROR_TOKEN_ENV: env_value}
+    with pytest.raises(UsageError) as info:
+        mirror_token(env, token=flag, token_file=token_file)
+    assert info.value.code == code
+
+
+def test_mirror_token_file_that_cannot_be_read(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing", tmp_path):  # absent; a folder
+        with pytest.raises(UsageError) as info:
+            mirror_token({}, token_file=str(path))
+        assert info.value.code == "token-file-unreadable" and str(path) in info.value.message
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UsageError) as info:
+        mirror_token({}, token_file=str(binary))
+    assert info.value.code == "token-file-unreadable"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import MAX_CONNECTIONS, Settings, load_settings
+from .config import MAX_CONNECTIONS, MIRROR_TOKEN_ENV, Settings, load_settings, mirror_token
 from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError
 from .store import RepoRef, Store
 
@@ -152,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--host", type=_host, default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: this machine only)")
     ms.add_argument("--port", type=_MIRROR_PORT, default=8090, help="port to bind (default 8090; 0: any free port)")
-    ms.add_argument("--token", default=None, help="require this bearer token from clients")
+    ms.add_argument("--token", default=None,
+                    help="require this bearer token from clients (visible in `ps`: prefer --token-file)")
+    ms.add_argument("--token-file", default=None, metavar="FILE",
+                    help=f"require the token this file holds (or set ${MIRROR_TOKEN_ENV}); unlike --token, not shown by `ps`")
     ms.add_argument("--repos", type=Path, default=None, metavar="DIR",
                     help="serve plain repository folders DIR/Org/Name instead of the store")
     ms.add_argument("--pull-through", action="store_true",
@@ -428,8 +431,8 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
             print(f"clients: HF_ENDPOINT={server.url}  or  qwenhome pull --source {server.url} REPO")
         sys.stdout.flush()
 
-    run_mirror(settings, args.host, args.port, args.token, args.repos, pull_through=args.pull_through,
-               on_ready=ready)
+    token = mirror_token(os.environ, token=args.token, token_file=args.token_file)
+    run_mirror(settings, args.host, args.port, token, args.repos, pull_through=args.pull_through, on_ready=ready)
     return EXIT_OK
 
 

@@ -50,6 +50,9 @@ TRUE_VALUES = {"1", "on", "yes", "true"}
 MAX_CONNECTIONS = 128  # the adaptive controller's own ceiling (transfer.engine.EngineConfig)
 MAX_RETRIES = 100
 
+# `mirror serve`'s bearer token, when not given as --token (which `ps` shows to everyone).
+MIRROR_TOKEN_ENV = "QWENHOME_MIRROR_TOKEN"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -256,6 +259,37 @@ def _sources_from_config(data: dict[str, Any], path: Path) -> list[Source] | Non
         token = item.get("token")
         out.append(Source(str(item.get("name", src.name)), kind, src.url, str(token) if token else None))
     return out
+
+
+def mirror_token(env: Mapping[str, str], *, token: str | None = None, token_file: str | None = None) -> str | None:
+    """The bearer token ``mirror serve`` requires of clients, or None (no token):
+    ``--token``, else what ``--token-file`` holds (one token; surrounding whitespace
+    and the final newline ignored), else ``$QWENHOME_MIRROR_TOKEN``.
+    The file and the variable keep the secret out of the process list."""
+    if token is not None and token_file is not None:
+        raise UsageError("give the token once: --token or --token-file", code="invalid-arguments",
+                         hint="prefer --token-file (or QWENHOME_MIRROR_TOKEN): --token shows in `ps`")
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                value = f.read(64 * 1024).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}",
+                             code="token-file-unreadable",
+                             hint="give a readable text file that holds only the token") from exc
+        origin = f"--token-file {token_file}"
+    elif token is not None:
+        value, origin = token, "--token"
+    else:
+        value, origin = env.get(MIRROR_TOKEN_ENV, ""), MIRROR_TOKEN_ENV
+        if not value:
+            return None  # unset or empty: no token required
+    # Clients send it in a header: visible ASCII only, one token (an empty one
+    # would silently leave the mirror open).
+    if not value or not all("!" <= c <= "~" for c in value):
+        raise UsageError(f"{origin}: the token must be one word of visible ASCII characters, not empty",
+                         code="invalid-token", hint="e.g. `openssl rand -hex 32 > token.txt`, then --token-file token.txt")
+    return value
 
 
 def _number(table: Mapping[str, Any], key: str, default: float, lo: float, hi: float, path: Path,

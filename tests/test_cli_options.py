@@ -62,13 +62,14 @@ HUGE = "9" * 5000  # beyond Python's int-string conversion limit
     ["gc", "--partial-age", "-1"], ["gc", "--partial-age", "nan"], ["gc", "--partial-age", "inf"],
     ["gc", "--partial-age", "-inf"], ["gc", "--partial-age", "1e400"], ["gc", "--partial-age", "36501"],
     ["launch", "--host", ""], ["mirror", "serve", "--host", ""], ["mirror", "serve", "--host", "a b"],
+    ["export", "Org/Name", "-o", ""], ["export", "Org/Name", "-o", "."], ["export", "Org/Name", "-o", "a/.."],
 ])
 def test_out_of_range_numbers_are_usage_errors_at_parse_time(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:  # (parsing only: nothing runs, whatever the outcome)
         build_parser().parse_args(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2, err
-    assert "usage: qwenhome" in err and f"error: argument {argv[-2]}:" in err
+    assert "usage: qwenhome" in err and f"error: argument {argv[-2]}" in err
 
 
 @pytest.mark.parametrize(("argv", "option"), [
@@ -132,3 +133,15 @@ def test_verify_of_a_repository_not_in_the_home_is_not_found(
     assert rc == 0 and f"Org/Small: {len(small_repo.files)} blobs checked, ok" in out, (out, err)
     rc, out, err = run_cli(["--json", "verify", "Org/Else"])
     assert rc == 3 and json.loads(out)["error"]["code"] == "snapshot-not-found"
+
+
+# -- export's output -------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["missing/x.tar", "a-file/x.tar"])
+def test_export_into_a_folder_that_is_not_one_is_a_usage_error(
+        where: str, run_cli: RunCli, qwen_home: Path, small_repo: GeneratedRepo, tmp_path: Path) -> None:
+    make_store_repo(qwen_home / "hub", small_repo, commit="a" * 40)
+    (tmp_path / "a-file").write_text("x")
+    rc, _, err = run_cli(["export", "Org/Small", "-o", str(tmp_path / where)])
+    assert rc == 2 and err.startswith("error[invalid-path]: ") and "is not a folder" in err, err
+    assert "Traceback" not in err and (tmp_path / "a-file").read_text() == "x"

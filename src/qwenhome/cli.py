@@ -57,6 +57,13 @@ def _host(text: str) -> str:
     return text
 
 
+def _output_file(text: str) -> Path:
+    # (Path("") is "."; a file is written beside its name, so it must have one.)
+    if Path(text).name in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a file name, e.g. model.tar")
+    return Path(text)
+
+
 MAX_DAYS = 36500  # gc --partial-age: a century is "never"
 _LISTEN_PORT = _whole(1, 65535)
 _MIRROR_PORT = _whole(0, 65535, " (0: any free port)")
@@ -136,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="write a snapshot to a tar file for a machine without network")
     p.add_argument("repo", metavar="REPO[@REV]")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.tar (or .tar.gz to compress)")
+    p.add_argument("-o", "--output", type=_output_file, required=True, metavar="FILE",
+                   help="FILE.tar (or .tar.gz to compress)")
 
     p = sub.add_parser("import", parents=[common], help="verify and place snapshots from `qwenhome export` files")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -378,6 +386,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .store.archive import export_snapshot
     from .termui import human_size
 
+    folder = args.output.parent
+    if not folder.is_dir():  # (the archive is written beside its name, then renamed)
+        raise UsageError(f"cannot write {args.output}: {folder} is not a folder", code="invalid-path",
+                         hint="create the folder first, or give -o a file in an existing folder")
     rep = export_snapshot(Store(settings.hub_cache, settings.state_dir), RepoRef.parse(args.repo), args.output)
     if args.json:
         emit_json(rep.to_dict())

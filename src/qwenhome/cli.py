@@ -77,15 +77,15 @@ def _common(*, after_command: bool) -> argparse.ArgumentParser:
     copies every subcommand value over the main namespace, defaults included,
     so there the defaults are SUPPRESS (absent unless given), and --source,
     which may be given in both places, collects into ``late_source``."""
-    quiet = {"default": argparse.SUPPRESS} if after_command else {}
+    quiet: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--home", metavar="DIR", **quiet,  # type: ignore[arg-type]
+    p.add_argument("--home", metavar="DIR", **quiet,
                    help="the model home (default: $QWEN_HOME, else $HF_HOME, else ~/.cache/huggingface)")
-    p.add_argument("--json", action="store_true", **quiet, help="machine-readable output")  # type: ignore[arg-type]
+    p.add_argument("--json", action="store_true", **quiet, help="machine-readable output")
     p.add_argument("--source", action="append", default=[], metavar="URL",
                    dest="late_source" if after_command else "source",
                    help="fetch from this source instead of the configured ones (repeatable; modelscope:URL for ModelScope)")
-    p.add_argument("--offline", action="store_true", **quiet,  # type: ignore[arg-type]
+    p.add_argument("--offline", action="store_true", **quiet,
                    help="never touch the network; use what is in the home")
     return p
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", default=[], metavar="GLOB")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     p.add_argument("--connections", type=_CONNECTIONS, default=None,
-                   help=f"parallel connections, 1 to {MAX_CONNECTIONS} (default 0: adaptive)")
+                   help=f"parallel connections, 1 to {MAX_CONNECTIONS} (default, or 0: adaptive)")
 
     p = sub.add_parser("path", parents=[common], help="print the local snapshot folder (works offline)")
     p.add_argument("repo", metavar="REPO[@REV]")
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")
     p.add_argument("--host", type=_host, default="127.0.0.1")
-    p.add_argument("--port", type=_LISTEN_PORT, default=8000)
+    p.add_argument("--port", type=_LISTEN_PORT, default=8000, help="port to bind, 1-65535 (default 8000)")
     p.add_argument("--engine", choices=("auto", "transformers", "vllm"), default="auto")
     p.add_argument("--demo", action="store_true", help="offline demo with a small model built locally")
     p.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.support.cli import RunCli, start_cli
+from tests.support.http import request
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_store_repo, sha256_file
 
 hf = pytest.importorskip("huggingface_hub")
+hf_errors = pytest.importorskip("huggingface_hub.errors")  # (a submodule: not loaded by the package import)
 
 
-def serve(args: list[str], home: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = start_cli(["mirror", "serve", "--port", "0", "--json", *args], home=home)
+def serve(args: list[str], home: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    proc = start_cli(["mirror", "serve", "--port", "0", "--json", *args], home=home, env=env)
     assert proc.stdout is not None
     text = ""
     while True:  # the event may be pretty-printed over several lines
@@ -61,7 +65,7 @@ def test_mirror_serve_store_with_token(qwen_home: Path, small_repo: GeneratedRep
     make_store_repo(qwen_home / "hub", small_repo, commit="d" * 40)
     proc, url = serve(["--token", "s3"], qwen_home)
     try:
-        with pytest.raises(hf.errors.HfHubHTTPError):
+        with pytest.raises(hf_errors.HfHubHTTPError):
             hf.hf_hub_download("Org/Small", "config.json", cache_dir=tmp_path / "c0", endpoint=url, token=False)
         path = Path(hf.snapshot_download("Org/Small", cache_dir=tmp_path / "c", endpoint=url, token="s3"))
         assert path.name == "d" * 40
@@ -83,7 +87,7 @@ def test_run_mirror_reports_a_busy_port_as_usage_error(tmp_path: Path) -> None:
         busy.listen()
         with pytest.raises(UsageError) as info:
             run_mirror(settings, "127.0.0.1", busy.getsockname()[1])
-    assert info.value.code == "address-in-use"
+    assert info.value.code == "port-in-use"
 
 
 def test_pulled_home_served_by_mirror_downloads_identically(
@@ -125,3 +129,69 @@ def test_mirror_serve_pull_through_refuses_repos_folder(run_cli: RunCli, repos_r
     rc, _, err = run_cli(["mirror", "serve", "--pull-through", "--repos", str(repos_root), "--port", "0"],
                          endpoint=mirror.url, timeout=30)
     assert rc == 2 and "error[invalid-arguments]" in err
+
+
+TOKEN = "tok-5e1f0c2d9a"
+
+
+@pytest.mark.parametrize("how", ["file", "env"])
+def test_mirror_token_from_a_file_or_the_environment_stays_out_of_ps(
+        how: str, qwen_home: Path, small_repo: GeneratedRepo, tmp_path: Path) -> None:
+    make_store_repo(qwen_home / "hub", small_repo, commit="d" * 40)
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(TOKEN + "\n")
+    if how == "file":
+        proc, url = serve(["--token-file", str(token_file)], qwen_home)
+    else:
+        proc, url = serve([], qwen_home, env={"QWENHOME_MIRROR_TOKEN": TOKEN})
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"mirror" in cmdline and TOKEN.encode() not in cmdline  # what `ps` shows every user
+        path = "/Org/Small/resolve/main/config.json"
+        assert request(url, path=path).status == 401
+        assert request(url, path=path, headers={"Authorization": "Bearer wrong"}).status == 401
+        ok = request(url, path=path, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status == 200 and ok.body == (small_repo.path / "config.json").read_bytes()
+    finally:
+        assert stop(proc) == 0
+
+
+def test_mirror_token_problems_are_usage_errors(run_cli: RunCli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    for args, code in ((["--token-file", str(tmp_path / "absent")], "token-file-unreadable"),
+                       (["--token-file", str(empty)], "invalid-token"),
+                       (["--token", ""], "invalid-token"),
+                       (["--token", "a", "--token-file", str(empty)], "invalid-arguments")):
+        rc, _, err = run_cli(["mirror", "serve", "--port", "0", *args], timeout=60)
+        assert rc == 2 and err.startswith(f"error[{code}]: "), (args, err)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the IPv4/IPv6 sockets listening on ``port`` (Linux /proc/net)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.partition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                found.add(addr)
+    return found
+
+
+def test_mirror_serve_binds_loopback_only_unless_told(qwen_home: Path) -> None:
+    proc, url = serve([], qwen_home)  # no --host
+    try:
+        port = urlsplit(url).port
+        assert port and urlsplit(url).hostname == "127.0.0.1"
+        if Path("/proc/net/tcp").exists():
+            assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and nothing else
+        assert request(url, path="/api/models").status == 200
+        with pytest.raises(ConnectionRefusedError):  # another loopback address: not listening there
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    finally:
+        assert stop(proc) == 0

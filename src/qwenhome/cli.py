@@ -11,37 +11,93 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import Settings, load_settings
-from .errors import EXIT_INTERRUPTED, EXIT_OK, QwenhomeError, UsageError
+from .config import MAX_CONNECTIONS, MIRROR_TOKEN_ENV, Settings, load_settings, mirror_token
+from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError
 from .store import RepoRef, Store
 
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
 
 
-def _common() -> argparse.ArgumentParser:
+def _whole(lo: int, hi: int, note: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[lo, hi]``, else a usage error (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)  # (a 5,000-digit string raises ValueError here too)
+        except ValueError:
+            n = None
+        if n is None or not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a whole number from {lo} to {hi}{note}")
+        return n
+    return parse
+
+
+def _days(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        n = math.nan
+    if not 0 <= n <= MAX_DAYS:  # NaN and the infinities fail too
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a number of days from 0 to {MAX_DAYS}")
+    return n
+
+
+def _host(text: str) -> str:
+    # An empty --host would bind every interface; odd characters never name an address.
+    if not text or not text.isprintable() or any(c.isspace() for c in text) or len(text) > 253:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: give an address such as 127.0.0.1 (0.0.0.0 for every interface)")
+    return text
+
+
+def _output_file(text: str) -> Path:
+    # (Path("") is "."; a file is written beside its name, so it must have one.)
+    if Path(text).name in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a file name, e.g. model.tar")
+    return Path(text)
+
+
+MAX_DAYS = 36500  # gc --partial-age: a century is "never"
+_LISTEN_PORT = _whole(1, 65535)
+_MIRROR_PORT = _whole(0, 65535, " (0: any free port)")
+_CONNECTIONS = _whole(0, MAX_CONNECTIONS, " (0: adaptive)")
+
+
+def _common(*, after_command: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.
+
+    After the name they must not clobber what was given before it: argparse
+    copies every subcommand value over the main namespace, defaults included,
+    so there the defaults are SUPPRESS (absent unless given), and --source,
+    which may be given in both places, collects into ``late_source``."""
+    quiet: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--home", metavar="DIR", help="the model home (default: $QWEN_HOME, else $HF_HOME, else ~/.cache/huggingface)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--home", metavar="DIR", **quiet,
+                   help="the model home (default: $QWEN_HOME, else $HF_HOME, else ~/.cache/huggingface)")
+    p.add_argument("--json", action="store_true", **quiet, help="machine-readable output")
     p.add_argument("--source", action="append", default=[], metavar="URL",
+                   dest="late_source" if after_command else "source",
                    help="fetch from this source instead of the configured ones (repeatable; modelscope:URL for ModelScope)")
-    p.add_argument("--offline", action="store_true", help="never touch the network; use what is in the home")
+    p.add_argument("--offline", action="store_true", **quiet,
+                   help="never touch the network; use what is in the home")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    common = _common(after_command=True)
     parser = argparse.ArgumentParser(
         prog="qwenhome",
-        description="One model home for a local Qwen system.",
+        description="One model home for a local Qwen system. The common options "
+                    "(--home, --json, --source, --offline) go before or after the command.",
         epilog=f"Exit codes: {EXIT_CODES_HELP}",
+        parents=[_common(after_command=False)],
     )
     parser.add_argument("--version", action="version", version=f"qwenhome {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repos", nargs="+", metavar="REPO[@REV]")
     p.add_argument("--include", action="append", default=[], metavar="GLOB")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
-    p.add_argument("--connections", type=int, default=None, help="parallel connections (default: adaptive)")
+    p.add_argument("--connections", type=_CONNECTIONS, default=None,
+                   help=f"parallel connections, 1 to {MAX_CONNECTIONS} (default, or 0: adaptive)")
 
     p = sub.add_parser("path", parents=[common], help="print the local snapshot folder (works offline)")
     p.add_argument("repo", metavar="REPO[@REV]")
@@ -65,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo", metavar="REPO[@REV]")
 
     p = sub.add_parser("gc", parents=[common], help="drop unreferenced blobs and stale partial downloads")
-    p.add_argument("--partial-age", type=float, default=7.0, metavar="DAYS",
+    p.add_argument("--partial-age", type=_days, default=7.0, metavar="DAYS",
                    help="remove partial downloads untouched for this many days (default 7; 0 removes all)")
 
     p = sub.add_parser("env", parents=[common], help="shell exports that make every library use this home")
@@ -86,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="write a snapshot to a tar file for a machine without network")
     p.add_argument("repo", metavar="REPO[@REV]")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="FILE.tar (or .tar.gz to compress)")
+    p.add_argument("-o", "--output", type=_output_file, required=True, metavar="FILE",
+                   help="FILE.tar (or .tar.gz to compress)")
 
     p = sub.add_parser("import", parents=[common], help="verify and place snapshots from `qwenhome export` files")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -99,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mirror", help="serve the home over the Hub protocol")
     msub = p.add_subparsers(dest="mirror_command", required=True, metavar="ACTION")
     ms = msub.add_parser("serve", parents=[common], help="serve the store (read-only)")
-    ms.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ms.add_argument("--port", type=int, default=8090)
-    ms.add_argument("--token", default=None, help="require this bearer token from clients")
+    ms.add_argument("--host", type=_host, default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only)")
+    ms.add_argument("--port", type=_MIRROR_PORT, default=8090, help="port to bind (default 8090; 0: any free port)")
+    ms.add_argument("--token", default=None,
+                    help="require this bearer token from clients (visible in `ps`: prefer --token-file)")
+    ms.add_argument("--token-file", default=None, metavar="FILE",
+                    help=f"require the token this file holds (or set ${MIRROR_TOKEN_ENV}); unlike --token, not shown by `ps`")
     ms.add_argument("--repos", type=Path, default=None, metavar="DIR",
                     help="serve plain repository folders DIR/Org/Name instead of the store")
     ms.add_argument("--pull-through", action="store_true",
@@ -110,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", type=_host, default="127.0.0.1")
+    p.add_argument("--port", type=_LISTEN_PORT, default=8000, help="port to bind, 1-65535 (default 8000)")
     p.add_argument("--engine", choices=("auto", "transformers", "vllm"), default="auto")
     p.add_argument("--demo", action="store_true", help="offline demo with a small model built locally")
     p.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
@@ -124,7 +186,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(
         os.environ,
         home=args.home,
-        sources=args.source,
+        sources=[*args.source, *getattr(args, "late_source", [])],
         offline=args.offline,
         connections=getattr(args, "connections", None),
     )
@@ -202,6 +264,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings.hub_cache, settings.state_dir)
     refs = [RepoRef.parse(args.repo)] if args.repo else [r.ref for r in list_repos(store)]
+    if args.repo and (not store.repo_dir(refs[0]).is_dir()
+                      or (refs[0].revision is not None and store.resolve_commit(refs[0]) is None)):
+        raise NotCachedError(f"{refs[0]} is not in the home ({settings.hub_cache}): nothing to verify", repo=args.repo)
     reports = [verify_repo(store, ref, remove_bad=args.repair) for ref in refs]
     repaired: list[str] = []
     if args.repair:
@@ -323,6 +388,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .store.archive import export_snapshot
     from .termui import human_size
 
+    folder = args.output.parent
+    if not folder.is_dir():  # (the archive is written beside its name, then renamed)
+        raise UsageError(f"cannot write {args.output}: {folder} is not a folder", code="invalid-path",
+                         hint="create the folder first, or give -o a file in an existing folder")
     rep = export_snapshot(Store(settings.hub_cache, settings.state_dir), RepoRef.parse(args.repo), args.output)
     if args.json:
         emit_json(rep.to_dict())
@@ -376,8 +445,8 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
             print(f"clients: HF_ENDPOINT={server.url}  or  qwenhome pull --source {server.url} REPO")
         sys.stdout.flush()
 
-    run_mirror(settings, args.host, args.port, args.token, args.repos, pull_through=args.pull_through,
-               on_ready=ready)
+    token = mirror_token(os.environ, token=args.token, token_file=args.token_file)
+    run_mirror(settings, args.host, args.port, token, args.repos, pull_through=args.pull_through, on_ready=ready)
     return EXIT_OK
 
 

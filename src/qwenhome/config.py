@@ -46,6 +46,13 @@ OBSERVED_ENV = (
 
 TRUE_VALUES = {"1", "on", "yes", "true"}
 
+# Bounds of the numbers a user sets (flags and config.toml).
+MAX_CONNECTIONS = 128  # the adaptive controller's own ceiling (transfer.engine.EngineConfig)
+MAX_RETRIES = 100
+
+# `mirror serve`'s bearer token, when not given as --token (which `ps` shows to everyone).
+MIRROR_TOKEN_ENV = "QWENHOME_MIRROR_TOKEN"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -124,6 +131,39 @@ def _truthy(value: str | None) -> bool:
 
 def _expand(p: str) -> Path:
     return Path(os.path.expanduser(p)).absolute()
+
+
+def _nearest_existing(path: Path) -> Path | None:
+    """``path`` or its nearest ancestor that exists; None when that cannot be
+    told (a folder on the way is not readable: later steps report it)."""
+    p = path
+    while True:
+        try:
+            p.stat()
+            return p
+        except (FileNotFoundError, NotADirectoryError):  # (NotADirectory: a file further up)
+            if p == p.parent:
+                return None
+            p = p.parent
+        except (OSError, ValueError):  # permission denied, a NUL byte, a name too long
+            return None
+
+
+def check_home_folders(home: Path, hub_cache: Path, origin: str) -> None:
+    """Raise ``home-not-a-folder`` when a file stands where the home, its state
+    folder or its store must be a folder (or where one of their parents must)."""
+    chosen_by = {"flag": "--home", "default": "--home (or QWEN_HOME)"}.get(origin, origin)
+    for path, role in ((home, "the home"), (home / STATE_DIRNAME, "qwenhome's state folder"),
+                       (hub_cache, "the store")):
+        p = _nearest_existing(path)  # the nearest part that exists must be a folder
+        if p is not None and not p.is_dir():
+            where = "" if p == path else f" (needed for {path})"
+            raise ConfigError(
+                f"{p} is not a folder, but {role} must be one{where}",
+                code="home-not-a-folder",
+                hint=f"move or rename that file, or point {chosen_by} at another folder",
+                path=p,
+            )
 
 
 def resolve_home(env: Mapping[str, str], flag_home: str | None = None) -> tuple[Path, Path, str]:
@@ -241,6 +281,48 @@ def _sources_from_config(data: dict[str, Any], path: Path) -> list[Source] | Non
     return out
 
 
+def mirror_token(env: Mapping[str, str], *, token: str | None = None, token_file: str | None = None) -> str | None:
+    """The bearer token ``mirror serve`` requires of clients, or None (no token):
+    ``--token``, else what ``--token-file`` holds (one token; surrounding whitespace
+    and the final newline ignored), else ``$QWENHOME_MIRROR_TOKEN``.
+    The file and the variable keep the secret out of the process list."""
+    if token is not None and token_file is not None:
+        raise UsageError("give the token once: --token or --token-file", code="invalid-arguments",
+                         hint="prefer --token-file (or QWENHOME_MIRROR_TOKEN): --token shows in `ps`")
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                value = f.read(64 * 1024).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}",
+                             code="token-file-unreadable",
+                             hint="give a readable text file that holds only the token") from exc
+        origin = f"--token-file {token_file}"
+    elif token is not None:
+        value, origin = token, "--token"
+    else:
+        value, origin = env.get(MIRROR_TOKEN_ENV, ""), MIRROR_TOKEN_ENV
+        if not value:
+            return None  # unset or empty: no token required
+    # Clients send it in a header: visible ASCII only, one token (an empty one
+    # would silently leave the mirror open).
+    if not value or not all("!" <= c <= "~" for c in value):
+        raise UsageError(f"{origin}: the token must be one word of visible ASCII characters, not empty",
+                         code="invalid-token", hint="e.g. `openssl rand -hex 32 > token.txt`, then --token-file token.txt")
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, lo: float, hi: float, path: Path,
+            *, whole: bool = False) -> float:
+    """``table[key]`` from config.toml, checked to be a number in ``[lo, hi]``."""
+    value = table.get(key, default)
+    ok = isinstance(value, int) if whole else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool) or not lo <= value <= hi:  # (NaN fails too)
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{path}: {key} = {value!r}; it must be {kind} from {lo:g} to {hi:g}", path=path)
+    return float(value)
+
+
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -251,6 +333,7 @@ def load_settings(
 ) -> Settings:
     """Build the frozen Settings from an environment mapping and CLI flags."""
     home_path, hub_cache, origin = resolve_home(env, home)
+    check_home_folders(home_path, hub_cache, origin)
     state_dir = home_path / STATE_DIRNAME
     config_file = state_dir / CONFIG_FILENAME
     data = _load_toml(config_file)
@@ -266,12 +349,18 @@ def load_settings(
 
     pull_cfg = data.get("pull", {}) if isinstance(data.get("pull"), dict) else {}
     net_cfg = data.get("network", {}) if isinstance(data.get("network"), dict) else {}
+    day = 86400.0
     timeouts = Timeouts(
-        connect=float(net_cfg.get("connect_timeout", Timeouts.connect)),
-        read=float(net_cfg.get("read_timeout", Timeouts.read)),
-        stall=float(net_cfg.get("stall_timeout", Timeouts.stall)),
-        probe=float(net_cfg.get("probe_timeout", Timeouts.probe)),
+        connect=float(_number(net_cfg, "connect_timeout", Timeouts.connect, 0.001, day, config_file)),
+        read=float(_number(net_cfg, "read_timeout", Timeouts.read, 0.001, day, config_file)),
+        stall=float(_number(net_cfg, "stall_timeout", Timeouts.stall, 0.001, day, config_file)),
+        probe=float(_number(net_cfg, "probe_timeout", Timeouts.probe, 0.001, day, config_file)),
     )
+    if connections is None:
+        connections = int(_number(pull_cfg, "connections", 0, 0, MAX_CONNECTIONS, config_file, whole=True))
+    elif not 0 <= connections <= MAX_CONNECTIONS:
+        raise UsageError(f"connections must be from 0 (adaptive) to {MAX_CONNECTIONS}, not {connections}",
+                         code="invalid-arguments")
     offline_forced = offline or _truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("TRANSFORMERS_OFFLINE"))
     observed = {k: env[k] for k in OBSERVED_ENV if k in env}
     return Settings(
@@ -281,8 +370,8 @@ def load_settings(
         sources=tuple(srcs),
         offline_forced=offline_forced,
         timeouts=timeouts,
-        max_connections=int(connections if connections is not None else pull_cfg.get("connections", 0)),
-        max_retries=int(pull_cfg.get("max_retries", 8)),
+        max_connections=connections,
+        max_retries=int(_number(pull_cfg, "max_retries", 8, 0, MAX_RETRIES, config_file, whole=True)),
         home_origin=origin,
         env=MappingProxyType(observed),
         config_file=config_file,

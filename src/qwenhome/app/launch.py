@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 from ..config import Settings
 from ..errors import EXIT_OK, QwenhomeError, UsageError
+from ..listen import bind_error
 from ..store.cache import Store
 from ..store.layout import RepoRef
 from .supervisor import Child, RestartPolicy, last_meaningful_line
@@ -61,12 +62,8 @@ def check_port_free(host: str, port: int) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port}: {exc.strerror}",
-                code="port-in-use",
-                hint=f"stop what uses port {port}, or pass --port with another port",
-            ) from exc
+        except (OSError, OverflowError, ValueError) as exc:  # (UnicodeError is a ValueError)
+            raise bind_error(host, port, exc) from exc
 
 
 def free_port(host: str = "127.0.0.1") -> int:

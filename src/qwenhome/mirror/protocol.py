@@ -26,6 +26,9 @@ X_ERROR_MESSAGE = "X-Error-Message"
 REPO_NOT_FOUND = "RepoNotFound"
 REVISION_NOT_FOUND = "RevisionNotFound"
 ENTRY_NOT_FOUND = "EntryNotFound"
+# Codes of the mirror's own (the Hub's clients read only the status and X-Error-Message for these).
+BAD_REQUEST = "BadRequest"
+METHOD_NOT_ALLOWED = "MethodNotAllowed"
 
 _API_TYPES = {"models": "model", "datasets": "dataset"}
 
@@ -125,7 +128,31 @@ def parse_target(target: str) -> Route:
     raise BadTarget("unknown route")
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits ("\d" takes any script's)
+# No file is 10**18 bytes, so a longer number means "beyond any file" and is
+# never converted (Python refuses strings of more than 4,300 digits).
+_MAX_DIGITS = 18
+
+
+class BadQuery(BadTarget):
+    """A number in the query string is not one: answered 400, never served."""
+
+
+def _bounded(digits: str) -> int:
+    """ASCII ``digits`` as an int, saturating at ``10**18``."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
+def count_param(route: Route, name: str) -> int | None:
+    """Query parameter ``name`` as a count (limit, cursor); None when absent or
+    empty; raises :class:`BadQuery` when it is not a whole number of ASCII digits."""
+    value = route.param(name)
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise BadQuery(f"{name} must be a whole number, not {value[:40]!r}")
+    return _bounded(value)
 
 
 class Unsatisfiable(Exception):
@@ -145,12 +172,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _bounded(last)
         if n == 0 or size == 0:
             raise Unsatisfiable
         return max(0, size - n), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _bounded(first)
+    end = _bounded(last) if last else size - 1
     if last and end < start:
         return None
     if start >= size:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import QwenhomeError, UsageError
+from ..listen import bind_error
 from .backends import Backend, FolderBackend, StoreBackend
 from .hashing import HashCache
 from .pullthrough import PullThroughBackend
@@ -71,9 +72,8 @@ def run_mirror(
     backend = make_backend(settings, repos_dir, pull_through=pull_through)
     try:
         server = MirrorServer(backend, host=host, port=port, token=token)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="address-in-use",
-                         hint="choose another --port, or stop the process using it") from exc
+    except (OSError, OverflowError, ValueError) as exc:  # (UnicodeError is a ValueError)
+        raise bind_error(host, port, exc) from exc
     if not pull_through:  # (a pull-through warm-up would ask upstream about every repository)
         # Hash in the background: clients asking meanwhile wait for the same pass, not a second one.
         threading.Thread(target=warm, args=(server.backend,), name="qwenhome-mirror-warm", daemon=True).start()

@@ -9,7 +9,9 @@ Safety: every target is parsed by :func:`.protocol.parse_target` (paths
 validated after decoding), files come only from the backend's listing, and the
 real path of a file is checked to be inside the backend's root before it is
 opened. With a token set, everything except signed ``/cdn/`` URLs needs
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>``. Methods other than GET and HEAD get 405 (the
+mirror is read-only); numbers in headers and queries are bounded, and any
+failure still gets an answer (500) rather than a dropped connection.
 
 Over a :class:`~.pullthrough.PullThroughBackend`, a listed file whose blob is
 missing is streamed while one upstream transfer fills the store
@@ -23,6 +25,7 @@ import email.utils
 import hmac
 import itertools
 import json
+import logging
 import os
 import re
 import secrets
@@ -41,7 +44,9 @@ from .backends import Backend, inside
 from .catalog import FileEntry, Snapshot
 from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
 from .protocol import (
+    BAD_REQUEST,
     ENTRY_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
     REPO_NOT_FOUND,
     REVISION_NOT_FOUND,
     X_ERROR_CODE,
@@ -49,15 +54,18 @@ from .protocol import (
     X_LINKED_ETAG,
     X_LINKED_SIZE,
     X_REPO_COMMIT,
+    BadQuery,
     BadTarget,
     Route,
     Unsatisfiable,
+    count_param,
     parse_range,
     parse_target,
 )
 from .pullthrough import PullThroughBackend, UpstreamError, stream
 from .responses import repo_info, repo_list, tree_entries
 
+_log = logging.getLogger("qwenhome.mirror")
 _RESUME_RE = re.compile(r"^bytes=\s*[1-9]\d*-$")  # an open-ended range: a client resuming a download
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".gitattributes")
 _API_PREFIX = {"model": "models", "dataset": "datasets"}
@@ -192,11 +200,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle(head=True)
 
+    def _refuse_write(self) -> None:
+        self._handle(head=False)  # answered 405 there, after the hooks and the token check
+
+    # The mirror is read-only: methods that would change a repository get the
+    # Hub's 405 with a JSON error, not http.server's bare 501 page.
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write
+
     # -- dispatch ------------------------------------------------------------
     def _handle(self, *, head: bool) -> None:
         mirror = self.server.mirror
         self.request_count += 1
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in self.headers:
             self.close_connection = True  # an unread request body would desync keep-alive
         auth = self.headers.get("Authorization")
         info = RequestInfo(
@@ -230,6 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif not info.authorized:
                 self._send_json(401, {"error": "Invalid credentials in Authorization header"}, head,
                                 {"WWW-Authenticate": 'Bearer realm="qwenhome-mirror"'})
+            elif self.command not in ("GET", "HEAD"):
+                self.close_connection = True  # any body stays unread
+                self._send_hub_error(405, METHOD_NOT_ALLOWED, f"{self.command} is not allowed: the mirror is read-only",
+                                     head, {"Allow": "GET, HEAD"})
             elif route is None:
                 self._send_json(400, {"error": "Invalid request path"}, head)
             else:
@@ -237,6 +256,13 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError) as exc:
             self.close_connection = True
             self._error = self._error or type(exc).__name__
+        except Exception as exc:  # a bug must not drop the connection without an answer
+            _log.debug("mirror: %s %s failed", self.command, self.path[:200], exc_info=True)
+            self.close_connection = True
+            self._error = self._error or type(exc).__name__
+            if self._status:  # the status line went out already: all a client can see is the close
+                raise
+            self._send_json(500, {"error": "internal error in the mirror"}, head)
         finally:
             if mirror.hooks is not None:
                 mirror.hooks.on_response(info, self._status, self._sent, self._error)
@@ -245,10 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
         mirror = self.server.mirror
         try:
             if route.kind == "list":
-                limit = route.param("limit")
                 self._send_json(200, repo_list(
                     mirror.backend.repos(), route.repo_type, search=route.param("search"),
-                    author=route.param("author"), limit=int(limit) if limit and limit.isdigit() else None,
+                    author=route.param("author"), limit=count_param(route, "limit"),
                 ), head)
             elif route.kind == "info":
                 snap = mirror.backend.snapshot(route.repo_type, route.repo_id, route.revision)
@@ -270,6 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_redirect(snap, entry, head)
                 else:
                     self._send_file(snap, entry, real, head)
+        except BadQuery as exc:
+            self._send_hub_error(400, BAD_REQUEST, str(exc), head)
         except RepoNotFoundError:
             self._send_hub_error(404, REPO_NOT_FOUND, "Repository not found", head)
         except RevisionNotFoundError:
@@ -338,10 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
         entries = tree_entries(snap, route.path, recursive=route.flag("recursive"))
         if entries is None:
             raise _EntryMissing(snap)
-        try:
-            start = max(0, int(route.param("cursor") or 0))
-        except ValueError:
-            start = 0
+        start = count_param(route, "cursor") or 0
         page = entries[start : start + mirror.tree_page_size]
         headers: dict[str, str] = {X_REPO_COMMIT: snap.commit}
         if start + mirror.tree_page_size < len(entries):
@@ -389,7 +413,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             rng = parse_range(rng_header, size)
         except Unsatisfiable:
-            self._send_bytes(416, b"", head, {**headers, "Content-Range": f"bytes */{size}"})
+            message = f"Requested range not satisfiable: the file has {size} bytes"
+            self._send_json(416, {"error": message}, head,
+                            {**headers, "Content-Type": "application/json; charset=utf-8",
+                             "Content-Range": f"bytes */{size}", X_ERROR_MESSAGE: message})
             return None
         if rng is None:
             return 200, 0, size

@@ -13,8 +13,8 @@ from pathlib import Path
 from ..config import Settings, Source
 from ..errors import NotCachedError
 from ..progress import EventSink
+from ..repo.ref import RepoRef
 from ..store.cache import Store
-from ..store.layout import RepoRef
 
 DEMO_REPO = "qwenhome/tiny-qwen2-demo"
 

@@ -18,7 +18,7 @@ from ..errors import (
     RevisionNotFoundError,
     ServerError,
 )
-from ..store.layout import RepoRef
+from ..repo.ref import RepoRef
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError
-from ..store.layout import RepoRef
+from ..repo.ref import RepoRef
 from .errors import raise_for_status
 from .http import HttpClient, Response
 

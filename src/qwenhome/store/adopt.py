@@ -17,7 +17,7 @@ cache's blob name when it has one (sha256 or git blob oid, checked), the
 files under 10 MB, the git blob oid as a second hard link: the name the Hub
 gives small files, so a later Hub pull finds them too). A snapshot
 known only by content gets the deterministic id
-:func:`qwenhome.hub.modelscope.listing_commit` (path, size, sha256 of every
+:func:`qwenhome.repo.manifest.listing_commit` (path, size, sha256 of every
 file), so the same files always give the same commit, as a ModelScope pull does.
 Small files of plain folders are copied, not linked: users edit those in place.
 
@@ -51,11 +51,11 @@ from ..errors import (
     StoreError,
     UsageError,
 )
-from ..hub.modelscope import listing_commit
-from ..manifest import Manifest, RepoFile
+from ..repo.hashing import hash_file
+from ..repo.manifest import Manifest, RepoFile, listing_commit
+from ..repo.ref import RepoRef, etag_kind, is_commit, validate_relpath
 from .cache import Store, translate_os_error, writing
-from .layout import RepoRef, etag_kind, is_commit, parse_folder_name, validate_relpath
-from .verify import hash_file
+from .layout import HubCache, parse_folder_name
 
 COPY_BELOW = 1 << 20  # plain-folder files smaller than this are copied
 # Files known only by content and smaller than this (the Hub's LFS threshold)
@@ -142,7 +142,9 @@ def _real(p: Path) -> str:
 
 
 def _is_repo_folder(p: Path) -> bool:
-    return parse_folder_name(p.name) is not None and (p / "snapshots").is_dir()
+    """Whether ``p`` is a repository folder of a hub cache."""
+    ref = parse_folder_name(p.name)
+    return ref is not None and HubCache(p.parent).has_repo(ref)
 
 
 def discover(paths: Sequence[Path], *, as_repo: str | None = None, own_store: Path | None = None) -> list[Found]:
@@ -196,16 +198,15 @@ def _folder_ref(p: Path, as_repo: str | None) -> RepoRef:
 def _hf_repo(repo_dir: Path) -> list[Found]:
     ref = parse_folder_name(repo_dir.name)
     assert ref is not None
+    cache = HubCache(repo_dir.parent)
     refs: dict[str, list[str]] = {}
-    for r in (repo_dir / "refs").rglob("*") if (repo_dir / "refs").is_dir() else []:
-        if r.is_file() and not r.is_symlink():
-            commit = r.read_text(encoding="utf-8", errors="replace").strip()
-            refs.setdefault(commit, []).append(r.relative_to(repo_dir / "refs").as_posix())
+    for name, commit in cache.refs(ref).items():
+        refs.setdefault(commit, []).append(name)
     # Snapshot links may point only into this repository's own blobs/ (itself no link).
-    blobs = repo_dir / "blobs"
+    blobs = cache.blobs_dir(ref)
     blobs_real = _real(blobs) if blobs.is_dir() and not blobs.is_symlink() else None
     out = []
-    for snap in _children(repo_dir / "snapshots"):
+    for snap in _children(cache.snapshots_dir(ref)):
         if not is_commit(snap.name):
             continue
         snap_real = _real(snap)
@@ -215,7 +216,7 @@ def _hf_repo(repo_dir: Path) -> list[Found]:
             return (blobs_real is not None and os.path.dirname(real) == blobs_real) or _inside(real, snap_real)
 
         files = []
-        walked, skipped = _walk(snap, skip_hidden=False, allowed=allowed, what=f"{repo_dir.name}/blobs")
+        walked, skipped = _walk(snap, skip_hidden=False, allowed=allowed, what=blobs.relative_to(cache.root).as_posix())
         for rel, real in walked:
             target = os.readlink(snap / rel) if (snap / rel).is_symlink() else ""
             name = os.path.basename(target)
@@ -339,7 +340,7 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = 
     ``verify=False`` trusts a blob name the other cache gives (size still checked)."""
     if f.etag is not None and store.has_blob(ref, f.etag, f.size):
         return f.etag, "present"
-    blobs = store.repo_dir(ref) / "blobs"
+    blobs = store.blobs_dir(ref)
     tmp = blobs / f".adopt-{uuid.uuid4().hex[:12]}.incomplete"
     how = "copied"
     fd, st = _open_listed(f)

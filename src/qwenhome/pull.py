@@ -319,6 +319,7 @@ class Puller:
             try:
                 box["decision"] = self.decide_network(self.settings, True)
             except Exception:  # a probe must never break the pull: the request tells
+                log.debug("reachability probe failed; the request decides", exc_info=True)
                 box["decision"] = netsources.NetworkDecision(True, ())
             finally:
                 wake.set()
@@ -532,7 +533,7 @@ class Puller:
         if validator is not None and done.starts:
             try:
                 partmap.save(partial, f.etag, f.size, done, None)
-            except OSError as exc:  # the If-Range check then fails once and the ranges are fetched again
+            except OSError as exc:  # kept: a source with another ETag then sends the file whole
                 log.debug("validator of %s not dropped: %s", partial, exc)
 
     def _reuse_blob(self, ref: RepoRef, f: RepoFile) -> bool:

@@ -12,6 +12,7 @@ checks again before it opens anything.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import threading
@@ -33,6 +34,8 @@ from ..store.cache import Store
 from ..store.layout import HubCache
 from .catalog import FileEntry, Snapshot, is_lfs_name
 from .hashing import HashCache
+
+log = logging.getLogger(__name__)
 
 # Folders that are never part of a repository's content.
 _SKIP_DIRS = frozenset({".git", ".cache", ".huggingface", ".no_exist"})
@@ -141,7 +144,8 @@ def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_resul
         rel_dir, real_dir = stack.pop()
         try:
             entries = list(os.scandir(real_dir))
-        except OSError:
+        except OSError as exc:
+            log.debug("folder %s not listed: %s", real_dir, exc)
             continue
         for e in entries:
             rel = rel_dir + e.name
@@ -161,13 +165,15 @@ def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_resul
                 else:
                     real = os.path.join(real_dir, e.name)
                     st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue  # dangling link (an unfinished download) or vanished file
+            except OSError as exc:  # dangling link (an unfinished download) or vanished file
+                log.debug("%s not served: %s", e.path, exc)
+                continue
             if not stat.S_ISREG(st.st_mode) or not inside(real, root_real):
                 continue
             try:
                 validate_relpath(rel)
-            except QwenhomeError:
+            except QwenhomeError as exc:
+                log.debug("%s not served: %s", e.path, exc.message)
                 continue
             out.append((rel, real, st))
     return out
@@ -178,7 +184,8 @@ def _subdirs(folder: Path) -> list[Path]:
     try:
         return sorted(Path(e.path) for e in os.scandir(folder)
                       if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
-    except OSError:
+    except OSError as exc:
+        log.debug("folder %s not listed: %s", folder, exc)
         return []
 
 

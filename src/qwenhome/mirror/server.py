@@ -23,6 +23,7 @@ import email.utils
 import hmac
 import itertools
 import json
+import logging
 import os
 import re
 import secrets
@@ -57,6 +58,8 @@ from .protocol import (
 )
 from .pullthrough import PullThroughBackend, UpstreamError, stream
 from .responses import repo_info, repo_list, tree_entries
+
+log = logging.getLogger(__name__)
 
 _RESUME_RE = re.compile(r"^bytes=\s*[1-9]\d*-$")  # an open-ended range: a client resuming a download
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".gitattributes")
@@ -341,6 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             start = max(0, int(route.param("cursor") or 0))
         except ValueError:
+            log.debug("tree cursor %r is not a number: the first page", route.param("cursor"))
             start = 0
         page = entries[start : start + mirror.tree_page_size]
         headers: dict[str, str] = {X_REPO_COMMIT: snap.commit}

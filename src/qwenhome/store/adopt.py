@@ -32,6 +32,7 @@ file that was listed; a copy is never more readable than its source.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -56,6 +57,8 @@ from ..repo.manifest import Manifest, RepoFile, listing_commit
 from ..repo.ref import RepoRef, etag_kind, is_commit, validate_relpath
 from .cache import Store, translate_os_error, writing
 from .layout import HubCache, parse_folder_name
+
+log = logging.getLogger(__name__)
 
 COPY_BELOW = 1 << 20  # plain-folder files smaller than this are copied
 # Files known only by content and smaller than this (the Hub's LFS threshold)
@@ -180,7 +183,8 @@ def _children(p: Path) -> list[Path]:
     (``snapshots/<sha> -> /etc``), and only what was named is adopted."""
     try:
         return sorted(c for c in p.iterdir() if c.is_dir() and not c.is_symlink())
-    except OSError:
+    except OSError as exc:
+        log.debug("folder %s not listed: %s", p, exc)
         return []
 
 
@@ -251,7 +255,8 @@ def _walk(top: Path, *, skip_hidden: bool, allowed: Callable[[str], bool] | None
             rel = full.relative_to(top).as_posix()
             try:
                 out.append((validate_relpath(rel), Path(real)))
-            except QwenhomeError:
+            except QwenhomeError as exc:
+                log.debug("%s left out: %s", full, exc.message)
                 continue
     return out, skipped
 
@@ -261,7 +266,10 @@ def _local_dir_meta(folder: Path, rel: str) -> tuple[str, str] | None:
     meta = folder / ".cache" / "huggingface" / "download" / f"{rel}.metadata"
     try:
         lines = meta.read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except FileNotFoundError:
+        return None  # not a local_dir download, or not this file
+    except OSError as exc:
+        log.debug("%s not read: %s", meta, exc)
         return None
     if len(lines) >= 2 and is_commit(lines[0].strip()) and etag_kind(lines[1].strip()):
         return lines[0].strip(), lines[1].strip()
@@ -301,7 +309,8 @@ def _modelscope_roots(p: Path) -> list[tuple[RepoRef, Path]]:
 def _ms_ref(owner: str, name: str, folder: Path) -> list[tuple[RepoRef, Path]]:
     try:
         return [(RepoRef.parse(f"{owner}/{name}"), folder)]
-    except QwenhomeError:
+    except QwenhomeError as exc:
+        log.debug("%s left out: %s", folder, exc.message)
         return []
 
 
@@ -320,8 +329,9 @@ def _open_listed(f: FoundFile) -> tuple[int, os.stat_result]:
     st = os.fstat(fd)
     try:
         opened = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        opened = str(f.real)  # no /proc: O_NOFOLLOW on the resolved path is the guard
+    except OSError as exc:  # no /proc: O_NOFOLLOW on the resolved path is the guard
+        log.debug("opened path of %s not read: %s", f.real, exc)
+        opened = str(f.real)
     if not stat.S_ISREG(st.st_mode) or opened != str(f.real):
         os.close(fd)
         raise StoreError(f"{f.real}: changed since it was listed; left out", code="adopt-changed")

@@ -65,9 +65,13 @@ class Store(HubCache):
         atomic_write(self.manifest_path(ref, manifest.commit), manifest.to_json())
 
     def load_manifest(self, ref: RepoRef, commit: str) -> Manifest | None:
+        path = self.manifest_path(ref, commit)
         try:
-            return Manifest.from_json(self.manifest_path(ref, commit).read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
+            return Manifest.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None  # not pulled by qwenhome (or not yet)
+        except (OSError, ValueError, KeyError) as exc:
+            log.debug("manifest %s not read (%r): the snapshot is taken as it is", path, exc)
             return None
 
     # -- blobs and links ---------------------------------------------------
@@ -296,7 +300,10 @@ def remove_stale_locks(locks_dir: Path) -> list[str]:
     A file is removed under its lock, as :meth:`FileLock.release` does."""
     try:
         names = sorted(n for n in os.listdir(locks_dir) if n.endswith(".lock"))
-    except OSError:
+    except FileNotFoundError:
+        return []  # no lock was ever taken here
+    except OSError as exc:
+        log.debug("locks in %s not listed: %s", locks_dir, exc)
         return []
     removed = []
     for name in names:

@@ -98,6 +98,8 @@ class HubCache:
         name; the caller decides whether a symlinked one counts."""
         try:
             names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []  # an empty home
         except OSError as exc:
             log.debug("no repositories listed in %s: %s", self.root, exc)
             return []
@@ -187,6 +189,8 @@ class HubCache:
         index: dict[str, list[Path]] = {}
         try:
             repos = [e.name for e in os.scandir(self.root) if e.is_dir()]
+        except FileNotFoundError:
+            return index  # an empty home
         except OSError as exc:
             log.debug("no blobs listed in %s: %s", self.root, exc)
             return index

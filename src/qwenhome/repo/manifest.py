@@ -10,7 +10,6 @@ deterministic commit id derived from its listing (:func:`listing_commit`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,6 +101,8 @@ def listing_commit(repo_id: str, revision: str, files: Iterable[RepoFile]) -> st
     """A deterministic 40-hex id for a snapshot listed by a source without Hub
     commits (ModelScope, an adopted folder): the same files give the same id,
     any change gives a new one. (``revision`` does not enter it: the content does.)"""
+    import hashlib  # here: loading it costs every command's start, and few need this
+
     h = hashlib.sha1(f"qwenhome-modelscope\n{repo_id}\n".encode())
     for f in sorted(files, key=lambda f: f.path):
         h.update(f"{f.path}\x00{f.size}\x00{f.sha256}\n".encode())

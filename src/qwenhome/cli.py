@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import logging
 import math
 import os
 import sys
@@ -19,10 +20,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .config import MAX_CONNECTIONS, MIRROR_TOKEN_ENV, Settings, load_settings, mirror_token
+from . import __version__, logs
+from .config import (
+    MAX_CONNECTIONS,
+    MIRROR_TOKEN_ENV,
+    Settings,
+    load_settings,
+    log_level,
+    mirror_token,
+)
 from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError
 from .store import RepoRef, Store
+
+log = logging.getLogger(__name__)
 
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
 
@@ -87,6 +97,8 @@ def _common(*, after_command: bool) -> argparse.ArgumentParser:
                    help="fetch from this source instead of the configured ones (repeatable; modelscope:URL for ModelScope)")
     p.add_argument("--offline", action="store_true", **quiet,
                    help="never touch the network; use what is in the home")
+    p.add_argument("-v", "--verbose", action="count", **(quiet or {"default": 0}),
+                   help="log what happens to stderr (-v info, -vv debug; or QWENHOME_LOG=debug)")
     return p
 
 
@@ -482,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     json_mode = bool(getattr(args, "json", False))
     try:
+        logs.configure(log_level(os.environ, getattr(args, "verbose", 0)))
         settings = settings_from(args)
         return COMMANDS[args.command](args, settings)
     except QwenhomeError as exc:
@@ -492,9 +505,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error[interrupted]: stopped by the user (hint: run the same command again to resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:  # the reader went away (`| head`): nothing more to say
+        log.debug("output closed: %s", exc)
         return EXIT_OK
     except ImportError as exc:
+        log.debug("import failed", exc_info=True)
         err = UsageError(f"a component is not installed: {exc.name}", code="missing-component",
                          hint="pip install 'qwenhome[app,engine]' (or run scripts/launch_complete_system.sh)")
         print(err.one_line(), file=sys.stderr)
@@ -514,8 +529,8 @@ def exit_now(rc: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more to say
-            pass
+        except (OSError, ValueError) as exc:  # a closed pipe: nothing more to say
+            log.debug("%s not flushed at exit: %s", getattr(stream, "name", stream), exc)
     os._exit(rc)
 
 

@@ -12,6 +12,7 @@ Home precedence (DESIGN.md): ``--home`` > ``QWEN_HOME`` > ``HF_HOME`` >
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, UsageError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_MODELSCOPE_ENDPOINT = "https://modelscope.cn"
@@ -188,6 +191,25 @@ def resolve_home(env: Mapping[str, str], flag_home: str | None = None) -> tuple[
     return home, home / "hub", origin
 
 
+LOG_VARIABLE = "QWENHOME_LOG"
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def log_level(env: Mapping[str, str], verbose: int = 0) -> int | None:
+    """How much of qwenhome's log goes to stderr: ``QWENHOME_LOG`` (debug,
+    info, warning or error) or ``-v`` (info), ``-vv`` (debug), whichever says
+    more. None when neither is given: logging stays as Python leaves it (a
+    warning or an error would still show, as before)."""
+    levels = [logging.INFO if verbose == 1 else logging.DEBUG] if verbose > 0 else []
+    raw = env.get(LOG_VARIABLE, "").strip()
+    if raw:
+        if raw.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{LOG_VARIABLE}={raw!r} is not a log level", code="invalid-log-level",
+                              hint=f"use one of {', '.join(LOG_LEVELS)}, or unset {LOG_VARIABLE}")
+        levels.append(LOG_LEVELS[raw.lower()])
+    return min(levels) if levels else None
+
+
 def parse_source_spec(spec: str, index: int = 0) -> Source:
     """Parse ``--source`` values: ``URL`` (Hub protocol) or ``modelscope:URL``."""
     kind = "hf"
@@ -216,7 +238,10 @@ def _token_file(home: Path, env: Mapping[str, str]) -> str | None:
     for path in candidates:
         try:
             text = path.read_text(encoding="utf-8").strip()
-        except OSError:
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.debug("token file %s not read: %s", path, exc)
             continue
         if text:
             return text

@@ -23,7 +23,7 @@ source for the rest of the pull.
 from __future__ import annotations
 
 import fnmatch
-import os
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,13 +44,15 @@ from .errors import (
 from .hub.hf import HubClient
 from .hub.http import HttpClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
-from .manifest import Manifest, RepoFile, check_tree
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
+from .repo.manifest import Manifest, RepoFile, check_tree
+from .repo.ref import RepoRef, is_commit
 from .store.cache import FileLock, Store, writing
-from .store.layout import RepoRef, is_commit
 from .transfer import partmap
 from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
 from .transfer.retry import call_with_retries
+
+log = logging.getLogger(__name__)
 
 # Transient failures tolerated per file before it moves on while another
 # source can still be tried; the last round gets the configured count.
@@ -130,7 +132,7 @@ class Puller:
         self.ms_files: dict[str, dict[str, RepoFile] | None] = {}
         self.ms_revision = "master"
         self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
-        self._blob_index: dict[str, list[Path]] | None = None  # see _home_blobs
+        self._blob_index: dict[str, list[Path]] | None = None  # see _reuse_blob
         # Of the last pull's engine runs: its widest connection count, and the
         # files the worker threads moved (a proxy, a failed handshake, odd answers).
         self.transfer_stats: dict[str, int] = {}
@@ -317,6 +319,7 @@ class Puller:
             try:
                 box["decision"] = self.decide_network(self.settings, True)
             except Exception:  # a probe must never break the pull: the request tells
+                log.debug("reachability probe failed; the request decides", exc_info=True)
                 box["decision"] = netsources.NetworkDecision(True, ())
             finally:
                 wake.set()
@@ -534,47 +537,26 @@ class Puller:
         if validator is not None and done.starts:
             try:
                 partmap.save(partial, f.etag, f.size, done, None)
-            except OSError:
-                pass
+            except OSError as exc:  # kept: a source with another ETag then sends the file whole
+                log.debug("validator of %s not dropped: %s", partial, exc)
 
     def _reuse_blob(self, ref: RepoRef, f: RepoFile) -> bool:
         """Hard-link an identical blob from another repository of the home."""
-        for other in self._home_blobs().get(f.etag, ()):
+        if self._blob_index is None:
+            # Listed once per pull. (The pulled repository's own entries are
+            # harmless: a blob it already has whole is not looked up, and one
+            # of the wrong size fails the size check.)
+            self._blob_index = self.store.blobs_by_name()
+        for other in self._blob_index.get(f.etag, ()):
             try:
                 if other.stat().st_size != f.size:
                     continue
-                dest = self.store.blob_path(ref, f.etag)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f"{f.etag}.{os.getpid()}.link")
-                tmp.unlink(missing_ok=True)
-                os.link(other, tmp)
-                os.replace(tmp, dest)
+                self.store.hardlink_blob(ref, f.etag, other)
                 return True
-            except OSError:
+            except OSError as exc:  # another filesystem, no hard links: fetched instead
+                log.debug("blob %s not reused from %s: %s", f.etag, other, exc)
                 continue
         return False
-
-    def _home_blobs(self) -> dict[str, list[Path]]:
-        """Every blob of the home by name, listed once per pull: one listing
-        per repository instead of a glob per file. (The pulled repository's
-        own entries are harmless: a blob it already has whole is not looked
-        up, and one of the wrong size fails the size check.)"""
-        if self._blob_index is None:
-            index: dict[str, list[Path]] = {}
-            try:
-                repos = [e.name for e in os.scandir(self.store.root) if e.is_dir()]
-            except OSError:
-                repos = []
-            for name in repos:
-                blobs = self.store.root / name / "blobs"
-                try:
-                    names = os.listdir(blobs)
-                except OSError:
-                    continue
-                for blob in names:
-                    index.setdefault(blob, []).append(blobs / blob)
-            self._blob_index = index
-        return self._blob_index
 
     def _has_snapshot(self, ref: RepoRef) -> bool:
         try:

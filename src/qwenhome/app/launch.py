@@ -35,8 +35,8 @@ from typing import Any, TextIO
 from ..config import Settings
 from ..errors import EXIT_OK, QwenhomeError, UsageError
 from ..listen import bind_error
+from ..repo.ref import RepoRef
 from ..store.cache import Store
-from ..store.layout import RepoRef
 from .supervisor import Child, RestartPolicy, last_meaningful_line
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import NotCachedError
+from ..repo.ref import RepoRef
 from ..store.cache import Store
-from ..store.layout import RepoRef
 from .errors import ApiError
 from .state import AppState, get_state
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import QwenhomeError
 from ..progress import PROGRESS, ProgressEvent
-from ..store.layout import RepoRef
+from ..repo.ref import RepoRef
 
 # Throttle for byte progress kept in memory; the last event before "done" is always kept.
 PROGRESS_KEEP_SECONDS = 0.1

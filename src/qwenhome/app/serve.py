@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import Settings, load_settings
+from .. import logs
+from ..config import Settings, load_settings, log_level
 from .state import AppState, Engine, Extension
 
 # Exit code when the engine cannot load: the launcher shows the reason and
@@ -59,6 +60,7 @@ def optional_extensions(settings: Settings) -> tuple[Extension, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure(log_level(os.environ))
     import uvicorn
 
     from .server import create_app

@@ -7,14 +7,17 @@ returns at once without building, serving or pulling anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings, Source
 from ..errors import NotCachedError
 from ..progress import EventSink
+from ..repo.ref import RepoRef
 from ..store.cache import Store
-from ..store.layout import RepoRef
+
+log = logging.getLogger(__name__)
 
 DEMO_REPO = "qwenhome/tiny-qwen2-demo"
 
@@ -44,8 +47,8 @@ def ensure_demo_repo(
     ref = RepoRef.parse(repo_id)
     try:
         return Store(settings.hub_cache, settings.state_dir).snapshot_path(ref)
-    except NotCachedError:
-        pass
+    except NotCachedError as exc:
+        log.debug("%s: %s; making the demo repository", repo_id, exc.message)
     folder = demo_repos_root(settings) / repo_id
     if not (folder / marker).is_file():
         say(f"building {what} in {folder}")

@@ -3,6 +3,7 @@ the direct resolvers whose fault it is."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from functools import partial
@@ -11,6 +12,8 @@ from .background import Pending
 from .context import Context, StepFailed
 from .dnscheck import KIND_WORDS, Address, DirectAnswer, DnsFailure, is_ip, query_direct
 from .model import Check, failed, passed
+
+log = logging.getLogger(__name__)
 
 # The system resolver gets this long alone before the direct resolvers are asked too.
 DIRECT_AFTER = 0.5
@@ -55,7 +58,7 @@ def resolve(ctx: Context, host: str, port: int, origin: str, check_id: str) -> t
             try:
                 answers.append(pending.result(max(0.0, directs_end - time.monotonic())))
             except TimeoutError:
-                pass
+                log.debug("a direct DNS query about %s did not answer in time", host)
         raise StepFailed(_dns_failure(check_id, host, origin, system, failure, answers)) from None
     if not addrs:
         raise StepFailed(failed(

@@ -9,12 +9,15 @@ queries use dnspython (the ``doctor`` extra); without it they are skipped.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .background import Pending
+
+log = logging.getLogger(__name__)
 
 Address = tuple[int, str]  # (socket family, ip)
 SystemResolver = Callable[[str, int, float], list[Address]]
@@ -121,9 +124,11 @@ def query_direct(name: str, server: str, timeout: float, rdtypes: Sequence[str] 
             response = dns.query.udp(query, ip, timeout=per_type, port=port)
         except dns.exception.Timeout:
             return DirectAnswer(server, "timeout", tuple(ips)) if not ips else DirectAnswer(server, "answer", tuple(ips))
-        except OSError:
+        except OSError as exc:
+            log.debug("DNS server %s unreachable: %s", server, exc)
             return DirectAnswer(server, "unreachable")
-        except dns.exception.DNSException:
+        except dns.exception.DNSException as exc:
+            log.debug("DNS server %s: %r", server, exc)
             return DirectAnswer(server, "error")
         rcode = response.rcode()
         if rcode == dns.rcode.NXDOMAIN:
@@ -161,7 +166,8 @@ def nameserver_resolver(servers: Sequence[str]) -> SystemResolver:
 def read_nameservers(resolv_conf: Path) -> list[str]:
     try:
         text = resolv_conf.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    except OSError as exc:
+        log.debug("%s not read: %s", resolv_conf, exc)
         return []
     out = []
     for line in text.splitlines():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -25,6 +26,8 @@ from typing import Any
 from ..config import CONFIG_FILENAME, Settings, Source
 from ..errors import ConfigError
 from .model import FixApplied
+
+log = logging.getLogger(__name__)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -146,7 +149,8 @@ def render_env_sh(settings: Settings, unset: Collection[str] = ()) -> str:
         from ..envexport import render_exports  # written by the lead; may not exist yet
 
         body = str(render_exports(settings, "bash"))
-    except ImportError:
+    except ImportError as exc:
+        log.debug("exports written without envexport: %s", exc)
         body = _fallback_exports(settings)
     if not body.endswith("\n"):
         body += "\n"
@@ -161,8 +165,8 @@ def write_env_sh(settings: Settings, unset: Collection[str] = ()) -> FixApplied 
     try:
         if path.read_text(encoding="utf-8") == text:
             return None
-    except OSError:
-        pass
+    except OSError as exc:  # written anew below
+        log.debug("%s not read: %s", path, exc)
     _atomic_write(path, text, 0o644)
     return FixApplied("write-env-sh", f"wrote the one-home exports; load them with `. {path}` "
                       "(add that line to ~/.bashrc)", str(path))

@@ -9,7 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..config import Settings
-from ..store.layout import RepoRef
+from ..errors import QwenhomeError
+from ..repo.ref import RepoRef, etag_kind
+from ..store.layout import HubCache
+from ..store.othercaches import hub_cache_models, modelscope_models
 from .model import Check, failed, passed, warned
 from .options import DoctorOptions
 from .sources import RepoSize
@@ -51,13 +54,14 @@ def check_disk(settings: Settings, sizes: Sequence[RepoSize], opts: DoctorOption
         return warned(check_id, "disk-space-low", f"cannot read free space at {where}: {exc.strerror}",
                       "check that QWEN_HOME is on a mounted, readable disk")
     need = 0
+    cache = HubCache(settings.hub_cache)
     for size in sizes:
         try:
-            blobs = settings.hub_cache / RepoRef.parse(size.repo).folder_name / "blobs"
-        except Exception:  # an odd repo id: count all of it
+            ref = RepoRef.parse(size.repo)
+        except QwenhomeError:  # an odd repo id: count all of it
             need += size.total
             continue
-        have = sum(n for etag, n in size.blobs if (blobs / etag).is_file())
+        have = sum(n for etag, n in size.blobs if etag_kind(etag) and cache.has_blob(ref, etag))
         need += max(0, size.total - have)
     fix = (f"free space on the disk of {where}, or move the home to a larger disk: "
            "`export QWEN_HOME=/path/on/large/disk` (then `qwenhome adopt` the old store)")
@@ -124,53 +128,15 @@ def other_cache_dirs(settings: Settings, opts: DoctorOptions) -> tuple[list[Path
     return hf_unique, ms
 
 
-def _hub_models(cache: Path) -> list[str]:
-    out: list[str] = []
-    try:
-        entries = sorted(cache.iterdir())
-    except OSError:
-        return out
-    for entry in entries:
-        if entry.name.startswith("models--") and (entry / "snapshots").is_dir():
-            try:
-                if any((entry / "snapshots").iterdir()):
-                    out.append(entry.name[len("models--"):].replace("--", "/", 1))
-            except OSError:
-                continue
-    return out
-
-
-def _modelscope_models(cache: Path) -> list[str]:
-    out: list[str] = []
-    # New layout: models/Org--Name/snapshots/...; legacy: hub/models/Org/Name or hub/Org/Name.
-    new = cache / "models"
-    if new.is_dir():
-        for entry in sorted(new.iterdir()):
-            if "--" in entry.name and (entry / "snapshots").is_dir():
-                out.append(entry.name.replace("--", "/", 1))
-    for legacy in (cache / "hub" / "models", cache / "hub"):
-        if not legacy.is_dir():
-            continue
-        for org in sorted(legacy.iterdir()):
-            if not org.is_dir() or org.name.startswith(".") or org.name == "models" or org.name.startswith("_"):
-                continue
-            for model in sorted(org.iterdir()):
-                if model.is_dir() and (model / "config.json").is_file():
-                    name = f"{org.name}/{model.name.replace('___', '.')}"
-                    if name not in out:
-                        out.append(name)
-    return out
-
-
 def check_other_caches(settings: Settings, opts: DoctorOptions) -> Check:
     hf, ms = other_cache_dirs(settings, opts)
     found: list[tuple[Path, list[str]]] = []
     for cache in hf:
-        models = _hub_models(cache)
+        models = hub_cache_models(cache)
         if models:
             found.append((cache, models))
     for cache in ms:
-        models = _modelscope_models(cache)
+        models = modelscope_models(cache)
         if models:
             found.append((cache, models))
     if not found:

@@ -4,6 +4,7 @@ checks that need their results (disk, offline flag, proxy bypass); then, with
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import time
@@ -31,6 +32,8 @@ from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
 from .sources import RepoSize, SourceResult, check_source
 from .wsl import check_wsl
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -69,7 +72,8 @@ def _ssl_context(settings: Settings, opts: DoctorOptions) -> ssl.SSLContext:
     cafile = str(opts.ca_file) if opts.ca_file else settings.env.get("SSL_CERT_FILE") or None
     try:
         return ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError):
+    except (OSError, ssl.SSLError) as exc:
+        log.debug("CA file %s not used (%s): the system's CAs instead", cafile, exc)
         return ssl.create_default_context()
 
 

@@ -10,6 +10,7 @@ one-byte ranged ``GET /api/v1/models/{repo}/repo?Revision=master&FilePath=...``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
@@ -21,6 +22,8 @@ from ..hub.http import token_for
 from .context import Context, Response, StepFailed, Target
 from .model import Check, failed, passed, warned
 from .probe import HostProbe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ def clock_check(ctx: Context, host: str, resp: Response) -> Check | None:
         return None
     try:
         server = parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
+        log.debug("%s: Date %r not understood (%s): the clock is not checked", host, date, exc)
         return None
     skew = ctx.opts.clock() - server
     check_id = f"clock:{host}"

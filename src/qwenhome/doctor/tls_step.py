@@ -3,6 +3,7 @@ again unverified to show its issuer and subject (an intercepting proxy)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from .context import Context, StepFailed, Target
 from .model import Check, failed, passed
 from .x509 import issuer_and_subject
+
+log = logging.getLogger(__name__)
 
 
 # -- TLS ---------------------------------------------------------------------
@@ -21,7 +24,8 @@ def _peer_certificate(reopen: Callable[[], socket.socket], host: str) -> bytes |
     try:
         with reopen() as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
             return tls.getpeercert(binary_form=True)
-    except (OSError, ValueError, StepFailed):
+    except (OSError, ValueError, StepFailed) as exc:
+        log.debug("certificate of %s not read without verification: %r", host, exc)
         return None
 
 

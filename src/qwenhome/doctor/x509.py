@@ -7,6 +7,10 @@ Only the few DER structures on the way to the two Names are decoded.
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 _OID_NAMES = {
     "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST",
     "2.5.4.10": "O", "2.5.4.11": "OU", "1.2.840.113549.1.9.1": "emailAddress",
@@ -73,5 +77,6 @@ def issuer_and_subject(der: bytes) -> tuple[str, str]:
         _, is_, ie = fields[2]
         _, ss, se = fields[4]
         return _name(der, is_, ie) or "?", _name(der, ss, se) or "?"
-    except (IndexError, ValueError):
+    except (IndexError, ValueError) as exc:
+        log.debug("certificate names not parsed: %r", exc)
         return "?", "?"

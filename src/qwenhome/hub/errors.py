@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable
 from email.message import Message
@@ -18,7 +19,9 @@ from ..errors import (
     RevisionNotFoundError,
     ServerError,
 )
-from ..store.layout import RepoRef
+from ..repo.ref import RepoRef
+
+log = logging.getLogger(__name__)
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -31,7 +34,8 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
     except ValueError:
         try:
             secs = email.utils.parsedate_to_datetime(value).timestamp() - now()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
+            log.debug("Retry-After %r not understood (%s): the usual backoff instead", value, exc)
             return None
     return max(0.0, min(secs, 300.0))
 
@@ -40,7 +44,7 @@ def _server_message(body: bytes) -> str:
     try:
         data = json.loads(body)
     except ValueError:
-        return ""
+        return ""  # not JSON (an HTML error page): no message to quote
     if isinstance(data, dict):
         return str(data.get("error") or data.get("Message") or data.get("message") or "")[:200]
     return ""

@@ -16,8 +16,8 @@ from urllib.parse import quote, urljoin
 
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError, RepoNotFoundError
-from ..manifest import Manifest, RepoFile
-from ..store.layout import RepoRef, is_commit, validate_etag, validate_relpath
+from ..repo.manifest import Manifest, RepoFile
+from ..repo.ref import RepoRef, is_commit, validate_etag, validate_relpath
 from .errors import raise_for_status
 from .http import HttpClient, token_for
 from .jsonapi import get_json

@@ -4,13 +4,16 @@ statuses mapped to typed errors and a non-JSON answer named as such."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError
-from ..store.layout import RepoRef
+from ..repo.ref import RepoRef
 from .errors import raise_for_status
 from .http import HttpClient, Response, token_for
+
+log = logging.getLogger(__name__)
 
 
 def get_json(
@@ -30,7 +33,8 @@ def get_json(
     if resp.status >= 400:
         try:
             body = resp.read(1 << 16)
-        except QwenhomeError:
+        except QwenhomeError as exc:  # the status alone says enough
+            log.debug("error body of %s not read: %s", url, exc)
             body = b""
         raise_for_status(resp.status, resp.headers, url, ref, body)
     data = resp.read()

@@ -9,21 +9,20 @@ Download: ``GET /api/v1/models/{owner}/{name}/repo?Revision={rev}&FilePath={path
 
 ModelScope has no git blob ids and its commits are not Hub commits, so a
 manifest built here names every blob by its sha256 and carries a
-deterministic commit id derived from the listed content (:func:`listing_commit`):
+deterministic commit id derived from the listed content
+(:func:`qwenhome.repo.manifest.listing_commit`):
 the same files give the same id, any change gives a new one.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..config import Source
 from ..errors import ProtocolError, RepoNotFoundError, RevisionNotFoundError
-from ..manifest import Manifest, RepoFile
-from ..store.layout import DEFAULT_REVISION, RepoRef, validate_relpath
+from ..repo.manifest import Manifest, RepoFile, listing_commit
+from ..repo.ref import DEFAULT_REVISION, RepoRef, validate_relpath
 from .hf import _file
 from .http import HttpClient
 from .jsonapi import get_json
@@ -40,14 +39,6 @@ def ms_revision(ref: RepoRef) -> str:
     if ref.revision is None or ref.revision == DEFAULT_REVISION:
         return MS_DEFAULT_REVISION
     return ref.revision
-
-
-def listing_commit(repo_id: str, revision: str, files: Iterable[RepoFile]) -> str:
-    """A deterministic 40-hex id for a ModelScope snapshot (not a Hub commit)."""
-    h = hashlib.sha1(f"qwenhome-modelscope\n{repo_id}\n".encode())
-    for f in sorted(files, key=lambda f: f.path):
-        h.update(f"{f.path}\x00{f.size}\x00{f.sha256}\n".encode())
-    return h.hexdigest()
 
 
 class ModelScopeClient:

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import QwenhomeError
+from ..repo.ref import RepoRef
 from ..store.cache import Store
-from ..store.layout import RepoRef
 from .tiny import TINY_REPO_ID
 
 DEFAULT_IMAGE_MODEL = "Qwen/Qwen-Image"

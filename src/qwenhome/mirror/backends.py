@@ -1,7 +1,7 @@
 """Where a mirror's repositories come from.
 
-* :class:`StoreBackend` serves a hub cache (``models--Org--Name/{refs,snapshots,blobs}``)
-  as written by huggingface_hub or qwenhome; blob names already are the hashes.
+* :class:`StoreBackend` serves a hub cache (:mod:`qwenhome.store.layout`) as
+  written by huggingface_hub or qwenhome; blob names already are the hashes.
 * :class:`FolderBackend` serves plain folders ``ROOT/Org/Name/...`` (datasets under
   ``ROOT/datasets/Org/Name``), hashing each file once (see :mod:`.hashing`).
 
@@ -12,6 +12,7 @@ checks again before it opens anything.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import threading
@@ -21,18 +22,20 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError, UsageError
-from ..store.cache import Store
-from ..store.layout import (
+from ..repo.ref import (
     DEFAULT_REVISION,
     RepoRef,
     etag_kind,
     is_commit,
-    parse_folder_name,
     validate_relpath,
     validate_revision,
 )
+from ..store.cache import Store
+from ..store.layout import HubCache
 from .catalog import FileEntry, Snapshot, is_lfs_name
 from .hashing import HashCache
+
+log = logging.getLogger(__name__)
 
 # Folders that are never part of a repository's content.
 _SKIP_DIRS = frozenset({".git", ".cache", ".huggingface", ".no_exist"})
@@ -123,7 +126,7 @@ def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_resul
 
     Rescans run every few seconds, so this avoids ``realpath`` per file: a real
     sub-folder's real path is its parent's plus its name, and a link into a
-    folder already proven real (a store's ``blobs/``) costs one ``lstat``.
+    folder already proven real (a store's blobs folder) costs one ``lstat``.
     """
     top_real = os.path.realpath(top)
     if not inside(top_real, root_real) or not os.path.isdir(top_real):
@@ -141,7 +144,8 @@ def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_resul
         rel_dir, real_dir = stack.pop()
         try:
             entries = list(os.scandir(real_dir))
-        except OSError:
+        except OSError as exc:
+            log.debug("folder %s not listed: %s", real_dir, exc)
             continue
         for e in entries:
             rel = rel_dir + e.name
@@ -161,13 +165,15 @@ def _walk_files(top: Path, root_real: str) -> list[tuple[str, str, os.stat_resul
                 else:
                     real = os.path.join(real_dir, e.name)
                     st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue  # dangling link (an unfinished download) or vanished file
+            except OSError as exc:  # dangling link (an unfinished download) or vanished file
+                log.debug("%s not served: %s", e.path, exc)
+                continue
             if not stat.S_ISREG(st.st_mode) or not inside(real, root_real):
                 continue
             try:
                 validate_relpath(rel)
-            except QwenhomeError:
+            except QwenhomeError as exc:
+                log.debug("%s not served: %s", e.path, exc.message)
                 continue
             out.append((rel, real, st))
     return out
@@ -178,7 +184,8 @@ def _subdirs(folder: Path) -> list[Path]:
     try:
         return sorted(Path(e.path) for e in os.scandir(folder)
                       if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
-    except OSError:
+    except OSError as exc:
+        log.debug("folder %s not listed: %s", folder, exc)
         return []
 
 
@@ -196,7 +203,9 @@ class StoreBackend:
         ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._root = Path(os.path.realpath(hub_cache))
-        self._manifests = Store(self._root, state_dir) if state_dir is not None else None
+        # With qwenhome's state: the Store, whose manifests say what a snapshot should hold.
+        self._store = Store(self._root, state_dir) if state_dir is not None else None
+        self._hub = self._store or HubCache(self._root)
         self._hashes = hashes or HashCache()
         self._cache = _TTLCache(ttl, clock)
 
@@ -210,45 +219,40 @@ class StoreBackend:
         return self._cache.get_or_compute((repo_type, repo_id, revision), lambda: self._load(ref, revision))
 
     def _load(self, ref: RepoRef, revision: str) -> Snapshot:
-        repo_dir = self._root / ref.folder_name
-        if not (repo_dir / "snapshots").is_dir():
+        if not self._hub.has_repo(ref):
             raise RepoNotFoundError(f"repository {ref.repo_id!r} not found", repo=ref.repo_id)
-        commit = self._resolve(repo_dir, revision)
-        return self._scan(ref, repo_dir, commit)
+        commit = self._resolve(ref, revision)
+        return self._scan(ref, commit)
 
     def repos(self) -> list[tuple[str, str]]:
         out = []
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(self._root):
-                ref = parse_folder_name(entry.name)
-                if ref is not None and ref.repo_type in ("model", "dataset") and entry.is_dir(follow_symlinks=False):
-                    out.append((ref.repo_type, ref.repo_id))
+        for ref, path in self._hub.repos():
+            if ref.repo_type in ("model", "dataset") and path.is_dir() and not path.is_symlink():
+                out.append((ref.repo_type, ref.repo_id))
         return sorted(out)
 
-    def _resolve(self, repo_dir: Path, revision: str) -> str:
-        if is_commit(revision) and (repo_dir / "snapshots" / revision).is_dir():
+    def _resolve(self, ref: RepoRef, revision: str) -> str:
+        hub = self._hub
+        if is_commit(revision) and hub.has_snapshot(ref, revision):
             return revision
-        try:
-            commit = (repo_dir / "refs" / revision).read_text(encoding="utf-8").strip()
-        except OSError:
-            commit = ""
-        if not is_commit(commit) or not (repo_dir / "snapshots" / commit).is_dir():
+        commit = hub.read_ref(ref, revision)
+        if commit is None or not hub.has_snapshot(ref, commit):
             raise RevisionNotFoundError(f"revision {revision!r} not found", revision=revision)
         return commit
 
-    def _scan(self, ref: RepoRef, repo_dir: Path, commit: str) -> Snapshot:
-        snap_dir = repo_dir / "snapshots" / commit
-        repo_real = os.path.realpath(repo_dir)
+    def _scan(self, ref: RepoRef, commit: str) -> Snapshot:
+        hub = self._hub
+        snap_dir = hub.snapshot_dir(ref, commit)
+        repo_real = os.path.realpath(hub.repo_dir(ref))
         if not inside(repo_real, str(self._root)):
             raise RepoNotFoundError(f"repository {ref.repo_id!r} not found", repo=ref.repo_id)
         files: dict[str, FileEntry] = {}
         newest = 0.0
-        blobs = str(repo_dir / "blobs")
         # Blobs may live anywhere in the store: huggingface_hub's shared Xet blobs are
-        # `blobs/<etag>` links to `<cache>/blobs/<2hex>/<xet hash>`.
+        # links from the repository's blobs to the cache's own blobs by Xet hash.
         for rel, real, st in _walk_files(snap_dir, str(self._root)):
             newest = max(newest, st.st_mtime)
-            etag = _linked_blob_name(snap_dir / rel, blobs)
+            etag = hub.linked_blob(ref, snap_dir / rel)
             kind = etag_kind(etag) if etag else None
             if etag and kind == "sha256":
                 files[rel] = FileEntry.lfs(rel, st.st_size, etag, real)
@@ -257,23 +261,12 @@ class StoreBackend:
             else:  # a plain copy (no symlinks): hash it like a folder repo
                 files[rel] = _hashed_entry(self._hashes, rel, real, st)
         self._hashes.save()
-        manifest = self._manifests.load_manifest(ref, commit) if self._manifests is not None else None
+        manifest = self._store.load_manifest(ref, commit) if self._store is not None else None
         for f in manifest.files if manifest is not None else ():
             if f.path not in files:  # listed, not (yet) here: served as EntryNotFound
                 files[f.path] = (FileEntry.lfs(f.path, f.size, f.sha256, "") if f.sha256 and not f.blob_id
                                  else FileEntry(f.path, f.size, f.blob_id or "", f.sha256, ""))
         return Snapshot.build(ref.repo_type, ref.repo_id, files, newest, commit=commit)
-
-
-def _linked_blob_name(link: Path, blobs_dir: str) -> str | None:
-    """The etag a snapshot entry names: its link target's file name when the
-    link points straight into the repo's ``blobs/`` (the name *is* the hash)."""
-    try:
-        target = os.readlink(link)
-    except OSError:
-        return None
-    full = os.path.normpath(os.path.join(os.path.dirname(link), target))
-    return os.path.basename(full) if os.path.dirname(full) == blobs_dir else None
 
 
 def _hashed_entry(hashes: HashCache, rel: str, real: str, st: os.stat_result) -> FileEntry:

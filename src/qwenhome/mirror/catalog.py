@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..repo.hashing import git_blob_header
+
 # Files at least this large, or with these suffixes, are "LFS" files: the Hub
 # lists them with an ``lfs`` block and names their blob by sha256.
 LFS_THRESHOLD = 1024 * 1024
@@ -22,10 +24,6 @@ LFS_SUFFIXES = (
 
 def is_lfs_name(path: str, size: int) -> bool:
     return size >= LFS_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
-
-
-def git_blob_header(size: int) -> bytes:
-    return b"blob %d\x00" % size
 
 
 def git_blob_oid(data: bytes) -> str:

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import git_blob_header
+from ..repo.hashing import git_blob_header
 
 _CHUNK = 1024 * 1024
 

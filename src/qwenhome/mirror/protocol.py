@@ -2,7 +2,7 @@
 
 Request targets are decoded segment by segment (clients send the revision and
 tree paths with ``/`` encoded as ``%2F``), and every file path is checked with
-:func:`qwenhome.store.layout.validate_relpath` after decoding, so encoded
+:func:`qwenhome.repo.ref.validate_relpath` after decoding, so encoded
 ``..``, NUL bytes, backslashes and absolute paths never reach the file system.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
 
 from ..errors import ProtocolError, UsageError
-from ..store.layout import validate_relpath
+from ..repo.ref import validate_relpath
 
 # Header names, as huggingface_hub reads them (constants.py).
 X_REPO_COMMIT = "X-Repo-Commit"

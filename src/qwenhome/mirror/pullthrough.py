@@ -52,14 +52,15 @@ from ..errors import (
     RevisionNotFoundError,
 )
 from ..hub.http import HttpClient
-from ..manifest import Manifest, RepoFile
 from ..pull import Puller, pull
+from ..repo.hashing import git_blob_header
+from ..repo.manifest import Manifest, RepoFile
+from ..repo.ref import RepoRef, is_commit
 from ..store.cache import Store
-from ..store.layout import RepoRef, is_commit
 from ..transfer import partmap
 from ..transfer.engine import EngineConfig
 from .backends import StoreBackend, _TTLCache, check_revision, inside, repo_ref
-from .catalog import FileEntry, Snapshot, git_blob_header, git_blob_oid, lfs_pointer
+from .catalog import FileEntry, Snapshot, git_blob_oid, lfs_pointer
 from .hashing import HashCache
 from .hooks import BodyInterrupted
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from .backends import Backend, FolderBackend, StoreBackend
 from .hashing import HashCache
 from .pullthrough import PullThroughBackend
 from .server import MirrorServer
+
+log = logging.getLogger(__name__)
 
 
 def make_backend(settings: Settings, repos_dir: Path | None = None, *, pull_through: bool = False) -> Backend:
@@ -81,7 +84,7 @@ def run_mirror(
         if on_ready is not None:
             on_ready(server)
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl+C: the way to stop it
+        log.debug("mirror at %s stopped by the user", server.url)
     finally:
         server.stop()

@@ -65,7 +65,8 @@ from .protocol import (
 from .pullthrough import PullThroughBackend, UpstreamError, stream
 from .responses import repo_info, repo_list, tree_entries
 
-_log = logging.getLogger("qwenhome.mirror")
+log = logging.getLogger(__name__)
+
 _RESUME_RE = re.compile(r"^bytes=\s*[1-9]\d*-$")  # an open-ended range: a client resuming a download
 _TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jinja", ".yaml", ".yml", ".gitattributes")
 _API_PREFIX = {"model": "models", "dataset": "datasets"}
@@ -257,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error = self._error or type(exc).__name__
         except Exception as exc:  # a bug must not drop the connection without an answer
-            _log.debug("mirror: %s %s failed", self.command, self.path[:200], exc_info=True)
+            log.debug("mirror: %s %s failed", self.command, self.path[:200], exc_info=True)
             self.close_connection = True
             self._error = self._error or type(exc).__name__
             if self._status:  # the status line went out already: all a client can see is the close

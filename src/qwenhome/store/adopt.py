@@ -17,7 +17,7 @@ cache's blob name when it has one (sha256 or git blob oid, checked), the
 files under 10 MB, the git blob oid as a second hard link: the name the Hub
 gives small files, so a later Hub pull finds them too). A snapshot
 known only by content gets the deterministic id
-:func:`qwenhome.hub.modelscope.listing_commit` (path, size, sha256 of every
+:func:`qwenhome.repo.manifest.listing_commit` (path, size, sha256 of every
 file), so the same files always give the same commit, as a ModelScope pull does.
 Small files of plain folders are copied, not linked: users edit those in place.
 
@@ -32,6 +32,7 @@ file that was listed; a copy is never more readable than its source.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -51,11 +52,13 @@ from ..errors import (
     StoreError,
     UsageError,
 )
-from ..hub.modelscope import listing_commit
-from ..manifest import Manifest, RepoFile
+from ..repo.hashing import hash_file
+from ..repo.manifest import Manifest, RepoFile, listing_commit
+from ..repo.ref import RepoRef, etag_kind, is_commit, validate_relpath
 from .cache import Store, translate_os_error, writing
-from .layout import RepoRef, etag_kind, is_commit, parse_folder_name, validate_relpath
-from .verify import hash_file
+from .layout import HubCache, parse_folder_name
+
+log = logging.getLogger(__name__)
 
 COPY_BELOW = 1 << 20  # plain-folder files smaller than this are copied
 # Files known only by content and smaller than this (the Hub's LFS threshold)
@@ -142,7 +145,9 @@ def _real(p: Path) -> str:
 
 
 def _is_repo_folder(p: Path) -> bool:
-    return parse_folder_name(p.name) is not None and (p / "snapshots").is_dir()
+    """Whether ``p`` is a repository folder of a hub cache."""
+    ref = parse_folder_name(p.name)
+    return ref is not None and HubCache(p.parent).has_repo(ref)
 
 
 def discover(paths: Sequence[Path], *, as_repo: str | None = None, own_store: Path | None = None) -> list[Found]:
@@ -178,7 +183,8 @@ def _children(p: Path) -> list[Path]:
     (``snapshots/<sha> -> /etc``), and only what was named is adopted."""
     try:
         return sorted(c for c in p.iterdir() if c.is_dir() and not c.is_symlink())
-    except OSError:
+    except OSError as exc:
+        log.debug("folder %s not listed: %s", p, exc)
         return []
 
 
@@ -196,16 +202,15 @@ def _folder_ref(p: Path, as_repo: str | None) -> RepoRef:
 def _hf_repo(repo_dir: Path) -> list[Found]:
     ref = parse_folder_name(repo_dir.name)
     assert ref is not None
+    cache = HubCache(repo_dir.parent)
     refs: dict[str, list[str]] = {}
-    for r in (repo_dir / "refs").rglob("*") if (repo_dir / "refs").is_dir() else []:
-        if r.is_file() and not r.is_symlink():
-            commit = r.read_text(encoding="utf-8", errors="replace").strip()
-            refs.setdefault(commit, []).append(r.relative_to(repo_dir / "refs").as_posix())
+    for name, commit in cache.refs(ref).items():
+        refs.setdefault(commit, []).append(name)
     # Snapshot links may point only into this repository's own blobs/ (itself no link).
-    blobs = repo_dir / "blobs"
+    blobs = cache.blobs_dir(ref)
     blobs_real = _real(blobs) if blobs.is_dir() and not blobs.is_symlink() else None
     out = []
-    for snap in _children(repo_dir / "snapshots"):
+    for snap in _children(cache.snapshots_dir(ref)):
         if not is_commit(snap.name):
             continue
         snap_real = _real(snap)
@@ -215,7 +220,7 @@ def _hf_repo(repo_dir: Path) -> list[Found]:
             return (blobs_real is not None and os.path.dirname(real) == blobs_real) or _inside(real, snap_real)
 
         files = []
-        walked, skipped = _walk(snap, skip_hidden=False, allowed=allowed, what=f"{repo_dir.name}/blobs")
+        walked, skipped = _walk(snap, skip_hidden=False, allowed=allowed, what=blobs.relative_to(cache.root).as_posix())
         for rel, real in walked:
             target = os.readlink(snap / rel) if (snap / rel).is_symlink() else ""
             name = os.path.basename(target)
@@ -250,7 +255,8 @@ def _walk(top: Path, *, skip_hidden: bool, allowed: Callable[[str], bool] | None
             rel = full.relative_to(top).as_posix()
             try:
                 out.append((validate_relpath(rel), Path(real)))
-            except QwenhomeError:
+            except QwenhomeError as exc:
+                log.debug("%s left out: %s", full, exc.message)
                 continue
     return out, skipped
 
@@ -260,7 +266,10 @@ def _local_dir_meta(folder: Path, rel: str) -> tuple[str, str] | None:
     meta = folder / ".cache" / "huggingface" / "download" / f"{rel}.metadata"
     try:
         lines = meta.read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except FileNotFoundError:
+        return None  # not a local_dir download, or not this file
+    except OSError as exc:
+        log.debug("%s not read: %s", meta, exc)
         return None
     if len(lines) >= 2 and is_commit(lines[0].strip()) and etag_kind(lines[1].strip()):
         return lines[0].strip(), lines[1].strip()
@@ -300,7 +309,8 @@ def _modelscope_roots(p: Path) -> list[tuple[RepoRef, Path]]:
 def _ms_ref(owner: str, name: str, folder: Path) -> list[tuple[RepoRef, Path]]:
     try:
         return [(RepoRef.parse(f"{owner}/{name}"), folder)]
-    except QwenhomeError:
+    except QwenhomeError as exc:
+        log.debug("%s left out: %s", folder, exc.message)
         return []
 
 
@@ -319,8 +329,9 @@ def _open_listed(f: FoundFile) -> tuple[int, os.stat_result]:
     st = os.fstat(fd)
     try:
         opened = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        opened = str(f.real)  # no /proc: O_NOFOLLOW on the resolved path is the guard
+    except OSError as exc:  # no /proc: O_NOFOLLOW on the resolved path is the guard
+        log.debug("opened path of %s not read: %s", f.real, exc)
+        opened = str(f.real)
     if not stat.S_ISREG(st.st_mode) or opened != str(f.real):
         os.close(fd)
         raise StoreError(f"{f.real}: changed since it was listed; left out", code="adopt-changed")
@@ -339,7 +350,7 @@ def _place(store: Store, ref: RepoRef, f: FoundFile, copy: bool, verify: bool = 
     ``verify=False`` trusts a blob name the other cache gives (size still checked)."""
     if f.etag is not None and store.has_blob(ref, f.etag, f.size):
         return f.etag, "present"
-    blobs = store.repo_dir(ref) / "blobs"
+    blobs = store.blobs_dir(ref)
     tmp = blobs / f".adopt-{uuid.uuid4().hex[:12]}.incomplete"
     how = "copied"
     fd, st = _open_listed(f)

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import IntegrityError, ProtocolError, QwenhomeError, StoreError, UsageError
-from ..manifest import Manifest, RepoFile, check_tree
-from ..transfer.hashing import Verifier
-from .cache import Store, translate_os_error, writing
-from .layout import (
+from ..repo.hashing import Verifier
+from ..repo.manifest import Manifest, RepoFile, check_tree
+from ..repo.ref import (
     RepoRef,
     etag_kind,
     is_commit,
@@ -42,6 +41,8 @@ from .layout import (
     validate_relpath,
     validate_revision,
 )
+from .cache import Store, translate_os_error, writing
+from .layout import BLOBS, REFS, SNAPSHOTS, folder_name, link_target
 
 FORMAT = "qwenhome-export/1"
 MANIFEST_MEMBER = "qwenhome-export.json"
@@ -99,10 +100,7 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
     snap = store.snapshot_path(ref)
     commit = snap.name
     entries = _snapshot_entries(store, ref, snap)
-    refs_dir = store.repo_dir(ref) / "refs"
-    refs = sorted(p.relative_to(refs_dir).as_posix() for p in refs_dir.rglob("*")
-                  if p.is_file() and store.read_ref(ref, p.relative_to(refs_dir).as_posix()) == commit
-                  ) if refs_dir.is_dir() else []
+    refs = [validate_revision(name) for name, points_to in store.refs(ref).items() if points_to == commit]
     doc = {
         "format": FORMAT,
         "repo_id": ref.repo_id,
@@ -113,7 +111,7 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
     }
     compress = out.name.endswith((".gz", ".tgz")) if compress is None else compress
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    folder = ref.folder_name
+    folder = folder_name(ref)
     rep = ArchiveReport(str(ref), commit, str(out), files=len(entries), refs=refs)
     try:
         with _open_for_write(tmp, compress) as tar:
@@ -125,14 +123,14 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
                     continue
                 seen.add(etag)
                 with store.blob_path(ref, etag).open("rb") as fh:
-                    tar.addfile(_info(f"{folder}/blobs/{etag}", size), fh)
+                    tar.addfile(_info(f"{folder}/{BLOBS}/{etag}", size), fh)
                 rep.blobs += 1
                 rep.bytes += size
             for path, _size, etag in entries:
-                target = "../" * (path.count("/") + 2) + f"blobs/{etag}"
-                tar.addfile(_info(f"{folder}/snapshots/{commit}/{path}", kind=tarfile.SYMTYPE, link=target))
+                tar.addfile(_info(f"{folder}/{SNAPSHOTS}/{commit}/{path}", kind=tarfile.SYMTYPE,
+                                  link=link_target(path, etag)))
             for name in refs:
-                tar.addfile(_info(f"{folder}/refs/{name}", len(commit)), _BytesIO(commit.encode()))
+                tar.addfile(_info(f"{folder}/{REFS}/{name}", len(commit)), _BytesIO(commit.encode()))
         os.replace(tmp, out)
     except OSError as exc:
         raise translate_os_error(exc, out, home=False) from exc
@@ -203,14 +201,14 @@ def _member_part(name: str, folder: str) -> tuple[str, str]:
     parts = name.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise _unsafe(name, "'..', '.' or empty path segment")
-    if parts[0] != folder or len(parts) < 3 or parts[1] not in ("blobs", "snapshots", "refs"):
+    if parts[0] != folder or len(parts) < 3 or parts[1] not in (BLOBS, SNAPSHOTS, REFS):
         raise _unsafe(name, f"outside {folder}/{{blobs,snapshots,refs}}")
     return parts[1], "/".join(parts[2:])
 
 
 def _receive_blob(store: Store, ref: RepoRef, f: RepoFile, src: IO[bytes]) -> int:
     """Stream one blob into the store: temp file, hash, size, rename."""
-    blobs = store.repo_dir(ref) / "blobs"
+    blobs = store.blobs_dir(ref)
     blobs.mkdir(parents=True, exist_ok=True)
     tmp = blobs / f".import-{uuid.uuid4().hex[:12]}.incomplete"
     verifier = Verifier(f.size, f.sha256, f.blob_id)
@@ -256,10 +254,10 @@ def _import_archive(store: Store, file: Path) -> ArchiveReport:
             ref, commit, refs, files = _parse_manifest(fh.read())
             rep = ArchiveReport(str(ref), commit, str(file), files=len(files))
             by_etag = {f.etag: f for f in files}
-            folder = ref.folder_name
+            folder = folder_name(ref)
             while (member := tar.next()) is not None:  # iterating would restart at the manifest
                 area, rest = _member_part(member.name, folder)
-                if area != "blobs":
+                if area != BLOBS:
                     if not (member.isreg() or member.issym() or member.isdir()):
                         raise _unsafe(member.name, "not a file, folder or symlink")
                     continue  # links and refs are made from the manifest

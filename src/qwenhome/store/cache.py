@@ -20,40 +20,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DiskFullError, LockTimeoutError, NotCachedError, ReadOnlyHomeError, StoreError
-from ..manifest import Manifest
-from .layout import RepoRef, is_commit, validate_etag, validate_relpath, validate_revision
+from ..repo.manifest import Manifest
+from ..repo.ref import RepoRef, validate_etag, validate_relpath
+from .layout import HubCache, folder_name, link_target
 
-log = logging.getLogger("qwenhome.store")
+log = logging.getLogger(__name__)
 
 
-class Store:
-    """A hub cache (``hub_cache``) plus qwenhome's own state beside it (``state_dir``)."""
+class Store(HubCache):
+    """The home's hub cache (``hub_cache``), with qwenhome's own state beside it
+    (``state_dir``: manifests, partial downloads, locks). Every write to the
+    home goes through here."""
 
     def __init__(self, hub_cache: Path, state_dir: Path) -> None:
-        self.root = hub_cache
+        super().__init__(hub_cache)
         self.state_dir = state_dir
         # Folders made and checked once per process: a pull links hundreds of
         # files into a few folders, and resolving each path costs a dozen lstat.
         self._ready_dirs: set[Path] = set()
-        self._blob_dirs: dict[str, str] = {}  # repository folder name -> its blobs/ as a string
 
-    # -- paths -------------------------------------------------------------
-    def repo_dir(self, ref: RepoRef) -> Path:
-        return self.root / ref.folder_name
-
-    def blob_path(self, ref: RepoRef, etag: str) -> Path:
-        return self.repo_dir(ref) / "blobs" / validate_etag(etag)
-
-    def snapshot_dir(self, ref: RepoRef, commit: str) -> Path:
-        if not is_commit(commit):
-            raise StoreError(f"not a commit id: {commit!r}", code="invalid-revision")
-        return self.repo_dir(ref) / "snapshots" / commit
-
-    def ref_path(self, ref: RepoRef, name: str) -> Path:
-        return self.repo_dir(ref) / "refs" / validate_revision(name)
+    # -- qwenhome's state --------------------------------------------------
+    def manifests_dir(self, ref: RepoRef) -> Path:
+        return self.state_dir / "manifests" / folder_name(ref)
 
     def manifest_path(self, ref: RepoRef, commit: str) -> Path:
-        return self.state_dir / "manifests" / ref.folder_name / f"{commit}.json"
+        return self.manifests_dir(ref) / f"{commit}.json"
 
     @property
     def partials_dir(self) -> Path:
@@ -63,24 +54,10 @@ class Store:
         return self.partials_dir / f"{validate_etag(etag)}.part"
 
     # -- refs --------------------------------------------------------------
-    def read_ref(self, ref: RepoRef, name: str) -> str | None:
-        try:
-            commit = self.ref_path(ref, name).read_text(encoding="utf-8").strip()
-        except OSError:
-            return None
-        return commit if is_commit(commit) else None
-
     def write_ref(self, ref: RepoRef, name: str, commit: str) -> None:
         if name == commit or self.read_ref(ref, name) == commit:
             return  # nothing to write (and a read-only home stays usable)
         atomic_write(self.ref_path(ref, name), commit)
-
-    def resolve_commit(self, ref: RepoRef) -> str | None:
-        """The commit a local revision points to, without any network."""
-        rev = ref.rev
-        if is_commit(rev):
-            return rev if self.snapshot_dir(ref, rev).is_dir() else None
-        return self.read_ref(ref, rev)
 
     # -- manifests ---------------------------------------------------------
     def save_manifest(self, manifest: Manifest) -> None:
@@ -88,24 +65,16 @@ class Store:
         atomic_write(self.manifest_path(ref, manifest.commit), manifest.to_json())
 
     def load_manifest(self, ref: RepoRef, commit: str) -> Manifest | None:
+        path = self.manifest_path(ref, commit)
         try:
-            return Manifest.from_json(self.manifest_path(ref, commit).read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
+            return Manifest.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None  # not pulled by qwenhome (or not yet)
+        except (OSError, ValueError, KeyError) as exc:
+            log.debug("manifest %s not read (%r): the snapshot is taken as it is", path, exc)
             return None
 
     # -- blobs and links ---------------------------------------------------
-    def has_blob(self, ref: RepoRef, etag: str, size: int | None = None) -> bool:
-        # Strings, not Path: a pull asks this twice per file before its first
-        # byte, and each Path join costs more than the stat.
-        blobs = self._blob_dirs.get(ref.folder_name)
-        if blobs is None:
-            blobs = self._blob_dirs[ref.folder_name] = os.path.join(self.root, ref.folder_name, "blobs")
-        try:
-            st = os.stat(os.path.join(blobs, validate_etag(etag)))
-        except OSError:
-            return False
-        return size is None or st.st_size == size
-
     def install_blob(self, ref: RepoRef, etag: str, src: Path) -> Path:
         """Move a verified file into ``blobs/`` atomically (copy across filesystems)."""
         dest = self.blob_path(ref, etag)
@@ -141,6 +110,18 @@ class Store:
             src.unlink(missing_ok=True)
         return dest
 
+    def hardlink_blob(self, ref: RepoRef, etag: str, other: Path) -> Path:
+        """Make ``other`` (an identical blob of another repository of the
+        home) the blob ``etag`` of ``ref`` too, by a hard link. Raises
+        OSError (another filesystem, no hard links...): the caller fetches instead."""
+        dest = self.blob_path(ref, etag)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{etag}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        os.link(other, tmp)
+        os.replace(tmp, dest)
+        return dest
+
     def link(self, ref: RepoRef, commit: str, relpath: str, etag: str) -> Path:
         """Point ``snapshots/<commit>/<relpath>`` at its blob with a relative symlink."""
         with writing(self.snapshot_dir(ref, commit)):
@@ -162,10 +143,7 @@ class Store:
             if not target.parent.resolve().is_relative_to(snap.resolve()):
                 raise StoreError(f"snapshot folder for {relpath!r} leaves the snapshot", code="unsafe-path")
             self._ready_dirs.add(target.parent)
-        # snapshots/<commit>/<relpath> -> blobs/<etag>, computed rather than
-        # with os.path.relpath (a pull links hundreds of files; the path was
-        # validated: no empty, "." or ".." parts).
-        rel = "../" * (relpath.count("/") + 2) + "blobs/" + blob.name
+        rel = link_target(relpath, blob.name)
         try:
             os.symlink(rel, target)  # a new snapshot: one system call
             return target
@@ -322,7 +300,10 @@ def remove_stale_locks(locks_dir: Path) -> list[str]:
     A file is removed under its lock, as :meth:`FileLock.release` does."""
     try:
         names = sorted(n for n in os.listdir(locks_dir) if n.endswith(".lock"))
-    except OSError:
+    except FileNotFoundError:
+        return []  # no lock was ever taken here
+    except OSError as exc:
+        log.debug("locks in %s not listed: %s", locks_dir, exc)
         return []
     removed = []
     for name in names:

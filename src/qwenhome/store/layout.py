@@ -1,148 +1,226 @@
-"""Names and paths of the Hugging Face hub cache layout, and the rules that keep
-every path a server sends inside the home.
+"""The Hugging Face hub cache layout, and read-only queries over it.
 
     hub/models--Org--Name/
         blobs/<etag>                       sha256 (LFS) or git blob sha1 (small files)
         snapshots/<commit>/<path>          relative symlink to ../../blobs/<etag>
         refs/<revision>                    text file holding the commit
+
+This module is the only one that spells that layout. :class:`HubCache` answers
+questions about any folder laid out so (the home's store, or another tool's
+cache being adopted); :class:`~.cache.Store` is one with qwenhome's state
+beside it, and is the one that writes.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
 
-from ..errors import ProtocolError, UsageError
+from ..errors import StoreError, UsageError
+from ..repo.ref import (
+    PLURAL_TYPE,
+    TYPE_PLURAL,
+    RepoRef,
+    is_commit,
+    validate_etag,
+    validate_revision,
+)
 
-REPO_TYPES = ("model", "dataset", "space")
-_TYPE_PLURAL = {"model": "models", "dataset": "datasets", "space": "spaces"}
-_PLURAL_TYPE = {v: k for k, v in _TYPE_PLURAL.items()}
+log = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_REV_RE = re.compile(r"^[A-Za-z0-9._/+-]{1,200}$")
-DEFAULT_REVISION = "main"
-
-
-def is_commit(rev: str) -> bool:
-    return bool(_COMMIT_RE.match(rev))
-
-
-def etag_kind(etag: str) -> str | None:
-    """``sha256`` for a 64-hex etag, ``git-sha1`` for a 40-hex one, else None."""
-    if _SHA256_RE.match(etag):
-        return "sha256"
-    if _COMMIT_RE.match(etag):
-        return "git-sha1"
-    return None
+BLOBS = "blobs"
+SNAPSHOTS = "snapshots"
+REFS = "refs"
 
 
-def validate_etag(etag: str) -> str:
-    if etag_kind(etag) is None:
-        raise ProtocolError(f"invalid blob id {etag!r} from source", code="bad-metadata")
-    return etag
-
-
-def validate_revision(rev: str) -> str:
-    """Reject revisions that could escape ``refs/`` (``..``, absolute, NUL)."""
-    if (
-        not _REV_RE.match(rev)
-        or rev.startswith("/")
-        or rev.endswith("/")
-        or any(part in ("", ".", "..") for part in rev.split("/"))
-    ):
-        raise UsageError(
-            f"invalid revision {rev!r}",
-            code="invalid-revision",
-            hint="a revision is a branch, tag or 40-hex commit, without '..'",
-        )
-    return rev
-
-
-def validate_relpath(path: str) -> str:
-    """A repository file path as a server sends it; must stay inside the snapshot."""
-    bad = (
-        not path
-        or "\x00" in path
-        or "\\" in path
-        or path.startswith("/")
-        or re.match(r"^[A-Za-z]:", path) is not None
-        or any(part in ("", ".", "..") for part in path.split("/"))
-        or len(path) > 1024
-    )
-    if bad:
-        raise ProtocolError(
-            f"refusing unsafe file path {path!r} from source",
-            code="unsafe-path",
-            hint="the source sent a path that would leave the snapshot folder; it was not written",
-        )
-    return path
-
-
-@dataclass(frozen=True, order=True)
-class RepoRef:
-    """A repository and an optional revision, e.g. ``Qwen/Qwen2.5-0.5B@main``."""
-
-    repo_id: str
-    repo_type: str = "model"
-    revision: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, repo_type: str | None = None) -> RepoRef:
-        spec = text.strip()
-        revision: str | None = None
-        if "@" in spec:
-            spec, revision = spec.split("@", 1)
-            validate_revision(revision)
-        rtype = repo_type or "model"
-        head, _, rest = spec.partition("/")
-        if head in _PLURAL_TYPE and rest.count("/") == 1:
-            rtype, spec = _PLURAL_TYPE[head], rest
-        parts = spec.split("/")
-        if len(parts) != 2 or not all(_NAME_RE.match(p) for p in parts) or ".." in spec:
-            raise UsageError(
-                f"invalid repository id {text!r}",
-                code="invalid-repo-id",
-                hint="use Org/Name, optionally datasets/Org/Name, and @revision",
-            )
-        if rtype not in REPO_TYPES:
-            raise UsageError(f"invalid repository type {rtype!r}", code="invalid-repo-id")
-        return cls(spec, rtype, revision)
-
-    @property
-    def folder_name(self) -> str:
-        return f"{_TYPE_PLURAL[self.repo_type]}--{self.repo_id.replace('/', '--')}"
-
-    @property
-    def api_prefix(self) -> str:
-        """``models``/``datasets``/``spaces``: the Hub API's path segment."""
-        return _TYPE_PLURAL[self.repo_type]
-
-    @property
-    def url_prefix(self) -> str:
-        """Prefix of ``resolve`` URLs: nothing for models, ``datasets/`` otherwise."""
-        return "" if self.repo_type == "model" else f"{_TYPE_PLURAL[self.repo_type]}/"
-
-    @property
-    def rev(self) -> str:
-        return self.revision or DEFAULT_REVISION
-
-    def at(self, revision: str | None) -> RepoRef:
-        return RepoRef(self.repo_id, self.repo_type, revision)
-
-    def __str__(self) -> str:
-        base = self.repo_id if self.repo_type == "model" else f"{_TYPE_PLURAL[self.repo_type]}/{self.repo_id}"
-        return f"{base}@{self.revision}" if self.revision else base
+def folder_name(ref: RepoRef) -> str:
+    """``models--Org--Name``: the folder of ``ref`` in a hub cache."""
+    return f"{TYPE_PLURAL[ref.repo_type]}--{ref.repo_id.replace('/', '--')}"
 
 
 def parse_folder_name(name: str) -> RepoRef | None:
-    """Inverse of :attr:`RepoRef.folder_name`; None for foreign folders."""
+    """Inverse of :func:`folder_name`; None for foreign folders."""
     head, sep, rest = name.partition("--")
-    if not sep or head not in _PLURAL_TYPE or "--" not in rest:
+    if not sep or head not in PLURAL_TYPE or "--" not in rest:
         return None
     org, _, repo = rest.partition("--")
     try:
-        return RepoRef.parse(f"{org}/{repo}", _PLURAL_TYPE[head])
+        return RepoRef.parse(f"{org}/{repo}", PLURAL_TYPE[head])
     except UsageError:
         return None
+
+
+def link_target(relpath: str, etag: str) -> str:
+    """What ``snapshots/<commit>/<relpath>`` links to: ``../../blobs/<etag>``
+    with one more ``../`` per folder of ``relpath`` (a validated path: no
+    empty, ``.`` or ``..`` parts). Computed rather than with os.path.relpath:
+    a pull links hundreds of files."""
+    return "../" * (relpath.count("/") + 2) + f"{BLOBS}/{etag}"
+
+
+class HubCache:
+    """Paths and read-only queries of a folder in the hub cache layout."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blob_dirs: dict[str, str] = {}  # repository folder name -> its blobs/ as a string
+
+    # -- paths -------------------------------------------------------------
+    def repo_dir(self, ref: RepoRef) -> Path:
+        return self.root / folder_name(ref)
+
+    def blobs_dir(self, ref: RepoRef) -> Path:
+        return self.repo_dir(ref) / BLOBS
+
+    def blob_path(self, ref: RepoRef, etag: str) -> Path:
+        return self.blobs_dir(ref) / validate_etag(etag)
+
+    def snapshots_dir(self, ref: RepoRef) -> Path:
+        return self.repo_dir(ref) / SNAPSHOTS
+
+    def snapshot_dir(self, ref: RepoRef, commit: str) -> Path:
+        if not is_commit(commit):
+            raise StoreError(f"not a commit id: {commit!r}", code="invalid-revision")
+        return self.snapshots_dir(ref) / commit
+
+    def refs_dir(self, ref: RepoRef) -> Path:
+        return self.repo_dir(ref) / REFS
+
+    def ref_path(self, ref: RepoRef, name: str) -> Path:
+        return self.refs_dir(ref) / validate_revision(name)
+
+    # -- repositories ------------------------------------------------------
+    def repos(self) -> list[tuple[RepoRef, Path]]:
+        """Every entry of the cache named like a repository folder, sorted by
+        name; the caller decides whether a symlinked one counts."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []  # an empty home
+        except OSError as exc:
+            log.debug("no repositories listed in %s: %s", self.root, exc)
+            return []
+        out = []
+        for name in names:
+            ref = parse_folder_name(name)
+            if ref is not None:
+                out.append((ref, self.root / name))
+        return out
+
+    def has_repo(self, ref: RepoRef) -> bool:
+        """Whether ``ref`` has a snapshots folder (what makes it a repository here)."""
+        return self.snapshots_dir(ref).is_dir()
+
+    def commits(self, ref: RepoRef) -> list[str]:
+        """The commits that have a snapshot folder, sorted."""
+        try:
+            entries = sorted(os.scandir(self.snapshots_dir(ref)), key=lambda e: e.name)
+        except OSError:
+            return []  # no snapshots folder: no commit (not worth a line)
+        return [e.name for e in entries if is_commit(e.name) and e.is_dir()]
+
+    def has_snapshot(self, ref: RepoRef, commit: str) -> bool:
+        """Whether the snapshot folder of ``commit`` exists (complete or not)."""
+        return self.snapshot_dir(ref, commit).is_dir()
+
+    # -- refs --------------------------------------------------------------
+    def read_ref(self, ref: RepoRef, name: str) -> str | None:
+        try:
+            commit = self.ref_path(ref, name).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None  # no such ref: the usual answer, not worth a line
+        return commit if is_commit(commit) else None
+
+    def refs(self, ref: RepoRef) -> dict[str, str]:
+        """Every ref of ``ref``: name (``main``, ``refs/pr/1``) -> what its file
+        holds, stripped. Only regular files count: a link could lead anywhere."""
+        refs_dir = self.refs_dir(ref)
+        out: dict[str, str] = {}
+        if not refs_dir.is_dir():
+            return out
+        for path in sorted(refs_dir.rglob("*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace").strip()
+            except OSError as exc:
+                log.debug("ref %s not read: %s", path, exc)
+                continue
+            out[path.relative_to(refs_dir).as_posix()] = text
+        return dict(sorted(out.items()))
+
+    def resolve_commit(self, ref: RepoRef) -> str | None:
+        """The commit a local revision points to, without any network."""
+        rev = ref.rev
+        if is_commit(rev):
+            return rev if self.snapshot_dir(ref, rev).is_dir() else None
+        return self.read_ref(ref, rev)
+
+    # -- blobs -------------------------------------------------------------
+    def has_blob(self, ref: RepoRef, etag: str, size: int | None = None) -> bool:
+        """Whether the blob ``etag`` of ``ref`` is a file here (of ``size`` bytes, when given)."""
+        # Strings, not Path: a pull asks this twice per file before its first
+        # byte, and each Path join costs more than the stat.
+        key = folder_name(ref)
+        blobs = self._blob_dirs.get(key)
+        if blobs is None:
+            blobs = self._blob_dirs[key] = os.path.join(self.root, key, BLOBS)
+        try:
+            st = os.stat(os.path.join(blobs, validate_etag(etag)))
+        except OSError:
+            return False  # absent: the answer, not a failure
+        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
+
+    def blob_files(self, ref: RepoRef) -> list[Path]:
+        """Every file in the blobs folder of ``ref`` (temporary ones included), sorted."""
+        blobs = self.blobs_dir(ref)
+        try:
+            entries = sorted(blobs.iterdir())
+        except OSError:
+            return []  # no blobs folder: nothing to list
+        return [b for b in entries if b.is_file()]
+
+    def blobs_by_name(self) -> dict[str, list[Path]]:
+        """Every entry of every repository's blobs folder, by name: one listing
+        per repository (a pull looks up many blobs; a glob each would cost more)."""
+        index: dict[str, list[Path]] = {}
+        try:
+            repos = [e.name for e in os.scandir(self.root) if e.is_dir()]
+        except FileNotFoundError:
+            return index  # an empty home
+        except OSError as exc:
+            log.debug("no blobs listed in %s: %s", self.root, exc)
+            return index
+        for name in repos:
+            blobs = self.root / name / BLOBS
+            try:
+                names = os.listdir(blobs)
+            except OSError:
+                continue  # a folder without blobs
+            for blob in names:
+                index.setdefault(blob, []).append(blobs / blob)
+        return index
+
+    def linked_blob(self, ref: RepoRef, link: Path) -> str | None:
+        """The blob a snapshot entry names: its link target's file name when
+        the link points straight into ``ref``'s blobs folder (the name *is*
+        the hash); None for a plain file or a link elsewhere."""
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return None  # not a link: a plain copy
+        full = os.path.normpath(os.path.join(os.path.dirname(link), target))
+        return os.path.basename(full) if os.path.dirname(full) == str(self.blobs_dir(ref)) else None
+
+    def snapshot_links(self, ref: RepoRef) -> Iterator[tuple[str, str]]:
+        """``(path under snapshots/, target file name)`` of every symlink in
+        the snapshots of ``ref`` (the target's name is the blob it uses)."""
+        snaps = self.snapshots_dir(ref)
+        for dirpath, _dirs, names in os.walk(snaps):
+            for name in names:
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    yield p.relative_to(snaps).as_posix(), Path(os.readlink(p)).name

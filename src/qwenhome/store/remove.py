@@ -3,6 +3,7 @@ snapshot links to, stale partial downloads and lock files nobody holds."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotCachedError
+from ..repo.ref import RepoRef, is_commit
 from .cache import Store, remove_stale_locks, writing
-from .layout import RepoRef, is_commit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,8 +35,8 @@ def _tree_size(path: Path) -> int:
             if not p.is_symlink():
                 try:
                     total += p.stat().st_size
-                except OSError:
-                    pass
+                except OSError as exc:  # gone meanwhile: not counted
+                    log.debug("size of %s not counted: %s", p, exc)
     return total
 
 
@@ -51,7 +54,7 @@ def _remove_repo(store: Store, ref: RepoRef) -> RemoveReport:
     if ref.revision is None:
         report.freed = _tree_size(repo_dir)
         shutil.rmtree(repo_dir)
-        shutil.rmtree(store.state_dir / "manifests" / ref.folder_name, ignore_errors=True)
+        shutil.rmtree(store.manifests_dir(ref), ignore_errors=True)
         report.removed.append(str(ref))
         return report
     commit = ref.revision if is_commit(ref.revision) else store.read_ref(ref, ref.revision)
@@ -59,26 +62,13 @@ def _remove_repo(store: Store, ref: RepoRef) -> RemoveReport:
         raise NotCachedError(f"{ref} is not in the home", code="revision-not-cached", repo=str(ref))
     shutil.rmtree(store.snapshot_dir(ref, commit))
     store.manifest_path(ref, commit).unlink(missing_ok=True)
-    refs_dir = repo_dir / "refs"
-    if refs_dir.is_dir():
-        for p in list(refs_dir.rglob("*")):
-            if p.is_file() and p.read_text(encoding="utf-8").strip() == commit:
-                p.unlink()
+    for name, points_to in store.refs(ref).items():
+        if points_to == commit:
+            (store.refs_dir(ref) / name).unlink()
     report.removed.append(f"{ref.at(None)}@{commit}")
     gc = collect_garbage(store, only=ref)
     report.freed = gc.freed
     return report
-
-
-def _linked_blobs(repo_dir: Path) -> set[str]:
-    linked: set[str] = set()
-    snaps = repo_dir / "snapshots"
-    for dirpath, _dirs, names in os.walk(snaps):
-        for n in names:
-            p = Path(dirpath) / n
-            if p.is_symlink():
-                linked.add(Path(os.readlink(p)).name)
-    return linked
 
 
 def collect_garbage(
@@ -93,27 +83,28 @@ def collect_garbage(
 def _collect_garbage(store: Store, only: RepoRef | None, partial_age: float, now: float | None) -> RemoveReport:
     report = RemoveReport()
     now = time.time() if now is None else now
-    repos = [store.repo_dir(only)] if only else ([p for p in store.root.iterdir() if p.is_dir()] if store.root.is_dir() else [])
-    for repo_dir in repos:
-        blobs = repo_dir / "blobs"
-        if not blobs.is_dir():
+    repos = [only] if only else [ref for ref, path in store.repos() if path.is_dir()]
+    for ref in repos:
+        blobs = store.blob_files(ref)
+        if not blobs:
             continue
-        linked = _linked_blobs(repo_dir)
-        for b in blobs.iterdir():
-            if b.name in linked or not b.is_file():
+        linked = {name for _path, name in store.snapshot_links(ref)}
+        for b in blobs:
+            if b.name in linked:
                 continue
             # In-flight temp files of other processes are young; keep them.
             if b.name.endswith(".incomplete") and now - b.stat().st_mtime < partial_age:
                 continue
             report.freed += b.stat().st_size
             b.unlink(missing_ok=True)
-            report.removed.append(f"{repo_dir.name}/blobs/{b.name}")
+            report.removed.append(b.relative_to(store.root).as_posix())
     partials = store.partials_dir
     if only is None and partials.is_dir():
         for p in partials.iterdir():
             try:
                 st = p.stat()
-            except OSError:
+            except OSError as exc:  # gone meanwhile (another gc, a pull that finished)
+                log.debug("partial %s not examined: %s", p, exc)
                 continue
             if now - st.st_mtime >= partial_age:
                 report.freed += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..repo.ref import RepoRef
 from .cache import Store
-from .layout import RepoRef, is_commit, parse_folder_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,21 +51,6 @@ class RepoInfo:
         }
 
 
-def _refs(repo_dir: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    refs_dir = repo_dir / "refs"
-    if not refs_dir.is_dir():
-        return out
-    for path in refs_dir.rglob("*"):
-        if path.is_file():
-            try:
-                commit = path.read_text(encoding="utf-8").strip()
-            except OSError:
-                continue
-            out.setdefault(commit, []).append(path.relative_to(refs_dir).as_posix())
-    return out
-
-
 def revision_info(store: Store, ref: RepoRef, commit: str, refs: list[str] | None = None) -> RevisionInfo:
     snap = store.snapshot_dir(ref, commit)
     info = RevisionInfo(commit, sorted(refs or []))
@@ -88,26 +76,21 @@ def revision_info(store: Store, ref: RepoRef, commit: str, refs: list[str] | Non
 def list_repos(store: Store) -> list[RepoInfo]:
     """Every repository folder of the store, sorted by id."""
     out: list[RepoInfo] = []
-    if not store.root.is_dir():
-        return out
-    for entry in sorted(store.root.iterdir()):
-        ref = parse_folder_name(entry.name)
-        if ref is None or not entry.is_dir():
+    for ref, path in store.repos():
+        if not path.is_dir():
             continue
-        info = RepoInfo(ref, entry)
-        blobs = entry / "blobs"
-        if blobs.is_dir():
-            for b in blobs.iterdir():
-                try:
-                    if b.is_file() and not b.name.endswith(".incomplete"):
-                        info.size += b.stat().st_size
-                except OSError:
-                    continue
-        by_commit = _refs(entry)
-        snaps = entry / "snapshots"
-        if snaps.is_dir():
-            for s in sorted(snaps.iterdir()):
-                if s.is_dir() and is_commit(s.name):
-                    info.revisions.append(revision_info(store, ref, s.name, by_commit.get(s.name)))
+        info = RepoInfo(ref, path)
+        for b in store.blob_files(ref):
+            if b.name.endswith(".incomplete"):
+                continue
+            try:
+                info.size += b.stat().st_size
+            except OSError as exc:  # gone since it was listed (a gc, an rm)
+                log.debug("blob %s not counted: %s", b, exc)
+        by_commit: dict[str, list[str]] = {}
+        for name, commit in store.refs(ref).items():
+            by_commit.setdefault(commit, []).append(name)
+        for commit in store.commits(ref):
+            info.revisions.append(revision_info(store, ref, commit, by_commit.get(commit)))
         out.append(info)
     return out

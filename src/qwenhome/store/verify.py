@@ -3,27 +3,12 @@ git blob oid for small ones); optionally remove bad ones so a pull refetches."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ..repo.hashing import hash_file
+from ..repo.ref import RepoRef, etag_kind
 from .cache import Store, writing
-from .layout import RepoRef, etag_kind
-
-CHUNK = 4 << 20
-
-
-def hash_file(path: Path, kind: str) -> str:
-    size = path.stat().st_size
-    h = hashlib.sha256() if kind == "sha256" else hashlib.sha1(b"blob %d\0" % size)
-    buf = bytearray(CHUNK)
-    mv = memoryview(buf)
-    with path.open("rb", buffering=0) as f:
-        while n := f.readinto(mv):
-            h.update(mv[:n])
-    return h.hexdigest()
 
 
 @dataclass
@@ -61,28 +46,15 @@ class VerifyReport:
         }
 
 
-def _links_to(store: Store, ref: RepoRef) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    snaps = store.repo_dir(ref) / "snapshots"
-    if not snaps.is_dir():
-        return out
-    for dirpath, _dirs, names in os.walk(snaps):
-        for name in names:
-            p = Path(dirpath) / name
-            if p.is_symlink():
-                out.setdefault(Path(os.readlink(p)).name, []).append(p.relative_to(snaps).as_posix())
-    return out
-
-
 def verify_repo(store: Store, ref: RepoRef, *, remove_bad: bool = False) -> VerifyReport:
     report = VerifyReport(str(ref))
-    blobs = store.repo_dir(ref) / "blobs"
-    if not blobs.is_dir():
+    blobs = store.blob_files(ref)
+    if not blobs:
         return report
-    links = _links_to(store, ref)
-    for blob in sorted(blobs.iterdir()):
-        if not blob.is_file():
-            continue
+    links: dict[str, list[str]] = {}
+    for path, name in store.snapshot_links(ref):
+        links.setdefault(name, []).append(path)
+    for blob in blobs:
         kind = etag_kind(blob.name)
         if kind is None:
             report.skipped += 1

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..store.cache import unique_suffix
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,7 +83,10 @@ def load(partial: Path, key: str, size: int) -> tuple[Intervals, str | None]:
         with open(f"{partial}.json", "rb") as fh:  # map_path, without a Path per file
             data = json.loads(fh.read())
         st = partial.stat()
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return done, None  # nothing fetched yet
+    except (OSError, ValueError) as exc:
+        log.debug("ranges of %s not read (%s): fetched from the start", partial, exc)
         return done, None
     if data.get("key") != key or data.get("size") != size or st.st_size != size:
         return done, None

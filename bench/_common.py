@@ -295,7 +295,7 @@ def result_header(kind: str, argv: Sequence[str]) -> dict[str, Any]:
     """The first fields of every result file: what ran, where, on what, from which commit,
     and the machine's load when it started (``finish`` adds the load at the end)."""
     started = time.strftime("%Y%m%d-%H%M%S")
-    return {"kind": kind, "started": started, "command": f"python bench/{kind}.py " + " ".join(argv),
+    return {"kind": kind, "started": started, "command": " ".join(["python", f"bench/{kind}.py", *argv]),
             "argv": list(argv), "machine": machine(), "source": source_state(), "loadavg_before": loadavg()}
 
 

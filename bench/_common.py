@@ -2,6 +2,7 @@
 file listings and the line protocol of the server process (``_server.py``).
 
 Nothing here knows about individual tools or scenarios; ``transfer.py`` does.
+Every benchmark writes its result file through :func:`write_result`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -189,9 +191,12 @@ class ServerProcess:
         self.url: str = first["url"]
 
     @classmethod
-    def shaper(cls, upstream: str, *, bandwidth: float | None, latency: float | None) -> ServerProcess:
+    def shaper(cls, upstream: str, *, bandwidth: float | None, latency: float | None,
+               link: float | None = None, connect_latency: float | None = None) -> ServerProcess:
         """The shaping proxy in front of ``upstream``; its stats count connections and bytes."""
-        argv = [sys.executable, str(BENCH / "_shaper.py"), "--upstream", upstream, *_shaping(bandwidth, latency)]
+        argv = [sys.executable, str(BENCH / "_shaper.py"), "--upstream", upstream, *_shaping(bandwidth, latency),
+                *(["--link", str(link)] if link else []),
+                *(["--connect-latency", str(connect_latency)] if connect_latency else [])]
         return cls(Path(), bandwidth=bandwidth, latency=latency, argv=argv)
 
     def _readline(self, timeout: float) -> dict[str, Any]:
@@ -243,3 +248,67 @@ def fetch_listing(endpoint: str, repo_id: str, timeout: float = 30) -> list[tupl
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         info = json.loads(resp.read())
     return [(s["rfilename"], int(s.get("size") or 0)) for s in info.get("siblings", [])]
+
+
+# -- result files ------------------------------------------------------------------------
+RESULTS = BENCH / "results"
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured and the files under src/ and bench/ that differ from it."""
+    def git(*argv: str) -> str:
+        run = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
+        return run.stdout if run.returncode == 0 else ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "src", "bench").splitlines()
+             if not line[3:].startswith("bench/results/")]
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted": dirty}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: they move with the CPU and its load."""
+    model = ""
+    mem_kb = 0
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+        mem_kb = _meminfo_kb("MemTotal")
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_gb": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def _meminfo_kb(field: str) -> int:
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def result_header(kind: str, argv: Sequence[str]) -> dict[str, Any]:
+    """The first fields of every result file: what ran, where, on what, from which commit,
+    and the machine's load when it started (``finish`` adds the load at the end)."""
+    started = time.strftime("%Y%m%d-%H%M%S")
+    return {"kind": kind, "started": started, "command": " ".join(["python", f"bench/{kind}.py", *argv]),
+            "argv": list(argv), "machine": machine(), "source": source_state(), "loadavg_before": loadavg()}
+
+
+def write_result(doc: dict[str, Any], out: Path | None = None) -> Path:
+    """Write ``doc`` (begun by :func:`result_header`) to ``out`` or
+    ``bench/results/<kind>-<started>.json``, the load at the end added."""
+    doc["loadavg_after"] = loadavg()
+    path = out or RESULTS / f"{doc['kind']}-{doc['started']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def cpu_s_per_gb(cpu_s: float | None, nbytes: int) -> float | None:
+    """CPU seconds per GB moved: the figure that carries to a machine with more cores."""
+    return None if cpu_s is None or not nbytes else round(cpu_s / (nbytes / 1e9), 2)

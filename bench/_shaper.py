@@ -4,13 +4,17 @@ scenarios then run against a server this project did not write, shaped the
 same way as the project's own server shapes itself.
 
     python bench/_shaper.py --upstream http://HOST:PORT [--bandwidth BYTES_PER_S] [--latency SECONDS]
+                            [--link BYTES_PER_S] [--connect-latency SECONDS]
 
 Each client connection gets its own upstream connection. Server → client
 bytes are spliced through a pipe (no copy into Python) at ``--bandwidth``
 per TCP connection (the token bucket of the project's server, 50 ms of
-burst, as a CDN paces);
+burst, as a CDN paces) and, with ``--link``, at most that rate over all
+connections together (one shared bucket, 50 ms of burst: the user's link);
 client → server bytes (the requests) wait ``--latency`` before they are
-passed on, so every response starts that much later. Runs in its own
+passed on, so every response starts that much later, and a new
+connection's first request waits ``--connect-latency`` more (its TCP
+handshake's round trip on a real link). Runs in its own
 process, so its CPU is not billed to the tool measured. Speaks the same
 stdin line protocol as ``_server.py`` (``mark``, ``stats``, ``quit``); the
 stats count connections and the bytes sent to clients (bodies and heads).
@@ -42,11 +46,37 @@ def _sleep(seconds: float) -> bool:
     return False  # never released early
 
 
+class Link:
+    """A rate shared by every connection. Each taker reserves its bytes at once
+    (the tokens may go below zero) and sleeps off its debt, so takers are
+    served in the order they came and the total never exceeds the rate plus
+    one burst."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = rate / 20
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - n
+            self.stamp = now
+            debt = -self.tokens
+        if debt > 0:
+            time.sleep(debt / self.rate)
+
+
 class Shaper:
-    def __init__(self, upstream: tuple[str, int], bandwidth: float | None, latency: float | None) -> None:
+    def __init__(self, upstream: tuple[str, int], bandwidth: float | None, latency: float | None,
+                 link: float | None = None, connect_latency: float | None = None) -> None:
         self.upstream = upstream
         self.bandwidth = bandwidth
         self.latency = latency
+        self.link = Link(link) if link else None
+        self.connect_latency = connect_latency
         self.lock = threading.Lock()
         self.connections = 0
         self.bytes_down = 0
@@ -79,7 +109,10 @@ class Shaper:
         server.close()
 
     def _requests(self, client: socket.socket, server: socket.socket) -> None:
-        """Client → server, each chunk held ``latency`` seconds."""
+        """Client → server, each chunk held ``latency`` seconds (the first one
+        ``connect_latency`` more)."""
+        if self.connect_latency:
+            time.sleep(self.connect_latency)
         try:
             while data := client.recv(65536):
                 if self.latency:
@@ -108,6 +141,8 @@ class Shaper:
                     break
                 if bucket is not None:
                     bucket.take(n, _sleep)
+                if self.link is not None:
+                    self.link.take(n)
                 left = n
                 while left:
                     left -= os.splice(r, client.fileno(), left)
@@ -134,11 +169,15 @@ def main() -> int:
     ap.add_argument("--upstream", required=True, help="the Hub server's URL (http://host:port)")
     ap.add_argument("--bandwidth", type=float, default=None, help="bytes/s per TCP connection")
     ap.add_argument("--latency", type=float, default=None, help="seconds before each request is passed on")
+    ap.add_argument("--link", type=float, default=None, help="bytes/s over all connections together")
+    ap.add_argument("--connect-latency", type=float, default=None,
+                    help="seconds more before a new connection's first request is passed on")
     args = ap.parse_args()
     parts = urlsplit(args.upstream)
     if parts.scheme != "http" or not parts.hostname:
         raise SystemExit("--upstream must be an http:// URL")
-    shaper = Shaper((parts.hostname, parts.port or 80), args.bandwidth, args.latency)
+    shaper = Shaper((parts.hostname, parts.port or 80), args.bandwidth, args.latency, args.link,
+                    args.connect_latency)
     threading.Thread(target=shaper.serve, daemon=True).start()
     print(json.dumps({"url": f"http://127.0.0.1:{shaper.port}"}), flush=True)
     conns0, bytes0, cpu0 = 0, 0, _cpu()

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from _common import BENCH, clean_env
 
-TOOL_NAMES = ("qwenhome", "hf_hub", "hf_transfer", "aria2c", "curl")
+TOOL_NAMES = ("qwenhome", "qwenhome-16", "hf_hub", "hf_transfer", "aria2c", "curl")
+# qwenhome-16: qwenhome held to aria2c's 16 connections, beside its adaptive count
+HELD_CONNECTIONS = ("--connections", "16")
 
 # hfd.sh-style aria2c, with the connection counts the issue names; -j runs files in parallel.
 ARIA2_ARGS = ("-x16", "-s16", "-k1M", "-j16", "--file-allocation=none")
@@ -91,6 +93,8 @@ def invocation(tool: str, endpoint: str, repo_id: str, files: Sequence[str], run
                qwenhome_args: Sequence[str] = ()) -> Invocation:
     if tool == "qwenhome":
         return qwenhome(endpoint, repo_id, files, run_dir, qwenhome_args)
+    if tool == "qwenhome-16":
+        return qwenhome(endpoint, repo_id, files, run_dir, [*qwenhome_args, *HELD_CONNECTIONS])
     makers = {"hf_hub": hf_hub, "hf_transfer": hf_transfer, "aria2c": aria2c, "curl": curl}
     return makers[tool](endpoint, repo_id, files, run_dir)
 

@@ -10,16 +10,18 @@ load is curl (C, event-driven: ``curl -Z``, one process per core): N concurrent
 clients each GET the whole file, in rounds, until ``--seconds`` have passed; every transfer is
 checked for status 200 and the full size. Servers alternate within each
 repeat so that machine noise hits both; the table shows medians over repeats:
-MB/s, the ratio to nginx (goal: >= 0.8 at 8 and 32 clients), and the p50/p99
-time to first byte over all transfers.
+MB/s, the ratio to nginx (goal: >= 0.8 at 8 and 32 clients), the server's and
+the clients' CPU seconds per GB sent (server and clients share the cores, so
+these are the figures that carry to a bigger machine), and the p50/p99 time to
+first byte over all transfers. Writes ``bench/results/mirror-<time>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -33,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import result_header, write_result
 from _nginx import find_nginx, http_settings, main_settings
 
 REPO = "Bench/Model"
@@ -115,10 +118,44 @@ class Run:
     bytes: int = 0
     transfers: int = 0
     ttfb_ms: list[float] = field(default_factory=list)
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0  # the curl processes
 
     @property
     def mbps(self) -> float:
         return self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+
+    @property
+    def server_cpu_per_gb(self) -> float:
+        return self.server_cpu_s / (self.bytes / 1e9) if self.bytes else 0.0
+
+    @property
+    def client_cpu_per_gb(self) -> float:
+        return self.client_cpu_s / (self.bytes / 1e9) if self.bytes else 0.0
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its child processes (nginx's workers), from /proc."""
+    total = 0.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            pids += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def curl_round(curl: str, port: int, clients: int, size: int, run: Run) -> None:
@@ -129,6 +166,7 @@ def curl_round(curl: str, port: int, clients: int, size: int, run: Run) -> None:
     nproc = min(clients, os.cpu_count() or 1)
     shares = [clients // nproc + (1 if i < clients % nproc else 0) for i in range(nproc)]
     procs = []
+    cpu0 = _children_cpu()
     t0 = time.monotonic()
     for n in shares:
         args = [curl, "-s", "-Z", "--parallel-immediate", "--parallel-max", str(n),
@@ -138,6 +176,7 @@ def curl_round(curl: str, port: int, clients: int, size: int, run: Run) -> None:
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
     out = "".join(proc.communicate(timeout=600)[0] for proc in procs)
     run.seconds += time.monotonic() - t0
+    run.client_cpu_s += _children_cpu() - cpu0
     lines = out.split()
     rows = [lines[i:i + 3] for i in range(0, len(lines), 3)]
     if len(rows) != clients or any(r[0] != "200" or int(r[1]) != size for r in rows):
@@ -147,10 +186,12 @@ def curl_round(curl: str, port: int, clients: int, size: int, run: Run) -> None:
     run.ttfb_ms += [float(r[2]) * 1000 for r in rows]
 
 
-def measure(curl: str, server: str, port: int, clients: int, size: int, seconds: float) -> Run:
+def measure(curl: str, server: str, pid: int, port: int, clients: int, size: int, seconds: float) -> Run:
     run = Run(server, clients)
+    cpu0 = process_cpu(pid)
     while run.seconds < seconds or run.transfers < 2 * clients:
         curl_round(curl, port, clients, size, run)
+    run.server_cpu_s = process_cpu(pid) - cpu0
     return run
 
 
@@ -174,8 +215,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="minimum load time per measurement")
     ap.add_argument("--repeat", type=int, default=2, help="measurements per server and client count")
     ap.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--json", type=Path, default=None, help="also write the runs here")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None,
+                    help="write the result here instead of bench/results/mirror-<time>.json")
+    argv = sys.argv[1:]
+    args = ap.parse_args(argv)
+    doc = result_header("mirror", argv)
     curl = shutil.which("curl")
     if curl is None:
         print("curl is not installed: it is the load generator (apt-get install curl)")
@@ -200,15 +244,16 @@ def main() -> int:
                     order = list(servers.items())
                     if rep % 2:
                         order.reverse()
-                    for name, (_, port) in order:
-                        runs.append(measure(curl, name, port, clients, size, args.seconds))
+                    for name, (proc, port) in order:
+                        runs.append(measure(curl, name, proc.pid, port, clients, size, args.seconds))
         finally:
             for name, (proc, _) in servers.items():
                 stop(proc, name != "nginx")
 
     print(f"{args.size_mb} MiB file, curl -Z clients, {args.repeat} repeat(s), load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'server':<17}{'clients':>8}{'MB/s':>9}{'vs nginx':>10}{'ttfb p50':>10}{'ttfb p99':>10}  runs (MB/s)")
+    print(f"{'server':<17}{'clients':>8}{'MB/s':>7}{'vs nginx':>9}{'srv CPU s/GB':>13}{'curl CPU s/GB':>14}"
+          f"{'ttfb p50':>9}{'ttfb p99':>9}  runs (MB/s)")
     table = []
     for clients in args.clients:
         medians = {}
@@ -220,14 +265,20 @@ def main() -> int:
             ttfb = [t for r in mine for t in r.ttfb_ms]
             ref = medians.get("nginx")
             ratio = medians[name] / ref if ref else None
-            table.append({"server": name, "clients": clients, "mbps": medians[name], "ratio": ratio,
-                          "ttfb_p50_ms": p(ttfb, 0.5), "ttfb_p99_ms": p(ttfb, 0.99)})
-            print(f"{name:<17}{clients:>8}{medians[name]:>9.0f}{(f'{ratio:.2f}' if ratio else '-'):>10}"
-                  f"{p(ttfb, 0.5):>10.1f}{p(ttfb, 0.99):>10.1f}  " + " ".join(f"{r.mbps:.0f}" for r in mine))
+            srv = statistics.median(r.server_cpu_per_gb for r in mine)
+            cli = statistics.median(r.client_cpu_per_gb for r in mine)
+            table.append({"server": name, "clients": clients, "mbps": round(medians[name], 1),
+                          "ratio": None if ratio is None else round(ratio, 3),
+                          "server_cpu_s_per_gb": round(srv, 2), "client_cpu_s_per_gb": round(cli, 2),
+                          "ttfb_p50_ms": round(p(ttfb, 0.5), 1), "ttfb_p99_ms": round(p(ttfb, 0.99), 1)})
+            print(f"{name:<17}{clients:>8}{medians[name]:>7.0f}{(f'{ratio:.2f}' if ratio else '-'):>9}"
+                  f"{srv:>13.2f}{cli:>14.2f}{p(ttfb, 0.5):>9.1f}{p(ttfb, 0.99):>9.1f}  "
+                  + " ".join(f"{r.mbps:.0f}" for r in mine))
     if "nginx" not in servers:
         print("nginx not installed: no peer measured (apt-get install nginx-light)")
-    if args.json:
-        args.json.write_text(json.dumps({"table": table, "runs": [asdict(r) for r in runs]}, indent=1))
+    doc["table"] = table
+    doc["runs"] = [{**asdict(r), "ttfb_ms": [round(t, 1) for t in r.ttfb_ms]} for r in runs]
+    print(f"\nwrote {write_result(doc, args.json)}")
     return 0
 
 

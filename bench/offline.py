@@ -1,42 +1,61 @@
-"""Offline benchmark: how long a cached model takes to come back when the Hub
-address is broken, qwenhome versus stock huggingface_hub, measured in one run.
+"""Offline benchmark: how long a cached model takes to come back without the
+network, qwenhome against the same call in stock huggingface_hub, like with like.
 
-States of the Hub address (all on this machine, nothing leaves it):
-  (a) dns      a name that does not resolve (``*.invalid``)
-  (b) refused  a 127.0.0.1 port where nothing listens
-  (c1) backlog a listening socket that never accepts (kernel handshake only)
-  (c2) silent  a socket that accepts and never replies
+Pairs (each side a fresh process, the model already in each tool's own cache):
 
-Measured, each as a fresh process with HF_ENDPOINT pointing at the broken address:
-  qwenhome path REPO            (never touches the network)
-  qwenhome pull REPO            first call: the bounded probe decides offline
-  qwenhome pull REPO (again)    the remembered verdict is used
-  stock snapshot_download(REPO) huggingface_hub's usual "get me the model" call,
-                                with the model in its own cache (capped, killed at --cap)
+  no network asked for, by the API:
+    qwenhome path REPO                    snapshot_download(REPO, local_files_only=True)
+  no network asked for, by the environment (HF_HUB_OFFLINE=1 for both):
+    qwenhome pull REPO                    snapshot_download(REPO)
+  the default call, with the Hub address broken (HF_ENDPOINT for both):
+    qwenhome pull REPO  (first call)      snapshot_download(REPO)  (first call)
+    qwenhome pull REPO  (second call)     snapshot_download(REPO)  (second call)
+
+qwenhome's first call probes the network and remembers the verdict (its
+netstate file is deleted before every first call); stock huggingface_hub
+remembers nothing, so its second call is timed too rather than assumed.
+
+Broken states of the Hub address (all on this machine, nothing leaves it):
+  dns      a name that does not resolve (``*.invalid``)
+  refused  a 127.0.0.1 port where nothing listens
+  backlog  a listening socket that never accepts (kernel handshake only)
+  silent   a socket that accepts and never replies
+
+Every pair runs ``--repeat`` times, the two sides in alternating order, and
+the medians of wall and CPU seconds are reported (a run past ``--cap`` is
+killed and counted at the cap). A run that does not exit 0 with the
+snapshot's folder on stdout is marked. Python's own start-up (``import
+huggingface_hub`` / ``import qwenhome.cli``) is measured the same way.
 
 Then adoption (``--adopt-gb``): a hub cache holding a model of that size is
-adopted with ``qwenhome adopt`` (a fresh process); reported: wall time, bytes
-linked/copied, extra disk used by the home (blocks of files not shared by
-hard link with the other cache), and that no network was used at all.
+adopted with ``qwenhome adopt`` (fresh process and home, ``--repeat`` times):
+wall and CPU time, and the extra disk used by the home (blocks not shared by
+hard link with the other cache). The endpoint is unreachable, so any network
+use would fail it.
 
-    .venv/bin/python bench/offline.py [--repeat 3] [--cap 60] [--adopt-gb 1]
+    .venv/bin/python bench/offline.py [--repeat 5] [--cap 60] [--adopt-gb 1]
+
+Writes ``bench/results/offline-<time>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "bench")]
+
+from _common import result_header, run_measured, write_result  # noqa: E402
 
 from qwenhome.config import load_settings  # noqa: E402
 from qwenhome.mirror import FolderBackend  # noqa: E402
@@ -47,28 +66,101 @@ from tests.support.mirror import start_mirror  # noqa: E402
 from tests.support.repos import MiB, make_repo, make_store_repo  # noqa: E402
 
 REPO = "Org/Bench"
+PY = sys.executable
+STATES = ("dns", "refused", "backlog", "silent")
 
 
-def env_for(home: Path, endpoint: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def stock(local_files_only: bool = False) -> list[str]:
+    arg = ", local_files_only=True" if local_files_only else ""
+    return [PY, "-c", f"import sys, huggingface_hub as h; print(h.snapshot_download(sys.argv[1]{arg}))", REPO]
+
+
+def qwenhome(*args: str) -> list[str]:
+    return [PY, "-m", "qwenhome", *args]
+
+
+def env_for(home: Path, hf_cache: Path, endpoint: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL") if k in os.environ}
-    env.update({"QWEN_HOME": str(home), "HOME": str(home.parent), "HF_ENDPOINT": endpoint,
-                "PYTHONPATH": str(ROOT / "src"), "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "*"})
+    env.update({"QWEN_HOME": str(home), "HOME": str(home.parent), "HF_HUB_CACHE": str(hf_cache),
+                "HF_ENDPOINT": endpoint, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_DISABLE_TELEMETRY": "1",
+                "NO_PROXY": "*"})
     env.update(extra or {})
     return env
 
 
-def timed(cmd: list[str], env: dict[str, str], cap: float) -> tuple[float, int | None, str]:
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=cap, check=False)
-        return time.monotonic() - t0, p.returncode, (p.stdout + p.stderr).strip().splitlines()[-1:][0][:80] if (
-            p.stdout + p.stderr).strip() else ""
-    except subprocess.TimeoutExpired:
-        return time.monotonic() - t0, None, f"killed after {cap:.0f}s"
+@dataclass
+class Call:
+    wall_s: float
+    cpu_s: float
+    ok: bool  # exit 0 and an existing folder on the last line of stdout
+    outcome: str
+    started: float = 0.0  # unix time: the order the calls went in
 
 
-def median(runs: list[float]) -> float:
-    return statistics.median(runs)
+@dataclass
+class Pair:
+    """One row: a qwenhome command and the stock call it is compared with."""
+
+    group: str
+    state: str
+    qwenhome: str  # as the table shows them
+    stock: str
+    qh_argv: list[str]
+    stock_argv: list[str]
+    env: dict[str, str]
+    prints_folder: bool = True
+    qh_runs: list[Call] = field(default_factory=list)
+    stock_runs: list[Call] = field(default_factory=list)
+
+    def run(self, side: str, cap: float, logs: Path) -> None:
+        argv, runs = (self.qh_argv, self.qh_runs) if side == "qwenhome" else (self.stock_argv, self.stock_runs)
+        runs.append(timed(argv, self.env, cap, logs, self.prints_folder))
+
+    def row(self) -> dict[str, Any]:
+        qh, st = _med(self.qh_runs), _med(self.stock_runs)
+        return {"group": self.group, "state": self.state, "qwenhome": self.qwenhome, "stock": self.stock,
+                "qh_wall_s": qh[0], "qh_cpu_s": qh[1], "qh_ok": all(c.ok for c in self.qh_runs),
+                "stock_wall_s": st[0], "stock_cpu_s": st[1], "stock_ok": all(c.ok for c in self.stock_runs),
+                "stock_outcome": next((c.outcome for c in self.stock_runs if not c.ok), "ok"),
+                "stock_over_qh": round(st[0] / qh[0], 1) if qh[0] else None}
+
+
+def measure(pairs: Sequence[Pair], repeat: int, cap: float, logs: Path,
+            before_qwenhome: Callable[[], None] | None = None) -> None:
+    """Every pair ``repeat`` times: qwenhome's commands first on even repetitions,
+    stock's first on odd ones (each side runs its commands in the pairs' order)."""
+    for i in range(repeat):
+        for side in (("qwenhome", "stock") if i % 2 == 0 else ("stock", "qwenhome")):
+            if side == "qwenhome" and before_qwenhome is not None:
+                before_qwenhome()
+            for pair in pairs:
+                pair.run(side, cap, logs)
+
+
+def _med(calls: Sequence[Call]) -> tuple[float, float]:
+    return (round(statistics.median(c.wall_s for c in calls), 3),
+            round(statistics.median(c.cpu_s for c in calls), 3))
+
+
+def timed(cmd: list[str], env: dict[str, str], cap: float, logs: Path, prints_folder: bool = True) -> Call:
+    """One fresh process; ok if it exits 0 (and, ``prints_folder``, with an existing folder last on stdout)."""
+    started = round(time.time(), 3)
+    m = run_measured(cmd, env=env, timeout=cap, log_dir=logs)
+    if m.timed_out:
+        return Call(round(m.wall_s, 3), round(m.cpu_s, 3), False, f"killed after {cap:g} s", started)
+    last = (m.stdout.strip().splitlines() or [""])[-1]
+    ok = m.returncode == 0 and (not prints_folder or Path(last).is_dir())
+    outcome = "ok" if ok else f"exit {m.returncode}: " + (m.stderr.strip().splitlines() or [""])[-1][:100]
+    return Call(round(m.wall_s, 3), round(m.cpu_s, 3), ok, outcome, started)
+
+
+def broken(state: str) -> tuple[str, BlackHole | None]:
+    if state == "dns":
+        return UNRESOLVABLE_URL, None
+    if state == "refused":
+        return refused_url(), None
+    hole = BlackHole(accept=state == "silent").start()
+    return hole.url, hole
 
 
 def extra_disk(home: Path) -> int:
@@ -82,103 +174,120 @@ def extra_disk(home: Path) -> int:
     return total
 
 
-def bench_adopt(tmp: Path, gb: float, cap: float) -> None:
-    import json
-
+def bench_adopt(tmp: Path, gb: float, repeat: int, cap: float) -> dict[str, Any]:
     size = int(gb * 1000 * 1000 * 1000)
     repo = make_repo(tmp / "adopt-src", "Org/OneGB", {"model.safetensors": size, "config.json": b"{}\n",
                                                       "tokenizer.json": 2_000_000}, seed=4)
     cache = tmp / "other-cache"
     make_store_repo(cache, repo, commit="e" * 40)
-    for f in (repo.path).rglob("*"):  # the other cache is now the only copy
+    for f in repo.path.rglob("*"):  # the other cache is now the only copy
         if f.is_file():
             f.unlink()
-    home = tmp / "adopt-home"
-    env = env_for(home, "http://127.0.0.1:9")  # any request would fail loudly
-    before = extra_disk(home) if home.exists() else 0
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t, rc, _ = timed([sys.executable, "-m", "qwenhome", "adopt", str(cache), "--json"], env, cap)
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    assert rc == 0, "adopt failed"
-    out = subprocess.run([sys.executable, "-m", "qwenhome", "path", "Org/OneGB"], env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    blob = home / "hub/models--Org--OneGB/blobs" / repo.files["model.safetensors"].etag
-    theirs = cache / "models--Org--OneGB/blobs" / repo.files["model.safetensors"].etag
-    rep = json.loads(subprocess.run([sys.executable, "-m", "qwenhome", "adopt", str(cache), "--json"], env=env,
-                                    capture_output=True, text=True, check=True).stdout)["adopted"][0]
-    home2 = tmp / "adopt-home-trusting"
-    t2, rc2, _ = timed([sys.executable, "-m", "qwenhome", "adopt", str(cache), "--no-verify"],
-                       env_for(home2, "http://127.0.0.1:9"), cap)
-    assert rc2 == 0
-    print(f"adopt --no-verify (blob names trusted, sizes checked): {t2:.2f}s wall")
-    print(f"adopt {repo.total_size / 1e9:.2f} GB hub cache: {t:.2f}s wall, {cpu:.2f}s CPU (process incl. startup "
-          f"and the sha256 check of every byte; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); "
-          f"same inode: {blob.stat().st_ino == theirs.stat().st_ino}; "
-          f"extra disk: {extra_disk(home) - before} bytes; network: none (endpoint unreachable); "
-          f"re-adopt: {rep['present']} present, {rep['linked']} linked; path -> {out}")
+    runs: dict[str, list[Call]] = {"verify": [], "no-verify": []}
+    extra: list[int] = []
+    for i in range(repeat):
+        for mode in (("verify", "no-verify") if i % 2 == 0 else ("no-verify", "verify")):
+            home = tmp / f"adopt-{mode}-{i}" / "home"
+            env = env_for(home, tmp / "unused-hf-cache", "http://127.0.0.1:9")  # any request would fail
+            flags = ["--no-verify"] if mode == "no-verify" else []
+            call = timed(qwenhome("adopt", str(cache), *flags), env, cap, home.parent / "logs", prints_folder=False)
+            if not call.ok:
+                raise SystemExit(f"qwenhome adopt failed: {call.outcome}")
+            runs[mode].append(call)
+            if mode == "verify":
+                extra.append(extra_disk(home))
+                blob = home / "hub/models--Org--OneGB/blobs" / repo.files["model.safetensors"].etag
+                theirs = cache / "models--Org--OneGB/blobs" / repo.files["model.safetensors"].etag
+                if blob.stat().st_ino != theirs.stat().st_ino:
+                    raise SystemExit("adopt copied the blob instead of linking it")
+    return {"bytes": repo.total_size, "extra_disk_bytes": max(extra),
+            "verify": {"wall_s": _med(runs["verify"])[0], "cpu_s": _med(runs["verify"])[1]},
+            "no_verify": {"wall_s": _med(runs["no-verify"])[0], "cpu_s": _med(runs["no-verify"])[1]},
+            "runs": {k: [asdict(c) for c in v] for k, v in runs.items()}}
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--cap", type=float, default=60.0, help="kill a stock run after this many seconds")
-    ap.add_argument("--states", default="a,b,c1,c2")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--cap", type=float, default=60.0, help="kill a run after this many seconds")
+    ap.add_argument("--states", default=",".join(STATES))
     ap.add_argument("--adopt-gb", type=float, default=1.0, help="size of the adopt benchmark (0 skips it)")
-    args = ap.parse_args()
-    py = sys.executable
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    doc = result_header("offline", argv)
     with tempfile.TemporaryDirectory(prefix="qh-bench-offline-") as tmp_s:
         tmp = Path(tmp_s)
         make_repo(tmp / "repos", REPO, {"model.safetensors": 20 * MiB, "config.json": b'{"model_type": "qwen2"}\n',
                                         "tokenizer.json": 300_000}, seed=9)
-        home = tmp / "home"
-        hf_cache = tmp / "hf-cache"
+        home, hf_cache = tmp / "home", tmp / "hf-cache"
         with start_mirror(FolderBackend(tmp / "repos")) as m:
             pull(load_settings({"HOME": str(tmp)}, home=str(home), sources=[m.url]), RepoRef.parse(REPO))
-            subprocess.run([py, "-c", f"import huggingface_hub as h; h.snapshot_download({REPO!r})"],
-                           env=env_for(home, m.url, {"HF_HUB_CACHE": str(hf_cache)}), check=True,
-                           capture_output=True)
-        base, _, _ = timed([py, "-c", "import huggingface_hub"], env_for(home, "http://x"), args.cap)
-        base_qh, _, _ = timed([py, "-c", "import qwenhome.cli"], env_for(home, "http://x"), args.cap)
+            subprocess.run(stock(), env=env_for(home, hf_cache, m.url), check=True, capture_output=True)
         netstate = home / "qwenhome" / "netstate.json"
+        logs = tmp / "logs"
 
-        rows: list[list[str]] = []
-        states: dict[str, Callable[[], tuple[str, BlackHole | None]]] = {
-            "a": lambda: (UNRESOLVABLE_URL, None),
-            "b": lambda: (refused_url(), None),
-            "c1": lambda: ("", BlackHole(accept=False).start()),
-            "c2": lambda: ("", BlackHole(accept=True).start()),
-        }
-        for name in args.states.split(","):
-            url, hole = states[name]()
-            url = hole.url if hole is not None else url
-            env = env_for(home, url)
+        env = env_for(home, hf_cache, UNRESOLVABLE_URL)
+        startup = Pair("python start-up", "-", "import qwenhome.cli", "import huggingface_hub",
+                       [PY, "-c", "import qwenhome.cli"], [PY, "-c", "import huggingface_hub"], env, False)
+        measure([startup], args.repeat, args.cap, logs)
+        offline_env = env_for(home, hf_cache, UNRESOLVABLE_URL, {"HF_HUB_OFFLINE": "1"})
+        pairs = [Pair("no network, by the API", "-", "qwenhome path REPO",
+                      "snapshot_download(REPO, local_files_only=True)",
+                      qwenhome("path", REPO), stock(local_files_only=True), env),
+                 Pair("no network, HF_HUB_OFFLINE=1", "-", "qwenhome pull REPO", "snapshot_download(REPO)",
+                      qwenhome("pull", REPO), stock(), offline_env)]
+        measure(pairs, args.repeat, args.cap, logs)
+        for state in args.states.split(","):
+            url, hole = broken(state)
+            env = env_for(home, hf_cache, url)
+            both = [Pair("default call, network broken", state, f"qwenhome pull REPO ({nth} call)",
+                         f"snapshot_download(REPO) ({nth} call)", qwenhome("pull", REPO), stock(), env)
+                    for nth in ("first", "second")]
             try:
-                qh_path, qh_pull, qh_again = [], [], []
-                for _ in range(args.repeat):
-                    netstate.unlink(missing_ok=True)
-                    qh_path.append(timed([py, "-m", "qwenhome", "path", REPO], env, args.cap)[0])
-                    t, rc, _ = timed([py, "-m", "qwenhome", "pull", REPO], env, args.cap)
-                    assert rc == 0, f"qwenhome pull failed in state {name}"
-                    qh_pull.append(t)
-                    qh_again.append(timed([py, "-m", "qwenhome", "pull", REPO], env, args.cap)[0])
-                stock_env = env_for(home, url, {"HF_HUB_CACHE": str(hf_cache)})
-                st, rc, last = timed([py, "-c", f"import huggingface_hub as h; print(h.snapshot_download({REPO!r}))"],
-                                     stock_env, args.cap)
-                stock = f"{st:.2f}" + ("" if rc == 0 else f" ({last})")
-                for label, runs in (("qwenhome path", qh_path), ("qwenhome pull (probe)", qh_pull),
-                                    ("qwenhome pull (remembered)", qh_again)):
-                    rows.append([name, label, f"{median(runs):.2f}", f"{max(runs):.2f}", stock, f"{st / median(runs):.1f}x"])
+                # the first call probes: forget the verdict of the repetition before
+                measure(both, args.repeat, args.cap, logs, lambda: netstate.unlink(missing_ok=True))
             finally:
                 if hole is not None:
                     hole.stop()
-        print(f"python startup: import huggingface_hub {base:.2f}s, import qwenhome.cli {base_qh:.2f}s")
-        print(f"{'state':6} {'command':28} {'median s':>9} {'max s':>7}  {'stock snapshot_download s':28} {'stock/qwenhome':>14}")
-        for r in rows:
-            print(f"{r[0]:6} {r[1]:28} {r[2]:>9} {r[3]:>7}  {r[4]:28} {r[5]:>14}")
+            pairs += both
+            print(f"state {state} done (load average {os.getloadavg()[0]:.1f})", flush=True)
+
+        rows = [p.row() for p in pairs]
+        doc["startup"] = startup.row()
+        doc["rows"] = rows
+        doc["runs"] = [{"qwenhome": [asdict(c) for c in p.qh_runs], "stock": [asdict(c) for c in p.stock_runs]}
+                       for p in [startup, *pairs]]
+        print_rows(doc, args.repeat)
         if args.adopt_gb > 0:
-            bench_adopt(tmp, args.adopt_gb, args.cap)
+            doc["adopt"] = adopt = bench_adopt(tmp, args.adopt_gb, args.repeat, args.cap)
+            print(f"\nadopt a {adopt['bytes'] / 1e9:.2f} GB hub cache (medians of {args.repeat}): "
+                  f"{adopt['verify']['wall_s']:.2f} s wall, {adopt['verify']['cpu_s']:.2f} s CPU with every byte's "
+                  f"sha256 checked; {adopt['no_verify']['wall_s']:.2f} s with --no-verify; extra disk "
+                  f"{adopt['extra_disk_bytes']} bytes (blobs hard-linked); network: none (endpoint unreachable)")
+    out = write_result(doc, args.json_out)
+    print(f"\nwrote {out}")
     return 0
+
+
+def print_rows(doc: dict[str, Any], repeat: int) -> None:
+    s = doc["startup"]
+    print(f"\npython start-up (medians of {repeat}): import huggingface_hub {s['stock_wall_s']:.2f} s, "
+          f"import qwenhome.cli {s['qh_wall_s']:.2f} s")
+    print(f"medians of {repeat}, sides alternating; wall s / CPU s; ! = not every run returned the snapshot")
+    print(f"{'state':<8} {'qwenhome':<34}{'wall':>6}{'CPU':>6}  {'stock huggingface_hub':<46}{'wall':>7}{'CPU':>6}"
+          f"{'stock÷qh':>9}")
+    group = ""
+    for r in doc["rows"]:
+        if r["group"] != group:
+            group = r["group"]
+            print(f"-- {group}")
+        mark_q, mark_s = ("" if r["qh_ok"] else "!"), ("" if r["stock_ok"] else "!")
+        print(f"{r['state']:<8} {r['qwenhome']:<34}{r['qh_wall_s']:>6.2f}{r['qh_cpu_s']:>6.2f}{mark_q:1} "
+              f"{r['stock']:<46}{r['stock_wall_s']:>7.2f}{r['stock_cpu_s']:>6.2f}{mark_s:1}"
+              f"{r['stock_over_qh']:>8}x")
+        if not r["stock_ok"]:
+            print(f"{'':<9}stock: {r['stock_outcome']}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """qwenhome pull against its peers, on the same server, file for file verified.
 
-    .venv/bin/python bench/transfer.py                      # the four default scenarios
+    .venv/bin/python bench/transfer.py                      # the five default scenarios
+    .venv/bin/python bench/transfer.py --scenario capped-link --repeat 5   # share of a 200 MB/s link
     .venv/bin/python bench/transfer.py --scenario one-big --size-mb 200 --tools qwenhome,curl
     .venv/bin/python bench/transfer.py --scenario resume    # kill -9 at half way, rerun
     .venv/bin/python bench/transfer.py --scenario big-rss   # 4 GB file, qwenhome's peak RSS
 
 Starts the project's Hub-protocol server (``bench/_server.py``, own process)
 over generated repositories and downloads each scenario's repository, in fresh
-folders, with qwenhome, stock huggingface_hub, hf_transfer, aria2c and curl
-(single stream, the reference). Every run is checked by sha256; a wrong or
-missing file makes the run FAILED. Prints wall time, MB/s, peak RSS and CPU
-seconds per tool with their ratio to qwenhome, then the project's goals, and
-writes everything to ``bench/results/transfer-<time>.json``. See bench/README.md.
+folders, with qwenhome (adaptive, and held to 16 connections), stock
+huggingface_hub, hf_transfer, aria2c and curl (single stream, the reference),
+in an order rotated every repetition. Every run is checked by sha256; a wrong
+or missing file makes the run FAILED. Prints the medians of wall time, MB/s,
+peak RSS, CPU seconds and CPU seconds per GB per tool with their ratio to
+qwenhome, then the project's goals, and writes every run to
+``bench/results/transfer-<time>.json``. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,18 +34,31 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from _common import MB, ROOT, ServerProcess, median, run_measured, verify_files
+from _common import (
+    MB,
+    ROOT,
+    ServerProcess,
+    cpu_s_per_gb,
+    loadavg,
+    median,
+    result_header,
+    run_measured,
+    verify_files,
+    write_result,
+)
 from _tools import TOOL_NAMES, invocation, missing, versions
 
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from tests.support.repos import make_repo  # noqa: E402
 
-DEFAULT_SCENARIOS = ("one-big", "one-big-limited", "many-files", "latency")
+SPEED_SCENARIOS = ("one-big", "one-big-limited", "many-files", "latency")  # where qwenhome must beat its peers
+DEFAULT_SCENARIOS = (*SPEED_SCENARIOS, "capped-link")
 ALL_SCENARIOS = (*DEFAULT_SCENARIOS, "resume", "big-rss")
 PEERS_TO_BEAT = ("hf_transfer", "aria2c")
 RSS_LIMIT_MB = 200.0
+LINK_SHARE_GOAL = 0.95
 
 
 # -- scenarios and their repositories -------------------------------------------------
@@ -64,6 +80,11 @@ class Scenario:
     latency: float | None  # seconds before every response
     default_tools: tuple[str, ...]
     about: str
+    link: float | None = None  # bytes/s over all connections (the shaping proxy applies it)
+
+    @property
+    def shaped(self) -> bool:
+        return bool(self.bandwidth or self.latency or self.link)
 
 
 def one_big_repo(prefix: str, size_mb: int) -> RepoSpec:
@@ -93,6 +114,8 @@ def build_scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
     # A single stream runs at the limit by construction (hf_hub shows it too): curl would
     # only add size/limit seconds (50 s for 1 GB) to the default run. --tools brings it back.
     not_curl = tuple(t for t in TOOL_NAMES if t != "curl")
+    # On the capped link a single stream (hf_hub, curl) runs at the per-connection limit.
+    many_streams = tuple(t for t in TOOL_NAMES if t not in ("hf_hub", "curl"))
     return {s.name: s for s in (
         Scenario("one-big", big, None, None, everyone,
                  f"1 file of {args.size_mb} MB, no limit (the loopback ceiling)"),
@@ -102,6 +125,10 @@ def build_scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
                  f"{len(many.files)} files ({many.total / MB:.0f} MB), {args.limit_mbps:g} MB/s per connection"),
         Scenario("latency", many, None, latency, everyone,
                  f"the many-files repository, {args.latency_ms:g} ms before every response, no limit"),
+        Scenario("capped-link", big, limit, args.link_latency_ms / 1000, many_streams,
+                 f"the one-big file over a {args.link_mbps:g} MB/s link: {args.limit_mbps:g} MB/s per "
+                 f"connection, {args.link_latency_ms:g} ms per request and per new connection",
+                 link=args.link_mbps * MB),
         Scenario("resume", big, limit, None, ("qwenhome",),
                  f"qwenhome killed (-9) at {args.kill_at:.0%} of the file, then rerun; "
                  f"{args.limit_mbps:g} MB/s per connection"),
@@ -137,81 +164,130 @@ class Run:
     mbps: float | None
     server: dict[str, Any] | None
     problems: list[str] = field(default_factory=list)
+    loadavg: float | None = None  # the 1-minute load average when the run ended
+    started: float | None = None  # unix time: the order the runs went in
 
 
 @dataclass
 class ToolResult:
     tool: str
     status: str  # ok | FAILED | timeout | skipped
-    wall_s: float | None = None
+    wall_s: float | None = None  # the medians of the tool's runs
     mbps: float | None = None
     rss_mb: float | None = None
     cpu_s: float | None = None
-    server: dict[str, Any] | None = None
+    cpu_s_per_gb: float | None = None
+    link_share: float | None = None  # capped-link: bytes / (link rate x wall time)
+    server: dict[str, Any] | None = None  # of the run whose wall time is nearest the median
     note: str = ""
     runs: list[Run] = field(default_factory=list)
     ratios: dict[str, float | None] = field(default_factory=dict)  # this tool / qwenhome
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def measure_once(tool: str, sc: Scenario, endpoint: str, server: ServerProcess | None,
+class Counter(Protocol):
+    """What counts a run's traffic: the server, the shaping proxy, or both."""
+
+    url: str
+
+    def mark(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
+class Shaped:
+    """The benchmark's server behind the shaping proxy: the tools go to the proxy;
+    requests come from the server's count, the link's bytes from the proxy's."""
+
+    def __init__(self, server: ServerProcess, shaper: ServerProcess) -> None:
+        self.server, self.shaper, self.url = server, shaper, shaper.url
+
+    def mark(self) -> None:
+        self.server.mark()
+        self.shaper.mark()
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.server.stats()
+        proxy = self.shaper.stats()
+        stats["shaper"] = {k: proxy[k] for k in ("connections", "bytes_sent", "cpu_s")}
+        return stats
+
+
+def measure_once(tool: str, sc: Scenario, endpoint: str, server: Counter | None,
                  expected: dict[str, tuple[int, str]], run_dir: Path, args: argparse.Namespace) -> Run:
     inv = invocation(tool, endpoint, sc.repo.repo_id, list(expected), run_dir, args.qwenhome_args)
     if server is not None:
         server.mark()
+    started = round(time.time(), 3)
     m = run_measured(inv.argv, env=inv.env, cwd=run_dir, timeout=args.timeout, log_dir=run_dir / "logs")
     stats = server.stats() if server is not None else None
+    if stats is not None:
+        stats.pop("bytes_per_file", None)  # the total is kept; per file it would swell the result file
     if m.timed_out:
-        return Run("timeout", m.wall_s, m.cpu_s, m.peak_rss_mb, None, stats, [f"> {args.timeout:g} s"])
+        return Run("timeout", round(m.wall_s, 3), round(m.cpu_s, 3), round(m.peak_rss_mb, 1), None, stats,
+                   [f"> {args.timeout:g} s"], round(os.getloadavg()[0], 2), started)
     problems = [] if m.returncode == 0 else [f"exit {m.returncode}: {m.stderr.strip()[-400:]}"]
     problems += verify_files(inv.output(), expected)
     status = "ok" if not problems else "FAILED"
     mbps = sc.repo.total / MB / m.wall_s if status == "ok" else None
-    return Run(status, m.wall_s, m.cpu_s, m.peak_rss_mb, mbps, stats, problems[:5])
+    return Run(status, round(m.wall_s, 3), round(m.cpu_s, 3), round(m.peak_rss_mb, 1),
+               None if mbps is None else round(mbps, 1), stats, problems[:5], round(os.getloadavg()[0], 2),
+               started)
 
 
-def summarize(tool: str, runs: list[Run], total: int) -> ToolResult:
-    """The run with the median wall time stands for the tool; any bad run fails it."""
+def summarize(tool: str, runs: list[Run], total: int, link: float | None = None) -> ToolResult:
+    """The medians of the tool's runs (MB/s and the link's share from the median
+    wall time); any bad run fails it."""
     bad = [r for r in runs if r.status != "ok"]
     if bad:
         r = bad[0]
-        result = ToolResult(tool, r.status, r.wall_s, None, r.rss_mb, r.cpu_s, r.server,
-                            "; ".join(r.problems), runs)
+        result = ToolResult(tool, r.status, r.wall_s, None, r.rss_mb, r.cpu_s, server=r.server,
+                            note="; ".join(r.problems), runs=runs)
         if r.status == "timeout":
             # it had not finished: its rate was below size / time-out (the goals' conservative bound)
             result.extra["mbps_below"] = round(total / MB / r.wall_s, 1)
             if r.server:
                 result.extra["mbps_until_timeout"] = round(r.server["bytes_sent"] / MB / r.wall_s, 1)
         return result
-    walls = [r.wall_s for r in runs]
-    mid = min(runs, key=lambda r: abs(r.wall_s - median(walls)))
-    return ToolResult(tool, "ok", mid.wall_s, mid.mbps, mid.rss_mb, mid.cpu_s, mid.server, "", runs)
+    wall = round(median([r.wall_s for r in runs]), 3)
+    cpu = round(median([r.cpu_s for r in runs]), 3)
+    mid = min(runs, key=lambda r: abs(r.wall_s - wall))
+    return ToolResult(tool, "ok", wall, round(total / MB / wall, 1), median([r.rss_mb for r in runs]),
+                      cpu, cpu_s_per_gb(cpu, total),
+                      None if link is None else round(total / (link * wall), 3), mid.server, "", runs)
 
 
 def add_ratios(results: list[ToolResult]) -> None:
     base = next((r for r in results if r.tool == "qwenhome" and r.status == "ok"), None)
     for r in results:
-        for key in ("mbps", "rss_mb", "cpu_s"):
+        for key in ("mbps", "rss_mb", "cpu_s_per_gb"):
             mine, ref = getattr(r, key), getattr(base, key) if base else None
             r.ratios[key] = round(mine / ref, 3) if mine is not None and ref else None
 
 
-def run_scenario(sc: Scenario, tools: Sequence[str], endpoint: str | None, server: ServerProcess | None,
+def rounds(tools: Sequence[str], repeat: int) -> list[list[str]]:
+    """The order of every round: the tools rotated by one each round, so that no
+    tool always goes first (on a warm page cache, after a cold one, ...)."""
+    n = len(tools)
+    return [[*tools[i % n:], *tools[:i % n]] for i in range(repeat)] if n else []
+
+
+def run_scenario(sc: Scenario, tools: Sequence[str], endpoint: str | None, server: Counter | None,
                  expected: dict[str, tuple[int, str]], args: argparse.Namespace) -> list[ToolResult]:
-    """Every tool once per round, rounds repeated, so a change in the machine's load
-    during the scenario hits all tools alike."""
+    """Every tool once per round, rounds repeated and rotated, so a change in the
+    machine's load during the scenario hits all tools alike."""
     url = endpoint or (server.url if server else "")
     skipped = {tool: why for tool in tools if (why := missing(tool))}
     runs: dict[str, list[Run]] = {tool: [] for tool in tools if tool not in skipped}
-    for i in range(args.repeat):
-        for tool, done in runs.items():
+    for i, order in enumerate(rounds(list(runs), args.repeat)):
+        for tool in order:
             run_dir = args.out_dir / f"{sc.name}-{tool}-{i}"
-            done.append(measure_once(tool, sc, url, server, expected, run_dir, args))
-            if done[-1].status == "ok" or not args.keep_failed:
+            runs[tool].append(measure_once(tool, sc, url, server, expected, run_dir, args))
+            last = runs[tool][-1]
+            if last.status == "ok" or not args.keep_failed:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"  {tool:<12} {done[-1].status:<8} {done[-1].wall_s:7.2f} s", flush=True)
-    results = [ToolResult(t, "skipped", note=skipped[t]) if t in skipped else summarize(t, runs[t], sc.repo.total)
-               for t in tools]
+            print(f"  {tool:<12} {last.status:<8} {last.wall_s:7.2f} s", flush=True)
+    results = [ToolResult(t, "skipped", note=skipped[t]) if t in skipped
+               else summarize(t, runs[t], sc.repo.total, sc.link) for t in tools]
     add_ratios(results)
     return results
 
@@ -229,7 +305,7 @@ def _covered(partials: Path) -> tuple[int, int]:
     return done, size
 
 
-def run_resume(sc: Scenario, url: str, server: ServerProcess | None, expected: dict[str, tuple[int, str]],
+def run_resume(sc: Scenario, url: str, server: Counter | None, expected: dict[str, tuple[int, str]],
                args: argparse.Namespace) -> list[ToolResult]:
     """kill -9 qwenhome once its part map shows ``--kill-at`` of the file, rerun to
     the end, and count what the server sent for the file over both runs."""
@@ -291,7 +367,7 @@ def check_goals(report: dict[str, list[ToolResult]]) -> list[dict[str, Any]]:
         qh = by.get("qwenhome")
         qh_mbps = qh.mbps if qh else None
 
-        if name in DEFAULT_SCENARIOS:
+        if name in SPEED_SCENARIOS:
             peers = [m for t in PEERS_TO_BEAT if (m := _rate(by, t))]
             if peers:
                 add(name, "qwenhome MB/s / best of hf_transfer, aria2c", _ratio(qh_mbps, max(peers)), 1.2, True)
@@ -301,6 +377,8 @@ def check_goals(report: dict[str, list[ToolResult]]) -> list[dict[str, Any]]:
             add(name, "qwenhome MB/s / curl (single stream, no hash)", _ratio(qh_mbps, _rate(by, "curl")), 0.8, True)
         if qh is not None and qh.rss_mb is not None:
             add(name, "qwenhome peak RSS MB", round(qh.rss_mb, 1), RSS_LIMIT_MB, False)
+        if name == "capped-link" and qh is not None:
+            add(name, "qwenhome's share of the link (first byte to last)", qh.link_share, LINK_SHARE_GOAL, True)
         if name == "resume" and qh is not None:
             add(name, "bytes sent for the file / its size", qh.extra.get("bytes_sent_over_size"), 1.1, False)
     return goals
@@ -320,19 +398,23 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def print_table(sc: Scenario, results: list[ToolResult]) -> None:
-    print(f"\n== {sc.name}: {sc.about}")
-    head = (f"{'tool':<12}{'status':<9}{'wall s':>8}{'MB/s':>9}{'RSS MB':>8}{'CPU s':>7}"
-            f"{'MB/s÷qh':>9}{'RSS÷qh':>8}{'CPU÷qh':>8}{'conns':>7}{'reqs':>6}{'srv CPU':>8}")
+def print_table(sc: Scenario, results: list[ToolResult], repeat: int) -> None:
+    print(f"\n== {sc.name}: {sc.about} (medians of {repeat})")
+    link = sc.link is not None
+    head = (f"{'tool':<12}{'status':<9}{'wall s':>8}{'MB/s':>7}{'link' if link else '':>6}{'CPU s':>7}"
+            f"{'CPU s/GB':>9}{'RSS MB':>7}{'MB/s÷qh':>8}{'CPU/GB÷qh':>10}{'RSS÷qh':>7}"
+            f"{'conns':>6}{'reqs':>6}{'srv CPU':>8}")
     print(head)
     for r in results:
         conns = r.server.get("connections") if r.server else None
         reqs = r.server.get("requests") if r.server else None
         srv_cpu = r.server.get("cpu_s") if r.server else None
-        print(f"{r.tool:<12}{r.status:<9}{_fmt(r.wall_s, '.2f'):>8}{_fmt(r.mbps, '.0f'):>9}"
-              f"{_fmt(r.rss_mb, '.0f'):>8}{_fmt(r.cpu_s, '.2f'):>7}"
-              f"{_fmt(r.ratios.get('mbps'), '.2f'):>9}{_fmt(r.ratios.get('rss_mb'), '.2f'):>8}"
-              f"{_fmt(r.ratios.get('cpu_s'), '.2f'):>8}{_fmt(conns, 'd'):>7}{_fmt(reqs, 'd'):>6}{_fmt(srv_cpu, '.2f'):>8}")
+        print(f"{r.tool:<12}{r.status:<9}{_fmt(r.wall_s, '.2f'):>8}{_fmt(r.mbps, '.0f'):>7}"
+              f"{_fmt(r.link_share, '.2f') if link else '':>6}{_fmt(r.cpu_s, '.2f'):>7}"
+              f"{_fmt(r.cpu_s_per_gb, '.2f'):>9}{_fmt(r.rss_mb, '.0f'):>7}"
+              f"{_fmt(r.ratios.get('mbps'), '.2f'):>8}{_fmt(r.ratios.get('cpu_s_per_gb'), '.2f'):>10}"
+              f"{_fmt(r.ratios.get('rss_mb'), '.2f'):>7}"
+              f"{_fmt(conns, 'd'):>6}{_fmt(reqs, 'd'):>6}{_fmt(srv_cpu, '.2f'):>8}")
         if r.note:
             print(f"{'':<12}{r.note[:300]}")
         if r.extra:
@@ -353,11 +435,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="repeatable; default: " + ", ".join(DEFAULT_SCENARIOS))
     ap.add_argument("--tools", default=None,
                     help=f"comma-separated subset of {','.join(TOOL_NAMES)} (default: the scenario's)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the median wall time is reported")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per tool, in an order rotated every round; medians are reported")
     ap.add_argument("--size-mb", type=int, default=1000, help="the one-big file (MB)")
     ap.add_argument("--big-size-mb", type=int, default=4000, help="the big-rss file (MB)")
     ap.add_argument("--limit-mbps", type=float, default=20.0, help="per-connection limit (MB/s)")
     ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--link-mbps", type=float, default=200.0, help="capped-link: the whole link (MB/s)")
+    ap.add_argument("--link-latency-ms", type=float, default=20.0,
+                    help="capped-link: held before every request, and once more on each new connection")
     ap.add_argument("--many-files", type=int, default=200)
     ap.add_argument("--many-max-kb", type=int, default=8000, help="largest of the many files (KB)")
     ap.add_argument("--many-big-mb", type=int, default=100, help="each of the two big shards (MB)")
@@ -419,6 +505,7 @@ def disk_fits(sc: Scenario, work: Path, out_dir: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.ca_file is not None:
         ca = str(args.ca_file.resolve())
@@ -443,46 +530,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a fresh clone run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile
     # qwenhome's modules inside every timed run.
     compileall.compile_dir(str(ROOT / "src" / "qwenhome"), quiet=1)
-    state = source_state()
-    if state["uncommitted"]:
-        print(f"measuring src/ at {state['commit'][:10]} plus uncommitted: {', '.join(state['uncommitted'])}")
-    started = time.strftime("%Y%m%d-%H%M%S")
-    doc: dict[str, Any] = {"started": started, "argv": sys.argv[1:], "cpus": os.cpu_count(),
-                           "out_dir": str(args.out_dir), "versions": versions(), "source": source_state(),
-                           "endpoint": args.endpoint, "scenarios": {}}
+    doc = result_header("transfer", argv)
+    if doc["source"]["uncommitted"]:
+        print(f"measuring {doc['source']['commit'][:10]} plus uncommitted: {', '.join(doc['source']['uncommitted'])}")
+    doc.update({"out_dir": str(args.out_dir), "versions": versions(), "endpoint": args.endpoint,
+                "repeat": args.repeat, "scenarios": {}})
+    t0 = time.monotonic()
     report: dict[str, list[ToolResult]] = {}
     try:
         for sc in chosen:
+            load_before = loadavg()
             report[sc.name] = run_one(sc, work, args)
-            print_table(sc, report[sc.name])
-            doc["scenarios"][sc.name] = scenario_doc(sc, report[sc.name])
+            print_table(sc, report[sc.name], args.repeat)
+            doc["scenarios"][sc.name] = scenario_doc(sc, report[sc.name], args, load_before)
     finally:
         for folder in own:
             shutil.rmtree(folder, ignore_errors=True)
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     doc["goals"] = check_goals(report)
     print_goals(doc["goals"])
-    out = args.json_out or ROOT / "bench" / "results" / f"transfer-{started}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    out = write_result(doc, args.json_out)
     print(f"\nwrote {out}")
     return 0
 
 
-def source_state() -> dict[str, Any]:
-    """The commit the measured qwenhome came from, and its uncommitted files under src/."""
-    def git(*argv: str) -> str:
-        run = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
-        return run.stdout if run.returncode == 0 else ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()]
-    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted": dirty}
-
-
-def scenario_doc(sc: Scenario, results: list[ToolResult]) -> dict[str, Any]:
+def scenario_doc(sc: Scenario, results: list[ToolResult], args: argparse.Namespace,
+                 load_before: list[float]) -> dict[str, Any]:
+    tools = [r.tool for r in results if r.status != "skipped"]
     return {
         "about": sc.about, "repo": sc.repo.repo_id, "files": len(sc.repo.files), "bytes": sc.repo.total,
-        "bandwidth_per_connection": sc.bandwidth, "latency_s": sc.latency,
-        "loadavg_after": os.getloadavg(), "results": [asdict(r) for r in results],
+        "bandwidth_per_connection": sc.bandwidth, "latency_s": sc.latency, "link": sc.link,
+        "rounds": [] if sc.name == "resume" else rounds(tools, args.repeat),
+        "loadavg_before": load_before, "loadavg_after": loadavg(), "results": [asdict(r) for r in results],
     }
 
 
@@ -497,25 +576,35 @@ def run_one(sc: Scenario, work: Path, args: argparse.Namespace) -> list[ToolResu
         return [ToolResult(t, "skipped", note=no_room) for t in tools]
     repos = work / "repos"
     expected = generate(repos, sc.repo, work / "expected")
-    if args.endpoint and args.shape and (sc.bandwidth or sc.latency or sc.name == "resume"):
+
+    def shaper(upstream: str) -> ServerProcess:
+        return ServerProcess.shaper(upstream, bandwidth=sc.bandwidth, latency=sc.latency, link=sc.link,
+                                    connect_latency=sc.latency if sc.link else None)
+
+    def run(counter: Counter | None, url: str) -> list[ToolResult]:
+        if sc.name == "resume":
+            return run_resume(sc, url, counter, expected, args)
+        return run_scenario(sc, tools, url, counter, expected, args)
+
+    if args.endpoint and (args.shape or sc.link) and (sc.shaped or sc.name == "resume"):
         # The scenario's network comes from the shaping proxy, which also
         # counts what the server sent (connections, bytes) for every tool.
         # (An unshaped scenario goes straight to the server: its ceiling.)
-        with ServerProcess.shaper(args.endpoint, bandwidth=sc.bandwidth, latency=sc.latency) as shaper:
-            if sc.name == "resume":
-                return run_resume(sc, shaper.url, shaper, expected, args)
-            return run_scenario(sc, tools, None, shaper, expected, args)
+        with shaper(args.endpoint) as proxy:
+            return run(proxy, proxy.url)
     if args.endpoint:
-        if sc.bandwidth or sc.latency:
+        if sc.shaped:
             print("  note: with --endpoint, the limit/latency must come from that server or a proxy (--shape)")
-        if sc.name == "resume":
-            return run_resume(sc, args.endpoint, None, expected, args)
-        return run_scenario(sc, tools, args.endpoint, None, expected, args)
+        return run(None, args.endpoint)
+    if sc.link:
+        # A link shared by all connections: the server sends unshaped, the proxy shapes.
+        with ServerProcess(repos, bandwidth=None, latency=None, hashes=work / "hashes.json",
+                           redirect_lfs=args.cdn_redirect) as server, shaper(server.url) as proxy:
+            both = Shaped(server, proxy)
+            return run(both, both.url)
     with ServerProcess(repos, bandwidth=sc.bandwidth, latency=sc.latency, hashes=work / "hashes.json",
                        redirect_lfs=args.cdn_redirect) as server:
-        if sc.name == "resume":
-            return run_resume(sc, server.url, server, expected, args)
-        return run_scenario(sc, tools, None, server, expected, args)
+        return run(server, server.url)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("qwenhome", "hf_hub", "hf_transfer", "aria2c", "curl")
-SCENARIOS = ("one-big", "one-big-limited", "many-files", "latency")
+SCENARIOS = ("one-big", "one-big-limited", "many-files", "latency", "capped-link")
 
 
 def test_transfer_bench_verifies_every_tool_in_every_default_scenario(tmp_path: Path) -> None:
@@ -60,6 +60,34 @@ def test_transfer_bench_resume_counts_server_bytes_over_both_runs(tmp_path: Path
     assert extra["killed_at_fraction"] is not None and 0.5 <= extra["killed_at_fraction"] < 1
     assert extra["bytes_sent_total"] >= 12_000_000
     assert extra["bytes_sent_over_size"] == round(extra["bytes_sent_total"] / 12_000_000, 4)
+
+
+def test_transfer_bench_capped_link_caps_all_connections_together_and_rotates_the_order(tmp_path: Path) -> None:
+    """6 MB through a 4 MB/s link (3 MB/s per connection): aria2c's 16 connections
+    would take 0.15 s without the link's cap; with it, no tool beats 1.45 s (the
+    link's 50 ms burst aside). Every round starts with the next tool."""
+    if shutil.which("aria2c") is None:
+        pytest.skip("aria2c is not installed")
+    out = tmp_path / "report.json"
+    tools = ["qwenhome", "qwenhome-16", "aria2c"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "transfer.py"), "--scenario", "capped-link", "--size-mb", "6",
+         "--link-mbps", "4", "--limit-mbps", "3", "--repeat", "2", "--tools", ",".join(tools), "--timeout", "60",
+         "--workdir", str(tmp_path / "work"), "--json-out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    scenario = doc["scenarios"]["capped-link"]
+    runs = sorted((run["started"], r["tool"]) for r in scenario["results"] for run in r["runs"])
+    assert [tool for _, tool in runs] == [*tools, *tools[1:], tools[0]]
+    for r in scenario["results"]:
+        assert r["status"] == "ok", r
+        assert min(run["wall_s"] for run in r["runs"]) >= 1.45, r
+        assert 0 < r["link_share"] == round(6_000_000 / (4_000_000 * r["wall_s"]), 3) <= 1
+        assert r["server"]["shaper"]["bytes_sent"] >= 6_000_000  # the proxy carried the file
+    assert any(g["scenario"] == "capped-link" and "share of the link" in g["goal"] for g in doc["goals"])
+    assert doc["machine"]["cpus"] and doc["source"]["commit"] and doc["command"].startswith("python bench/transfer.py")
 
 
 def test_bench_verification_names_wrong_short_and_missing_files(tmp_path: Path) -> None:

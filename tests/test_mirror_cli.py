@@ -7,13 +7,12 @@ import signal
 import subprocess
 from pathlib import Path
 
+import huggingface_hub as hf
 import pytest
 
 from tests.support.cli import RunCli, start_cli
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_store_repo, sha256_file
-
-hf = pytest.importorskip("huggingface_hub")
 
 
 def serve(args: list[str], home: Path) -> tuple[subprocess.Popen[str], str]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import huggingface_hub as hf
 import pytest
 
 from qwenhome.mirror import FolderBackend, HashCache, RequestInfo
@@ -21,8 +22,6 @@ from tests.support.faults import Faults
 from tests.support.http import Connection, request
 from tests.support.mirror import Mirror, pull_through_settings, start_mirror, start_pull_through
 from tests.support.repos import GeneratedRepo, make_repo, sha256_file
-
-hf = pytest.importorskip("huggingface_hub")
 
 WEIGHTS = "model.safetensors"
 T = TypeVar("T")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ast
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from qwenhome.config import Settings, Timeouts, load_settings
+from qwenhome.config import Settings, Source, Timeouts, load_settings
 from qwenhome.errors import (
     AuthError,
     ConnectError,
@@ -27,6 +30,7 @@ from qwenhome.hub import HttpClient
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig
+from qwenhome.transfer.engine import Candidate, FileJob, TransferEngine
 from qwenhome.transfer.retry import Backoff
 from tests.support.cli import RunCli
 from tests.support.codes import asserted, asserted_in, raisable
@@ -195,6 +199,41 @@ def test_an_unknown_revision_is_revision_not_found_with_exit_3(run_cli: RunCli, 
     res = run_cli(["pull", "Org/Small@no-such-branch", "--source", mirror.url])
     assert res.returncode == 3, res.stderr
     assert last_line(res.stderr).startswith("error[revision-not-found]:")
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A server on 127.0.0.1 that answers every request with a malformed status line;
+    yields its URL and the requests it got."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                got.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 OK banana\r\nContent-Length: 5\r\n\r\nhello")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", got
+    finally:
+        listener.close()
+
+
+def test_a_malformed_answer_to_a_ranged_get_is_bad_response(
+        tmp_path: Path, garbage_server: tuple[str, list[bytes]]) -> None:
+    url, got = garbage_server
+    source = Source("garbage", "hf", url)
+    job = FileJob("a" * 64, "f.bin", 5, "a" * 64, None, [Candidate(source, f"{url}/f.bin")], tmp_path / "f.part")
+    errors = TransferEngine(HttpClient(env={}), ONE).run([job], on_verified=lambda _job: None)
+    assert errors[job.key].code == "bad-response"
+    assert "bad status line 'HTTP/1.1 OK banana'" in errors[job.key].message
+    assert got and got[0].startswith(b"GET /f.bin HTTP/1.1\r\n")
 
 
 # -- the store: locks, broken snapshots ------------------------------------------------------

@@ -163,6 +163,14 @@ def test_tls_to_a_plain_http_server_is_a_tls_error(mirror: Mirror) -> None:
     assert info.value.code == "tls-error" and "TLS" in info.value.message
 
 
+def test_a_connect_the_kernel_refuses_to_make_is_connection_failed() -> None:
+    """A link-local IPv6 address without its interface: connect() fails with EINVAL
+    before any packet leaves, the generic transport failure."""
+    with pytest.raises(ConnectError) as info:
+        HttpClient(env={}).open("GET", "http://[fe80::1]:9/api/models/Org/Small")
+    assert info.value.code == "connection-failed" and info.value.message.startswith("network error with fe80::1")
+
+
 def test_a_redirect_without_location_is_a_bad_redirect(run_cli: RunCli, mirror: Mirror) -> None:
     mirror.faults.respond(302, b"", path=REVISION, times=None)
     res = run_cli(["pull", "Org/Small", "--source", mirror.url])

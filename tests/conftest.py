@@ -1,13 +1,19 @@
-"""Shared fixtures. Sections: repositories, mirrors, home and CLI.
+"""Shared fixtures. Sections: isolation, repositories, mirrors, home and CLI.
 
 Everything real: generated files on disk, mirror servers on 127.0.0.1 (free
 ports), the CLI as a subprocess. Add new fixtures to the matching section.
+
+The whole session runs with HOME and every cache variable in a temporary
+folder, and a test that writes outside the temp folders or changes the real
+home's caches fails (``tests/support/isolation.py``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +22,27 @@ from tests.support.cli import CliResult, RunCli
 from tests.support.cli import run_cli as _run_cli
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, MiB, make_repo, make_store_repo
+
+if TYPE_CHECKING:
+    from tests.support.isolation import Isolation
+
+# Registered here so that its pytest_configure runs before any test module is
+# imported (huggingface_hub and transformers freeze their cache paths at import).
+pytest_plugins = ("tests.support.isolation",)
+
+# -- isolation ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(pytestconfig: pytest.Config) -> Isolation:
+    """The session's temporary home; HOME and every cache variable point into
+    ``isolated_home.root``, for this process and every subprocess."""
+    isolation = pytestconfig.pluginmanager.get_plugin("tests.support.isolation")
+    iso: Isolation = isolation.state()
+    for name, rel in isolation.REDIRECTED.items():
+        assert os.environ.get(name) == str(iso.root / rel), f"{name} left the test home"
+    return iso
+
 
 # -- repositories ------------------------------------------------------------------
 

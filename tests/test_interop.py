@@ -12,9 +12,6 @@ import pytest
 from tests.support.cli import RunCli, clean_env
 from tests.support.mirror import Mirror
 
-pytest.importorskip("transformers")
-pytest.importorskip("huggingface_hub")
-
 REPO = "Qwen/TinyChat"
 
 

@@ -9,15 +9,14 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import huggingface_hub as hf
+import huggingface_hub.errors as hf_errors  # (a submodule: not loaded by the package import)
 import pytest
 
 from tests.support.cli import RunCli, start_cli
 from tests.support.http import request
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_store_repo, sha256_file
-
-hf = pytest.importorskip("huggingface_hub")
-hf_errors = pytest.importorskip("huggingface_hub.errors")  # (a submodule: not loaded by the package import)
 
 
 def serve(args: list[str], home: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:

@@ -11,13 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub as hf
 import pytest
 
 from tests.support.cli import clean_env
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, MiB, make_repo, sha256_file
-
-hf = pytest.importorskip("huggingface_hub")
 
 
 def assert_snapshot(folder: Path, repo: GeneratedRepo) -> None:
@@ -126,7 +125,6 @@ def test_list_models_and_datasets_with_stock_client(mirror: Mirror, store_mirror
 
 
 def test_transformers_loads_config_through_hf_endpoint(mirror: Mirror, tmp_path: Path) -> None:
-    pytest.importorskip("transformers")
     home = tmp_path / "home"
     home.mkdir()
     env = clean_env(home, mirror.url, {"HF_HUB_CACHE": str(home / "hub")})

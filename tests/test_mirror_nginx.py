@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import huggingface_hub as hf
 import pytest
 
 from qwenhome.mirror import FolderBackend, HashCache
@@ -18,7 +19,6 @@ from tests.support.mirror import Mirror, pull_through_settings, start_mirror, st
 from tests.support.nginx import CachingProxy, find_nginx
 from tests.support.repos import GeneratedRepo, MiB, make_repo, sha256_file
 
-hf = pytest.importorskip("huggingface_hub")
 pytestmark = pytest.mark.skipif(
     find_nginx() is None,
     reason="nginx is not installed (Debian: apt-get install nginx-light; scripts/system-deps.sh does it)")

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import huggingface_hub as hf
 import pytest
 
-from qwenhome.mirror import FolderBackend, HashCache, RequestInfo
+from qwenhome.mirror import FolderBackend, HashCache, RequestInfo, UpstreamError
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store
 from tests.support.faults import Faults
 from tests.support.http import Connection, request
 from tests.support.mirror import Mirror, pull_through_settings, start_mirror, start_pull_through
 from tests.support.repos import GeneratedRepo, make_repo, sha256_file
-
-hf = pytest.importorskip("huggingface_hub")
 
 WEIGHTS = "model.safetensors"
 T = TypeVar("T")
@@ -45,6 +45,14 @@ def _eventually(fn: Callable[[], T], timeout: float = 5.0) -> T:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def _wait_until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``cond`` until it holds (instead of sleeping and hoping it did)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
 
 
 class _Timed:
@@ -95,8 +103,9 @@ def test_two_concurrent_clients_share_one_upstream_transfer_streamed_then_served
         path = f"/Org/Small/resolve/main/{WEIGHTS}"
         t0 = time.monotonic()
         first = _Timed(mirror.url, path).start()
-        time.sleep(0.3)  # the second asks while the first transfer runs
-        second = _Timed(mirror.url, path).start()
+        _wait_until(lambda: first.body, "the first client receives bytes")
+        second = _Timed(mirror.url, path).start()  # while the first transfer runs
+        assert not first.done
         first.join(), second.join()
         expected = small_repo.files[WEIGHTS]
         for client in (first, second):
@@ -223,8 +232,9 @@ def test_two_mirror_processes_on_one_home_share_one_upstream_transfer(
     with one, two:
         path = f"/Org/Small/resolve/main/{WEIGHTS}"
         first = _Timed(one.url, path).start()
-        time.sleep(0.5)
+        _wait_until(lambda: first.body, "the first server streams the transfer")
         second = _Timed(two.url, path).start()
+        assert not first.done
         first.join(), second.join()
         expected = small_repo.files[WEIGHTS]
         for client in (first, second):
@@ -246,7 +256,7 @@ def test_a_corrupt_transfer_refetched_upstream_never_completes_a_response_with_w
     with mirror:
         path = f"/Org/Small/resolve/main/{WEIGHTS}"
         clients = [_Timed(mirror.url, path).start()]
-        time.sleep(0.2)
+        _wait_until(lambda: clients[0].body, "the first client receives bytes")
         clients += [_Timed(mirror.url, path, {"Range": "bytes=500000-1500000"}).start(),
                     _Timed(mirror.url, path).start()]
         for c in clients:
@@ -287,3 +297,43 @@ def test_stock_client_cut_off_by_a_corrupt_transfer_ends_with_the_verified_file(
         assert sha256_file(Path(got)) == small_repo.files[WEIGHTS].sha256
         gets = mirror.faults.records(WEIGHTS, "GET")
         assert gets[0].error is not None, "the first body was not cut off: the corrupt transfer was not streamed"
+
+
+@pytest.mark.parametrize(("status", "answer", "cause"), [(503, 503, "server-error"), (403, 502, "unauthorized")])
+def test_an_upstream_failing_with_nothing_in_the_store_is_upstream_failed(
+        status: int, answer: int, cause: str, qwen_home: Path, upstream: Mirror) -> None:
+    """Transient upstream trouble is "try later" (503 + Retry-After); a permanent one
+    is a 502; both name the upstream's own code, never "no such repository"."""
+    upstream.faults.fail(status, times=None, retry_after=0, path="/api/models/Org/Small/revision/main")
+    mirror, backend = start_pull_through(pull_through_settings(qwen_home, upstream.url))
+    with mirror:
+        with pytest.raises(UpstreamError) as info:
+            backend.snapshot("model", "Org/Small", "main")
+        assert info.value.code == "upstream-failed" and info.value.cause.code == cause
+        assert info.value.transient is (answer == 503)
+        resp = request(mirror.url, path="/api/models/Org/Small/revision/main")
+        assert resp.status == answer
+        assert (resp.header("retry-after") == "5") is (answer == 503)
+        assert json.loads(resp.body)["error"].startswith(f"upstream: {cause}: ")
+
+
+def test_an_upstream_that_changes_a_file_under_a_listed_commit_is_pull_through_failed(
+        qwen_home: Path, upstream: Mirror, small_repo: GeneratedRepo) -> None:
+    """The mirror listed commit C; then the upstream serves other bytes (with their own
+    valid hash) for C. The mirror's transfer verifies what it got, finds that it is not
+    the file it listed, and says so: no client ever gets the other bytes as the file."""
+    mirror, _ = start_pull_through(pull_through_settings(qwen_home, upstream.url))
+    with mirror:
+        commit = json.loads(request(mirror.url, path="/api/models/Org/Small/revision/main").body)["sha"]
+        other = b"not the weights the mirror listed\n" * 100
+        upstream.faults.forge_repo("Org/Small", [{"path": WEIGHTS, "size": len(other),
+                                                 "sha256": hashlib.sha256(other).hexdigest()}],
+                                   commit=commit, bodies={WEIGHTS: other})
+        path = f"/Org/Small/resolve/{commit}/{WEIGHTS}"
+        for _ in range(2):  # the failure is not remembered as success
+            resp = request(mirror.url, path=path)
+            assert resp.status == 502 and resp.body != other
+            code, detail = json.loads(resp.body)["error"].removeprefix("upstream: ").split(": ", 1)
+            assert code == "pull-through-failed" and detail == f"{WEIGHTS}: not in the store after the pull"
+        # Fetched once (and kept only under its own hash): the second answer came from the store.
+        assert upstream.faults.bytes_sent(WEIGHTS) == len(other)

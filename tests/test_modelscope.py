@@ -49,10 +49,31 @@ def test_cut_off_listing_is_walked_folder_by_folder(repos_root: Path, small_repo
 
 
 def test_unknown_repo_and_revision_have_codes(ms: ModelScopeServer) -> None:
-    with pytest.raises(RepoNotFoundError):
+    with pytest.raises(RepoNotFoundError) as repo:
         client(ms.url).list_files(RepoRef.parse("Org/Nope"))
-    with pytest.raises(RevisionNotFoundError):
+    assert repo.value.code == "repo-not-found" and repo.value.exit_code == 3
+    with pytest.raises(RevisionNotFoundError) as rev:
         client(ms.url).list_files(RepoRef.parse("Org/Small"), "v9")
+    assert rev.value.code == "revision-not-found" and rev.value.exit_code == 3
+
+
+def test_a_folder_cut_off_even_when_listed_alone_is_listing_truncated(
+        repos_root: Path, small_repo: GeneratedRepo, hash_cache: HashCache) -> None:
+    """The top folder holds more entries than the server lists: walking folder by
+    folder cannot help, and a partial listing would be a partial snapshot."""
+    with ModelScopeServer(repos_root, hashes=hash_cache, listing_limit=3) as server:
+        with pytest.raises(QwenhomeError) as info:
+            client(server.url, limit=3).list_files(RepoRef.parse("Org/Small"))
+        roots = [r.query.get("Root", "") for r in server.records("files")]
+    assert info.value.code == "listing-truncated" and "use a Hub source" in info.value.hint
+    assert roots == ["", ""], "the cut-off recursive listing, then the top folder alone"
+
+
+def test_a_dataset_is_not_asked_of_modelscope(ms: ModelScopeServer) -> None:
+    with pytest.raises(QwenhomeError) as info:
+        client(ms.url).list_files(RepoRef.parse("datasets/Org/Data"))
+    assert info.value.code == "unsupported-repo-type" and "Hub source" in info.value.hint
+    assert not ms.records(), "refused before any request"
 
 
 def test_modelscope_only_pull_names_blobs_by_sha256_and_verifies(

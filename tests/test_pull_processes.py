@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from tests.support.cli import RunCli, clean_env
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo
+from tests.support.tmpfs import mounted_tmpfs
 from tests.test_pull import assert_snapshot_matches
 
 
@@ -101,15 +103,9 @@ def test_file_size_limit_gives_disk_full_error_and_a_consistent_store(
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> object:
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=240m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}); the RLIMIT test covers disk-full")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with mounted_tmpfs(tmp_path / "tmpfs", "240m") as mnt:  # (without it, the RLIMIT test covers disk-full)
+        yield mnt
 
 
 def test_disk_filling_up_mid_transfer_keeps_partial_and_resumes(

@@ -95,6 +95,9 @@ class Timeouts:
     # Overall bound of the parallel reachability probe that decides offline
     # when the cache could answer (a pull with nothing cached waits longer).
     probe: float = 0.8
+    # How long a pull waits for a file another process is fetching before it
+    # gives up with lock-timeout (a holder that is stopped or hung).
+    lock: float = 3600.0
 
 
 @dataclass(frozen=True)

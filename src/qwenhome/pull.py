@@ -35,6 +35,7 @@ from . import sources as netsources
 from .config import Settings, Source
 from .errors import (
     IntegrityError,
+    LockTimeoutError,
     NetworkError,
     NotCachedError,
     OfflineError,
@@ -429,8 +430,12 @@ class Puller:
                     (held.append((f, lk)) if lk.acquire() else waiting.append(f))
                 if not held:
                     lk = self.store.file_lock(waiting[0].etag)
-                    if lk.acquire(timeout=3600):
-                        held.append((waiting.pop(0), lk))
+                    wait = self.settings.timeouts.lock
+                    if not lk.acquire(timeout=wait):  # (looping on would hang behind a stopped holder)
+                        raise LockTimeoutError(
+                            f"{waiting[0].path} of {ref}: another process has been fetching it for {wait:.0f} s",
+                            hint=f"wait for the other qwenhome process, or stop it (it holds {lk.path})")
+                    held.append((waiting.pop(0), lk))
                 jobs = []
                 for f, _ in held:
                     if self.store.has_blob(ref, f.etag, f.size):

@@ -3,7 +3,8 @@ server that answers with fixed text, and a record of how it was started.
 
     python fake_vllm.py serve SNAPSHOT --host H --port P --served-model-name NAME [...]
 
-Writes ``{"argv", "env"}`` of each start, and each request body, as JSON lines
+Writes ``{"argv", "env"}`` of each start (``env``: its whole environment, so a
+test can prove a variable was NOT passed), and each request body, as JSON lines
 to ``$FAKE_VLLM_LOG``.
 """
 
@@ -18,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WORDS = ["Hello", " from", " the", " fake", " vLLM", " server."]
-ENV_KEYS = ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "QWEN_HOME")
 
 
 def log(entry: dict[str, Any]) -> None:
@@ -41,7 +41,7 @@ def main() -> int:
         print(f"fake vllm: no config.json in {args.model}", file=sys.stderr)
         return 2
     log({"start": True, "argv": sys.argv[1:], "extra": extra, "pid": os.getpid(),
-         "env": {k: os.environ.get(k) for k in ENV_KEYS}})
+         "env": dict(os.environ)})
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

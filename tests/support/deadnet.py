@@ -10,6 +10,7 @@ all on this machine:
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from types import TracebackType
@@ -39,6 +40,7 @@ class BlackHole:
         self.held: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._accepting = threading.Lock()  # held while accept() may take a connection
 
     @property
     def url(self) -> str:
@@ -53,14 +55,25 @@ class BlackHole:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self.held.append(conn)
+            with self._accepting:
+                try:
+                    conn, _ = self.sock.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                self.accepted += 1
+                self.held.append(conn)
+
+    def connections(self) -> int:
+        """Connections made so far, those still waiting in the backlog included: exact
+        once the clients are done, with no sleep to let the accept loop catch up."""
+        with self._accepting:
+            while select.select([self.sock], [], [], 0)[0]:
+                conn, _ = self.sock.accept()  # held open and silent, as the client saw it
+                self.accepted += 1
+                self.held.append(conn)
+            return self.accepted
 
     def stop(self) -> None:
         self._stop.set()

@@ -168,7 +168,7 @@ def test_a_connect_the_kernel_refuses_to_make_is_connection_failed() -> None:
     before any packet leaves, the generic transport failure."""
     with pytest.raises(ConnectError) as info:
         HttpClient(env={}).open("GET", "http://[fe80::1]:9/api/models/Org/Small")
-    assert info.value.code == "connection-failed" and info.value.message.startswith("network error with fe80::1")
+    assert info.value.code == "connection-failed" and info.value.message.startswith("network error with [fe80::1]:9")
 
 
 def test_a_redirect_without_location_is_a_bad_redirect(run_cli: RunCli, mirror: Mirror) -> None:

@@ -168,8 +168,12 @@ def asserted_in(tree: ast.AST, where: str, codes: Iterable[str], exits: dict[str
     wanted = set(codes)
     out = Asserted()
 
+    helper_hits: set[str] = set()  # "@function:parameter" markers an assert checked as a code
+
     def hit(code: object, node: ast.AST) -> None:
-        if isinstance(code, str) and code in wanted:
+        if isinstance(code, str) and code.startswith("@"):
+            helper_hits.add(code)
+        elif isinstance(code, str) and code in wanted:
             out.codes.setdefault(code, []).append(f"{where}:{getattr(node, 'lineno', 0)}")
 
     def exit_hit(side: ast.AST, node: ast.AST) -> None:
@@ -219,6 +223,23 @@ def asserted_in(tree: ast.AST, where: str, codes: Iterable[str], exits: dict[str
         for child in ast.iter_child_nodes(node):
             visit(child, params)
 
+    # A helper such as ``check(rc, err, code)`` that asserts its parameter as a
+    # code: first find which parameters its asserts check, then count the
+    # constant arguments of every call to it.
+    helpers: dict[str, list[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("test"):
+            names = [a.arg for a in node.args.args]
+            helpers[node.name] = names
+            visit(node, {name: {f"@{node.name}:{name}"} for name in names})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and (name := _call_name(node)) in helpers:
+            params = helpers[name]
+            given = [(params[i], a) for i, a in enumerate(node.args) if i < len(params)]
+            given += [(k.arg, k.value) for k in node.keywords if k.arg]
+            for param, arg in given:
+                if f"@{name}:{param}" in helper_hits:
+                    hit(_str(arg), node)
     visit(tree, {})
     return out
 

@@ -42,9 +42,9 @@ from .errors import (
     RemoteError,
 )
 from .hub.hf import HubClient
-from .hub.http import HttpClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
 from .manifest import Manifest, RepoFile, check_tree
+from .net import HttpClient
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .store.cache import FileLock, Store, writing
 from .store.layout import RepoRef, is_commit

@@ -32,8 +32,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
-from .config import Settings, Source
-from .hub.proxy import proxy_url_for
+from .config import Settings, Source, ca_bundle
+from .net import tls
+from .net.proxy import proxy_url_for
 from .store.cache import atomic_write
 
 NETSTATE_FILE = "netstate.json"
@@ -170,7 +171,7 @@ def _probe_one(
                 return fail("proxy-refused", f"proxy {dial_host} answered {line.decode(errors='replace')!r} to CONNECT")
         if parts.scheme == "https":
             progress.stage = "tls"
-            ctx = ssl_context or ssl.create_default_context(cafile=env.get("SSL_CERT_FILE") or None)
+            ctx = ssl_context or tls.ssl_context(ca_bundle(env))
             sock.settimeout(left())
             sock = ctx.wrap_socket(sock, server_hostname=host)
         progress.stage = "http"

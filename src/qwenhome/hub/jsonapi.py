@@ -8,9 +8,8 @@ from typing import Any
 
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError
+from ..net import HttpClient, Response, raise_for_status, token_for
 from ..store.layout import RepoRef
-from .errors import raise_for_status
-from .http import HttpClient, Response, token_for
 
 
 def get_json(
@@ -32,7 +31,7 @@ def get_json(
             body = resp.read(1 << 16)
         except QwenhomeError:
             body = b""
-        raise_for_status(resp.status, resp.headers, url, ref, body)
+        raise_for_status(resp.status, resp.headers, url, str(ref), body)
     data = resp.read()
     try:
         return json.loads(data), resp

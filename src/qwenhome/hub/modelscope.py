@@ -23,9 +23,9 @@ from urllib.parse import quote, urlencode
 from ..config import Source
 from ..errors import ProtocolError, RepoNotFoundError, RevisionNotFoundError
 from ..manifest import Manifest, RepoFile
+from ..net import HttpClient
 from ..store.layout import DEFAULT_REVISION, RepoRef, validate_relpath
 from .hf import _file
-from .http import HttpClient
 from .jsonapi import get_json
 
 MS_DEFAULT_REVISION = "master"

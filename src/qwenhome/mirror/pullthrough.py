@@ -51,8 +51,8 @@ from ..errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
-from ..hub.http import HttpClient
 from ..manifest import Manifest, RepoFile
+from ..net import HttpClient
 from ..pull import Puller, pull
 from ..store.cache import Store
 from ..store.layout import RepoRef, is_commit

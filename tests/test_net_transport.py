@@ -164,3 +164,11 @@ def test_a_ca_bundle_that_cannot_be_loaded_names_its_variable(qwen_home: Path, f
     assert "REQUESTS_CA_BUNDLE" in (info.value.hint or "")
     assert front.handshakes == front.failed_handshakes == 0, "nothing was sent"
 
+
+def test_a_pull_with_a_ca_bundle_that_cannot_be_loaded_says_so_not_offline(qwen_home: Path, front: TlsFront,
+                                                                         tmp_path: Path) -> None:
+    missing = tmp_path / "corporate-ca.pem"
+    with pytest.raises(QwenhomeError) as info:
+        pull(settings_with(qwen_home, front.url, REQUESTS_CA_BUNDLE=str(missing)), SMALL, config=FAST)
+    assert info.value.code == "ca-bundle-invalid", info.value.one_line()
+    assert "REQUESTS_CA_BUNDLE" in info.value.message and "REQUESTS_CA_BUNDLE" in (info.value.hint or "")

@@ -270,6 +270,10 @@ class Puller:
             netsources.record_outcomes(self.settings, dict(self.outcomes))
 
     def _unreachable(self, ref: RepoRef, decision: netsources.NetworkDecision) -> PullResult:
+        if any(r.code == "ca-bundle-invalid" for r in decision.results):
+            # Not the network: the configured CA bundle. Building the client's
+            # TLS context raises that error, naming the variable that set it.
+            self.http.ssl_context()
         tls = bool(decision.results) and all(r.code.startswith("tls-") for r in decision.results)
         hint = ("a proxy may be intercepting TLS: run `qwenhome doctor`, or set SSL_CERT_FILE to its CA" if tls
                 else "run `qwenhome doctor` to see what keeps the sources away")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -151,6 +153,19 @@ def test_ssl_cert_file_wins_over_the_other_ca_variables(mirror: Mirror, front: T
     env = {"SSL_CERT_FILE": str(ca_file), "REQUESTS_CA_BUNDLE": str(tmp_path / "missing.pem"),
            "CURL_CA_BUNDLE": str(tmp_path / "missing.pem")}
     resp, _ = HttpClient(env=env).get_bytes(f"{front.url}/api/models/Org/Small")
+    assert resp.status == 200
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="names the certificate by its subject hash")
+def test_a_ca_folder_is_trusted_as_requests_takes_it(front: TlsFront, ca_file: Path, tmp_path: Path) -> None:
+    """REQUESTS_CA_BUNDLE may name a folder of certificates named by their
+    subject hash (``c_rehash``), as requests allows."""
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(ca_file)], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+    (folder / f"{subject_hash}.0").write_bytes(ca_file.read_bytes())
+    resp, _ = HttpClient(env={"REQUESTS_CA_BUNDLE": str(folder)}).get_bytes(f"{front.url}/api/models/Org/Small")
     assert resp.status == 200
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import NoReturn, Protocol
@@ -21,6 +22,8 @@ from ..errors import (
     RevisionNotFoundError,
     ServerError,
 )
+
+log = logging.getLogger(__name__)
 
 # The Hub's error headers (huggingface_hub reads the same).
 ERROR_CODE = "X-Error-Code"
@@ -46,7 +49,8 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
     except ValueError:
         try:
             secs = email.utils.parsedate_to_datetime(value).timestamp() - now()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
+            log.debug("Retry-After %r not understood (%s): the usual backoff instead", value, exc)
             return None
     return max(0.0, min(secs, MAX_RETRY_AFTER))
 
@@ -55,7 +59,7 @@ def _server_message(body: bytes) -> str:
     try:
         data = json.loads(body)
     except ValueError:
-        return ""
+        return ""  # not JSON (an HTML error page): no message to quote
     if isinstance(data, dict):
         return str(data.get("error") or data.get("Message") or data.get("message") or "")[:200]
     return ""

@@ -41,6 +41,22 @@ def test_certificate_from_a_trusted_ca_passes_tls(tmp_path: Path) -> None:
     assert by_id["api:hf"].status == "pass"
 
 
+def test_a_ca_bundle_a_pull_cannot_load_is_reported_and_tls_still_checked(tmp_path: Path) -> None:
+    """CURL_CA_BUNDLE names a file that is not there: pulls would fail with
+    ca-bundle-invalid, so the doctor says so (and checks TLS with the system's
+    certificates meanwhile)."""
+    missing = tmp_path / "gone" / "ca.pem"
+    with FakeHub(tls=trustme.CA()) as hub:
+        report = run_doctor(settings_for(tmp_path, [hub.url], {"CURL_CA_BUNDLE": str(missing)}),
+                            options=options_for(tmp_path))
+    by_id = {c.id: c for c in report.checks}
+    check = by_id["ca-bundle"]
+    assert (check.status, check.code) == ("fail", "ca-bundle-invalid")
+    assert str(missing) in check.summary and "CURL_CA_BUNDLE" in check.summary
+    assert "CURL_CA_BUNDLE" in check.fix
+    assert by_id["tls:127.0.0.1"].code == "tls-verification-failed"
+
+
 def test_tls_handshake_that_never_completes_is_response_timeout(tmp_path: Path) -> None:
     with Blackhole() as hole:
         report = run_doctor(settings_for(tmp_path, [f"https://127.0.0.1:{hole.port}"]),

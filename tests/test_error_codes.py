@@ -26,7 +26,7 @@ from qwenhome.errors import (
     ProtocolError,
     ServerError,
 )
-from qwenhome.hub import HttpClient
+from qwenhome.net import HttpClient
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig

@@ -11,9 +11,9 @@ import pytest
 
 from qwenhome.config import Source, load_settings
 from qwenhome.errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError
-from qwenhome.hub import HttpClient
 from qwenhome.hub.modelscope import ModelScopeClient, listing_commit
 from qwenhome.mirror import HashCache
+from qwenhome.net import HttpClient
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store
 from qwenhome.store.verify import verify_repo

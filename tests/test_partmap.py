@@ -60,7 +60,7 @@ def test_tick_saves_skip_files_with_little_on_disk_but_forced_saves_take_all(tmp
     """A pull of many small files would rewrite hundreds of maps every tick:
     a file with less than ``map_min`` on disk waits until its unsaved bytes
     are ``map_age`` old (on a slow link they are worth keeping)."""
-    from qwenhome.hub.http import HttpClient
+    from qwenhome.net import HttpClient
     from qwenhome.transfer.engine import EngineConfig, FileJob, TransferEngine, _FileState
     from qwenhome.transfer.hashing import Verifier
 

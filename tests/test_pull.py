@@ -18,7 +18,8 @@ from qwenhome.errors import (
     RepoNotFoundError,
     UsageError,
 )
-from qwenhome.hub import HttpClient, HubClient
+from qwenhome.hub import HubClient
+from qwenhome.net import HttpClient
 from qwenhome.progress import ProgressEvent
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef, Store

@@ -19,9 +19,9 @@ import pytest
 import trustme
 
 from qwenhome.config import Settings, Source, hf_token_for, load_settings
-from qwenhome.hub import HttpClient, HubClient
-from qwenhome.hub.http import token_for
+from qwenhome.hub import HubClient
 from qwenhome.mirror import CannedResponse, FolderBackend, HashCache, RequestInfo
+from qwenhome.net import HttpClient, token_for
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig

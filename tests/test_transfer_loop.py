@@ -24,7 +24,7 @@ FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_
 def _busy_engine(connections: int) -> TransferEngine:
     """An engine with ``connections`` as its target, each with a range under
     way (stand-ins): what the controller sees mid-run."""
-    from qwenhome.hub.http import HttpClient
+    from qwenhome.net import HttpClient
     from qwenhome.transfer.engine import _Range
 
     engine = TransferEngine(HttpClient(env={}), EngineConfig())
@@ -145,10 +145,10 @@ def test_an_http10_answer_keeps_its_connection_only_when_it_says_so() -> None:
     """HTTP/1.0 closes after each answer unless it says keep-alive (Python's
     http.server answers so by default): the loop must not pool such a
     connection and send the next range into a socket the server has closed."""
-    from qwenhome.transfer import rawhttp
+    from qwenhome.net.head import parse_head
 
     def keep(raw: bytes) -> bool:
-        parsed = rawhttp.parse_head(raw)
+        parsed = parse_head(raw)
         assert parsed is not None
         return parsed[0].keep_alive
 
@@ -161,7 +161,7 @@ def test_an_http10_answer_keeps_its_connection_only_when_it_says_so() -> None:
 def test_the_host_header_names_a_port_only_when_it_is_not_the_schemes_own() -> None:
     """HTTPS on 443 is ``Host: name`` (not ``name:443``, which a CDN's virtual
     hosts need not accept); an IPv6 address is bracketed."""
-    from qwenhome.hub.http import Origin
+    from qwenhome.net import Origin
 
     assert Origin.of("https://cdn.example/f").authority == "cdn.example"
     assert Origin.of("http://cdn.example:80/f").authority == "cdn.example"
@@ -204,7 +204,7 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     import socket
     import time
 
-    from qwenhome.hub.http import HttpClient, Origin
+    from qwenhome.net import HttpClient, Origin
     from qwenhome.transfer.engine import _Range
     from qwenhome.transfer.evloop import _BODY, IoLoop, _Conn
 
@@ -325,7 +325,7 @@ def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, r
     its answer's first byte; ranges are then sized to last many such round
     trips, so that behind latency the gaps between a connection's ranges do
     not eat its throughput. Without a measure, the in-flight bound rules."""
-    from qwenhome.hub.http import HttpClient
+    from qwenhome.net import HttpClient
 
     repo = make_repo(repos_root, "Org/Latent", {"a.bin": 6 << 20}, seed=7)
     mirror.faults.latency(0.08, times=None, path="a.bin", method="GET")
@@ -367,7 +367,7 @@ def test_the_last_wave_of_long_ranges_ends_in_stages() -> None:
     back to the last byte; the last wave of long ranges is handed out in half
     shares instead, so it ends in stages the hash takes one by one, down to
     the ranges the in-flight bound allows."""
-    from qwenhome.hub.http import HttpClient
+    from qwenhome.net import HttpClient
 
     cfg = EngineConfig()
     engine = TransferEngine(HttpClient(env={}), cfg)

@@ -137,7 +137,7 @@ def test_a_handshake_the_loop_cannot_make_goes_to_the_threads(tmp_path: Path, mi
     goes to the worker threads, and they report the verification failure
     with its stable code (the same error as any other request)."""
     from qwenhome.config import Source
-    from qwenhome.hub.http import HttpClient
+    from qwenhome.net import HttpClient
     from qwenhome.transfer.engine import Candidate, FileJob, TransferEngine
 
     info = big_repo.files["model.safetensors"]
@@ -160,7 +160,7 @@ def test_a_connection_keeps_its_extra_turn_until_it_is_served() -> None:
     import socket
     from typing import Any, cast
 
-    from qwenhome.hub.http import Origin
+    from qwenhome.net import Origin
     from qwenhome.transfer import evloop
 
     a, b = socket.socketpair()

@@ -44,8 +44,13 @@ OBSERVED_ENV = (
     "HF_HUB_ENABLE_HF_TRANSFER", "HF_HUB_DISABLE_XET", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
     "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "all_proxy",
     "no_proxy", "MODELSCOPE_CACHE", "MODELSCOPE_ENDPOINT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
-    "HOME", "USERPROFILE",
+    "CURL_CA_BUNDLE", "HOME", "USERPROFILE",
 )
+
+# Variables that name a CA bundle to trust instead of the system's, first set
+# wins: OpenSSL's own, then those of requests and curl, so that a machine set
+# up for those tools (behind a TLS-intercepting proxy, say) works here too.
+CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 TRUE_VALUES = {"1", "on", "yes", "true"}
 
@@ -263,6 +268,17 @@ def hf_token_for(url: str, token: str | None) -> str | None:
     if token and parts.scheme == "https" and port == 443 \
             and any(host == h or host.endswith("." + h) for h in HF_TOKEN_HOSTS):
         return token
+    return None
+
+
+def ca_bundle(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(path, variable)``: the CA bundle (a file, or a folder of certificates)
+    that TLS connections trust, and the variable that named it; None: the
+    system's certificates."""
+    for name in CA_BUNDLE_ENV:
+        value = (env.get(name) or "").strip()
+        if value:
+            return value, name
     return None
 
 

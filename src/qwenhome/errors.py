@@ -6,7 +6,7 @@ Every error a user can see is a :class:`QwenhomeError` carrying a ``code``
 
     QwenhomeError
     ├── UsageError                 bad input from the user (invalid-repo-id, invalid-revision, …)
-    ├── ConfigError                unreadable or invalid configuration (config-invalid)
+    ├── ConfigError                unreadable or invalid configuration (config-invalid, ca-bundle-invalid)
     ├── StoreError                 the on-disk home
     │   ├── NotCachedError         snapshot-not-found, snapshot-incomplete
     │   ├── DiskFullError          disk-full

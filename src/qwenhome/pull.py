@@ -43,8 +43,8 @@ from .errors import (
     RemoteError,
 )
 from .hub.hf import HubClient
-from .hub.http import HttpClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
+from .net import HttpClient
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .repo.manifest import Manifest, RepoFile, check_tree
 from .repo.ref import RepoRef, is_commit
@@ -273,6 +273,10 @@ class Puller:
             netsources.record_outcomes(self.settings, dict(self.outcomes))
 
     def _unreachable(self, ref: RepoRef, decision: netsources.NetworkDecision) -> PullResult:
+        if any(r.code == "ca-bundle-invalid" for r in decision.results):
+            # Not the network: the configured CA bundle. Building the client's
+            # TLS context raises that error, naming the variable that set it.
+            self.http.ssl_context()
         tls = bool(decision.results) and all(r.code.startswith("tls-") for r in decision.results)
         hint = ("a proxy may be intercepting TLS: run `qwenhome doctor`, or set SSL_CERT_FILE to its CA" if tls
                 else "run `qwenhome doctor` to see what keeps the sources away")

@@ -26,14 +26,17 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
-from . import __version__
-from .config import Settings, Source
-from .hub.proxy import proxy_url_for
+from .config import Settings, Source, ca_bundle
+from .errors import QwenhomeError
+from .net import tls
+from .net.head import USER_AGENT, request_head
+from .net.proxy import proxy_origin
+from .net.steps import Resolver, connect_first, read_head_bytes, resolve, tunnel, wrap_tls
+from .net.url import Origin
 from .store.cache import atomic_write
 
 NETSTATE_FILE = "netstate.json"
@@ -44,8 +47,6 @@ HEALTH_TTL = 600.0  # failures older than this no longer push a source back
 # A reachable source this much slower than the best one goes after the quick ones.
 SLOW_FACTOR = 3.0
 SLOW_MARGIN_MS = 50.0
-
-Resolver = Callable[..., Any]  # socket.getaddrinfo's signature
 
 _STAGE_TIMEOUT_CODE = {
     "dns": "dns-timeout",
@@ -89,23 +90,84 @@ class _Progress:
 
 
 # -- one probe -----------------------------------------------------------------------
-def _proxy_for(url: str, env: dict[str, str]) -> str | None:
-    """The proxy URL the HTTP client would use for ``url`` (same rules)."""
-    parts = urlsplit(url)
-    proxy = proxy_url_for(env, parts.scheme, parts.hostname or "")
-    if not proxy:
+class _Probe:
+    """One source's probe, step by step; ``progress.stage`` names the step
+    under way (read by :func:`probe_sources` when the budget runs out)."""
+
+    def __init__(self, source: Source, deadline: float, progress: _Progress, env: Mapping[str, str],
+                 ssl_context: ssl.SSLContext | None, clock: Callable[[], float]) -> None:
+        self.source = source
+        self.origin = Origin.of(source.url)
+        self.proxy = proxy_origin(env, self.origin)
+        self.hop = self.proxy or self.origin  # what is dialled
+        self.deadline = deadline
+        self.progress = progress
+        self.env = env
+        self.ssl_context = ssl_context
+        self.clock = clock
+        self.sock: socket.socket | None = None  # the connection, once made (closed by the caller)
+
+    def left(self) -> float:
+        return max(0.01, self.deadline - self.clock())
+
+    def fail(self, code: str, message: str) -> ProbeResult:
+        return ProbeResult(self.source, False, code, None, self.progress.stage, message)
+
+    def dial(self, resolver: Resolver) -> ProbeResult | None:
+        """Connect to the origin or its proxy (``self.sock``); the failure, if any."""
+        hop = self.hop
+        self.progress.stage = "dns"
+        try:
+            addresses = resolve(hop.host, hop.port, resolver=resolver)
+        except socket.gaierror as exc:
+            return self.fail("dns-resolution-failed", f"cannot resolve {hop.host}: {exc.strerror}")
+        except OSError as exc:
+            return self.fail("dns-resolution-failed", f"cannot resolve {hop.host}: {exc}")
+        self.progress.stage = "tcp"
+        try:
+            self.sock = connect_first(addresses, self.left)
+        except ConnectionRefusedError:
+            return self.fail("connection-refused", f"connection to {hop.host}:{hop.port} refused")
+        except TimeoutError:
+            return self.fail("connection-timeout", f"connecting to {hop.host}:{hop.port} timed out")
+        except OSError as exc:
+            return self.fail("connection-failed", f"cannot connect to {hop.host}:{hop.port}: {exc}")
         return None
-    return proxy if "://" in proxy else "http://" + proxy
 
-
-def _read_status(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n" not in data and len(data) < 4096:
-        chunk = sock.recv(1024)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\r\n", 1)[0]
+    def talk(self) -> ProbeResult | bytes:
+        """Through the proxy's tunnel and TLS when needed, then one request
+        that only a live HTTP server answers: its status line, or the failure."""
+        origin, proxy, sock = self.origin, self.proxy, self.sock
+        assert sock is not None
+        sock.settimeout(self.left())
+        if proxy and origin.scheme == "https":
+            self.progress.stage = "proxy"
+            status, said = tunnel(sock, origin.host, origin.port)
+            if status != 200:
+                return self.fail("proxy-refused", f"proxy {proxy.host} answered {said!r} to CONNECT")
+        if origin.scheme == "https":
+            self.progress.stage = "tls"
+            context = self.ssl_context or tls.ssl_context(ca_bundle(self.env))
+            sock.settimeout(self.left())
+            sock = self.sock = wrap_tls(sock, context, origin.host)
+        self.progress.stage = "http"
+        sock.settimeout(self.left())
+        # OPTIONS * is HTTP's own no-op; through an HTTP proxy (no tunnel) the
+        # origin's root, so that the proxy has to reach it.
+        forwarded = proxy is not None and origin.scheme == "http"
+        target = f"http://{origin.authority}/" if forwarded else "*"
+        sock.sendall(request_head("HEAD" if forwarded else "OPTIONS", target, origin.authority,
+                                  {"User-Agent": USER_AGENT, "Connection": "close"}))
+        line = read_head_bytes(sock, first_line_only=True).split(b"\r\n", 1)[0]
+        if forwarded and (not line.startswith(b"HTTP/") or line.split(b" ")[1:2] in ([b"502"], [b"504"])):
+            # Through a proxy only a real answer from the origin counts.
+            said = line.decode(errors="replace")
+            return self.fail("proxy-refused", f"proxy {self.hop.host} could not reach {origin.host}: {said!r}")
+        if not line.startswith(b"HTTP/"):
+            # It reacted (closed, or sent something odd): a live host, not a
+            # black hole; the real request will tell the rest.
+            line = b"answered without an HTTP status line"
+        return line
 
 
 def _probe_one(
@@ -113,96 +175,36 @@ def _probe_one(
     deadline: float,
     progress: _Progress,
     *,
-    env: dict[str, str],
+    env: Mapping[str, str],
     resolver: Resolver,
     ssl_context: ssl.SSLContext | None,
     clock: Callable[[], float],
 ) -> ProbeResult:
     t0 = clock()
-    parts = urlsplit(source.url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = _proxy_for(source.url, env)
-
-    def left() -> float:
-        return max(0.01, deadline - clock())
-
-    def fail(code: str, message: str) -> ProbeResult:
-        return ProbeResult(source, False, code, None, progress.stage, message)
-
-    dial_host, dial_port = host, port
-    if proxy:
-        p = urlsplit(proxy)
-        dial_host, dial_port = p.hostname or "", p.port or 80
-    progress.stage = "dns"
+    probe = _Probe(source, deadline, progress, env, ssl_context, clock)
+    failed = probe.dial(resolver)
+    if failed is not None:
+        return failed
+    host = probe.origin.host
     try:
-        addrs = resolver(dial_host, dial_port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        return fail("dns-resolution-failed", f"cannot resolve {dial_host}: {exc.strerror}")
-    except OSError as exc:
-        return fail("dns-resolution-failed", f"cannot resolve {dial_host}: {exc}")
-    progress.stage = "tcp"
-    sock: socket.socket | None = None
-    last: OSError | None = None
-    for family, stype, proto, _, addr in addrs:
-        s = socket.socket(family, stype, proto)
-        s.settimeout(left())
-        try:
-            s.connect(addr)
-            sock = s
-            break
-        except OSError as exc:
-            s.close()
-            last = exc
-    if sock is None:
-        if isinstance(last, ConnectionRefusedError):
-            return fail("connection-refused", f"connection to {dial_host}:{dial_port} refused")
-        if isinstance(last, TimeoutError):
-            return fail("connection-timeout", f"connecting to {dial_host}:{dial_port} timed out")
-        return fail("connection-failed", f"cannot connect to {dial_host}:{dial_port}: {last}")
-    try:
-        sock.settimeout(left())
-        if proxy and parts.scheme == "https":
-            progress.stage = "proxy"
-            sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            line = _read_status(sock)
-            if b" 200" not in line:
-                return fail("proxy-refused", f"proxy {dial_host} answered {line.decode(errors='replace')!r} to CONNECT")
-        if parts.scheme == "https":
-            progress.stage = "tls"
-            ctx = ssl_context or ssl.create_default_context(cafile=env.get("SSL_CERT_FILE") or None)
-            sock.settimeout(left())
-            sock = ctx.wrap_socket(sock, server_hostname=host)
-        progress.stage = "http"
-        sock.settimeout(left())
-        target = f"http://{parts.netloc}/" if proxy and parts.scheme == "http" else "*"
-        method = "HEAD" if target != "*" else "OPTIONS"
-        sock.sendall(
-            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: qwenhome/{__version__}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        line = _read_status(sock)
-        if target != "*" and (not line.startswith(b"HTTP/") or line.split(b" ")[1:2] in ([b"502"], [b"504"])):
-            # Through a proxy only a real answer from the origin counts.
-            return fail("proxy-refused", f"proxy {dial_host} could not reach {host}: {line.decode(errors='replace')!r}")
-        if not line.startswith(b"HTTP/"):
-            # It reacted (closed, or sent something odd): a live host, not a
-            # black hole; the real request will tell the rest.
-            line = b"answered without an HTTP status line"
+        answer = probe.talk()
     except ssl.SSLCertVerificationError as exc:
-        return fail("tls-verification-failed", f"TLS certificate of {host} not trusted: {exc.verify_message}")
+        return probe.fail("tls-verification-failed", f"TLS certificate of {host} not trusted: {exc.verify_message}")
     except TimeoutError:
-        return fail(_STAGE_TIMEOUT_CODE.get(progress.stage, "probe-timeout"), f"{host} did not answer in time")
+        return probe.fail(_STAGE_TIMEOUT_CODE.get(progress.stage, "probe-timeout"), f"{host} did not answer in time")
     except ssl.SSLError as exc:
-        return fail("tls-error", f"TLS error with {host}: {exc}")
+        return probe.fail("tls-error", f"TLS error with {host}: {exc}")
     except OSError as exc:
-        if progress.stage != "http" or proxy:
-            return fail("connection-dropped", f"connection to {host} failed: {exc}")
-        line = f"reset the connection ({exc.__class__.__name__})".encode()  # reacted: alive
+        if progress.stage != "http" or probe.proxy:
+            return probe.fail("connection-dropped", f"connection to {host} failed: {exc}")
+        answer = f"reset the connection ({exc.__class__.__name__})".encode()  # reacted: alive
     finally:
-        sock.close()
+        if probe.sock is not None:
+            probe.sock.close()
+    if isinstance(answer, ProbeResult):
+        return answer
     progress.stage = "done"
-    return ProbeResult(source, True, "ok", (clock() - t0) * 1000.0, "done", line.decode(errors="replace"))
+    return ProbeResult(source, True, "ok", (clock() - t0) * 1000.0, "done", answer.decode(errors="replace"))
 
 
 def probe_sources(
@@ -229,6 +231,8 @@ def probe_sources(
         def run(s: Source = src, p: _Progress = prog) -> None:
             try:
                 p.result = _probe_one(s, deadline, p, env=env, resolver=resolver, ssl_context=ssl_context, clock=clock)
+            except QwenhomeError as exc:  # e.g. a CA bundle that cannot be loaded
+                p.result = ProbeResult(s, False, exc.code, None, p.stage, exc.message)
             except Exception as exc:  # a probe must never break the command
                 p.result = ProbeResult(s, False, "probe-error", None, p.stage, repr(exc))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..net.steps import resolve
 from .background import Pending
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,8 @@ def getaddrinfo_resolver(host: str, port: int, timeout: float) -> list[Address]:
     runs in a daemon thread that is abandoned on time-out."""
 
     def lookup() -> list[Address]:
-        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
         out: list[Address] = []
-        for family, _, _, _, sockaddr in infos:
+        for family, sockaddr in resolve(host, port):
             item = (int(family), str(sockaddr[0]))
             if item not in out:
                 out.append(item)

@@ -21,7 +21,7 @@ STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skip")
 # project keep errors.py's spelling; the others exist only in the doctor.
 SHARED_CODES = (
     "dns-resolution-failed", "connection-refused", "connection-timeout", "response-timeout",
-    "tls-verification-failed", "http-error", "not-a-hub", "connection-dropped",
+    "tls-verification-failed", "http-error", "not-a-hub", "connection-dropped", "ca-bundle-invalid",
 )
 DOCTOR_CODES = (
     "ipv6-unreachable", "clock-skew", "tls-handshake-failed", "proxy-connection-failed",

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..net.steps import exchange
 from .background import Pending
 from .context import USER_AGENT, Context, Response, StepFailed, Target
 from .dns_step import resolve
@@ -33,8 +34,6 @@ def http_request(ctx: Context, sock: socket.socket, target: Target, method: str,
                  extra_headers: Mapping[str, str] | None = None) -> Response:
     timeout = ctx.deadline.bound(ctx.opts.timeouts.read)
     sock.settimeout(timeout)
-    conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
-    conn.sock = sock
     url = f"{target.scheme}://{target.netloc}{path}" if absolute else path
     headers = {"Host": target.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                "Accept": "application/json"}
@@ -42,10 +41,8 @@ def http_request(ctx: Context, sock: socket.socket, target: Target, method: str,
         headers.update(proxy_auth(proxy))
     headers.update(extra_headers or {})
     try:
-        conn.request(method, url, headers=headers)
-        resp = conn.getresponse()
-        body = b"" if method == "HEAD" else resp.read(MAX_BODY)
-        return Response(resp.status, resp.reason, resp.msg, body)
+        status, reason, msg, body = exchange(sock, method, url, headers, body_limit=MAX_BODY)
+        return Response(status, reason, msg, body)
     except TimeoutError:
         raise StepFailed(failed(
             check_id, "response-timeout",
@@ -72,8 +69,6 @@ def http_request(ctx: Context, sock: socket.socket, target: Target, method: str,
             f"{target.host} closed the connection without answering {method} ({exc!r})",
             "try again; if it persists a firewall or proxy is cutting the connection", target.host,
         )) from None
-    finally:
-        conn.close()
 
 
 def _ignore(check: Check) -> None:

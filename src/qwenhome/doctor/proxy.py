@@ -1,6 +1,6 @@
 """Proxy variables as a pull sees them, taken from ``settings.env`` only.
 
-The rule is the HTTP client's own (``qwenhome.hub.proxy``).
+The rule is the HTTP client's own (``qwenhome.net.proxy``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ..hub.proxy import env_proxy, proxy_url_for
+from ..net.proxy import env_proxy, proxy_url_for
 
 PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
 NO_PROXY_VARS = ("no_proxy", "NO_PROXY")

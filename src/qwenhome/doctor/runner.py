@@ -13,8 +13,9 @@ from functools import partial
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from ..config import Settings, Source
+from ..config import Settings, Source, ca_bundle
 from ..errors import ConfigError
+from ..net import tls
 from .background import Pending
 from .context import Context, StepFailed, Target
 from .dnscheck import getaddrinfo_resolver, read_nameservers
@@ -68,13 +69,15 @@ def _is_hf_host(host: str) -> bool:
     return any(host == h or host.endswith("." + h) for h in HF_HOSTS)
 
 
-def _ssl_context(settings: Settings, opts: DoctorOptions) -> ssl.SSLContext:
-    cafile = str(opts.ca_file) if opts.ca_file else settings.env.get("SSL_CERT_FILE") or None
+def _ssl_context(settings: Settings, opts: DoctorOptions) -> tuple[ssl.SSLContext, Check | None]:
+    """The context a pull would use (the same CA bundle), or the doctor's own
+    ``ca_file``; with a failed check when that bundle cannot be loaded (the
+    hosts are then checked with the system's certificates)."""
+    ca = (str(opts.ca_file), "the doctor's ca_file") if opts.ca_file else ca_bundle(settings.env)
     try:
-        return ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as exc:
-        log.debug("CA file %s not used (%s): the system's CAs instead", cafile, exc)
-        return ssl.create_default_context()
+        return tls.ssl_context(ca), None
+    except ConfigError as exc:
+        return tls.ssl_context(), failed("ca-bundle", exc.code, exc.message, exc.hint, path=ca[0] if ca else "")
 
 
 class _Run:
@@ -84,9 +87,10 @@ class _Run:
         self.repos = repos
         self.repos_chosen = repos_chosen  # False when the default repository stands in
         self.deadline = Deadline(opts.timeouts.total)
+        context, self.ca_check = _ssl_context(settings, opts)
         self.ctx = Context(
             opts, self.deadline, opts.system_resolver or getaddrinfo_resolver,
-            read_nameservers(opts.resolv_conf), _ssl_context(settings, opts), settings.env,
+            read_nameservers(opts.resolv_conf), context, settings.env,
         )
         self.claims = _Claims()
         self.proxies: dict[tuple[str, int], tuple[Proxy, Pending[Check]]] = {}
@@ -238,7 +242,7 @@ def run_doctor(
     probe_name = settings.sources[0].host if settings.sources else "huggingface.co"
     wsl_task: Pending[Check] = Pending(lambda: check_wsl(opts, run.deadline, probe_name), name="wsl")
 
-    checks: list[Check] = []
+    checks: list[Check] = [run.ca_check] if run.ca_check else []
     results: list[SourceResult] = []
     network: list[Check] = []
     for source, pending in source_tasks:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Source
-from ..hub.http import token_for
+from ..net import token_for
 from .context import Context, Response, StepFailed, Target
 from .model import Check, failed, passed, warned
 from .probe import HostProbe

@@ -7,6 +7,7 @@ import errno
 import socket
 from functools import partial
 
+from ..net.steps import connect_tcp
 from .background import Pending
 from .context import Context, StepFailed
 from .dnscheck import Address
@@ -15,14 +16,7 @@ from .model import Check, failed, passed, warned
 
 # -- TCP ---------------------------------------------------------------------
 def _connect(ip: str, family: int, port: int, timeout: float) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect((ip, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return connect_tcp((family, (ip, port)), timeout)
 
 
 def _connect_failure(check_id: str, what: str, host: str, ip: str, port: int, exc: BaseException,

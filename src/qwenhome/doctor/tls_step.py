@@ -8,6 +8,8 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from ..net.steps import wrap_tls
+from ..net.tls import unverified_context
 from .context import Context, StepFailed, Target
 from .model import Check, failed, passed
 from .x509 import issuer_and_subject
@@ -18,11 +20,8 @@ log = logging.getLogger(__name__)
 # -- TLS ---------------------------------------------------------------------
 def _peer_certificate(reopen: Callable[[], socket.socket], host: str) -> bytes | None:
     """Fetch the certificate again without verifying it, to show who issued it."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     try:
-        with reopen() as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with reopen() as raw, wrap_tls(raw, unverified_context(), host) as tls:
             return tls.getpeercert(binary_form=True)
     except (OSError, ValueError, StepFailed) as exc:
         log.debug("certificate of %s not read without verification: %r", host, exc)
@@ -36,7 +35,7 @@ def tls_handshake(ctx: Context, sock: socket.socket, target: Target, check_id: s
     timeout = ctx.deadline.bound(ctx.opts.timeouts.read)
     sock.settimeout(timeout)
     try:
-        tls = ctx.ssl_context.wrap_socket(sock, server_hostname=target.host)
+        tls = wrap_tls(sock, ctx.ssl_context, target.host)
     except ssl.SSLCertVerificationError as exc:
         sock.close()
         der = _peer_certificate(reopen, target.host)

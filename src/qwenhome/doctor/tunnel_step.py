@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 
+from ..net.steps import tunnel as connect_tunnel
 from .context import USER_AGENT, Context, StepFailed, Target
 from .model import Check, failed, passed
 from .proxy import Proxy
@@ -18,28 +19,13 @@ def proxy_auth(proxy: Proxy) -> dict[str, str]:
     return {"Proxy-Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
 
-def _read_head(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > 65536:
-            break
-    return data
-
-
 def tunnel(ctx: Context, sock: socket.socket, proxy: Proxy, target: Target, check_id: str) -> Check:
     """CONNECT through the proxy; raises StepFailed with the proxy named."""
     sock.settimeout(ctx.deadline.bound(ctx.opts.timeouts.read))
-    lines = [f"CONNECT {target.host}:{target.port} HTTP/1.1", f"Host: {target.host}:{target.port}",
-             f"User-Agent: {USER_AGENT}"]
-    lines += [f"{k}: {v}" for k, v in proxy_auth(proxy).items()]
     vars_ = " ".join(proxy.variables) or "HTTPS_PROXY"
     try:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        head = _read_head(sock)
+        status, status_line = connect_tunnel(sock, target.host, target.port,
+                                             {"User-Agent": USER_AGENT, **proxy_auth(proxy)})
     except TimeoutError:
         raise StepFailed(failed(
             check_id, "response-timeout",
@@ -53,11 +39,9 @@ def tunnel(ctx: Context, sock: socket.socket, proxy: Proxy, target: Target, chec
             f"the proxy {proxy.display} dropped the CONNECT to {target.host}: {exc.strerror or exc!r}",
             f"check the proxy, or correct/unset {vars_}", target.host, proxy=proxy.display,
         )) from None
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-    parts = status_line.split()
-    if len(parts) < 2 or parts[1] != "200":
+    if status != 200:
         hint = (" (it wants credentials: put them in the proxy URL, http://user:pass@host:port)"
-                if len(parts) > 1 and parts[1] == "407" else "")
+                if status == 407 else "")
         raise StepFailed(failed(
             check_id, "proxy-connection-failed",
             f"the proxy {proxy.display} refused CONNECT {target.host}:{target.port}: "

@@ -1,6 +1,5 @@
-"""Talking to sources: HTTP transport, the Hub protocol, ModelScope, errors."""
+"""Talking to sources: the Hub protocol and ModelScope, over :mod:`qwenhome.net`."""
 
 from .hf import HubClient
-from .http import HttpClient, Origin, Response
 
-__all__ = ["HttpClient", "HubClient", "Origin", "Response"]
+__all__ = ["HubClient"]

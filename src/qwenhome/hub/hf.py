@@ -16,10 +16,9 @@ from urllib.parse import quote, urljoin
 
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError, RepoNotFoundError
+from ..net import HttpClient, raise_for_status, token_for
 from ..repo.manifest import Manifest, RepoFile
 from ..repo.ref import RepoRef, is_commit, validate_etag, validate_relpath
-from .errors import raise_for_status
-from .http import HttpClient, token_for
 from .jsonapi import get_json
 
 # Protocol header names, as the Hub sends them.
@@ -117,7 +116,7 @@ class HubClient:
                                   follow_redirects=False)
             resp.release()
             if resp.status >= 400:
-                raise_for_status(resp.status, resp.headers, url, ref, b"")
+                raise_for_status(resp.status, resp.headers, url, str(ref))
             linked = resp.header(HEADER_LINKED_ETAG)
             etag = (linked or resp.header("ETag") or "").removeprefix("W/").strip('"')
             size = resp.header(HEADER_LINKED_SIZE) if linked else resp.header("Content-Length")

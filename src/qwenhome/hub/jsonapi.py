@@ -9,9 +9,8 @@ from typing import Any
 
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError
+from ..net import HttpClient, Response, raise_for_status, token_for
 from ..repo.ref import RepoRef
-from .errors import raise_for_status
-from .http import HttpClient, Response, token_for
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def get_json(
         except QwenhomeError as exc:  # the status alone says enough
             log.debug("error body of %s not read: %s", url, exc)
             body = b""
-        raise_for_status(resp.status, resp.headers, url, ref, body)
+        raise_for_status(resp.status, resp.headers, url, str(ref), body)
     data = resp.read()
     try:
         return json.loads(data), resp

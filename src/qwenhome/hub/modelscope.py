@@ -21,10 +21,10 @@ from urllib.parse import quote, urlencode
 
 from ..config import Source
 from ..errors import ProtocolError, RepoNotFoundError, RevisionNotFoundError
+from ..net import HttpClient
 from ..repo.manifest import Manifest, RepoFile, listing_commit
 from ..repo.ref import DEFAULT_REVISION, RepoRef, validate_relpath
 from .hf import _file
-from .http import HttpClient
 from .jsonapi import get_json
 
 MS_DEFAULT_REVISION = "master"

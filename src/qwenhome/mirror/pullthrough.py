@@ -51,7 +51,7 @@ from ..errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
-from ..hub.http import HttpClient
+from ..net import HttpClient
 from ..pull import Puller, pull
 from ..repo.hashing import git_blob_header
 from ..repo.manifest import Manifest, RepoFile

@@ -53,7 +53,7 @@ from ..errors import (
     QwenhomeError,
     StoreError,
 )
-from ..hub.http import HttpClient
+from ..net import HttpClient
 from ..progress import (
     FILE_DONE,
     FILE_ERROR,

@@ -27,15 +27,25 @@ import ssl
 import sys
 import termios
 import time
-from email.message import Message
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from ..errors import QwenhomeError, ReadTimeoutError
-from ..hub.errors import raise_for_status
-from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, token_for, translate
+from ..net import (
+    REDIRECT_CODES,
+    ContentRange,
+    Origin,
+    range_headers,
+    status_error,
+    strong_validator,
+    token_for,
+    translate,
+)
+from ..net.head import Head, parse_head, request_head, request_headers
+from ..net.response import drain_pipe
+from ..net.steps import Address, resolve, start_connect, wrap_tls
+from ..net.url import request_target
 from ..store.cache import translate_os_error
-from . import rawhttp
 from .workers import expired_signed_url, write_at
 
 if TYPE_CHECKING:
@@ -94,7 +104,7 @@ class IoLoop:
         self.sel = selectors.DefaultSelector()
         self.busy: set[_Conn] = set()
         self.idle: dict[Origin, list[_Conn]] = {}
-        self.addrs: dict[Origin, list[tuple[socket.AddressFamily, tuple[str, int]]]] = {}
+        self.addrs: dict[Origin, list[Address]] = {}
         self.again: set[_Conn] = set()  # TLS connections with decrypted bytes select cannot see
         self.buf = memoryview(bytearray(_SLICE))  # HTTPS bodies are decrypted into this
         self.pipe = os.pipe()
@@ -210,14 +220,9 @@ class IoLoop:
                 self._next_address(origin)
                 self._fail(r, translate(exc, url))
                 return
-        headers = {"User-Agent": e.http.user_agent, "Accept-Encoding": "identity",
-                   "Range": f"bytes={r.cur}-{r.end - 1}"}
-        if f.validator and r.cur > 0:
-            headers["If-Range"] = f.validator
         token = token_for(cand.source.token, cand.source.url, url)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        conn.r, conn.url, conn.out = r, url, rawhttp.request(url, origin.authority, headers)
+        headers = request_headers(e.http.user_agent, token, range_headers(r.cur, r.end, f.validator))
+        conn.r, conn.url, conn.out = r, url, request_head("GET", request_target(url), origin.authority, headers)
         conn.last = conn.sent = now
         conn.head.clear()
         self.busy.add(conn)
@@ -235,19 +240,9 @@ class IoLoop:
 
     def _connect(self, origin: Origin, now: float) -> _Conn:
         if origin not in self.addrs:
-            # Resolved once per origin (blocking, but only the first time).
-            infos = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
-            self.addrs[origin] = [(socket.AddressFamily(i[0]), (str(i[4][0]), int(i[4][1]))) for i in infos]
-        family, addr = self.addrs[origin][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(addr)
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            raise OSError(err, os.strerror(err))
-        conn = _Conn(sock, origin, now)
-        self.sel.register(sock, selectors.EVENT_WRITE, conn)
+            self.addrs[origin] = resolve(origin.host, origin.port)  # blocking, but once per origin
+        conn = _Conn(start_connect(self.addrs[origin][0]), origin, now)
+        self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
         return conn
 
     # -- events -------------------------------------------------------------------
@@ -317,9 +312,9 @@ class IoLoop:
 
     def _wrap(self, conn: _Conn) -> None:
         """TCP is up: TLS over it (the client's context: its CA file, SNI, checks)."""
+        context = self.e.http.ssl_context()
         self.sel.unregister(conn.sock)
-        conn.sock = self.e.http.ssl_context().wrap_socket(conn.sock, server_hostname=conn.origin.host,
-                                                          do_handshake_on_connect=False)
+        conn.sock = wrap_tls(conn.sock, context, conn.origin.host, handshake=False)
         conn.state = _HANDSHAKE
         self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
 
@@ -364,7 +359,7 @@ class IoLoop:
             raise ConnectionResetError(errno.ECONNRESET, "connection closed before the answer")
         conn.head += data
         conn.last = self.e.clock()
-        parsed = rawhttp.parse_head(conn.head)
+        parsed = parse_head(conn.head)
         if parsed is None:
             return
         head, body_at = parsed
@@ -383,7 +378,7 @@ class IoLoop:
         if conn.tls and conn.r is not None and conn.sock.pending():  # type: ignore[attr-defined]
             self.again.add(conn)
 
-    def _accept(self, conn: _Conn, r: _Range, head: rawhttp.Head, body: bytes) -> bool:
+    def _accept(self, conn: _Conn, r: _Range, head: Head, body: bytes) -> bool:
         """Whether the body that follows is ``r``'s; otherwise the range is
         redirected, failed (error statuses, classified as the threaded path
         does), or handed to the threaded path, and the connection closed."""
@@ -408,11 +403,8 @@ class IoLoop:
         ok = False
         if length is not None and "chunked" not in (head.get("transfer-encoding") or "").lower():
             if head.status == 206:
-                span = (head.get("content-range") or "").replace("bytes", "", 1).strip()
-                first, _, rest = span.partition("-")
-                last, _, total = rest.partition("/")
-                ok = (first.isdigit() and last.isdigit() and total.isdigit() and int(first) == r.cur
-                      and int(total) == size and int(last) - int(first) + 1 == length)
+                cr = ContentRange.parse(head.get("content-range"))
+                ok = cr is not None and cr.first == r.cur and cr.total == size and cr.length == length
             elif head.status == 200:
                 ok = r.cur == 0 and r.end == size and length == size
         if not ok:
@@ -424,9 +416,7 @@ class IoLoop:
                 e._make_slow(f)
             return False
         if f.validator is None:
-            etag = head.get("etag")
-            if etag and not etag.startswith("W/"):
-                f.validator = etag
+            f.validator = strong_validator(head.get("etag"))
         conn.left = length or 0
         return True
 
@@ -548,17 +538,9 @@ class IoLoop:
             self._start(nxt, e.clock())  # takes this idle connection when the origin matches
 
     # -- failures -------------------------------------------------------------------
-    def _status_error(self, f: _FileState, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
+    def _status_error(self, f: _FileState, url: str, head: Head, body: bytes) -> QwenhomeError:
         expired = expired_signed_url(f, url, head.status)
-        if expired is not None:
-            return expired
-        headers = Message()
-        for name, value in head.headers.items():
-            headers[name] = value
-        try:
-            raise_for_status(head.status, headers, url, None, body)
-        except QwenhomeError as exc:
-            return exc
+        return expired if expired is not None else status_error(head.status, head, url, None, body)
 
     def _fail(self, r: _Range, exc: BaseException, conn: _Conn | None = None) -> None:
         if conn is not None:

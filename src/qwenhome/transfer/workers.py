@@ -15,8 +15,15 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..errors import DiskFullError, ProtocolError, QwenhomeError, TransferInterrupted
-from ..hub.errors import raise_for_status
-from ..hub.http import Origin, Response, token_for
+from ..net import (
+    ContentRange,
+    Origin,
+    Response,
+    raise_for_status,
+    range_headers,
+    strong_validator,
+    token_for,
+)
 from ..store.cache import translate_os_error
 
 if TYPE_CHECKING:
@@ -80,9 +87,7 @@ class Workers:
         cand = f.job.candidates[f.cand]
         url = f.direct_url or cand.url
         token = token_for(cand.source.token, cand.source.url, url)
-        headers = {"Range": f"bytes={r.start}-{r.end - 1}"}
-        if f.validator and r.start > 0:
-            headers["If-Range"] = f.validator
+        headers = range_headers(r.start, r.end, f.validator)
         resp = e.http.open("GET", url, headers=headers, token=token, read_timeout=e.cfg.stall_timeout)
         try:
             self._check_response(r, resp, url)
@@ -90,9 +95,7 @@ class Workers:
                 f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
             e._mark_answered(f)  # after direct_url: the other ranges go straight there
             if f.validator is None:
-                etag = resp.header("ETag")
-                if etag and not etag.startswith("W/"):
-                    f.validator = etag
+                f.validator = strong_validator(resp.header("ETag"))
             self._read_body(r, resp)
         finally:
             # Reuses the connection only when the body was read to its end
@@ -103,20 +106,17 @@ class Workers:
         f = r.file
         size = f.job.size
         if resp.status == 206:
-            cr = resp.header("Content-Range") or ""
-            try:
-                unit_span, total = cr.split("/", 1)
-                first = int(unit_span.split()[1].split("-")[0])
-                total_n = int(total)
-            except (ValueError, IndexError) as exc:
-                raise ProtocolError(f"bad Content-Range {cr!r} from {url}", code="bad-response") from exc
-            if total_n != size:
+            value = resp.header("Content-Range") or ""
+            cr = ContentRange.parse(value)
+            if cr is None:
+                raise ProtocolError(f"bad Content-Range {value!r} from {url}", code="bad-response")
+            if cr.total != size:
                 raise ProtocolError(
-                    f"{f.job.path}: source says {total_n} bytes, metadata says {size}",
+                    f"{f.job.path}: source says {cr.total} bytes, metadata says {size}",
                     code="size-mismatch",
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
-            if first != r.start:
+            if cr.first != r.start:
                 raise ProtocolError(f"range mismatch from {url}", code="bad-response")
             return
         if resp.status == 200:

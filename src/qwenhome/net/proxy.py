@@ -1,11 +1,13 @@
 """Which proxy a request goes through, from an environment mapping: lower case
 first, then upper case, ``ALL_PROXY`` as the fallback, ``NO_PROXY`` matched by
-the standard library's rule. The HTTP client and the doctor share it, so the
-doctor diagnoses exactly what a pull does."""
+the standard library's rule. The client, the reachability probe and the
+doctor share it, so the doctor diagnoses exactly what a pull does."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from .url import Origin
 
 
 def env_proxy(env: Mapping[str, str], name: str) -> str | None:
@@ -25,6 +27,15 @@ def proxy_url_for(env: Mapping[str, str], scheme: str, host: str) -> str | None:
     if no_proxy and bypasses(host, no_proxy):
         return None
     return url
+
+
+def proxy_origin(env: Mapping[str, str], origin: Origin) -> Origin | None:
+    """The proxy a connection to ``origin`` is made through, or None (direct).
+    A proxy given without a scheme is an HTTP proxy."""
+    url = proxy_url_for(env, origin.scheme, origin.host)
+    if not url:
+        return None
+    return Origin.of(url if "://" in url else "http://" + url)
 
 
 def bypasses(host: str, no_proxy: str) -> bool:

@@ -1,25 +1,52 @@
-"""The few bytes of HTTP/1.1 the event loop speaks itself: a ranged GET and
-the head of its answer. Anything unusual (TLS, proxies, chunked bodies, error
-statuses) is left to :mod:`qwenhome.hub.http` through the threaded path."""
+"""HTTP/1.1 on the wire: the request head a client sends and the parser of
+the response head, for callers that drive sockets themselves (the transfer
+engine's event loop, the reachability probe). The headers every request
+carries, and the bearer token, are attached here for every caller."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from .. import __version__
 from ..errors import ProtocolError
 
+USER_AGENT = f"qwenhome/{__version__}"
 MAX_HEAD = 64 * 1024
+
+
+def request_headers(user_agent: str, token: str | None = None,
+                    extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers of a request: who asks, no content coding (bodies are
+    written at their offsets as they come), ``extra``, and the bearer token
+    the caller may send (see :func:`qwenhome.net.url.token_for`)."""
+    headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
+    if extra:
+        headers.update(extra)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def request_head(method: str, target: str, host_header: str, headers: Mapping[str, str]) -> bytes:
+    """The bytes of a request without a body (``target``: see
+    :func:`qwenhome.net.url.request_target`)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host_header}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 @dataclass(frozen=True)
 class Head:
+    """A parsed response head."""
+
     status: int
     headers: dict[str, str]  # lower-case names; a repeated header keeps the last value
     http10: bool = False  # an HTTP/1.0 answer: the connection closes unless it says keep-alive
 
-    def get(self, name: str) -> str | None:
-        return self.headers.get(name)
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """A header by name, in any case (as ``email.message.Message.get``)."""
+        return self.headers.get(name.lower(), default)
 
     @property
     def length(self) -> int | None:
@@ -35,14 +62,6 @@ class Head:
         if self.http10:  # (Python's http.server answers so by default)
             return "keep-alive" in connection
         return "close" not in connection
-
-
-def request(url: str, host_header: str, headers: dict[str, str]) -> bytes:
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def parse_head(buf: bytes | bytearray) -> tuple[Head, int] | None:

@@ -1,0 +1,139 @@
+"""A response whose body may still be streaming, read into buffers or spliced
+socket → file inside the kernel."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import os
+import select
+import ssl
+from dataclasses import dataclass, field
+
+from ..errors import ProtocolError
+from .pool import ConnectionPool
+from .translate import translate
+from .url import Origin
+
+
+@dataclass
+class Response:
+    """A response whose body may still be streaming. Call ``release`` (body read
+    to the end: the connection is reused) or ``close`` (connection dropped)."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    url: str
+    _resp: http.client.HTTPResponse
+    _conn: http.client.HTTPConnection
+    _pool: ConnectionPool
+    _origin: Origin
+    _done: bool = field(default=False)
+    _drained: bool = field(default=False)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def readinto(self, buf: memoryview) -> int:
+        try:
+            return self._resp.readinto(buf)
+        except BaseException as exc:
+            self.close()
+            raise translate(exc, self.url) from exc
+
+    def can_splice(self) -> bool:
+        """Whether the body can move socket → file inside the kernel (Linux
+        ``splice``): plain HTTP with a known length. TLS must be decrypted in
+        user space, so it always takes ``readinto``."""
+        sock = self._conn.sock
+        return (
+            hasattr(os, "splice")
+            and sock is not None
+            and not isinstance(sock, ssl.SSLSocket)
+            and self._resp.length is not None
+            and not self._resp.chunked
+        )
+
+    def splice_into(self, fd: int, pos: int, count: int, pipe: tuple[int, int], timeout: float) -> int:
+        """Move up to ``count`` body bytes into ``fd`` at ``pos`` through ``pipe``
+        without copying them through user space; returns how many (0 at EOF).
+        Only after :meth:`can_splice`. Spares the two copies of recv + pwrite."""
+        resp = self._resp
+        sock = self._conn.sock
+        assert sock is not None and resp.fp is not None and resp.length is not None
+        count = min(count, resp.length)
+        if count <= 0:
+            return 0
+        try:
+            if not self._drained:
+                # What the header parser read ahead sits in the buffered reader:
+                # hand it over first, then read the socket directly.
+                self._drained = True
+                head = resp.fp.peek(1)[:count]
+                if head:
+                    data = resp.fp.read(len(head))
+                    written = os.pwrite(fd, data, pos)
+                    resp.length -= written
+                    self._finish_if_done()
+                    return written
+            while True:
+                try:
+                    moved = os.splice(sock.fileno(), pipe[1], count)
+                    break
+                except BlockingIOError:
+                    poller = select.poll()
+                    poller.register(sock.fileno(), select.POLLIN)
+                    if not poller.poll(timeout * 1000):
+                        raise TimeoutError(f"no byte for {timeout:.0f} s") from None
+            if moved == 0:
+                return 0
+            drain_pipe(pipe[0], fd, pos, moved)
+        except OSError as exc:
+            self.close()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EINVAL, errno.EBADF):
+                raise  # the file side: the caller classifies
+            raise translate(exc, self.url) from exc
+        resp.length -= moved
+        self._finish_if_done()
+        return moved
+
+    def _finish_if_done(self) -> None:
+        if self._resp.length == 0:
+            self._resp.read()  # closes the response cleanly: the connection can be reused
+
+    def read(self, limit: int = 64 << 20) -> bytes:
+        try:
+            data = self._resp.read(limit + 1)
+        except BaseException as exc:
+            self.close()
+            raise translate(exc, self.url) from exc
+        if len(data) > limit:
+            self.close()
+            raise ProtocolError(f"response from {self.url} is larger than {limit} bytes", code="bad-metadata")
+        self.release()
+        return data
+
+    def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._resp.isclosed() and not self._resp.will_close:
+            self._pool.put(self._origin, self._conn)
+        else:
+            self._conn.close()
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn.close()
+
+
+def drain_pipe(pipe_r: int, fd: int, pos: int, count: int) -> None:
+    """Move ``count`` bytes waiting in a pipe into ``fd`` at ``pos`` (splice's
+    second half: pipe → file). A short write means the disk is filling up."""
+    done = 0
+    while done < count:
+        n = os.splice(pipe_r, fd, count - done, offset_dst=pos + done)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "short write")
+        done += n

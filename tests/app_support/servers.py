@@ -1,16 +1,24 @@
-"""Real servers on 127.0.0.1 for the app tests: uvicorn in a thread."""
+"""Real servers on 127.0.0.1 for the app tests: uvicorn in a thread, or the
+real ``qwenhome.app.serve`` process."""
 
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+
+from tests.support.cli import clean_env
 
 
 @contextmanager
@@ -61,3 +69,79 @@ class Tee(io.StringIO):
     def text(self) -> str:
         with self.lock:
             return self.getvalue()
+
+
+@dataclass
+class ServerProcess:
+    """``python -m qwenhome.app.serve`` running in its own process."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def rss(self) -> int:
+        """Resident memory now, bytes."""
+        return _status_kib(self.proc.pid, "VmRSS") * 1024
+
+    def reset_peak(self) -> bool:
+        """Start counting the peak resident memory again (Linux 4.0+); False where not possible."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def peak(self) -> int:
+        """Peak resident memory since the start or the last :meth:`reset_peak`, bytes."""
+        return _status_kib(self.proc.pid, "VmHWM") * 1024
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+@contextmanager
+def serve_process(home: Path, snapshot: Path, model: str, *extra: str, workdir: Path,
+                  timeout: float = 120.0) -> Iterator[ServerProcess]:
+    """The real API server process over ``snapshot`` in ``home`` on a free port,
+    ready; its output (uvicorn's log included) goes to ``workdir/serve-PORT.log``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    log = workdir / f"serve-{port}.log"
+    env = {**clean_env(workdir / "home", extra={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}),
+           "QWEN_HOME": str(home)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qwenhome.app.serve", "--home", str(home), "--model", model,
+             "--snapshot", str(snapshot), "--port", str(port), *extra],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {server.log_text()[-3000:]}")
+            try:
+                if httpx.get(f"{server.url}/health", timeout=2).json().get("status") == "ready":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server was not ready: {server.log_text()[-3000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

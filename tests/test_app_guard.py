@@ -6,7 +6,6 @@ and the real ``qwenhome.app.serve`` process (for its memory)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from qwenhome.app.server import create_app
 from qwenhome.app.state import AppState
 from qwenhome.config import load_settings
 from qwenhome.demo import DEMO_REPO
-from tests.app_support.servers import serve_app, serve_process
+from tests.app_support.servers import raw_request, serve_app, serve_process
 from tests.app_support.shared import shared_server
 from tests.support.cli import RunCli
 from tests.support.mirror import Mirror
@@ -96,35 +95,6 @@ def test_launch_refuses_a_bad_allowed_host_at_once(run_cli: RunCli) -> None:
     assert rc == 2
     assert err.strip().startswith("error[invalid-allowed-host]: --allowed-host 'evil.example/path'"), err
     assert "Traceback" not in err
-
-
-def raw_request(url: str, head: str, body_chunks: Iterator[bytes] = iter(()), timeout: float = 10.0) -> tuple[int, dict[str, object]]:
-    """Send ``head`` (and then the chunks, as far as the server reads them) on a
-    raw socket; return the status and JSON body of the answer."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as s:
-        s.sendall(head.encode("latin-1"))
-        try:
-            for chunk in body_chunks:
-                s.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed: read the answer
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
-            piece = s.recv(65536)
-            if not piece:
-                break
-            data += piece
-    status = int(data.split(b" ", 2)[1])
-    return status, json.loads(data.split(b"\r\n\r\n", 1)[1])
-
-
-def _length(data: bytes) -> int:
-    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == b"content-length":
-            return int(value)
-    return 0
 
 
 def test_a_declared_oversized_body_is_refused_before_it_is_sent() -> None:

@@ -4,6 +4,7 @@ real ``qwenhome.app.serve`` process."""
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -145,3 +147,32 @@ def serve_process(home: Path, snapshot: Path, model: str, *extra: str, workdir: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def raw_request(url: str, head: str, body_chunks: Iterator[bytes] = iter(()), timeout: float = 10.0) -> tuple[int, dict[str, object]]:
+    """Send ``head`` (and then the chunks, as far as the server reads them) on a
+    raw socket; return the status and JSON body of the answer."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as s:
+        s.sendall(head.encode("latin-1"))
+        try:
+            for chunk in body_chunks:
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: read the answer
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+            piece = s.recv(65536)
+            if not piece:
+                break
+            data += piece
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            return int(value)
+    return 0

@@ -218,3 +218,13 @@ def test_bad_edit_forms_get_a_400_with_a_code(server: ServerProcess, home: Path,
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == code
     assert uploads(home) == []
+
+
+def test_a_prompt_that_is_not_text_is_refused_with_a_400(server: ServerProcess) -> None:
+    # A lone surrogate, escaped in JSON: the job used to be accepted, its
+    # parameters unencodable in the answer, params.json and the PNG.
+    for route in ("/api/images/jobs", "/v1/images/generations"):
+        r = httpx.post(server.url + route, content=b'{"prompt": "a fox \\ud800", "num_inference_steps": 1}',
+                       headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid-request"

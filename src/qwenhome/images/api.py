@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..app.errors import error_body
+from ..app.text import Text
 from ..errors import QwenhomeError
 from .errors import ImageRequestError, http_status
 from .form import read_form
@@ -51,12 +52,12 @@ EDIT_BODY_LIMIT = 2 * MAX_UPLOAD_BYTES + 1024 * 1024
 class GenerationBody(BaseModel):
     """OpenAI's image generation request, plus Qwen-Image's own parameters."""
 
-    prompt: str
+    prompt: Text
     n: int = 1
-    size: str | None = None
+    size: Text | None = None
     response_format: Literal["b64_json", "url"] = "url"
-    model: str | None = None
-    negative_prompt: str | None = None
+    model: Text | None = None
+    negative_prompt: Text | None = None
     num_inference_steps: int | None = Field(default=None)
     true_cfg_scale: float = 4.0
     seed: int | None = None

@@ -1,12 +1,15 @@
-"""Uploads against the real app (qwenhome.app.server with the images extension,
-its own process on 127.0.0.1): streamed to disk under the home, bounded while
-they arrive, and decoded off the event loop only after the header's size was
-checked, so a huge upload or a decompression bomb costs the server neither
-memory nor its answers to /health."""
+"""The image API's limits against the real app (qwenhome.app.server with the
+images extension, its own process on 127.0.0.1). Uploads are streamed to
+disk under the home, bounded while they arrive, and decoded off the event
+loop only after the header's size was checked, so a huge upload or a
+decompression bomb costs the server neither memory nor its answers to
+/health. A generation that runs out of memory (under a real memory limit)
+says ``out-of-memory``, and the server lives on."""
 
 from __future__ import annotations
 
 import io
+import resource
 import struct
 import threading
 import time
@@ -228,3 +231,26 @@ def test_a_prompt_that_is_not_text_is_refused_with_a_400(server: ServerProcess) 
                        headers={"Content-Type": "application/json"}, timeout=60)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "invalid-request"
+
+
+def test_a_generation_that_runs_out_of_memory_says_so_and_the_server_lives_on(server: ServerProcess) -> None:
+    body = {"prompt": "a fox", "size": "192x192", "num_inference_steps": 1, "seed": 1, "response_format": "b64_json"}
+    # Once with room: torch's thread pool and the pipeline's lazy parts exist before the limit.
+    assert httpx.post(f"{server.url}/v1/images/generations", json=body, timeout=120).status_code == 200
+    pid = server.proc.pid
+    vm = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if line.startswith("VmSize:")).split()[1]) * 1024
+    before = resource.prlimit(pid, resource.RLIMIT_AS)
+    # 16 MB more address space: the web server's own work fits, the pipeline's
+    # buffers at 192x192 (24-48 MB each) do not.
+    resource.prlimit(pid, resource.RLIMIT_AS, (vm + 16 * MiB, before[1]))
+    try:
+        r = httpx.post(f"{server.url}/v1/images/generations", json=body, timeout=120)
+        health = httpx.get(f"{server.url}/health", timeout=10).status_code
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_AS, before)
+    assert r.status_code == 500, r.text
+    err = r.json()["error"]
+    assert err["code"] == "out-of-memory" and "192x192" in err["message"] and "smaller size" in err["hint"]
+    assert health == 200
+    assert httpx.post(f"{server.url}/v1/images/generations", json=body, timeout=120).status_code == 200

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import io
 import resource
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.app_support.servers import ServerProcess, raw_request
-from tests.images_support.model import new_home
+from tests.images_support.model import new_home, png_bomb
 from tests.images_support.server import image_server_process
 
 MiB = 1024 * 1024
@@ -38,19 +36,6 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(home: Path) -> Iterator[ServerProcess]:
     with image_server_process(home) as s:
         yield s
-
-
-def png_bomb(side: int = 8192) -> bytes:
-    """A valid RGB PNG of side x side black pixels: a few hundred KB that
-    decode to side*side*3 bytes. Built row by row, never whole in memory."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    z = zlib.compressobj(9)
-    row = b"\0" * (1 + side * 3)
-    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def png(size: tuple[int, int], noise: bool = False) -> bytes:

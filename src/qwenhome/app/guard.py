@@ -229,14 +229,17 @@ class RequestGuard:
         seen = 0
         over = False
         started = False
+        declared = _header(scope, b"content-length")
+        body_done = _header(scope, b"transfer-encoding") is None and declared in (None, "0")
 
         async def counting_receive() -> Message:
-            nonlocal seen, over
+            nonlocal seen, over, body_done
             if over:
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > limit:
                     # The app sees a client that went away and stops reading;
                     # nothing past the limit is buffered anywhere.
@@ -250,6 +253,10 @@ class RequestGuard:
                 return  # the app's answer to the "disconnect"; the 413 goes instead
             if message["type"] == "http.response.start":
                 started = True
+                if not body_done:
+                    # Answered before the body ended (a refused upload): close
+                    # rather than let the server read and drop the rest of it.
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
         try:

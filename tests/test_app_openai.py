@@ -90,6 +90,21 @@ def test_stop_sequence_ends_the_answer_before_it(client: openai.OpenAI) -> None:
     assert r.choices[0].finish_reason == "stop"
 
 
+def test_a_vanishing_temperature_is_greedy_not_a_failure(client: openai.OpenAI) -> None:
+    # 5e-324 divided the logits into infinities: sampling failed with a 500.
+    for temperature in (5e-324, 1e-9):
+        r = client.chat.completions.create(
+            model=DEMO_REPO, messages=[{"role": "user", "content": "Hello"}], temperature=temperature, max_tokens=64)
+        assert r.choices[0].message.content == HELLO_ANSWER
+
+
+def test_seeds_across_the_int64_range_are_taken(client: openai.OpenAI) -> None:
+    for seed in (0, -(2**63), 2**63 - 1):
+        r = client.chat.completions.create(model=DEMO_REPO, messages=[{"role": "user", "content": "Hello"}],
+                                           temperature=1.0, seed=seed, max_tokens=4)
+        assert r.usage is not None and r.usage.completion_tokens >= 1
+
+
 def test_same_seed_gives_the_same_sampled_answer(client: openai.OpenAI) -> None:
     def ask(seed: int) -> str:
         r = client.chat.completions.create(
@@ -199,6 +214,18 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
         ),
         (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "wizard", "content": "hi"}]}', 400, "invalid-request"),
         (b"[]", 400, "invalid-request"),
+        # Out of the int64 range OpenAI and vLLM take (torch refused it: a 500 generation-failed).
+        (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi"}], "seed": 18446744073709551616}',
+         400, "invalid-request"),
+        (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi"}], "seed": -9223372036854775809}',
+         400, "invalid-request"),
+        # JSON may escape a lone surrogate: not text, for any tokenizer or answer.
+        (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+         400, "invalid-request"),
+        (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\udc00"]}',
+         400, "invalid-request"),
+        (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi"}], "top_p": NaN}',
+         400, "invalid-request"),
     ],
 )
 def test_bad_requests_get_clear_4xx_errors_and_the_server_stays_healthy(
@@ -243,8 +270,11 @@ def test_a_client_that_goes_away_cancels_its_generation(server: SharedServer) ->
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert scheduler.history[-1][3] == "cancelled"
-    # The job ended early: the next request is served at once, with a full answer.
+    # The job ended early: the next request is served at once, in full. It asks
+    # for exactly 40 tokens from a model told not to stop: it gets 40.
     r2 = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
-        "model": DEMO_REPO, "messages": [{"role": "user", "content": "Hello"}], "temperature": 0})
-    assert r2.json()["choices"][0]["message"]["content"] == HELLO_ANSWER
-    assert r2.json()["usage"]["completion_tokens"] < 480
+        "model": DEMO_REPO, "messages": [{"role": "user", "content": "Hello"}], "temperature": 0,
+        "max_tokens": 40, "ignore_eos": True})
+    assert r2.json()["choices"][0]["message"]["content"].startswith(HELLO_ANSWER)
+    assert r2.json()["usage"]["completion_tokens"] == 40
+    assert r2.json()["choices"][0]["finish_reason"] == "length"

@@ -3,13 +3,17 @@ statuses, exit descriptions, the model-state rule, the engine choice."""
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 
 from qwenhome.app.errors import ApiError, error_body, status_for
 from qwenhome.app.launch import choose_engine, local_url
 from qwenhome.app.models_api import _model_state
 from qwenhome.app.stops import StopMatcher
-from qwenhome.app.supervisor import describe_exit, last_meaningful_line
+from qwenhome.app.supervisor import describe_exit, last_meaningful_line, oom_kill_count
 from qwenhome.errors import (
     DiskFullError,
     NetworkError,
@@ -72,10 +76,41 @@ def test_errors_map_to_http_statuses_and_keep_the_cli_code(exc: QwenhomeError, s
     assert body["type"] == expected_type
 
 
-def test_exit_descriptions_name_the_signal() -> None:
-    assert describe_exit(-9) == "killed by SIGKILL"
+def test_exit_descriptions_name_the_signal_and_the_out_of_memory_killer() -> None:
+    assert describe_exit(-9).startswith("killed by SIGKILL (signal 9): by another process, or by the kernel")
+    assert describe_exit(-9, oom_kills=1) == (
+        "killed by SIGKILL (signal 9): the kernel's out-of-memory killer stopped it (the machine ran out of memory)")
+    assert describe_exit(-15) == "killed by SIGTERM (signal 15)"
     assert describe_exit(3) == "exited with code 3"
     assert last_meaningful_line(["real error", "Loading: 100%|###| 26/26", "  "]) == "real error"
+    count = oom_kill_count()
+    assert count is None or count >= 0
+    if Path("/proc/vmstat").is_file():
+        assert isinstance(count, int)  # Linux keeps the count; reading it must work
+
+
+def test_a_killed_child_is_reported_by_its_signal_not_by_its_last_warning() -> None:
+    import sys
+    import time
+
+    from qwenhome.app.supervisor import Child, RestartPolicy
+
+    said: list[str] = []
+    script = ("import sys, time; print('UserWarning: TypedStorage is deprecated', file=sys.stderr, flush=True); "
+              "time.sleep(60)")
+    child = Child("server", [sys.executable, "-c", script], {}, RestartPolicy(backoff=(0.05,)), said.append)
+    child.stderr_sink = open("/dev/null", "w")  # noqa: SIM115
+    child.start()
+    deadline = time.monotonic() + 30
+    while not child.tail:  # the warning was written before the kill
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.proc.wait(30)  # type: ignore[union-attr]
+    assert child.check(time.monotonic()) is None
+    assert said and said[0].startswith("server killed by SIGKILL (signal 9)"), said
+    assert "TypedStorage" not in said[0] and said[0].endswith("; restarting in 0.05 s")
+    child.stop()
 
 
 def test_model_state_rule() -> None:
@@ -142,3 +177,28 @@ def test_importing_the_app_does_not_import_an_engine() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_allow_list_takes_own_names_on_the_own_port_and_allowed_hosts_anywhere() -> None:
+    from qwenhome.app.guard import AllowList, parse_origin, split_host
+
+    allow = AllowList.parse("0.0.0.0", ["box.lan", "[fd00::5]:9000"])
+    server = ("192.168.1.5", 8000)  # the address the connection reached
+    ok = ["localhost:8000", "127.0.0.1:8000", "[::1]:8000", "192.168.1.5:8000", "box.lan", "box.lan:1",
+          "[fd00::5]:9000"]
+    bad = ["localhost:8001", "evil.example:8000", "192.168.1.6:8000", "[fd00::5]:9001", "0.0.0.0:8000",
+           "localhost.evil.example:8000"]
+    for value in ok + bad:
+        name, port = split_host(value)
+        assert allow.allows(name, port, server) is (value in ok), value
+    assert AllowList.parse("10.0.0.2").allows("10.0.0.2", 80, ("127.0.0.1", 80))  # the bound address
+    for value in ("", "a/b", "user@host", "host:port", "host:99999", " host"):
+        with pytest.raises(ValueError):
+            split_host(value)
+    assert parse_origin("https://Box.LAN") == ("https", "box.lan", 443)
+    for value in ("null", "file://", "ftp://x", "http://x/path"):
+        with pytest.raises(ValueError):
+            parse_origin(value)
+    with pytest.raises(QwenhomeError) as info:
+        AllowList.parse("127.0.0.1", ["bad host"])
+    assert info.value.code == "invalid-allowed-host"

@@ -1,6 +1,7 @@
 """The web page in headless Chromium (Debian's ``chromium``, driven by
 Playwright's Python package): it shows the model, chats with streamed
-replies, lists the home and runs the doctor. Saves screenshots."""
+replies, lists the home, runs the doctor, and pulls a model with visible
+progress, verifies and removes it. Saves screenshots."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright import sync_api as playwright_api
 
+from qwenhome.app.server import create_app
+from qwenhome.app.state import AppState
+from qwenhome.config import load_settings
 from qwenhome.demo import DEMO_REPO
+from tests.app_support.servers import serve_app
 from tests.app_support.shared import SharedServer, shared_server
+from tests.support.mirror import Mirror
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -21,7 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (scripts/system-deps.sh)")
 
 
@@ -102,3 +108,39 @@ def test_page_shows_an_error_reply_when_the_pull_repo_is_invalid(server: SharedS
     page.fill("#pull-repo", "not a repo")
     page.click("#pull-button")
     playwright_api.expect(page.locator("#pull-text")).to_contain_text("invalid-repo-id")
+
+
+def test_page_pulls_a_model_with_visible_progress_then_verifies_and_removes_it(
+    tmp_path: Path, mirror: Mirror, page: Any
+) -> None:
+    settings = load_settings({}, home=str(tmp_path / "home"), sources=[mirror.url])
+    mirror.faults.bandwidth(1024 * 1024)  # per connection: the 5 MiB pull takes a moment, progress shows
+    expect = playwright_api.expect
+    with serve_app(create_app(AppState(settings, "Other/Model"))) as url:
+        page.goto(url + "/")
+        expect(page.locator("#models-table tbody")).to_contain_text("The home is empty.")
+        page.fill("#pull-repo", "Org/Small")
+        page.click("#pull-button")
+        # Part of the way: the bar has a size and a value short of it, the text says how much.
+        page.wait_for_function(
+            "() => { const b = document.querySelector('#pull-progress');"
+            " return b.hasAttribute('value') && b.max > 1 && b.value > 0 && b.value < b.max; }", timeout=30_000)
+        expect(page.locator("#pull-text")).to_contain_text(" of 5.")
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "pull-progress.png"), full_page=True)
+        expect(page.locator("#pull-text")).to_contain_text("Org/Small: done", timeout=60_000)
+        assert page.eval_on_selector("#pull-progress", "b => b.value === b.max")
+        row = page.locator('#models-table tr[data-repo="Org/Small"]')
+        expect(row).to_contain_text("complete")
+
+        row.get_by_role("button", name="Verify").click()
+        expect(page.locator("#models-message")).to_have_text("Org/Small: every file matches its hash.",
+                                                             timeout=30_000)
+
+        dialogs: list[str] = []
+        page.once("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+        row.get_by_role("button", name="Remove").click()
+        expect(page.locator("#models-message")).to_have_text("Org/Small removed.", timeout=30_000)
+        assert dialogs == ["Remove Org/Small from the home?"]
+        expect(page.locator("#models-table tbody")).to_contain_text("The home is empty.")
+        assert not (settings.hub_cache / "models--Org--Small").exists()
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "removed.png"), full_page=True)

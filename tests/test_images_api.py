@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
-
-# The images extra (diffusers, Pillow) is optional; without it these tests say so.
-pytest.importorskip("diffusers")
-pytest.importorskip("PIL")
 from PIL import Image
 
 from tests.images_support.model import COMMIT, new_home, snapshot_in
@@ -102,7 +99,6 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(client: httpx.
 
 
 def test_openai_client_can_generate(base: str) -> None:
-    openai = pytest.importorskip("openai")
     api = openai.OpenAI(base_url=base + "/v1", api_key="unused", timeout=TIMEOUT)
     out = api.images.generate(
         model="qwen-image", prompt="a lighthouse by the sea", n=2, size="64x64",

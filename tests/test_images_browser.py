@@ -12,10 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-# The images extra (diffusers, Pillow) is optional; without it these tests say so.
-pytest.importorskip("diffusers")
-pytest.importorskip("PIL")
+from playwright import sync_api
 
 from qwenhome.config import load_settings
 from qwenhome.images.demo import ensure_demo_image_model
@@ -60,7 +57,6 @@ def test_real_app_lists_the_images_extension(base: str) -> None:
 
 
 def test_panel_generates_an_image_and_shows_it_in_the_gallery(base: str, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("diffusers")
-
 from qwenhome.config import load_settings
 from qwenhome.images import ImageService, Policy, QueueFullError
 from tests.images_support.model import tiny_snapshot

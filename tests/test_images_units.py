@@ -10,20 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from qwenhome.images.errors import ImageSizeError, InvalidImageError, JobNotFoundError
 from qwenhome.images.policy import Footprint, GiB, Hardware, decide_policy, model_footprint
 from qwenhome.images.results import ResultStore
 from qwenhome.images.sizes import QWEN_IMAGE_PRESETS, SizeRules
 from qwenhome.images.uploads import read_upload
+from tests.images_support.model import png_bomb
 
 # Qwen-Image: a 20B MMDiT, a 7B-class text encoder and a small VAE.
 QWEN_IMAGE = Footprint({"transformer": 20_430_000_000, "text_encoder": 8_290_000_000, "vae": 127_000_000})
 
 
 def _png(size: tuple[int, int] = (40, 24), mode: str = "RGB", color: object = (200, 30, 30)) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.new(mode, size, color).save(buf, format="PNG")  # type: ignore[arg-type]
     return buf.getvalue()
@@ -106,7 +106,6 @@ def test_footprint_counts_parameters_from_safetensors_headers(tmp_path: Path) ->
 
 
 def test_upload_must_be_a_real_image() -> None:
-    Image = pytest.importorskip("PIL.Image")
     for bad in (b"", b"not an image at all", _png()[:60]):
         with pytest.raises(InvalidImageError) as info:
             read_upload(bad, "image")
@@ -116,8 +115,25 @@ def test_upload_must_be_a_real_image() -> None:
     assert Image.open(io.BytesIO(ok.png)).mode == "RGB"
 
 
+def test_upload_size_is_checked_from_the_header_before_decoding(tmp_path: Path) -> None:
+    for data, size in ((png_bomb(4097), "4097x4097"), (_png((9000, 1), "L", 0), "9000x1")):
+        with pytest.raises(InvalidImageError) as info:
+            read_upload(data, "image")
+        assert info.value.code == "image-too-large" and size in info.value.message
+    with pytest.raises(InvalidImageError) as info:  # past 8192x8192 Pillow itself refuses at open
+        read_upload(png_bomb(8200), "image")
+    assert info.value.code == "image-too-large"
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    with pytest.raises(InvalidImageError) as info:
+        read_upload(gif.getvalue(), "image")
+    assert info.value.code == "invalid-image"
+    spooled = tmp_path / "image.upload"
+    spooled.write_bytes(_png((4096, 4096), "L", 0))  # at the limit: decoded, from the file
+    assert (read_upload(spooled, "image").width, read_upload(spooled, "image").height) == (4096, 4096)
+
+
 def test_mask_with_transparency_follows_openai_transparent_means_repaint() -> None:
-    Image = pytest.importorskip("PIL.Image")
     img = Image.new("RGBA", (8, 8), (0, 0, 0, 255))
     img.putpixel((1, 1), (0, 0, 0, 0))
     buf = io.BytesIO()
@@ -129,7 +145,6 @@ def test_mask_with_transparency_follows_openai_transparent_means_repaint() -> No
 
 
 def test_result_store_serves_only_its_own_names(tmp_path: Path) -> None:
-    pytest.importorskip("PIL")
     store = ResultStore(tmp_path / "images")
     job = "ab" * 16
     names = store.save(job, [_png(), _png()], {"prompt": "p", "finished": 1.0}, {"input.png": _png()})

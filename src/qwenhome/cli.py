@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="offline demo with a small model built locally")
     p.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
                    help="pass an option to `vllm serve` (repeatable), e.g. --vllm-arg=--tensor-parallel-size=2")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]",
+                   help="another host name the API and page answer to (repeatable); "
+                        "this machine's own names always work")
+    p.add_argument("--max-body-mib", type=float, default=None, metavar="MIB",
+                   help="largest JSON request body (chat), MiB (default 4)")
     return parser
 
 
@@ -468,7 +473,8 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     # The children (API server, vLLM) need the whole environment (PATH, locale,
     # CUDA); run_launch applies the home variables on top of it.
     return int(run_launch(settings, model=args.model, host=args.host, port=args.port, engine=args.engine,
-                          demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg)) or 0)
+                          demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg),
+                          allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib) or 0)
 
 
 COMMANDS = {

@@ -6,7 +6,9 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 from qwenhome.images.tiny import TINY_REPO_ID, build_tiny_qwenimage
@@ -44,3 +46,16 @@ def _link(src: str, dst: str) -> None:
 
 def snapshot_in(home: Path) -> Path:
     return home / "hub" / ("models--" + TINY_REPO_ID.replace("/", "--")) / "snapshots" / COMMIT
+
+
+def png_bomb(side: int = 8192) -> bytes:
+    """A valid RGB PNG of side x side black pixels: a few hundred KB that
+    decode to side*side*3 bytes. Built row by row, never whole in memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + side * 3)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

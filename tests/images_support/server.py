@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.app_support.servers import ServerProcess
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,13 @@ def image_server(home: Path, snapshot: Path | None = None, timeout: float = 90.0
     With a snapshot: the small test app around the router (tests.images_support.app).
     Without: the real app (qwenhome.app.server) with the images extension it
     finds in the home (tests.images_support.realapp)."""
+    with image_server_process(home, snapshot, timeout) as server:
+        yield server.url
+
+
+@contextmanager
+def image_server_process(home: Path, snapshot: Path | None = None, timeout: float = 90.0) -> Iterator[ServerProcess]:
+    """As :func:`image_server`, with the process (for its memory) and its log."""
     port = free_port()
     module, args = ("tests.images_support.app", [str(home), str(snapshot), str(port)]) if snapshot else (
         "tests.images_support.realapp", [str(home), str(port)])
@@ -55,7 +64,7 @@ def image_server(home: Path, snapshot: Path | None = None, timeout: float = 90.0
             if time.monotonic() > deadline:
                 raise TimeoutError("image test server did not become ready")
             time.sleep(0.2)
-        yield base
+        yield ServerProcess(base, proc, home / "server.log")
     finally:
         proc.terminate()
         try:

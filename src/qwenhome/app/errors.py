@@ -23,6 +23,7 @@ from ..errors import (
     RevisionNotFoundError,
     UsageError,
 )
+from .text import printable
 
 
 class ApiError(QwenhomeError):
@@ -70,8 +71,17 @@ def _openai_type(status: int) -> str:
     return "server_error"
 
 
+def _encodable(value: Any) -> Any:
+    # A message may quote what the client sent, which may not be valid text.
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _encodable(v) for k, v in value.items()}
+    return value
+
+
 def error_body(exc: QwenhomeError, status: int | None = None) -> dict[str, Any]:
     status = status if status is not None else status_for(exc)
-    body = exc.to_dict()
+    body: dict[str, Any] = _encodable(exc.to_dict())
     body["type"] = _openai_type(status)
     return {"error": body}

@@ -37,7 +37,7 @@ from ..errors import EXIT_OK, QwenhomeError, UsageError
 from ..listen import bind_error
 from ..repo.ref import RepoRef
 from ..store.cache import Store
-from .supervisor import Child, RestartPolicy, last_meaningful_line
+from .supervisor import Child, RestartPolicy
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 READY_TIMEOUT = 900.0
@@ -174,9 +174,8 @@ def wait_ready(url: str, children: Sequence[Child], timeout: float = READY_TIMEO
         for c in children:
             if not c.alive():
                 code = c.proc.poll() if c.proc else None
-                last = last_meaningful_line(c.tail)
                 raise QwenhomeError(
-                    f"{c.name} stopped while starting ({'' if code is None else code}): {last}",
+                    f"{c.name} stopped while starting: {'' if code is None else c.exit_reason(code)}",
                     code="server-start-failed",
                 )
         try:
@@ -215,13 +214,18 @@ def choose_engine(engine: str, base_env: Mapping[str, str]) -> str:
 
 
 def server_command(settings: Settings, ref: RepoRef, snap: Path, host: str, port: int,
-                   engine: str, engine_url: str | None, sources: Sequence[str]) -> list[str]:
+                   engine: str, engine_url: str | None, sources: Sequence[str],
+                   allowed_hosts: Sequence[str] = (), max_body_mib: float | None = None) -> list[str]:
     argv = [sys.executable, "-m", "qwenhome.app.serve", "--home", str(settings.home), "--model", ref.repo_id,
             "--snapshot", str(snap), "--host", host, "--port", str(port), "--engine", engine]
     if engine_url:
         argv += ["--engine-url", engine_url]
     for s in sources:
         argv += ["--source", s]
+    for name in allowed_hosts:
+        argv += ["--allowed-host", name]
+    if max_body_mib is not None:
+        argv += ["--max-body-mib", repr(max_body_mib)]
     if not settings.offline_forced:
         argv.append("--online")
     return argv
@@ -241,18 +245,26 @@ def run_launch(
     out: TextIO | None = None,
     ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    allowed_hosts: Sequence[str] = (),
+    max_body_mib: float | None = None,
 ) -> int:
     """Launch the complete system and block until stopped; returns an exit code.
 
     ``base_env`` is the environment children inherit (the CLI passes
     ``os.environ``); the one-home variables are applied on top. ``ready`` is
     called with the page's URL once the engine is ready; setting ``stop``
-    shuts down as Ctrl+C does.
+    shuts down as Ctrl+C does. ``allowed_hosts`` are host names the API
+    answers to besides this machine's own (``--allowed-host``);
+    ``max_body_mib`` bounds a JSON request body.
     """
     from ..envexport import child_env
+    from .guard import AllowList, body_limit_from_mib
 
     say = _writer(out or sys.stderr)
     base = dict(base_env or settings.env)
+    AllowList.parse(host, allowed_hosts)  # a bad value fails here, not in a restarting child
+    if max_body_mib is not None:
+        body_limit_from_mib(max_body_mib)
     check_port_free(host, port)
     started = time.monotonic()
     ref, snap, doctor_ran = resolve_model(settings, model, demo, say)
@@ -276,7 +288,7 @@ def run_launch(
         engine_url = f"http://127.0.0.1:{vport}"
         children.append(Child("vllm", vllm_command([exe], snap, ref.repo_id, port=vport, extra=vllm_args),
                                env, policy, say))
-    argv = server_command(settings, ref, snap, host, port, kind, engine_url, ())
+    argv = server_command(settings, ref, snap, host, port, kind, engine_url, (), allowed_hosts, max_body_mib)
     children.append(Child("server", argv, env, policy, say))
     url = local_url(host, port)
     try:

@@ -22,6 +22,7 @@ from .engine import Completion, LocalEngine, Message, ProxyEngine, SamplingParam
 from .errors import ApiError, error_body
 from .proxy import http_client, proxy_chat
 from .state import AppState, get_state
+from .text import Text
 
 DEFAULT_MAX_TOKENS = 512
 MAX_STOPS = 4
@@ -31,13 +32,13 @@ router = APIRouter()
 
 class TextPart(BaseModel):
     type: Literal["text"] = "text"
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -54,7 +55,7 @@ class StreamOptions(BaseModel):
 class ChatRequest(BaseModel):
     # Unknown OpenAI fields (logprobs, user, …) are accepted and ignored, as vLLM does.
     model_config = ConfigDict(extra="allow")
-    model: str
+    model: Text
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -62,8 +63,9 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Text | list[Text] | None = None
+    # int64, as OpenAI and vLLM take it (torch takes any of these).
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     n: int = Field(default=1, ge=1, le=1)
     ignore_eos: bool = False  # a vLLM extension, kept so benchmarks run alike on both engines
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .. import logs
 from ..config import Settings, load_settings, log_level
+from ..errors import EXIT_USAGE, QwenhomeError
+from .guard import DEFAULT_BODY_LIMIT, AllowList, MiB, body_limit_from_mib
 from .state import AppState, Engine, Extension
 
 # Exit code when the engine cannot load: the launcher shows the reason and
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", default=[], help="pull sources for the model API")
     p.add_argument("--online", action="store_true", help="pulls from the API may use the network")
     p.add_argument("--max-queue", type=int, default=32)
+    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]",
+                   help="another host name the server answers to (repeatable)")
+    p.add_argument("--max-body-mib", type=float, default=DEFAULT_BODY_LIMIT / MiB,
+                   help="largest JSON request body, MiB")
     return p
 
 
@@ -68,12 +74,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # HF_HUB_OFFLINE=1 is set for the engine; pulls asked for through the API
     # may still use the network unless the user asked for offline.
     settings = load_settings(os.environ, home=args.home, sources=args.source).with_offline(not args.online)
+    try:
+        allow = AllowList.parse(args.host, args.allowed_host)
+        max_body = body_limit_from_mib(args.max_body_mib)
+    except QwenhomeError as exc:
+        print(exc.one_line(), file=sys.stderr, flush=True)
+        return EXIT_USAGE
     state = AppState(
         settings,
         args.model,
         engine_factory=lambda: engine_factory(args),
         extensions=optional_extensions(settings),
         max_queue=args.max_queue,
+        allow=allow,
+        max_body=max_body,
     )
     app = create_app(state)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)

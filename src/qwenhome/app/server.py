@@ -5,7 +5,8 @@
 
 Every error leaves as ``{"error": {"code", "message", "hint", "type"}}`` with
 the CLI's code; request validation failures are 400 (``invalid-json``,
-``invalid-request``), never FastAPI's bare 422.
+``invalid-request``), never FastAPI's bare 422. Every request first passes
+:class:`.guard.RequestGuard` (Host and Origin allow-list, body size limits).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..errors import QwenhomeError
 from . import models_api, openai_api
 from .engine import LocalEngine
 from .errors import ApiError, error_body, status_for
+from .guard import BodyLimits, RequestGuard
 from .proxy import http_client, upstream_health
 from .state import AppState, get_state
 
@@ -81,6 +83,8 @@ def create_app(state: AppState, *, load_engine: bool = True) -> FastAPI:
 
     app = FastAPI(title="qwenhome", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.qwenhome = state
+    limits = BodyLimits(state.max_body, {path: size for ext in state.extensions for path, size in ext.body_limits})
+    app.add_middleware(RequestGuard, allow=state.allow, limits=limits)
     _install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(models_api.router)

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import QwenhomeError
 from .engine import LocalEngine, ProxyEngine
 from .errors import ApiError
+from .guard import DEFAULT_BODY_LIMIT, AllowList
 from .pulls import PullManager
 from .scheduler import Scheduler
 
@@ -37,6 +38,7 @@ class Extension:
     title: str = ""
     static_dir: Path | None = None
     script: str | None = None  # file name inside static_dir
+    body_limits: tuple[tuple[str, int], ...] = ()  # (path, bytes) for routes that take more than JSON
 
 
 @dataclass
@@ -46,6 +48,8 @@ class AppState:
     engine_factory: EngineFactory | None = None
     extensions: tuple[Extension, ...] = ()
     max_queue: int = 32
+    allow: AllowList = field(default_factory=AllowList)  # Host/Origin names the server answers to
+    max_body: int = DEFAULT_BODY_LIMIT  # largest JSON request body, in bytes
     engine: Engine | None = None
     engine_error: QwenhomeError | None = None
     scheduler: Scheduler | None = None

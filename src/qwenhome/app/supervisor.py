@@ -34,13 +34,35 @@ class RestartPolicy:
     fatal_codes: tuple[int, ...] = (3,)
 
 
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since
+    boot (Linux's ``/proc/vmstat``), or None where that is not known."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def describe_exit(code: int, *, oom_kills: int | None = None) -> str:
+    """Why a child ended. ``oom_kills``: the out-of-memory killer's kills since
+    it started (None: unknown). A signal is the whole reason: whatever the
+    child last wrote was written before it, and says nothing of it."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        text = f"killed by {signal.Signals(-code).name} (signal {-code})"
+    except ValueError:
+        return f"killed by signal {-code}"
+    if code == -signal.SIGKILL:
+        if oom_kills:
+            text += ": the kernel's out-of-memory killer stopped it (the machine ran out of memory)"
+        else:
+            text += ": by another process, or by the kernel when memory ran out (`dmesg` says which)"
+    return text
 
 
 def last_meaningful_line(lines: collections.abc.Iterable[str]) -> str:
@@ -65,10 +87,12 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     last_exit: str = ""
+    oom_kills_at_start: int | None = None
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=12))
 
     def start(self) -> None:
         self.tail.clear()
+        self.oom_kills_at_start = oom_kill_count()
         self.proc = subprocess.Popen(
             list(self.argv),
             env=dict(self.env),
@@ -113,9 +137,7 @@ class Child:
         code = self.proc.poll()
         if code is None:
             return None
-        time.sleep(0.05)  # let the pump thread read the last lines
-        last = last_meaningful_line(self.tail)
-        self.last_exit = describe_exit(code) + (f": {last}" if last else "")
+        self.last_exit = self.exit_reason(code)
         if code in self.policy.fatal_codes:
             return f"{self.name} {self.last_exit}"
         if now - self.started_at >= self.policy.stable_after:
@@ -127,6 +149,17 @@ class Child:
         self.restart_at = now + delay
         self.say(f"{self.name} {self.last_exit}; restarting in {delay:g} s")
         return None
+
+    def exit_reason(self, code: int) -> str:
+        """The exit, and for an exit code the last line the child wrote (its error)."""
+        now = oom_kill_count()
+        start = self.oom_kills_at_start
+        reason = describe_exit(code, oom_kills=None if now is None or start is None else now - start)
+        if code < 0:
+            return reason
+        time.sleep(0.05)  # let the pump thread read the last lines
+        last = last_meaningful_line(self.tail)
+        return reason + (f": {last}" if last else "")
 
     def stop(self, grace: float = 10.0) -> None:
         proc = self.proc

@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import QwenhomeError
+from ..errors import QwenhomeError, UsageError
 from .engine import Completion, Message, SamplingParams, TextSink, Usage
 from .stops import StopMatcher
 
 DEFAULT_CONTEXT = 4096
+# Below this, dividing the logits by the temperature overflows to inf (5e-324
+# made sampling fail); it is greedy decoding in all but name, as vLLM treats it.
+GREEDY_BELOW = 1e-5
 
 
 class EngineLoadError(QwenhomeError):
@@ -119,7 +122,7 @@ class TransformersEngine:
                 list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
             )
         except Exception as exc:  # jinja raises its own errors for templates that reject input
-            raise QwenhomeError(
+            raise UsageError(
                 f"the model's chat template rejected the messages: {exc}",
                 code="invalid-messages",
                 hint="check the roles and their order (system, then user/assistant turns)",
@@ -155,7 +158,7 @@ class TransformersEngine:
         kwargs: dict[str, Any] = {"max_new_tokens": max_new}
         if params.ignore_eos:
             kwargs["min_new_tokens"] = max_new
-        if params.temperature is not None and params.temperature <= 0.0:
+        if params.temperature is not None and params.temperature < GREEDY_BELOW:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs["do_sample"] = True

@@ -13,44 +13,84 @@
 
 Errors answer like the rest of the app, ``{"error": {"code", "message", "hint",
 "type"}}``, with the status from :func:`qwenhome.images.errors.http_status`. Nothing here blocks the event loop:
-generation runs on the service's worker thread and waiting is ``await``.
+generation runs on the service's worker thread and waiting is ``await``; an
+upload is streamed to disk as it arrives (at most 32 MiB a file,
+``upload-too-large``) and decoded on a worker thread, one at a time, after its
+header says it is at most 4096x4096 pixels (``image-too-large``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..app.errors import error_body
+from ..app.text import Text
 from ..errors import QwenhomeError
-from .errors import http_status
+from .errors import ImageRequestError, http_status
+from .form import read_form
 from .jobs import SUCCEEDED, Job
 from .results import image_url
 from .service import ImageService
-from .uploads import read_upload
+from .uploads import MAX_UPLOAD_BYTES, Upload, read_upload
+
+EDIT_ROUTES = ("/v1/images/edits", "/api/images/edit-jobs")
+# What an edit request may carry: two files at their limit, and the fields.
+EDIT_BODY_LIMIT = 2 * MAX_UPLOAD_BYTES + 1024 * 1024
 
 
 class GenerationBody(BaseModel):
     """OpenAI's image generation request, plus Qwen-Image's own parameters."""
 
+    prompt: Text
+    n: int = 1
+    size: Text | None = None
+    response_format: Literal["b64_json", "url"] = "url"
+    model: Text | None = None
+    negative_prompt: Text | None = None
+    num_inference_steps: int | None = Field(default=None)
+    true_cfg_scale: float = 4.0
+    seed: int | None = None
+
+
+class EditFields(BaseModel):
+    """The text fields of an edit form (multipart), as OpenAI's image edit API names them."""
+
+    model_config = ConfigDict(extra="ignore")
     prompt: str
     n: int = 1
     size: str | None = None
     response_format: Literal["b64_json", "url"] = "url"
     model: str | None = None
     negative_prompt: str | None = None
-    num_inference_steps: int | None = Field(default=None)
+    num_inference_steps: int | None = None
     true_cfg_scale: float = 4.0
     seed: int | None = None
+    strength: float = 0.6
+
+    @classmethod
+    def parse(cls, fields: dict[str, str]) -> EditFields:
+        # As HTML forms do: an empty field is a field not given.
+        given = {k: v for k, v in fields.items() if v != ""}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', ())) or 'form'}: {e.get('msg', 'invalid')}"
+                for e in exc.errors()[:5]
+            )
+            raise ImageRequestError(f"invalid form: {problems}",
+                                    hint="send the fields as multipart/form-data text fields") from exc
 
 
 class _ErrorRoute(APIRoute):
@@ -90,6 +130,13 @@ def _openai_result(request: Request, job: Job, service: ImageService, response_f
     )
 
 
+# The edit routes read their form themselves (streamed to disk); this documents it.
+_EDIT_FORM: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image", "prompt"],
+    "properties": {"image": {"type": "string", "format": "binary"}, "mask": {"type": "string", "format": "binary"},
+                   **EditFields.model_json_schema()["properties"]}}}}}}
+
+
 def make_router(service: ImageService, *, manage_service: bool = True) -> APIRouter:
     """The image routes over ``service``: ``app.include_router(make_router(service))``.
 
@@ -117,19 +164,30 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
             )
         )
 
-    async def submit_upload(
-        image: UploadFile, mask: UploadFile | None, prompt: str, n: int, size: str | None,
-        steps: int | None, negative_prompt: str | None, true_cfg_scale: float, seed: int | None,
-        strength: float,
-    ) -> Job:
-        img = read_upload(await image.read(), "image")
-        msk = read_upload(await mask.read(), "mask", mask=True) if mask is not None else None
-        return service.submit(
+    # Decoding takes memory in proportion to the pixels: one upload at a time.
+    decoding = asyncio.Semaphore(1)
+
+    async def submit_upload(request: Request) -> tuple[Job, EditFields]:
+        form = await read_form(request, service.uploads_dir, max_file_bytes=MAX_UPLOAD_BYTES)
+        try:
+            fields = EditFields.parse(form.fields)
+            if "image" not in form.files:
+                raise ImageRequestError("the form has no 'image' file",
+                                        hint="send the image to edit as the file field 'image'")
+            uploads: dict[str, Upload] = {}
+            async with decoding:
+                for name, path in form.files.items():
+                    uploads[name] = await run_in_threadpool(read_upload, path, name, mask=name == "mask")
+        finally:
+            form.discard()
+        job = service.submit(
             service.make_request(
-                prompt=prompt, n=n, size=size, steps=steps, negative_prompt=negative_prompt,
-                true_cfg_scale=true_cfg_scale, seed=seed, image=img, mask=msk, strength=strength,
+                prompt=fields.prompt, n=fields.n, size=fields.size, steps=fields.num_inference_steps,
+                negative_prompt=fields.negative_prompt, true_cfg_scale=fields.true_cfg_scale, seed=fields.seed,
+                image=uploads["image"], mask=uploads.get("mask"), strength=fields.strength,
             )
         )
+        return job, fields
 
     @router.post("/v1/images/generations")
     async def openai_generations(body: GenerationBody, request: Request) -> Response:
@@ -137,45 +195,19 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
         await job.wait()
         return _openai_result(request, job, service, body.response_format)
 
-    @router.post("/v1/images/edits")
-    async def openai_edits(
-        request: Request,
-        image: UploadFile = File(...),
-        prompt: str = Form(...),
-        mask: UploadFile | None = File(None),
-        n: int = Form(1),
-        size: str | None = Form(None),
-        response_format: Literal["b64_json", "url"] = Form("url"),
-        negative_prompt: str | None = Form(None),
-        num_inference_steps: int | None = Form(None),
-        true_cfg_scale: float = Form(4.0),
-        seed: int | None = Form(None),
-        strength: float = Form(0.6),
-    ) -> Response:
-        job = await submit_upload(image, mask, prompt, n, size, num_inference_steps, negative_prompt,
-                                  true_cfg_scale, seed, strength)
+    @router.post(EDIT_ROUTES[0], openapi_extra=_EDIT_FORM)
+    async def openai_edits(request: Request) -> Response:
+        job, fields = await submit_upload(request)
         await job.wait()
-        return _openai_result(request, job, service, response_format)
+        return _openai_result(request, job, service, fields.response_format)
 
     @router.post("/api/images/jobs", status_code=202)
     async def start_job(body: GenerationBody) -> dict[str, Any]:
         return submit_json(body).to_dict(image_url)
 
-    @router.post("/api/images/edit-jobs", status_code=202)
-    async def start_edit_job(
-        image: UploadFile = File(...),
-        prompt: str = Form(...),
-        mask: UploadFile | None = File(None),
-        n: int = Form(1),
-        size: str | None = Form(None),
-        negative_prompt: str | None = Form(None),
-        num_inference_steps: int | None = Form(None),
-        true_cfg_scale: float = Form(4.0),
-        seed: int | None = Form(None),
-        strength: float = Form(0.6),
-    ) -> dict[str, Any]:
-        job = await submit_upload(image, mask, prompt, n, size, num_inference_steps, negative_prompt,
-                                  true_cfg_scale, seed, strength)
+    @router.post(EDIT_ROUTES[1], status_code=202, openapi_extra=_EDIT_FORM)
+    async def start_edit_job(request: Request) -> dict[str, Any]:
+        job, _fields = await submit_upload(request)
         return job.to_dict(image_url)
 
     @router.get("/api/images/status")

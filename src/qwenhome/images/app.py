@@ -61,5 +61,8 @@ def extension(settings: Settings | None = None, *, model: str | None = None) -> 
 
     repo, snapshot = found
     service = ImageService(settings, snapshot, model=repo)
+    from .api import EDIT_BODY_LIMIT, EDIT_ROUTES
+
     return Extension(name="images", router=make_router(service), title="Images",
-                     static_dir=STATIC_DIR, script=SCRIPT)
+                     static_dir=STATIC_DIR, script=SCRIPT,
+                     body_limits=tuple((route, EDIT_BODY_LIMIT) for route in EDIT_ROUTES))

@@ -151,11 +151,23 @@ class ImageEngine:
             return pipe(**args).images[0]
         except (Cancelled, QwenhomeError):
             raise
-        except torch.OutOfMemoryError as exc:
-            raise ImageEngineError(
-                f"out of memory generating {req.width}x{req.height}",
-                code="out-of-memory",
-                hint="choose a smaller size, or restart with more offload (the policy is shown at GET /api/images/status)",
-            ) from exc
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            raise _out_of_memory(req) from exc
+        except RuntimeError as exc:
+            # On the CPU torch says so in a plain RuntimeError from its allocator.
+            if CPU_OOM_TEXT in str(exc):
+                raise _out_of_memory(req) from exc
             raise ImageEngineError(f"generation failed: {exc}") from exc
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ImageEngineError(f"generation failed: {exc}") from exc
+
+
+CPU_OOM_TEXT = "can't allocate memory"  # torch's DefaultCPUAllocator
+
+
+def _out_of_memory(req: ImageRequest) -> ImageEngineError:
+    return ImageEngineError(
+        f"out of memory generating {req.width}x{req.height}",
+        code="out-of-memory",
+        hint="choose a smaller size, or restart with more offload (the policy is shown at GET /api/images/status)",
+    )

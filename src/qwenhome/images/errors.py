@@ -3,7 +3,8 @@
     QwenhomeError
     ├── UsageError
     │   ├── ImageSizeError        invalid-image-size
-    │   ├── InvalidImageError     invalid-image
+    │   ├── InvalidImageError     invalid-image, image-too-large
+    │   ├── UploadTooLargeError   upload-too-large
     │   └── ImageRequestError     invalid-image-request
     ├── JobNotFoundError          job-not-found
     ├── QueueFullError            queue-full
@@ -27,6 +28,12 @@ class InvalidImageError(UsageError):
     code = "invalid-image"
     http_status = 400
     default_hint = "upload a PNG, JPEG or WebP file as multipart form data (field 'image', optional 'mask')"
+
+
+class UploadTooLargeError(UsageError):
+    code = "upload-too-large"
+    http_status = 413
+    default_hint = "upload a smaller file (PNG, JPEG or WebP); the model works at 2048 pixels a side at most"
 
 
 class ImageRequestError(UsageError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import secrets
 import sys
@@ -34,6 +35,8 @@ from .results import ResultStore, encode_png, image_url
 from .sizes import NATIVE_BASE, SizeRules
 from .tiny import HINTS_FILE
 from .uploads import Upload
+
+log = logging.getLogger("qwenhome.images.service")
 
 MAX_N = 4
 MAX_STEPS = 150
@@ -97,6 +100,8 @@ class ImageService:
         self.rules = SizeRules.for_model(_vae_multiple(self.snapshot), preset_base or _preset_base(self.snapshot))
         self.default_steps = default_steps or (50 if self.rules.presets["1:1"][0] >= NATIVE_BASE else 20)
         self.results = ResultStore(settings.state_dir / "images")
+        # Uploads are spooled here while they arrive (same filesystem as the home).
+        self.uploads_dir = settings.state_dir / "tmp" / "uploads"
         self.policy = policy
         self.worker_nice = worker_nice
         self.state = "stopped"
@@ -110,6 +115,7 @@ class ImageService:
         """Start the worker (it loads the model first). Idempotent."""
         if self.state == "stopped":
             self.state = "loading"
+            self._drop_stale_uploads()
             self._queue.start()
 
     def stop(self) -> None:
@@ -117,6 +123,14 @@ class ImageService:
         if self.state != "stopped":
             self._queue.stop()
             self.state = "stopped"
+
+    def _drop_stale_uploads(self) -> None:
+        # Left by a server that stopped while a request was arriving.
+        for path in self.uploads_dir.glob("*.upload"):
+            try:
+                path.unlink()
+            except OSError:
+                log.debug("cannot remove the stale upload %s", path, exc_info=True)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)

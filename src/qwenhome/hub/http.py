@@ -47,7 +47,10 @@ class Origin:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ProtocolError(f"unsupported URL {url!r}", code="bad-url")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:  # a port out of range, or not a number
+            raise ProtocolError(f"unsupported URL {url!r}: {exc}", code="bad-url") from exc
         return cls(parts.scheme, parts.hostname.lower(), port)
 
     @property
@@ -227,7 +230,7 @@ class ConnectionPool:
             self._idle.clear()
 
 
-def translate(exc: BaseException, url: str) -> Exception:
+def translate(exc: BaseException, url: str) -> BaseException:
     """Map transport exceptions to qwenhome errors, most specific first.
     Messages name the server as ``host[:port]`` (two sources may share a host)."""
     host = urlsplit(url).hostname or url
@@ -258,7 +261,9 @@ def translate(exc: BaseException, url: str) -> Exception:
         return TransferInterrupted(f"bad HTTP exchange with {where}: {exc!r}", host=host)
     if isinstance(exc, OSError):
         return ConnectError(f"network error with {where}: {exc.strerror or exc}", host=host)
-    return NetworkError(f"unexpected error talking to {where}: {exc!r}", host=host)
+    if isinstance(exc, ValueError):  # (UnicodeError too) a host or path no request can carry: retrying cannot help
+        return ProtocolError(f"cannot send a request to {url}: {exc}", code="bad-url", host=host)
+    return exc  # Ctrl+C, or a bug: not a network failure, so neither retried nor renamed
 
 
 class HttpClient:

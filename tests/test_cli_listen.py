@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from qwenhome.app.launch import run_launch
+from qwenhome.config import load_settings
+from qwenhome.errors import UsageError
+from qwenhome.mirror.run import run_mirror
 from tests.support.cli import RunCli, clean_env
 
 # A name the resolver rejects before asking any server (an empty label cannot
@@ -92,3 +96,33 @@ def test_a_privileged_port_without_the_privilege_is_named(command: list[str], qw
                           timeout=60, preexec_fn=_without_bind_privilege())
     check(proc.returncode, proc.stderr, "port-permission-denied")
     assert "port-in-use" not in proc.stderr
+
+
+def _ipv6() -> bool:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6(), reason="this machine has no IPv6")
+def test_a_refusal_with_no_named_cause_is_cannot_listen_with_the_systems_reason(
+        command: list[str], run_cli: RunCli) -> None:
+    """A link-local IPv6 address without its interface: bind() answers EINVAL,
+    none of the causes above; the system's own words are passed on."""
+    rc, _, err = run_cli([*command, "--host", "fe80::1", "--port", "0" if "serve" in command else "8765"], timeout=60)
+    check(rc, err, "cannot-listen")
+    assert "cannot listen on fe80::1:" in err and ": Invalid argument (hint: check --host and --port)" in err
+
+
+@pytest.mark.parametrize("port", [65536, 1 << 40])
+def test_a_port_out_of_range_through_the_python_api_is_invalid_port(port: int, qwen_home: Path) -> None:
+    """The CLI's --port refuses such numbers itself; a program that embeds
+    qwenhome passes them straight to bind()."""
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home))
+    for start in (lambda: run_mirror(settings, port=port), lambda: run_launch(settings, port=port, demo=True)):
+        with pytest.raises(UsageError) as info:
+            start()
+        assert (info.value.code, info.value.exit_code) == ("invalid-port", 2)
+        assert info.value.message == f"cannot listen on 127.0.0.1:{port}: a port is a number from 0 to 65535"

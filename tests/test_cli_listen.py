@@ -5,12 +5,10 @@ anywhere (every failure happens at bind time)."""
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from qwenhome.app.launch import run_launch
 from qwenhome.config import load_settings
 from qwenhome.errors import UsageError
 from qwenhome.mirror.run import run_mirror
+from tests.support.caps import CAP_NET_BIND_SERVICE, without_capabilities
 from tests.support.cli import RunCli, clean_env
 
 # A name the resolver rejects before asking any server (an empty label cannot
@@ -70,21 +69,6 @@ def test_a_port_in_use_is_named(command: list[str], run_cli: RunCli, busy_port: 
     assert f"port {busy_port} is in use" in err
 
 
-def _without_bind_privilege() -> Callable[[], None] | None:
-    """A pre-exec hook that takes CAP_NET_BIND_SERVICE from the child, when this
-    process runs as root (whose children could otherwise bind any port)."""
-    if os.geteuid() != 0:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def drop() -> None:
-        pr_capbset_drop, cap_net_bind_service = 24, 10
-        if libc.prctl(pr_capbset_drop, cap_net_bind_service, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-    return drop
-
-
 def test_a_privileged_port_without_the_privilege_is_named(command: list[str], qwen_home: Path) -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("the privileged-port rule is checked on Linux")
@@ -93,7 +77,7 @@ def test_a_privileged_port_without_the_privilege_is_named(command: list[str], qw
         pytest.skip("this machine lets anyone bind port 80")
     proc = subprocess.run([sys.executable, "-m", "qwenhome", *command, "--port", "80"],
                           env=clean_env(qwen_home), cwd=qwen_home.parent, capture_output=True, text=True,
-                          timeout=60, preexec_fn=_without_bind_privilege())
+                          timeout=60, preexec_fn=without_capabilities(CAP_NET_BIND_SERVICE))
     check(proc.returncode, proc.stderr, "port-permission-denied")
     assert "port-in-use" not in proc.stderr
 

@@ -4,6 +4,7 @@ away from a source that serves corrupt bytes. Everything over real servers."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qwenhome.config import Settings, Source, load_settings
-from qwenhome.errors import IntegrityError
+from qwenhome.errors import IntegrityError, RemoteError
 from qwenhome.mirror import BodyInterrupted, BodySlice, FolderBackend, HashCache, RequestInfo
 from qwenhome.progress import ProgressEvent
 from qwenhome.pull import pull
@@ -234,3 +235,23 @@ def test_health_failures_reset_on_success_and_fade_with_time(qwen_home: Path) ->
     assert state.failures(a, now=1001.0 + HEALTH_TTL + 1) == 0, "an old failure no longer ranks it last"
     state.record(a, True, now=1003.0)
     assert state.failures(a, now=1004.0) == 0
+
+
+def test_a_file_whose_every_source_is_dropped_or_differs_fails_with_no_source(
+        qwen_home: Path, tmp_path: Path, mirror: Mirror, small_repo: GeneratedRepo, hash_cache: HashCache) -> None:
+    """The Hub source sends the weights corrupt and fails the tokenizer; the
+    ModelScope source has the same weights but another tokenizer. The weights
+    come from ModelScope and the Hub source is dropped for serving bad bytes;
+    then the tokenizer has no source left that could serve its content."""
+    ms_root = tmp_path / "ms"
+    shutil.copytree(small_repo.path, ms_root / "Org" / "Small")
+    (ms_root / "Org" / "Small" / "tokenizer.json").write_bytes(b'{"another": "tokenizer"}\n')
+    mirror.faults.corrupt(1000, times=None, path=BIG)
+    mirror.faults.fail(500, times=None, path="tokenizer.json")
+    with ModelScopeServer(ms_root, hashes=hash_cache) as ms, pytest.raises(RemoteError) as info:
+        pull(settings_with(qwen_home, mirror.url, f"modelscope:{ms.url}"), RepoRef.parse("Org/Small"), config=CFG)
+    assert (info.value.code, info.value.exit_code) == ("no-source", 5)
+    assert info.value.message == "1 file(s) of Org/Small failed: tokenizer.json: no usable source left"
+    assert ms.bytes_sent(BIG) == small_repo.files[BIG].size and ms.bytes_sent("tokenizer.json") == 0
+    store = Store(qwen_home / "hub", qwen_home / "qwenhome")
+    assert store.has_blob(RepoRef.parse("Org/Small"), small_repo.files[BIG].etag), "the weights are kept"

@@ -395,9 +395,11 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing found to adopt" + ("" if args.paths else f" in {', '.join(map(str, paths)) or 'the usual caches'}"))
     else:
         rows = [[r.repo, r.commit[:12], r.kind, f"{r.linked}/{r.copied}/{r.present}",
-                 human_size(r.bytes_linked), human_size(r.bytes_copied), "ok" if r.ok else "; ".join(r.problems)[:60]]
+                 human_size(r.bytes_linked), human_size(r.bytes_copied), "ok" if r.ok else f"{len(r.problems)} problem(s)"]
                 for r in reports]
         print(table(rows, ["REPO", "COMMIT", "FROM", "LINKED/COPIED/PRESENT", "LINKED", "COPIED", "STATE"]))
+        for problem in (p for r in reports for p in r.problems):
+            print(problem, file=sys.stderr)
     return EXIT_OK if ok else 6
 
 

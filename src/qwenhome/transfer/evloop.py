@@ -216,7 +216,7 @@ class IoLoop:
         if conn is None:
             try:
                 conn = self._connect(origin, now)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # (ValueError: a host the resolver cannot take, from a redirect)
                 self._next_address(origin)
                 self._fail(r, translate(exc, url))
                 return

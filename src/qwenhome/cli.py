@@ -80,7 +80,17 @@ _MIRROR_PORT = _whole(0, 65535, " (0: any free port)")
 _CONNECTIONS = _whole(0, MAX_CONNECTIONS, " (0: adaptive)")
 
 
-def _common(*, after_command: bool) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its complaint as the one error line every failure gets:
+    ``error[usage]: …`` after the usage text, exit 2 (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        err = UsageError(f"{self.prog}: {message}", code="usage", hint=f"{self.prog} --help")
+        self.exit(2, err.one_line() + "\n")
+
+
+def _common(*, after_command: bool) -> _Parser:
     """The options every command takes, before or after its name.
 
     After the name they must not clobber what was given before it: argparse
@@ -88,7 +98,7 @@ def _common(*, after_command: bool) -> argparse.ArgumentParser:
     so there the defaults are SUPPRESS (absent unless given), and --source,
     which may be given in both places, collects into ``late_source``."""
     quiet: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     p.add_argument("--home", metavar="DIR", **quiet,
                    help="the model home (default: $QWEN_HOME, else $HF_HOME, else ~/.cache/huggingface)")
     p.add_argument("--json", action="store_true", **quiet, help="machine-readable output")
@@ -104,7 +114,7 @@ def _common(*, after_command: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common(after_command=True)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qwenhome",
         description="One model home for a local Qwen system. The common options "
                     "(--home, --json, --source, --offline) go before or after the command.",

@@ -178,7 +178,12 @@ def check_home_folders(home: Path, hub_cache: Path, origin: str) -> None:
 
 
 def resolve_home(env: Mapping[str, str], flag_home: str | None = None) -> tuple[Path, Path, str]:
-    """Return ``(home, hub_cache, origin)`` following DESIGN.md's precedence."""
+    """Return ``(home, hub_cache, origin)``: ``--home`` > ``QWEN_HOME`` >
+    ``HF_HOME`` > the default, with ``HF_HUB_CACHE`` as the store when neither
+    of the first two is given."""
+    if flag_home is not None and not flag_home.strip():
+        # (an empty --home, often an unset shell variable, must not mean "the default home")
+        raise UsageError("--home is empty", code="invalid-home", hint="give a folder, e.g. --home ~/qwen")
     if flag_home:
         home = _expand(flag_home)
         return home, home / "hub", "flag"

@@ -1,0 +1,1 @@
+"""The Xet format: chunking, hashes, xorbs, reconstructions (see docs/xet.md)."""

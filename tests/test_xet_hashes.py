@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import hf_xet
 import pytest
 
 from qwenhome.xet.chunking import iter_chunks
@@ -18,6 +17,7 @@ from qwenhome.xet.hashes import (
     hex_to_hash,
     is_hash_hex,
 )
+from tests.support.xet_oracle import hf_xet_hashes
 from tests.support.xet_spec import periodic_pattern
 
 MB = 1_000_000
@@ -51,12 +51,11 @@ def sample_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_file_hashes_equal_hf_xet_at_every_edge(sample_files: dict[str, Path]) -> None:
+def test_file_hashes_equal_hf_xet_at_every_edge(sample_files: dict[str, Path], tmp_path: Path) -> None:
     names = sorted(sample_files)
-    oracle = hf_xet.hash_files([str(sample_files[n]) for n in names])
+    oracle = hf_xet_hashes([sample_files[n] for n in names], tmp_path)
     ours = {n: _file_hash_hex(sample_files[n]) for n in names}
-    theirs = {n: info.hash for n, info in zip(names, oracle, strict=True)}
-    assert ours == theirs
+    assert ours == dict(zip(names, oracle, strict=True))
 
 
 def test_empty_file_hash_is_all_zeros() -> None:

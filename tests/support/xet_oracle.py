@@ -205,14 +205,15 @@ else:
 """
 
 
-def run_hf_xet(job: dict[str, Any], scratch: Path, timeout: float = 120) -> list[str]:
+def run_hf_xet(job: dict[str, Any], scratch: Path, timeout: float = 120,
+               env: dict[str, str] | None = None) -> list[str]:
     """Run one hf_xet job in a subprocess whose HOME and HF_HOME are under ``scratch``."""
     home = scratch / "hf-xet-home"
     home.mkdir(parents=True, exist_ok=True)
     # Direct xorb uploads (POST /v1/xorbs), not the upload-grant flow this server does not offer.
-    env = clean_env(home, extra={"HF_HOME": str(home / "hf"), "HF_XET_CLIENT_LEGACY_DIRECT_XORB_UPLOAD": "1",
-                                 "HF_XET_TELEMETRY_ENABLED": "0"})
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(job)], env=env, capture_output=True,
+    child_env = clean_env(home, extra={"HF_HOME": str(home / "hf"), "HF_XET_CLIENT_LEGACY_DIRECT_XORB_UPLOAD": "1",
+                                       "HF_XET_TELEMETRY_ENABLED": "0", **(env or {})})
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(job)], env=child_env, capture_output=True,
                           text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"hf_xet {job['op']} failed: {proc.stderr[-2000:]}")

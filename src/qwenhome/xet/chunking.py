@@ -70,7 +70,7 @@ def _piece_candidates(x: U8Array, first: int, top_limit: int,
     """
     n = len(x)
     h = g[:n]
-    np.take(_GEAR, x, out=h)
+    np.take(_GEAR, x, out=h, mode="clip")  # bytes are always valid indices; 'clip' skips a buffered copy
     k = 1
     while k < 32 and k < n:  # H_1 -> H_32 by doubling, in place
         np.left_shift(h[: n - k], k, out=t[: n - k])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import random
 from pathlib import Path
 
@@ -11,8 +12,19 @@ import pytest
 
 from qwenhome.xet.builder import build_file, build_stream, index_xorbs, xorb_folder_writer
 from qwenhome.xet.compression import Policy
-from qwenhome.xet.reconstruction import ByteRange, ReconstructionV2, parse_reconstruction
-from qwenhome.xet.serving import RangeNotSatisfiable, reconstruction_v1, reconstruction_v2
+from qwenhome.xet.reconstruction import (
+    ByteRange,
+    ChunkRange,
+    ReconstructionV2,
+    Term,
+    parse_reconstruction,
+)
+from qwenhome.xet.serving import (
+    RangeNotSatisfiable,
+    merged_ranges,
+    reconstruction_v1,
+    reconstruction_v2,
+)
 from qwenhome.xet.xorb import Xorb, XorbInfo, iter_chunks
 from tests.support.xet_oracle import hf_xet_hashes
 
@@ -83,11 +95,16 @@ def test_byte_ranges_of_the_file_are_served_from_trimmed_terms() -> None:
     rng = random.Random(3)
     cases = [(0, 0), (0, len(data) - 1), (len(data) - 1, len(data) - 1), (10, len(data) + 5000)]
     cases += [(a, a + rng.randint(0, 300_000)) for a in (rng.randrange(len(data)) for _ in range(30))]
+    ends = list(itertools.accumulate(built.recipe.chunk_lengths or ()))
+    cases += [(ends[3], ends[7] - 1), (ends[3] - 1, ends[3]), (ends[5], ends[5])]  # on chunk boundaries
     for start, last in cases:
         answer = reconstruction_v2(built.recipe, store.infos, url_for, (start, last))
         want = min(last, len(data) - 1) - start + 1
         assert fetch_and_assemble(answer, store, want) == data[start:last + 1], (start, last)
-        assert answer.length - want < 2 * 131072  # at most a chunk of slack at each end
+        # Trimmed to the chunks that hold the range: the first and the last chunk are both needed.
+        first, final = answer.terms[0], answer.terms[-1]
+        assert answer.offset_into_first_range < store.infos[first.hash].chunk_lengths[first.range.start]
+        assert answer.length - want < store.infos[final.hash].chunk_lengths[final.range.end - 1]
     with pytest.raises(RangeNotSatisfiable):
         reconstruction_v2(built.recipe, store.infos, url_for, (len(data), len(data) + 10))
 
@@ -137,3 +154,10 @@ def test_empty_file_builds_to_the_zero_hash(tmp_path: Path) -> None:
     store = Store()
     built = build_stream(io.BytesIO(b""), store.add)
     assert built.file_hash == "0" * 64 and built.recipe.terms == () and not store.xorbs
+
+
+def test_touching_and_overlapping_chunk_ranges_merge_into_one_fetch() -> None:
+    x, y = "a" * 64, "b" * 64
+    terms = [Term(x, ChunkRange(0, 3), 30), Term(y, ChunkRange(5, 6), 10), Term(x, ChunkRange(3, 5), 20),
+             Term(x, ChunkRange(4, 9), 50), Term(x, ChunkRange(12, 13), 10)]
+    assert merged_ranges(terms) == {x: [ChunkRange(0, 9), ChunkRange(12, 13)], y: [ChunkRange(5, 6)]}

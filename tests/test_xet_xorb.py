@@ -134,6 +134,7 @@ def test_truncated_or_padded_ranges_are_detected() -> None:
 
 def test_hostile_headers_are_refused_before_decompressing() -> None:
     bomb = lz4.frame.compress(bytes(50_000_000))
+    frame = compress(b"abc" * 10_000, Scheme.LZ4)
     for head, payload in [
         (ChunkHeader(0, len(bomb), 1, 1000), bomb),  # decompresses to more than announced
         (ChunkHeader(0, 10, 1, MAX_CHUNK_SIZE + 1), b"x" * 10),  # longer than a chunk can be
@@ -141,6 +142,8 @@ def test_hostile_headers_are_refused_before_decompressing() -> None:
         (ChunkHeader(0, 5, 3, 5), b"hello"),  # unknown scheme
         (ChunkHeader(0, 5, 0, 6), b"hello"),  # stored as is, but lengths differ
         (ChunkHeader(0, 9, 0, 9), b"hello"),  # runs past the end of the range
+        (ChunkHeader(0, len(frame) + 3, 1, 30_000), frame + b"xyz"),  # bytes after the frame's end mark
+        (ChunkHeader(0, len(frame) - 4, 1, 30_000), frame[:-4]),  # all the data, but no end mark
     ]:
         with pytest.raises(XetCorruptError):
             list(iter_chunks(head.pack() + payload))

@@ -107,14 +107,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._log()
-        state = self.server.state
         if m := re.fullmatch(r"/v([12])/reconstructions/([0-9a-f]{64})", self.path):
             self._reconstruction(int(m.group(1)), m.group(2))
         elif m := re.fullmatch(r"/xorb/([0-9a-f]{64})", self.path.split("?")[0]):
             self._xorb(m.group(1))
         else:  # global dedup queries and the rest
             self._reply(404, b"{}")
-        del state
 
     def _reconstruction(self, version: int, file_id: str) -> None:
         state = self.server.state
@@ -132,12 +130,14 @@ class _Handler(BaseHTTPRequestHandler):
             return f"http://127.0.0.1:{self.server.server_port}/xorb/{xorb}"
 
         try:
-            make = reconstruction_v2 if version == 2 else reconstruction_v1
-            answer = make(recipe, infos, url_for, rng)  # type: ignore[operator]
+            if version == 2:
+                body = reconstruction_v2(recipe, infos, url_for, rng).dumps()
+            else:
+                body = reconstruction_v1(recipe, infos, url_for, rng).dumps()
         except RangeNotSatisfiable:
             self._reply(416, b"{}")
             return
-        self._reply(200, answer.dumps())
+        self._reply(200, body)
 
     def _xorb(self, xorb: str) -> None:
         state = self.server.state

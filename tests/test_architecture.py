@@ -31,6 +31,9 @@ FORBIDDEN: dict[str, set[str]] = {
     # The bottom layer: what a repository is. Only errors lie below it.
     "repo": {"config", "progress", "store", "hub", "transfer", "sources", "pull", "mirror", "doctor", "app",
              "images", "demo", "cli", "termui", "envexport"},
+    # The Xet format (chunking, hashes, xorbs, reconstructions): pure, beside repo. Only errors lie below it.
+    "xet": {"config", "progress", "repo", "store", "hub", "transfer", "sources", "pull", "mirror", "doctor", "app",
+            "images", "demo", "cli", "termui", "envexport"},
     # The store: the home on disk, whoever fills it.
     "store": {"hub", "transfer", "sources", "pull", "mirror", "doctor", "app", "images", "demo", "cli", "termui"},
     # The sources' protocols: what is asked, not where it goes.

@@ -117,6 +117,33 @@ def test_models_already_in_the_home_are_not_reported_as_other_cache(tmp_path: Pa
     assert next(c for c in report.checks if c.id == "other-caches").status == "pass"
 
 
+def test_a_model_the_home_holds_is_never_said_to_be_downloaded_again(tmp_path: Path) -> None:
+    """The demo model in the home and in the user's default cache too: only the
+    other model is reported; the home's copy is what is used."""
+    for cache in (tmp_path / "home" / "hub", tmp_path / "user" / ".cache" / "huggingface" / "hub"):
+        (cache / "models--qwenhome--tiny-qwen2-demo" / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    other = tmp_path / "user" / ".cache" / "huggingface" / "hub" / "models--Org--Other" / "snapshots" / ("b" * 40)
+    other.mkdir(parents=True)
+    opts = options_for(tmp_path, hf_cache_dirs=None, modelscope_cache_dirs=None)
+    report = run_doctor(settings_for(tmp_path, ["http://127.0.0.1:9"]), options=opts, network=False)
+    check = next(c for c in report.checks if c.id == "other-caches")
+    assert check.code == "models-in-other-cache" and "Org/Other" in check.summary
+    assert "tiny-qwen2-demo" not in check.summary
+
+
+def test_a_home_reached_through_a_symlink_is_not_another_cache(tmp_path: Path) -> None:
+    """~/.cache is a link to another disk and QWEN_HOME names the real folder:
+    one home, not two."""
+    real = tmp_path / "disk" / "huggingface"
+    (real / "hub" / "models--Org--Model" / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / ".cache").symlink_to(tmp_path / "disk")
+    opts = options_for(tmp_path, hf_cache_dirs=None, modelscope_cache_dirs=None)
+    settings = settings_for(tmp_path, ["http://127.0.0.1:9"], {"QWEN_HOME": str(real)})
+    report = run_doctor(settings, options=opts, network=False)
+    assert next(c for c in report.checks if c.id == "other-caches").status == "pass"
+
+
 def test_offline_flag_while_a_source_answers_is_offline_flag_set(tmp_path: Path) -> None:
     with FakeHub() as hub:
         report = run_doctor(settings_for(tmp_path, [hub.url], {"HF_HUB_OFFLINE": "1"}), repo="Org/Model",

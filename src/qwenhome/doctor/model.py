@@ -102,11 +102,19 @@ class DoctorReport:
         """0 when ``ok``; 1 (``EXIT_FAILURE``) when any check failed."""
         return EXIT_OK if self.ok else EXIT_FAILURE
 
+    @property
+    def verdict(self) -> str:
+        """One line: "ok", "No internet access: …", or the first failing cause."""
+        from .verdict import verdict
+
+        return verdict(self.checks)
+
     def by_code(self, code: str) -> list[Check]:
         return [c for c in self.checks if c.code == code]
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict,
             "ok": self.ok,
             "checks": [c.to_dict() for c in self.checks],
             "fixes_applied": [f.to_dict() for f in self.fixes_applied],

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..errors import EXIT_FAILURE, EXIT_OK
+from .verdict import verdict
 
 Status = Literal["pass", "warn", "fail", "skip"]
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skip")
@@ -105,8 +106,6 @@ class DoctorReport:
     @property
     def verdict(self) -> str:
         """One line: "ok", "No internet access: …", or the first failing cause."""
-        from .verdict import verdict
-
         return verdict(self.checks)
 
     def by_code(self, code: str) -> list[Check]:

@@ -11,9 +11,26 @@ precise cause, told as such.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-from .model import Check
+
+class Check(Protocol):
+    """What the verdict reads of a :class:`qwenhome.doctor.model.Check` (which imports this module)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def code(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def details(self) -> Mapping[str, str]: ...
+
 
 # Codes that mean "nothing got through to this host".
 NO_ROUTE_CODES = frozenset({

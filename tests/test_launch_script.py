@@ -1,0 +1,91 @@
+"""``scripts/launch_complete_system.sh``: when it installs, what, and what it
+says about the CLI. The script runs for real; its .venv is a stand-in whose
+``python`` answers the script's module check from a folder of empty
+packages (so a missing one can be chosen) and records a ``pip install``
+instead of running it (a real install needs the package registry), and whose
+``qwenhome`` records the launch. The real install and launch from a fresh
+.venv run in tests/test_launch_demo.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qwenhome.demo import DEMO_IMAGE_REPO
+from qwenhome.images.tiny import TINY_REPO_ID
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODULES = ("qwenhome", "fastapi", "uvicorn", "torch", "transformers", "diffusers", "accelerate", "PIL",
+           "python_multipart")
+
+
+def checkout(tmp_path: Path, *, missing: tuple[str, ...] = (), stamp: bool = True) -> Path:
+    root = tmp_path / "clone"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / "scripts" / "launch_complete_system.sh", root / "scripts")
+    shutil.copy2(REPO_ROOT / "pyproject.toml", root)
+    mods = tmp_path / "modules"
+    for name in MODULES:
+        if name not in missing:
+            (mods / name).mkdir(parents=True)
+            (mods / name / "__init__.py").write_text("")
+    bin_dir = root / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    (bin_dir / "python").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "pip $*" >> "{log}"; exit 0; fi\n'
+        f'PYTHONPATH="{mods}" exec "{sys.executable}" -S "$@"\n')
+    (bin_dir / "qwenhome").write_text(f'#!/bin/sh\necho "qwenhome $*" >> "{log}"\n')
+    for exe in ("python", "qwenhome"):
+        (bin_dir / exe).chmod(0o755)
+    if stamp:
+        (root / ".venv" / ".qwenhome-installed").touch()
+        past = time.time() - 60
+        os.utime(root / "pyproject.toml", (past, past))
+    return root
+
+
+def run(root: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    proc = subprocess.run(["bash", str(root / "scripts" / "launch_complete_system.sh"), "--demo", "--port", "1"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    log = tmp_path / "calls.log"
+    return proc.stderr, log.read_text().splitlines() if log.exists() else []
+
+
+def test_an_installed_venv_starts_at_once_and_says_where_the_cli_is(tmp_path: Path) -> None:
+    err, calls = run(checkout(tmp_path), tmp_path)
+    assert calls == ["qwenhome launch --demo --port 1"], calls
+    assert "installing" not in err
+    assert "the CLI is .venv/bin/qwenhome (or `source .venv/bin/activate`, then `qwenhome --help`)" in err
+
+
+@pytest.mark.parametrize("missing", ["diffusers", "accelerate", "PIL", "python_multipart", "torch", "qwenhome"])
+def test_a_venv_without_a_module_the_image_path_or_chat_needs_is_installed_again(
+        tmp_path: Path, missing: str) -> None:
+    """A .venv from before the images extra (or broken) is completed, not used as is."""
+    err, calls = run(checkout(tmp_path, missing=(missing,)), tmp_path)
+    assert calls[0] == "pip -m pip install -q --no-compile --disable-pip-version-check -e .[app,engine,images]"
+    assert calls[1] == "qwenhome launch --demo --port 1"
+    assert "installing qwenhome[app,engine,images] into .venv (first run only)" in err
+
+
+def test_no_stamp_or_a_newer_pyproject_installs(tmp_path: Path) -> None:
+    err, calls = run(checkout(tmp_path / "a", stamp=False), tmp_path / "a")
+    assert calls[0].startswith("pip ") and (tmp_path / "a" / "clone" / ".venv" / ".qwenhome-installed").exists()
+    root = checkout(tmp_path / "b")
+    (root / "pyproject.toml").touch()  # edited after the last install
+    err, calls = run(root, tmp_path / "b")
+    assert calls[0].startswith("pip ") and "installing" in err
+
+
+def test_the_demo_label_names_the_image_model_the_demo_builds() -> None:
+    assert DEMO_IMAGE_REPO == TINY_REPO_ID

@@ -26,7 +26,7 @@ SHARED_CODES = (
 )
 DOCTOR_CODES = (
     "ipv6-unreachable", "clock-skew", "tls-handshake-failed", "proxy-connection-failed",
-    "proxy-bypass", "wsl-resolv-conf", "disk-space-low", "cache-env-mismatch",
+    "proxy-bypass", "wsl-resolv-conf", "wsl-home-on-windows-drive", "disk-space-low", "cache-env-mismatch",
     "models-in-other-cache", "offline-flag-set", "deprecated-hf-transfer", "fix-failed",
     "internal-error",
 )

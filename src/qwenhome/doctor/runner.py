@@ -32,7 +32,7 @@ from .options import DEFAULT_REPO, HF_HOSTS, Deadline, DoctorOptions
 from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
 from .sources import RepoSize, SourceResult, check_source
-from .wsl import check_wsl
+from .wsl import check_wsl, check_wsl_home
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,7 @@ def _report(settings: Settings, opts: DoctorOptions, checks: list[Check], result
     """The home's checks after the network's (``online`` None: not probed), then the fixes."""
     home_checks = [
         _safe("disk-space", partial(check_disk, settings, sizes, opts)),
+        _safe("wsl-home", partial(check_wsl_home, settings.home, opts)),
         _safe("cache-env", partial(check_cache_env, settings)),
         _safe("other-caches", partial(check_other_caches, settings, opts)),
         _safe("offline-flag", partial(check_offline_flag, settings, online)),

@@ -39,8 +39,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! installed; then
   # --no-compile: byte-compiling all of torch up front costs minutes; imports compile what they use.
   "$VENV/bin/python" -m pip install -q --no-compile --disable-pip-version-check -e ".[$EXTRAS]"
   touch "$stamp"
+  echo "qwenhome: installed; the CLI is $VENV/bin/qwenhome (or \`source $VENV/bin/activate\`, then \`qwenhome --help\`)" >&2
 fi
-echo "qwenhome: the CLI is $VENV/bin/qwenhome (or \`source $VENV/bin/activate\`, then \`qwenhome --help\`)" >&2
 
 # The one-home variables are applied by `qwenhome launch` to every child it
 # starts, before any Hugging Face library is imported there.

@@ -125,7 +125,8 @@ def test_launch_script_demo_on_a_fresh_venv_then_a_second_start_is_instant_and_o
     assert "installing qwenhome[app,engine,images]" in out1
     assert "serving it from a local mirror" in out1 and "pulling" in out1
     assert (checkout / ".venv" / "bin" / "qwenhome").exists()
-    assert "the CLI is .venv/bin/qwenhome (or `source .venv/bin/activate`" in out1
+    assert "installed; the CLI is .venv/bin/qwenhome (or `source .venv/bin/activate`" in out1
+    assert f"the CLI is {checkout}/.venv/bin/qwenhome" in out1.split("ready in", 1)[1]  # again once ready
 
     log2 = tmp_path / "second.log"
     second = start(script, env, log2, checkout)

@@ -43,7 +43,9 @@ def checkout(tmp_path: Path, *, missing: tuple[str, ...] = (), stamp: bool = Tru
         "#!/bin/sh\n"
         f'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "pip $*" >> "{log}"; exit 0; fi\n'
         f'PYTHONPATH="{mods}" exec "{sys.executable}" -S "$@"\n')
-    (bin_dir / "qwenhome").write_text(f'#!/bin/sh\necho "qwenhome $*" >> "{log}"\n')
+    (bin_dir / "qwenhome").write_text(
+        f'#!/bin/sh\necho "qwenhome $*" >> "{log}"\n'
+        f'echo "bytecode: ${{PYTHONDONTWRITEBYTECODE-unset}} ${{PYTHONPYCACHEPREFIX-unset}}" >> "{log}"\n')
     for exe in ("python", "qwenhome"):
         (bin_dir / exe).chmod(0o755)
     if stamp:
@@ -53,13 +55,18 @@ def checkout(tmp_path: Path, *, missing: tuple[str, ...] = (), stamp: bool = Tru
     return root
 
 
-def run(root: Path, tmp_path: Path) -> tuple[str, list[str]]:
+def run(root: Path, tmp_path: Path, env: dict[str, str] | None = None) -> tuple[str, list[str]]:
     proc = subprocess.run(["bash", str(root / "scripts" / "launch_complete_system.sh"), "--demo", "--port", "1"],
                           capture_output=True, text=True, timeout=60, check=False,
-                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **(env or {})})
     assert proc.returncode == 0, proc.stderr
     log = tmp_path / "calls.log"
-    return proc.stderr, log.read_text().splitlines() if log.exists() else []
+    lines = log.read_text().splitlines() if log.exists() else []
+    return proc.stderr, [line for line in lines if not line.startswith("bytecode: ")]
+
+
+def bytecode_env(tmp_path: Path) -> str:
+    return next(line for line in (tmp_path / "calls.log").read_text().splitlines() if line.startswith("bytecode: "))
 
 
 def test_an_installed_venv_starts_at_once(tmp_path: Path) -> None:
@@ -97,6 +104,15 @@ def test_launch_says_where_the_cli_is_when_it_is_not_on_the_path(tmp_path: Path)
     assert hint == f"the CLI is {venv}/bin/qwenhome (or `source {venv}/bin/activate`, then `qwenhome --help`)"
     assert cli_hint(str(venv), "/usr", f"{venv}/bin:/usr/bin") is None  # activated: `qwenhome` is it
     assert cli_hint("/usr", "/usr", "/usr/bin") is None  # not a virtualenv
+
+
+def test_bytecode_is_cached_under_the_venv_even_where_the_shell_forbids_it(tmp_path: Path) -> None:
+    """Without the cache every start compiles torch, transformers and diffusers again."""
+    root = checkout(tmp_path / "a")
+    run(root, tmp_path / "a", {"PYTHONDONTWRITEBYTECODE": "1"})
+    assert bytecode_env(tmp_path / "a") == f"bytecode: unset {root}/.venv/pycache"
+    run(checkout(tmp_path / "b"), tmp_path / "b")  # the default (write beside the modules) is left alone
+    assert bytecode_env(tmp_path / "b") == "bytecode: unset unset"
 
 
 def test_the_demo_label_names_the_image_model_the_demo_builds() -> None:

@@ -17,6 +17,7 @@ then stops it with SIGINT as Ctrl+C does, and prints one JSON document.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -39,6 +40,7 @@ LOCAL_ADDRESS = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "(::1|::ffff
 TRACED_CALL = re.compile(r"\b(connect|sendto|sendmsg|sendmmsg)\(")
 
 
+@functools.cache
 def netns_unavailable() -> str | None:
     """Why the isolation cannot run here, or None when it can."""
     if sys.platform != "linux":

@@ -66,10 +66,12 @@ from ..progress import (
 )
 from ..store.cache import translate_os_error
 from . import partmap
+from .controller import Controller, Steps, initial_connections
 from .evloop import IoLoop
 from .hashing import Verifier
 from .partmap import Intervals
 from .retry import Backoff
+from .sizing import RangeSizer, Sizes
 from .workers import Workers
 
 KiB = 1 << 10
@@ -166,6 +168,17 @@ class EngineConfig:
     backoff: Backoff = Backoff()
 
 
+def _steps(cfg: EngineConfig) -> Steps:
+    return Steps(cfg.initial_connections, cfg.initial_bytes, cfg.initial_max, cfg.max_connections,
+                 cfg.slow_connection, cfg.step_gain, cfg.step_gain_capped, cfg.step_keep, cfg.narrow_keep,
+                 cfg.narrow_min, cfg.probe_interval)
+
+
+def _sizes(cfg: EngineConfig) -> Sizes:
+    return Sizes(cfg.chunk_min, cfg.chunk_max, cfg.range_time, cfg.in_flight, cfg.request_ranges,
+                 cfg.long_range_time, cfg.long_chunk_max, cfg.long_in_flight, cfg.long_max_rate, cfg.tail_min)
+
+
 @dataclass(eq=False)
 class _Range:
     file: _FileState
@@ -253,20 +266,14 @@ class TransferEngine:
         self._total = 0
         self._fatal: BaseException | None = None
         self._bytes = 0  # bytes received this run
-        self._target = config.connections or config.initial_connections
-        self._chunk = min(config.chunk_max, config.chunk_min * 2)
-        self._carved = 0  # ranges handed out so far, while that is less than the target
+        self._sizer = RangeSizer(_sizes(config))
+        self._ctl = Controller(_steps(config), self._sizer, fixed=config.connections)
         self._loops: list[IoLoop] = []
         self._workers = Workers(self)
         # Bytes the running hash has yet to go through (a hint, written by the
         # hash threads without the lock): past ``hash_ahead`` the loops pause.
         self._hash_backlog = 0
         self._small_turn = False  # _carve_next alternates between the ends of the queue
-        self._narrowing = False  # the controller is stepping down (a server that pays per connection)
-        self._server_bound = False  # a wider step failed to pay: ranges grow long (see _size_ranges)
-        self._rates: dict[int, float] = {}  # the rate last measured at each connection count
-        self._trial = 0  # while a wider step is on trial: the largest range handed out
-        self._ttfb = 0.0  # seconds from a request to its answer's first byte (see _note_ttfb)
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -305,9 +312,7 @@ class TransferEngine:
             # files, whose requests each wait a round trip. Growing from a few
             # costs a measuring window per step, at the start of every pull.
             todo = sum(f.job.size - f.done.covered() for f in self._files)
-            want = max(todo // self.cfg.initial_bytes, self.cfg.initial_max if len(self._files) >= 64 else 0)
-            self._target = min(self.cfg.max_connections, self.cfg.initial_max,
-                               max(self.cfg.initial_connections, want))
+            self._ctl.begin(initial_connections(self._ctl.steps, todo, len(self._files)))
         self._check_disk()
         hasher = threading.Thread(target=self._hasher, args=(resumed,), daemon=True, name="qh-hash")
         hasher.start()
@@ -338,9 +343,9 @@ class TransferEngine:
             for f in self._files:
                 self._close(f)
         elapsed = max(1e-9, self.clock() - t_start)
-        self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk,
+        self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._ctl.target, "chunk": self._sizer.chunk,
                       "threaded_files": sum(1 for f in self._files if f.slow),
-                      "loop_reads": sum(lp.reads for lp in self._loops), "request_ms": round(self._ttfb * 1000)}
+                      "loop_reads": sum(lp.reads for lp in self._loops), "request_ms": round(self._sizer.ttfb * 1000)}
         if self._fatal is not None:
             raise self._fatal
         return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
@@ -436,7 +441,7 @@ class TransferEngine:
         event loop on, threads serve only the files it handed over."""
         if self._loop_on and not any(f.slow and f.state == "active" for f in self._files):
             return
-        while len(self._threads) < self._target:
+        while len(self._threads) < self._ctl.target:
             t = threading.Thread(target=self._workers.run, args=(len(self._threads),), daemon=True,
                                  name=f"qh-xfer-{len(self._threads)}")
             self._threads.append(t)
@@ -467,7 +472,7 @@ class TransferEngine:
             while True:
                 if self._fatal is not None or not self._active:
                     return None
-                if wid >= self._target:
+                if wid >= self._ctl.target:
                     self._park.wait(5.0)  # woken when the target grows or the run ends
                     continue
                 now = self.clock()
@@ -527,7 +532,7 @@ class TransferEngine:
             return None
         s, e = gap
         if not f.no_ranges:
-            chunk = self._chunk_now()
+            chunk = self._sizer.next_size(self._total - self._done_bytes, self._ctl.target)
             e = min(e, s + chunk)
             if 0 < size - e < chunk // 4 and gap[1] == size:
                 e = size  # no tiny tail range
@@ -539,38 +544,6 @@ class TransferEngine:
             f.started = True
             self._emit(ProgressEvent(FILE_START, self.repo, f.job.path, f.done.covered(), size))
         return r
-
-    def _chunk_now(self) -> int:
-        """The range size: the tuned chunk, but near the end of the run the
-        bytes left are shared out over every connection so that they all end
-        together (as aria2 splits), instead of a few long ranges trailing.
-        A connection's share is of every byte not yet on disk, the ones
-        under way included: the others are busy with those, and a share of
-        what is not yet handed out only would shrink with every range
-        (left/32 each time: a hundred small requests in the last quarter of a
-        GB, each costing a Python server about as much CPU as a MB of body)."""
-        share = (self._total - self._done_bytes) // max(1, self._target)
-        chunk = self._chunk
-        if self._carved < self._target:
-            # The first wave starts together and would land together, with the
-            # hash idle until the first range is in: it grows from small to
-            # full, so the written prefix (and the hash) move from the start.
-            chunk = chunk * (self._carved + 1) // self._target
-            self._carved += 1
-        if self._trial:
-            chunk = min(chunk, self._trial)
-        chunk = max(self.cfg.tail_min, _aligned(chunk))
-        if share >= chunk:
-            return chunk
-        # Ranges that all end together hold the written prefix back until the
-        # end: the hash then starts on the whole last wave after the last
-        # byte (1 GB in 50 MiB ranges over 16 connections: 550 MB, 0.4 s).
-        # Half shares end the wave in stages, each a prefix the hash takes
-        # while the next arrives, down to the ranges ``in_flight`` allows.
-        floor = max(self.cfg.tail_min, self.cfg.in_flight // max(1, self._target))
-        if share > floor:
-            share = max(floor, share // 2)
-        return max(self.cfg.tail_min, _aligned(share))
 
     def _next_fast(self, now: float) -> _Range | None:
         """The event loop's next range (under the lock): a stuck prefix first,
@@ -882,14 +855,6 @@ class TransferEngine:
         last_t = self.clock()
         last_bytes = 0
         speed = 0.0
-        probe_t = last_t
-        probe_bytes = 0
-        probe_idle = 0.0
-        prev_rate = 0.0
-        prev_target = self._target
-        probing = not self.cfg.connections
-        warmup = True
-        settle = False
         last_files_t = last_t
         last_emit = last_t - self.cfg.tick
         while True:
@@ -921,149 +886,12 @@ class TransferEngine:
                     active = {r.file: (r.file.done.covered(), r.file.job.size) for r in self._inflight}
                 for f, (done_f, size_f) in active.items():
                     self._emit(ProgressEvent(PROGRESS, self.repo, f.job.path, done_f, size_f))
-            if warmup:
-                if received:  # windows start with the first bytes: set-up is not a fair measure
-                    warmup = False
-                    probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
-            elif settle:
-                # A step just changed the connections: the new ones' first
-                # round trips, or the ranges still running on connections
-                # beyond a lowered target, are not the new count's measure.
-                # The window starts after them.
-                with self._cv:
-                    if now - probe_t < self.cfg.probe_interval * 0.5 or len(self._inflight) > self._target:
-                        continue
-                settle = False
-                probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
-            elif probing and now - probe_t >= self.cfg.probe_interval * (
-                    0.5 if prev_rate == 0.0 else 3.0 if self._narrowing else 1.0):
-                # (The first window is shorter: a capped link shows at once,
-                # and every early step widens the whole rest of the run. A step
-                # down is measured longer: the servers that call for one are
-                # the ones whose rate swings most from window to window.)
-                rate = (received - probe_bytes) / (now - probe_t)
-                # The event loop never waiting on its sockets means this
-                # machine, not the link, is the limit: more connections would
-                # only cost CPU and lengthen the hash's lag.
-                waited = self._loops_waited()
-                saturated = self._loop_on and waited - probe_idle < 0.05 * (now - probe_t) * len(self._loops)
-                before = self._target
-                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target, saturated)
-                probe_t, probe_bytes, probe_idle = now, received, waited
-                settle = self._target != before
-
-    def _loops_waited(self) -> float:
-        return sum(lp.waited for lp in self._loops)
-
-    def _tune(self, rate: float, prev_rate: float, prev_target: int, saturated: bool = False) -> tuple[bool, float, int]:
-        """Grow the connection count while it pays; step back when it stops
-        paying. ``saturated``: the client is the limit, so no step is taken
-        (and the next window starts afresh)."""
-        with self._cv:
-            per_conn = rate / max(1, self._target)
-            self._size_ranges(per_conn)
-            self._trial = 0
-            capped = per_conn < self.cfg.slow_connection
-            if not saturated:
-                self._rates[self._target] = rate
-            # A step must pay well beyond the noise of a busy machine (runs
-            # here vary by 10-20%): each connection costs the server and this
-            # machine CPU. A link that truly caps each connection gains far
-            # more (doubling 32 capped connections adds close to 100%).
-            if self._narrowing:
-                # Each step down halves the connections; one that keeps the
-                # rate is kept (the server, not the link, was the limit: each
-                # connection cost it CPU), and the next is tried. But when
-                # each connection moves no more than a capped link allows,
-                # the link may be what holds them: fewer can then at best
-                # keep the rate, and a window that says they did may be
-                # noise (behind 20 MB/s per connection, 8 hold 160 MB/s
-                # whatever the server could do). There a step down must pay
-                # outright, and it is the last.
-                if rate < prev_rate * (1.0 if capped else self.cfg.narrow_keep):
-                    self._narrowing = False
-                    self._target = prev_target
+            waited = sum(lp.waited for lp in self._loops)
+            with self._cv:
+                loops = len(self._loops) if self._loop_on else 0
+                if self._ctl.observe(now, received, waited, len(self._inflight), loops):
                     self._park.notify_all()
                     self._start_workers()
-                    return False, prev_rate, prev_target
-                if capped:
-                    self._narrowing = False
-                    return False, rate, self._target
-                return self._narrow(max(rate, prev_rate))
-            if prev_rate and rate < prev_rate * (self.cfg.step_gain_capped if capped else self.cfg.step_gain):
-                # The last step did not pay enough to go on. One that still
-                # gained clearly is kept (going back would give that up);
-                # otherwise go back. When it even cost throughput, the server
-                # pays for each connection: fewer may serve better (a Python
-                # server near its CPU limit does), unless fewer were already
-                # measured to serve less.
-                if rate >= prev_rate * self.cfg.step_keep:
-                    return False, rate, self._target
-                self._server_bound = True
-                self._target = prev_target
-                self._size_ranges(prev_rate / max(1, prev_target))
-                fewer = self._rates.get(prev_target // 2)
-                if rate < prev_rate * self.cfg.narrow_keep and not saturated and (fewer is None or fewer >= prev_rate):
-                    return self._narrow(prev_rate)
-                return False, rate, self._target
-            if saturated:
-                return True, 0.0, self._target
-            if self._target >= self.cfg.max_connections or len(self._inflight) < 0.75 * self._target:
-                # Connections wait for work: more would not help (yet).
-                return prev_rate == 0.0, rate, self._target
-            before = self._target
-            # Slow connections with every one busy: the link caps each
-            # connection (as CDNs do), so widen fast at first (8 -> 64). Past
-            # that, each step doubles: a server may pay for every connection.
-            factor = 8 if capped and self._target <= 8 else 4 if capped and self._target < 32 else 2
-            self._target = min(self.cfg.max_connections, self._target * factor)
-            # Ranges handed out while the step is on trial last about two of
-            # its windows: if it fails, the connections beyond the old count
-            # end soon instead of holding a server that pays for each.
-            self._trial = max(self.cfg.tail_min, _aligned(int(per_conn * self.cfg.probe_interval * 2)))
-            self._park.notify_all()
-            self._start_workers()
-            return True, rate, before
-
-    def _size_ranges(self, per_conn: float) -> None:
-        """The range size (under the lock): about ``range_time`` of a
-        connection's rate, with the bytes in flight (the hash's lag behind the
-        last byte) near ``in_flight``, but lasting at least ``request_ranges``
-        of a request's measured round trips. Once more connections failed to
-        pay, the server, not the link, is the limit, and every request costs
-        it (a Python server serves 16 connections 20% faster in 64 MiB ranges
-        than in 16 MiB ones): ranges then last ``long_range_time`` and may be
-        larger, nearer aria2's one piece per connection, as long as the pull
-        is slow enough for the hash to catch up with a prefix held back that
-        long (a failed step on a fast server means the machine is the limit,
-        and there long ranges left 300 MB to hash after the last byte)."""
-        cfg = self.cfg
-        long = self._server_bound and per_conn * self._target < cfg.long_max_rate
-        seconds = cfg.long_range_time if long else cfg.range_time
-        in_flight = cfg.long_in_flight if long else cfg.in_flight
-        want = min(per_conn * seconds, in_flight / max(1, self._target))
-        floor = max(cfg.chunk_min, per_conn * cfg.request_ranges * self._ttfb)
-        chunk = min(cfg.long_chunk_max if long else cfg.chunk_max, max(floor, want))
-        self._chunk = _aligned(int(chunk))
-
-    def _note_ttfb(self, seconds: float) -> None:
-        """A reused connection's request took ``seconds`` to its first answer
-        byte (a running average; loops call it without the lock, and a lost
-        update between two of them costs nothing)."""
-        self._ttfb = seconds if self._ttfb == 0.0 else self._ttfb + 0.1 * (seconds - self._ttfb)
-
-    def _narrow(self, rate: float) -> tuple[bool, float, int]:
-        """Halve the target (under the lock), down to ``narrow_min``; ``rate``
-        is the one to keep up with. Connections beyond the target close as
-        their ranges end (cutting them would not stop every server's work
-        on them: some read on to the end of the range)."""
-        before = self._target
-        if before // 2 < self.cfg.narrow_min:
-            self._narrowing = False
-            return False, rate, before
-        self._narrowing = True
-        self._target = before // 2
-        return True, rate, before
 
     def _save_maps(self, force: bool = False) -> None:
         """Write the part maps of files with new bytes. On the regular tick a

@@ -180,7 +180,7 @@ class IoLoop:
 
     def _share(self) -> int:
         """This loop's part of the engine's connection target (under the lock)."""
-        target = self.e._target
+        target = self.e._ctl.target
         return target // self.count + (1 if self.index < target % self.count else 0)
 
     def _trim(self, keep: int) -> None:
@@ -371,7 +371,7 @@ class IoLoop:
         body = bytes(conn.head[body_at:])
         conn.head.clear()
         if conn.reused:  # (a new connection's first answer also waited for the connect)
-            self.e._note_ttfb(conn.last - conn.sent)
+            self.e._sizer.note_ttfb(conn.last - conn.sent)
         conn.reused = False
         conn.keep = head.keep_alive
         if not self._accept(conn, r, head, body):

@@ -62,7 +62,6 @@ def test_tick_saves_skip_files_with_little_on_disk_but_forced_saves_take_all(tmp
     are ``map_age`` old (on a slow link they are worth keeping)."""
     from qwenhome.hub.http import HttpClient
     from qwenhome.transfer.engine import EngineConfig, FileJob, TransferEngine, _FileState
-    from qwenhome.transfer.hashing import Verifier
 
     mib = 1 << 20
     now = [100.0]
@@ -71,7 +70,8 @@ def test_tick_saves_skip_files_with_little_on_disk_but_forced_saves_take_all(tmp
     for name, size, have in [("small", 2 * mib, mib), ("big", 64 * mib, 8 * mib)]:
         job = FileJob(name, name, size, "0" * 64, None, [], tmp_path / f"{name}.part")
         job.partial.write_bytes(b"")
-        f = _FileState(job, Intervals([0], [have]), None, Verifier(size, job.sha256, None), dirty_since=now[0])
+        f = _FileState.of(job, Intervals([0], [have]), None)
+        f.dirty_since = now[0]
         states.append(f)
     engine._files = states
     engine._dirty = set(states)

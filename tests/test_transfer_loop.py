@@ -184,8 +184,8 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     import time
 
     from qwenhome.hub.http import HttpClient, Origin
-    from qwenhome.transfer.engine import _Range
     from qwenhome.transfer.evloop import _BODY, IoLoop, _Conn
+    from qwenhome.transfer.work import Span
 
     engine = TransferEngine(HttpClient(env={}), EngineConfig(stall_timeout=1.0))
     loop = IoLoop(engine)
@@ -195,7 +195,7 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     try:
         now = time.monotonic()
         conn = _Conn(client, Origin.of(f"http://127.0.0.1:{server.getsockname()[1]}/f"), now - 5.0)
-        conn.state, conn.r = _BODY, cast(_Range, object())
+        conn.state, conn.r = _BODY, cast(Span, object())
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 64 * 1024)
         conn.lowat = 64 * 1024
         loop.busy.add(conn)

@@ -41,11 +41,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from ..config import Source
 from ..errors import (
     EXIT_INTERRUPTED,
     DiskFullError,
@@ -71,8 +70,12 @@ from .evloop import IoLoop
 from .hashing import Verifier
 from .partmap import Intervals
 from .retry import Backoff
+from .scheduler import Scheduler, Splits
 from .sizing import RangeSizer, Sizes
+from .work import Candidate, Destination, Item, Span, Status
 from .workers import Workers
+
+__all__ = ["Cancelled", "Candidate", "EngineConfig", "FileJob", "TransferEngine"]
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -83,14 +86,6 @@ _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 class Cancelled(QwenhomeError):
     code = "cancelled"
     exit_code = EXIT_INTERRUPTED
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One place a file can be fetched from."""
-
-    source: Source
-    url: str
 
 
 @dataclass
@@ -179,44 +174,23 @@ def _sizes(cfg: EngineConfig) -> Sizes:
                  cfg.long_range_time, cfg.long_chunk_max, cfg.long_in_flight, cfg.long_max_rate, cfg.tail_min)
 
 
-@dataclass(eq=False)
-class _Range:
-    file: _FileState
-    start: int
-    cur: int
-    end: int
-    gen: int
-    t0: float
-    tries: int = 0  # its file's failure count when it was cut: one blip fails many ranges
-    cand: int = 0  # the candidate source its request went to (set when it is sent)
-
-
-@dataclass(eq=False)
-class _FileState:
+@dataclass(eq=False, kw_only=True)
+class _FileState(Item):
     job: FileJob
-    done: Intervals
-    validator: str | None
     verifier: Verifier
-    fd: int = -1  # opened on first use, closed when finished: bounded open files
-    cand: int = 0
-    inflight: list[_Range] = field(default_factory=list)
-    direct_url: str | None = None
-    failures: int = 0
     integrity_failures: int = 0
-    ready_at: float = 0.0
-    gen: int = 0
-    no_ranges: bool = False
-    state: str = "active"  # active | verified | failed
-    error: QwenhomeError | None = None
-    started: bool = False
-    queued: bool = True  # in the engine's list of files with bytes to hand out
     hashing: bool = False  # one thread at a time feeds the verifier
     unmapped: bool = False  # verified: its part map is gone and must not be written again
-    slow: bool = False  # served by the threaded path (TLS, proxy, or an answer the loop does not take)
-    # The first answer came (or the first request failed): until then one range
-    # at a time, so a resolve that redirects is asked once, not per connection.
-    answered: bool = False
     dirty_since: float = 0.0  # when its part map last became out of date
+
+    @classmethod
+    def of(cls, job: FileJob, done: Intervals, validator: str | None) -> _FileState:
+        return cls(name=job.path, size=job.size, candidates=job.candidates, dest=Destination(job.partial),
+                   done=done, validator=validator, job=job, verifier=Verifier(job.size, job.sha256, job.blob_id))
+
+
+def _file(span: Span) -> _FileState:
+    return cast(_FileState, span.item)  # the engine's items are its files
 
 
 class TransferEngine:
@@ -253,12 +227,9 @@ class TransferEngine:
         self._maps = threading.Lock()  # part-map writes, and a verified file's map removal
         self._unsaved = 0
         self._files: list[_FileState] = []
-        self._queue: deque[_FileState] = deque()  # files the event loop serves
-        self._slow: deque[_FileState] = deque()  # files the worker threads serve
         self._loop_on = False
-        self._hash_q: deque[_FileState] = deque()  # files whose hash claim the loop took
+        self._hash_q: deque[Item] = deque()  # files whose hash claim the loop took
         self._hash_work = threading.Condition(lock)  # hash threads: a claim is queued
-        self._inflight: set[_Range] = set()
         self._dirty: set[_FileState] = set()
         self._active = 0
         self._files_done = 0
@@ -268,12 +239,14 @@ class TransferEngine:
         self._bytes = 0  # bytes received this run
         self._sizer = RangeSizer(_sizes(config))
         self._ctl = Controller(_steps(config), self._sizer, fixed=config.connections)
+        self._sched = Scheduler(self._sizer, Splits(config.steal_min, config.hash_lag),
+                                connections=lambda: self._ctl.target, left=lambda: self._total - self._done_bytes,
+                                on_start=self._started, wake=self._cv.notify)
         self._loops: list[IoLoop] = []
         self._workers = Workers(self)
         # Bytes the running hash has yet to go through (a hint, written by the
         # hash threads without the lock): past ``hash_ahead`` the loops pause.
         self._hash_backlog = 0
-        self._small_turn = False  # _carve_next alternates between the ends of the queue
         self.bad_sources: set[str] = set()
         self.stats: dict[str, Any] = {}
 
@@ -291,7 +264,7 @@ class TransferEngine:
             folder.mkdir(parents=True, exist_ok=True)
         for job in jobs:
             done, validator = partmap.load(job.partial, job.key, job.size)
-            f = _FileState(job, done, validator, Verifier(job.size, job.sha256, job.blob_id))
+            f = _FileState.of(job, done, validator)
             self._files.append(f)
             self._done_bytes += done.covered()
             if done.prefix() or job.size == 0:
@@ -300,12 +273,9 @@ class TransferEngine:
         self._total = sum(f.job.size for f in self._files)
         self._loop_on = self.cfg.event_loop and self.cfg.splice and hasattr(os, "splice")
         for f in self._files:
-            f.slow = not (self._loop_on and self.http.direct(self._url(f)))
-        # Largest first: big files spread over many connections early and the
-        # small ones fill the gaps at the end.
-        for f in sorted(self._files, key=lambda f: f.job.size - f.done.covered(), reverse=True):
-            (self._slow if f.slow else self._queue).append(f)
-        self._loop_on = self._loop_on and bool(self._queue)
+            f.slow = not (self._loop_on and self.http.direct(f.url()))
+        self._sched.add(self._files)
+        self._loop_on = self._loop_on and bool(self._sched.fast)
         if not self.cfg.connections:
             # Start with a connection per ``initial_bytes`` to fetch (as
             # hf_transfer and aria2 split a file up front), and many for many
@@ -341,37 +311,16 @@ class TransferEngine:
             hasher.join(timeout=60)
             self._save_maps(force=True)
             for f in self._files:
-                self._close(f)
+                f.dest.close()
         elapsed = max(1e-9, self.clock() - t_start)
         self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._ctl.target, "chunk": self._sizer.chunk,
                       "threaded_files": sum(1 for f in self._files if f.slow),
                       "loop_reads": sum(lp.reads for lp in self._loops), "request_ms": round(self._sizer.ttfb * 1000)}
         if self._fatal is not None:
             raise self._fatal
-        return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
+        return {f.job.key: f.error for f in self._files if f.status is Status.FAILED and f.error is not None}
 
     # -- files -----------------------------------------------------------------
-    def _ensure_open(self, f: _FileState) -> None:
-        """Open (and on first use pre-size) the partial file. Under the lock."""
-        if f.fd >= 0:
-            return
-        try:
-            fd = os.open(f.job.partial, os.O_RDWR | os.O_CREAT, 0o644)
-            if not f.done.starts:
-                os.ftruncate(fd, 0)
-                os.ftruncate(fd, f.job.size)
-        except OSError as exc:
-            raise translate_os_error(exc, f.job.partial) from exc
-        f.fd = fd
-
-    def _close(self, f: _FileState) -> None:
-        if f.fd >= 0:
-            try:
-                os.close(f.fd)
-            except OSError:
-                pass
-            f.fd = -1
-
     def _check_disk(self) -> None:
         if not self._files:
             return
@@ -389,57 +338,38 @@ class TransferEngine:
                 free=free,
             )
 
-    def _settle(self, f: _FileState, state: str) -> None:
+    def _settle(self, f: _FileState, status: Status) -> None:
         """A file leaves the active set (under the lock)."""
-        f.state = state
+        f.status = status
         self._active -= 1
-        for r in f.inflight:
-            r.gen = -1
-            self._inflight.discard(r)
-        f.inflight.clear()
-        if state == "verified":
+        self._sched.cancel(f)
+        if status is Status.VERIFIED:
             self._files_done += 1
         if not self._active:
             self._wake_all()
 
-    def _requeue(self, f: _FileState) -> None:
-        if not f.queued and f.state == "active":
-            f.queued = True
-            # Unfinished files first: keeps their hashed prefix moving.
-            (self._slow if f.slow else self._queue).appendleft(f)
-            self._cv.notify()
+    def _started(self, item: Item) -> None:
+        self._emit(ProgressEvent(FILE_START, self.repo, item.name, item.done.covered(), item.size))
 
-    def _url(self, f: _FileState) -> str:
-        return f.direct_url or f.job.candidates[f.cand].url
-
-    def _make_slow(self, f: _FileState) -> None:
+    def _make_slow(self, f: Item) -> None:
         """Hand ``f`` to the worker threads for the rest of the run (under the lock)."""
-        if f.slow:
-            return
-        f.slow = True
-        if f.queued:
-            try:
-                self._queue.remove(f)
-            except ValueError:
-                pass
-            f.queued = False
-        self._requeue(f)
-        self._start_workers()
-        self._cv.notify_all()
+        if self._sched.make_slow(f):
+            self._start_workers()
+            self._cv.notify_all()
 
     def _abandon_loop(self) -> None:
         """The loop cannot write here (splice refused): threads take every file."""
         self._loop_on = False
         self._workers.splice_ok = False
         for f in self._files:
-            if f.state == "active":
+            if f.active:
                 self._make_slow(f)
 
     def _start_workers(self) -> None:
         """Start threads up to the target (under the lock); they are never more
         than the connections in use, so idle capacity costs nothing. With the
         event loop on, threads serve only the files it handed over."""
-        if self._loop_on and not any(f.slow and f.state == "active" for f in self._files):
+        if self._loop_on and not any(f.slow and f.active for f in self._files):
             return
         while len(self._threads) < self._ctl.target:
             t = threading.Thread(target=self._workers.run, args=(len(self._threads),), daemon=True,
@@ -454,7 +384,7 @@ class TransferEngine:
                 self._fatal = exc
             self._wake_all()
 
-    def _mark_answered(self, f: _FileState) -> None:
+    def _mark_answered(self, f: Item) -> None:
         """``f``'s first answer came: its other ranges may start (``_carve_next``)."""
         if not f.answered:
             with self._cv:
@@ -467,7 +397,7 @@ class TransferEngine:
             cv.notify_all()
 
     # -- scheduling (under self._cv) --------------------------------------------
-    def _next_range(self, wid: int) -> _Range | None:
+    def _next_range(self, wid: int) -> Span | None:
         with self._cv:
             while True:
                 if self._fatal is not None or not self._active:
@@ -476,150 +406,24 @@ class TransferEngine:
                     self._park.wait(5.0)  # woken when the target grows or the run ends
                     continue
                 now = self.clock()
-                r = self._boost_prefix(now, slow=True) or self._carve_next(now, self._slow)
-                if r is None:
-                    r = self._steal(now, slow=True)
+                r = self._sched.next_span(now, slow=True)
                 if r is not None:
                     return r
                 self._cv.wait(0.1)  # steal opportunities and back-offs are time-based
 
-    def _carve_next(self, now: float, queue: deque[_FileState]) -> _Range | None:
-        """The next range from ``queue`` (largest files first). Every other
-        range goes to the smallest file waiting: the large files keep most
-        connections (their ranges last longer), while the small ones, each
-        mostly a round trip, are asked for during the transfer instead of all
-        at its end, where their latency would add up."""
-        self._small_turn = not self._small_turn
-        if self._small_turn and len(queue) > 1:
-            r = self._carve_end(now, queue, smallest=True)
-            if r is not None:
-                return r
-        return self._carve_end(now, queue, smallest=False)
-
-    def _carve_end(self, now: float, queue: deque[_FileState], smallest: bool) -> _Range | None:
-        take = queue.pop if smallest else queue.popleft
-        skipped: list[_FileState] = []
-        r: _Range | None = None
-        while queue:
-            f = queue[-1] if smallest else queue[0]
-            if f.state != "active" or f.slow != (queue is self._slow):
-                take()
-                f.queued = False
-                self._requeue(f)  # a file the loop handed over: into the other queue
-                continue
-            if f.ready_at > now or (f.inflight and not f.answered):
-                skipped.append(take())
-                continue
-            r = self._carve(f, now)
-            if r is not None:
-                break
-            take()
-            f.queued = False
-        put = queue.append if smallest else queue.appendleft
-        for f in reversed(skipped):
-            put(f)
-        return r
-
-    def _carve(self, f: _FileState, now: float) -> _Range | None:
-        size = f.job.size
-        if size == 0 or (f.no_ranges and f.inflight):
-            return None
-        busy = Intervals(list(f.done.starts), list(f.done.ends))
-        for r in f.inflight:
-            busy.add(r.start, r.end)
-        gap = busy.first_gap(0, size)
-        if gap is None:
-            return None
-        s, e = gap
-        if not f.no_ranges:
-            chunk = self._sizer.next_size(self._total - self._done_bytes, self._ctl.target)
-            e = min(e, s + chunk)
-            if 0 < size - e < chunk // 4 and gap[1] == size:
-                e = size  # no tiny tail range
-        self._ensure_open(f)
-        r = _Range(f, s, s, e, f.gen, now, f.failures)
-        f.inflight.append(r)
-        self._inflight.add(r)
-        if not f.started:
-            f.started = True
-            self._emit(ProgressEvent(FILE_START, self.repo, f.job.path, f.done.covered(), size))
-        return r
-
-    def _next_fast(self, now: float) -> _Range | None:
+    def _next_fast(self, now: float) -> Span | None:
         """The event loop's next range (under the lock): a stuck prefix first,
         then new bytes, then the end-game."""
-        return self._boost_prefix(now, slow=False) or self._carve_next(now, self._queue) or self._steal(now, slow=False)
-
-    def _boost_prefix(self, now: float, slow: bool) -> _Range | None:
-        """Split the range that holds a file's written prefix when much was
-        received beyond it: the hash can only follow the prefix, so while one
-        slow range holds it, the backlog grows into a hashing tail after the
-        last byte. Asked before new bytes are handed out."""
-        best: _Range | None = None
-        for r in self._inflight:
-            f = r.file
-            if (f.slow != slow or f.no_ranges or r.cur != f.done.prefix() or now - r.t0 < 0.2
-                    or r.end - r.cur < 2 * self.cfg.steal_min or f.done.covered() - r.cur < self.cfg.hash_lag):
-                continue
-            if best is None or r.end - r.cur > best.end - best.cur:
-                best = r
-        return None if best is None else self._split(best, now)
-
-    def _split(self, victim: _Range, now: float) -> _Range | None:
-        """Give the second half of ``victim``'s remaining bytes to a new range."""
-        mid = _aligned(victim.cur + (victim.end - victim.cur) // 2)
-        if mid <= victim.cur:
-            return None
-        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries)
-        victim.end = mid
-        victim.file.inflight.append(new)
-        self._inflight.add(new)
-        return new
-
-    def _steal(self, now: float, slow: bool) -> _Range | None:
-        """End-game: split the range of an outlier connection (much slower than
-        the others, or silent). Splitting costs the victim its connection and
-        the bytes already in its socket buffers, so uniform slowness (a per
-        connection limit, a busy CPU) is left alone."""
-        speeds: list[float] = []
-        for r in self._inflight:
-            if r.file.slow != slow:
-                continue
-            elapsed = now - r.t0
-            if elapsed > 0.3:
-                speeds.append((r.cur - r.start) / elapsed)
-        if not speeds:
-            return None
-        speeds.sort()
-        typical = speeds[len(speeds) // 2]
-        best: _Range | None = None
-        best_left = 0
-        for r in self._inflight:
-            left = r.end - r.cur
-            if left < 2 * self.cfg.steal_min or left <= best_left or r.file.no_ranges or r.file.slow != slow:
-                continue
-            elapsed = now - r.t0
-            if elapsed < 1.0:
-                continue
-            speed = (r.cur - r.start) / elapsed
-            if speed > 0 and speed >= 0.3 * typical:
-                continue
-            best, best_left = r, left
-        return None if best is None else self._split(best, now)
+        return self._sched.next_span(now, slow=False)
 
     # -- workers -------------------------------------------------------------
-    def _drop(self, r: _Range) -> None:
-        f = r.file
-        if r in f.inflight:
-            f.inflight.remove(r)
-        self._inflight.discard(r)
-        if r.gen == f.gen and r.cur < r.end:
-            self._requeue(f)
+    def _drop(self, r: Span) -> None:
+        self._sched.drop(r)
 
-    def _restart_whole(self, r: _Range, no_ranges: bool) -> None:
+    def _restart_whole(self, r: Span, no_ranges: bool) -> None:
         """A 200 for a range (ranges ignored, or If-Range found the content
         changed): the file starts again from byte 0 on that very answer."""
-        f = r.file
+        f = _file(r)
         size = f.job.size
         with self._cv:
             f.gen += 1
@@ -628,18 +432,12 @@ class TransferEngine:
             f.verifier = Verifier(size, f.job.sha256, f.job.blob_id)
             f.no_ranges = no_ranges
             f.validator = None
-            for other in f.inflight:
-                self._inflight.discard(other)
-            f.inflight = [r]
-            self._inflight.add(r)
-            r.start = r.cur = 0
-            r.end = size
-            r.gen = f.gen
+            self._sched.restart(r)
 
-    def _record(self, r: _Range, pos: int, n: int) -> bool:
+    def _record(self, r: Span, pos: int, n: int) -> bool:
         """``n`` bytes of ``r`` are on disk at ``pos`` (under the lock; the
         range is current). True when the caller now holds the file's hash claim."""
-        f = r.file
+        f = _file(r)
         grows_prefix = pos <= f.done.prefix()
         f.done.add(pos, pos + n)
         r.cur = pos + n
@@ -655,8 +453,8 @@ class TransferEngine:
             self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
         return grows_prefix and self._claim_hash(f)
 
-    def _failed(self, r: _Range, exc: BaseException) -> None:
-        f = r.file
+    def _failed(self, r: Span, exc: BaseException) -> None:
+        f = _file(r)
         with self._cv:
             self._drop(r)
             if isinstance(exc, DiskFullError | StoreError) or not isinstance(exc, QwenhomeError):
@@ -664,9 +462,9 @@ class TransferEngine:
                     self._fatal = exc
                 self._wake_all()
                 return
-            if r.gen != f.gen or f.state != "active":
+            if r.gen != f.gen or not f.active:
                 return
-            self._requeue(f)
+            self._sched.requeue(f)
             if r.cand != f.cand:
                 return  # from a source the file has left: no verdict on the one it uses now
             if exc.transient:
@@ -696,11 +494,11 @@ class TransferEngine:
             nxt += 1
         if nxt >= len(f.job.candidates):
             f.error = exc
-            self._settle(f, "failed")
+            self._settle(f, Status.FAILED)
             self._emit(ProgressEvent(FILE_ERROR, self.repo, f.job.path, message=exc.one_line()))
             return
         f.cand = nxt
-        self._requeue(f)
+        self._sched.requeue(f)
         src = f.job.candidates[nxt].source
         self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.label}"
                                  + (f" ({src.url})" if src.named else "")))
@@ -714,25 +512,26 @@ class TransferEngine:
     # trailing behind the transfer in one thread.
     def _claim_hash(self, f: _FileState) -> bool:
         """Take ``f``'s verifier if it has work (under the lock)."""
-        if f.hashing or f.state != "active":
+        if f.hashing or not f.active:
             return False
         if f.done.prefix() <= f.verifier.hashed < f.job.size:
             return False
         f.hashing = True
         return True
 
-    def _hash_while_claimed(self, f: _FileState) -> None:
-        """Hash ``f`` up to its written prefix until caught up (the claim is held
+    def _hash_while_claimed(self, item: Item) -> None:
+        """Hash ``item`` up to its written prefix until caught up (the claim is held
         on entry), verifying and installing it once complete."""
+        f = cast(_FileState, item)
         try:
             while True:
                 with self._cv:
                     verifier, gen, prefix = f.verifier, f.gen, f.done.prefix()
-                    if (f.state != "active" or self._fatal is not None
+                    if (not f.active or self._fatal is not None
                             or prefix <= verifier.hashed < f.job.size):
                         f.hashing = False  # growth from now on finds the claim free
                         return
-                    self._ensure_open(f)  # a resumed file may be complete already
+                    f.open()  # a resumed file may be complete already
                 self._hash_span(f, verifier, prefix, gen)
         except BaseException as exc:
             with self._cv:
@@ -773,15 +572,16 @@ class TransferEngine:
                 try:
                     if end - pos <= 256 * 1024:
                         # A small span costs less copied than mapped and unmapped.
-                        data = os.pread(f.fd, end - pos, pos)
+                        data = os.pread(f.dest.fd, end - pos, f.dest.offset + pos)
                         if len(data) < end - pos:
                             raise OSError(errno.EIO, f"partial file shorter than {end} bytes")
                         verifier.update(data)
                     else:
-                        base = pos - pos % mmap.ALLOCATIONGRANULARITY
-                        with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
+                        at, stop_at = f.dest.offset + pos, f.dest.offset + end
+                        base = at - at % mmap.ALLOCATIONGRANULARITY
+                        with mmap.mmap(f.dest.fd, stop_at - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
                                        prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
-                            verifier.update(view[pos - base : end - base])
+                            verifier.update(view[at - base : stop_at - base])
                 except (OSError, ValueError) as exc:
                     if f.gen == gen:
                         self._abort(translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
@@ -795,10 +595,10 @@ class TransferEngine:
 
     def _finish(self, f: _FileState, verifier: Verifier) -> None:
         with self._cv:
-            if f.state != "active" or (f.job.size > 0 and not f.done.covers(0, f.job.size)):
+            if not f.active or (f.job.size > 0 and not f.done.covers(0, f.job.size)):
                 return
         if verifier.ok():
-            self._close(f)
+            f.dest.close()
             # Under the map lock: a save that took this file's map before it
             # was verified would otherwise write it back after the unlink.
             with self._maps:
@@ -817,7 +617,7 @@ class TransferEngine:
                 return
             with self._cv:
                 self._dirty.discard(f)
-                self._settle(f, "verified")
+                self._settle(f, Status.VERIFIED)
             self._emit(ProgressEvent(FILE_DONE, self.repo, f.job.path, f.job.size, f.job.size))
             return
         err = IntegrityError(
@@ -828,18 +628,16 @@ class TransferEngine:
             f.gen += 1
             self._done_bytes -= f.done.covered()
             f.done.clear()
-            for r in f.inflight:
-                self._inflight.discard(r)
-            f.inflight.clear()
+            self._sched.cancel(f)
             f.verifier = Verifier(f.job.size, f.job.sha256, f.job.blob_id)
             f.integrity_failures += 1
             self._dirty.add(f)
             try:
-                os.ftruncate(f.fd, 0)
-                os.ftruncate(f.fd, f.job.size)
+                os.ftruncate(f.dest.fd, 0)
+                os.ftruncate(f.dest.fd, f.dest.offset + f.job.size)
             except OSError as exc:
                 self._fatal = translate_os_error(exc, f.job.partial)
-            self._requeue(f)
+            self._sched.requeue(f)
             src = f.job.candidates[f.cand].source
             self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{err.code} from {src.label}; refetching"))
             has_other = any(c.source.name not in self.bad_sources and c.source.name != src.name for c in f.job.candidates)
@@ -883,13 +681,13 @@ class TransferEngine:
             if now - last_files_t >= 0.5:  # per-file progress, less often
                 last_files_t = now
                 with self._cv:
-                    active = {r.file: (r.file.done.covered(), r.file.job.size) for r in self._inflight}
-                for f, (done_f, size_f) in active.items():
-                    self._emit(ProgressEvent(PROGRESS, self.repo, f.job.path, done_f, size_f))
+                    active = {r.item: (r.item.done.covered(), r.item.size) for r in self._sched.inflight}
+                for item, (done_f, size_f) in active.items():
+                    self._emit(ProgressEvent(PROGRESS, self.repo, item.name, done_f, size_f))
             waited = sum(lp.waited for lp in self._loops)
             with self._cv:
                 loops = len(self._loops) if self._loop_on else 0
-                if self._ctl.observe(now, received, waited, len(self._inflight), loops):
+                if self._ctl.observe(now, received, waited, len(self._sched.inflight), loops):
                     self._park.notify_all()
                     self._start_workers()
 

@@ -36,10 +36,11 @@ from ..hub.errors import raise_for_status
 from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, token_for, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
-from .workers import expired_signed_url, write_at
+from .work import Item, Span
+from .workers import expired_signed_url
 
 if TYPE_CHECKING:
-    from .engine import TransferEngine, _FileState, _Range
+    from .engine import TransferEngine
 
 _CONNECTING, _HANDSHAKE, _SENDING, _HEAD, _BODY = range(5)
 _SLICE = 1 << 20  # bytes moved per readable event and connection
@@ -66,7 +67,7 @@ class _Conn:
         self.tls = origin.scheme == "https"  # sock becomes an SSLSocket once connected
         self.origin = origin
         self.state = _CONNECTING
-        self.r: _Range | None = None
+        self.r: Span | None = None
         self.url = ""
         self.out = b""
         self.head = bytearray()
@@ -109,7 +110,7 @@ class IoLoop:
         last_check = e.clock()
         try:
             while True:
-                starts: list[_Range] = []
+                starts: list[Span] = []
                 with e._cv:
                     if e._fatal is not None or not e._active or not e._loop_on:
                         return
@@ -192,12 +193,10 @@ class IoLoop:
                 extra -= 1
 
     # -- starting a range ---------------------------------------------------------
-    def _start(self, r: _Range, now: float) -> None:
+    def _start(self, r: Span, now: float) -> None:
         e = self.e
-        f = r.file
-        r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
-        cand = f.job.candidates[f.cand]
-        url = f.direct_url or cand.url
+        f = r.item
+        cand, url = f.send(r)  # (a failover may have come since the cut)
         if not e.http.direct(url):
             self._to_slow(r)
             return
@@ -303,7 +302,7 @@ class IoLoop:
                 return
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
                 self._close(conn)
-                self.e._abort(translate_os_error(exc, r.file.job.partial))
+                self.e._abort(translate_os_error(exc, r.item.dest.path))
                 return
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF) and conn.state == _BODY:
                 # This filesystem cannot take splice (some network and WSL
@@ -353,7 +352,7 @@ class IoLoop:
         else:
             self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
 
-    def _read_head(self, conn: _Conn, r: _Range) -> None:
+    def _read_head(self, conn: _Conn, r: Span) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -383,13 +382,13 @@ class IoLoop:
         if conn.tls and conn.r is not None and conn.sock.pending():  # type: ignore[attr-defined]
             self.again.add(conn)
 
-    def _accept(self, conn: _Conn, r: _Range, head: rawhttp.Head, body: bytes) -> bool:
+    def _accept(self, conn: _Conn, r: Span, head: rawhttp.Head, body: bytes) -> bool:
         """Whether the body that follows is ``r``'s; otherwise the range is
         redirected, failed (error statuses, classified as the threaded path
         does), or handed to the threaded path, and the connection closed."""
         e = self.e
-        f = r.file
-        size = f.job.size
+        f = r.item
+        size = f.size
         length = head.length
         if head.status in REDIRECT_CODES and head.get("location"):
             new = urljoin(conn.url, head.get("location") or "")
@@ -430,11 +429,11 @@ class IoLoop:
         conn.left = length or 0
         return True
 
-    def _read_body(self, conn: _Conn, r: _Range) -> None:
+    def _read_body(self, conn: _Conn, r: Span) -> None:
         e = self.e
-        f = r.file
+        f = r.item
         with e._cv:
-            current = r.gen == f.gen and f.state == "active" and e._fatal is None
+            current = r.gen == f.gen and f.active and e._fatal is None
             pos, end = r.cur, r.end
         if not current or pos >= end:
             self._finish_range(conn, r, early=True)
@@ -444,13 +443,13 @@ class IoLoop:
             moved = self._decrypt(conn, want)
             if moved < 0:
                 return
-            write_at(f.fd, self.buf, moved, pos, f)
+            f.dest.write(self.buf, moved, pos)
         else:
             try:
                 moved = os.splice(conn.sock.fileno(), self.pipe[1], want)
             except BlockingIOError:
                 return
-            drain_pipe(self.pipe[0], f.fd, pos, moved)
+            drain_pipe(self.pipe[0], f.dest.fd, f.dest.offset + pos, moved)
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
         self.reads += 1
@@ -502,19 +501,19 @@ class IoLoop:
             self.again.add(conn)  # the rest of a record OpenSSL already decrypted
         return got
 
-    def _store(self, conn: _Conn, r: _Range, data: bytes) -> None:
+    def _store(self, conn: _Conn, r: Span, data: bytes) -> None:
         """Body bytes that came with the head."""
-        f = r.file
+        f = r.item
         with self.e._cv:
             pos, end = r.cur, r.end
         data = data[: max(0, min(len(data), end - pos, conn.left))]
-        write_at(f.fd, memoryview(data), len(data), pos, f)
+        f.dest.write(memoryview(data), len(data), pos)
         conn.left -= len(data)
         self._account(conn, r, pos, len(data))
 
-    def _account(self, conn: _Conn, r: _Range, pos: int, n: int) -> None:
+    def _account(self, conn: _Conn, r: Span, pos: int, n: int) -> None:
         e = self.e
-        f = r.file
+        f = r.item
         with e._cv:
             if r.gen != f.gen:
                 claimed = False
@@ -529,9 +528,9 @@ class IoLoop:
         elif conn.left == 0:
             self._finish_range(conn, r, early=False)  # a shorter answer: the rest is handed out again
 
-    def _finish_range(self, conn: _Conn, r: _Range, early: bool) -> None:
+    def _finish_range(self, conn: _Conn, r: Span, early: bool) -> None:
         e = self.e
-        nxt: _Range | None = None
+        nxt: Span | None = None
         with e._cv:
             e._drop(r)
             self.busy.discard(conn)
@@ -548,7 +547,7 @@ class IoLoop:
             self._start(nxt, e.clock())  # takes this idle connection when the origin matches
 
     # -- failures -------------------------------------------------------------------
-    def _status_error(self, f: _FileState, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
+    def _status_error(self, f: Item, url: str, head: rawhttp.Head, body: bytes) -> QwenhomeError:
         expired = expired_signed_url(f, url, head.status)
         if expired is not None:
             return expired
@@ -560,18 +559,18 @@ class IoLoop:
         except QwenhomeError as exc:
             return exc
 
-    def _fail(self, r: _Range, exc: BaseException, conn: _Conn | None = None) -> None:
+    def _fail(self, r: Span, exc: BaseException, conn: _Conn | None = None) -> None:
         if conn is not None:
             self._close(conn)
         self.e._failed(r, exc)
 
-    def _to_slow(self, r: _Range) -> None:
+    def _to_slow(self, r: Span) -> None:
         e = self.e
         with e._cv:
             e._drop(r)
-            e._make_slow(r.file)
+            e._make_slow(r.item)
 
-    def _retry_fresh(self, conn: _Conn, r: _Range) -> None:
+    def _retry_fresh(self, conn: _Conn, r: Span) -> None:
         self._close(conn)
         with self.e._cv:
             self.e._drop(r)  # handed out again at once, on a new connection

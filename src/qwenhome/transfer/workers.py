@@ -14,34 +14,22 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from ..errors import DiskFullError, ProtocolError, QwenhomeError, TransferInterrupted
+from ..errors import ProtocolError, QwenhomeError, TransferInterrupted
 from ..hub.errors import raise_for_status
 from ..hub.http import Origin, Response, token_for
 from ..store.cache import translate_os_error
+from .work import Item, Span
 
 if TYPE_CHECKING:
-    from .engine import TransferEngine, _FileState, _Range
+    from .engine import TransferEngine
 
 
-def write_at(fd: int, mv: memoryview, n: int, pos: int, f: _FileState) -> None:
-    """``pwrite`` all of ``mv[:n]`` at ``pos``; a short write means the disk is filling up."""
-    written = 0
-    try:
-        while written < n:
-            w = os.pwrite(fd, mv[written:n], pos + written)
-            if w <= 0:
-                raise DiskFullError(f"no space left writing {f.job.partial}")
-            written += w
-    except OSError as exc:
-        raise translate_os_error(exc, f.job.partial) from exc
-
-
-def expired_signed_url(f: _FileState, url: str, status: int) -> TransferInterrupted | None:
+def expired_signed_url(f: Item, url: str, status: int) -> TransferInterrupted | None:
     """A refusal from the CDN URL a redirect gave: it expired. The file goes
     back to resolving its candidate URL (a transient failure, retried)."""
     if status in (403, 404, 410) and f.direct_url and url == f.direct_url:
         f.direct_url = None
-        return TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {status})")
+        return TransferInterrupted(f"signed URL for {f.name} expired (HTTP {status})")
     return None
 
 
@@ -73,12 +61,10 @@ class Workers:
                 with e._cv:
                     e._drop(r)
 
-    def _fetch(self, r: _Range) -> None:
+    def _fetch(self, r: Span) -> None:
         e = self.e
-        f = r.file
-        r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
-        cand = f.job.candidates[f.cand]
-        url = f.direct_url or cand.url
+        f = r.item
+        cand, url = f.send(r)  # (a failover may have come since the cut)
         token = token_for(cand.source.token, cand.source.url, url)
         headers = {"Range": f"bytes={r.start}-{r.end - 1}"}
         if f.validator and r.start > 0:
@@ -99,9 +85,9 @@ class Workers:
             # (a split range stops early and drops it).
             resp.release()
 
-    def _check_response(self, r: _Range, resp: Response, url: str) -> None:
-        f = r.file
-        size = f.job.size
+    def _check_response(self, r: Span, resp: Response, url: str) -> None:
+        f = r.item
+        size = f.size
         if resp.status == 206:
             cr = resp.header("Content-Range") or ""
             try:
@@ -112,7 +98,7 @@ class Workers:
                 raise ProtocolError(f"bad Content-Range {cr!r} from {url}", code="bad-response") from exc
             if total_n != size:
                 raise ProtocolError(
-                    f"{f.job.path}: source says {total_n} bytes, metadata says {size}",
+                    f"{f.name}: source says {total_n} bytes, metadata says {size}",
                     code="size-mismatch",
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
@@ -123,7 +109,7 @@ class Workers:
             length = resp.header("Content-Length")
             if length is not None and int(length) != size:
                 raise ProtocolError(
-                    f"{f.job.path}: source sent {length} bytes, metadata says {size}",
+                    f"{f.name}: source sent {length} bytes, metadata says {size}",
                     code="size-mismatch",
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
@@ -140,11 +126,11 @@ class Workers:
             pass
         raise_for_status(resp.status, resp.headers, url, None, body)
 
-    def _read_body(self, r: _Range, resp: Response) -> None:
+    def _read_body(self, r: Span, resp: Response) -> None:
         """Read the range into place, stopping early if the range was split."""
         e = self.e
-        f = r.file
-        fd = f.fd
+        f = r.item
+        dest = f.dest
         bufsize = e.cfg.buffer_size
         pipe = self._pipe() if e.cfg.splice and self.splice_ok and resp.can_splice() else None
         mv = self._buffer() if pipe is None else None
@@ -152,16 +138,16 @@ class Workers:
             gen, pos, end = r.gen, r.cur, r.end
         # One lock round per buffer: record what was written and learn whether
         # the range was split or cancelled meanwhile.
-        while gen == f.gen and pos < end and e._fatal is None and f.state == "active":
+        while gen == f.gen and pos < end and e._fatal is None and f.active:
             if pipe is not None:
-                n = self._splice(resp, fd, pos, min(bufsize, end - pos), pipe, f)
+                n = self._splice(resp, dest.fd, dest.offset + pos, min(bufsize, end - pos), pipe, f)
             else:
                 assert mv is not None
                 n = resp.readinto(mv[: min(bufsize, end - pos)])
                 if n > 0:
-                    write_at(fd, mv, n, pos, f)
+                    dest.write(mv, n, pos)
             if n <= 0:
-                raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
+                raise TransferInterrupted(f"{f.name}: body ended early at byte {pos}")
             with e._cv:
                 if r.gen != f.gen:
                     return
@@ -197,7 +183,7 @@ class Workers:
                 os.close(end)
             self._local.pipe = None
 
-    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: _FileState) -> int:
+    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: Item) -> int:
         try:
             return resp.splice_into(fd, pos, want, pipe, self.e.cfg.stall_timeout)
         except BaseException as exc:
@@ -206,6 +192,6 @@ class Workers:
                 if exc.errno in (errno.EINVAL, errno.EBADF, errno.ENOSYS):
                     # This filesystem cannot take splice: plain reads from now on.
                     self.splice_ok = False
-                    raise TransferInterrupted(f"{f.job.path}: splice unsupported here; retrying") from exc
-                raise translate_os_error(exc, f.job.partial) from exc
+                    raise TransferInterrupted(f"{f.name}: splice unsupported here; retrying") from exc
+                raise translate_os_error(exc, f.dest.path) from exc
             raise

@@ -11,7 +11,7 @@ from typing import cast
 from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
-from qwenhome.transfer import EngineConfig, TransferEngine
+from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
 from qwenhome.transfer.sizing import RangeSizer, Sizes
 from tests.support.mirror import Mirror, start_mirror
@@ -184,25 +184,30 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     import time
 
     from qwenhome.hub.http import HttpClient, Origin
-    from qwenhome.transfer.evloop import _BODY, IoLoop, _Conn
+    from qwenhome.transfer.conns import BODY, Conn
+    from qwenhome.transfer.controller import Controller, Steps
+    from qwenhome.transfer.evloop import IoLoop
+    from qwenhome.transfer.hasher import Hasher
+    from qwenhome.transfer.run import Run
+    from qwenhome.transfer.state import State
     from qwenhome.transfer.work import Span
 
-    engine = TransferEngine(HttpClient(env={}), EngineConfig(stall_timeout=1.0))
-    loop = IoLoop(engine)
+    state = State([], Controller(Steps(), RangeSizer()))
+    loop = IoLoop(Run(HttpClient(env={}), state, Hasher(state, lambda _job: None), stall_timeout=1.0))
     server = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(server.getsockname())
     peer, _ = server.accept()
     try:
         now = time.monotonic()
-        conn = _Conn(client, Origin.of(f"http://127.0.0.1:{server.getsockname()[1]}/f"), now - 5.0)
-        conn.state, conn.r = _BODY, cast(Span, object())
+        conn = Conn(client, Origin.of(f"http://127.0.0.1:{server.getsockname()[1]}/f"), now - 5.0)
+        conn.state, conn.r = BODY, cast(Span, object())
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 64 * 1024)
         conn.lowat = 64 * 1024
         loop.busy.add(conn)
-        assert not loop._has_bytes(conn)
+        assert not conn.has_bytes()
         peer.sendall(b"x" * 1000)
         deadline = time.monotonic() + 5
-        while not loop._has_bytes(conn) and time.monotonic() < deadline:
+        while not conn.has_bytes() and time.monotonic() < deadline:
             time.sleep(0.01)
         loop._check_stalls(now)
         assert conn.r is not None and conn in loop.busy, "taken for a stall"
@@ -211,7 +216,7 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     finally:
         for s in (client, peer, server):
             s.close()
-        loop.sel.close()
+        loop.pool.sel.close()
         for fd in loop.pipe:
             os.close(fd)
 

@@ -5,7 +5,6 @@ fails the pull with the same error the threaded path gives."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -158,25 +157,24 @@ def test_a_connection_keeps_its_extra_turn_until_it_is_served() -> None:
     with decrypted bytes waiting leaves it in the set for the next turn."""
     import selectors
     import socket
+    import time
     from typing import Any, cast
 
     from qwenhome.hub.http import Origin
-    from qwenhome.transfer import evloop
+    from qwenhome.transfer import conns
 
     a, b = socket.socketpair()
-    loop = evloop.IoLoop(cast(Any, None))
+    pool = conns.Pool(time.monotonic)  # an event loop's connections
     try:
-        conn = evloop._Conn(a, Origin("https", "127.0.0.1", 443), 0.0)
+        conn = conns.Conn(a, Origin("https", "127.0.0.1", 443), 0.0)
         conn.r = cast(Any, object())  # a range in flight
-        loop.sel.register(a, selectors.EVENT_READ, conn)
-        loop.again.add(conn)
-        assert [key.data for key, _ in loop._pending([])] == [conn]
-        assert [key.data for key, _ in loop._pending([])] == [conn], "not served yet: still due"
+        pool.sel.register(a, selectors.EVENT_READ, conn)
+        pool.again.add(conn)
+        assert [key.data for key, _ in pool.pending([])] == [conn]
+        assert [key.data for key, _ in pool.pending([])] == [conn], "not served yet: still due"
         conn.r = None  # its range ended: an idle connection waits for select
-        assert loop._pending([]) == [] and conn not in loop.again
+        assert pool.pending([]) == [] and conn not in pool.again
     finally:
-        loop.sel.close()
-        for fd in loop.pipe:
-            os.close(fd)
+        pool.sel.close()
         a.close()
         b.close()

@@ -1,7 +1,7 @@
 """The engine's worker threads: one blocking keep-alive connection each, for
 what the event loop does not take (TLS, proxies, and files the loop handed
 over: a chunked body, a server that ignores ranges, an odd answer). A worker
-asks the engine for a range, fetches it through :class:`HttpClient` (which
+asks the run (through its :class:`.port.Port`) for a range, fetches it through :class:`HttpClient` (which
 follows redirects, classifies errors and speaks to proxies), checks the answer
 against the metadata and moves the body into place: spliced socket → file
 when it can, through a read buffer when not."""
@@ -18,10 +18,13 @@ from ..errors import ProtocolError, QwenhomeError, TransferInterrupted
 from ..hub.errors import raise_for_status
 from ..hub.http import Origin, Response, token_for
 from ..store.cache import translate_os_error
+from .sizing import MiB
 from .work import Item, Span
 
 if TYPE_CHECKING:
-    from .engine import TransferEngine
+    from .port import Port
+
+BUFFER = 1 * MiB  # bytes read (or spliced) per step: one lock round records them
 
 
 def expired_signed_url(f: Item, url: str, status: int) -> TransferInterrupted | None:
@@ -36,8 +39,8 @@ def expired_signed_url(f: Item, url: str, status: int) -> TransferInterrupted | 
 class Workers:
     """The thread path of one engine; ``run(wid)`` is each thread's body."""
 
-    def __init__(self, engine: TransferEngine) -> None:
-        self.e = engine
+    def __init__(self, port: Port) -> None:
+        self.e = port
         self.splice_ok = True  # cleared when the filesystem refuses splice
         self._local = threading.local()  # each thread's pipe or read buffer
 
@@ -45,9 +48,9 @@ class Workers:
         e = self.e
         while True:
             try:
-                r = e._next_range(wid)
+                r = e.next_span(wid)
             except BaseException as exc:  # e.g. the partial file cannot be opened
-                e._abort(exc)
+                e.abort(exc)
                 self._drop_pipe()
                 return
             if r is None:
@@ -56,10 +59,9 @@ class Workers:
             try:
                 self._fetch(r)
             except BaseException as exc:  # classified, never lost
-                e._failed(r, exc)
+                e.failed(r, exc)
             else:
-                with e._cv:
-                    e._drop(r)
+                e.drop(r)
 
     def _fetch(self, r: Span) -> None:
         e = self.e
@@ -69,12 +71,12 @@ class Workers:
         headers = {"Range": f"bytes={r.start}-{r.end - 1}"}
         if f.validator and r.start > 0:
             headers["If-Range"] = f.validator
-        resp = e.http.open("GET", url, headers=headers, token=token, read_timeout=e.cfg.stall_timeout)
+        resp = e.http.open("GET", url, headers=headers, token=token, read_timeout=e.stall_timeout)
         try:
             self._check_response(r, resp, url)
             if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
                 f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
-            e._mark_answered(f)  # after direct_url: the other ranges go straight there
+            e.answered(f)  # after direct_url: the other ranges go straight there
             if f.validator is None:
                 etag = resp.header("ETag")
                 if etag and not etag.startswith("W/"):
@@ -114,7 +116,7 @@ class Workers:
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
             if r.start != 0 or r.end != size:
-                self.e._restart_whole(r, no_ranges=resp.header("Accept-Ranges") != "bytes")
+                self.e.restart(r, no_ranges=resp.header("Accept-Ranges") != "bytes")
             return
         expired = expired_signed_url(f, url, resp.status)
         if expired is not None:
@@ -131,37 +133,35 @@ class Workers:
         e = self.e
         f = r.item
         dest = f.dest
-        bufsize = e.cfg.buffer_size
-        pipe = self._pipe() if e.cfg.splice and self.splice_ok and resp.can_splice() else None
+        pipe = self._pipe() if e.splice and self.splice_ok and resp.can_splice() else None
         mv = self._buffer() if pipe is None else None
-        with e._cv:
-            gen, pos, end = r.gen, r.cur, r.end
+        gen = r.gen
+        _, pos, end = e.bounds(r)
         # One lock round per buffer: record what was written and learn whether
         # the range was split or cancelled meanwhile.
-        while gen == f.gen and pos < end and e._fatal is None and f.active:
+        while gen == f.gen and pos < end and not e.stopped and f.active:
             if pipe is not None:
-                n = self._splice(resp, dest.fd, dest.offset + pos, min(bufsize, end - pos), pipe, f)
+                n = self._splice(resp, dest.fd, dest.offset + pos, min(BUFFER, end - pos), pipe, f)
             else:
                 assert mv is not None
-                n = resp.readinto(mv[: min(bufsize, end - pos)])
+                n = resp.readinto(mv[: min(BUFFER, end - pos)])
                 if n > 0:
                     dest.write(mv, n, pos)
             if n <= 0:
                 raise TransferInterrupted(f"{f.name}: body ended early at byte {pos}")
-            with e._cv:
-                if r.gen != f.gen:
-                    return
-                claimed = e._record(r, pos, n)
-                pos, end = r.cur, r.end
+            recorded = e.record(r, pos, n, queue_hash=False)
+            if recorded is None:
+                return
+            claimed, pos, end = recorded
             if claimed:
-                e._hash_while_claimed(f)
+                e.hash_claimed(f)
 
     def _buffer(self) -> memoryview:
         """This worker's read buffer, made on first use: spliced bodies never
         need one, so many connections cost no memory."""
         buf: memoryview | None = getattr(self._local, "buf", None)
         if buf is None:
-            buf = self._local.buf = memoryview(bytearray(self.e.cfg.buffer_size))
+            buf = self._local.buf = memoryview(bytearray(BUFFER))
         return buf
 
     def _pipe(self) -> tuple[int, int]:
@@ -170,7 +170,7 @@ class Workers:
         if pipe is None:
             pipe = os.pipe()
             try:
-                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, self.e.cfg.buffer_size)
+                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, BUFFER)
             except (OSError, AttributeError):
                 pass  # the default size only means more system calls
             self._local.pipe = pipe
@@ -185,7 +185,7 @@ class Workers:
 
     def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: Item) -> int:
         try:
-            return resp.splice_into(fd, pos, want, pipe, self.e.cfg.stall_timeout)
+            return resp.splice_into(fd, pos, want, pipe, self.e.stall_timeout)
         except BaseException as exc:
             self._drop_pipe()  # it may hold bytes that never reached the file
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):

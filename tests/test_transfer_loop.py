@@ -12,14 +12,16 @@ from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig
+from qwenhome.transfer.conns import Gather
 from qwenhome.transfer.retry import Backoff
+from qwenhome.transfer.scheduler import Splits
 from qwenhome.transfer.sizing import RangeSizer, Sizes
+from tests.support import tuning
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, make_repo
 from tests.test_pull import assert_snapshot_matches, settings_for
 
-FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6, chunk_min=8 << 20,
-                    chunk_max=8 << 20)
+FAST = tuning.ranges(EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6), 8 << 20)
 
 
 def test_loop_keeps_to_its_connections_and_reuses_them(qwen_home: Path, mirror: Mirror,
@@ -57,7 +59,7 @@ def test_loop_hands_an_ignored_range_to_the_threads(qwen_home: Path, mirror: Mir
     whole = (repos_root / "Org/Small/model.safetensors").read_bytes()
     mirror.faults.respond(200, whole, path="model.safetensors", times=1, content_type="application/octet-stream",
                           predicate=lambda info: bool(info.range) and not str(info.range).startswith("bytes=0-"))
-    config = replace(FAST, chunk_min=1 << 20, chunk_max=1 << 20, connections=2)
+    config = tuning.ranges(replace(FAST, connections=2), 1 << 20)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), config=config)
     assert_snapshot_matches(qwen_home, small_repo)
     gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
@@ -71,12 +73,12 @@ def test_a_slow_range_holding_the_prefix_is_split(qwen_home: Path, mirror: Mirro
     another connection instead of new bytes further on."""
     # 0.9 s: over before the end-game would call the range an outlier (after 1 s).
     mirror.faults.stall(1_000_000, 0.9, times=1, path="model.safetensors")
-    config = replace(FAST, stall_timeout=10.0, connections=4, hash_lag=16 << 20)
+    config = tuning.tuned(replace(FAST, stall_timeout=10.0, connections=4), splits=Splits(hash_lag=16 << 20))
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=config)
     assert_snapshot_matches(qwen_home, big_repo)
     starts = [int(str(r.range).split("=")[1].split("-")[0]) for r in mirror.faults.records()
               if r.file_path == "model.safetensors" and r.method == "GET" and r.range]
-    chunk = FAST.chunk_max
+    chunk = FAST.tuning.sizes.chunk_max
     # Ranges start at multiples of 8 MiB, but for the stalled range's second
     # half (whichever range the server stalled: the first to arrive) and the
     # run's last 32 MiB, cut into equal shares.
@@ -98,7 +100,7 @@ def test_the_first_wave_of_ranges_grows_from_small(qwen_home: Path, mirror: Mirr
     spans = sorted(_range_of(r.range) for r in mirror.faults.records()
                    if r.file_path == "model.safetensors" and r.method == "GET")
     lengths = [e - s for s, e in spans]
-    chunk = FAST.chunk_max
+    chunk = FAST.tuning.sizes.chunk_max
     assert spans[0][0] == 0 and lengths[0] <= chunk // 4, spans[:3]
     wave = lengths[:8]  # by offset: the order they were cut in
     assert wave == sorted(wave) and wave[-1] > wave[0], wave
@@ -112,7 +114,7 @@ def test_small_files_are_asked_for_during_the_large_ones(qwen_home: Path, mirror
     small = {f"shard/{i:02d}.json": 10_000 + i for i in range(24)}
     repo = make_repo(repos_root, "Org/Mixed", {"model.safetensors": 40 << 20, **small}, seed=21)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Mixed"),
-         config=replace(FAST, connections=4, chunk_min=2 << 20, chunk_max=2 << 20))
+         config=tuning.ranges(replace(FAST, connections=4), 2 << 20))
     assert_snapshot_matches(qwen_home, repo)
     gets = sorted((r for r in mirror.faults.records() if r.file_path and r.method == "GET"), key=lambda r: r.started)
     last_big = max(r.started for r in gets if r.file_path == "model.safetensors")
@@ -156,19 +158,20 @@ def test_a_body_trickling_in_is_read_in_few_large_pieces(qwen_home: Path, mirror
     fewer than that share, must still be reported (no stall, no retry)."""
     sizes = {"a.bin": (2 << 20) + 12_345}
     mirror.faults.bandwidth(1_000_000)
-    config = replace(FAST, connections=1, chunk_min=4 << 20, chunk_max=4 << 20, stall_timeout=5.0)
+    config = tuning.ranges(replace(FAST, connections=1, stall_timeout=5.0), 4 << 20)
 
-    def reads(home: Path, name: str, **knobs: float) -> int:
+    def reads(home: Path, name: str, gather: Gather) -> int:
         repo = make_repo(repos_root, f"Org/{name}", sizes, seed=len(name))
-        result = pull(settings_for(home, mirror.url), RepoRef.parse(f"Org/{name}"), config=replace(config, **knobs))
+        result = pull(settings_for(home, mirror.url), RepoRef.parse(f"Org/{name}"),
+                      config=tuning.tuned(config, gather=gather))
         assert_snapshot_matches(home, repo)
         gets = [r for r in mirror.faults.records() if r.file_path == "a.bin" and r.method == "GET"
                 and f"/Org/{name}/" in r.path]
         assert len(gets) == 1 and gets[0].status == 206, [(r.status, r.range) for r in gets]
         return int(cast(dict[str, int], result.stats)["loop_reads"])
 
-    gathered = reads(qwen_home, "Gathered", rcvlowat_time=0.25)
-    every_piece = reads(qwen_home, "EveryPiece", rcvlowat=0)
+    gathered = reads(qwen_home, "Gathered", Gather(seconds=0.25))
+    every_piece = reads(qwen_home, "EveryPiece", Gather(most=0))
     assert every_piece >= 30, every_piece  # about one read per 50 KB piece
     # (The gathered share grows from the body's first bytes: a few reads ramp up.)
     assert gathered * 2 <= every_piece, (gathered, every_piece)
@@ -228,7 +231,7 @@ def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, r
     not eat its throughput. Without a measure, the in-flight bound rules."""
     repo = make_repo(repos_root, "Org/Latent", {"a.bin": 6 << 20}, seed=7)
     mirror.faults.latency(0.08, times=None, path="a.bin", method="GET")
-    config = replace(FAST, connections=1, chunk_min=1 << 20, chunk_max=1 << 20)
+    config = tuning.ranges(replace(FAST, connections=1), 1 << 20)
     result = pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Latent"), config=config)
     assert_snapshot_matches(qwen_home, repo)
     measured = cast(dict[str, int], result.stats)["request_ms"]
@@ -250,7 +253,7 @@ def test_the_end_of_a_run_is_shared_in_few_requests(qwen_home: Path, mirror: Mir
     handed out (ever smaller requests, each costing a busy server as much
     as its body)."""
     repo = make_repo(repos_root, "Org/Shared", {"a.bin": 40 << 20}, seed=11)
-    config = replace(FAST, connections=4, chunk_min=4 << 20, chunk_max=4 << 20, tail_min=256 << 10)
+    config = tuning.ranges(replace(FAST, connections=4), 4 << 20, tail_min=256 << 10)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Shared"), config=config)
     assert_snapshot_matches(qwen_home, repo)
     ranges = [r.range for r in mirror.faults.records(path="a.bin", method="GET")]

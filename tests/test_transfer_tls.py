@@ -17,6 +17,7 @@ from qwenhome.errors import QwenhomeError
 from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
+from tests.support import tuning
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo
 from tests.support.tls_front import TlsFront
@@ -76,7 +77,7 @@ def test_decrypted_bytes_waiting_are_served_when_turns_end_early(qwen_home: Path
     monkeypatch.setattr(evloop, "_SLICE", 16 * 1024)
     monkeypatch.setattr(evloop, "_TURN", 0.0)
     pull(tls_settings(qwen_home, front.url, ca_file_of(ca, tmp_path)), RepoRef.parse("Org/Big"),
-         config=replace(FAST, connections=8, chunk_min=1 << 20, chunk_max=1 << 20))
+         config=tuning.ranges(replace(FAST, connections=8), 1 << 20))
     assert_snapshot_matches(qwen_home, big_repo)
     gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
     assert sum(r.bytes_sent for r in gets) == big_repo.files["model.safetensors"].size, "no range stalled"

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import DiskFullError, QwenhomeError
@@ -45,11 +45,11 @@ from .maps import Saving
 from .retry import Backoff
 from .run import Run
 from .scheduler import Splits
-from .sizing import KiB, MiB, RangeSizer, Sizes
+from .sizing import MiB, RangeSizer, Sizes
 from .state import Cancelled, State
 from .work import Candidate, Status
 
-__all__ = ["Cancelled", "Candidate", "EngineConfig", "FileJob", "TransferEngine"]
+__all__ = ["Cancelled", "Candidate", "EngineConfig", "FileJob", "TransferEngine", "Tuning"]
 
 log = logging.getLogger("qwenhome.transfer")
 
@@ -59,73 +59,29 @@ HASH_THREADS = 2  # with the event loops: threads that hash and install the file
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """The parts' numbers: for tests and benchmarks, not for users. Each
+    part's module says why each default is what it is."""
+
+    steps: Steps = Steps()  # the connection-count controller (controller.py)
+    sizes: Sizes = Sizes()  # range sizes (sizing.py)
+    splits: Splits = Splits()  # when a range under way is split (scheduler.py)
+    saving: Saving = Saving()  # when part maps are saved (maps.py)
+    gather: Gather = Gather()  # how much of a body a socket gathers before it is read (conns.py)
+    splice: bool = True  # plain-HTTP bodies go socket → file in the kernel (False: through a buffer, no event loop)
+
+
+@dataclass(frozen=True)
 class EngineConfig:
-    connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 4  # the fewest a pull starts with
-    initial_bytes: int = 8 * MiB  # a pull starts with a connection per this many bytes to fetch
-    initial_max: int = 32  # and at most this many; the controller may go on to max_connections
-    slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
-    max_connections: int = 128
-    step_gain: float = 1.25  # a widening step is kept when throughput grew by this factor,
-    step_gain_capped: float = 1.3  # or by this one when each connection looks capped
-    step_keep: float = 1.1  # a step that gained less than that, but this much, is kept and the widening ends
-    narrow_keep: float = 0.9  # a step that cost more than this fraction of throughput is undone
-    narrow_min: int = 8  # the fewest connections the controller steps down to
-    chunk_min: int = 2 * MiB
-    chunk_max: int = 16 * MiB
-    range_time: float = 0.5  # seconds a range should last at the measured rate (within chunk_min/max)
-    # Ranges are sized to keep about this much under way. The hash can only
-    # follow the written prefix, and the prefix lags the bytes received by
-    # about what is in flight: a wide window starves the hash early in the run
-    # and leaves it a tail after the last byte (on 2 cores, 1 GB from nginx:
-    # 256 MiB in flight took 9% longer than 64 MiB).
-    in_flight: int = 64 * MiB
-    # But a range lasts at least this many of a request's round trips (the
-    # time to a reused connection's first answer byte): behind latency, or a
-    # busy server, the gap between a connection's ranges is bytes not moved.
-    request_ranges: float = 16.0
-    long_range_time: float = 4.0  # the same when the server is the limit,
-    long_chunk_max: int = 64 * MiB  # with larger ranges
-    long_in_flight: int = 1024 * MiB  # and more under way,
-    long_max_rate: float = 400e6  # while the pull moves less than this (faster, the hash must follow closely)
-    buffer_size: int = 1 * MiB
-    # The loop asks the kernel to report a body's socket only once about this
-    # much waits in it (SO_RCVLOWAT), not at every segment: at most
-    # ``rcvlowat`` bytes, and no more than ``rcvlowat_time`` of the
-    # connection's rate, so a slow link still shows life. 0 turns it off.
-    rcvlowat: int = 256 * KiB
-    rcvlowat_time: float = 0.25
-    splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
-    event_loop: bool = True  # loop threads drive every direct connection, HTTP and HTTPS (needs splice)
-    loop_threads: int = 2  # event loops, each with its share of the connections
-    hash_threads: int = 2  # with the event loop: threads that hash and install
-    hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
-    steal_min: int = 2 * MiB
-    tail_min: int = 1 * MiB  # smallest range the end of a run is cut into
-    hash_lag: int = 64 * MiB  # received past a file's prefix: its prefix range is split
-    hash_ahead: int = 64 * MiB  # a hash this far behind its file's prefix gets the CPU first
-    stall_timeout: float = 15.0
-    max_retries: int = 8  # rounds of failed ranges in a row before a file moves on
-    progress_min: int = 4 * MiB  # a failed range that moved this much still counts as progress
-    max_integrity_retries: int = 2
-    metadata_attempts: int = 4
-    tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
-    probe_interval: float = 0.2
-    save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
-    map_min: int = 4 * MiB  # a file's map is saved on the tick once this much of it is on disk,
-    map_age: float = 1.0  # or once its first unsaved bytes are this old (seconds)
-    backoff: Backoff = Backoff()
+    """What a user (config.toml, the command line) or a caller sets."""
 
-
-def _steps(cfg: EngineConfig) -> Steps:
-    return Steps(cfg.initial_connections, cfg.initial_bytes, cfg.initial_max, cfg.max_connections,
-                 cfg.slow_connection, cfg.step_gain, cfg.step_gain_capped, cfg.step_keep, cfg.narrow_keep,
-                 cfg.narrow_min, cfg.probe_interval)
-
-
-def _sizes(cfg: EngineConfig) -> Sizes:
-    return Sizes(cfg.chunk_min, cfg.chunk_max, cfg.range_time, cfg.in_flight, cfg.request_ranges,
-                 cfg.long_range_time, cfg.long_chunk_max, cfg.long_in_flight, cfg.long_max_rate, cfg.tail_min)
+    connections: int = 0  # a fixed connection count; 0: the controller chooses
+    stall_timeout: float = 15.0  # seconds a body may stay silent before its range is asked again
+    max_retries: int = 8  # rounds of failed ranges in a row before a file moves to its next source
+    backoff: Backoff = Backoff()  # the wait between retries (a server's Retry-After wins)
+    loop_threads: int = 2  # event-loop threads for sources reached without a proxy (0: worker threads only)
+    every_map: bool = False  # save every file's part map each tick (a reader streams partial files by them)
+    tuning: Tuning = Tuning()
 
 
 class TransferEngine:
@@ -172,9 +128,8 @@ class TransferEngine:
         loops: list[IoLoop] = []
         helpers: list[threading.Thread] = []
         if state.loop_on:
-            n = max(1, self.cfg.loop_threads)
-            gather = Gather(self.cfg.rcvlowat, self.cfg.rcvlowat_time)
-            loops = [IoLoop(run, i, n, gather) for i in range(n)]
+            n = self.cfg.loop_threads
+            loops = [IoLoop(run, i, n, self.cfg.tuning.gather) for i in range(n)]
             helpers += [threading.Thread(target=lp.run, daemon=True, name=f"qh-loop-{lp.index}") for lp in loops]
             helpers += [threading.Thread(target=run.hasher.worker, daemon=True, name=f"qh-hash-{i}")
                         for i in range(HASH_THREADS)]
@@ -202,14 +157,14 @@ class TransferEngine:
 
     def _prepare(self, files: list[FileState], on_verified: Callable[[FileJob], None]) -> Run:
         """The run's parts, its files queued on their paths."""
-        cfg = self.cfg
-        controller = Controller(_steps(cfg), RangeSizer(_sizes(cfg)), fixed=cfg.connections)
+        cfg, tuning = self.cfg, self.cfg.tuning
+        controller = Controller(tuning.steps, RangeSizer(tuning.sizes), fixed=cfg.connections)
+        saving = replace(tuning.saving, min_bytes=0) if cfg.every_map else tuning.saving
         state = State(files, controller, clock=self.clock, emit=self._emit, repo=self.repo,
-                      splits=Splits(cfg.steal_min, cfg.hash_lag),
-                      saving=Saving(cfg.save_every, cfg.map_min, cfg.map_age), bad_sources=self.bad_sources)
+                      splits=tuning.splits, saving=saving, bad_sources=self.bad_sources)
         run = Run(self.http, state, Hasher(state, on_verified), stall_timeout=cfg.stall_timeout,
-                  retries=Retries(cfg.max_retries, cfg.backoff), splice=cfg.splice)
-        loop_on = cfg.event_loop and cfg.splice and hasattr(os, "splice")
+                  retries=Retries(cfg.max_retries, cfg.backoff), splice=tuning.splice)
+        loop_on = cfg.loop_threads > 0 and tuning.splice and hasattr(os, "splice")
         for f in files:
             f.slow = not (loop_on and self.http.direct(f.url()))
         state.sched.add(files)

@@ -5,11 +5,13 @@ clock, the bytes received so far, the seconds the event loops spent waiting
 for their sockets and the ranges under way. The controller cuts that stream
 into measuring windows and judges each one::
 
-    STARTING --first bytes--> WIDENING --baseline--> TRIAL --paid--> TRIAL (wider)
-                                 ^  |                 |  |
-                  machine-bound  +--+   kept partial  |  +--cost--> NARROWING --> SERVER_BOUND
-                                        gain, or idle v  |              |
-                                                   HOLDING  +--did not pay--> SERVER_BOUND
+    STARTING --first bytes--> WIDENING --a baseline--> TRIAL --the step paid--> TRIAL (one step wider)
+                               ^     |                   |
+               the loops never +-----+                   +--kept a 10% gain, work ran short--> HOLDING
+               waited: no step                           |
+                                                         +--did not pay: back--+--it cost--> NARROWING
+                                                                               +--otherwise--> SERVER_BOUND
+    NARROWING --a halving kept the rate--> NARROWING (half again) --lost it, or at the floor--> SERVER_BOUND
 
 A user's fixed count is FIXED: no window is judged. Each transition's rule is
 in :meth:`Controller.judge`; docs/architecture.md tells the measurements

@@ -27,6 +27,7 @@ import socket
 import ssl
 import time
 from email.message import Message
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from ..errors import QwenhomeError, ReadTimeoutError
@@ -35,9 +36,11 @@ from ..hub.http import REDIRECT_CODES, Origin, drain_pipe, token_for, translate
 from ..store.cache import translate_os_error
 from . import rawhttp
 from .conns import BODY, CONNECTING, HANDSHAKE, HEAD, SENDING, Conn, Gather, Pool
-from .port import Port
 from .work import Item, Span
 from .workers import expired_signed_url
+
+if TYPE_CHECKING:
+    from .port import Port
 
 _SLICE = 1 << 20  # bytes moved per readable event and connection
 # A turn serves ready connections oldest range first and ends after this long.

@@ -18,11 +18,14 @@ from .failover import Retries, retry_delay
 from .files import FileState
 from .hasher import Hasher
 from .state import Cancelled, State
-from .work import Item, Span
+from .work import Item, Span, Status
 from .workers import Workers
 
 if TYPE_CHECKING:
     from ..hub.http import HttpClient
+
+
+ACTIVE = Status.ACTIVE
 
 
 def _file(span: Span) -> FileState:
@@ -164,15 +167,18 @@ class Run:
             self.s.sched.drop(span)
 
     # -- bytes ---------------------------------------------------------------------------
+    # (bounds and record run for every buffer a loop moves: kept to the bare reads.)
     def bounds(self, span: Span) -> tuple[bool, int, int]:
-        with self.s.lock:
-            return span.current and span.item.active and self.s.fatal is None, span.cur, span.end
+        s = self.s
+        item = span.item
+        with s.lock:
+            return span.gen == item.gen and item.status is ACTIVE and s.fatal is None, span.cur, span.end
 
     def record(self, span: Span, pos: int, n: int, *, queue_hash: bool) -> tuple[bool, int, int] | None:
         s = self.s
-        f = _file(span)
+        f = cast(FileState, span.item)  # a run's items are its files
         with s.lock:
-            if not span.current:
+            if span.gen != f.gen:
                 return None
             claimed = n > 0 and f.record(span, pos, n)
             if n > 0:

@@ -1,10 +1,10 @@
 """The engine's worker threads: one blocking keep-alive connection each, for
 what the event loop does not take (TLS, proxies, and files the loop handed
 over: a chunked body, a server that ignores ranges, an odd answer). A worker
-asks the run (through its :class:`.port.Port`) for a range, fetches it through :class:`HttpClient` (which
-follows redirects, classifies errors and speaks to proxies), checks the answer
-against the metadata and moves the body into place: spliced socket → file
-when it can, through a read buffer when not."""
+asks the run (through its :class:`.port.Port`) for a range, fetches it
+through :class:`HttpClient` (which follows redirects, classifies errors and
+speaks to proxies), checks the answer against the metadata and moves the body
+into place: spliced socket → file when it can, through a read buffer when not."""
 
 from __future__ import annotations
 

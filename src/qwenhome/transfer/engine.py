@@ -51,7 +51,7 @@ from .work import Candidate, Status
 
 __all__ = ["Cancelled", "Candidate", "EngineConfig", "FileJob", "TransferEngine", "Tuning"]
 
-log = logging.getLogger("qwenhome.transfer")
+log = logging.getLogger(__name__)
 
 TICK = 0.1  # seconds between the supervisor's looks: progress, the controller, part maps (what a kill -9 costs)
 FILE_PROGRESS = 0.5  # seconds between per-file progress events
@@ -234,7 +234,8 @@ def _check_disk(files: list[FileState]) -> None:
     where = files[0].job.partial.parent
     try:
         st = os.statvfs(where)
-    except OSError:
+    except OSError as exc:  # the writes themselves still report a full disk
+        log.debug("free space at %s not known (%s): not checked", where, exc)
         return
     free = st.f_bavail * st.f_frsize
     if need > free:

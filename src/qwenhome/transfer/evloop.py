@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import selectors
 import socket
@@ -50,6 +51,8 @@ from .workers import expired_signed_url
 
 if TYPE_CHECKING:
     from .port import Port
+
+log = logging.getLogger(__name__)
 
 _SLICE = 1 << 20  # bytes moved per readable event and connection
 # A turn serves ready connections oldest range first and ends after this long.
@@ -85,8 +88,8 @@ class IoLoop:
         self.pipe = os.pipe()
         try:
             fcntl.fcntl(self.pipe[1], fcntl.F_SETPIPE_SZ, _SLICE)
-        except (OSError, AttributeError):
-            pass  # the default size only means more system calls
+        except (OSError, AttributeError) as exc:  # the default size only means more system calls
+            log.debug("pipe size not raised to %d (%s)", _SLICE, exc)
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> None:

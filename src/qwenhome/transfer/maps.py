@@ -14,7 +14,7 @@ from .files import FileState
 from .partmap import Intervals
 from .sizing import MiB
 
-log = logging.getLogger("qwenhome.transfer")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ changed under the run's lock.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,6 +20,8 @@ from ..config import Source
 from ..errors import DiskFullError, QwenhomeError
 from ..store.cache import translate_os_error
 from .partmap import Intervals
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,8 @@ class Destination:
         if self.fd >= 0:
             try:
                 os.close(self.fd)
-            except OSError:
-                pass  # nothing was buffered: the bytes are written already
+            except OSError as exc:  # nothing was buffered: the bytes are written already
+                log.debug("closing %s: %s", self.path, exc)
             self.fd = -1
 
     def write(self, mv: memoryview, n: int, pos: int) -> None:

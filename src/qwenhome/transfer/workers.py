@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ from .work import Item, Span
 
 if TYPE_CHECKING:
     from .port import Port
+
+log = logging.getLogger(__name__)
 
 BUFFER = 1 * MiB  # bytes read (or spliced) per step: one lock round records them
 
@@ -124,8 +127,8 @@ class Workers:
         body = b""
         try:
             body = resp.read(1 << 16)
-        except QwenhomeError:
-            pass
+        except QwenhomeError as exc:  # the status alone still says what went wrong
+            log.debug("body of the %d answer from %s not read (%s)", resp.status, url, exc)
         raise_for_status(resp.status, resp.headers, url, None, body)
 
     def _read_body(self, r: Span, resp: Response) -> None:
@@ -171,8 +174,8 @@ class Workers:
             pipe = os.pipe()
             try:
                 fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, BUFFER)
-            except (OSError, AttributeError):
-                pass  # the default size only means more system calls
+            except (OSError, AttributeError) as exc:  # the default size only means more system calls
+                log.debug("pipe size not raised to %d (%s)", BUFFER, exc)
             self._local.pipe = pipe
         return pipe
 

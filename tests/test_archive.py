@@ -202,3 +202,16 @@ def test_an_export_the_system_refuses_to_write_is_store_io(
     [line] = res.stderr.strip().splitlines()
     assert line.startswith("error[store-io]: cannot write ") and line.endswith(f": {why}"), line
     assert list(target.iterdir()) == [] and not list(out.parent.glob(".*.tmp"))
+
+
+def test_an_import_into_a_home_whose_blobs_folder_is_a_file_is_one_clear_error(
+        exported: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = exported
+    store = fresh_store(tmp_path)
+    blobs = store.blobs_dir(RepoRef.parse("Org/Small"))
+    blobs.parent.mkdir(parents=True)
+    blobs.write_text("not a folder")
+    with pytest.raises(QwenhomeError) as info:
+        import_archive(store, out)
+    assert info.value.code == "store-io" and str(blobs) in info.value.message, info.value
+    assert blobs.read_text() == "not a folder"

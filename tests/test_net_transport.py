@@ -187,3 +187,48 @@ def test_a_pull_with_a_ca_bundle_that_cannot_be_loaded_says_so_not_offline(qwen_
         pull(settings_with(qwen_home, front.url, REQUESTS_CA_BUNDLE=str(missing)), SMALL, config=FAST)
     assert info.value.code == "ca-bundle-invalid", info.value.one_line()
     assert "REQUESTS_CA_BUNDLE" in info.value.message and "REQUESTS_CA_BUNDLE" in (info.value.hint or "")
+
+
+# -- hostile numbers in a response head -----------------------------------------------------
+
+HOSTILE_HEADS = {
+    # str.isdigit() takes '²' and int() then raises ValueError
+    "superscript-status": b"HTTP/1.1 \xb200 OK\r\nContent-Length: 0\r\n\r\n",
+    # int() of more than 4,300 digits raises ValueError
+    "huge-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+    "huge-content-range": b"HTTP/1.1 206 Partial\r\nContent-Length: 1\r\nContent-Range: bytes 0-0/"
+                          + b"9" * 5000 + b"\r\n\r\nx",
+    "superscript-content-range": b"HTTP/1.1 206 Partial\r\nContent-Length: 1\r\nContent-Range: bytes 0-0/\xb2"
+                                 b"\r\n\r\nx",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_HEADS))
+def test_hostile_numbers_in_a_response_head_are_a_bad_answer_not_a_crash(
+        name: str, qwen_home: Path, repos_root: Path, hash_cache: HashCache, small_repo: GeneratedRepo) -> None:
+    from tests.support.rawserver import canned_server
+
+    with canned_server(HOSTILE_HEADS[name]) as cdn_url, \
+            start_mirror(FolderBackend(repos_root, hashes=hash_cache), faults=RedirectFiles(cdn_url)) as hub:
+        settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[hub.url])
+        with pytest.raises(QwenhomeError) as info:
+            pull(settings, SMALL, config=replace(FAST, max_retries=1))
+    assert info.value.code in {"bad-response", "size-mismatch", "server-error"}, info.value
+    snapshots = qwen_home / "hub" / "models--Org--Small" / "snapshots"
+    visible = {p.name for p in snapshots.rglob("*") if p.is_file()} if snapshots.exists() else set()
+    assert visible <= {"empty.txt"}, "only the empty file, which needs no bytes, may be there"
+
+
+def test_header_numbers_take_ascii_digits_of_sane_length_only() -> None:
+    from qwenhome.errors import ProtocolError
+    from qwenhome.net import ContentRange, parse_count
+    from qwenhome.net.head import parse_head
+
+    assert parse_count(" 42 ") == 42 and parse_count("0") == 0
+    for bad in ["²", "4²", "-1", "+1", "1e3", "", "9" * 20, "٣"]:
+        assert parse_count(bad) is None, bad
+    assert ContentRange.parse("bytes 0-9/" + "9" * 5000) is None
+    with pytest.raises(ProtocolError):
+        parse_head("HTTP/1.1 ²00 OK\r\n\r\n".encode("latin-1"))
+    head, _ = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n") or (None, 0)
+    assert head is not None and head.length is None

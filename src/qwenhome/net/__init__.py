@@ -18,7 +18,7 @@ through this package.
 """
 
 from .client import HttpClient
-from .ranges import ContentRange, range_headers, strong_validator
+from .ranges import ContentRange, parse_count, range_headers, strong_validator
 from .response import Response
 from .status import raise_for_status, status_error
 from .translate import translate
@@ -32,6 +32,7 @@ __all__ = [
     "Origin",
     "Response",
     "Transport",
+    "parse_count",
     "raise_for_status",
     "range_headers",
     "status_error",

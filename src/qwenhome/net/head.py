@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from ..errors import ProtocolError
+from .ranges import parse_count
 
 USER_AGENT = f"qwenhome/{__version__}"
 MAX_HEAD = 64 * 1024
@@ -50,11 +51,7 @@ class Head:
 
     @property
     def length(self) -> int | None:
-        value = self.headers.get("content-length")
-        try:
-            return int(value) if value is not None else None
-        except ValueError:
-            return None
+        return parse_count(self.headers.get("content-length"))
 
     @property
     def keep_alive(self) -> bool:
@@ -74,7 +71,8 @@ def parse_head(buf: bytes | bytearray) -> tuple[Head, int] | None:
         return None
     lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
     status_line = lines[0].split(None, 2)
-    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
+    if (len(status_line) < 2 or not status_line[0].startswith("HTTP/1.")
+            or len(status_line[1]) != 3 or parse_count(status_line[1]) is None):
         raise ProtocolError(f"bad status line {lines[0][:80]!r}", code="bad-response")
     headers: dict[str, str] = {}
     for line in lines[1:]:

@@ -5,6 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A byte count or offset has at most 19 digits (2**63 is 9.2e18); longer ones
+# are a hostile or broken server, and int() of 4,300+ digits raises.
+_MAX_DIGITS = 19
+
+
+def parse_count(text: str | None) -> int | None:
+    """A non-negative decimal number as servers send it in headers (ASCII
+    digits only: ``str.isdigit`` also takes ``'²'``), or None."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or len(text) > _MAX_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
 
 def range_headers(start: int, end: int, validator: str | None = None) -> dict[str, str]:
     """Headers asking for bytes ``[start, end)``. When resuming (``start > 0``)
@@ -36,9 +51,10 @@ class ContentRange:
         unit, _, span = (value or "").strip().partition(" ")
         first, _, rest = span.strip().partition("-")
         last, _, total = rest.partition("/")
-        if unit != "bytes" or not (first.isdigit() and last.isdigit() and total.isdigit()):
+        a, b, n = parse_count(first), parse_count(last), parse_count(total)
+        if unit != "bytes" or a is None or b is None or n is None:
             return None
-        return cls(int(first), int(last), int(total))
+        return cls(a, b, n)
 
 
 def strong_validator(etag: str | None) -> str | None:

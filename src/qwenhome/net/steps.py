@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .head import MAX_HEAD
+from .ranges import parse_count
 
 Address = tuple[int, tuple[Any, ...]]  # a socket family and an address in it: (AF_INET, (ip, port))
 Resolver = Callable[..., Any]  # socket.getaddrinfo's signature
@@ -105,8 +106,8 @@ def tunnel(sock: socket.socket, host: str, port: int,
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     line = read_head_bytes(sock).split(b"\r\n", 1)[0].decode("latin-1", "replace")
     parts = line.split(None, 2)
-    ok = len(parts) >= 2 and parts[0].startswith("HTTP/") and parts[1].isdigit()
-    return (int(parts[1]) if ok else None), line
+    status = parse_count(parts[1]) if len(parts) >= 2 and parts[0].startswith("HTTP/") else None
+    return status, line
 
 
 def exchange(sock: socket.socket, method: str, target: str, headers: Mapping[str, str], *,

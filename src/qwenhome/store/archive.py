@@ -233,7 +233,10 @@ def _receive_blob(store: Store, ref: RepoRef, f: RepoFile, src: IO[bytes]) -> in
     except OSError as exc:
         raise translate_os_error(exc, tmp) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # (its folder is a file or gone: the error above says it)
+            log.debug("%s not removed: %s", tmp, exc)
     return f.size
 
 

@@ -20,6 +20,7 @@ from ..net import (
     ContentRange,
     Origin,
     Response,
+    parse_count,
     raise_for_status,
     range_headers,
     strong_validator,
@@ -112,7 +113,7 @@ class Workers:
             return
         if resp.status == 200:
             length = resp.header("Content-Length")
-            if length is not None and int(length) != size:
+            if length is not None and parse_count(length) != size:
                 raise ProtocolError(
                     f"{f.name}: source sent {length} bytes, metadata says {size}",
                     code="size-mismatch",

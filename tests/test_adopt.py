@@ -182,3 +182,20 @@ def test_adopt_dry_run_and_other_home(run_cli: RunCli, hf_cache: Path, tmp_path:
     assert res.returncode == 0, res.stderr
     [f] = json.loads(res.stdout)["found"]
     assert f["repo"] == "Org/Small" and f["kind"] == "hf-cache" and f["files"] == 6
+
+
+def test_a_part_of_a_commit_adopted_from_another_cache_is_not_called_complete_until_a_source_lists_it(
+        run_cli: RunCli, qwen_home: Path, tmp_path: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
+    cache = tmp_path / "partial-hf-cache"
+    hf.snapshot_download("Org/Small", cache_dir=cache, endpoint=mirror.url, token=False, allow_patterns=["config.json"])
+    assert run_cli(["adopt", str(cache), "--json"]).returncode == 0
+    [repo] = json.loads(run_cli(["ls", "--json"]).stdout)["repos"]
+    [rev] = repo["revisions"]
+    assert rev["files"] == 1 and rev["complete"] is None, rev  # not "complete": the commit has more files
+    assert "unknown" in run_cli(["ls"]).stdout
+    # A pull lists the commit, fetches the rest, and then it is complete.
+    res = run_cli(["pull", "Org/Small", "--json"], endpoint=mirror.url)
+    assert res.returncode == 0, res.stderr
+    [repo] = json.loads(run_cli(["ls", "--json"]).stdout)["repos"]
+    [rev] = repo["revisions"]
+    assert rev["complete"] is True and rev["files"] == len(small_repo.files), rev

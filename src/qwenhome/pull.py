@@ -373,7 +373,7 @@ class Puller:
         if previous is not None:
             known = {f.path for f in files}
             manifest.files.extend(f for f in previous.files if f.path not in known)
-        if previous is None or not _covers(previous, files):
+        if previous is None or not previous.confirmed or not _covers(previous, files):
             self.store.save_manifest(manifest)
 
         by_etag: dict[str, list[RepoFile]] = {}

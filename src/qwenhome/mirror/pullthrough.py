@@ -199,7 +199,9 @@ class PullThroughBackend:
         with self._lock:
             # While files are pulled the store lists a subset (see _save_listing).
             busy = bool(self._active.get((ref.repo_type, ref.repo_id, commit)))
-        if not busy and self.store.load_manifest(ref, commit) is not None \
+        known = None if busy else self.store.load_manifest(ref, commit)
+        # (an adopted commit no source confirmed may lack files: ask upstream)
+        if known is not None and known.confirmed \
                 and self.store.snapshot_dir(ref, commit).is_dir() and not self.store.missing_files(ref, commit):
             return self.local.snapshot(ref.repo_type, ref.repo_id, commit)
         return self._load(ref, commit)

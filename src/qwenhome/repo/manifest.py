@@ -68,6 +68,9 @@ class Manifest:
     commit: str
     files: list[RepoFile] = field(default_factory=list)
     source: str = ""
+    # False: the files are what another tool's cache held of a Hub commit
+    # (adopted), maybe a part of it; a source's listing confirms it.
+    confirmed: bool = True
 
     @property
     def total_size(self) -> int:
@@ -80,6 +83,7 @@ class Manifest:
                 "repo_type": self.repo_type,
                 "commit": self.commit,
                 "source": self.source,
+                **({} if self.confirmed else {"confirmed": False}),
                 # By hand: asdict deep-copies every field, a cost on each pull of many files.
                 "files": [{"path": f.path, "size": f.size, "blob_id": f.blob_id, "sha256": f.sha256}
                           for f in self.files],
@@ -94,7 +98,8 @@ class Manifest:
             RepoFile(validate_relpath(f["path"]), int(f["size"]), f.get("blob_id"), f.get("sha256"))
             for f in data["files"]
         ]
-        return cls(data["repo_id"], data["repo_type"], data["commit"], files, data.get("source", ""))
+        return cls(data["repo_id"], data["repo_type"], data["commit"], files, data.get("source", ""),
+                   data.get("confirmed") is not False)
 
 
 def listing_commit(repo_id: str, revision: str, files: Iterable[RepoFile]) -> str:

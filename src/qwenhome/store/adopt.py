@@ -454,7 +454,10 @@ def _adopt(store: Store, found: Found, workers: int, verify: bool) -> AdoptRepor
         known = {f.path for f in files}
         files += [f for f in previous.files if f.path not in known]
     source = f"adopt:{found.kind}"
-    store.save_manifest(Manifest(ref.repo_id, ref.repo_type, commit, files, source))
+    # A Hub commit held by another tool may be a part of it (allow_patterns,
+    # an interrupted download): only a source's listing can say it is whole.
+    confirmed = found.commit is None or (previous is not None and previous.confirmed)
+    store.save_manifest(Manifest(ref.repo_id, ref.repo_type, commit, files, source, confirmed))
     # A hub cache says which revisions point where; a folder is "main".
     for name in found.refs if found.kind == "hf-cache" else ["main"]:
         current = store.read_ref(ref, name)

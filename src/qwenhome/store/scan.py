@@ -20,7 +20,7 @@ class RevisionInfo:
     refs: list[str] = field(default_factory=list)
     files: int = 0
     size: int = 0
-    complete: bool | None = None  # None: no manifest (e.g. written by another tool)
+    complete: bool | None = None  # None: no manifest (e.g. written by another tool) or one no source confirmed
     missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,7 +69,9 @@ def revision_info(store: Store, ref: RepoRef, commit: str, refs: list[str] | Non
     manifest = store.load_manifest(ref, commit)
     if manifest is not None:
         info.missing = store.missing_files(ref, commit)
-        info.complete = not info.missing
+        # Adopted from another cache and never listed by a source: what is
+        # there is whole, but whether the commit has more files is unknown.
+        info.complete = not info.missing if (manifest.confirmed or info.missing) else None
     return info
 
 

@@ -102,19 +102,26 @@ def _edit(data: bytes, seed: int, *, edits: int, size: int, insert: int = 0) -> 
     return bytes(out[:cut]) + random_bytes(insert, seed + 99) + bytes(out[cut:])
 
 
-def test_an_updated_revision_points_at_the_old_revisions_xorbs_for_unchanged_chunks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restart", [False, True])
+def test_an_updated_revision_points_at_the_old_revisions_xorbs_for_unchanged_chunks(
+        tmp_path: Path, restart: bool) -> None:
     """About 10% of the new revision is new (in-place edits, and a 1 MiB insertion): the
     reconstruction's terms give the rest from the xorbs of the old revision, but for the
-    chunks that straddle an edit."""
+    chunks that straddle an edit. With ``restart``, the old revision was chunked by an
+    earlier run of the mirror (its records are read back from disk)."""
     old = {"a.safetensors": random_bytes(20 * MiB, 5), "b.safetensors": random_bytes(20 * MiB, 6)}
     new = {"a.safetensors": _edit(old["a.safetensors"], 10, edits=2, size=MiB // 2, insert=MiB),
            "b.safetensors": _edit(old["b.safetensors"], 20, edits=4, size=MiB // 2)}
     new_bytes, sites = 4 * MiB, 7  # what no old xorb holds; the places where old and new meet
     hub = tmp_path / "hub"
-    snaps = [make_store_repo(hub, make_repo(tmp_path / f"r{i}", "Org/Up", files), commit=c * 40)
-             for i, (files, c) in enumerate(((old, "1"), (new, "2")))]
-    os.utime(snaps[0], (1_000_000, 1_000_000))  # the older revision is chunked first
+    first = make_store_repo(hub, make_repo(tmp_path / "r0", "Org/Up", old), commit="1" * 40)
+    os.utime(first, (1_000_000, 1_000_000))  # the older revision is chunked first
+    if restart:
+        start_xet_mirror(StoreBackend(hub), tmp_path / "xet").stop()
+    make_store_repo(hub, make_repo(tmp_path / "r1", "Org/Up", new), commit="2" * 40)
     with start_xet_mirror(StoreBackend(hub), tmp_path / "xet") as m:
+        assert m.server.xet is not None and m.server.xet.builder.built == (2 if restart else 4)
+
         def terms(commit: str, name: str) -> list[tuple[str, int]]:
             file_id = request(m.url, "HEAD", f"/Org/Up/resolve/{commit}/{name}").header("X-Xet-Hash")
             assert file_id
@@ -130,8 +137,9 @@ def test_an_updated_revision_points_at_the_old_revisions_xorbs_for_unchanged_chu
         # At most two chunks (128 KiB each at most) around each site are new too.
         assert total - new_bytes - sites * 2 * 128 * 1024 <= reused <= total - new_bytes
         assert reused / total > 0.85
-        paths = hf_download(m.url, "Org/Up", tmp_path, revision="2" * 40, files=sorted(new))
-        assert [p.read_bytes() for p in paths] == [new[n] for n in sorted(new)]
+        if not restart:
+            paths = hf_download(m.url, "Org/Up", tmp_path, revision="2" * 40, files=sorted(new))
+            assert [p.read_bytes() for p in paths] == [new[n] for n in sorted(new)]
 
 
 def test_reconstructions_and_xorbs_on_ports_of_their_own(xet_repo: GeneratedRepo, tmp_path: Path) -> None:

@@ -364,8 +364,11 @@ class Handler(ResponseWriter):
                                         mirror.base_url("xorb", host, self.server))
         elif route.kind == "xorb":
             answer = xet.xorb(route, self.headers.get("Range"))
-        else:
+        elif head:
             answer = xet.exists(route, auth)
+        else:  # the existence checks have no body to GET
+            self._send_hub_error(405, METHOD_NOT_ALLOWED, "this CAS route answers HEAD only", head, {"Allow": "HEAD"})
+            return
         self._send_answer(answer, head)
 
     def _send_answer(self, answer: Answer, head: bool) -> None:

@@ -173,8 +173,8 @@ class MirrorServer:
     def _run(self, listener: Listener, poll: float) -> None:
         thread = threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": poll},
                                   name=f"qwenhome-mirror-{listener.port}", daemon=True)
-        self._threads[listener] = thread
         thread.start()
+        self._threads[listener] = thread
 
     def start(self) -> MirrorServer:
         """Serve in background threads; returns self."""
@@ -202,7 +202,7 @@ class MirrorServer:
 
     def _close(self, listener: Listener) -> None:
         thread = self._threads.pop(listener, None)
-        if thread is not None:
+        if thread is not None and thread.is_alive():  # (shutdown() waits for a loop that runs)
             listener.shutdown()
             thread.join(timeout=5)
         listener.close_all()

@@ -153,8 +153,9 @@ class Builder:
     # -- the thread ----------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="qwenhome-mirror-xet", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="qwenhome-mirror-xet", daemon=True)
+            thread.start()
+            self._thread = thread
 
     def stop(self) -> None:
         self._stop.set()

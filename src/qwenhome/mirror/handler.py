@@ -1,4 +1,4 @@
-"""The mirror's listening sockets and its request handler: routes to answers.
+"""The mirror's request handler: routes to answers.
 
 Threaded, HTTP/1.1 keep-alive, file bodies sent with ``sendfile`` (zero-copy).
 Serves what stock ``huggingface_hub`` 2.4 asks for: revision info, tree
@@ -6,9 +6,8 @@ listings, ``paths-info``, ``HEAD``/``GET`` on ``resolve`` with the Hub's
 headers and single byte ranges, the Hub's error codes (``X-Error-Code``) and,
 with Xet on, the token route, the CAS and the xorb bytes (:mod:`.cas`).
 
-A mirror may listen on several ports, each serving some **roles** (``hub``,
-``cas``, ``xorb``: :attr:`.protocol.Route.role`); a route asked of a listener
-that does not serve its role is not found (404), as on another host.
+A route asked of a listener (:mod:`.listener`) that does not serve its role
+is not found (404), as on another host.
 
 Safety: every target is parsed by :func:`.protocol.parse_target` (paths
 validated after decoding), files come only from the backend's listing, and the
@@ -34,19 +33,16 @@ import json
 import logging
 import os
 import re
-import socket
-import threading
-from collections.abc import Iterator, Mapping
-from http.server import ThreadingHTTPServer
-from typing import Any, Protocol, cast
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import parse_qs, quote, urlencode
 
 from ..errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError
-from .backends import Backend
 from .cas.body import send_xorb_body
-from .cas.service import Answer, XetService
+from .cas.service import Answer
 from .catalog import FileEntry, Snapshot
-from .hooks import BodyInterrupted, BodySlice, Hooks, RequestInfo
+from .hooks import BodyInterrupted, BodySlice, RequestInfo
+from .listener import Listener
 from .lookup import EntryMissing, locate
 from .protocol import (
     BAD_REQUEST,
@@ -81,64 +77,8 @@ _XET_KINDS = frozenset({"xet-read-token", "xet-write-token", "reconstruction", "
 MAX_POST_BODY = 1 << 20  # paths-info: a list of paths
 
 
-class Mirror(Protocol):
-    """What the handler needs from the server it belongs to (:class:`.server.MirrorServer`)."""
-
-    backend: Backend
-    pull_through: PullThroughBackend | None
-    token: str | None
-    hooks: Hooks | None
-    redirect_lfs: bool
-    xet: XetService | None
-    tree_page_size: int
-    idle_timeout: float
-    first_byte_wait: float
-    conn_ids: Iterator[int]
-
-    def cdn_location(self, snap: Snapshot, entry: FileEntry) -> str: ...
-
-    def check_signature(self, route: Route) -> bool: ...
-
-    def base_url(self, role: str, host_header: str | None, here: Listener) -> str: ...
-
-    def count(self, kind: str, nbytes: int) -> None: ...
-
-
 def _content_type(path: str) -> str:
     return "text/plain; charset=utf-8" if path.lower().endswith(_TEXT_SUFFIXES) else "application/octet-stream"
-
-
-class Listener(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], mirror: Mirror, roles: frozenset[str]) -> None:
-        if ":" in addr[0]:
-            self.address_family = socket.AF_INET6
-        self.mirror = mirror
-        self.roles = roles
-        self.active: set[socket.socket] = set()
-        self.active_lock = threading.Lock()
-        self.errors = 0  # handler exceptions (peers vanishing mid-request, hook bugs)
-        super().__init__(addr, Handler)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Count instead of printing a traceback: the library never prints."""
-        self.errors += 1
-
-    def close_all(self) -> None:
-        """Drop every open connection."""
-        with self.active_lock:
-            conns = list(self.active)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
 
 
 class Handler(ResponseWriter):

@@ -19,8 +19,9 @@ from urllib.parse import quote
 from .backends import Backend
 from .cas.service import XetOptions, XetService
 from .catalog import FileEntry, Snapshot
-from .handler import Listener
+from .handler import Handler
 from .hooks import Hooks
+from .listener import Listener
 from .protocol import Route
 from .pullthrough import PullThroughBackend
 
@@ -101,7 +102,7 @@ class MirrorServer:
         bound: list[Listener] = []
         try:
             for p, roles in [(port, main), *own]:
-                listener = Listener((host, p), self, frozenset(roles))
+                listener = Listener((host, p), self, frozenset(roles), Handler)
                 bound.append(listener)
                 for role in roles:
                     self._listeners[role] = listener

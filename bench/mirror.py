@@ -22,7 +22,10 @@ of ``--stock-size-mb``), N client processes at once, each with its own cache
 (``bench/_stock.py``): with hf_xet, through the mirror's CAS and xorbs; without
 it (``HF_HUB_DISABLE_XET=1``), over the mirror's plain HTTP, and over nginx
 serving the bodies statically (nginx passes the metadata requests, HEAD and
-API, to the mirror). Imports are not timed; every file is checked (size,
+API, to the mirror). ``--stock-shape MBPS`` puts ``bench/_shaper.py`` in
+front of both servers: that rate per TCP connection and ``--stock-latency-ms``
+per request (a link that limits each connection, where one stream per file
+is slow). Imports are not timed; every file is checked (size,
 sha256) after its round. The mirror runs as ``mirror serve`` does by default
 (Xet on: its file is chunked before measuring). Goal (issue 24): hf_xet at
 least 2x plain huggingface_hub from the mirror with 8 clients. Writes
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import json
 import os
 import random
 import resource
@@ -293,7 +297,9 @@ def curl_table(args: argparse.Namespace, servers: dict[str, tuple[subprocess.Pop
 
 
 def stock_table(args: argparse.Namespace, runs: list[StockRun]) -> list[dict[str, object]]:
-    print(f"\n{args.stock_size_mb} MiB file, stock huggingface_hub {hf_version()} clients (one process each), "
+    shaped = (f", {args.stock_shape:g} MB/s per connection and {args.stock_latency_ms:g} ms per request"
+              if args.stock_shape else "")
+    print(f"\n{args.stock_size_mb} MiB file, stock huggingface_hub {hf_version()} clients (one process each){shaped}, "
           f"{args.repeat} repeat(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'client -> server':<24}{'clients':>8}{'MB/s':>7}{'vs plain':>9}{'mirror CPU s/GB':>16}"
           f"{'client CPU s/GB':>16}  runs (MB/s)")
@@ -322,16 +328,25 @@ def hf_version() -> str:
     return out.stdout.strip().replace(" ", " + hf_xet ") or "?"
 
 
-def measure_stock(servers: dict[str, tuple[subprocess.Popen[bytes], int]], kind: str, clients: int,
-                  size: int, sha: str, work: Path) -> StockRun:
+def measure_stock(servers: dict[str, tuple[subprocess.Popen[bytes], int]], endpoints: dict[str, str], kind: str,
+                  clients: int, size: int, sha: str, work: Path) -> StockRun:
     run = StockRun(kind, clients)
     target = KINDS[kind][1]
     pids = [servers["qwenhome mirror"][0].pid] + ([servers["nginx"][0].pid] if target == "nginx" else [])
     cpu0 = sum(process_cpu(pid) for pid in pids)
-    stock_round(kind, f"http://127.0.0.1:{servers[target if target == 'nginx' else 'qwenhome mirror'][1]}",
-                REPO, STOCK_FILE, clients, size, sha, work, run)
+    stock_round(kind, endpoints[target], REPO, STOCK_FILE, clients, size, sha, work, run)
     run.server_cpu_s = sum(process_cpu(pid) for pid in pids) - cpu0
     return run
+
+
+def start_shaper(port: int, mbps: float, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    """bench/_shaper.py in front of ``port``: ``mbps`` per TCP connection, ``latency_ms`` before each request."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "_shaper.py"),
+                             "--upstream", f"http://127.0.0.1:{port}", "--bandwidth", str(mbps * 1e6),
+                             "--latency", str(latency_ms / 1000)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    return proc, str(json.loads(proc.stdout.readline())["url"])
 
 
 def main() -> int:
@@ -342,6 +357,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2, help="measurements per server and client count")
     ap.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--stock-size-mb", type=int, default=200, help="size of the stock clients' file (MiB)")
+    ap.add_argument("--stock-shape", type=float, default=None, metavar="MBPS",
+                    help="stock clients reach the servers through bench/_shaper.py: MB/s per TCP connection")
+    ap.add_argument("--stock-latency-ms", type=float, default=20.0, help="with --stock-shape: latency per request")
     only = ap.add_mutually_exclusive_group()
     only.add_argument("--only-stock", action="store_true", help="only the stock clients' table")
     only.add_argument("--skip-stock", action="store_true", help="only the curl table")
@@ -364,6 +382,7 @@ def main() -> int:
         servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         runs: list[Run] = []
         stock_runs: list[StockRun] = []
+        shapers: list[subprocess.Popen[str]] = []
         try:
             names = (FILE,) if args.skip_stock else (FILE, STOCK_FILE)
             servers["qwenhome mirror"] = start_mirror(repos, tmp / "home", names)
@@ -372,6 +391,14 @@ def main() -> int:
             nginx = start_nginx(repos, tmp, args.nginx_workers, servers["qwenhome mirror"][1])
             if nginx is not None:
                 servers["nginx"] = nginx
+            endpoints = {"mirror": f"http://127.0.0.1:{servers['qwenhome mirror'][1]}"}
+            if nginx is not None:
+                endpoints["nginx"] = f"http://127.0.0.1:{nginx[1]}"
+            if args.stock_shape and not args.skip_stock:
+                for target in list(endpoints):
+                    port = servers["nginx" if target == "nginx" else "qwenhome mirror"][1]
+                    shaper, endpoints[target] = start_shaper(port, args.stock_shape, args.stock_latency_ms)
+                    shapers.append(shaper)
             for rep in range(args.repeat):
                 for clients in args.clients:
                     order = list(servers.items())
@@ -382,8 +409,11 @@ def main() -> int:
                     kinds = [k for k in KINDS if KINDS[k][1] in servers or KINDS[k][1] == "mirror"]
                     kinds = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]  # rotated every repeat
                     for kind in ([] if args.skip_stock else kinds):
-                        stock_runs.append(measure_stock(servers, kind, clients, stock_size, stock_sha, tmp / "work"))
+                        stock_runs.append(measure_stock(servers, endpoints, kind, clients, stock_size, stock_sha,
+                                                        tmp / "work"))
         finally:
+            for shaper in shapers:
+                shaper.communicate("quit\n", timeout=10)
             for name, (proc, _) in servers.items():
                 stop(proc, name != "nginx")
 

@@ -11,9 +11,11 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qwenhome.mirror import FolderBackend, StoreBackend
+from qwenhome.xet.xorb import read_headers
 from tests.support.http import request
 from tests.support.repos import GeneratedRepo, make_repo, make_store_repo, sha256_file
 from tests.support.xet_mirror import (
@@ -192,3 +194,26 @@ def test_records_are_kept_across_restarts_and_dropped_when_a_blob_changes(tmp_pa
 
 def xet_sha(repo: GeneratedRepo, name: str) -> str:
     return repo.files[name].sha256
+
+
+def test_compressed_xorbs_are_stored_and_served_as_the_hubs_are(tmp_path: Path) -> None:
+    """With compression on, chunks that shrink are LZ4 or BG4-LZ4 (the Hub's schemes), the
+    xorbs are kept under xet/xorbs, stock hf_xet decodes them, and fewer bytes cross the wire."""
+    floats = np.sin(np.arange(2 * MiB // 4, dtype=np.float32) / 50.0).astype(np.float32).tobytes()
+    text = b"".join(b"line %d of a compressible file\n" % i for i in range(60_000))
+    data = random_bytes(MiB, 9) + floats + text + bytes(MiB)
+    repo = make_repo(tmp_path / "repos", "Org/Z", {"z.safetensors": data})
+    with start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet", compression="auto") as m:
+        [path] = hf_download(m.url, "Org/Z", tmp_path, files=["z.safetensors"])
+        assert path.read_bytes() == data
+        sent = sum(r.bytes_sent for r in m.faults.of_kind("xorb"))
+        stored = list((tmp_path / "xet" / "xorbs").iterdir())
+        schemes = {h.scheme for f in stored for h in read_headers(f.read_bytes())}
+        assert schemes >= {0, 1} and sent < 0.75 * len(data)
+        assert sum(f.stat().st_size for f in stored) == sent  # each chunk once
+        # The blob changes: its record goes, and its stored xorbs with it.
+        assert m.server.xet is not None
+        (repo.path / "z.safetensors").write_bytes(data[::-1])
+        m.server.xet.records._recheck = 0
+        assert m.server.xet.records.usable(repo.files["z.safetensors"].sha256) is None
+        assert not [f for f in stored if f.exists()]

@@ -222,12 +222,13 @@ def test_stock_hf_xet_rides_out_a_503_and_a_dropped_xorb_body(cas_repo: Generate
 def test_stock_hf_xet_asks_again_for_an_expired_xorb_url(cas_repo: GeneratedRepo, tmp_path: Path) -> None:
     """The URL expires while its request waits (403): the client asks for the reconstruction again.
     (hf_xet waits a second or more before retrying: URLs must outlive that, as the Hub's do.)"""
-    with start_xet_mirror(FolderBackend(cas_repo.root), tmp_path / "xet", url_ttl=3) as m:
-        m.faults.latency(3.5, times=1, predicate=kind("xorb"))
+    with start_xet_mirror(FolderBackend(cas_repo.root), tmp_path / "xet", url_ttl=6) as m:
+        m.faults.latency(6.5, times=1, predicate=kind("xorb"))
         [path] = hf_download(m.url, "Org/Cas", tmp_path, files=["w.bin"])
         assert sha256_file(path) == cas_repo.files["w.bin"].sha256
         log = [(r.route_kind, r.status) for r in m.faults.records() if r.route_kind in ("reconstruction", "xorb")]
-    assert log == [("reconstruction", 200), ("xorb", 403), ("reconstruction", 200), ("xorb", 206)]
+    assert log[:3] == [("reconstruction", 200), ("xorb", 403), ("reconstruction", 200)]
+    assert log[-1] == ("xorb", 206)
 
 
 def test_stock_hf_xet_gets_new_tokens_when_they_expire_mid_pull(tmp_path: Path) -> None:

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve Xet reconstructions on this port of their own (default: the mirror's port)")
     ms.add_argument("--xorb-port", type=_MIRROR_PORT, default=None, metavar="PORT",
                     help="serve Xet xorb bytes on this port of their own (default: with the reconstructions)")
+    ms.add_argument("--xet-compression", choices=("none", "lz4", "auto"), default="none",
+                    help="none (default): Xet chunks sent as they are, read from the blobs (no copy); lz4, auto: "
+                         "compressed as the Hub's are, kept in $QWEN_HOME/qwenhome/xet/xorbs (a compressed copy)")
 
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")
@@ -488,10 +491,11 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     token = mirror_token(os.environ, token=args.token, token_file=args.token_file)
     xet = None
     if not args.no_xet:
-        xet = XetOptions(folder=settings.state_dir / "xet", cas_port=args.cas_port, xorb_port=args.xorb_port)
-    elif args.cas_port is not None or args.xorb_port is not None:
-        raise UsageError("--cas-port and --xorb-port serve Xet; --no-xet turns it off", code="invalid-arguments",
-                         hint="drop --no-xet, or drop the Xet ports")
+        xet = XetOptions(folder=settings.state_dir / "xet", cas_port=args.cas_port, xorb_port=args.xorb_port,
+                         compression=args.xet_compression)
+    elif args.cas_port is not None or args.xorb_port is not None or args.xet_compression != "none":
+        raise UsageError("--cas-port, --xorb-port and --xet-compression serve Xet; --no-xet turns it off",
+                         code="invalid-arguments", hint="drop --no-xet, or drop the Xet options")
     run_mirror(settings, args.host, args.port, token, args.repos, pull_through=args.pull_through, on_ready=ready,
                xet=xet)
     return EXIT_OK

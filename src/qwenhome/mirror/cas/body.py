@@ -29,10 +29,15 @@ _BUFFER = 1 << 20
 
 
 def fill(layout: XorbLayout, fd: int, pos: int, out: memoryview) -> None:
-    """Write the xorb's bytes ``[pos, pos + len(out))`` into ``out``; OSError if the blob is short."""
+    """Write the xorb's bytes ``[pos, pos + len(out))`` into ``out``, reading ``fd`` (the blob, or
+    the stored xorb); OSError if the file is short."""
     offsets, lengths, where = layout.info.offsets, layout.info.chunk_lengths, layout.blob_offsets
     if pos < 0 or pos + len(out) > offsets[-1]:
         raise ValueError("range outside the xorb")
+    if layout.stored:
+        if os.preadv(fd, [out], pos) != len(out):
+            raise OSError("the stored xorb is shorter than its record says")
+        return
     i = bisect.bisect_right(offsets, pos) - 1
     w, n = 0, len(out)
     iov: list[memoryview] = []

@@ -7,7 +7,9 @@ over plain HTTP meanwhile). Chunking runs at some 150 MB per CPU second, so a
 large home takes minutes; the thread runs at a lower CPU priority than the
 threads serving clients, and logs its progress.
 
-A blob's new chunks go into xorbs of at most 64 MiB; chunks already in a
+A blob's new chunks go into xorbs of at most 64 MiB (uncompressed and made
+from the blob when served; with a compression policy, compressed and stored);
+chunks already in a
 record of the same group (the same repository: another revision, another
 file) are referred to where they are, as the Hub's deduplication does, so a
 client holding an older revision can tell which chunks are new. A blob whose
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from ...xet import FileRecipe, Policy, Xorb, XorbInfo, build_stream
+from ...xet import FileRecipe, Policy, Xorb, XorbInfo, build_stream, xorb_folder_writer
 from ...xet.builder import ChunkIndex
 from .records import Body, Header, Records, Source, XorbLayout
 
@@ -89,8 +91,9 @@ def blob_offsets(recipe: FileRecipe, owned: dict[str, XorbInfo]) -> dict[str, tu
 class Builder:
     """The queue of blobs to build and the thread that builds them."""
 
-    def __init__(self, records: Records, *, nice: int = 10) -> None:
+    def __init__(self, records: Records, *, policy: Policy = Policy.NONE, nice: int = 10) -> None:
         self.records = records
+        self.policy = policy  # NONE: xorbs made from the blob when served; else stored, compressed
         self._nice = nice
         self._cond = threading.Condition()
         self._heap: list[tuple[int, int, str]] = []
@@ -211,22 +214,33 @@ class Builder:
                 log.info("xet: hashing blob %s: %d%% of %.2f GB", job.sha256[:16], 100 * done // max(1, job.size),
                          job.size / 1e9)
 
+        stored: dict[str, Source] = {}
+        store = xorb_folder_writer(self.records.xorbs_folder) if self.policy is not Policy.NONE else None
+
         def keep(xorb: Xorb) -> None:
             owned[xorb.info.hex] = xorb.info
+            if store is not None:
+                store(xorb)
+                stored[xorb.info.hex] = Source.of(str(self.records.xorbs_folder / f"{xorb.info.hex}.xorb"))
 
         with open(job.path, "rb") as fh:
-            built = build_stream(cast(BinaryIO, _Reader(fh, self._stop, progress)), keep, known=known, policy=Policy.NONE,
-                                 keep_xorb_data=False)
+            built = build_stream(cast(BinaryIO, _Reader(fh, self._stop, progress)), keep, known=known,
+                                 policy=self.policy, keep_xorb_data=store is not None)
         if built.sha256 != job.sha256 or not source.unchanged():
             self._group = None  # its chunks went into the index: start it again from the records
+            for h in stored:
+                (self.records.xorbs_folder / f"{h}.xorb").unlink(missing_ok=True)
             if built.sha256 != job.sha256:
                 log.warning("xet: blob %s does not hash to its name (sha256 %s); served over plain HTTP only",
                             job.sha256[:16], built.sha256[:16])
                 with self._cond:
                     self._bad[job.sha256] = source
             return None
-        offsets = blob_offsets(built.recipe, owned)
-        body = Body(built.recipe, {h: XorbLayout(info, offsets[h], source) for h, info in owned.items()})
+        if stored:
+            body = Body(built.recipe, {h: XorbLayout(info, (), stored[h]) for h, info in owned.items()})
+        else:
+            offsets = blob_offsets(built.recipe, owned)
+            body = Body(built.recipe, {h: XorbLayout(info, offsets[h], source) for h, info in owned.items()})
         header = Header(job.sha256, job.size, built.file_hash, source, job.group, tuple(owned),
                         tuple(dict.fromkeys(t.hash for t in built.recipe.terms)))
         self.records.add(header, body)

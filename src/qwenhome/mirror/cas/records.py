@@ -14,6 +14,8 @@ On disk (written body first, header last, each by rename)::
                             the xorbs it owns and the xorbs its recipe uses
     recipes/<sha256>.json   body: the recipe and, per owned xorb, each chunk's
                             hash, length and offset in the blob
+    xorbs/<hash>.xorb       with the compression option only: the xorbs, stored
+                            (LZ4 / BG4-LZ4 chunks where they are smaller)
 
 Headers are small and all loaded at start; bodies are read when needed and a
 few are kept in memory. A record is usable while its blob and the blobs of
@@ -24,9 +26,11 @@ otherwise it is dropped, and the caller builds it again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -109,11 +113,21 @@ class Header:
 
 @dataclass(frozen=True)
 class XorbLayout:
-    """A xorb synthesized from a blob: its chunks (uncompressed) and where each lies in the blob."""
+    """Where a xorb's bytes come from.
+
+    Synthesized (the default): its chunks are uncompressed and chunk ``i``'s
+    bytes lie in the blob ``source`` at ``blob_offsets[i]``. Stored (the
+    mirror's compression option): ``source`` is the serialized xorb itself,
+    kept under ``xorbs/``, and ``blob_offsets`` is empty.
+    """
 
     info: XorbInfo
     blob_offsets: tuple[int, ...]
     source: Source
+
+    @property
+    def stored(self) -> bool:
+        return not self.blob_offsets
 
     def header(self, i: int) -> bytes:
         """The 8-byte header of chunk ``i`` (version 0, payload = length, scheme 0)."""
@@ -134,10 +148,17 @@ class Body:
     xorbs: dict[str, XorbLayout]  # the xorbs this blob owns
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "recipe": self.recipe.to_json(), "xorbs": [
-            {"hash": h, "chunks": [[hash_to_hex(c), n, off] for c, n, off in
-                                   zip(x.info.chunk_hashes, x.info.chunk_lengths, x.blob_offsets, strict=True)]}
-            for h, x in self.xorbs.items()]}
+        out = []
+        for h, x in self.xorbs.items():
+            # Per chunk: hash, length, and its offset in the blob (synthesized) or in the stored xorb.
+            where = x.info.offsets[:-1] if x.stored else x.blob_offsets
+            rows = [[hash_to_hex(c), n, off] for c, n, off in zip(x.info.chunk_hashes, x.info.chunk_lengths,
+                                                                  where, strict=True)]
+            entry: dict[str, Any] = {"hash": h, "chunks": rows}
+            if x.stored:
+                entry["stored"] = {"size": x.info.size, "source": x.source.to_json()}
+            out.append(entry)
+        return {"format": FORMAT, "recipe": self.recipe.to_json(), "xorbs": out}
 
     @classmethod
     def from_json(cls, o: Any, source: Source) -> Body:
@@ -149,13 +170,22 @@ class Body:
             rows = x["chunks"]
             hashes = tuple(hex_to_hash(r[0]) for r in rows)
             lengths = tuple(int(r[1]) for r in rows)
-            offsets = tuple(int(r[2]) for r in rows)
+            where = tuple(int(r[2]) for r in rows)
             digest = xorb_hash(zip(hashes, lengths, strict=True))
-            if hash_to_hex(digest) != x["hash"] or any(
-                    n <= 0 or off < 0 or off + n > source.size for n, off in zip(lengths, offsets, strict=True)):
+            if hash_to_hex(digest) != x["hash"] or not rows or not all(n > 0 for n in lengths):
                 raise ValueError(f"xorb {str(x['hash'])[:16]} does not match its chunks")
+            if "stored" in x:
+                stored = Source.from_json(x["stored"]["source"])
+                offsets = (*where, int(x["stored"]["size"]))
+                if offsets[0] != 0 or offsets[-1] != stored.size or any(
+                        b - a <= HEADER_LEN for a, b in itertools.pairwise(offsets)):
+                    raise ValueError(f"stored xorb {str(x['hash'])[:16]}: bad offsets")
+                xorbs[x["hash"]] = XorbLayout(XorbInfo(digest, hashes, lengths, offsets), (), stored)
+                continue
+            if any(off < 0 or off + n > source.size for n, off in zip(lengths, where, strict=True)):
+                raise ValueError(f"xorb {str(x['hash'])[:16]} lies outside its blob")
             info = XorbInfo(digest, hashes, lengths, uncompressed_offsets(lengths))
-            xorbs[x["hash"]] = XorbLayout(info, offsets, source)
+            xorbs[x["hash"]] = XorbLayout(info, where, source)
         return cls(recipe, xorbs)
 
 
@@ -173,6 +203,7 @@ class Records:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = folder
         self._files, self._recipes = folder / "files", folder / "recipes"
+        self.xorbs_folder = folder / "xorbs"  # stored (compressed) xorbs, with the compression option
         self._lock = threading.Lock()
         self._headers: dict[str, Header] = {}
         self._by_file_hash: dict[str, str] = {}
@@ -307,6 +338,10 @@ class Records:
         self._remove_files(sha256)
 
     def _remove_files(self, sha256: str) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # its stored xorbs, if any
+            for x in json.loads((self._recipes / f"{sha256}.json").read_text(encoding="utf-8"))["xorbs"]:
+                if "stored" in x and re.fullmatch(r"[0-9a-f]{64}", x["hash"]):
+                    (self.xorbs_folder / f"{x['hash']}.xorb").unlink(missing_ok=True)
         for folder in (self._files, self._recipes):
             with contextlib.suppress(OSError):
                 (folder / f"{sha256}.json").unlink()

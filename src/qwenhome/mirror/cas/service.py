@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import QwenhomeError
-from ...xet import RangeNotSatisfiable, XorbInfo, reconstruction_v1, reconstruction_v2
+from ...xet import Policy, RangeNotSatisfiable, XorbInfo, reconstruction_v1, reconstruction_v2
 from ...xet.reconstruction import ByteRange
 from ...xet.token import HEADER_XET_HASH, LINK_REL_AUTH, LINK_REL_RECONSTRUCTION, XetToken
 from ..backends import Backend
@@ -65,6 +65,9 @@ class XetOptions:
     token_ttl: float = 3600.0  # lifetime of an access token, seconds
     url_ttl: float = 3600.0  # lifetime of a signed xorb URL, seconds
     build_at_start: bool = True  # queue every blob at start (else only those clients ask for)
+    # "none": xorbs made from the blobs as served (no copy); "lz4"/"auto": xorbs stored compressed
+    # (LZ4, or the smaller of LZ4 and BG4-LZ4, per chunk where it is smaller), as the Hub's are.
+    compression: str = "none"
 
 
 @dataclass
@@ -114,7 +117,7 @@ class XetService:
         self.folder = options.folder or Path(self._tmp or "")
         self.records = Records(self.folder)
         self.records.load()
-        self.builder = Builder(self.records)
+        self.builder = Builder(self.records, policy=Policy(options.compression))
         self.signer = Signer(clock=clock or time.time)
         self._infos = _Infos(self.records)
         self._scanned = threading.Event()

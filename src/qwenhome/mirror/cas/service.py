@@ -42,6 +42,7 @@ from ..backends import Backend
 from ..catalog import FileEntry, Snapshot
 from ..hooks import BodySlice
 from ..protocol import Route
+from ..pullthrough import PullThroughBackend
 from .auth import Refused, Signer
 from .body import xorb_body
 from .building import Builder, Job
@@ -121,6 +122,7 @@ class XetService:
         self.signer = Signer(clock=clock or time.time)
         self._infos = _Infos(self.records)
         self._scanned = threading.Event()
+        self._present = backend.present if isinstance(backend, PullThroughBackend) else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -156,9 +158,11 @@ class XetService:
         return self.builder.wait_idle(max(0.0, deadline - time.monotonic()))
 
     def _want(self, snap: Snapshot, entry: FileEntry, *, urgent: bool) -> int:
-        if not entry.sha256 or not entry.size or not entry.source:
+        # A pull-through mirror lists files before their blobs arrive: ask where the blob is now.
+        path = entry.source or (self._present(snap, entry) if self._present is not None else None)
+        if not entry.sha256 or not entry.size or not path:
             return 0
-        self.builder.want(Job(entry.sha256, entry.source, entry.size, f"{snap.repo_type}/{snap.repo_id}"), urgent)
+        self.builder.want(Job(entry.sha256, path, entry.size, f"{snap.repo_type}/{snap.repo_id}"), urgent)
         return 1
 
     # -- the Hub's side: resolve and listings ------------------------------------------------

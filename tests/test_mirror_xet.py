@@ -7,6 +7,7 @@ reconstructions, the xorb ranges, and no resolve body for an LFS file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -191,6 +192,15 @@ def test_records_are_kept_across_restarts_and_dropped_when_a_blob_changes(tmp_pa
         m.server.xet.records._recheck = 0
         assert m.server.xet.records.usable(xet_sha(repo, "w.bin")) is None
         assert not (tmp_path / "xet" / "files" / f"{xet_sha(repo, 'w.bin')}.json").exists()
+    # A blob that goes away while the mirror is down: its record goes at the next start.
+    (repo.path / "w.bin").unlink()
+    (repo.path / "v.bin").write_bytes(random_bytes(MiB, 10))
+    start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet").stop()
+    v_sha = hashlib.sha256((repo.path / "v.bin").read_bytes()).hexdigest()
+    assert [p.name for p in (tmp_path / "xet" / "files").iterdir()] == [f"{v_sha}.json"]
+    (repo.path / "v.bin").unlink()
+    with start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet"):
+        assert not list((tmp_path / "xet" / "files").iterdir())
 
 
 def xet_sha(repo: GeneratedRepo, name: str) -> str:

@@ -92,7 +92,8 @@ class Answer:
 
 
 class _Infos(Mapping[str, XorbInfo]):
-    """The xorbs' layouts, read from the records as the reconstruction needs them."""
+    """The xorbs' layouts, read from the records as the reconstruction needs them (by key only:
+    it cannot be iterated, the records are not all in memory)."""
 
     def __init__(self, records: Records) -> None:
         self._records = records
@@ -136,7 +137,10 @@ class XetService:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def scan(self) -> int:
-        """Queue every LFS blob of every repository, oldest revision first; returns how many."""
+        """Drop the records of blobs that changed or went away (``qwenhome gc``, ``rm``); queue every
+        LFS blob of every repository, oldest revision first; returns how many were queued."""
+        for header in self.records.headers():
+            self.records.usable(header.sha256)
         queued = 0
         for repo_type, repo_id in self.backend.repos():
             try:

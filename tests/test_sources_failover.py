@@ -21,6 +21,7 @@ from qwenhome.sources import HEALTH_TTL, NetState, ProbeResult, rank
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from tests.support import tuning
 from tests.support.faults import Faults
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.modelscope_server import ModelScopeServer
@@ -28,8 +29,8 @@ from tests.support.repos import GeneratedRepo, MiB, make_repo
 
 RANGE = 2 * MiB
 # Fixed 2 MiB ranges so "file size plus one range" is a tight bound.
-CFG = EngineConfig(connections=4, chunk_min=RANGE, chunk_max=RANGE, stall_timeout=1.0,
-                   backoff=Backoff(base=0.05, cap=0.3), max_retries=6)
+CFG = tuning.ranges(EngineConfig(connections=4, stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.3),
+                                 max_retries=6), RANGE)
 BIG = "model.safetensors"
 
 
@@ -174,7 +175,7 @@ def test_ranges_still_out_at_the_left_source_do_not_count_against_the_next(
     their failures arrive after the switch and must not be counted against
     the new source (they used up its retries and failed the file)."""
     mirror.faults.drop_after(64 * 1024, times=None, path=BIG)
-    config = replace(CFG, connections=12, max_retries=2, event_loop=path == "event-loop")
+    config = replace(CFG, connections=12, max_retries=2, loop_threads=2 if path == "event-loop" else 0)
     pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=config)
     snapshot_ok(qwen_home, fail_repo)
     assert second_mirror.faults.bytes_sent(BIG) > 0

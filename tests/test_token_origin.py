@@ -40,7 +40,7 @@ TOKEN = "tok-origin-secret-42"
 BEARER = f"Bearer {TOKEN}"
 WEIGHTS = "model.safetensors"
 LOOP = EngineConfig(connections=4, stall_timeout=2.0, backoff=Backoff(base=0.05, cap=0.3), max_retries=4)
-THREADS = replace(LOOP, event_loop=False)
+THREADS = replace(LOOP, loop_threads=0)
 
 
 class AuthLog(Faults):
@@ -129,7 +129,7 @@ def test_token_never_follows_a_redirect_to_another_origin(qwen_home: Path, small
     assert_token_stayed_home(redirecting.origin, redirecting.other)
     # The path under test really moved the files.
     threaded = int(result.stats.get("threaded_files", 0))
-    assert threaded == 0 if config.event_loop else threaded > 0, result.stats
+    assert threaded == 0 if config.loop_threads else threaded > 0, result.stats
     assert any("/resolve/" in target for target, _ in redirecting.other.seen)
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -501,14 +502,33 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cli_hint(prefix: str, base_prefix: str, path: str | None) -> str | None:
+    """How to run the CLI of the virtualenv at ``prefix`` when ``qwenhome`` on
+    ``path`` is not it (the launch script installs into .venv and leaves PATH alone)."""
+    if prefix == base_prefix:
+        return None
+    exe = Path(prefix) / "bin" / "qwenhome"
+    found = shutil.which("qwenhome", path=path)
+    if not exe.exists() or (found is not None and Path(found).resolve() == exe.resolve()):
+        return None
+    return f"the CLI is {exe} (or `source {Path(prefix) / 'bin' / 'activate'}`, then `qwenhome --help`)"
+
+
 def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     from .app.launch import run_launch
+
+    hint = cli_hint(sys.prefix, sys.base_prefix, os.environ.get("PATH"))
+
+    def ready(_url: str) -> None:
+        if hint:
+            sys.stderr.write(f"qwenhome: {hint}\n")
 
     # The children (API server, vLLM) need the whole environment (PATH, locale,
     # CUDA); run_launch applies the home variables on top of it.
     return int(run_launch(settings, model=args.model, host=args.host, port=args.port, engine=args.engine,
                           demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg),
-                          allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib) or 0)
+                          allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib,
+                          ready=ready) or 0)
 
 
 COMMANDS = {

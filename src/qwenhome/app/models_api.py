@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ..demo.labels import demo_label
 from ..errors import NotCachedError
 from ..repo.ref import RepoRef
 from ..store.cache import Store
@@ -59,6 +60,7 @@ def _list_models(state: AppState) -> list[dict[str, Any]]:
         info = repo.to_dict()
         info["state"] = _model_state(info, repo.ref.repo_id in pulling)
         info["served"] = repo.ref.repo_id == served
+        info.update(demo_label(repo.ref.repo_id))  # {"demo": true, "note"} for the demo's models
         out.append(info)
     return out
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..demo.labels import demo_label
 from ..errors import QwenhomeError
 from .engine import Cancelled, ImageEngine
 from .errors import ImageModelError, ImageRequestError
@@ -162,6 +163,7 @@ class ImageService:
             "state": self.state,
             "error": self.error,
             "model": self.model,
+            **demo_label(self.model),  # {"demo": true, "note"} for the demo's model
             "commit": self.commit,
             "policy": self.policy.to_dict() if self.policy else None,
             "queue": {"pending": self._queue.pending(), "running": current.id if current else None},

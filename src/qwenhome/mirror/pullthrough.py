@@ -159,7 +159,7 @@ class PullThroughBackend:
         self._http = http or HttpClient(settings.timeouts, settings.env)
         # Clients are streamed what the part map shows on disk: every file's
         # map is saved on each tick, small ones included.
-        self._config = replace(config or EngineConfig(), map_min=0)
+        self._config = replace(config or EngineConfig(), every_map=True)
         self._branches = _TTLCache(ttl, clock)
         self._commits = _TTLCache(3600.0, clock)
         self._lock = threading.Lock()

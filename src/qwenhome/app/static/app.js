@@ -40,7 +40,7 @@ async function refreshInfo() {
   try {
     const info = await api("/api/info");
     state.model = info.model;
-    $("#model-name").textContent = info.model;
+    $("#model-name").textContent = info.model + (info.note ? ` (${info.note})` : "");
     $("#home-path").textContent = info.home;
     const badge = $("#model-status");
     badge.textContent = info.status;
@@ -163,7 +163,7 @@ async function refreshModels() {
     actions.append(el("button", { type: "button", class: "secondary", onclick: () => verifyModel(m.repo) }, "Verify"));
     if (!m.served) actions.append(" ", el("button", { type: "button", class: "secondary", onclick: () => removeModel(m.repo) }, "Remove"));
     return el("tr", { "data-repo": m.repo },
-      el("td", {}, m.repo, m.served ? el("span", { class: "badge ready" }, "served") : ""),
+      el("td", {}, m.repo, m.served ? el("span", { class: "badge ready" }, "served") : "", m.note ? el("div", { class: "muted" }, m.note) : ""),
       el("td", {}, humanSize(m.size)),
       el("td", { class: `st-${m.state}` }, m.state),
       actions);

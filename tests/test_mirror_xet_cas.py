@@ -143,6 +143,33 @@ def test_xorb_urls_serve_only_their_signed_ranges_until_they_expire(cas_repo: Ge
         assert expired.status == 403 and b"expired" in expired.body
 
 
+def test_xorb_answers_carry_exactly_the_bytes_of_any_span(cas: Mirror) -> None:
+    """Over HTTP, through the default writer (sendfile per chunk, headers sent apart): whole
+    xorbs, random spans, and spans that start or end inside a chunk header."""
+    built: dict[str, Xorb] = {}
+    build_stream(io.BytesIO(DATA), lambda x: built.__setitem__(x.info.hex, x), policy=Policy.NONE)
+    answer = parse_reconstruction(reconstruction(token_for(cas.url, "Org/Cas", "main"), _file_id(cas)).body)
+    rng = random.Random(3)
+    asked = 0
+    for xorb, fetches in answer.xorbs.items():
+        data, offsets = built[xorb].data, built[xorb].info.offsets
+        for f in fetches:
+            for r in f.ranges:
+                a, b = r.bytes.start, r.bytes.end + 1
+                spans = [(a, b)] + [tuple(sorted(rng.sample(range(a, b + 1), 2))) for _ in range(40)]
+                heads = [o for o in offsets[1:-1] if a <= o - 3 and o + 9 <= b][:8]
+                spans += [(o - 3, o + 5) for o in heads] + [(o + 2, o + 6) for o in heads]
+                spans += [(o + 3, o + 9) for o in heads] + [(o - 1, o + 8) for o in heads]
+                for x, y in (s for s in spans if s[0] < s[1]):
+                    resp = get_url(f.url, {"Range": f"bytes={x}-{y - 1}"})
+                    assert resp.status == 206 and resp.body == data[x:y], (x, y)
+                    asked += y - x
+    deadline = time.monotonic() + 5  # the last request is logged after its client has the body
+    while sum(r.bytes_sent for r in cas.faults.log if r.path.startswith("/xorb/")) < asked and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum(r.bytes_sent for r in cas.faults.log if r.path.startswith("/xorb/")) == asked > 0
+
+
 def test_multipart_answers_carry_each_range_exactly(cas: Mirror) -> None:
     url, a, b = _one_url(cas)
     single = get_url(url, {"Range": f"bytes={a}-{b}"}).body

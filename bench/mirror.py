@@ -25,7 +25,12 @@ serving the bodies statically (nginx passes the metadata requests, HEAD and
 API, to the mirror). ``--stock-shape MBPS`` puts ``bench/_shaper.py`` in
 front of both servers: that rate per TCP connection and ``--stock-latency-ms``
 per request (a link that limits each connection, where one stream per file
-is slow). Imports are not timed; every file is checked (size,
+is slow), and ``--stock-link MBPS`` caps all connections to one server
+together (the user's link): the table then gives each client's share of it.
+Besides MB/s (which, on a loaded machine, is mostly the share of the cores
+the clients got), the table gives the CPU seconds per GB of client and
+mirror together, as a ratio to plain HTTP's: the figure that carries to a
+machine where the clients are CPU-bound. Imports are not timed; every file is checked (size,
 sha256) after its round. The mirror runs as ``mirror serve`` does by default
 (Xet on: its file is chunked before measuring). Goal (issue 24): hf_xet at
 least 2x plain huggingface_hub from the mirror with 8 clients. Writes
@@ -298,26 +303,35 @@ def curl_table(args: argparse.Namespace, servers: dict[str, tuple[subprocess.Pop
 
 def stock_table(args: argparse.Namespace, runs: list[StockRun]) -> list[dict[str, object]]:
     shaped = (f", {args.stock_shape:g} MB/s per connection and {args.stock_latency_ms:g} ms per request"
-              if args.stock_shape else "")
+              if args.stock_shape else "") + (f", a {args.stock_link:g} MB/s link" if args.stock_link else "")
     print(f"\n{args.stock_size_mb} MiB file, stock huggingface_hub {hf_version()} clients (one process each){shaped}, "
           f"{args.repeat} repeat(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'client -> server':<24}{'clients':>8}{'MB/s':>7}{'vs plain':>9}{'mirror CPU s/GB':>16}"
-          f"{'client CPU s/GB':>16}  runs (MB/s)")
+          f"{'client CPU s/GB':>16}{'CPU vs plain':>13}" + (f"{'link share':>11}" if args.stock_link else "")
+          + "  runs (MB/s)")
     table: list[dict[str, object]] = []
     kinds = list(dict.fromkeys(r.kind for r in runs))
+    plain = "hf plain -> mirror"
     for clients in args.clients:
-        medians = {k: statistics.median(r.mbps for r in runs if r.kind == k and r.clients == clients) for k in kinds}
+        def med(kind: str, of: str, n: int = clients) -> float:
+            return statistics.median(getattr(r, of) for r in runs if r.kind == kind and r.clients == n)
+
+        ref = med(plain, "mbps") if plain in kinds else None
+        ref_cpu = med(plain, "server_cpu_per_gb") + med(plain, "client_cpu_per_gb") if plain in kinds else None
         for kind in kinds:
-            mine = [r for r in runs if r.kind == kind and r.clients == clients]
-            ref = medians.get("hf plain -> mirror")
-            ratio = medians[kind] / ref if ref else None
-            srv = statistics.median(r.server_cpu_per_gb for r in mine)
-            cli = statistics.median(r.client_cpu_per_gb for r in mine)
-            table.append({"client": kind, "clients": clients, "mbps": round(medians[kind], 1),
+            mbps, srv, cli = med(kind, "mbps"), med(kind, "server_cpu_per_gb"), med(kind, "client_cpu_per_gb")
+            ratio = mbps / ref if ref else None
+            cpu_ratio = ref_cpu / (srv + cli) if ref_cpu and srv + cli else None  # > 1: fewer CPU s per GB
+            share = mbps / args.stock_link if args.stock_link else None
+            table.append({"client": kind, "clients": clients, "mbps": round(mbps, 1),
                           "vs_plain": None if ratio is None else round(ratio, 3),
-                          "server_cpu_s_per_gb": round(srv, 2), "client_cpu_s_per_gb": round(cli, 2)})
-            print(f"{kind:<24}{clients:>8}{medians[kind]:>7.0f}{(f'{ratio:.2f}' if ratio else '-'):>9}"
-                  f"{srv:>16.2f}{cli:>16.2f}  " + " ".join(f"{r.mbps:.0f}" for r in mine))
+                          "server_cpu_s_per_gb": round(srv, 2), "client_cpu_s_per_gb": round(cli, 2),
+                          "cpu_vs_plain": None if cpu_ratio is None else round(cpu_ratio, 3),
+                          "link_share": None if share is None else round(share, 3)})
+            print(f"{kind:<24}{clients:>8}{mbps:>7.0f}{(f'{ratio:.2f}' if ratio else '-'):>9}"
+                  f"{srv:>16.2f}{cli:>16.2f}{(f'{cpu_ratio:.2f}' if cpu_ratio else '-'):>13}"
+                  + (f"{share:>11.2f}" if share is not None else "") + "  "
+                  + " ".join(f"{r.mbps:.0f}" for r in runs if r.kind == kind and r.clients == clients))
     return table
 
 
@@ -339,12 +353,15 @@ def measure_stock(servers: dict[str, tuple[subprocess.Popen[bytes], int]], endpo
     return run
 
 
-def start_shaper(port: int, mbps: float, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    """bench/_shaper.py in front of ``port``: ``mbps`` per TCP connection, ``latency_ms`` before each request."""
+def start_shaper(port: int, mbps: float, latency_ms: float,
+                 link_mbps: float | None = None) -> tuple[subprocess.Popen[str], str]:
+    """bench/_shaper.py in front of ``port``: ``mbps`` per TCP connection, ``latency_ms`` before each request,
+    and ``link_mbps`` over all connections together."""
+    link = ["--link", str(link_mbps * 1e6)] if link_mbps else []
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "_shaper.py"),
                              "--upstream", f"http://127.0.0.1:{port}", "--bandwidth", str(mbps * 1e6),
-                             "--latency", str(latency_ms / 1000)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+                             "--latency", str(latency_ms / 1000), *link], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, str(json.loads(proc.stdout.readline())["url"])
 
@@ -360,6 +377,8 @@ def main() -> int:
     ap.add_argument("--stock-shape", type=float, default=None, metavar="MBPS",
                     help="stock clients reach the servers through bench/_shaper.py: MB/s per TCP connection")
     ap.add_argument("--stock-latency-ms", type=float, default=20.0, help="with --stock-shape: latency per request")
+    ap.add_argument("--stock-link", type=float, default=None, metavar="MBPS",
+                    help="with --stock-shape: MB/s over all connections to one server together")
     only = ap.add_mutually_exclusive_group()
     only.add_argument("--only-stock", action="store_true", help="only the stock clients' table")
     only.add_argument("--skip-stock", action="store_true", help="only the curl table")
@@ -367,6 +386,8 @@ def main() -> int:
                     help="write the result here instead of bench/results/mirror-<time>.json")
     argv = sys.argv[1:]
     args = ap.parse_args(argv)
+    if args.stock_link and not args.stock_shape:
+        ap.error("--stock-link needs --stock-shape")
     doc = result_header("mirror", argv)
     curl = shutil.which("curl")
     if curl is None:
@@ -397,7 +418,8 @@ def main() -> int:
             if args.stock_shape and not args.skip_stock:
                 for target in list(endpoints):
                     port = servers["nginx" if target == "nginx" else "qwenhome mirror"][1]
-                    shaper, endpoints[target] = start_shaper(port, args.stock_shape, args.stock_latency_ms)
+                    shaper, endpoints[target] = start_shaper(port, args.stock_shape, args.stock_latency_ms,
+                                                             args.stock_link)
                     shapers.append(shaper)
             for rep in range(args.repeat):
                 for clients in args.clients:

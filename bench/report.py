@@ -77,10 +77,12 @@ def mirror(path: Path, doc: dict[str, Any]) -> list[str]:
                          f"{r['ttfb_p50_ms']:.1f} | {r['ttfb_p99_ms']:.1f} |")
     if doc.get("stock_table"):
         lines += ["", "| stock client -> server | clients | MB/s | ÷ plain -> mirror | mirror CPU s/GB | "
-                  "client CPU s/GB |", "| --- | --- | --- | --- | --- | --- |"]
+                  "client CPU s/GB | plain's CPU s/GB ÷ this | link share |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in doc["stock_table"]:
             lines.append(f"| {r['client']} | {r['clients']} | {r['mbps']:.0f} | {_f(r['vs_plain'], '.2f')} | "
-                         f"{r['server_cpu_s_per_gb']:.2f} | {r['client_cpu_s_per_gb']:.2f} |")
+                         f"{r['server_cpu_s_per_gb']:.2f} | {r['client_cpu_s_per_gb']:.2f} | "
+                         f"{_f(r.get('cpu_vs_plain'), '.2f')} | {_f(r.get('link_share'), '.2f')} |")
     return [*lines, ""]
 
 

@@ -248,23 +248,6 @@ def test_ranges_last_many_request_round_trips_once_one_is_measured() -> None:
     sizer.note_ttfb(0.1)
     sizer.resize(10e6, 32, server_bound=False)  # 10 MB/s for 16 round trips of 100 ms
     assert 10e6 * sizes.request_ranges * 0.1 - 64 * 1024 < sizer.chunk <= sizes.chunk_max, sizer.chunk
-    # A link capped in total: the others move what one does not while it
-    # waits for an answer, so the in-flight bound rules again.
-    sizer.resize(10e6, 32, server_bound=False, link_bound=True)
-    assert sizer.chunk == sizes.in_flight // 32
-
-
-def test_a_capped_link_measured_with_long_round_trips_keeps_the_in_flight_bound() -> None:
-    """200 MB/s in all over 20 MB/s connections, each request answered after
-    100 ms (a busy machine): once the link is found to be the limit, ranges
-    keep about in_flight under way (16 round trips each made 10 MB ranges,
-    320 MB in flight, and the hash trailed the written prefix's jumps)."""
-    c = Controller(Steps(), RangeSizer())
-    c.sizer.note_ttfb(0.1)
-    c.begin(32)
-    _drive(c, lambda n: min(200e6, n * 20e6), 3.0)
-    assert c.state is State.LINK_BOUND and c.target == 32
-    assert c.sizer.chunk * 32 <= Sizes().in_flight, c.sizer.chunk
 
 
 def test_the_last_wave_of_long_ranges_ends_in_stages() -> None:

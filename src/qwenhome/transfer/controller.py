@@ -219,9 +219,9 @@ class Controller:
         # that pays says so (see _judge_halving): a capped link's windows
         # swing by more than the 10% (its token buckets' bursts), and there
         # long ranges only hold the written prefix, and so the hash, back to
-        # the end (0.5-1.7 s of hashing after the last byte).
+        # the end (0.5-1.7 s of hashing after the last byte, 0.1 s without).
         pays = cost and not capped
-        self.sizer.resize(self.baseline / max(1, self.target), self.target, pays, link_bound=not (pays or halve))
+        self.sizer.resize(self.baseline / max(1, self.target), self.target, pays)
         if halve:
             self._halve(self.baseline)
             return
@@ -244,7 +244,7 @@ class Controller:
             # sized for the count restored (for half of it, each would last
             # twice as long).
             self.state = State.LINK_BOUND if capped else State.SERVER_BOUND
-            self.sizer.resize(self.baseline / max(1, self.target), self.target, not capped, link_bound=capped)
+            self.sizer.resize(self.baseline / max(1, self.target), self.target, not capped)
             return True
         if capped:
             self._hold_baseline(rate, State.SERVER_BOUND)

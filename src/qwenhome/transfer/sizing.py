@@ -52,26 +52,20 @@ class RangeSizer:
         self.ttfb = 0.0  # seconds from a reused connection's request to its answer's first byte
         self.carved = 0  # ranges handed out so far, while fewer than the connections (the first wave)
 
-    def resize(self, per_conn: float, connections: int, server_bound: bool, link_bound: bool = False) -> None:
+    def resize(self, per_conn: float, connections: int, server_bound: bool) -> None:
         """The tuned size: about ``range_time`` of a connection's rate, with
         the bytes in flight near ``in_flight``, but at least ``request_ranges``
         round trips long. When the server is the limit (``server_bound``) and
         the pull moves under ``long_max_rate``, ranges last ``long_range_time``
         and may be larger, nearer aria2's one piece per connection (on a fast
         server a failed step means the machine is the limit, and long ranges
-        there left 300 MB to hash after the last byte). When a link capped
-        in total is the limit (``link_bound``), the other connections move
-        what one does not while it waits for its next range's answer, so no
-        round trips are counted: the bytes in flight stay near ``in_flight``
-        (capped link: 16 round trips of 0.1 s, on a busy machine, made 10 MB
-        ranges over 32 connections, and the written prefix moved in jumps of
-        200-300 MB that the hash trailed after the last byte)."""
+        there left 300 MB to hash after the last byte)."""
         s = self.sizes
         long = server_bound and per_conn * connections < s.long_max_rate
         seconds = s.long_range_time if long else s.range_time
         in_flight = s.long_in_flight if long else s.in_flight
         want = min(per_conn * seconds, in_flight / max(1, connections))
-        floor = max(s.chunk_min, 0.0 if link_bound else per_conn * s.request_ranges * self.ttfb)
+        floor = max(s.chunk_min, per_conn * s.request_ranges * self.ttfb)
         chunk = min(s.long_chunk_max if long else s.chunk_max, max(floor, want))
         self.chunk = aligned(int(chunk))
 

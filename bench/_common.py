@@ -36,6 +36,8 @@ class Measured:
     peak_rss_mb: float  # ru_maxrss of the child (the largest of its process tree)
     stdout: str
     stderr: str
+    started: float = 0.0  # time.monotonic() when it was started (the system-wide clock other processes read)
+    busy: float | None = None  # the share of the machine's CPU time (all cores) busy while it ran
 
     @property
     def timed_out(self) -> bool:
@@ -71,6 +73,7 @@ def run_measured(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | Non
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "stdout.log", "w+b") as out, open(log_dir / "stderr.log", "w+b") as err:
         floor_kb = _status_kb("self", "VmRSS")
+        cpu0 = machine_cpu()
         t0 = time.monotonic()
         proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -93,8 +96,24 @@ def run_measured(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | Non
             time.sleep(0.005)
         proc.returncode = -1  # reaped by wait4; keep Popen from waiting again
         peak_kb = _peak_rss_kb(usage.ru_maxrss, hwm_kb, floor_kb)
+        cpu1 = machine_cpu()
+        busy = None if cpu0 is None or cpu1 is None or cpu1[1] <= cpu0[1] else \
+            round((cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]), 3)
         return Measured(status, wall, usage.ru_utime + usage.ru_stime, peak_kb / 1024,
-                        _read_tail(out), _read_tail(err))
+                        _read_tail(out), _read_tail(err), t0, busy)
+
+
+def machine_cpu() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every core so far, from /proc/stat (None
+    elsewhere): whether the machine's CPU, not the link, bounded a run."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # (guest time is counted inside user time already)
+    return total - idle, total
 
 
 def _peak_rss_kb(ru_maxrss_kb: int, polled_hwm_kb: int, floor_kb: int) -> int:

@@ -17,7 +17,10 @@ connection's first request waits ``--connect-latency`` more (its TCP
 handshake's round trip on a real link). Runs in its own
 process, so its CPU is not billed to the tool measured. Speaks the same
 stdin line protocol as ``_server.py`` (``mark``, ``stats``, ``quit``); the
-stats count connections and the bytes sent to clients (bodies and heads).
+stats count connections and the bytes sent to clients (bodies and heads),
+and when they went: the first and the last byte (``time.monotonic()``, the
+system-wide clock every process reads alike) and the bytes of every 10 ms
+(``BIN``), so a run's idle time at its start and its end can be told apart.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.faults import TokenBucket  # the pacing the project's server uses
 
 SLICE = 256 * 1024
+BIN = 0.01  # seconds of the byte timeline's bins
 
 
 def _sleep(seconds: float) -> bool:
@@ -80,6 +84,7 @@ class Shaper:
         self.lock = threading.Lock()
         self.connections = 0
         self.bytes_down = 0
+        self.bins: dict[int, int] = {}  # int(time.monotonic() / BIN) -> bytes sent to clients in that bin
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
 
@@ -146,8 +151,10 @@ class Shaper:
                 left = n
                 while left:
                     left -= os.splice(r, client.fileno(), left)
+                stamp = int(time.monotonic() / BIN)
                 with self.lock:
                     self.bytes_down += n
+                    self.bins[stamp] = self.bins.get(stamp, 0) + n
         except OSError:
             pass
         finally:
@@ -186,15 +193,18 @@ def main() -> int:
         if command == "mark":
             with shaper.lock:
                 conns0, bytes0 = shaper.connections, shaper.bytes_down
+                shaper.bins = {}
             cpu0 = _cpu()
             print(json.dumps({"ok": True}), flush=True)
         elif command == "stats":
             time.sleep(0.2)  # let the last connections' counts land
             with shaper.lock:
+                bins = sorted(shaper.bins.items())
                 doc: dict[str, object] = {
                     "connections": shaper.connections - conns0, "bytes_sent": shaper.bytes_down - bytes0,
                     "requests": None, "file_requests": None, "bytes_per_file": {}, "statuses": {},
                     "cpu_s": round(_cpu() - cpu0, 3), "shaper": True,
+                    "bin_s": BIN, "timeline": [[k, n] for k, n in bins],
                 }
             print(json.dumps(doc), flush=True)
         elif command == "quit":

@@ -32,19 +32,30 @@ def transfer(path: Path, doc: dict[str, Any]) -> list[str]:
         link = sc.get("link") is not None
         lines += [f"**{name}**: {sc['about']}; medians of {repeat}, load average {sc['loadavg_before'][0]} → "
                   f"{sc['loadavg_after'][0]}.", ""]
-        cols = ["tool", "wall s", "MB/s", *(["link share"] if link else []), "CPU s/GB", "peak RSS MB",
+        idle = link and any(r.get("idle_ms") for r in sc["results"])
+        cols = ["tool", "wall s", "MB/s", *(["link share"] if link else []),
+                *(["idle ms: start, under way, end", "CPU busy"] if idle else []), "CPU s/GB", "peak RSS MB",
                 "MB/s ÷ qwenhome", "conns", "reqs"]
         lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
         for r in sc["results"]:
             srv = r.get("server") or {}
             status = "" if r["status"] == "ok" else f" ({r['status']})"
             cells = [f"{r['tool']}{status}", _f(r["wall_s"], ".2f"), _f(r["mbps"], ".0f"),
-                     *([_f(r.get("link_share"), ".2f")] if link else []), _f(r.get("cpu_s_per_gb"), ".2f"),
+                     *([_f(r.get("link_share"), ".2f")] if link else []), *(_idle(r) if idle else []),
+                     _f(r.get("cpu_s_per_gb"), ".2f"),
                      _f(r["rss_mb"], ".0f"), _f(r["ratios"].get("mbps"), ".2f"),
                      _f(srv.get("connections"), "d"), _f(srv.get("requests"), "d")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def _idle(r: dict[str, Any]) -> list[str]:
+    """The link's idle time (medians, ms) and the machine's CPU busy share."""
+    i = r.get("idle_ms")
+    cells = "-" if not i else f"{i['start']:.0f}, {i['under']:.0f}, {i['end']:.0f}"
+    busy = r.get("busy")
+    return [cells, "-" if busy is None else f"{busy:.0%}"]
 
 
 def offline(path: Path, doc: dict[str, Any]) -> list[str]:

@@ -166,6 +166,8 @@ class Run:
     problems: list[str] = field(default_factory=list)
     loadavg: float | None = None  # the 1-minute load average when the run ended
     started: float | None = None  # unix time: the order the runs went in
+    busy: float | None = None  # the share of the machine's CPU (all cores) busy during the run
+    idle_ms: dict[str, float] | None = None  # capped-link: where the link stood idle (see link_idle)
 
 
 @dataclass
@@ -178,6 +180,8 @@ class ToolResult:
     cpu_s: float | None = None
     cpu_s_per_gb: float | None = None
     link_share: float | None = None  # capped-link: bytes / (link rate x wall time)
+    idle_ms: dict[str, float] | None = None  # capped-link: the medians of the runs' idle_ms
+    busy: float | None = None  # the median share of the machine's CPU busy during a run
     server: dict[str, Any] | None = None  # of the run whose wall time is nearest the median
     note: str = ""
     runs: list[Run] = field(default_factory=list)
@@ -208,8 +212,27 @@ class Shaped:
     def stats(self) -> dict[str, Any]:
         stats = self.server.stats()
         proxy = self.shaper.stats()
-        stats["shaper"] = {k: proxy[k] for k in ("connections", "bytes_sent", "cpu_s")}
+        stats["shaper"] = {k: proxy[k] for k in ("connections", "bytes_sent", "cpu_s", "bin_s", "timeline")}
         return stats
+
+
+def link_idle(stats: dict[str, Any], started: float, wall: float, link: float) -> dict[str, float] | None:
+    """Where a run left the link idle, in ms, from the shaping proxy's byte
+    timeline (taken out of ``stats``): ``start``, from the command's start to
+    the first byte the link carried; ``under``, from then to the last byte,
+    the time the link would have needed less the time it took (a ramp, gaps
+    between requests, an uneven end); ``end``, from the last byte to the
+    command's exit. The three add up to the wall time less bytes / link rate,
+    and unlike the share they do not depend on how fast this machine is."""
+    proxy = stats.get("shaper") if isinstance(stats.get("shaper"), dict) else stats
+    timeline = proxy.pop("timeline", None)
+    bin_s = proxy.pop("bin_s", None)
+    if not timeline or not bin_s:
+        return None
+    first, last = timeline[0][0] * bin_s, (timeline[-1][0] + 1) * bin_s
+    carried = sum(n for _, n in timeline)
+    return {"start": round((first - started) * 1000), "under": round((last - first - carried / link) * 1000),
+            "end": round((started + wall - last) * 1000)}
 
 
 def measure_once(tool: str, sc: Scenario, endpoint: str, server: Counter | None,
@@ -220,18 +243,20 @@ def measure_once(tool: str, sc: Scenario, endpoint: str, server: Counter | None,
     started = round(time.time(), 3)
     m = run_measured(inv.argv, env=inv.env, cwd=run_dir, timeout=args.timeout, log_dir=run_dir / "logs")
     stats = server.stats() if server is not None else None
+    idle = None
     if stats is not None:
         stats.pop("bytes_per_file", None)  # the total is kept; per file it would swell the result file
+        idle = link_idle(stats, m.started, m.wall_s, sc.link) if sc.link else None
     if m.timed_out:
         return Run("timeout", round(m.wall_s, 3), round(m.cpu_s, 3), round(m.peak_rss_mb, 1), None, stats,
-                   [f"> {args.timeout:g} s"], round(os.getloadavg()[0], 2), started)
+                   [f"> {args.timeout:g} s"], round(os.getloadavg()[0], 2), started, m.busy)
     problems = [] if m.returncode == 0 else [f"exit {m.returncode}: {m.stderr.strip()[-400:]}"]
     problems += verify_files(inv.output(), expected)
     status = "ok" if not problems else "FAILED"
     mbps = sc.repo.total / MB / m.wall_s if status == "ok" else None
     return Run(status, round(m.wall_s, 3), round(m.cpu_s, 3), round(m.peak_rss_mb, 1),
                None if mbps is None else round(mbps, 1), stats, problems[:5], round(os.getloadavg()[0], 2),
-               started)
+               started, m.busy, idle)
 
 
 def summarize(tool: str, runs: list[Run], total: int, link: float | None = None) -> ToolResult:
@@ -251,9 +276,13 @@ def summarize(tool: str, runs: list[Run], total: int, link: float | None = None)
     wall = round(median([r.wall_s for r in runs]), 3)
     cpu = round(median([r.cpu_s for r in runs]), 3)
     mid = min(runs, key=lambda r: abs(r.wall_s - wall))
+    idles = [r.idle_ms for r in runs if r.idle_ms]
+    idle = {k: median([i[k] for i in idles]) for k in idles[0]} if idles else None
+    busies = [r.busy for r in runs if r.busy is not None]
     return ToolResult(tool, "ok", wall, round(total / MB / wall, 1), median([r.rss_mb for r in runs]),
                       cpu, cpu_s_per_gb(cpu, total),
-                      None if link is None else round(total / (link * wall), 3), mid.server, "", runs)
+                      None if link is None else round(total / (link * wall), 3), idle,
+                      round(median(busies), 3) if busies else None, mid.server, "", runs)
 
 
 def add_ratios(results: list[ToolResult]) -> None:
@@ -415,6 +444,9 @@ def print_table(sc: Scenario, results: list[ToolResult], repeat: int) -> None:
               f"{_fmt(r.ratios.get('mbps'), '.2f'):>8}{_fmt(r.ratios.get('cpu_s_per_gb'), '.2f'):>10}"
               f"{_fmt(r.ratios.get('rss_mb'), '.2f'):>7}"
               f"{_fmt(conns, 'd'):>6}{_fmt(reqs, 'd'):>6}{_fmt(srv_cpu, '.2f'):>8}")
+        if link and r.idle_ms:
+            print(f"{'':<12}link idle ms: {r.idle_ms['start']:.0f} at the start, {r.idle_ms['under']:.0f} under way, "
+                  f"{r.idle_ms['end']:.0f} at the end; machine CPU busy {_fmt(r.busy, '.0%')}")
         if r.note:
             print(f"{'':<12}{r.note[:300]}")
         if r.extra:

@@ -10,8 +10,10 @@ into measuring windows and judges each one::
                the loops never +-----+                   +--kept a 10% gain, work ran short--> HOLDING
                waited: no step                           |
                                                          +--did not pay: back--+--it cost--> NARROWING
-                                                                               +--otherwise--> SERVER_BOUND
+                                                                               +--it cost uncapped ones--> SERVER_BOUND
+                                                                               +--otherwise--> LINK_BOUND
     NARROWING --a halving kept the rate--> NARROWING (half again) --lost it, or at the floor--> SERVER_BOUND
+    NARROWING (capped connections: one halving) --it raised the rate--> SERVER_BOUND, --else: back--> LINK_BOUND
 
 A user's fixed count is FIXED: no window is judged. Each transition's rule is
 in :meth:`Controller.judge`; docs/architecture.md tells the measurements
@@ -34,7 +36,11 @@ class State(Enum):
     TRIAL = "trial"  # measuring the last step (wider, or none when connections waited) against the baseline
     NARROWING = "narrowing"  # measuring a halving: the server pays for each connection
     HOLDING = "holding"  # done: the count stays (widening stopped paying, or work ran short)
-    SERVER_BOUND = "server-bound"  # done: a wider step cost throughput; ranges grow long
+    SERVER_BOUND = "server-bound"  # done: the server pays for each connection and request; ranges grow long
+    # done: the count is not the limit (a wider step did not pay, and fewer
+    # capped connections did not serve more): a total cap, the link's, is.
+    # Ranges stay short, so the written prefix and the hash keep up with it.
+    LINK_BOUND = "link-bound"
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,13 @@ class Controller:
     def adaptive(self) -> bool:
         return self.state in (State.STARTING, State.WIDENING, State.TRIAL, State.NARROWING)
 
-    @property
-    def server_bound(self) -> bool:
-        return self.state in (State.NARROWING, State.SERVER_BOUND)
+    def _long_ranges(self, capped: bool) -> bool:
+        """Whether ranges grow long: the server pays for each request. While
+        capped connections are narrowed that is not yet known (the halving
+        must pay outright, see :meth:`_judge_halving`): long ranges handed out
+        meanwhile would outlast a halving undone, at twice the count, and
+        hold the written prefix back to the end."""
+        return self.state is State.SERVER_BOUND or (self.state is State.NARROWING and not capped)
 
     def window(self) -> float:
         """The length of the window being measured. The first is short (a
@@ -147,16 +157,16 @@ class Controller:
         that truly caps each connection gains far more (doubling 32 capped
         connections adds close to 100%)."""
         per_conn = rate / max(1, self.target)
-        self.sizer.resize(per_conn, self.target, self.server_bound)
-        self.sizer.trial = 0
         capped = per_conn < self.steps.slow_connection
+        self.sizer.resize(per_conn, self.target, self._long_ranges(capped))
+        self.sizer.trial = 0
         if not saturated:
             self.rates[self.target] = rate
         if self.state is State.NARROWING:
             return self._judge_halving(rate, capped)
         gain = self.steps.step_gain_capped if capped else self.steps.step_gain
         if self.baseline and rate < self.baseline * gain:
-            self._judge_failed_step(rate, saturated)
+            self._judge_failed_step(rate, saturated, capped)
             return False
         if saturated:
             self._hold_baseline(0.0, State.WIDENING)
@@ -188,7 +198,7 @@ class Controller:
         self.sizer.begin_trial(per_conn, self.steps.probe_interval)
         self.baseline, self.base_target, self.state = rate, before, self._measuring(rate)
 
-    def _judge_failed_step(self, rate: float, saturated: bool) -> None:
+    def _judge_failed_step(self, rate: float, saturated: bool, capped: bool) -> None:
         """The last step did not pay enough to go on. One that still gained
         clearly is kept (going back would give the gain up: own server at
         20 MB/s per connection, 32 moved 377 MB/s, 64 moved 473); otherwise go
@@ -200,13 +210,22 @@ class Controller:
             self._hold_baseline(rate, State.HOLDING)
             return
         self.target = self.base_target
-        self.sizer.resize(self.baseline / max(1, self.target), self.target, server_bound=True)
+        cost = rate < self.baseline * self.steps.narrow_keep
         fewer = self.rates.get(self.target // 2)
-        if (rate < self.baseline * self.steps.narrow_keep and not saturated
-                and (fewer is None or fewer >= self.baseline)):
+        halve = (cost and not saturated and (fewer is None or fewer >= self.baseline)
+                 and self.target // 2 >= self.steps.narrow_min)
+        # A step that cost uncapped connections says the server pays for each
+        # one (and each request): long ranges. On capped ones only a halving
+        # that pays says so (see _judge_halving): a capped link's windows
+        # swing by more than the 10% (its token buckets' bursts), and there
+        # long ranges only hold the written prefix, and so the hash, back to
+        # the end (0.5-1.7 s of hashing after the last byte, 0.1 s without).
+        pays = cost and not capped
+        self.sizer.resize(self.baseline / max(1, self.target), self.target, pays)
+        if halve:
             self._halve(self.baseline)
             return
-        self._hold_baseline(rate, State.SERVER_BOUND)
+        self._hold_baseline(rate, State.SERVER_BOUND if pays else State.LINK_BOUND)
 
     def _judge_halving(self, rate: float, capped: bool) -> bool:
         """Each halving that keeps the rate is kept (the server, not the link,
@@ -218,10 +237,18 @@ class Controller:
         last. True when the target grew back."""
         if rate < self.baseline * (1.0 if capped else self.steps.narrow_keep):
             self.target = self.base_target
-            self.state = State.SERVER_BOUND
+            # Capped connections that served no more when fewer: the count
+            # was not what cost (the trial's loss was noise: on the capped
+            # link the first window's rate, the baseline, held the token
+            # buckets' start-up burst), a total cap is the limit. Ranges are
+            # sized for the count restored (for half of it, each would last
+            # twice as long).
+            self.state = State.LINK_BOUND if capped else State.SERVER_BOUND
+            self.sizer.resize(self.baseline / max(1, self.target), self.target, not capped)
             return True
         if capped:
             self._hold_baseline(rate, State.SERVER_BOUND)
+            self.sizer.resize(rate / max(1, self.target), self.target, server_bound=True)
             return False
         self._halve(max(rate, self.baseline))
         return False

@@ -67,13 +67,20 @@ def offline(path: Path, doc: dict[str, Any]) -> list[str]:
 
 
 def mirror(path: Path, doc: dict[str, Any]) -> list[str]:
-    lines = [*_head(path, doc),
-             "| server | clients | MB/s | ÷ nginx | server CPU s/GB | curl CPU s/GB | TTFB p50 ms | TTFB p99 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in doc["table"]:
-        lines.append(f"| {r['server']} | {r['clients']} | {r['mbps']:.0f} | {_f(r['ratio'], '.2f')} | "
-                     f"{r['server_cpu_s_per_gb']:.2f} | {r['client_cpu_s_per_gb']:.2f} | {r['ttfb_p50_ms']:.1f} | "
-                     f"{r['ttfb_p99_ms']:.1f} |")
+    lines = [*_head(path, doc)]
+    if doc.get("table"):
+        lines += ["| server | clients | MB/s | ÷ nginx | server CPU s/GB | curl CPU s/GB | TTFB p50 ms | TTFB p99 ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in doc["table"]:
+            lines.append(f"| {r['server']} | {r['clients']} | {r['mbps']:.0f} | {_f(r['ratio'], '.2f')} | "
+                         f"{r['server_cpu_s_per_gb']:.2f} | {r['client_cpu_s_per_gb']:.2f} | "
+                         f"{r['ttfb_p50_ms']:.1f} | {r['ttfb_p99_ms']:.1f} |")
+    if doc.get("stock_table"):
+        lines += ["", "| stock client -> server | clients | MB/s | ÷ plain -> mirror | mirror CPU s/GB | "
+                  "client CPU s/GB |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in doc["stock_table"]:
+            lines.append(f"| {r['client']} | {r['clients']} | {r['mbps']:.0f} | {_f(r['vs_plain'], '.2f')} | "
+                         f"{r['server_cpu_s_per_gb']:.2f} | {r['client_cpu_s_per_gb']:.2f} |")
     return [*lines, ""]
 
 

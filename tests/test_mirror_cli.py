@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,8 +20,12 @@ from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_store_repo, sha256_file
 
 
-def serve(args: list[str], home: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    proc = start_cli(["mirror", "serve", "--port", "0", "--json", *args], home=home, env=env)
+def serve(args: list[str], home: Path, env: dict[str, str] | None = None,
+          xet: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Start ``mirror serve``. Without ``xet``, plain HTTP (``--no-xet``): the tests that download
+    in-process must not start hf_xet in the test process (test_mirror_xet runs it in subprocesses)."""
+    proc = start_cli(["mirror", "serve", "--port", "0", "--json", *([] if xet else ["--no-xet"]), *args],
+                     home=home, env=env)
     assert proc.stdout is not None
     text = ""
     while True:  # the event may be pretty-printed over several lines
@@ -194,3 +199,36 @@ def test_mirror_serve_binds_loopback_only_unless_told(qwen_home: Path) -> None:
             socket.create_connection(("127.0.0.2", port), timeout=5).close()
     finally:
         assert stop(proc) == 0
+
+
+def test_mirror_serve_speaks_xet_unless_told_not_to(qwen_home: Path, small_repo: GeneratedRepo, tmp_path: Path) -> None:
+    from tests.support.xet_mirror import hf_download
+
+    make_store_repo(qwen_home / "hub", small_repo, commit="d" * 40)
+    path = "/Org/Small/resolve/main/model.safetensors"
+    proc, url = serve(["--cas-port", "0"], qwen_home, xet=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not request(url, "HEAD", path).header("X-Xet-Hash"):  # chunked in the background
+            assert time.monotonic() < deadline, "the mirror never chunked its blob"
+            time.sleep(0.2)
+        token = json.loads(request(url, path="/api/models/Org/Small/xet-read-token/main").body)
+        assert urlsplit(token["casUrl"]).port not in (None, urlsplit(url).port)
+        [folder] = hf_download(url, "Org/Small", tmp_path)
+        for rel, f in small_repo.files.items():
+            assert sha256_file(folder / rel) == f.sha256
+    finally:
+        assert stop(proc) == 0
+    sha = small_repo.files["model.safetensors"].sha256
+    assert (qwen_home / "qwenhome" / "xet" / "files" / f"{sha}.json").is_file()  # kept for the next start
+    proc, url = serve([], qwen_home)  # --no-xet
+    try:
+        assert request(url, "HEAD", path).header("X-Xet-Hash") is None
+        assert request(url, path="/api/models/Org/Small/xet-read-token/main").status == 404
+    finally:
+        assert stop(proc) == 0
+
+
+def test_xet_ports_without_xet_are_a_usage_error(run_cli: RunCli) -> None:
+    rc, _, err = run_cli(["mirror", "serve", "--port", "0", "--no-xet", "--xorb-port", "0"], timeout=60)
+    assert rc == 2 and err.startswith("error[invalid-arguments]: ")

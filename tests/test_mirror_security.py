@@ -3,15 +3,19 @@
 A fuzz corpus of crafted targets (encoded and double-encoded dots, overlong
 UTF-8, NUL, backslashes, absolute and drive paths, symlinks planted in the
 repos and the store that point outside) runs in-process against the server's
-own resolver, and a sample runs over real HTTP.
+own resolver, and a sample runs over real HTTP. The Xet routes (token route,
+CAS, xorb URLs) get their own corpus, mangled hashes included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import itertools
 import os
 import random
+import re
 import socket
 from pathlib import Path
 
@@ -140,11 +144,12 @@ def test_traps_are_not_listed_in_metadata(planted: tuple[Path, Path]) -> None:
         StoreBackend(hub).snapshot("model", "Org/S", "evil")
 
 
-def raw_get(port: int, target: str) -> tuple[int, bytes]:
+def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """Send the target byte for byte (no client-side normalisation or validation)."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET " + target.encode("utf-8", "surrogateescape") + b" HTTP/1.1\r\nHost: x\r\n"
-                     b"Connection: close\r\n\r\n")
+        sock.sendall(b"GET " + target.encode("utf-8", "surrogateescape") + b" HTTP/1.1\r\nHost: x\r\n" + extra
+                     + b"Connection: close\r\n\r\n")
         resp = http.client.HTTPResponse(sock)
         resp.begin()
         return resp.status, resp.read()
@@ -203,3 +208,72 @@ def test_pull_through_never_serves_outside_the_store_even_for_a_lying_upstream(
                 assert SECRET not in body and b"root:x:0:0" not in body, target
             # Files the upstream really has are pulled through and served.
             assert raw_get(mirror.server.port, "/Org/Victim/resolve/main/ok.txt") == (200, b"fine")
+
+
+XET_PREFIXES = [
+    "/v2/reconstructions/", "/v1/reconstructions/", "/v1/files/", "/v1/xorbs/default/", "/xorb/default/",
+    "/v2/reconstructions/%2e%2e/", "/xorb/%2e%2e/", "/xorb/default/..%2f", "/api/models/Org/Victim/xet-read-token/",
+    "/api/models/Org/S/xet-read-token/", "/api/models/Org/Escape/xet-read-token/",
+    "/api/models/Org/%2e%2e/xet-read-token/", "/api/datasets/Org/D/xet-read-token/",
+    "/api/models/Org/Victim/xet-write-token/", "/api/models/%2e%2e/%2e%2e/xet-read-token/main/",
+]
+
+
+def xet_corpus(n: int, hashes: list[str], seed: int = 9) -> list[str]:
+    """Traversal tokens and mangled forms of the real Xet hashes, after every Xet route."""
+    rng = random.Random(seed)
+    tokens = TOKENS + hashes + [h.upper() for h in hashes] + [h[:-1] for h in hashes] + [
+        f"{h}/../../outside/secret.txt" for h in hashes] + [f"{h}%2f..%2f..%2fsecret.txt" for h in hashes] + [
+        f"..%2f{h}" for h in hashes] + ["main", COMMIT, "%2e%2e%2f%2e%2e%2fmain"]
+    targets = {p + t for p, t in itertools.product(XET_PREFIXES, tokens)}
+    while len(targets) < n:
+        parts = [rng.choice(tokens) for _ in range(rng.randint(1, 4))]
+        targets.add(rng.choice(XET_PREFIXES) + rng.choice(["/", "%2f", "//", "%5c"]).join(parts))
+    return sorted(targets)
+
+
+@pytest.mark.parametrize("kind", ["folder", "store"])
+def test_fuzzed_xet_routes_never_leak(planted: tuple[Path, Path], tmp_path: Path, kind: str) -> None:
+    """The token route, the CAS and the xorb URLs, fuzzed with traversal tokens and mangled hashes
+    (with a valid access token and a Range, so that nothing stops at the door): zero successes."""
+    from qwenhome.mirror.protocol import parse_target
+    from tests.support.xet_mirror import random_bytes, start_xet_mirror, token_for
+
+    repos, hub = planted
+    weights = random_bytes(300_000, 5)
+    (repos / "Org" / "Victim" / "w.bin").write_bytes(weights)
+    sha = hashlib.sha256(weights).hexdigest()
+    (hub / "models--Org--S" / "blobs" / sha).write_bytes(weights)
+    (hub / "models--Org--S" / "snapshots" / COMMIT / "w.bin").symlink_to(f"../../blobs/{sha}")
+    backend: Backend = FolderBackend(repos) if kind == "folder" else StoreBackend(hub)
+    repo = "Org/Victim" if kind == "folder" else "Org/S"
+    with start_xet_mirror(backend, tmp_path / "xet") as m:
+        assert m.server.xet is not None
+        file_id = raw_head(m.server.port, f"/{repo}/resolve/main/w.bin")
+        token = token_for(m.url, repo, "main")
+        xorbs = list(m.server.xet.records.headers()[0].owns)
+        targets = xet_corpus(3000, [file_id, *xorbs])
+        for target in targets:
+            with contextlib.suppress(BadTarget):
+                route = parse_target(target)
+                assert route.path == "" and (route.key == "" or re.fullmatch("[0-9a-f]{64}", route.key)), target
+        leaks = served = 0
+        for target in targets:
+            status, body = raw_get(m.server.port, target, {"Authorization": f"Bearer {token.access_token}",
+                                                          "Range": "bytes=0-100"})
+            leaks += SECRET in body or b"root:x:0:0" in body
+            served += status in (200, 206) and "/xorb/" in target
+        assert leaks == 0 and served == 0
+        # The legitimate routes work, with the same client.
+        assert raw_get(m.server.port, f"/v2/reconstructions/{file_id}",
+                       {"Authorization": f"Bearer {token.access_token}"})[0] == 200
+
+
+def raw_head(port: int, target: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"HEAD {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        resp = http.client.HTTPResponse(sock, method="HEAD")
+        resp.begin()
+        value = resp.getheader("X-Xet-Hash")
+    assert value
+    return value

@@ -161,3 +161,13 @@ def test_touching_and_overlapping_chunk_ranges_merge_into_one_fetch() -> None:
     terms = [Term(x, ChunkRange(0, 3), 30), Term(y, ChunkRange(5, 6), 10), Term(x, ChunkRange(3, 5), 20),
              Term(x, ChunkRange(4, 9), 50), Term(x, ChunkRange(12, 13), 10)]
     assert merged_ranges(terms) == {x: [ChunkRange(0, 9), ChunkRange(12, 13)], y: [ChunkRange(5, 6)]}
+
+
+def test_layout_only_build_gives_the_same_xorbs_without_their_bytes() -> None:
+    data = random.Random(8).randbytes(3_000_000)
+    full, lean = Store(), Store()
+    a = build_stream(io.BytesIO(data), full.add, policy=Policy.NONE, max_xorb_chunks=10)
+    b = build_stream(io.BytesIO(data), lean.add, policy=Policy.NONE, max_xorb_chunks=10, keep_xorb_data=False)
+    assert a.recipe == b.recipe and full.infos == lean.infos and len(lean.xorbs) > 1
+    assert all(x.data == b"" for x in lean.xorbs.values())
+    assert all(len(x.data) == x.info.size for x in full.xorbs.values())

@@ -192,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--pull-through", action="store_true",
                     help="fetch repositories the store lacks from the sources (--source, HF_ENDPOINT) "
                          "while streaming them to the client; verified, kept in the store")
+    ms.add_argument("--no-xet", action="store_true",
+                    help="serve plain HTTP only (by default the mirror is also a Xet CAS for hf_xet clients)")
+    ms.add_argument("--cas-port", type=_MIRROR_PORT, default=None, metavar="PORT",
+                    help="serve Xet reconstructions on this port of their own (default: the mirror's port)")
+    ms.add_argument("--xorb-port", type=_MIRROR_PORT, default=None, metavar="PORT",
+                    help="serve Xet xorb bytes on this port of their own (default: with the reconstructions)")
+    ms.add_argument("--xet-compression", choices=("none", "lz4", "auto"), default="none",
+                    help="none (default): Xet chunks sent as they are, read from the blobs (no copy); lz4, auto: "
+                         "compressed as the Hub's are, kept in $QWEN_HOME/qwenhome/xet/xorbs (a compressed copy)")
 
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")
@@ -459,10 +468,12 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
-    from .mirror import run_mirror
+    from .mirror import XetOptions, run_mirror
 
     def ready(server: Any) -> None:
         msg: dict[str, Any] = {"event": "listening", "url": server.url}
+        if server.xet is not None:
+            msg["xet"] = {"cas_port": server.port_of("cas"), "xorb_port": server.port_of("xorb")}
         upstream = [s.url for s in settings.sources] if args.pull_through else []
         if upstream:
             msg["pull_through"] = upstream
@@ -473,10 +484,21 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
             if upstream:
                 print(f"repositories it lacks are fetched from: {', '.join(upstream)}")
             print(f"clients: HF_ENDPOINT={server.url}  or  qwenhome pull --source {server.url} REPO")
+            if server.xet is not None:
+                print(f"Xet: reconstructions on port {server.port_of('cas')}, xorbs on port "
+                      f"{server.port_of('xorb')}; blobs are chunked in the background (-v shows progress)")
         sys.stdout.flush()
 
     token = mirror_token(os.environ, token=args.token, token_file=args.token_file)
-    run_mirror(settings, args.host, args.port, token, args.repos, pull_through=args.pull_through, on_ready=ready)
+    xet = None
+    if not args.no_xet:
+        xet = XetOptions(folder=settings.state_dir / "xet", cas_port=args.cas_port, xorb_port=args.xorb_port,
+                         compression=args.xet_compression)
+    elif args.cas_port is not None or args.xorb_port is not None or args.xet_compression != "none":
+        raise UsageError("--cas-port, --xorb-port and --xet-compression serve Xet; --no-xet turns it off",
+                         code="invalid-arguments", hint="drop --no-xet, or drop the Xet options")
+    run_mirror(settings, args.host, args.port, token, args.repos, pull_through=args.pull_through, on_ready=ready,
+               xet=xet)
     return EXIT_OK
 
 

@@ -11,12 +11,15 @@ and its ``method`` (if given) is the request's method.
     faults.drop_after(1_000_000, path="model.safetensors")
     ...
     assert faults.bytes_sent("model.safetensors") == expected
+
+Xet routes have no file path: match them with a predicate on the route kind,
+``faults.fail(503, predicate=kind("reconstruction"))``, and count them with
+:meth:`Faults.of_kind`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import threading
@@ -35,6 +38,11 @@ from qwenhome.mirror import (
 )
 
 Predicate = Callable[[RequestInfo], bool]
+
+
+def kind(*kinds: str) -> Predicate:
+    """A predicate matching requests of these route kinds (``reconstruction``, ``xorb``, ...)."""
+    return lambda info: info.route_kind in kinds
 _CHUNK = 64 * 1024
 
 
@@ -55,6 +63,8 @@ class RequestRecord:
     error: str | None
     started: float
     ended: float
+    route_kind: str = ""  # resolve, tree, reconstruction, xorb, xet-read-token, ...
+    server_port: int = 0  # which of the mirror's ports took it
 
 
 @dataclass
@@ -185,24 +195,26 @@ class Faults(Hooks):
         return self
 
     def latency(self, seconds: float, times: int | None = None, *, path: str | None = None,
-                method: str | None = None) -> Faults:
+                method: str | None = None, predicate: Predicate | None = None) -> Faults:
         """Wait ``seconds`` before answering (time to first byte)."""
-        return self._add("latency", path, method, times, seconds=seconds)
+        return self._add("latency", path, method, times, predicate, seconds=seconds)
 
     def drop_after(self, nbytes: int, times: int | None = 1, *, path: str | None = None,
-                   reset: bool = False) -> Faults:
+                   reset: bool = False, predicate: Predicate | None = None) -> Faults:
         """Close the connection after ``nbytes`` of a file body (with ``reset``, abortively:
         the client sees a connection reset instead of an early end of the body)."""
-        return self._add("drop", path, "GET", times, nbytes=nbytes, reset=reset)
+        return self._add("drop", path, "GET", times, predicate, nbytes=nbytes, reset=reset)
 
     def stall(self, after_bytes: int, seconds: float, times: int | None = 1, *,
-              path: str | None = None) -> Faults:
+              path: str | None = None, predicate: Predicate | None = None) -> Faults:
         """Send nothing for ``seconds`` once ``after_bytes`` of a body are out."""
-        return self._add("stall", path, "GET", times, after=after_bytes, seconds=seconds)
+        return self._add("stall", path, "GET", times, predicate, after=after_bytes, seconds=seconds)
 
-    def corrupt(self, offset: int, times: int | None = 1, *, path: str | None = None) -> Faults:
-        """Flip the byte at file ``offset`` in bodies whose range covers it."""
-        return self._add("corrupt", path, "GET", times, offset=offset)
+    def corrupt(self, offset: int, times: int | None = 1, *, path: str | None = None,
+                predicate: Predicate | None = None) -> Faults:
+        """Flip the byte at file ``offset`` in bodies whose range covers it (for a xorb
+        answer, ``offset`` counts in the body as sent, multipart framing included)."""
+        return self._add("corrupt", path, "GET", times, predicate, offset=offset)
 
     def bandwidth(self, bytes_per_second: float | None) -> Faults:
         """Limit every TCP connection to this rate (None removes the limit)."""
@@ -242,6 +254,10 @@ class Faults(Hooks):
 
     def bytes_sent(self, path: str | None = None) -> int:
         return sum(r.bytes_sent for r in self.records(path, "GET"))
+
+    def of_kind(self, kind: str) -> list[RequestRecord]:
+        """Logged requests of one route kind (``reconstruction``, ``xorb``, ``resolve``, ...)."""
+        return [r for r in self.records() if r.route_kind == kind]
 
     def hits(self, kind: str) -> int:
         with self._lock:
@@ -303,7 +319,7 @@ class Faults(Hooks):
             self.log.append(RequestRecord(
                 info.method, info.path, info.target, info.file_path, info.range, status,
                 body_bytes_sent, info.connection_id, info.request_no, info.has_auth_header,
-                error, started, now,
+                error, started, now, info.route_kind, info.server_port,
             ))
             self._idle.notify_all()
 
@@ -322,7 +338,6 @@ class _FaultyWriter:
     def __call__(self, sock: socket.socket, body: BodySlice) -> int:
         sent = 0
         limit = body.length if self.drop is None else min(body.length, self.drop)
-        fd = body.file.fileno()
         stalls = list(self.stalls)
         try:
             while sent < limit:
@@ -334,7 +349,7 @@ class _FaultyWriter:
                 if stalls:
                     n = min(n, max(1, stalls[0][0] - sent))
                 pos = body.offset + sent
-                chunk = bytearray(os.pread(fd, n, pos))
+                chunk = bytearray(body.read_at(pos, n))
                 if not chunk:
                     raise BodyInterrupted(sent, "file shrank while sending")
                 for off in self.corrupt:

@@ -5,17 +5,22 @@
 
 Stock ``huggingface_hub`` (``HF_ENDPOINT=server.url``), ``transformers`` and
 qwenhome download from it. :class:`PullThroughBackend` fetches what the store
-lacks from the mirror's own sources while streaming it to the client. :func:`run_mirror` is what the CLI calls.
+lacks from the mirror's own sources while streaming it to the client. With
+``xet=XetOptions(...)`` the mirror answers Xet clients too, as its own CAS
+(:mod:`.cas`). :func:`run_mirror` is what the CLI calls.
 """
 
 from .backends import Backend, FolderBackend, StoreBackend
+from .cas import XetOptions
 from .catalog import FileEntry, Snapshot, git_blob_oid, lfs_pointer
 from .hashing import HashCache
 from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
+from .lookup import resolve_target
 from .protocol import BadTarget, Route, parse_range, parse_target
 from .pullthrough import Flight, PullThroughBackend, UpstreamError
 from .run import make_backend, run_mirror, warm
-from .server import MirrorServer, resolve_target, sendfile_body
+from .sending import sendfile_body
+from .server import MirrorServer
 
 __all__ = [
     "Backend",
@@ -36,6 +41,7 @@ __all__ = [
     "Snapshot",
     "StoreBackend",
     "UpstreamError",
+    "XetOptions",
     "git_blob_oid",
     "lfs_pointer",
     "make_backend",

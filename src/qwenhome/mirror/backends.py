@@ -57,6 +57,10 @@ class Backend(Protocol):
         """``(repo_type, repo_id)`` of every repository served, sorted."""
         ...
 
+    def revisions(self, repo_type: str, repo_id: str) -> list[str]:
+        """The revisions served of one repository, oldest first."""
+        ...
+
 
 def repo_ref(repo_type: str, repo_id: str) -> RepoRef:
     """A validated reference, or RepoNotFoundError for names that cannot exist."""
@@ -231,6 +235,18 @@ class StoreBackend:
                 out.append((ref.repo_type, ref.repo_id))
         return sorted(out)
 
+    def revisions(self, repo_type: str, repo_id: str) -> list[str]:
+        """The commits that have a snapshot, oldest first (by their folder's time)."""
+        ref = repo_ref(repo_type, repo_id)
+
+        def age(commit: str) -> float:
+            try:
+                return self._hub.snapshot_dir(ref, commit).stat().st_mtime
+            except OSError:
+                return 0.0
+
+        return sorted(self._hub.commits(ref), key=lambda c: (age(c), c))
+
     def _resolve(self, ref: RepoRef, revision: str) -> str:
         hub = self._hub
         if is_commit(revision) and hub.has_snapshot(ref, revision):
@@ -318,6 +334,10 @@ class FolderBackend:
         if revision in (DEFAULT_REVISION, head.commit):
             return head
         raise RevisionNotFoundError(f"revision {revision!r} not found", revision=revision)
+
+    def revisions(self, repo_type: str, repo_id: str) -> list[str]:
+        """Plain folders have one revision."""
+        return [DEFAULT_REVISION]
 
     def repos(self) -> list[tuple[str, str]]:
         out = []

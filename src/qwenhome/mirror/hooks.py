@@ -8,6 +8,7 @@ and observe what was actually sent (:meth:`Hooks.on_response`).
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class RequestInfo:
     range: str | None = None  # the Range header as sent
     authorized: bool = True  # passed the token check (True when no token is set)
     has_auth_header: bool = False  # the client sent an Authorization header
+    server_port: int = 0  # the mirror's port that took the request (the CAS and xorbs may have their own)
 
 
 @dataclass
@@ -50,12 +52,21 @@ class CannedResponse:
 
 @dataclass
 class BodySlice:
-    """The part of a file a response body carries."""
+    """The part of a file a response body carries.
+
+    A body made of other pieces (a xorb's chunks, the parts of a
+    ``multipart/byteranges`` answer) is a subclass whose :meth:`read_at`
+    gives its bytes; writers read through it, never from ``file`` directly.
+    """
 
     file: BinaryIO
     offset: int  # first byte, absolute in the file
     length: int
     file_size: int
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        """Up to ``n`` bytes of the body's source at absolute position ``pos`` (fewer at its end)."""
+        return os.pread(self.file.fileno(), n, pos)
 
 
 class BodyInterrupted(OSError):

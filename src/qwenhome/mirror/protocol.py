@@ -31,6 +31,9 @@ BAD_REQUEST = "BadRequest"
 METHOD_NOT_ALLOWED = "MethodNotAllowed"
 
 _API_TYPES = {"models": "model", "datasets": "dataset"}
+ROLES = {"reconstruction": "cas", "cas-file": "cas", "cas-xorb": "cas", "xorb": "xorb"}
+_XET_HASH = re.compile(r"[0-9a-f]{64}")
+_REV_ROUTES = ("revision", "xet-read-token", "xet-write-token", "paths-info")
 
 
 class BadTarget(Exception):
@@ -42,8 +45,10 @@ class Route:
     """A parsed request target.
 
     ``kind`` is ``list`` (repositories of a type), ``info`` (repo/revision
-    metadata), ``tree``, ``resolve`` or ``cdn`` (the redirect target for LFS
-    files in redirect mode).
+    metadata), ``tree``, ``paths-info`` (POST), ``resolve``, ``cdn`` (the
+    redirect target for LFS files in redirect mode), or a Xet route:
+    ``xet-read-token``/``xet-write-token``, ``reconstruction``, ``cas-file``
+    and ``cas-xorb`` (existence checks), ``xorb`` (signed xorb bytes).
     """
 
     kind: str
@@ -53,6 +58,13 @@ class Route:
     path: str = ""  # file (resolve, cdn) or folder (tree) inside the repository
     query: dict[str, list[str]] = field(default_factory=dict, compare=False)
     signature: str = ""  # cdn only
+    key: str = ""  # Xet routes: the file or xorb hash (64 lowercase hex digits)
+    version: int = 0  # reconstruction: the API version (1 or 2)
+
+    @property
+    def role(self) -> str:
+        """Which server answers it: ``hub`` (the Hub's API), ``cas`` (reconstructions) or ``xorb`` (xorb bytes)."""
+        return ROLES.get(self.kind, "hub")
 
     def flag(self, name: str) -> bool:
         value = self.param(name)
@@ -103,14 +115,18 @@ def parse_target(target: str) -> Route:
         rest = segs[4:]
         if not rest:
             return Route("info", repo_type, repo_id, "main", query=query)
-        if rest[0] == "revision" and len(rest) >= 2:
+        if rest[0] in _REV_ROUTES and len(rest) >= 2:
             # The revision is sent percent-encoded as one segment; accept raw slashes too.
-            return Route("info", repo_type, repo_id, "/".join(_decode(s) for s in rest[1:]), query=query)
+            kind = "info" if rest[0] == "revision" else rest[0]
+            return Route(kind, repo_type, repo_id, "/".join(_decode(s) for s in rest[1:]), query=query)
         if rest[0] == "tree" and len(rest) >= 2:
             path = _file_path(rest[2:]) if len(rest) > 2 else ""
             return Route("tree", repo_type, repo_id, _decode(rest[1]), path, query=query)
         raise BadTarget("unknown API route")
 
+    xet = _xet_route(segs, query)
+    if xet is not None:
+        return xet
     if len(segs) >= 7 and segs[0] == "cdn":
         cdn_type = _API_TYPES.get(segs[2])
         if cdn_type is None:
@@ -126,6 +142,24 @@ def parse_target(target: str) -> Route:
         repo_id = f"{_decode(segs[0])}/{_decode(segs[1])}"
         return Route("resolve", repo_type, repo_id, _decode(segs[3]), _file_path(segs[4:]), query=query)
     raise BadTarget("unknown route")
+
+
+def _xet_route(segs: list[str], query: dict[str, list[str]]) -> Route | None:
+    """The CAS's routes (``/v1|v2/reconstructions/H``, ``/v1/files/H``, ``/v1/xorbs/default/H``) and
+    the xorb bytes (``/xorb/default/H``); None for other targets, BadTarget for a malformed hash."""
+    if len(segs) == 3 and segs[0] in ("v1", "v2") and segs[1] == "reconstructions":
+        kind, key, version = "reconstruction", segs[2], int(segs[0][1])
+    elif len(segs) == 3 and segs[:2] == ["v1", "files"]:
+        kind, key, version = "cas-file", segs[2], 0
+    elif len(segs) == 4 and segs[:3] == ["v1", "xorbs", "default"]:
+        kind, key, version = "cas-xorb", segs[3], 0
+    elif len(segs) == 3 and segs[:2] == ["xorb", "default"]:
+        kind, key, version = "xorb", segs[2], 0
+    else:
+        return None
+    if not _XET_HASH.fullmatch(key):
+        raise BadTarget("a Xet hash is 64 lowercase hex digits")
+    return Route(kind, "", "", "", query=query, key=key, version=version)
 
 
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits ("\d" takes any script's)

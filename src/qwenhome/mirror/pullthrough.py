@@ -182,6 +182,9 @@ class PullThroughBackend:
         """What is on disk; the upstream catalogue is not listed."""
         return self.local.repos()
 
+    def revisions(self, repo_type: str, repo_id: str) -> list[str]:
+        return self.local.revisions(repo_type, repo_id)
+
     def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
         ref = repo_ref(repo_type, repo_id)
         check_revision(revision)

@@ -95,3 +95,16 @@ def repo_list(repos: list[tuple[str, str]], repo_type: str, *, search: str | Non
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def paths_info(snap: Snapshot, paths: list[str]) -> list[dict[str, Any]]:
+    """``POST /api/{models|datasets}/{repo}/paths-info/{rev}``: the entries of the paths that exist."""
+    out: list[dict[str, Any]] = []
+    for raw in dict.fromkeys(paths):
+        path = raw.strip("/")
+        f = snap.files.get(path)
+        if f is not None:
+            out.append(_tree_file(f))
+        elif path in snap.directories:
+            out.append({"type": "directory", "oid": snap.tree_oid(path), "size": 0, "path": path})
+    return out

@@ -13,6 +13,7 @@ from ..config import Settings
 from ..errors import QwenhomeError, UsageError
 from ..listen import bind_error
 from .backends import Backend, FolderBackend, StoreBackend
+from .cas import XetOptions
 from .hashing import HashCache
 from .pullthrough import PullThroughBackend
 from .server import MirrorServer
@@ -61,9 +62,13 @@ def run_mirror(
     *,
     pull_through: bool = False,
     on_ready: Callable[[MirrorServer], None] | None = None,
+    xet: XetOptions | None = None,
 ) -> None:
     """Serve until Ctrl+C, then return. Prints nothing; ``on_ready`` gets the
     running server (its ``url``) so the CLI can tell the user where it listens.
+
+    With ``xet``, the mirror is also a Xet CAS; its records are kept in
+    ``xet.folder`` (the CLI gives ``$QWEN_HOME/qwenhome/xet``).
 
     With ``pull_through``, repositories the store lacks are fetched from
     ``settings.sources``; a source that is this very mirror would loop, so it is
@@ -74,7 +79,7 @@ def run_mirror(
                                           if not (urlsplit(s.url).port == port and s.host in own)])
     backend = make_backend(settings, repos_dir, pull_through=pull_through)
     try:
-        server = MirrorServer(backend, host=host, port=port, token=token)
+        server = MirrorServer(backend, host=host, port=port, token=token, xet=xet)
     except (OSError, OverflowError, ValueError) as exc:  # (UnicodeError is a ValueError)
         raise bind_error(host, port, exc) from exc
     if not pull_through:  # (a pull-through warm-up would ask upstream about every repository)

@@ -68,13 +68,17 @@ class BuiltFile:
 class _Packer:
     """The xorb being filled; a chunk placed in it is named by (slot, index) until the xorb is done."""
 
-    def __init__(self, policy: Policy, on_xorb: Callable[[Xorb], None], max_bytes: int, max_chunks: int) -> None:
+    def __init__(self, policy: Policy, on_xorb: Callable[[Xorb], None], max_bytes: int, max_chunks: int,
+                 keep_data: bool) -> None:
         self.policy = policy
         self.on_xorb = on_xorb
-        self.max_bytes, self.max_chunks = max_bytes, max_chunks
-        self.builder = XorbBuilder(max_bytes=max_bytes, max_chunks=max_chunks)
+        self.max_bytes, self.max_chunks, self.keep_data = max_bytes, max_chunks, keep_data
+        self.builder = self._new()
         self.slot = 0
         self.done: dict[int, XorbInfo] = {}  # slot -> info of the finished xorb
+
+    def _new(self) -> XorbBuilder:
+        return XorbBuilder(max_bytes=self.max_bytes, max_chunks=self.max_chunks, keep_data=self.keep_data)
 
     def add(self, data: bytes | memoryview, digest: bytes) -> tuple[int, int]:
         chunk = encode_chunk(data, self.policy, digest)
@@ -88,15 +92,20 @@ class _Packer:
             self.done[self.slot] = xorb.info
             self.on_xorb(xorb)
             self.slot += 1
-            self.builder = XorbBuilder(max_bytes=self.max_bytes, max_chunks=self.max_chunks)
+            self.builder = self._new()
 
 
 def build_stream(stream: BinaryIO, on_xorb: Callable[[Xorb], None], *, known: ChunkIndex | None = None,
                  policy: Policy = Policy.LZ4, threads: int = 1, max_xorb_bytes: int = MAX_XORB_BYTES,
-                 max_xorb_chunks: int = MAX_XORB_CHUNKS, block_size: int = READ_BLOCK) -> BuiltFile:
-    """Build a file read from ``stream`` (see the module docstring)."""
+                 max_xorb_chunks: int = MAX_XORB_CHUNKS, block_size: int = READ_BLOCK,
+                 keep_xorb_data: bool = True) -> BuiltFile:
+    """Build a file read from ``stream`` (see the module docstring).
+
+    With ``keep_xorb_data=False`` the xorbs handed to ``on_xorb`` carry their
+    layout only (empty ``data``), and memory stays at one read block.
+    """
     index: ChunkIndex = {} if known is None else known
-    packer = _Packer(policy, on_xorb, max_xorb_bytes, max_xorb_chunks)
+    packer = _Packer(policy, on_xorb, max_xorb_bytes, max_xorb_chunks, keep_xorb_data)
     sha = hashlib.sha256()
     pairs: list[tuple[bytes, int]] = []
     # Per chunk: (xorb hex, index) when it exists already, or (slot, index) in a new xorb.

@@ -153,38 +153,45 @@ class Xorb:
 
 
 class XorbBuilder:
-    """Packs encoded chunks into one xorb, within the size and chunk-count limits."""
+    """Packs encoded chunks into one xorb, within the size and chunk-count limits.
 
-    def __init__(self, *, max_bytes: int = MAX_XORB_BYTES, max_chunks: int = MAX_XORB_CHUNKS) -> None:
+    With ``keep_data=False`` only the layout is kept (the finished xorb's
+    ``data`` is empty): for a server that synthesizes the bytes from the file.
+    """
+
+    def __init__(self, *, max_bytes: int = MAX_XORB_BYTES, max_chunks: int = MAX_XORB_CHUNKS,
+                 keep_data: bool = True) -> None:
         self.max_bytes = max_bytes
         self.max_chunks = max_chunks
+        self.keep_data = keep_data
         self._parts: list[bytes] = []
         self._hashes: list[bytes] = []
         self._lengths: list[int] = []
         self._offsets: list[int] = [0]
 
     def __len__(self) -> int:
-        return len(self._parts)
+        return len(self._hashes)
 
     @property
     def size(self) -> int:
         return self._offsets[-1]
 
     def fits(self, chunk: EncodedChunk) -> bool:
-        return len(self._parts) < self.max_chunks and self.size + len(chunk.blob) <= self.max_bytes
+        return len(self._hashes) < self.max_chunks and self.size + len(chunk.blob) <= self.max_bytes
 
     def add(self, chunk: EncodedChunk) -> int:
         """Append a chunk; returns its index in the xorb. Check :meth:`fits` first."""
         if not self.fits(chunk):
             raise ValueError("chunk does not fit in this xorb")
-        self._parts.append(chunk.blob)
+        if self.keep_data:
+            self._parts.append(chunk.blob)
         self._hashes.append(chunk.hash)
         self._lengths.append(chunk.length)
         self._offsets.append(self.size + len(chunk.blob))
-        return len(self._parts) - 1
+        return len(self._hashes) - 1
 
     def finish(self) -> Xorb:
-        if not self._parts:
+        if not self._hashes:
             raise ValueError("an empty xorb has no hash")
         digest = xorb_hash(zip(self._hashes, self._lengths, strict=True))
         info = XorbInfo(digest, tuple(self._hashes), tuple(self._lengths), tuple(self._offsets))

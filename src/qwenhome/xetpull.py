@@ -1,0 +1,135 @@
+"""The Xet side of a pull: which files may come through Xet, their recipes,
+the local chunks they can reuse, and the recipe kept once a file is in.
+
+For the LFS files of a pull from a Hub-protocol source, the resolve answers
+say which are Xet-backed (:meth:`qwenhome.hub.xet.XetSession.probe`); each
+gets its whole reconstruction (its terms: the recipe) and, from the recipes
+of the home's blobs, the ranges some blob holds already. The engine then
+copies those, fetches the rest through xorb ranges, and falls back to the
+file's other candidates (the resolve bridge, mirrors, ModelScope) when Xet
+fails. Anything going wrong here only means the file comes plainly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from .config import Settings, Source
+from .errors import ConnectError, QwenhomeError
+from .hub.xet import XetFileInfo, XetSession
+from .net import HttpClient
+from .progress import RETRY, SOURCE, EventSink, ProgressEvent
+from .repo.manifest import RepoFile
+from .repo.ref import RepoRef
+from .store.cache import Store
+from .store.recipes import Recipes
+from .transfer.retry import Backoff
+from .transfer.xetjob import Ask, Copy, XetJob
+from .xet import FileRecipe, ReconstructionV2
+
+log = logging.getLogger(__name__)
+
+_RECONSTRUCTIONS = 8  # whole-file reconstructions asked at once
+_ATTEMPTS = 4  # tries of a whole-file reconstruction (a server error), as of a listing
+
+
+class XetPull:
+    def __init__(self, settings: Settings, store: Store, http: HttpClient, emit: EventSink,
+                 backoff: Backoff = Backoff()) -> None:
+        self.settings = settings
+        self.backoff = backoff
+        self.http = http
+        self.emit = emit
+        self.recipes = Recipes(store)
+        self.local_bytes = 0  # bytes planned to come from local blobs
+
+    def jobs(self, ref: RepoRef, commit: str, files: Sequence[RepoFile], source: Source) -> dict[str, XetJob]:
+        """The Xet jobs of ``files`` (by blob name) that a Hub source serves through Xet."""
+        lfs = [f for f in files if f.sha256 and f.size > 0]
+        if not lfs or source.kind != "hf" or not self.settings.xet:
+            return {}
+        session = XetSession(source, self.http)
+        infos = session.probe(ref, commit, [f.path for f in lfs])
+        wanted = [(f, infos[f.path]) for f in lfs if f.path in infos and _agrees(f, infos[f.path])]
+        if not wanted:
+            return {}
+        with ThreadPoolExecutor(min(_RECONSTRUCTIONS, len(wanted))) as pool:
+            recipes = list(pool.map(lambda fi: self._recipe(session, *fi), wanted))
+        found = [(f, info, r) for (f, info), r in zip(wanted, recipes, strict=True) if r is not None]
+        if not found:
+            return {}
+        local = self.recipes.local_chunks({t.hash for _, _, r in found for t in r.terms},
+                                          exclude={f.etag for f, _, _ in found})
+        xet = Source("xet", "xet", "", named=True)
+        jobs: dict[str, XetJob] = {}
+        for f, info, recipe in found:
+            copies = [Copy(Path(r.key), r.src_offset, r.offset, r.length) for r in local.find(recipe)]
+            self.local_bytes += sum(c.length for c in copies)
+            learned = {(t.hash, i): n for t in recipe.terms for i in range(t.range.start, t.range.end)
+                       if (n := local.length(t.hash, i))}
+            jobs[f.etag] = XetJob(replace(xet, url=_cas(session, info)), _asker(session, info), recipe, copies,
+                                  learned)
+        return jobs
+
+    def _recipe(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> FileRecipe | None:
+        try:
+            answer = self._whole(session, f, info)
+            recipe = FileRecipe.from_reconstruction(info.file_hash, answer)
+        except (QwenhomeError, ValueError) as exc:  # (ValueError: not a whole-file answer)
+            msg = exc.one_line() if isinstance(exc, QwenhomeError) else str(exc)
+            self.emit(ProgressEvent(SOURCE, "", f.path, message=f"xet: {msg}; fetched over plain HTTP"))
+            log.debug("no Xet reconstruction of %s: %s", f.path, msg)
+            return None
+        if recipe.size != f.size:
+            log.debug("Xet reconstruction of %s is %d bytes, the listing says %d", f.path, recipe.size, f.size)
+            return None
+        return recipe
+
+    def _whole(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> ReconstructionV2:
+        """The whole file's reconstruction: a server error is asked again a
+        few times, a host that does not connect is not (the file comes
+        plainly at once)."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return session.reconstruction(info)
+            except QwenhomeError as exc:
+                if not exc.transient or isinstance(exc, ConnectError) or attempt == _ATTEMPTS:
+                    raise
+                ra = exc.context.get("retry_after")
+                delay = self.backoff.delay(attempt, ra if isinstance(ra, float | int) else None)
+                self.emit(ProgressEvent(RETRY, "", f.path, message=f"xet: {exc.code}; retry in {delay:.1f}s"))
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def keep(self, sha256: str, job: XetJob) -> None:
+        """The file is in the home: keep its recipe (with every chunk's length
+        when this pull learnt them) for later pulls to reuse its chunks."""
+        recipe = job.recipe
+        lengths = job.chunk_lengths()
+        try:
+            if lengths is not None:
+                recipe = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, lengths)
+            self.recipes.save(sha256, recipe)
+        except (QwenhomeError, ValueError) as exc:  # only reuse is lost
+            log.debug("recipe of %s not kept: %s", sha256, exc)
+
+
+def _agrees(f: RepoFile, info: XetFileInfo) -> bool:
+    """The resolve answer names the file the listing does (its sha256 and size)."""
+    return (info.linked_etag is None or info.linked_etag == f.sha256) and info.size in (None, f.size)
+
+
+def _asker(session: XetSession, info: XetFileInfo) -> Ask:
+    return lambda byte_range: session.reconstruction(info, byte_range)
+
+
+def _cas(session: XetSession, info: XetFileInfo) -> str:
+    try:
+        return session.token(info.token_url).cas_url
+    except QwenhomeError:
+        return info.token_url

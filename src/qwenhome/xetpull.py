@@ -54,7 +54,13 @@ class XetPull:
         if not lfs or source.kind != "hf" or not self.settings.xet:
             return {}
         session = XetSession(source, self.http)
-        infos = session.probe(ref, commit, [f.path for f in lfs])
+        # The largest file first: a source that does not speak Xet costs the
+        # plain path one HEAD, not one per file.
+        lfs.sort(key=lambda f: f.size, reverse=True)
+        infos = session.probe(ref, commit, [lfs[0].path])
+        if not infos:
+            return {}
+        infos.update(session.probe(ref, commit, [f.path for f in lfs[1:]]))
         wanted = [(f, infos[f.path]) for f in lfs if f.path in infos and _agrees(f, infos[f.path])]
         if not wanted:
             return {}

@@ -102,6 +102,22 @@ def test_pull_comes_through_xorbs_not_resolve_bodies_and_keeps_the_recipe(
     assert sum(p.stat().st_size for p in recipes.iterdir()) < 0.01 * sum(f.size for f in lfs.values())
 
 
+def test_compressed_xorbs_lz4_and_bg4_lz4_are_decoded_into_place(tmp_path: Path) -> None:
+    """Xorbs compressed as the Hub's are (LZ4 frames, BG4-LZ4 for floats, raw
+    where nothing shrinks): decoded chunk by chunk, fewer bytes on the wire."""
+    import numpy as np
+
+    floats = np.sin(np.arange(2 * MiB // 4, dtype=np.float32) / 50.0).astype(np.float32).tobytes()
+    data = random_bytes(3 * MiB, 9) + floats + _compressible(3 * MiB) + bytes(MiB)
+    repo = make_repo(tmp_path / "repos", "Org/Z", {"z.safetensors": data})
+    with start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet", compression="auto", cas_port=0,
+                          xorb_port=0) as m:
+        home = _home(tmp_path)
+        pull(home, m, "Org/Z")
+        assert sent(m, "resolve") == 0 and 0 < sent(m, "xorb") < 0.8 * len(data)
+    assert_pulled(home, repo)
+
+
 XET_FAULTS: dict[str, Callable[[Faults], object]] = {
     # The foundation's faults (tests/test_pull.py FAULTS), on the xorb bodies.
     "drop-mid-body": lambda f: f.drop_after(3_000_000, times=3, predicate=kind("xorb")),
@@ -256,16 +272,24 @@ def test_an_updated_revision_fetches_only_its_new_chunks_and_copies_the_rest(tmp
     assert blobs == sum(map(len, old.values())) + sum(map(len, new.values())) and recipes < 0.01 * blobs
 
 
-@pytest.mark.parametrize("away", ["xorb-port-stopped", "cas-port-refused"])
-def test_xet_hosts_that_refuse_connections_fall_back_to_the_bridge_at_once(
-        away: str, xm: Mirror, xet_repo: GeneratedRepo, tmp_path: Path) -> None:
-    xm.server.stop_listener("xorb" if away == "xorb-port-stopped" else "cas")
-    home = _home(tmp_path)
-    t0 = time.monotonic()
-    res, _ = pull(home, xm)
-    took = time.monotonic() - t0
-    assert_pulled(home, xet_repo)
-    assert sent(xm, "resolve", MODEL) == xet_repo.files[MODEL].size  # every byte from the bridge
+@pytest.mark.parametrize("away", ["xorb-port-stopped", "cas-port-refused", "xorb-host-unresolvable",
+                                  "cas-host-unresolvable"])
+def test_xet_hosts_that_refuse_connections_or_do_not_resolve_fall_back_to_the_bridge_at_once(
+        away: str, xet_repo: GeneratedRepo, tmp_path: Path) -> None:
+    """The original report's failure: a DNS failure for a Xet transfer host
+    (``.invalid`` never resolves), or a host that refuses connections."""
+    hosts = {"xorb-host-unresolvable": {"xorb_host": "xet-transfer.invalid"},
+             "cas-host-unresolvable": {"cas_host": "xet-cas.invalid"}}.get(away, {})
+    with start_xet_mirror(FolderBackend(xet_repo.root), tmp_path / "xet", cas_port=0, xorb_port=0, **hosts) as xm:
+        if away.endswith(("stopped", "refused")):
+            xm.server.stop_listener("xorb" if away == "xorb-port-stopped" else "cas")
+        home = _home(tmp_path)
+        t0 = time.monotonic()
+        res, _ = pull(home, xm)
+        took = time.monotonic() - t0
+        assert_pulled(home, xet_repo)
+        assert sent(xm, "resolve", MODEL) == xet_repo.files[MODEL].size  # every byte from the bridge
+        assert sent(xm, "xorb") == 0
     assert took < 20, took  # no long retries first (the back-off alone would take a minute)
     assert "xet" in res.stdout
 

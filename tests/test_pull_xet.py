@@ -24,7 +24,7 @@ from qwenhome.xet import chunk_hash
 from qwenhome.xet.chunking import iter_chunks
 from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.faults import Faults, kind
-from tests.support.mirror import Mirror
+from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, make_repo, make_store_repo, sha256_file
 from tests.support.xet_mirror import random_bytes, start_xet_mirror
 
@@ -328,3 +328,27 @@ def test_stock_huggingface_hub_reads_the_snapshot_offline(xm: Mirror, xet_repo: 
                          capture_output=True, text=True, timeout=120, check=True).stdout
     paths = json.loads(out.strip().splitlines()[-1])
     assert [sha256_file(Path(p)) for p in paths] == [xet_repo.files[n].sha256 for n in names]
+
+
+_PLAIN_PULL = r"""
+import sys
+from qwenhome.cli import main
+rc = main(["pull", sys.argv[1], "--json"])
+heavy = sorted(m for m in ("numpy", "lz4", "qwenhome.xet.reconstruction", "qwenhome.transfer.xorbs") if m in sys.modules)
+print(f"exit {rc}; loaded: {','.join(heavy) or 'none'}")
+"""
+
+
+def test_a_pull_from_a_source_without_xet_asks_one_head_and_loads_no_xet_code(
+        xet_repo: GeneratedRepo, tmp_path: Path) -> None:
+    """The plain path stays as it was: one HEAD (the largest file's resolve)
+    says the source does not speak Xet; numpy, lz4 and the engine's Xet side
+    are never imported (they cost a plain pull some 0.1-0.3 s of start-up)."""
+    with start_mirror(FolderBackend(xet_repo.root)) as m:
+        home = _home(tmp_path)
+        out = subprocess.run([sys.executable, "-c", _PLAIN_PULL, "Org/XetPull"], env=clean_env(home, m.url),
+                             capture_output=True, text=True, timeout=120, check=False)
+        heads = [r for r in m.faults.records() if r.method == "HEAD"]
+    assert out.stdout.strip().splitlines()[-1] == "exit 0; loaded: none", (out.stdout[-500:], out.stderr[-2000:])
+    assert len(heads) == 1 and heads[0].file_path == MODEL, [(r.method, r.file_path) for r in heads]
+    assert_pulled(home, xet_repo)

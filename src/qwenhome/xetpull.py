@@ -8,6 +8,9 @@ of the home's blobs, the ranges some blob holds already. The engine then
 copies those, fetches the rest through xorb ranges, and falls back to the
 file's other candidates (the resolve bridge, mirrors, ModelScope) when Xet
 fails. Anything going wrong here only means the file comes plainly.
+
+The Xet format (numpy, lz4) and the engine's Xet side are imported only once
+the source has answered as a Xet server: a plain pull starts as before.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings, Source
 from .errors import ConnectError, QwenhomeError
@@ -27,10 +31,13 @@ from .progress import RETRY, SOURCE, EventSink, ProgressEvent
 from .repo.manifest import RepoFile
 from .repo.ref import RepoRef
 from .store.cache import Store
-from .store.recipes import Recipes
 from .transfer.retry import Backoff
-from .transfer.xetjob import Ask, Copy, XetJob
-from .xet import FileRecipe, ReconstructionV2
+
+if TYPE_CHECKING:
+    from .store.recipes import Recipes
+    from .transfer.xetjob import Ask, XetJob
+    from .xet.recipe import FileRecipe
+    from .xet.reconstruction import ReconstructionV2
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +52,17 @@ class XetPull:
         self.backoff = backoff
         self.http = http
         self.emit = emit
-        self.recipes = Recipes(store)
+        self.store = store
+        self._recipes: Recipes | None = None
         self.local_bytes = 0  # bytes planned to come from local blobs
+
+    @property
+    def recipes(self) -> Recipes:
+        if self._recipes is None:
+            from .store.recipes import Recipes
+
+            self._recipes = Recipes(self.store)
+        return self._recipes
 
     def jobs(self, ref: RepoRef, commit: str, files: Sequence[RepoFile], source: Source) -> dict[str, XetJob]:
         """The Xet jobs of ``files`` (by blob name) that a Hub source serves through Xet."""
@@ -64,6 +80,7 @@ class XetPull:
         wanted = [(f, infos[f.path]) for f in lfs if f.path in infos and _agrees(f, infos[f.path])]
         if not wanted:
             return {}
+        from .transfer.xetjob import Copy, XetJob
         with ThreadPoolExecutor(min(_RECONSTRUCTIONS, len(wanted))) as pool:
             recipes = list(pool.map(lambda fi: self._recipe(session, *fi), wanted))
         found = [(f, info, r) for (f, info), r in zip(wanted, recipes, strict=True) if r is not None]
@@ -83,6 +100,8 @@ class XetPull:
         return jobs
 
     def _recipe(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> FileRecipe | None:
+        from .xet.recipe import FileRecipe
+
         try:
             answer = self._whole(session, f, info)
             recipe = FileRecipe.from_reconstruction(info.file_hash, answer)
@@ -115,6 +134,8 @@ class XetPull:
     def keep(self, sha256: str, job: XetJob) -> None:
         """The file is in the home: keep its recipe (with every chunk's length
         when this pull learnt them) for later pulls to reuse its chunks."""
+        from .xet.recipe import FileRecipe
+
         recipe = job.recipe
         lengths = job.chunk_lengths()
         try:

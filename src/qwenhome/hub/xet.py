@@ -24,16 +24,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from ..config import Source
 from ..errors import QwenhomeError
 from ..net import HttpClient, raise_for_status, token_for
 from ..repo.ref import RepoRef
-from ..xet import ReconstructionV2, XetAnswerError, XetToken, parse_reconstruction
+from ..xet.errors import XetAnswerError
 from ..xet.hashes import is_hash_hex
-from ..xet.token import HEADER_XET_HASH, LINK_REL_AUTH
+from ..xet.token import HEADER_XET_HASH, LINK_REL_AUTH, XetToken
 from .hf import HEADER_LINKED_ETAG, HEADER_LINKED_SIZE, HubClient
+
+if TYPE_CHECKING:  # (the parser loads numpy: imported when a source speaks Xet)
+    from ..xet.reconstruction import ReconstructionV2
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,8 @@ class XetSession:
     # -- reconstructions -----------------------------------------------------------------------
     def reconstruction(self, info: XetFileInfo, byte_range: tuple[int, int] | None = None) -> ReconstructionV2:
         """The reconstruction of the file, or of its bytes ``[start, end)``, with fresh URLs."""
+        from ..xet.reconstruction import parse_reconstruction
+
         headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
         refresh = False
         for _ in range(3):

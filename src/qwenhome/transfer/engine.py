@@ -48,7 +48,6 @@ from .scheduler import Splits
 from .sizing import MiB, RangeSizer, Sizes
 from .state import Cancelled, State
 from .work import Candidate, Status
-from .xetrun import XetRun
 
 __all__ = ["Cancelled", "Candidate", "EngineConfig", "FileJob", "TransferEngine", "Tuning"]
 
@@ -174,6 +173,8 @@ class TransferEngine:
         state.sched.add(files)
         state.loop_on = loop_on and bool(state.sched.fast)
         if any(f.job.xet is not None for f in files):
+            from .xetrun import XetRun  # (the Xet format loads numpy and lz4: only for Xet files)
+
             run.xet = XetRun(state, run.hasher, Retries(cfg.max_retries, cfg.backoff), direct=self.http.direct,
                              start_workers=run.start_workers)
             with state.lock:

@@ -16,13 +16,16 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError
 from ..repo.hashing import Verifier
 from .partmap import Intervals
 from .sizing import KiB, MiB
 from .work import Candidate, Destination, Item, Span
-from .xetjob import XetJob
+
+if TYPE_CHECKING:  # (the Xet side is loaded only for a pull with Xet files)
+    from .xetjob import XetJob
 
 # Fault the mapped pages in one go (they are in the page cache: just written).
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)

@@ -20,11 +20,11 @@ from .hasher import Hasher
 from .state import Cancelled, State
 from .work import Item, Span, Status
 from .workers import Workers
-from .xetrun import XetRun
-from .xorbs import XorbItem
 
 if TYPE_CHECKING:
     from ..net import HttpClient
+    from .xetrun import XetRun
+    from .xorbs import XorbItem
 
 
 ACTIVE = Status.ACTIVE
@@ -201,7 +201,7 @@ class Run:
         """``record`` for an item decoded into a file (a xorb range): the raw
         bytes count as received, the file bytes they made as on disk."""
         s = self.s
-        x = cast(XorbItem, span.item)
+        x = cast("XorbItem", span.item)
         f = x.file
         with s.lock:
             if span.gen != x.gen or not x.current:
@@ -289,8 +289,8 @@ class Run:
                 return
             if not span.current or not item.active:
                 return
-            if isinstance(item, XorbItem) and self.xet is not None:
-                self.xet.failed(item, span, exc)
+            if item.decoded and self.xet is not None:
+                self.xet.failed(cast("XorbItem", item), span, exc)
                 return
             s.sched.requeue(item)
             if span.cand != item.cand:

@@ -101,3 +101,22 @@ def test_bench_verification_names_wrong_short_and_missing_files(tmp_path: Path) 
     problems = verify_files(tmp_path, {"ok.bin": (3, good), "bad.bin": (3, good),
                                        "short.bin": (3, good), "gone.bin": (3, good)})
     assert problems == ["bad.bin: sha256 mismatch", "short.bin: size 2 != 3", "gone.bin: missing"]
+
+
+def test_mirror_bench_runs_stock_clients_through_xet_and_plain_http(tmp_path: Path) -> None:
+    """bench/mirror.py's stock table at a tiny size: every client kind ran, its files checked."""
+    if shutil.which("curl") is None or not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        pytest.skip("curl and nginx are needed (scripts/system-deps.sh installs them)")
+    out = tmp_path / "mirror.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mirror.py"), "--only-stock", "--stock-size-mb", "4",
+         "--clients", "1", "2", "--repeat", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())["stock_table"]
+    assert {(r["client"], r["clients"]) for r in table} == {
+        (k, n) for k in ("hf_xet -> mirror (Xet)", "hf plain -> mirror", "hf plain -> nginx") for n in (1, 2)}
+    assert all(r["mbps"] > 0 and r["server_cpu_s_per_gb"] >= 0 for r in table)  # 4 MiB: may be under a tick
+    runs = json.loads(out.read_text())["stock_runs"]
+    assert all(r["bytes"] == r["clients"] * 4 * 2**20 for r in runs)

@@ -7,6 +7,7 @@ reconstructions, the xorb ranges, and no resolve body for an LFS file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwenhome.mirror import FolderBackend, StoreBackend
+from qwenhome.mirror import FolderBackend, StoreBackend, XetOptions
 from qwenhome.xet.xorb import read_headers
 from tests.support.http import request
+from tests.support.mirror import pull_through_settings, start_mirror, start_pull_through
 from tests.support.repos import GeneratedRepo, make_repo, make_store_repo, sha256_file
 from tests.support.xet_mirror import (
     hf_download,
@@ -190,6 +192,15 @@ def test_records_are_kept_across_restarts_and_dropped_when_a_blob_changes(tmp_pa
         m.server.xet.records._recheck = 0
         assert m.server.xet.records.usable(xet_sha(repo, "w.bin")) is None
         assert not (tmp_path / "xet" / "files" / f"{xet_sha(repo, 'w.bin')}.json").exists()
+    # A blob that goes away while the mirror is down: its record goes at the next start.
+    (repo.path / "w.bin").unlink()
+    (repo.path / "v.bin").write_bytes(random_bytes(MiB, 10))
+    start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet").stop()
+    v_sha = hashlib.sha256((repo.path / "v.bin").read_bytes()).hexdigest()
+    assert [p.name for p in (tmp_path / "xet" / "files").iterdir()] == [f"{v_sha}.json"]
+    (repo.path / "v.bin").unlink()
+    with start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet"):
+        assert not list((tmp_path / "xet" / "files").iterdir())
 
 
 def xet_sha(repo: GeneratedRepo, name: str) -> str:
@@ -217,3 +228,26 @@ def test_compressed_xorbs_are_stored_and_served_as_the_hubs_are(tmp_path: Path) 
         m.server.xet.records._recheck = 0
         assert m.server.xet.records.usable(repo.files["z.safetensors"].sha256) is None
         assert not [f for f in stored if f.exists()]
+
+
+def test_a_pull_through_mirror_serves_xet_once_it_holds_the_verified_blob(
+        xet_repo: GeneratedRepo, tmp_path: Path) -> None:
+    """The first client gets the file over plain HTTP while the mirror fetches it upstream
+    (once); once verified in the store it is chunked, and the next client gets it through Xet."""
+    size = xet_repo.files["model.safetensors"].size
+    with start_mirror(FolderBackend(xet_repo.root)) as upstream:
+        home = tmp_path / "home"
+        home.mkdir()
+        mirror, _ = start_pull_through(pull_through_settings(home, upstream.url),
+                                       xet=XetOptions(folder=home / "qwenhome" / "xet"))
+        with mirror:
+            assert mirror.server.xet is not None
+            [first] = hf_download(mirror.url, "Org/Xet", tmp_path / "a", files=["model.safetensors"])
+            assert sha256_file(first) == xet_repo.files["model.safetensors"].sha256
+            assert not mirror.faults.of_kind("reconstruction")
+            assert mirror.server.xet.builder.wait_idle(60)
+            [second] = hf_download(mirror.url, "Org/Xet", tmp_path / "b", files=["model.safetensors"])
+            assert sha256_file(second) == xet_repo.files["model.safetensors"].sha256
+            assert [r.status for r in mirror.faults.of_kind("reconstruction")] == [200]
+            assert size < sum(r.bytes_sent for r in mirror.faults.of_kind("xorb")) < size * 1.001 + 4096
+    assert upstream.faults.bytes_sent("model.safetensors") == size  # fetched upstream once

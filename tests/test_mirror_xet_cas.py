@@ -270,3 +270,18 @@ def test_existence_checks_answer_head_with_the_size(cas: Mirror) -> None:
         assert request(cas.url, "GET", path, auth).status == 405
         assert request(cas.url, "HEAD", path).status == 401
     assert request(cas.url, "HEAD", f"/v1/files/{'0' * 64}", auth).status == 404
+
+
+def test_a_stalled_xorb_body_resumes_and_a_xorb_host_can_be_a_name_that_does_not_resolve(
+        cas_repo: GeneratedRepo, tmp_path: Path) -> None:
+    from tests.support.deadnet import UNRESOLVABLE_URL
+
+    dead = urlsplit(UNRESOLVABLE_URL).hostname
+    with start_xet_mirror(FolderBackend(cas_repo.root), tmp_path / "xet", xorb_port=0, xorb_host=dead) as m:
+        url, a, b = _one_url(m)
+        assert urlsplit(url).hostname == dead  # clients meet a DNS failure (a .invalid name)
+        local = url.replace(f"//{dead}:", "//127.0.0.1:")
+        m.faults.stall(1000, 1.0, predicate=kind("xorb"))
+        started = time.monotonic()
+        resp = get_url(local, {"Range": f"bytes={a}-{b}"})
+        assert resp.status == 206 and len(resp.body) == b - a + 1 and time.monotonic() - started >= 1.0

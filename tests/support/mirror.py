@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwenhome.config import Settings, load_settings
-from qwenhome.mirror import Backend, MirrorServer, PullThroughBackend
+from qwenhome.mirror import Backend, MirrorServer, PullThroughBackend, XetOptions
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
 
@@ -59,9 +59,9 @@ FAST_ENGINE = EngineConfig(connections=4, stall_timeout=2.0, backoff=Backoff(bas
 
 def start_pull_through(settings: Settings, *, token: str | None = None,
                        config: EngineConfig | None = FAST_ENGINE,
-                       faults: Faults | None = None) -> tuple[Mirror, PullThroughBackend]:
+                       faults: Faults | None = None, xet: XetOptions | None = None) -> tuple[Mirror, PullThroughBackend]:
     """A pull-through mirror over ``settings`` on 127.0.0.1 (free port)."""
     backend = PullThroughBackend(settings, config=config)
     faults = faults or Faults()
-    server = MirrorServer(backend, token=token, hooks=faults).start()
+    server = MirrorServer(backend, token=token, hooks=faults, xet=xet).start()
     return Mirror(server, faults), backend

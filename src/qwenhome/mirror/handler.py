@@ -411,6 +411,8 @@ class Handler(ResponseWriter):
             return
         try:
             self._sent = stream(self.connection, flight, offset, length)
+            if self.server.mirror.xet is not None:  # verified and in the store: Xet clients next
+                self.server.mirror.xet.file_id(snap, entry)
         except BodyInterrupted as exc:
             self._sent = exc.sent
             self._error = str(exc) or "interrupted"

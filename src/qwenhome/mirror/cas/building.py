@@ -3,9 +3,10 @@
 Blobs are queued by :meth:`Builder.want`: all of them at start (oldest
 revisions first, so that newer ones reuse their chunks), and again, ahead of
 the rest, when a client asks for one that has no record yet (it is answered
-over plain HTTP meanwhile). Chunking runs at some 150 MB per CPU second, so a
-large home takes minutes; the thread runs at a lower CPU priority than the
-threads serving clients, and logs its progress.
+over plain HTTP meanwhile). Building runs at about 100 MB per CPU second
+(chunking, chunk hashes, the sha256 check), so a large home takes minutes;
+the thread runs at a lower CPU priority than the threads serving clients,
+and logs its progress.
 
 A blob's new chunks go into xorbs of at most 64 MiB (uncompressed and made
 from the blob when served; with a compression policy, compressed and stored);

@@ -42,6 +42,7 @@ from ..backends import Backend
 from ..catalog import FileEntry, Snapshot
 from ..hooks import BodySlice
 from ..protocol import Route
+from ..pullthrough import PullThroughBackend
 from .auth import Refused, Signer
 from .body import xorb_body
 from .building import Builder, Job
@@ -91,7 +92,8 @@ class Answer:
 
 
 class _Infos(Mapping[str, XorbInfo]):
-    """The xorbs' layouts, read from the records as the reconstruction needs them."""
+    """The xorbs' layouts, read from the records as the reconstruction needs them (by key only:
+    it cannot be iterated, the records are not all in memory)."""
 
     def __init__(self, records: Records) -> None:
         self._records = records
@@ -121,6 +123,7 @@ class XetService:
         self.signer = Signer(clock=clock or time.time)
         self._infos = _Infos(self.records)
         self._scanned = threading.Event()
+        self._present = backend.present if isinstance(backend, PullThroughBackend) else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -134,7 +137,10 @@ class XetService:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def scan(self) -> int:
-        """Queue every LFS blob of every repository, oldest revision first; returns how many."""
+        """Drop the records of blobs that changed or went away (``qwenhome gc``, ``rm``); queue every
+        LFS blob of every repository, oldest revision first; returns how many were queued."""
+        for header in self.records.headers():
+            self.records.usable(header.sha256)
         queued = 0
         for repo_type, repo_id in self.backend.repos():
             try:
@@ -156,9 +162,11 @@ class XetService:
         return self.builder.wait_idle(max(0.0, deadline - time.monotonic()))
 
     def _want(self, snap: Snapshot, entry: FileEntry, *, urgent: bool) -> int:
-        if not entry.sha256 or not entry.size or not entry.source:
+        # A pull-through mirror lists files before their blobs arrive: ask where the blob is now.
+        path = entry.source or (self._present(snap, entry) if self._present is not None else None)
+        if not entry.sha256 or not entry.size or not path:
             return 0
-        self.builder.want(Job(entry.sha256, entry.source, entry.size, f"{snap.repo_type}/{snap.repo_id}"), urgent)
+        self.builder.want(Job(entry.sha256, path, entry.size, f"{snap.repo_type}/{snap.repo_id}"), urgent)
         return 1
 
     # -- the Hub's side: resolve and listings ------------------------------------------------

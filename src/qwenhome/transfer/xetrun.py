@@ -24,10 +24,9 @@ the caller to hold the run's lock.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import AuthError, ConnectError, IntegrityError, QwenhomeError, RemoteError
@@ -35,6 +34,7 @@ from ..progress import RETRY, SOURCE
 from .failover import Retries, retry_delay
 from .files import FileState
 from .hasher import Hasher
+from .localcopy import Copier
 from .partmap import Intervals
 from .sizing import MiB
 from .state import State
@@ -125,8 +125,9 @@ class XetRun:
     def threads(self) -> list[threading.Thread]:
         out = [threading.Thread(target=self._planner, daemon=True, name=f"qh-xet-{i}")
                for i in range(min(PLANNERS, len(self.files)))]
-        if any(xf.copying for xf in self.files.values()):
-            out.append(threading.Thread(target=self._copier, daemon=True, name="qh-copy"))
+        copying = [xf.f for xf in self.files.values() if xf.copying]
+        if copying:
+            out.append(threading.Thread(target=Copier(self.s, self, copying).run, daemon=True, name="qh-copy"))
         return out
 
     def _gaps(self, f: FileState, start: int, end: int,
@@ -346,51 +347,28 @@ class XetRun:
             self._plan(xf, [(0, f.size)])
         return True
 
-    # -- local copies ------------------------------------------------------------------------------
-    def _copier(self) -> None:
-        """Copy the chunks the home holds into the files (each file's copies in order)."""
-        fds: dict[str, int] = {}
-        try:
-            for xf in list(self.files.values()):
-                for c in xf.job.copies:
-                    if self.s.stopped:
-                        return
-                    self._copy(xf, c, fds)
-        except BaseException as exc:  # the run must end, not hang
-            self.s.abort(exc)
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-
-    def _copy(self, xf: XetFile, c: Copy, fds: dict[str, int]) -> None:
-        f = xf.f
-        rng = (c.offset, c.offset + c.length)
+    # -- local copies (the Copier's owner) --------------------------------------------------------
+    def copy_start(self, f: FileState, c: Copy) -> int | None:
         with self.s.lock:
-            if rng not in xf.copying or not f.active:
-                return
+            if (c.offset, c.offset + c.length) not in self.files[f].copying or not f.active:
+                return None
             f.open()
-            gen = f.gen
-        try:
-            src = fds.get(str(c.src))
-            if src is None:
-                src = fds[str(c.src)] = os.open(c.src, os.O_RDONLY)
-            for a, b in _parts(f, c):
-                copy_range(src, f.dest.fd, c.src_offset + a - c.offset, f.dest.offset + a, b - a)
-        except OSError as exc:
-            log.debug("local chunks of %s not copied from %s (%s): fetched instead", f.name, c.src, exc)
-            with self.s.lock:
-                if rng in xf.copying and f.gen == gen:
-                    xf.copying.remove(rng)
-                    if not xf.gave_up:
-                        self._plan(xf, self._gaps(f, *rng))
-                    else:
-                        self._held(xf)
-            return
+            return f.gen
+
+    def copy_done(self, f: FileState, c: Copy, gen: int, exc: OSError | None) -> None:
+        xf, rng = self.files[f], (c.offset, c.offset + c.length)
         claimed = False
         with self.s.lock:
             if rng not in xf.copying or f.gen != gen:
                 return
             xf.copying.remove(rng)
+            if exc is not None:
+                log.debug("local chunks of %s not copied from %s (%s): fetched instead", f.name, c.src, exc)
+                if not xf.gave_up:
+                    self._plan(xf, self._gaps(f, *rng))
+                else:
+                    self._held(xf)
+                return
             added, claimed = f.land(*rng)
             self.s.done_bytes += added
             if self.s.maps.touched(f, added):
@@ -399,40 +377,3 @@ class XetRun:
             self._check_idle(xf)
         if claimed:
             self.hasher.hash_claimed(f)
-
-
-def _parts(f: FileState, c: Copy) -> Iterator[tuple[int, int]]:
-    """The ranges of copy ``c`` not on disk yet (read without the lock: at
-    worst a range is copied again)."""
-    done = Intervals(list(f.done.starts), list(f.done.ends))
-    pos, end = c.offset, c.offset + c.length
-    while (gap := done.first_gap(pos, end)) is not None:
-        yield gap
-        pos = gap[1]
-
-
-def copy_range(src: int, dst: int, src_at: int, dst_at: int, n: int) -> None:
-    """``n`` bytes from ``src`` at ``src_at`` to ``dst`` at ``dst_at``: in the
-    kernel (``copy_file_range``: a reflink where the filesystem shares
-    extents), else through a buffer. Raises OSError."""
-    while n > 0:
-        try:
-            moved = os.copy_file_range(src, dst, n, src_at, dst_at)
-        except OSError as exc:
-            if exc.errno not in (18, 22, 38, 95):  # EXDEV, EINVAL, ENOSYS, EOPNOTSUPP: another way
-                raise
-            moved = _copy_buffered(src, dst, src_at, dst_at, min(n, 8 * MiB))
-        if moved <= 0:
-            raise OSError(5, "local file shorter than its recipe says")
-        n -= moved
-        src_at += moved
-        dst_at += moved
-
-
-def _copy_buffered(src: int, dst: int, src_at: int, dst_at: int, n: int) -> int:
-    data = os.pread(src, n, src_at)
-    done = 0
-    view = memoryview(data)
-    while done < len(data):
-        done += os.pwrite(dst, view[done:], dst_at + done)
-    return len(data)

@@ -339,6 +339,19 @@ print(f"exit {rc}; loaded: {','.join(heavy) or 'none'}")
 """
 
 
+def test_a_pull_through_xet_loads_numpy_only_for_what_needs_it(xm: Mirror, xet_repo: GeneratedRepo,
+                                                               tmp_path: Path) -> None:
+    """Reconstructions, xorb ranges of raw and LZ4 chunks: no numpy (its
+    import costs a pull 0.1-0.4 s here); it is for chunking a blob and BG4."""
+    home = _home(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _PLAIN_PULL, "Org/XetPull"], env=clean_env(home, xm.url),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.stdout.strip().splitlines()[-1] == "exit 0; loaded: lz4,qwenhome.transfer.xorbs,qwenhome.xet.reconstruction", \
+        (out.stdout[-500:], out.stderr[-2000:])
+    assert_pulled(home, xet_repo)
+    assert sent(xm, "xorb") > SIZE
+
+
 def test_a_pull_from_a_source_without_xet_asks_one_head_and_loads_no_xet_code(
         xet_repo: GeneratedRepo, tmp_path: Path) -> None:
     """The plain path stays as it was: one HEAD (the largest file's resolve)

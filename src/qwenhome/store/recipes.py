@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import QwenhomeError
-from ..xet import Chunker, FileRecipe
+from ..xet.recipe import FileRecipe
 from ..xet.reuse import LocalChunks
 from .cache import Store, atomic_write
 
@@ -106,6 +106,8 @@ class Recipes:
 
 def chunk_file(path: Path) -> list[int]:
     """The lengths of the Xet chunks of the file at ``path``."""
+    from ..xet.chunking import Chunker  # (numpy: only for a blob whose recipe lacks them)
+
     ends: list[int] = []
     with open(path, "rb") as fh, Chunker() as chunker:
         while block := fh.read(_READ):

@@ -31,14 +31,7 @@ if TYPE_CHECKING:
         index_xorbs,
         xorb_folder_writer,
     )
-    from .chunking import (
-        MAX_CHUNK_SIZE,
-        MIN_CHUNK_SIZE,
-        TARGET_CHUNK_SIZE,
-        Chunker,
-        chunk_lengths,
-        iter_chunks,
-    )
+    from .chunking import Chunker, chunk_lengths, iter_chunks
     from .compression import Policy, Scheme
     from .errors import XetAnswerError, XetCorruptError
     from .hashes import (
@@ -49,6 +42,7 @@ if TYPE_CHECKING:
         verification_hash,
         xorb_hash,
     )
+    from .limits import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, TARGET_CHUNK_SIZE
     from .recipe import FileRecipe
     from .reconstruction import (
         ByteRange,
@@ -80,9 +74,9 @@ _WHERE = {  # name -> the submodule that defines it
     "build_stream": "builder",
     "index_xorbs": "builder",
     "xorb_folder_writer": "builder",
-    "MAX_CHUNK_SIZE": "chunking",
-    "MIN_CHUNK_SIZE": "chunking",
-    "TARGET_CHUNK_SIZE": "chunking",
+    "MAX_CHUNK_SIZE": "limits",
+    "MIN_CHUNK_SIZE": "limits",
+    "TARGET_CHUNK_SIZE": "limits",
     "Chunker": "chunking",
     "chunk_lengths": "chunking",
     "iter_chunks": "chunking",

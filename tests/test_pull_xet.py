@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from qwenhome.mirror import FolderBackend, StoreBackend
-from qwenhome.xet import chunk_hash
+from qwenhome.transfer.xorbs import plan_items
+from qwenhome.xet import XetAnswerError, chunk_hash, parse_reconstruction
 from qwenhome.xet.chunking import iter_chunks
 from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.faults import Faults, kind
@@ -365,3 +366,32 @@ def test_a_pull_from_a_source_without_xet_asks_one_head_and_loads_no_xet_code(
     assert out.stdout.strip().splitlines()[-1] == "exit 0; loaded: none", (out.stdout[-500:], out.stderr[-2000:])
     assert len(heads) == 1 and heads[0].file_path == MODEL, [(r.method, r.file_path) for r in heads]
     assert_pulled(home, xet_repo)
+
+
+def _answer(offset: int, length: int) -> bytes:
+    xorb = "ab" * 32
+    return json.dumps({
+        "offset_into_first_range": offset,
+        "terms": [{"hash": xorb, "range": {"start": 0, "end": 2}, "unpacked_length": length}],
+        "xorbs": {xorb: [{"url": "http://127.0.0.1:9/xorb", "ranges": [
+            {"chunks": {"start": 0, "end": 2}, "bytes": {"start": 0, "end": length + 15}}]}]},
+    }).encode()
+
+
+@pytest.mark.parametrize(("offset", "length", "size", "ok"), [
+    (0, 200_000, 200_000, True),  # the whole file
+    (0, 200_000, 150_000, False),  # terms longer than the file: writes past its end
+    (10, 200_000, 200_000, False),  # an offset before the file's first byte
+])
+def test_a_reconstruction_that_places_bytes_outside_the_file_is_refused(offset: int, length: int, size: int,
+                                                                       ok: bool) -> None:
+    """Decoded chunks land where the answer says: a server must not make the
+    partial file longer than the file (its sha256 covers only the size), nor
+    aim before it. Refused, the file goes to its other sources."""
+    answer = parse_reconstruction(_answer(offset, length))
+    if ok:
+        [plan] = plan_items(answer, 0, size)
+        assert plan.file_range() == (0, length)
+    else:
+        with pytest.raises(XetAnswerError, match="outside the file"):
+            plan_items(answer, 0, size)

@@ -27,7 +27,7 @@ from ..config import Source
 from ..errors import DiskFullError
 from ..store.cache import translate_os_error
 from ..xet.compression import Scheme, decompress
-from ..xet.errors import XetCorruptError
+from ..xet.errors import XetAnswerError, XetCorruptError
 from ..xet.reconstruction import ReconstructionV2
 from ..xet.xorb import HEADER_LEN, ChunkHeader
 from .files import FileState
@@ -79,6 +79,10 @@ def plan_items(answer: ReconstructionV2, start: int, size: int) -> list[Plan]:
     for t in answer.terms:
         per_xorb.setdefault(t.hash, []).append(Placement(t.range.start, t.range.end, at, t.unpacked_length))
         at += t.unpacked_length
+    if first < 0 or at > size:
+        # Decoded chunks are written where the answer places them: never outside the file.
+        raise XetAnswerError(f"a reconstruction of bytes from {start} places file bytes {first}-{at}, "
+                             f"outside the file's {size}")
     plans: list[Plan] = []
     for xorb, fetches in answer.xorbs.items():
         placements = per_xorb.get(xorb, [])

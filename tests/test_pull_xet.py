@@ -395,3 +395,25 @@ def test_a_reconstruction_that_places_bytes_outside_the_file_is_refused(offset: 
     else:
         with pytest.raises(XetAnswerError, match="outside the file"):
             plan_items(answer, 0, size)
+
+
+def test_the_hub_token_goes_to_the_hub_only_and_xorb_urls_get_no_token(xet_repo: GeneratedRepo,
+                                                                        tmp_path: Path) -> None:
+    """The source's token reaches the source's origin (resolve, the token
+    route); the CAS, on another port, gets the Xet token (it refuses the Hub
+    token: 401); the signed xorb URLs get no Authorization at all."""
+    with start_xet_mirror(FolderBackend(xet_repo.root), tmp_path / "xet", token="hub-secret-1", cas_port=0,
+                          xorb_port=0) as m:
+        home = _home(tmp_path)
+        with open(home / "qwenhome" / "config.toml", "a") as fh:
+            fh.write(f'[[sources]]\nname = "team"\nurl = "{m.url}"\ntoken = "hub-secret-1"\n')
+        res = run_cli(["pull", "Org/XetPull", "--json"], home=home, timeout=180)
+        assert res.returncode == 0, res.stderr[-3000:]
+        records = m.faults.records()
+    assert_pulled(home, xet_repo)
+    by_kind: dict[str, set[bool]] = {}
+    for r in records:
+        by_kind.setdefault(r.route_kind, set()).add(r.has_auth_header)
+    assert by_kind["xet-read-token"] == {True} and by_kind["reconstruction"] == {True}
+    assert by_kind.get("xorb") == {False}  # (None: the bytes did not come through Xet)
+    assert all(r.status != 401 for r in records if r.route_kind == "reconstruction")

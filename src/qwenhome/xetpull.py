@@ -73,17 +73,21 @@ class XetPull:
         # The largest file first: a source that does not speak Xet costs the
         # plain path one HEAD, not one per file.
         lfs.sort(key=lambda f: f.size, reverse=True)
-        infos = session.probe(ref, commit, [lfs[0].path])
-        if not infos:
-            return {}
-        infos.update(session.probe(ref, commit, [f.path for f in lfs[1:]]))
-        wanted = [(f, infos[f.path]) for f in lfs if f.path in infos and _agrees(f, infos[f.path])]
-        if not wanted:
+        first = session.head(ref, commit, lfs[0].path)
+        if first is None:
             return {}
         from .transfer.xetjob import Copy, XetJob
-        with ThreadPoolExecutor(min(_RECONSTRUCTIONS, len(wanted))) as pool:
-            recipes = list(pool.map(lambda fi: self._recipe(session, *fi), wanted))
-        found = [(f, info, r) for (f, info), r in zip(wanted, recipes, strict=True) if r is not None]
+
+        def recipe_of(f: RepoFile) -> tuple[RepoFile, XetFileInfo, FileRecipe] | None:
+            info = first if f is lfs[0] else session.head(ref, commit, f.path)
+            recipe = self._recipe(session, f, info) if info is not None and _agrees(f, info) else None
+            return None if info is None or recipe is None else (f, info, recipe)
+
+        # Per file, its HEAD then its reconstruction; the token meanwhile: one
+        # round trip before the reconstructions instead of two.
+        with ThreadPoolExecutor(_RECONSTRUCTIONS) as pool:
+            pool.submit(self._token, session, first)
+            found = [r for r in pool.map(recipe_of, lfs) if r is not None]
         if not found:
             return {}
         local = self.recipes.local_chunks({t.hash for _, _, r in found for t in r.terms},
@@ -98,6 +102,13 @@ class XetPull:
             jobs[f.etag] = XetJob(replace(xet, url=_cas(session, info)), _asker(session, info), recipe, copies,
                                   learned)
         return jobs
+
+    @staticmethod
+    def _token(session: XetSession, info: XetFileInfo) -> None:
+        try:
+            session.token(info.token_url)
+        except QwenhomeError as exc:  # the reconstructions ask again, and say why
+            log.debug("Xet token not had ahead: %s", exc)
 
     def _recipe(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> FileRecipe | None:
         from .xet.recipe import FileRecipe

@@ -3,7 +3,7 @@ a Xet file"): which files are Xet-backed, the access token, reconstructions.
 
 - A file is Xet-backed when its ``resolve`` answer (HEAD, not following the
   redirect) carries ``X-Xet-Hash`` and a ``Link`` with ``rel="xet-auth"``:
-  :meth:`XetSession.probe`.
+  :meth:`XetSession.head`.
 - The token comes from that link with the Hub token (sent only if the link is
   the source's own origin), as JSON or ``X-Xet-*`` headers; it is a bearer
   token for the CAS named in it, kept per link and asked again some seconds
@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # (the parser loads numpy: imported when a source speaks Xet)
 log = logging.getLogger(__name__)
 
 _LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?([^",;]+)"?')
-_PROBE_THREADS = 8  # HEADs at once, as huggingface_hub runs its per-file requests
 MAX_ANSWER = 64 << 20  # a reconstruction of a large file lists thousands of terms, never this much
 _TOKEN_MARGIN = 30.0  # seconds before its expiry a token is asked again (the reference client's)
 
@@ -76,29 +75,18 @@ class XetSession:
         self._v1: set[str] = set()  # CAS URLs that answer v1 only
 
     # -- which files -------------------------------------------------------------------------
-    def probe(self, ref: RepoRef, commit: str, paths: Sequence[str]) -> dict[str, XetFileInfo]:
-        """The Xet-backed files among ``paths`` (HEAD of each resolve URL, in
-        parallel). A file whose HEAD fails is left out: it is fetched plainly."""
-        if not paths:
-            return {}
-        hub = HubClient(self.source, self.http)
-
-        def head(path: str) -> XetFileInfo | None:
-            url = hub.file_url(ref, commit, path)
-            try:
-                resp = self.http.open("HEAD", url, token=token_for(self.source.token, self.source.url, url),
-                                      follow_redirects=False)
-                resp.release()
-            except QwenhomeError as exc:
-                log.debug("Xet probe of %s failed (%s): fetched over plain HTTP", path, exc)
-                return None
-            return _info(path, url, resp.status, resp.header)
-
-        from concurrent.futures import ThreadPoolExecutor  # (only for Hub pulls with LFS files)
-
-        with ThreadPoolExecutor(min(_PROBE_THREADS, len(paths))) as pool:
-            found = [i for i in pool.map(head, paths) if i is not None]
-        return {i.path: i for i in found}
+    def head(self, ref: RepoRef, commit: str, path: str) -> XetFileInfo | None:
+        """What the file's resolve answer (HEAD) says of its Xet side; None when
+        it is not Xet-backed, or the HEAD fails (the file is fetched plainly)."""
+        url = HubClient(self.source, self.http).file_url(ref, commit, path)
+        try:
+            resp = self.http.open("HEAD", url, token=token_for(self.source.token, self.source.url, url),
+                                  follow_redirects=False)
+            resp.release()
+        except QwenhomeError as exc:
+            log.debug("Xet probe of %s failed (%s): fetched over plain HTTP", path, exc)
+            return None
+        return _info(path, url, resp.status, resp.header)
 
     # -- the token -----------------------------------------------------------------------------
     def token(self, token_url: str, *, refresh: bool = False) -> XetToken:

@@ -51,6 +51,10 @@ PIECE_MIN, PIECE_MAX, PIECES = 8 * MiB, 64 * MiB, 64
 LOOKAHEAD = 32  # xorb ranges queued beyond the connection target before more are planned
 MAX_REPLANS = 3  # fresh URLs refused again, in a row: Xet gives up on the file
 MAX_ROUNDS = 3  # reconstructions that left bytes unfilled, in a row
+# Files whose pieces are fetched side by side, front to back: each file's
+# sha256 follows its written prefix, and the engine's two hash threads hash
+# two files at once (file after file left the last one's hash for the end).
+LANES = 2
 
 
 def _status(exc: QwenhomeError) -> int:
@@ -93,6 +97,24 @@ class XetFile:
         return spans_of(self.items) + [(p.start, p.end) for p in self.planning] + self.copying
 
 
+
+def _interleave(pieces: deque[tuple[XetFile, _Piece]], lanes: int) -> deque[tuple[XetFile, _Piece]]:
+    """The pieces of ``lanes`` files at a time, in turn, each file's in order."""
+    queues: dict[XetFile, deque[tuple[XetFile, _Piece]]] = {}
+    for xf, piece in pieces:
+        queues.setdefault(xf, deque()).append((xf, piece))
+    waiting = deque(queues.values())
+    active = [waiting.popleft() for _ in range(min(lanes, len(waiting)))]
+    out: deque[tuple[XetFile, _Piece]] = deque()
+    while active:
+        for q in list(active):
+            out.append(q.popleft())
+            if not q:
+                active.remove(q)
+                if waiting:
+                    active.append(waiting.popleft())
+    return out
+
 class XetRun:
     def __init__(self, state: State, hasher: Hasher, retries: Retries, *, direct: Callable[[str], bool],
                  start_workers: Callable[[], None]) -> None:
@@ -121,6 +143,7 @@ class XetRun:
                 if not f.done.covers(c.offset, c.offset + c.length):
                     xf.copying.append((c.offset, c.offset + c.length))
             self._plan(xf, self._gaps(f, 0, f.size, xf.copying))
+        self._pieces = _interleave(self._pieces, LANES)
 
     def threads(self) -> list[threading.Thread]:
         out = [threading.Thread(target=self._planner, daemon=True, name=f"qh-xet-{i}")

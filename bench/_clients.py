@@ -1,13 +1,16 @@
 """Peer clients the transfer benchmark runs as child processes, used the way
 their users get them.
 
-    python bench/_clients.py hf_hub      ENDPOINT REPO OUT
+    python bench/_clients.py hf_hub      ENDPOINT REPO OUT [REVISION]
+    python bench/_clients.py hf_xet      ENDPOINT REPO OUT [REVISION]
     python bench/_clients.py hf_transfer ENDPOINT REPO OUT
 
 * ``hf_hub``: stock ``huggingface_hub.snapshot_download(repo, cache_dir=OUT,
   endpoint=ENDPOINT)`` on its plain HTTP path (the parent sets
   ``HF_HUB_DISABLE_XET=1``): 8 files at a time, one stream per file.
   Prints the snapshot folder.
+* ``hf_xet``: the same call with ``hf_xet`` on (the parent leaves
+  ``HF_HUB_DISABLE_XET`` unset): the Xet path, token, reconstruction, xorbs.
 * ``hf_transfer``: ``hf_transfer.download`` per file with the arguments
   huggingface_hub 0.x passed (``max_files=HF_TRANSFER_CONCURRENCY`` = 100,
   ``chunk_size`` = 10 MiB, ``parallel_failures=3``, ``max_retries=5``), 8 files
@@ -28,10 +31,10 @@ DOWNLOAD_CHUNK_SIZE = 10 * 1024 * 1024
 SNAPSHOT_WORKERS = 8  # snapshot_download's max_workers default
 
 
-def run_hf_hub(endpoint: str, repo_id: str, out: Path) -> str:
+def run_hf_hub(endpoint: str, repo_id: str, out: Path, revision: str | None = None) -> str:
     from huggingface_hub import snapshot_download
 
-    return str(snapshot_download(repo_id, cache_dir=out, endpoint=endpoint))
+    return str(snapshot_download(repo_id, cache_dir=out, endpoint=endpoint, revision=revision))
 
 
 def list_files(endpoint: str, repo_id: str) -> list[str]:
@@ -40,7 +43,7 @@ def list_files(endpoint: str, repo_id: str) -> list[str]:
     return [s["rfilename"] for s in info["siblings"]]
 
 
-def run_hf_transfer(endpoint: str, repo_id: str, out: Path) -> str:
+def run_hf_transfer(endpoint: str, repo_id: str, out: Path, revision: str | None = None) -> str:
     import hf_transfer
 
     def one(rel: str) -> None:
@@ -58,9 +61,9 @@ def run_hf_transfer(endpoint: str, repo_id: str, out: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    tool, endpoint, repo_id, out = argv
-    runners = {"hf_hub": run_hf_hub, "hf_transfer": run_hf_transfer}
-    print(runners[tool](endpoint.rstrip("/"), repo_id, Path(out)), flush=True)
+    tool, endpoint, repo_id, out, *rev = argv
+    runners = {"hf_hub": run_hf_hub, "hf_xet": run_hf_hub, "hf_transfer": run_hf_transfer}
+    print(runners[tool](endpoint.rstrip("/"), repo_id, Path(out), *rev), flush=True)
     return 0
 
 

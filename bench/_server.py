@@ -2,6 +2,7 @@
 repository folders, with the scenario's network shaped by the test kit's Faults.
 
     python bench/_server.py --root DIR [--bandwidth BYTES_PER_S] [--latency SECONDS]
+    python bench/_server.py --store HUB_CACHE --xet RECORDS [...]   # Xet on (bench/xet.py)
 
 Runs in its own process so its CPU is not billed to the tool being measured
 and its GIL is not shared with in-process clients. Hashes every repository
@@ -9,7 +10,8 @@ before it answers. Prints ``{"url": ...}`` as its first line, then answers
 one JSON line per command read from stdin:
 
 * ``mark``  - start a measuring window (the benchmark sends it before each run);
-* ``stats`` - requests since the mark: body bytes sent per file, requests,
+* ``stats`` - requests since the mark: body bytes sent per file and per
+  kind of route (``resolve``, ``reconstruction``, ``xorb``...), requests,
   TCP connections, statuses, the server's CPU seconds;
 * ``quit``  - stop.
 """
@@ -28,7 +30,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from qwenhome.mirror import FolderBackend, HashCache, MirrorServer, warm  # noqa: E402
+from qwenhome.mirror import (  # noqa: E402
+    Backend,
+    FolderBackend,
+    HashCache,
+    MirrorServer,
+    StoreBackend,
+    XetOptions,
+    warm,
+)
 from tests.support.faults import Faults  # noqa: E402
 
 
@@ -40,10 +50,12 @@ def _cpu() -> float:
 def stats_since(faults: Faults, since: float, cpu0: float) -> dict[str, Any]:
     records = [r for r in faults.records(settle=5.0) if r.started >= since]
     per_file: Counter[str] = Counter()
+    per_kind: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     for r in records:
         if r.file_path and r.method == "GET":
             per_file[r.file_path] += r.bytes_sent
+        per_kind[r.route_kind or "other"] += r.bytes_sent
         statuses[str(r.status)] += 1
     return {
         "requests": len(records),
@@ -51,6 +63,7 @@ def stats_since(faults: Faults, since: float, cpu0: float) -> dict[str, Any]:
         "connections": len({r.connection_id for r in records}),
         "bytes_sent": sum(per_file.values()),
         "bytes_per_file": dict(per_file),
+        "bytes_per_kind": dict(per_kind),
         "statuses": dict(statuses),
         "cpu_s": round(_cpu() - cpu0, 3),
     }
@@ -58,7 +71,10 @@ def stats_since(faults: Faults, since: float, cpu0: float) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, required=True, help="folder holding Org/Name/ repositories")
+    ap.add_argument("--root", type=Path, default=None, help="folder holding Org/Name/ repositories")
+    ap.add_argument("--store", type=Path, default=None, help="a hub cache to serve instead (every revision)")
+    ap.add_argument("--xet", type=Path, default=None,
+                    help="speak Xet, with the records in this folder (kept across runs); waits until chunked")
     ap.add_argument("--bandwidth", type=float, default=None, help="bytes/s per TCP connection")
     ap.add_argument("--latency", type=float, default=None, help="seconds before each response")
     ap.add_argument("--port", type=int, default=0)
@@ -73,11 +89,20 @@ def main() -> int:
     if args.latency:
         faults.latency(args.latency, times=None)
     hashes = HashCache(args.hashes) if args.hashes else HashCache()
-    backend = FolderBackend(args.root, hashes=hashes, ttl=3600)  # the files never change
-    warm(backend)
-    hashes.save()
+    backend: Backend
+    if args.store is not None:
+        backend = StoreBackend(args.store)
+    else:
+        if args.root is None:
+            ap.error("--root or --store is needed")
+        backend = FolderBackend(args.root, hashes=hashes, ttl=3600)  # the files never change
+        warm(backend)
+        hashes.save()
+    xet = XetOptions(folder=args.xet) if args.xet is not None else None
     server = MirrorServer(backend, port=args.port, hooks=faults, redirect_lfs=args.redirect_lfs,
-                          cdn_host="127.0.0.1").start()
+                          cdn_host="127.0.0.1", xet=xet).start()
+    if server.xet is not None and not server.xet.wait_idle(3600):
+        raise SystemExit("the mirror did not finish chunking its blobs")
     print(json.dumps({"url": server.url}), flush=True)
     since, cpu0 = time.monotonic(), _cpu()
     try:

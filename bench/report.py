@@ -106,6 +106,28 @@ def xet_format(path: Path, doc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def xet(path: Path, doc: dict[str, Any]) -> list[str]:
+    lines = [*_head(path, doc), "| scenario | tool | MB/s | ÷ hf_xet | CPU s/GB | sent MB | runs ok |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for sc, tools in doc["throughput"].items():
+        ref = tools.get("hf_xet", {}).get("mbps") or 0
+        for tool, s in tools.items():
+            lines.append(f"| {sc} | {tool} | {s['mbps']:.1f} | {_f(s['mbps'] / ref if ref else None, '.2f')} | "
+                         f"{_f(s['cpu_s_per_gb'], '.2f')} | {sum(s['sent'].values()) / 1e6:.1f} | "
+                         f"{s['ok']}/{s['runs']} |")
+    up = doc.get("update")
+    if up:
+        lines += ["", f"Updated revision: {up['new_revision_bytes'] / 1e6:.1f} MB, of which "
+                      f"{up['new_chunk_bytes'] / 1e6:.1f} MB in chunks the old revision lacks.", "",
+                  "| tool | fetched MB | ÷ new chunk data | wall s | disk MB |", "| --- | --- | --- | --- | --- |"]
+        for tool in ("qwenhome", "hf_xet", "hf plain"):
+            u = up.get(tool)
+            if u and u.get("ok"):
+                lines.append(f"| {tool} | {u['fetched'] / 1e6:.1f} | {u['fetched_vs_new_chunks']:.2f} | "
+                             f"{u['wall_s']:.2f} | {u['disk_bytes'] / 1e6:.1f} |")
+    return [*lines, ""]
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
@@ -114,9 +136,9 @@ def main(argv: list[str]) -> int:
         path = Path(name)
         doc = json.loads(path.read_text())
         kind = doc.get("kind")
-        makers = {"transfer": transfer, "offline": offline, "mirror": mirror, "xet_format": xet_format}
+        makers = {"transfer": transfer, "offline": offline, "mirror": mirror, "xet_format": xet_format, "xet": xet}
         if kind not in makers:
-            print(f"{path}: not a result file of transfer.py, offline.py, mirror.py or xet_format.py",
+            print(f"{path}: not a result file of transfer.py, offline.py, mirror.py, xet_format.py or xet.py",
                   file=sys.stderr)
             return 1
         print("\n".join(makers[kind](path, doc)))

@@ -120,3 +120,23 @@ def test_mirror_bench_runs_stock_clients_through_xet_and_plain_http(tmp_path: Pa
     assert all(r["mbps"] > 0 and r["server_cpu_s_per_gb"] >= 0 for r in table)  # 4 MiB: may be under a tick
     runs = json.loads(out.read_text())["stock_runs"]
     assert all(r["bytes"] == r["clients"] * 4 * 2**20 for r in runs)
+
+
+def test_xet_bench_runs_every_tool_and_counts_the_updated_revisions_bytes(tmp_path: Path) -> None:
+    """bench/xet.py at a tiny size: every tool's files verified; in the updated
+    revision qwenhome fetches about the new chunks, stock hf_xet everything."""
+    out = tmp_path / "xet.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "xet.py"), "--size-mb", "4", "--files", "1", "--repeat", "1",
+         "--scenarios", "none", "update", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    none = doc["throughput"]["none"]
+    assert set(none) == {"qwenhome", "hf_xet", "hf plain"} and all(s["ok"] == 1 for s in none.values())
+    assert none["qwenhome"]["sent"].get("xorb", 0) >= 4 * 2**20 and none["hf_xet"]["sent"].get("xorb", 0) >= 4 * 2**20
+    assert none["hf plain"]["sent"].get("xorb", 0) == 0
+    up = doc["update"]
+    assert all(up[t]["ok"] for t in ("qwenhome", "hf_xet", "hf plain"))
+    assert up["qwenhome"]["fetched_vs_new_chunks"] <= 1.2 < up["hf_xet"]["fetched_vs_new_chunks"]

@@ -120,6 +120,9 @@ class Settings:
     home_origin: str = "default"  # which rule chose the home: flag, QWEN_HOME, HF_HOME, HF_HUB_CACHE, default
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     config_file: Path | None = None
+    # Xet-backed files may come through the CAS (xorbs, local chunks); off
+    # with HF_HUB_DISABLE_XET=1 or `xet = false` under [pull] in config.toml.
+    xet: bool = True
 
     @property
     def partials_dir(self) -> Path:
@@ -442,6 +445,9 @@ def load_settings(
         raise UsageError(f"connections must be from 0 (adaptive) to {MAX_CONNECTIONS}, not {connections}",
                          code="invalid-arguments")
     offline_forced = offline or _truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("TRANSFORMERS_OFFLINE"))
+    xet = pull_cfg.get("xet", True)
+    if not isinstance(xet, bool):
+        raise ConfigError(f"{config_file}: xet = {xet!r}; it must be true or false", path=config_file)
     observed = {k: env[k] for k in OBSERVED_ENV if k in env}
     return Settings(
         home=home_path,
@@ -455,4 +461,5 @@ def load_settings(
         home_origin=origin,
         env=MappingProxyType(observed),
         config_file=config_file,
+        xet=xet and not _truthy(env.get("HF_HUB_DISABLE_XET")),
     )

@@ -52,6 +52,7 @@ from .store.cache import FileLock, Store, writing
 from .transfer import partmap
 from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
 from .transfer.retry import call_with_retries
+from .xetpull import XetPull
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class Puller:
         self.ms_revision = "master"
         self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
         self._blob_index: dict[str, list[Path]] | None = None  # see _reuse_blob
+        self.xet = XetPull(settings, self.store, self.http, lambda e: self.emit(e), self.config.backoff)
         # Of the last pull's engine runs: its widest connection count, and the
         # files the worker threads moved (a proxy, a failed handshake, odd answers).
         self.transfer_stats: dict[str, int] = {}
@@ -424,6 +426,8 @@ class Puller:
 
         def install(job: FileJob) -> None:
             self.store.install_blob(ref, job.key, job.partial)
+            if job.xet is not None:
+                self.xet.keep(job.key, job.xet)
             for f in by_etag[job.key]:
                 self.store.link(ref, commit, f.path, job.key)
 
@@ -492,6 +496,7 @@ class Puller:
         pending = list(files)
         errors: dict[str, QwenhomeError] = {}
         may_be_quick = True
+        xet = self.xet.jobs(ref, commit, files, first)  # (the first round only: later ones fail over)
         while pending:
             jobs: list[FileJob] = []
             errors = {}
@@ -499,7 +504,7 @@ class Puller:
                 cands = self.candidates(ref, commit, f, first)
                 if cands:
                     jobs.append(FileJob(f.etag, f.path, f.size, f.sha256, f.blob_id, cands,
-                                        self.store.partial_path(f.etag)))
+                                        self.store.partial_path(f.etag), xet.pop(f.etag, None)))
                 else:
                     errors[f.etag] = RemoteError(
                         f"{f.path}: no usable source left", code="no-source",
@@ -515,6 +520,8 @@ class Puller:
                 ts["threaded_files"] = ts.get("threaded_files", 0) + int(engine.stats.get("threaded_files", 0))
                 ts["connections"] = max(ts.get("connections", 0), int(engine.stats.get("connections", 0)))
                 ts["loop_reads"] = ts.get("loop_reads", 0) + int(engine.stats.get("loop_reads", 0))
+                ts["xet_bytes"] = ts.get("xet_bytes", 0) + int(engine.stats.get("xet_bytes", 0))
+                ts["local_bytes"] = self.xet.local_bytes
                 if engine.stats.get("request_ms"):
                     ts["request_ms"] = int(engine.stats["request_ms"])
                 for name in engine.bad_sources - self.bad_sources:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 class Store(HubCache):
     """The home's hub cache (``hub_cache``), with qwenhome's own state beside it
-    (``state_dir``: manifests, partial downloads, locks). Every write to the
+    (``state_dir``: manifests, partial downloads, locks, Xet recipes). Every write to the
     home goes through here."""
 
     def __init__(self, hub_cache: Path, state_dir: Path) -> None:
@@ -52,6 +52,16 @@ class Store(HubCache):
 
     def partial_path(self, etag: str) -> Path:
         return self.partials_dir / f"{validate_etag(etag)}.part"
+
+    @property
+    def xet_dir(self) -> Path:
+        """Xet state: the mirror's records (``files/``, ``recipes/``,
+        ``xorbs/``) and the recipes of pulled blobs (``pulled/``)."""
+        return self.state_dir / "xet"
+
+    def recipe_path(self, sha256: str) -> Path:
+        """The Xet recipe kept for the blob ``sha256`` (see store/recipes.py)."""
+        return self.xet_dir / "pulled" / f"{validate_etag(sha256)}.json"
 
     # -- refs --------------------------------------------------------------
     def write_ref(self, ref: RepoRef, name: str, commit: str) -> None:

@@ -84,11 +84,12 @@ class Conn:
             return False
         return int.from_bytes(waiting, sys.byteorder) > 0
 
-    def decrypt(self, buf: memoryview, want: int) -> tuple[int, bool]:
+    def read_into(self, buf: memoryview, want: int) -> tuple[int, bool]:
         """Up to ``want`` body bytes into ``buf``: -1 when none is ready, 0 at
         the end of the stream; and whether OpenSSL holds more, already
         decrypted (one TLS record per read: read on until the socket has no
-        more, or ``want`` is reached)."""
+        more, or ``want`` is reached). Plain sockets too, for bodies that are
+        decoded rather than spliced."""
         sock = self.sock
         got = 0
         try:
@@ -97,12 +98,12 @@ class Conn:
                 if n == 0:
                     break
                 got += n
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             if got == 0:
                 return -1, False
         except ssl.SSLZeroReturnError:
             pass
-        return got, bool(got and sock.pending())  # type: ignore[attr-defined]
+        return got, bool(got and self.tls and sock.pending())  # type: ignore[attr-defined]
 
 
 class Pool:

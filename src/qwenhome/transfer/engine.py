@@ -133,6 +133,8 @@ class TransferEngine:
             helpers += [threading.Thread(target=lp.run, daemon=True, name=f"qh-loop-{lp.index}") for lp in loops]
             helpers += [threading.Thread(target=run.hasher.worker, daemon=True, name=f"qh-hash-{i}")
                         for i in range(HASH_THREADS)]
+        if run.xet is not None:
+            helpers += run.xet.threads()
         for t in helpers:
             t.start()
         run.launch()
@@ -148,7 +150,8 @@ class TransferEngine:
             for f in files:
                 f.dest.close()
         elapsed = max(1e-9, self.clock() - t_start)
-        self.stats = {"bytes": state.received, "seconds": elapsed, "connections": state.ctl.target,
+        self.stats = {"bytes": state.received, "seconds": elapsed,
+                      "xet_bytes": sum(f.job.xet.xet_bytes for f in files if f.job.xet is not None), "connections": state.ctl.target,
                       "chunk": state.ctl.sizer.chunk, "threaded_files": sum(1 for f in files if f.slow),
                       "loop_reads": sum(lp.reads for lp in loops), "request_ms": round(state.ctl.sizer.ttfb * 1000)}
         if state.fatal is not None:
@@ -169,6 +172,13 @@ class TransferEngine:
             f.slow = not (loop_on and self.http.direct(f.url()))
         state.sched.add(files)
         state.loop_on = loop_on and bool(state.sched.fast)
+        if any(f.job.xet is not None for f in files):
+            from .xetrun import XetRun  # (the Xet format loads numpy and lz4: only for Xet files)
+
+            run.xet = XetRun(state, run.hasher, Retries(cfg.max_retries, cfg.backoff), direct=self.http.direct,
+                             start_workers=run.start_workers)
+            with state.lock:
+                run.xet.begin()
         if not cfg.connections:
             todo = sum(f.left() for f in files)
             controller.begin(initial_connections(controller.steps, todo, len(files)))

@@ -157,7 +157,7 @@ class IoLoop:
                 self._fail(r, translate(exc, url))
                 return
         token = token_for(cand.source.token, cand.source.url, url)
-        headers = request_headers(e.http.user_agent, token, range_headers(r.cur, r.end, f.validator))
+        headers = request_headers(e.http.user_agent, token, range_headers(f.base + r.cur, f.base + r.end, f.validator))
         conn.r, conn.url, conn.out = r, url, request_head("GET", request_target(url), origin.authority, headers)
         conn.last = conn.sent = now
         conn.head.clear()
@@ -286,8 +286,8 @@ class IoLoop:
             self._finish_range(conn, r, early=True)
             return
         want = min(_SLICE, conn.left, end - pos)
-        if conn.tls:
-            moved, more = conn.decrypt(self.buf, want)
+        if conn.tls or not f.dest.spliceable:
+            moved, more = conn.read_into(self.buf, want)
             if moved < 0:
                 return
             if more:
@@ -369,10 +369,12 @@ def _status_error(f: Item, url: str, head: Head, body: bytes) -> QwenhomeError:
 def _fits(head: Head, r: Span) -> bool:
     """Whether the body that follows ``head`` is exactly ``r``'s rest: a 206
     for it with a length, or a 200 of the whole item when ``r`` is all of it."""
-    size, length = r.item.size, head.length
+    item = r.item
+    size, length = item.size, head.length
     if length is None or "chunked" in (head.get("transfer-encoding") or "").lower():
         return False
     if head.status == 206:
         cr = ContentRange.parse(head.get("content-range"))
-        return cr is not None and cr.first == r.cur and cr.total == size and cr.length == length
-    return head.status == 200 and r.cur == 0 and r.end == size and length == size
+        return (cr is not None and cr.first == item.base + r.cur and cr.length == length
+                and (cr.total == size or not item.whole))
+    return head.status == 200 and item.whole and r.cur == 0 and r.end == size and length == size

@@ -13,15 +13,19 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError
 from ..repo.hashing import Verifier
 from .partmap import Intervals
 from .sizing import KiB, MiB
 from .work import Candidate, Destination, Item, Span
+
+if TYPE_CHECKING:  # (the Xet side is loaded only for a pull with Xet files)
+    from .xetjob import XetJob
 
 # Fault the mapped pages in one go (they are in the page cache: just written).
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
@@ -38,6 +42,7 @@ class FileJob:
     blob_id: str | None
     candidates: list[Candidate]
     partial: Path
+    xet: XetJob | None = None  # its bytes may also come through Xet (xorb ranges, local chunks)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -52,6 +57,7 @@ class FileState(Item):
     hashing: bool = False  # the hash claim: one thread at a time feeds the verifier
     unmapped: bool = False  # verified: its part map is gone and must not be written again
     dirty_since: float = 0.0  # when its part map last became out of date
+    held_ranges: list[tuple[int, int]] = field(default_factory=list)  # what its Xet side fills (see held)
 
     @classmethod
     def of(cls, job: FileJob, done: Intervals, validator: str | None) -> FileState:
@@ -68,6 +74,17 @@ class FileState(Item):
         if span.cur >= span.end:
             self.failures = 0  # a whole span came: the source works
         return grows_prefix and self.claim_hash()
+
+    def land(self, start: int, end: int) -> tuple[int, bool]:
+        """Bytes ``[start, end)`` reached the file some other way than one of
+        its spans (decoded from xorbs, copied from a local file): how many
+        were new, and whether the caller now holds the hash claim."""
+        grows_prefix = start <= self.done.prefix()
+        added = self.done.add_new(start, end)
+        return added, grows_prefix and added > 0 and self.claim_hash()
+
+    def held(self) -> Iterable[tuple[int, int]]:
+        return self.held_ranges
 
     def complete(self) -> bool:
         return self.size == 0 or self.done.covers(0, self.size)

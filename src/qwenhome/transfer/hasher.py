@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import QwenhomeError
+from ..errors import IntegrityError
 from ..progress import FILE_DONE, RETRY
 from ..repo.hashing import Verifier
 from ..store.cache import translate_os_error
@@ -122,7 +122,7 @@ class Hasher:
             s.settle(f, Status.VERIFIED)
         s.emit(FILE_DONE, f, f.size, f.size)
 
-    def _refetch(self, f: FileState, err: QwenhomeError) -> None:
+    def _refetch(self, f: FileState, err: IntegrityError) -> None:
         """``f``'s bytes failed verification: fetch it again, from another
         source when there is one (the one that served them is left for the run)."""
         s = self.s
@@ -135,6 +135,9 @@ class Hasher:
                 s.fatal = translate_os_error(exc, f.job.partial)
             s.maps.dirty.add(f)
             s.sched.requeue(f)
+            if s.on_discard(f, err):
+                s.work.notify_all()
+                return
             src = f.candidate().source
             s.emit(RETRY, f, message=f"{err.code} from {src.label}; refetching")
             has_other = any(c.source.name not in s.bad_sources and c.source.name != src.name

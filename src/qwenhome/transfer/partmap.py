@@ -39,6 +39,16 @@ class Intervals:
         self.starts[i:j] = [start]
         self.ends[i:j] = [end]
 
+    def add_new(self, start: int, end: int) -> int:
+        """:meth:`add`, returning how many of the bytes were not covered yet."""
+        if end <= start:
+            return 0
+        i = bisect.bisect_left(self.ends, start)
+        j = bisect.bisect_right(self.starts, end)
+        known = sum(max(0, min(e, end) - max(s, start)) for s, e in zip(self.starts[i:j], self.ends[i:j], strict=True))
+        self.add(start, end)
+        return end - start - known
+
     def prefix(self) -> int:
         """Length of the covered prefix starting at 0."""
         return self.ends[0] if self.starts and self.starts[0] == 0 else 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, cast
 
-from ..errors import DiskFullError, QwenhomeError, StoreError
+from ..errors import IntegrityError, QwenhomeError, StoreError
 from ..progress import RETRY
 from .failover import Retries, retry_delay
 from .files import FileState
@@ -23,6 +23,8 @@ from .workers import Workers
 
 if TYPE_CHECKING:
     from ..net import HttpClient
+    from .xetrun import XetRun
+    from .xorbs import XorbItem
 
 
 ACTIVE = Status.ACTIVE
@@ -46,6 +48,7 @@ class Run:
         self._retries = retries
         self._workers = Workers(self)
         self._threads: list[threading.Thread] = []
+        self.xet: XetRun | None = None  # the Xet side, when a file may come through xorbs (the engine sets it)
 
     # -- the engine's side --------------------------------------------------------------
     def tick(self, seconds: float, cancel: threading.Event | None) -> tuple[float, int, int, int] | None:
@@ -70,17 +73,18 @@ class Run:
         with s.lock:
             if s.ctl.observe(now, s.received, waited, len(s.sched.inflight), loops if s.loop_on else 0):
                 s.park.notify_all()
-                self._start_workers()
+                self.start_workers()
 
     def in_progress(self) -> dict[Item, tuple[int, int]]:
         """The items with spans under way: (bytes on disk, size)."""
         with self.s.lock:
-            return {sp.item: (sp.item.done.covered(), sp.item.size) for sp in self.s.sched.inflight}
+            items = {sp.item.parent or sp.item for sp in self.s.sched.inflight}
+            return {item: (item.done.covered(), item.size) for item in items}
 
     def launch(self) -> None:
         """Start the worker threads the run needs now."""
         with self.s.lock:
-            self._start_workers()
+            self.start_workers()
 
     def end(self, exc: BaseException) -> list[threading.Thread]:
         """The run is over: ``exc`` unless it ended otherwise; everyone looks.
@@ -92,12 +96,12 @@ class Run:
             s.wake_all()
             return list(self._threads)
 
-    def _start_workers(self) -> None:
+    def start_workers(self) -> None:
         """Start threads up to the target (under the lock); they are never more
         than the connections in use, so idle capacity costs nothing. With the
         event loops on, threads serve only the files they handed over."""
         s = self.s
-        if s.loop_on and not any(f.slow and f.active for f in s.files):
+        if s.loop_on and not s.sched.slow and not any(f.slow and f.active for f in s.files):
             return
         while len(self._threads) < s.ctl.target:
             t = threading.Thread(target=self._workers.run, args=(len(self._threads),), daemon=True,
@@ -108,7 +112,7 @@ class Run:
     def _make_slow(self, item: Item) -> None:
         """Hand ``item`` to the worker threads for the rest of the run (under the lock)."""
         if self.s.sched.make_slow(item):
-            self._start_workers()
+            self.start_workers()
             self.s.work.notify_all()
 
     # -- work ------------------------------------------------------------------------------
@@ -176,7 +180,9 @@ class Run:
 
     def record(self, span: Span, pos: int, n: int, *, queue_hash: bool) -> tuple[bool, int, int] | None:
         s = self.s
-        f = cast(FileState, span.item)  # a run's items are its files
+        if span.item.decoded:
+            return self._record_decoded(span, pos, n, queue_hash)
+        f = cast(FileState, span.item)  # the item is a file
         with s.lock:
             if span.gen != f.gen:
                 return None
@@ -191,8 +197,36 @@ class Run:
                 claimed = False
             return claimed, span.cur, span.end
 
+    def _record_decoded(self, span: Span, pos: int, n: int, queue_hash: bool) -> tuple[bool, int, int] | None:
+        """``record`` for an item decoded into a file (a xorb range): the raw
+        bytes count as received, the file bytes they made as on disk."""
+        s = self.s
+        x = cast("XorbItem", span.item)
+        f = x.file
+        with s.lock:
+            if span.gen != x.gen or not x.current:
+                return None
+            span.cur = pos + n
+            s.received += n
+            claimed = False
+            added = 0
+            for a, b in x.land():
+                new, c = f.land(a, b)
+                added += new
+                claimed = claimed or c
+            if added:
+                s.done_bytes += added
+                if s.maps.touched(f, added):
+                    s.sup.notify()
+            if span.cur >= span.end and self.xet is not None:
+                self.xet.finished(x)
+            if claimed and queue_hash:
+                self.hasher.queue(f)
+                claimed = False
+            return claimed, span.cur, span.end
+
     def hash_claimed(self, item: Item) -> None:
-        self.hasher.hash_claimed(cast(FileState, item))
+        self.hasher.hash_claimed(cast(FileState, item.parent or item))
 
     def hash_behind(self) -> bool:
         return self.hasher.behind
@@ -246,12 +280,17 @@ class Run:
         item = span.item
         with s.lock:
             s.sched.drop(span)
-            if isinstance(exc, DiskFullError | StoreError) or not isinstance(exc, QwenhomeError):
+            # The home failing ends the run; bytes failing a check (a corrupt
+            # xorb range) are fetched again like any transient failure.
+            if (isinstance(exc, StoreError) and not isinstance(exc, IntegrityError)) or not isinstance(exc, QwenhomeError):
                 if s.fatal is None:
                     s.fatal = exc
                 s.wake_all()
                 return
             if not span.current or not item.active:
+                return
+            if item.decoded and self.xet is not None:
+                self.xet.failed(cast("XorbItem", item), span, exc)
                 return
             s.sched.requeue(item)
             if span.cand != item.cand:

@@ -167,16 +167,18 @@ class Scheduler:
 
     def _carve(self, item: Item, now: float) -> Span | None:
         size = item.size
-        if size == 0 or (item.no_ranges and item.inflight):
+        if size == 0 or (item.one_span and item.inflight):
             return None
         busy = Intervals(list(item.done.starts), list(item.done.ends))
         for s in item.inflight:
             busy.add(s.start, s.end)
+        for a, b in item.held():
+            busy.add(a, b)
         gap = busy.first_gap(0, size)
         if gap is None:
             return None
         start, end = gap
-        if not item.no_ranges:
+        if not item.one_span:
             chunk = self.sizer.next_size(self._left(), self._connections())
             end = min(end, start + chunk)
             if 0 < size - end < chunk // 4 and gap[1] == size:
@@ -199,7 +201,7 @@ class Scheduler:
         best: Span | None = None
         for s in self.inflight:
             item = s.item
-            if (item.slow != slow or item.no_ranges or s.cur != item.done.prefix() or now - s.t0 < BOOST_AGE
+            if (item.slow != slow or item.one_span or s.cur != item.done.prefix() or now - s.t0 < BOOST_AGE
                     or s.end - s.cur < 2 * self.splits.steal_min
                     or item.done.covered() - s.cur < self.splits.hash_lag):
                 continue
@@ -236,7 +238,7 @@ class Scheduler:
         best_left = 0
         for s in self.inflight:
             left = s.end - s.cur
-            if (left < 2 * self.splits.steal_min or left <= best_left or s.item.no_ranges
+            if (left < 2 * self.splits.steal_min or left <= best_left or s.item.one_span
                     or s.item.slow != slow):
                 continue
             elapsed = now - s.t0

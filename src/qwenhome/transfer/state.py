@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import EXIT_INTERRUPTED, QwenhomeError
+from ..errors import EXIT_INTERRUPTED, IntegrityError, QwenhomeError
 from ..progress import FILE_ERROR, FILE_START, SOURCE, ProgressEvent
 from .controller import Controller
 from .failover import next_candidate
@@ -58,6 +58,10 @@ class State:
         self.maps = PartMaps(lock, clock, saving)
         # Sources that served bytes failing verification: left for the rest of the run.
         self.bad_sources: set[str] = set() if bad_sources is None else bad_sources
+        # The Xet side's hooks (xetrun.py): a file settled; a file's bytes
+        # failed verification (True: the Xet side took the verdict). Under the lock.
+        self.on_settle: Callable[[FileState], None] = lambda _f: None
+        self.on_discard: Callable[[FileState, IntegrityError], bool] = lambda _f, _e: False
 
     @property
     def stopped(self) -> bool:
@@ -69,6 +73,11 @@ class State:
         self._emit(ProgressEvent(kind, self.repo, item.name, done, total, message=message))
 
     def _started(self, item: Item) -> None:
+        if item.parent is not None:  # a part of a file (a xorb range): the file starts once
+            item = item.parent
+            if item.started:
+                return
+            item.started = True
         self.emit(FILE_START, item, item.done.covered(), item.size)
 
     def wake_all(self) -> None:
@@ -88,6 +97,7 @@ class State:
         f.status = status
         self.active -= 1
         self.sched.cancel(f)
+        self.on_settle(f)
         if status is Status.VERIFIED:
             self.files_done += 1
         if not self.active:

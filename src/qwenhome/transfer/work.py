@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import ClassVar
 
 from ..config import Source
 from ..errors import DiskFullError, QwenhomeError
@@ -43,6 +45,10 @@ class Destination:
     """Where an item's bytes go: its byte ``pos`` lands at ``offset + pos`` of
     the file at ``path``, opened on first use and closed when the item is
     finished (bounded open files)."""
+
+    # The loops may splice a body into ``fd`` (a sink that decodes what it is
+    # given says False: its bytes go through a buffer and :meth:`write`).
+    spliceable: ClassVar[bool] = True
 
     path: Path
     offset: int = 0
@@ -87,10 +93,15 @@ class Destination:
 class Item:
     """Bytes to fetch: ``size`` of them from ``candidates[cand]`` into ``dest``."""
 
+    # Its bytes are decoded into another item (a file) rather than being its
+    # own: the run records and hashes them there (see the Xet items).
+    decoded: ClassVar[bool] = False
+
     name: str  # what messages call it (a file's path in its repository)
     size: int
     candidates: list[Candidate]
     dest: Destination
+    parent: Item | None = None  # the item its bytes become part of (a xorb range's file): progress names that
     done: Intervals = field(default_factory=Intervals)  # on disk
     validator: str | None = None  # the source's strong ETag: If-Range keeps ranges of one content
     cand: int = 0
@@ -100,6 +111,11 @@ class Item:
     ready_at: float = 0.0  # backing off until then
     gen: int = 0  # bumped when its bytes are thrown away: older spans are stale
     no_ranges: bool = False  # the source ignores ranges: one span, the whole item
+    # Byte 0 of the item is byte ``base`` of what its URL serves; ``whole``:
+    # the item is all of it (a 206's total is its size, a 200 may carry it).
+    base: int = 0
+    whole: bool = True
+    splittable: bool = True  # False: one span at a time, from the first byte not on disk to the end
     status: Status = Status.ACTIVE
     error: QwenhomeError | None = None
     started: bool = False
@@ -112,6 +128,17 @@ class Item:
     @property
     def active(self) -> bool:
         return self.status is Status.ACTIVE
+
+    @property
+    def one_span(self) -> bool:
+        """One span at a time, never split or stolen from: the source ignores
+        ranges, or the bytes must come in order (a run of xorb chunks)."""
+        return self.no_ranges or not self.splittable
+
+    def held(self) -> Iterable[tuple[int, int]]:
+        """Ranges ``[start, end)`` of the item that other items are fetching
+        (a file's ranges its Xet items fill): not carved from it."""
+        return ()
 
     def candidate(self) -> Candidate:
         return self.candidates[self.cand]

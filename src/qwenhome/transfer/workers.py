@@ -79,7 +79,7 @@ class Workers:
         f = r.item
         cand, url = f.send(r)  # (a failover may have come since the cut)
         token = token_for(cand.source.token, cand.source.url, url)
-        headers = range_headers(r.start, r.end, f.validator)
+        headers = range_headers(f.base + r.start, f.base + r.end, f.validator)
         resp = e.http.open("GET", url, headers=headers, token=token, read_timeout=e.stall_timeout)
         try:
             self._check_response(r, resp, url)
@@ -102,15 +102,18 @@ class Workers:
             cr = ContentRange.parse(value)
             if cr is None:
                 raise ProtocolError(f"bad Content-Range {value!r} from {url}", code="bad-response")
-            if cr.total != size:
+            if cr.total != size and f.whole:
                 raise ProtocolError(
                     f"{f.name}: source says {cr.total} bytes, metadata says {size}",
                     code="size-mismatch",
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
-            if cr.first != r.start:
+            if cr.first != f.base + r.start:
                 raise ProtocolError(f"range mismatch from {url}", code="bad-response")
             return
+        if resp.status == 200 and not f.whole:
+            raise ProtocolError(f"{f.name}: the server ignored the range asked of {Origin.of(url).authority}",
+                                code="bad-response")
         if resp.status == 200:
             length = resp.header("Content-Length")
             if length is not None and parse_count(length) != size:
@@ -137,7 +140,7 @@ class Workers:
         e = self.e
         f = r.item
         dest = f.dest
-        pipe = self._pipe() if e.splice and self.splice_ok and resp.can_splice() else None
+        pipe = self._pipe() if e.splice and self.splice_ok and dest.spliceable and resp.can_splice() else None
         mv = self._buffer() if pipe is None else None
         gen = r.gen
         _, pos, end = e.bounds(r)

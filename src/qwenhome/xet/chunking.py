@@ -34,10 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from .gear import GEAR_TABLE
+from .limits import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, TARGET_CHUNK_SIZE
 
-MIN_CHUNK_SIZE = 8 * 1024
-TARGET_CHUNK_SIZE = 64 * 1024
-MAX_CHUNK_SIZE = 128 * 1024
+__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "TARGET_CHUNK_SIZE", "Chunker", "chunk_lengths", "iter_chunks"]
 # 16 one-bits at the top: a boundary every 2^16 bytes on average, after the minimum.
 BOUNDARY_MASK = 0xFFFF_0000_0000_0000
 WINDOW = 64  # bytes that influence h at any position

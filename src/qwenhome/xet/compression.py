@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 
 import lz4.frame
-import numpy as np
 
 from .errors import XetCorruptError
 
@@ -39,11 +38,15 @@ class Policy(enum.Enum):
 
 
 def bg4_split(data: bytes | bytearray | memoryview) -> bytes:
+    import numpy as np  # (here: a client that meets no BG4 chunk never loads it)
+
     a = np.frombuffer(data, dtype=np.uint8)
     return b"".join(a[k::4].tobytes() for k in range(4))
 
 
 def bg4_regroup(data: bytes | bytearray | memoryview) -> bytes:
+    import numpy as np
+
     a = np.frombuffer(data, dtype=np.uint8)
     n = len(a)
     out = np.empty(n, dtype=np.uint8)

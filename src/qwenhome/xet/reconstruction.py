@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _validate as v
-from .chunking import MAX_CHUNK_SIZE
 from .errors import XetAnswerError
+from .limits import MAX_CHUNK_SIZE
 from .xorb import HEADER_LEN
 
 CODE = "xet-bad-reconstruction"

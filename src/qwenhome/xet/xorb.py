@@ -25,10 +25,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chunking import MAX_CHUNK_SIZE
 from .compression import Policy, Scheme, choose_and_compress, decompress
 from .errors import XetAnswerError, XetCorruptError
 from .hashes import chunk_hash, hash_to_hex, hex_to_hash, xorb_hash
+from .limits import MAX_CHUNK_SIZE
 
 HEADER_LEN = 8
 CHUNK_VERSION = 0

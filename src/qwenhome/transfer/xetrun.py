@@ -1,0 +1,402 @@
+"""The Xet side of a run: which bytes of a file come through xorbs, local
+copies of chunks the home holds, and the verdicts on Xet failures.
+
+A Xet file's bytes come from three places, and its part map records what is
+on disk whichever way it came:
+
+- **local chunks** (:class:`~.xetjob.Copy`): ranges another blob of the home
+  holds, copied by ``copy_file_range`` (a reflink where the filesystem has
+  one) in a thread of their own;
+- **xorb ranges** (:class:`~.xorbs.XorbItem`): the rest is cut into pieces;
+  a planner thread asks the reconstruction of each piece (fresh signed URLs)
+  and queues its xorb ranges as work items;
+- **the file's own candidates** (the resolve bridge, mirrors, ModelScope):
+  the file item carves only what its Xet side does not hold
+  (:meth:`~.files.FileState.held`), so when Xet gives up on a file, its
+  remaining bytes go there at once, keeping what is on disk.
+
+Xet gives up on a file when its hosts do not resolve or connect (at once,
+for every file of the pull), when it fails ``max_retries`` rounds in a row,
+or when fresh URLs are refused again. Methods marked "under the lock" expect
+the caller to hold the run's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import AuthError, ConnectError, IntegrityError, QwenhomeError, RemoteError
+from ..progress import RETRY, SOURCE
+from .failover import Retries, retry_delay
+from .files import FileState
+from .hasher import Hasher
+from .localcopy import Copier
+from .partmap import Intervals
+from .sizing import MiB
+from .state import State
+from .work import Span, Status
+from .xetjob import Copy, XetJob
+from .xorbs import Plan, XorbItem, plan_items, spans_of
+
+log = logging.getLogger(__name__)
+
+PLANNERS = 8  # threads asking reconstructions: each waits a round trip (and the CAS); 8 x 8 MiB pieces at 200 ms is 330 MB/s
+# File bytes per reconstruction asked: enough xorb ranges for the connections
+# a pull runs (about 64 pieces of what is to fetch), not a request per chunk.
+PIECE_MIN, PIECE_MAX, PIECES = 8 * MiB, 64 * MiB, 64
+LOOKAHEAD = 32  # xorb ranges queued beyond the connection target before more are planned
+MAX_REPLANS = 3  # fresh URLs refused again, in a row: Xet gives up on the file
+MAX_ROUNDS = 3  # reconstructions that left bytes unfilled, in a row
+# Files whose pieces are fetched side by side, front to back: each file's
+# sha256 follows its written prefix, and the engine's two hash threads hash
+# two files at once (file after file left the last one's hash for the end).
+LANES = 2
+
+
+def _status(exc: QwenhomeError) -> int:
+    status = exc.context.get("status")
+    return status if isinstance(status, int) else 0
+
+
+def unreachable(exc: BaseException) -> bool:
+    """A Xet host that does not resolve, connect or speak TLS: no use waiting for it."""
+    return isinstance(exc, ConnectError)
+
+
+def refused(exc: BaseException) -> bool:
+    """A signed URL refused: expired, or a range outside what it signs."""
+    return isinstance(exc, AuthError) or (isinstance(exc, RemoteError) and _status(exc) in (403, 404, 410))
+
+
+@dataclass(eq=False)
+class _Piece:
+    """File bytes ``[start, end)`` whose reconstruction is to be asked."""
+
+    start: int
+    end: int
+    replans: int = 0  # fresh URLs its bytes were refused in a row, for the items it makes
+    ready_at: float = 0.0
+
+
+@dataclass(eq=False)
+class XetFile:
+    f: FileState
+    job: XetJob
+    items: set[XorbItem] = field(default_factory=set)
+    planning: list[_Piece] = field(default_factory=list)  # pieces asked or to ask
+    copying: list[tuple[int, int]] = field(default_factory=list)  # local copies not made yet
+    gave_up: bool = False
+    rounds: int = 0  # reconstructions that left bytes unfilled, in a row
+    failures: int = 0  # failed reconstructions, in a row
+
+    def held(self) -> list[tuple[int, int]]:
+        return spans_of(self.items) + [(p.start, p.end) for p in self.planning] + self.copying
+
+
+
+def _interleave(pieces: deque[tuple[XetFile, _Piece]], lanes: int) -> deque[tuple[XetFile, _Piece]]:
+    """The pieces of ``lanes`` files at a time, in turn, each file's in order."""
+    queues: dict[XetFile, deque[tuple[XetFile, _Piece]]] = {}
+    for xf, piece in pieces:
+        queues.setdefault(xf, deque()).append((xf, piece))
+    waiting = deque(queues.values())
+    active = [waiting.popleft() for _ in range(min(lanes, len(waiting)))]
+    out: deque[tuple[XetFile, _Piece]] = deque()
+    while active:
+        for q in list(active):
+            out.append(q.popleft())
+            if not q:
+                active.remove(q)
+                if waiting:
+                    active.append(waiting.popleft())
+    return out
+
+class XetRun:
+    def __init__(self, state: State, hasher: Hasher, retries: Retries, *, direct: Callable[[str], bool],
+                 start_workers: Callable[[], None]) -> None:
+        self.s = state
+        self.hasher = hasher
+        self.retries = retries
+        self.direct = direct
+        self.start_workers = start_workers
+        self.files: dict[FileState, XetFile] = {}
+        self._pieces: deque[tuple[XetFile, _Piece]] = deque()  # (in xf.planning while wanted)
+        self._planned = threading.Condition(state.lock)  # planners: a piece to ask, or room to queue
+        state.on_settle = self.settled
+        state.on_discard = self.discarded
+
+    # -- the start -----------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Plan every Xet file of the run (under the lock): local copies of
+        what the home holds, pieces for the rest."""
+        for f in self.s.files:
+            job = f.job.xet
+            if job is None or not f.active:
+                continue
+            xf = XetFile(f, job)
+            self.files[f] = xf
+            for c in job.copies:
+                if not f.done.covers(c.offset, c.offset + c.length):
+                    xf.copying.append((c.offset, c.offset + c.length))
+            self._plan(xf, self._gaps(f, 0, f.size, xf.copying))
+        self._pieces = _interleave(self._pieces, LANES)
+
+    def threads(self) -> list[threading.Thread]:
+        out = [threading.Thread(target=self._planner, daemon=True, name=f"qh-xet-{i}")
+               for i in range(min(PLANNERS, max(1, len(self._pieces))))]
+        copying = [xf.f for xf in self.files.values() if xf.copying]
+        if copying:
+            out.append(threading.Thread(target=Copier(self.s, self, copying).run, daemon=True, name="qh-copy"))
+        return out
+
+    def _gaps(self, f: FileState, start: int, end: int,
+              minus: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+        """File bytes of ``[start, end)`` neither on disk, nor being fetched, nor in ``minus``."""
+        busy = Intervals(list(f.done.starts), list(f.done.ends))
+        for sp in f.inflight:
+            busy.add(sp.start, sp.end)
+        for a, b in minus or ():
+            busy.add(a, b)
+        out = []
+        pos = start
+        while (gap := busy.first_gap(pos, end)) is not None:
+            out.append(gap)
+            pos = gap[1]
+        return out
+
+    def _plan(self, xf: XetFile, ranges: list[tuple[int, int]], replans: int = 0) -> None:
+        """Queue ``ranges`` of the file as pieces to reconstruct (under the lock)."""
+        todo = sum(b - a for a, b in ranges)
+        size = min(PIECE_MAX, max(PIECE_MIN, todo // PIECES))
+        for a, b in ranges:
+            for start in range(a, b, size):
+                piece = _Piece(start, min(b, start + size), replans)
+                xf.planning.append(piece)
+                self._pieces.append((xf, piece))
+        self._held(xf)
+        self._planned.notify_all()
+
+    def _held(self, xf: XetFile) -> None:
+        """The file item's carve skips what its Xet side holds; what it
+        releases is the file item's to fetch (under the lock)."""
+        f = xf.f
+        f.held_ranges = [] if xf.gave_up and not xf.copying else xf.held()
+        self.s.sched.requeue(f)
+
+    # -- the planners ----------------------------------------------------------------------------
+    def _planner(self) -> None:
+        while True:
+            got = self._next_piece()
+            if got is None:
+                return
+            xf, piece = got
+            try:
+                answer = xf.job.ask((piece.start, piece.end))
+                plans = plan_items(answer, piece.start, xf.f.size)
+            except QwenhomeError as exc:
+                with self.s.lock:
+                    self._plan_failed(xf, piece, exc)
+                continue
+            except Exception as exc:  # a bug: the run must end, not hang
+                self.s.abort(exc)
+                return
+            with self.s.lock:
+                self._queue_items(xf, piece, plans)
+
+    def _next_piece(self) -> tuple[XetFile, _Piece] | None:
+        """The next piece to ask once it is due and the queues have room; None: stop."""
+        s = self.s
+        with s.lock:
+            while True:
+                if s.stopped:
+                    return None
+                now = s.clock()
+                if len(s.sched.fast) + len(s.sched.slow) < LOOKAHEAD + s.ctl.target:
+                    for xf, piece in list(self._pieces):
+                        if piece not in xf.planning or not xf.f.active:
+                            self._pieces.remove((xf, piece))  # dropped meanwhile
+                        elif piece.ready_at <= now:
+                            self._pieces.remove((xf, piece))
+                            return xf, piece
+                self._planned.wait(0.1)
+
+    def _queue_items(self, xf: XetFile, piece: _Piece, plans: list[Plan]) -> None:
+        """A piece's reconstruction came: its xorb ranges join the queues (under the lock)."""
+        if piece not in xf.planning:
+            return  # dropped meanwhile (the file is done, fetched again, or left Xet)
+        xf.planning.remove(piece)
+        xf.failures = 0
+        items = []
+        for plan in plans:
+            x = XorbItem.of(xf.f, plan, xf.job.source, xf.job.learned, replans=piece.replans)
+            x.slow = not (self.s.loop_on and self.direct(plan.url))
+            items.append(x)
+        xf.items.update(items)
+        self.s.sched.add(items)
+        self._held(xf)
+        self.s.work.notify_all()
+        if any(x.slow for x in items):
+            self.start_workers()
+        if not items:
+            self._check_idle(xf)
+
+    def _plan_failed(self, xf: XetFile, piece: _Piece, exc: QwenhomeError) -> None:
+        """A reconstruction failed (under the lock): back off, or give up on Xet for the file."""
+        if piece not in xf.planning:
+            return
+        xf.failures += 1
+        if exc.transient and not unreachable(exc) and xf.failures <= self.retries.max_retries:
+            ra = exc.context.get("retry_after")
+            delay = self.retries.backoff.delay(xf.failures, ra if isinstance(ra, float | int) else None)
+            piece.ready_at = self.s.clock() + delay
+            self._pieces.append((xf, piece))
+            self.s.emit(RETRY, xf.f, message=f"xet: {exc.code}; retry in {delay:.1f}s")
+            return
+        self.give_up(xf, exc, everywhere=unreachable(exc))
+
+    # -- items ---------------------------------------------------------------------------------------
+    def finished(self, x: XorbItem) -> None:
+        """``x`` decoded to its end (under the lock)."""
+        xf = self.files[x.file]
+        x.status = Status.VERIFIED
+        x.failures = 0
+        self.s.sched.cancel(x)
+        xf.items.discard(x)
+        xf.job.xet_bytes += x.size
+        self._held(xf)
+        self._check_idle(xf)
+
+    def failed(self, x: XorbItem, span: Span, exc: QwenhomeError) -> None:
+        """A span of ``x`` failed (under the lock; the span is dropped)."""
+        xf = self.files[x.file]
+        if xf.gave_up or not x.current:
+            return
+        if unreachable(exc):
+            self.give_up(xf, exc, everywhere=True)
+        elif refused(exc):
+            self._replan(xf, x, exc)
+        elif exc.transient:
+            self.s.sched.requeue(x)
+            delay = retry_delay(x, span, exc, self.s.clock(), self.retries)
+            if delay is None:
+                self.give_up(xf, exc)
+            else:
+                self.s.emit(RETRY, x.file, message=f"xet: {exc.code}: {exc.message}; retry in {delay:.1f}s")
+        else:
+            self.give_up(xf, exc)
+
+    def _replan(self, xf: XetFile, x: XorbItem, exc: QwenhomeError) -> None:
+        """``x``'s URL was refused (expired, or a range it does not sign):
+        fresh URLs for what it has left (under the lock)."""
+        replans = x.replans + 1 if x.done.covered() == 0 else 1
+        if replans > MAX_REPLANS:
+            self.give_up(xf, exc)
+            return
+        x.status = Status.FAILED
+        self.s.sched.cancel(x)
+        xf.items.discard(x)
+        f = xf.f
+        left = self._gaps(f, *x.extent, [r for other in xf.items for r in [other.extent]])
+        self.s.emit(RETRY, f, message=f"xet: {exc.code}: asking fresh URLs")
+        if left:
+            self._plan(xf, left, replans)
+        else:
+            self._held(xf)
+            self._check_idle(xf)
+
+    def _check_idle(self, xf: XetFile) -> None:
+        """With nothing under way, what the reconstructions left unfilled is
+        asked again, a few rounds at most (under the lock)."""
+        if xf.gave_up or xf.items or xf.planning or xf.copying or not xf.f.active:
+            return
+        gaps = self._gaps(xf.f, 0, xf.f.size)
+        if not gaps:
+            xf.rounds = 0
+            return
+        xf.rounds += 1
+        if xf.rounds > MAX_ROUNDS:
+            self.give_up(xf, IntegrityError(f"{xf.f.name}: the Xet reconstructions leave bytes unfilled",
+                                            code="xet-incomplete"))
+        else:
+            self._plan(xf, gaps)
+
+    def give_up(self, xf: XetFile, exc: QwenhomeError, everywhere: bool = False) -> None:
+        """Xet serves this file no more (with ``everywhere``, no file of the
+        run: its hosts are unreachable); its other candidates take what is
+        left, keeping what is on disk (under the lock)."""
+        for other in list(self.files.values()) if everywhere else [xf]:
+            if other.gave_up or not other.f.active:
+                continue
+            other.gave_up = True
+            self._drop_items(other)
+            self._held(other)
+            self.s.emit(SOURCE, other.f, message=f"xet: {exc.code}: {exc.message}; the rest from "
+                                                 f"{other.f.candidate().source.label}")
+        self.s.work.notify_all()
+
+    def _drop_items(self, xf: XetFile) -> None:
+        for x in xf.items:
+            x.status = Status.FAILED
+            self.s.sched.cancel(x)
+        xf.items.clear()
+        xf.planning.clear()
+
+    # -- hooks from the run's state ---------------------------------------------------------------
+    def settled(self, f: FileState) -> None:
+        """``f`` is verified or failed: its Xet work ends (under the lock)."""
+        xf = self.files.get(f)
+        if xf is not None:
+            self._drop_items(xf)
+            xf.copying.clear()
+
+    def discarded(self, f: FileState, err: IntegrityError) -> bool:
+        """``f``'s bytes failed verification and were thrown away (under the
+        lock). True when its Xet side takes the verdict: Xet brought bytes,
+        so it fetches the file once more, or, the second time, gives up."""
+        xf = self.files.get(f)
+        if xf is None or xf.gave_up or not xf.job.xet_bytes:
+            return False
+        self._drop_items(xf)
+        xf.copying.clear()
+        xf.job.xet_bytes = 0
+        if f.integrity_failures > 1:
+            self.give_up(xf, err)
+        else:
+            self.s.emit(RETRY, f, message=f"xet: {err.code}; fetching it again")
+            self._plan(xf, [(0, f.size)])
+        return True
+
+    # -- local copies (the Copier's owner) --------------------------------------------------------
+    def copy_start(self, f: FileState, c: Copy) -> int | None:
+        with self.s.lock:
+            if (c.offset, c.offset + c.length) not in self.files[f].copying or not f.active:
+                return None
+            f.open()
+            return f.gen
+
+    def copy_done(self, f: FileState, c: Copy, gen: int, exc: OSError | None) -> None:
+        xf, rng = self.files[f], (c.offset, c.offset + c.length)
+        claimed = False
+        with self.s.lock:
+            if rng not in xf.copying or f.gen != gen:
+                return
+            xf.copying.remove(rng)
+            if exc is not None:
+                log.debug("local chunks of %s not copied from %s (%s): fetched instead", f.name, c.src, exc)
+                if not xf.gave_up:
+                    self._plan(xf, self._gaps(f, *rng))
+                else:
+                    self._held(xf)
+                return
+            added, claimed = f.land(*rng)
+            self.s.done_bytes += added
+            if self.s.maps.touched(f, added):
+                self.s.sup.notify()
+            self._held(xf)
+            self._check_idle(xf)
+        if claimed:
+            self.hasher.hash_claimed(f)

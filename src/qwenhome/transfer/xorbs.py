@@ -1,0 +1,268 @@
+"""Xet work items: a range of a xorb fetched over HTTP, whose chunks are
+decoded as they arrive and written at their offsets in a file.
+
+A :class:`XorbItem` is an :class:`~.work.Item` like any other for the
+scheduler and the I/O paths: bytes ``[0, size)`` of a signed URL's range.
+Its destination is a :class:`ChunkSink`, not a file: the bytes go through a
+buffer (never spliced), each chunk's header is checked, its payload
+decompressed, and the chunk written to every place of the file that uses it
+(a chunk may appear in several terms). The run records those places in the
+file's intervals, so the file's written prefix grows and its sha256 follows
+it as for any other bytes.
+
+A run of chunks must be read from a chunk header on: such an item is never
+split, and a failed span is asked again from the first chunk not yet written
+(the item's ``done`` is the raw prefix of whole chunks written and recorded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from ..config import Source
+from ..errors import DiskFullError
+from ..store.cache import translate_os_error
+from ..xet.compression import Scheme, decompress
+from ..xet.errors import XetAnswerError, XetCorruptError
+from ..xet.reconstruction import ReconstructionV2
+from ..xet.xorb import HEADER_LEN, ChunkHeader
+from .files import FileState
+from .work import Candidate, Destination, Item
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Chunks ``[first, end)`` of the item's xorb make ``length`` bytes of the
+    file from ``offset`` on (one term of a reconstruction)."""
+
+    first: int
+    end: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One xorb range to fetch: ``url`` with bytes ``[start, end]`` of xorb
+    ``xorb``, holding chunks ``[first, stop)``, written at ``placements``."""
+
+    xorb: str
+    url: str
+    start: int
+    end: int  # inclusive, as the reconstruction gives it
+    first: int
+    stop: int
+    placements: tuple[Placement, ...]
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+    def file_range(self) -> tuple[int, int]:
+        return (min(p.offset for p in self.placements), max(p.offset + p.length for p in self.placements))
+
+
+def plan_items(answer: ReconstructionV2, start: int, size: int) -> list[Plan]:
+    """The xorb ranges of a reconstruction answer for file bytes from
+    ``start`` on (of a file of ``size`` bytes), with where each range's chunks
+    go. Each range of a fetch entry is one item (one request, as the
+    reference client fetches them); a term lies in one range."""
+    first = start - answer.offset_into_first_range
+    if start and answer.offset_into_first_range == 0 and sum(t.unpacked_length for t in answer.terms) == size:
+        first = 0  # a server that answered the whole file, not the range asked
+    per_xorb: dict[str, list[Placement]] = {}
+    at = first
+    for t in answer.terms:
+        per_xorb.setdefault(t.hash, []).append(Placement(t.range.start, t.range.end, at, t.unpacked_length))
+        at += t.unpacked_length
+    if first < 0 or at > size:
+        # Decoded chunks are written where the answer places them: never outside the file.
+        raise XetAnswerError(f"a reconstruction of bytes from {start} places file bytes {first}-{at}, "
+                             f"outside the file's {size}")
+    plans: list[Plan] = []
+    for xorb, fetches in answer.xorbs.items():
+        placements = per_xorb.get(xorb, [])
+        for fetch in fetches:
+            for r in fetch.ranges:
+                inside = tuple(p for p in placements if r.chunks.start <= p.first and p.end <= r.chunks.end)
+                if inside:
+                    plans.append(Plan(xorb, fetch.url, r.bytes.start, r.bytes.end, r.chunks.start, r.chunks.end,
+                                      inside))
+    covered = {(x, p) for x, ps in per_xorb.items() for p in ps}
+    used = {(pl.xorb, p) for pl in plans for p in pl.placements}
+    if covered - used:
+        # A term split over two ranges (a server cutting long URLs): its
+        # chunks cannot be placed until all are decoded; not supported.
+        raise XetCorruptError("a reconstruction term spans two fetch ranges; its chunks are fetched otherwise",
+                              code="xet-unsupported")
+    return plans
+
+
+@dataclass
+class _Cursor:
+    """Where decoding stands: the raw offset of the next chunk header, that
+    chunk's index in the xorb, and each placement's bytes written so far."""
+
+    pos: int
+    chunk: int
+    acc: tuple[int, ...]
+
+
+class ChunkSink(Destination):
+    """Decodes a xorb range's bytes, fed in order from a chunk header, into a
+    file. Only the thread serving the item's one span feeds it."""
+
+    spliceable = False
+
+    def __init__(self, file: FileState, plan: Plan, learned: dict[tuple[str, int], int]) -> None:
+        super().__init__(file.dest.path)
+        self.file = file
+        self.plan = plan
+        self.learned = learned  # (xorb, chunk) -> length, for the file's recipe
+        self._carry = bytearray()
+        self._cur = _Cursor(0, plan.first, (0,) * len(plan.placements))
+        self._committed = _Cursor(0, plan.first, self._cur.acc)
+        self._landed: list[tuple[int, int]] = []
+
+    # -- the item's span -----------------------------------------------------------------
+    def open(self, size: int, fresh: bool) -> None:
+        """A span starts at the first chunk not yet recorded: decoding starts
+        there again (what was decoded past it is written again)."""
+        self.file.open()
+        self._carry.clear()
+        self._cur = _Cursor(self._committed.pos, self._committed.chunk, self._committed.acc)
+        self._landed.clear()
+
+    def close(self) -> None:
+        pass  # the file's descriptor is the file's
+
+    def commit(self) -> tuple[int, list[tuple[int, int]]]:
+        """(raw bytes of whole chunks written so far, the file ranges written
+        since the last commit), for the run to record (under its lock)."""
+        self._committed = _Cursor(self._cur.pos, self._cur.chunk, self._cur.acc)
+        landed, self._landed = self._landed, []
+        return self._cur.pos, landed
+
+    # -- decoding ---------------------------------------------------------------------------
+    def write(self, mv: memoryview, n: int, pos: int) -> None:
+        """``n`` bytes of ``mv`` at raw offset ``pos``: every chunk they
+        complete is checked, decoded and written. Raises XetCorruptError."""
+        cur = self._cur
+        if pos != cur.pos + len(self._carry):
+            raise XetCorruptError(f"xorb bytes out of order at {pos}")  # (a bug: spans come in order)
+        if self._carry:
+            self._carry += mv[:n]
+            used = self._decode(memoryview(self._carry))
+            del self._carry[:used]
+        else:
+            used = self._decode(mv[:n])
+            if used < n:
+                self._carry += mv[used:n]
+        if cur.pos + len(self._carry) == self.plan.size:
+            self._check_end()
+
+    def _decode(self, view: memoryview) -> int:
+        """Decode the whole chunks at the start of ``view``; returns the bytes used."""
+        cur, plan = self._cur, self.plan
+        off, total = 0, len(view)
+        while total - off >= HEADER_LEN:
+            head = ChunkHeader.unpack(view[off:off + HEADER_LEN])
+            end = off + HEADER_LEN + head.payload_length
+            if end > total:
+                break
+            if cur.chunk >= plan.stop:
+                raise XetCorruptError(f"xorb range holds more than its {plan.stop - plan.first} chunks")
+            payload = view[off + HEADER_LEN:end]
+            data = payload if head.scheme == Scheme.NONE else memoryview(
+                decompress(payload, head.scheme, head.length))
+            self._place(data)
+            off = end
+        cur.pos += off
+        return off
+
+    def _place(self, data: memoryview) -> None:
+        """Write chunk ``cur.chunk`` wherever the file uses it."""
+        cur, fd = self._cur, self.file.dest.fd
+        n = len(data)
+        acc = list(cur.acc)
+        for i, p in enumerate(self.plan.placements):
+            if not p.first <= cur.chunk < p.end:
+                continue
+            at = p.offset + acc[i]
+            acc[i] += n
+            if acc[i] > p.length or (cur.chunk == p.end - 1 and acc[i] != p.length):
+                raise XetCorruptError(f"xorb {self.plan.xorb[:12]}… chunks {p.first}-{p.end} decode to "
+                                      f"{'more than ' if acc[i] > p.length else ''}{acc[i]} bytes, "
+                                      f"the reconstruction says {p.length}")
+            _pwrite(fd, data, at, self.path)
+            landed = self._landed
+            if landed and landed[-1][1] == at:
+                landed[-1] = (landed[-1][0], at + n)
+            else:
+                landed.append((at, at + n))
+        self.learned[(self.plan.xorb, cur.chunk)] = n
+        cur.acc = tuple(acc)
+        cur.chunk += 1
+
+    def _check_end(self) -> None:
+        if self._carry or self._cur.chunk != self.plan.stop:
+            raise XetCorruptError(f"xorb range of {self.plan.stop - self.plan.first} chunks ends after "
+                                  f"{self._cur.chunk - self.plan.first}"
+                                  + (f" and {len(self._carry)} more bytes" if self._carry else ""))
+
+
+def _pwrite(fd: int, data: memoryview, at: int, path: Path) -> None:
+    done = 0
+    try:
+        while done < len(data):
+            w = os.pwrite(fd, data[done:], at + done)
+            if w <= 0:
+                raise DiskFullError(f"no space left writing {path}")
+            done += w
+    except OSError as exc:
+        raise translate_os_error(exc, path) from exc
+
+
+@dataclass(eq=False, kw_only=True)
+class XorbItem(Item):
+    """A xorb range of one file's Xet plan (see the module docstring)."""
+
+    decoded: ClassVar[bool] = True
+
+    file: FileState
+    file_gen: int  # the file's gen when planned: a file fetched again voids its items
+    plan: Plan
+    sink: ChunkSink
+    replans: int = 0  # fresh URLs asked for it, in a row, without a byte
+    extent: tuple[int, int] = field(default=(0, 0))  # the file bytes its chunks fill
+
+    @classmethod
+    def of(cls, file: FileState, plan: Plan, source: Source, learned: dict[tuple[str, int], int],
+           replans: int = 0) -> XorbItem:
+        sink = ChunkSink(file, plan, learned)
+        return cls(name=f"{file.name} (xorb {plan.xorb[:8]}, chunks {plan.first}-{plan.stop})", size=plan.size,
+                   candidates=[Candidate(source, plan.url)], dest=sink, parent=file, base=plan.start, whole=False, splittable=False,
+                   answered=True, file=file, file_gen=file.gen, plan=plan, sink=sink, replans=replans,
+                   extent=plan.file_range())
+
+    @property
+    def current(self) -> bool:
+        """Its file has not been fetched again since it was planned (under the lock)."""
+        return self.file_gen == self.file.gen
+
+    def land(self) -> list[tuple[int, int]]:
+        """Record what the sink decoded since the last call: the item's raw
+        prefix grows; returns the file ranges written (under the lock)."""
+        upto, landed = self.sink.commit()
+        if upto:
+            self.done.add(0, upto)
+        return landed
+
+
+def spans_of(items: Iterable[XorbItem]) -> list[tuple[int, int]]:
+    """The file ranges the active ``items`` fill, for the file's carve."""
+    return [x.extent for x in items if x.active]

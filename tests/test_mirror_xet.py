@@ -135,6 +135,7 @@ def test_an_updated_revision_points_at_the_old_revisions_xorbs_for_unchanged_chu
         reused = total = 0
         for name in sorted(old):
             before = {h for h, _ in terms("1" * 40, name)}
+            assert len(before) == 2  # 20 MiB in xorbs of 16 MiB: parallel requests for a stock client
             after = terms("2" * 40, name)
             reused += sum(n for h, n in after if h in before)
             total += sum(n for _, n in after)

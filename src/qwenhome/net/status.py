@@ -58,7 +58,7 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
 def _server_message(body: bytes) -> str:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deeper than the decoder goes)
         return ""  # not JSON (an HTML error page): no message to quote
     if isinstance(data, dict):
         return str(data.get("error") or data.get("Message") or data.get("message") or "")[:200]

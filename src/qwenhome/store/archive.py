@@ -195,8 +195,8 @@ def _parse_manifest(raw: bytes) -> tuple[RepoRef, str, list[str], list[RepoFile]
         check_tree(files, code="bad-archive")  # the whole list, before anything is written
     except QwenhomeError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ProtocolError(f"invalid archive manifest: {exc}", code="bad-archive") from exc
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ProtocolError(f"invalid archive manifest: {str(exc)[:200]}", code="bad-archive") from exc
     return ref, commit, refs, files
 
 

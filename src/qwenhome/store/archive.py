@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from ..errors import IntegrityError, ProtocolError, QwenhomeError, StoreError, UsageError
 from ..repo.hashing import Verifier
-from ..repo.manifest import Manifest, RepoFile, check_tree
+from ..repo.manifest import Manifest, RepoFile, check_tree, listed_size
 from ..repo.ref import (
     RepoRef,
     etag_kind,
@@ -186,9 +186,9 @@ def _parse_manifest(raw: bytes) -> tuple[RepoRef, str, list[str], list[RepoFile]
         files = []
         for f in doc["files"]:
             etag = validate_etag(str(f["etag"]))
-            size = int(f["size"])
-            if size < 0:
-                raise ValueError("negative size")
+            size = listed_size(f["size"])
+            if size is None:
+                raise ValueError(f"invalid size {str(f['size'])[:40]!r}")
             kind = etag_kind(etag)
             files.append(RepoFile(validate_relpath(str(f["path"])), size,
                                   etag if kind == "git-sha1" else None, etag if kind == "sha256" else None))

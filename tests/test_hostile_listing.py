@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from qwenhome.errors import EXIT_NETWORK
+from qwenhome.mirror import FolderBackend
 from qwenhome.store.archive import FORMAT, MANIFEST_MEMBER
 from tests.conftest import RunCli
 from tests.support.cli import CliResult
-from tests.support.mirror import Mirror
+from tests.support.mirror import Mirror, start_mirror
+from tests.support.repos import make_repo
 
 BODY = b"hello"
 OID = hashlib.sha1(b"blob %d\x00" % len(BODY) + BODY).hexdigest()
@@ -72,3 +74,34 @@ def test_an_archive_listing_a_size_that_is_not_a_size_is_a_bad_archive(
             tar.addfile(info, io.BytesIO(data))
     refused(run_cli(["import", str(archive)]), "bad-archive")
     nothing_of(qwen_home, "Org--Sizes")
+
+
+# Names a snapshot folder cannot hold, or that would drive the terminal when printed.
+BAD_NAMES = {
+    "escape": "\x1b]0;owned\x07\x1b[2J.txt",
+    "carriage-return": "a\rb.txt",
+    "newline": "a\nb.txt",
+    "c1-control": "a\x9bb.txt",
+    "lone-surrogate": "\udc80.txt",
+    "component-of-300-bytes": "d/" + "a" * 300,
+    "component-of-256-utf8-bytes": "\U0001F600" * 64,
+}
+
+
+@pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_a_listed_name_the_home_cannot_hold_is_refused_before_any_write(
+        name: str, run_cli: RunCli, qwen_home: Path, mirror: Mirror) -> None:
+    mirror.faults.forge_repo("Org/Names", [{"path": name, "size": len(BODY), "oid": OID}], bodies={name: BODY})
+    line = refused(run_cli(["pull", "Org/Names"], endpoint=mirror.url), "unsafe-path")
+    assert "\x1b" not in line and "\r" not in line
+    nothing_of(qwen_home, "Org--Names")
+
+
+def test_names_any_file_system_holds_are_taken(run_cli: RunCli, tmp_path: Path) -> None:
+    names = ["é/ü ñ.txt", "\U0001F600" * 63, "a" * 255, "x/" * 50 + "deep.txt"]
+    repo = make_repo(tmp_path / "repos", "Org/Names", {n: i + 1 for i, n in enumerate(names)})
+    with start_mirror(FolderBackend(repo.root)) as m:
+        res = run_cli(["pull", "Org/Names"], endpoint=m.url)
+    assert res.returncode == 0, res.stderr
+    for n in names:
+        assert (Path(res.stdout.strip()) / n).read_bytes() == (repo.path / n).read_bytes()

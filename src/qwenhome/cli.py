@@ -30,7 +30,7 @@ from .config import (
     log_level,
     mirror_token,
 )
-from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError, printable
 from .store import RepoRef, Store
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
     paths = args.paths or default_places(settings.env, settings.hub_cache)
     found = discover(paths, as_repo=args.as_repo, own_store=settings.hub_cache)
     for warning in (w for f in found for w in f.skipped):
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)
     if args.dry_run:
         if args.json:
             emit_json({"found": [f.to_dict() for f in found]})
@@ -410,7 +410,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
                 for r in reports]
         print(table(rows, ["REPO", "COMMIT", "FROM", "LINKED/COPIED/PRESENT", "LINKED", "COPIED", "STATE"]))
         for problem in (p for r in reports for p in r.problems):
-            print(problem, file=sys.stderr)
+            print(printable(problem), file=sys.stderr)
     return EXIT_OK if ok else 6
 
 

@@ -39,6 +39,7 @@ Exit codes are per family (see ``EXIT_CODES``) so scripts can branch on them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 EXIT_OK = 0
@@ -51,6 +52,16 @@ EXIT_INTEGRITY = 6
 EXIT_DISK = 7
 EXIT_OFFLINE = 8
 EXIT_INTERRUPTED = 130
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` fit for one line of a terminal: control characters shown as
+    escapes (``\\x1b``, ``\\n``). Messages quote servers and file names, whose
+    ESC sequences would otherwise drive the user's terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class QwenhomeError(Exception):
@@ -86,7 +97,7 @@ class QwenhomeError(Exception):
         line = f"error[{self.code}]: {self.message}"
         if self.hint:
             line += f" (hint: {self.hint})"
-        return line
+        return printable(line)
 
 
 class UsageError(QwenhomeError):

@@ -1,0 +1,46 @@
+"""A server's words reach the user's terminal only as text: the control
+characters of its error messages (ESC sequences that retitle the window,
+clear the screen or recolour it; line breaks that forge lines) are shown
+as escapes, in the error line and in the progress lines alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qwenhome.errors import EXIT_NETWORK, EXIT_NOT_FOUND
+from tests.conftest import RunCli
+from tests.support.mirror import Mirror
+
+EVIL = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\r\nerror[ok]: all fine\x9b"
+
+
+def no_control(text: str) -> None:
+    bad = [c for c in text if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)]
+    assert not bad, (bad, text)
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_a_server_message_with_escape_sequences_is_shown_escaped(where: str, run_cli: RunCli, mirror: Mirror) -> None:
+    api = "/api/models/Org/Small/revision/main"
+    if where == "header":  # (a header carries latin-1: ESC, BEL, C1 all fit)
+        mirror.faults.respond(404, b"", path=api, headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": EVIL})
+    else:
+        mirror.faults.respond_json({"error": EVIL}, path=api, status=404)
+    res = run_cli(["pull", "Org/Small"], endpoint=mirror.url)
+    assert res.returncode == EXIT_NOT_FOUND, res.stderr
+    no_control(res.stderr)
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error[repo-not-found]: ") and "\\x1b]0;owned" in last, last
+
+
+def test_retry_and_file_error_lines_show_a_server_message_escaped(
+        run_cli: RunCli, qwen_home: Path, mirror: Mirror) -> None:
+    (qwen_home / "qwenhome").mkdir()
+    (qwen_home / "qwenhome" / "config.toml").write_text("[pull]\nmax_retries = 1\n")
+    mirror.faults.respond_json({"error": EVIL}, path="config.json", status=500)
+    res = run_cli(["pull", "Org/Small"], endpoint=mirror.url)
+    assert res.returncode == EXIT_NETWORK, res.stderr
+    assert "red" in res.stderr  # (the message is shown, escaped)
+    no_control(res.stderr)

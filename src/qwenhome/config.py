@@ -12,6 +12,7 @@ Home precedence (DESIGN.md): ``--home`` > ``QWEN_HOME`` > ``HF_HOME`` >
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -156,7 +157,14 @@ def _nearest_existing(path: Path) -> Path | None:
             if p == p.parent:
                 return None
             p = p.parent
-        except (OSError, ValueError):  # permission denied, a NUL byte, a name too long
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return p  # a link that leads back to itself: there, and no folder
+            if exc.errno == errno.ENAMETOOLONG:
+                raise UsageError(f"{path} cannot be a folder: its name is too long ({len(str(path))} characters)",
+                                 code="invalid-home", hint="point --home (or QWEN_HOME) at a shorter path") from exc
+            return None  # permission denied: later steps report it
+        except ValueError:  # a NUL byte
             return None
 
 
@@ -331,6 +339,10 @@ def _load_toml(path: Path) -> dict[str, Any]:
     try:
         with f:
             return tomllib.load(f)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text (byte {exc.start + 1})", path=path) from exc
+    except RecursionError as exc:  # (arrays or tables nested thousands deep)
+        raise ConfigError(f"cannot read {path}: nested too deep", path=path) from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", path=path) from exc
 

@@ -44,3 +44,16 @@ def test_retry_and_file_error_lines_show_a_server_message_escaped(
     assert res.returncode == EXIT_NETWORK, res.stderr
     assert "red" in res.stderr  # (the message is shown, escaped)
     no_control(res.stderr)
+
+
+def test_a_bare_404_for_a_listed_file_is_entry_not_found_not_repo_not_found(
+        run_cli: RunCli, mirror: Mirror) -> None:
+    """A plain web server (a static mirror) answers a missing file with a bare
+    404: the repository exists (its listing just came), so the error names
+    the file, not 'check the repository id'."""
+    mirror.faults.respond(404, b"<h1>Not Found</h1>", path="config.json", content_type="text/html")
+    res = run_cli(["pull", "Org/Small"], endpoint=mirror.url)
+    assert res.returncode == EXIT_NOT_FOUND, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error[entry-not-found]: ") and "config.json" in last, last
+    assert "repository id" not in last, last

@@ -9,10 +9,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from qwenhome.config import Timeouts
-from qwenhome.errors import ReadTimeoutError
+from qwenhome.errors import EXIT_NETWORK, ReadTimeoutError
 from qwenhome.net import HttpClient
+from tests.conftest import RunCli
+from tests.support.mirror import Mirror
 
 
 @contextlib.contextmanager
@@ -101,3 +104,18 @@ def test_a_slow_but_steady_body_is_read_whole() -> None:
     with listener:
         body = http.open("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/a").read()
     assert len(body) == size
+
+
+def test_a_file_that_redirects_to_itself_forever_ends_in_too_many_redirects(
+        run_cli: RunCli, qwen_home: Path, mirror: Mirror) -> None:
+    """Every answer for the file is a 302 back to the file's own URL: the
+    pull ends with error[too-many-redirects] after a bounded number of
+    requests (it used to follow them forever: 270,000 requests in 150 s)."""
+    (qwen_home / "qwenhome").mkdir()
+    (qwen_home / "qwenhome" / "config.toml").write_text("[pull]\nmax_retries = 1\n")
+    mirror.faults.respond(302, b"", path="config.json", headers={"Location": "config.json"})
+    res = run_cli(["pull", "Org/Small"], endpoint=mirror.url, timeout=60)
+    assert "Traceback" not in res.stderr and res.returncode == EXIT_NETWORK, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error[too-many-redirects]: ") and "config.json" in last, last
+    assert len(mirror.faults.records("config.json")) < 200

@@ -301,7 +301,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         from .pull import pull
 
         for ref, rep in zip(refs, reports, strict=True):
-            if rep.removed:
+            if not rep.ok:  # (removed blobs, or files already missing)
                 for info in list_repos(store):
                     if info.ref == ref.at(None):
                         for rev in info.revisions:

@@ -398,7 +398,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
                     for f in found]
             print(table(rows, ["REPO", "KIND", "FILES", "SIZE", "FROM"]) if rows else "nothing found")
         return EXIT_OK
-    reports = [adopt(store, f, verify=not args.no_verify) for f in found]
+    reports = [adopt(store, f, verify=not args.no_verify) for f in found if f.files]  # (empty ones: warned above)
     ok = all(r.ok for r in reports)
     if args.json:
         emit_json({"ok": ok, "adopted": [r.to_dict() for r in reports]})

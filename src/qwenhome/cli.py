@@ -8,6 +8,9 @@ Exit codes (stable): 0 ok; 1 failure; 2 usage or configuration; 3 not found
 
 from __future__ import annotations
 
+# isort: off
+from . import _loading  # first: Ctrl+C while the rest loads is one line, not a traceback
+# isort: on
 import argparse
 import atexit
 import json
@@ -34,6 +37,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, Us
 from .store import RepoRef, Store
 
 log = logging.getLogger(__name__)
+_loading.release()
 
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
 
@@ -528,8 +532,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # (building the parser loads gettext: Ctrl+C may land there too)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print(_loading.INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
     json_mode = bool(getattr(args, "json", False))
     try:
         logs.configure(log_level(os.environ, getattr(args, "verbose", 0)))
@@ -541,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error[interrupted]: stopped by the user (hint: run the same command again to resume)", file=sys.stderr)
+        print(_loading.INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError as exc:  # the reader went away (`| head`): nothing more to say
         log.debug("output closed: %s", exc)

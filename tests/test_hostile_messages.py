@@ -57,3 +57,15 @@ def test_a_bare_404_for_a_listed_file_is_entry_not_found_not_repo_not_found(
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error[entry-not-found]: ") and "config.json" in last, last
     assert "repository id" not in last, last
+
+
+def test_a_source_url_with_credentials_never_shows_them(run_cli: RunCli, mirror: Mirror) -> None:
+    """``--source http://user:secret@host``: error lines, --json errors and
+    ``sources`` name the URL without its user:password@."""
+    mirror.faults.respond_json({"error": "nope"}, path="/api/models/Org/Gone/revision/main", status=404)
+    with_secret = mirror.url.replace("http://", "http://user:s3cret@")
+    for args in (["pull", "Org/Gone"], ["pull", "--json", "Org/Gone"], ["sources"], ["sources", "--json"]):
+        res = run_cli([*args, "--source", with_secret])
+        assert "Traceback" not in res.stderr, res.stderr
+        assert "s3cret" not in res.stdout + res.stderr, (args, res.stdout, res.stderr)
+        assert mirror.url.removeprefix("http://") in res.stdout + res.stderr, (args, res.stdout, res.stderr)

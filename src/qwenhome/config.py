@@ -89,7 +89,9 @@ class Source:
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "url": self.url, "token": bool(self.token)}
+        parts = urlsplit(self.url)  # (without any user:password@, as in label)
+        url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        return {"name": self.name, "kind": self.kind, "url": url, "token": bool(self.token)}
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,21 @@ EXIT_INTERRUPTED = 130
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_USERINFO = re.compile(r"(?i)\b(https?://)[^/\s@]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL left out (a source
+    given as ``https://user:secret@host`` is named in messages and logs)."""
+    return _USERINFO.sub(r"\1", text) if "@" in text else text
 
 
 def printable(text: str) -> str:
     """``text`` fit for one line of a terminal: control characters shown as
-    escapes (``\\x1b``, ``\\n``). Messages quote servers and file names, whose
-    ESC sequences would otherwise drive the user's terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    escapes (``\\x1b``, ``\\n``), URLs without their credentials. Messages
+    quote servers and file names, whose ESC sequences would otherwise drive
+    the user's terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], redact(text))
 
 
 class QwenhomeError(Exception):
@@ -88,9 +96,9 @@ class QwenhomeError(Exception):
         self.context: dict[str, Any] = context
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        out: dict[str, Any] = {"code": self.code, "message": redact(self.message), "hint": redact(self.hint)}
         if self.context:
-            out["context"] = {k: str(v) for k, v in self.context.items()}
+            out["context"] = {k: redact(str(v)) for k, v in self.context.items()}
         return out
 
     def one_line(self) -> str:

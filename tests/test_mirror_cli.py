@@ -194,3 +194,17 @@ def test_mirror_serve_binds_loopback_only_unless_told(qwen_home: Path) -> None:
             socket.create_connection(("127.0.0.2", port), timeout=5).close()
     finally:
         assert stop(proc) == 0
+
+
+def test_mirror_serve_names_its_upstream_without_credentials(mirror: Mirror, qwen_home: Path) -> None:
+    """``--source http://user:secret@host`` for pull-through: the ready line
+    names the upstream without its user:password@ (output often ends in logs)."""
+    proc = start_cli(["mirror", "serve", "--port", "0", "--pull-through", "--source",
+                      mirror.url.replace("http://", "http://user:s3cret@")], home=qwen_home)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        assert stop(proc) == 0
+    text = "".join(lines)
+    assert "fetched from: " + mirror.url in text and "s3cret" not in text, text

@@ -467,7 +467,7 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
 
     def ready(server: Any) -> None:
         msg: dict[str, Any] = {"event": "listening", "url": server.url}
-        upstream = [s.url for s in settings.sources] if args.pull_through else []
+        upstream = [str(s.public()["url"]) for s in settings.sources] if args.pull_through else []
         if upstream:
             msg["pull_through"] = upstream
         if args.json:

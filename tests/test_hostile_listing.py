@@ -105,3 +105,13 @@ def test_names_any_file_system_holds_are_taken(run_cli: RunCli, tmp_path: Path) 
     assert res.returncode == 0, res.stderr
     for n in names:
         assert (Path(res.stdout.strip()) / n).read_bytes() == (repo.path / n).read_bytes()
+
+
+def test_patterns_that_match_no_file_say_so(run_cli: RunCli, mirror: Mirror) -> None:
+    """A pattern with a typo selects nothing: the pull succeeds (as
+    huggingface_hub's allow_patterns does) but says the folder is empty."""
+    res = run_cli(["pull", "Org/Small", "--include", "*.safetensor"], endpoint=mirror.url)
+    assert res.returncode == 0, res.stderr
+    assert "warning: no file of Org/Small matches --include/--exclude" in res.stderr, res.stderr
+    res = run_cli(["pull", "Org/Small", "--include", "*.safetensors"], endpoint=mirror.url)
+    assert res.returncode == 0 and "warning" not in res.stderr, res.stderr

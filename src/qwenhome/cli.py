@@ -245,6 +245,9 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
         for ref in refs:
             result = pull(settings, ref, include=args.include, exclude=args.exclude, on_event=view, cancel=cancel,
                           decide_network=decide_network)
+            if not result.files and (args.include or args.exclude):  # (a typo in a pattern looks like success)
+                print(f"warning: no file of {ref} matches --include/--exclude: the snapshot folder is empty",
+                      file=sys.stderr)
             if args.json:  # JSON lines: progress events, then one result line
                 sys.stdout.write(json.dumps({"event": "result", **result.to_dict()}) + "\n")
             else:

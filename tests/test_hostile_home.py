@@ -47,3 +47,17 @@ def test_a_home_path_longer_than_the_system_allows_is_invalid_home(run_cli: RunC
     home = tmp_path.joinpath(*["d" * 200] * 25)  # 5,000 characters: past PATH_MAX
     line = one_error_line(run_cli(["ls"], env={"QWEN_HOME": str(home)}), "invalid-home")
     assert "too long" in line and "config" not in line, line
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "http://127.0.0.1:99999", "ftp://mirror.example"])
+@pytest.mark.parametrize("command", [["ls"], ["pull", "Org/Small"]])
+def test_an_hf_endpoint_that_is_no_http_url_is_invalid_source(
+        endpoint: str, command: list[str], run_cli: RunCli) -> None:
+    """(An unclosed IPv6 bracket ended every command, ls included, in a
+    ValueError traceback; ftp:// was tried and called 'offline: bad-url'.)"""
+    line = one_error_line(run_cli(command, env={"HF_ENDPOINT": endpoint}), "invalid-source")
+    assert "HF_ENDPOINT" in line and endpoint in line, line
+
+
+def test_a_source_flag_with_an_unclosed_ipv6_bracket_is_invalid_source(run_cli: RunCli) -> None:
+    one_error_line(run_cli(["pull", "Org/Small", "--source", "http://[::1"]), "invalid-source")

@@ -233,6 +233,17 @@ def log_level(env: Mapping[str, str], verbose: int = 0) -> int | None:
     return min(levels) if levels else None
 
 
+def _http_url(url: str) -> bool:
+    """Whether ``url`` is an http(s) URL with a host and a valid port (urlsplit
+    raises ValueError on ``http://[::1`` or a port out of range)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def parse_source_spec(spec: str, index: int = 0) -> Source:
     """Parse ``--source`` values: ``URL`` (Hub protocol) or ``modelscope:URL``."""
     kind = "hf"
@@ -242,8 +253,7 @@ def parse_source_spec(spec: str, index: int = 0) -> Source:
             kind, url = "modelscope", url[len(prefix):]
     if url.lower().startswith("hf:"):
         url = url[3:]
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _http_url(url):
         raise UsageError(
             f"invalid source {spec!r}",
             code="invalid-source",
@@ -323,7 +333,10 @@ def ca_bundle(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def default_sources(env: Mapping[str, str], hf_token: str | None) -> list[Source]:
-    endpoint = (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+    endpoint = (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).strip().rstrip("/")
+    if not _http_url(endpoint):
+        raise UsageError(f"HF_ENDPOINT={env.get('HF_ENDPOINT', '')[:200]!r} is not an http(s) URL", code="invalid-source",
+                         hint="set HF_ENDPOINT to a Hub endpoint such as https://hf-mirror.com, or unset it")
     return [Source("hf", "hf", endpoint, hf_token_for(endpoint, hf_token), named=not env.get("HF_ENDPOINT"))]
 
 

@@ -232,3 +232,17 @@ def test_mirror_serve_speaks_xet_unless_told_not_to(qwen_home: Path, small_repo:
 def test_xet_ports_without_xet_are_a_usage_error(run_cli: RunCli) -> None:
     rc, _, err = run_cli(["mirror", "serve", "--port", "0", "--no-xet", "--xorb-port", "0"], timeout=60)
     assert rc == 2 and err.startswith("error[invalid-arguments]: ")
+
+
+def test_mirror_serve_names_its_upstream_without_credentials(mirror: Mirror, qwen_home: Path) -> None:
+    """``--source http://user:secret@host`` for pull-through: the ready line
+    names the upstream without its user:password@ (output often ends in logs)."""
+    proc = start_cli(["mirror", "serve", "--port", "0", "--pull-through", "--source",
+                      mirror.url.replace("http://", "http://user:s3cret@")], home=qwen_home)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        assert stop(proc) == 0
+    text = "".join(lines)
+    assert "fetched from: " + mirror.url in text and "s3cret" not in text, text

@@ -8,6 +8,9 @@ Exit codes (stable): 0 ok; 1 failure; 2 usage or configuration; 3 not found
 
 from __future__ import annotations
 
+# isort: off
+from . import _loading  # first: Ctrl+C while the rest loads is one line, not a traceback
+# isort: on
 import argparse
 import atexit
 import json
@@ -30,10 +33,11 @@ from .config import (
     log_level,
     mirror_token,
 )
-from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError, printable
 from .store import RepoRef, Store
 
 log = logging.getLogger(__name__)
+_loading.release()
 
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
 
@@ -250,6 +254,9 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
         for ref in refs:
             result = pull(settings, ref, include=args.include, exclude=args.exclude, on_event=view, cancel=cancel,
                           decide_network=decide_network)
+            if not result.files and (args.include or args.exclude):  # (a typo in a pattern looks like success)
+                print(f"warning: no file of {ref} matches --include/--exclude: the snapshot folder is empty",
+                      file=sys.stderr)
             if args.json:  # JSON lines: progress events, then one result line
                 sys.stdout.write(json.dumps({"event": "result", **result.to_dict()}) + "\n")
             else:
@@ -310,7 +317,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         from .pull import pull
 
         for ref, rep in zip(refs, reports, strict=True):
-            if rep.removed:
+            if not rep.ok:  # (removed blobs, or files already missing)
                 for info in list_repos(store):
                     if info.ref == ref.at(None):
                         for rev in info.revisions:
@@ -398,7 +405,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
     paths = args.paths or default_places(settings.env, settings.hub_cache)
     found = discover(paths, as_repo=args.as_repo, own_store=settings.hub_cache)
     for warning in (w for f in found for w in f.skipped):
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)
     if args.dry_run:
         if args.json:
             emit_json({"found": [f.to_dict() for f in found]})
@@ -407,7 +414,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
                     for f in found]
             print(table(rows, ["REPO", "KIND", "FILES", "SIZE", "FROM"]) if rows else "nothing found")
         return EXIT_OK
-    reports = [adopt(store, f, verify=not args.no_verify) for f in found]
+    reports = [adopt(store, f, verify=not args.no_verify) for f in found if f.files]  # (empty ones: warned above)
     ok = all(r.ok for r in reports)
     if args.json:
         emit_json({"ok": ok, "adopted": [r.to_dict() for r in reports]})
@@ -419,7 +426,7 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
                 for r in reports]
         print(table(rows, ["REPO", "COMMIT", "FROM", "LINKED/COPIED/PRESENT", "LINKED", "COPIED", "STATE"]))
         for problem in (p for r in reports for p in r.problems):
-            print(problem, file=sys.stderr)
+            print(printable(problem), file=sys.stderr)
     return EXIT_OK if ok else 6
 
 
@@ -474,7 +481,7 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
         msg: dict[str, Any] = {"event": "listening", "url": server.url}
         if server.xet is not None:
             msg["xet"] = {"cas_port": server.port_of("cas"), "xorb_port": server.port_of("xorb")}
-        upstream = [s.url for s in settings.sources] if args.pull_through else []
+        upstream = [str(s.public()["url"]) for s in settings.sources] if args.pull_through else []
         if upstream:
             msg["pull_through"] = upstream
         if args.json:
@@ -550,8 +557,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # (building the parser loads gettext: Ctrl+C may land there too)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print(_loading.INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
     json_mode = bool(getattr(args, "json", False))
     try:
         logs.configure(log_level(os.environ, getattr(args, "verbose", 0)))
@@ -563,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error[interrupted]: stopped by the user (hint: run the same command again to resume)", file=sys.stderr)
+        print(_loading.INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError as exc:  # the reader went away (`| head`): nothing more to say
         log.debug("output closed: %s", exc)

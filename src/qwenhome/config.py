@@ -12,6 +12,7 @@ Home precedence (DESIGN.md): ``--home`` > ``QWEN_HOME`` > ``HF_HOME`` >
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -88,7 +89,9 @@ class Source:
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "url": self.url, "token": bool(self.token)}
+        parts = urlsplit(self.url)  # (without any user:password@, as in label)
+        url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        return {"name": self.name, "kind": self.kind, "url": url, "token": bool(self.token)}
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,14 @@ def _nearest_existing(path: Path) -> Path | None:
             if p == p.parent:
                 return None
             p = p.parent
-        except (OSError, ValueError):  # permission denied, a NUL byte, a name too long
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return p  # a link that leads back to itself: there, and no folder
+            if exc.errno == errno.ENAMETOOLONG:
+                raise UsageError(f"{path} cannot be a folder: its name is too long ({len(str(path))} characters)",
+                                 code="invalid-home", hint="point --home (or QWEN_HOME) at a shorter path") from exc
+            return None  # permission denied: later steps report it
+        except ValueError:  # a NUL byte
             return None
 
 
@@ -226,6 +236,17 @@ def log_level(env: Mapping[str, str], verbose: int = 0) -> int | None:
     return min(levels) if levels else None
 
 
+def _http_url(url: str) -> bool:
+    """Whether ``url`` is an http(s) URL with a host and a valid port (urlsplit
+    raises ValueError on ``http://[::1`` or a port out of range)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def parse_source_spec(spec: str, index: int = 0) -> Source:
     """Parse ``--source`` values: ``URL`` (Hub protocol) or ``modelscope:URL``."""
     kind = "hf"
@@ -235,8 +256,7 @@ def parse_source_spec(spec: str, index: int = 0) -> Source:
             kind, url = "modelscope", url[len(prefix):]
     if url.lower().startswith("hf:"):
         url = url[3:]
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _http_url(url):
         raise UsageError(
             f"invalid source {spec!r}",
             code="invalid-source",
@@ -316,7 +336,10 @@ def ca_bundle(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def default_sources(env: Mapping[str, str], hf_token: str | None) -> list[Source]:
-    endpoint = (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+    endpoint = (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).strip().rstrip("/")
+    if not _http_url(endpoint):
+        raise UsageError(f"HF_ENDPOINT={env.get('HF_ENDPOINT', '')[:200]!r} is not an http(s) URL", code="invalid-source",
+                         hint="set HF_ENDPOINT to a Hub endpoint such as https://hf-mirror.com, or unset it")
     return [Source("hf", "hf", endpoint, hf_token_for(endpoint, hf_token), named=not env.get("HF_ENDPOINT"))]
 
 
@@ -334,6 +357,10 @@ def _load_toml(path: Path) -> dict[str, Any]:
     try:
         with f:
             return tomllib.load(f)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text (byte {exc.start + 1})", path=path) from exc
+    except RecursionError as exc:  # (arrays or tables nested thousands deep)
+        raise ConfigError(f"cannot read {path}: nested too deep", path=path) from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", path=path) from exc
 

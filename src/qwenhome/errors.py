@@ -39,6 +39,7 @@ Exit codes are per family (see ``EXIT_CODES``) so scripts can branch on them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 EXIT_OK = 0
@@ -51,6 +52,24 @@ EXIT_INTEGRITY = 6
 EXIT_DISK = 7
 EXIT_OFFLINE = 8
 EXIT_INTERRUPTED = 130
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_USERINFO = re.compile(r"(?i)\b(https?://)[^/\s@]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL left out (a source
+    given as ``https://user:secret@host`` is named in messages and logs)."""
+    return _USERINFO.sub(r"\1", text) if "@" in text else text
+
+
+def printable(text: str) -> str:
+    """``text`` fit for one line of a terminal: control characters shown as
+    escapes (``\\x1b``, ``\\n``), URLs without their credentials. Messages
+    quote servers and file names, whose ESC sequences would otherwise drive
+    the user's terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], redact(text))
 
 
 class QwenhomeError(Exception):
@@ -77,16 +96,16 @@ class QwenhomeError(Exception):
         self.context: dict[str, Any] = context
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message, "hint": self.hint}
+        out: dict[str, Any] = {"code": self.code, "message": redact(self.message), "hint": redact(self.hint)}
         if self.context:
-            out["context"] = {k: str(v) for k, v in self.context.items()}
+            out["context"] = {k: redact(str(v)) for k, v in self.context.items()}
         return out
 
     def one_line(self) -> str:
         line = f"error[{self.code}]: {self.message}"
         if self.hint:
             line += f" (hint: {self.hint})"
-        return line
+        return printable(line)
 
 
 class UsageError(QwenhomeError):

@@ -393,7 +393,8 @@ class Puller:
         total = sum(f.size for f in todo)
         self.emit(ProgressEvent(START, str(ref), None, 0, total, files_done=len(by_etag) - len(todo),
                                 files_total=len(by_etag), message=f"{manifest.commit} from {source.label}"))
-        downloaded = self._transfer(ref, manifest.commit, todo, by_etag, source, cancel)
+        downloaded, found = self._transfer(ref, manifest.commit, todo, by_etag, source, cancel)
+        cached_bytes += found
 
         missing = self.store.missing_files(ref, manifest.commit)
         if missing:  # pragma: no cover - the engine raises before this
@@ -416,10 +417,11 @@ class Puller:
         by_etag: dict[str, list[RepoFile]],
         source: Source,
         cancel: threading.Event | None,
-    ) -> int:
+    ) -> tuple[int, int]:
         """Fetch ``todo`` under per-blob locks, in rounds: blobs another process
-        is fetching are waited for, then found in the store."""
-        downloaded = 0
+        is fetching are waited for, then found in the store. Returns the bytes
+        downloaded and those another process placed meanwhile."""
+        downloaded = found = 0
         remaining = list(todo)
         first_error: QwenhomeError | None = None
         failed = 0
@@ -449,6 +451,7 @@ class Puller:
                 jobs = []
                 for f, _ in held:
                     if self.store.has_blob(ref, f.etag, f.size):
+                        found += f.size
                         install_links = by_etag[f.etag]
                         for g in install_links:
                             self.store.link(ref, commit, g.path, f.etag)
@@ -472,7 +475,7 @@ class Puller:
             first_error.message = f"{failed} file(s) of {ref} failed: {first_error.message}"
             first_error.args = (first_error.message,)
             raise first_error
-        return downloaded
+        return downloaded, found
 
     def _run_rounds(
         self,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from .errors import printable
 from .progress import (
     DONE,
     FILE_DONE,
@@ -115,7 +116,7 @@ class ProgressView:
 
     def _line(self, text: str) -> None:
         self._clear()
-        self.out.write(text + "\n")
+        self.out.write(printable(text) + "\n")  # (messages quote servers: no ESC reaches the terminal)
         self.out.flush()
 
     def close(self) -> None:

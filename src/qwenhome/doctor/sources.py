@@ -132,7 +132,7 @@ def interpret_api(check_id: str, source: Source, target: Target, repo: str, resp
                       f"{' (' + err[:120] + ')' if err else ''}", fix, host, status=str(resp.status)), None
     try:
         doc = json.loads(resp.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deeper than the decoder goes)
         doc = None
     ok = isinstance(doc, dict) and (
         ("sha" in doc or "siblings" in doc) if kind == "hf" else isinstance(doc.get("Data"), dict)

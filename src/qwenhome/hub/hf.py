@@ -17,7 +17,7 @@ from urllib.parse import quote, urljoin
 from ..config import Source
 from ..errors import ProtocolError, QwenhomeError, RepoNotFoundError
 from ..net import HttpClient, raise_for_status, token_for
-from ..repo.manifest import Manifest, RepoFile
+from ..repo.manifest import Manifest, RepoFile, listed_size
 from ..repo.ref import RepoRef, is_commit, validate_etag, validate_relpath
 from .jsonapi import get_json
 
@@ -134,12 +134,9 @@ class HubClient:
 
 
 def _file(path: str, size: Any, blob_id: Any, sha256: Any) -> RepoFile:
-    try:
-        n = int(size)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"invalid size for {path!r}", code="bad-metadata") from exc
-    if n < 0:
-        raise ProtocolError(f"invalid size for {path!r}", code="bad-metadata")
+    n = listed_size(size)
+    if n is None:
+        raise ProtocolError(f"invalid size {str(size)[:40]!r} for {path!r}", code="bad-metadata")
     try:
         bid = validate_etag(str(blob_id).lower()) if blob_id else None
         sha = validate_etag(str(sha256).lower()) if sha256 else None

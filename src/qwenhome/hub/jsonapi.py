@@ -39,7 +39,7 @@ def get_json(
     data = resp.read()
     try:
         return json.loads(data), resp
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (RecursionError: nested deeper than the decoder goes)
         html = "html" in (resp.header("Content-Type") or "")
         raise ProtocolError(
             f"{source.url} did not answer with JSON for {ref}",

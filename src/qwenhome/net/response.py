@@ -8,12 +8,15 @@ import http.client
 import os
 import select
 import ssl
+import time
 from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
 from .pool import ConnectionPool
 from .translate import translate
 from .url import Origin
+
+_READ_STEP = 1 << 20  # read() reads this much at a time, and gives each that long
 
 
 @dataclass
@@ -102,11 +105,29 @@ class Response:
             self._resp.read()  # closes the response cleanly: the connection can be reused
 
     def read(self, limit: int = 64 << 20) -> bytes:
+        """The whole body (at most ``limit`` bytes). Each MiB must come within
+        one read time-out: the time-out bounds each wait for a byte, so a
+        server trickling a byte every few seconds would hold the caller
+        forever without this bound (a slow link still gets 30 s per MiB)."""
+        sock = self._conn.sock
+        window = sock.gettimeout() if sock is not None else None
+        start = time.monotonic()
+        parts: list[bytes] = []
+        got = 0
         try:
-            data = self._resp.read(limit + 1)
+            while got <= limit:
+                part = self._resp.read1(min(_READ_STEP, limit + 1 - got))
+                if not part:
+                    self._resp.read()  # (at the end: marks the response closed, so the connection is reused)
+                    break
+                parts.append(part)
+                got += len(part)
+                if window and time.monotonic() - start > window * (1 + got // _READ_STEP):
+                    raise TimeoutError(f"body of {self.url} still incomplete after {window * (1 + got // _READ_STEP):.0f} s")
         except BaseException as exc:
             self.close()
             raise translate(exc, self.url) from exc
+        data = b"".join(parts)
         if len(data) > limit:
             self.close()
             raise ProtocolError(f"response from {self.url} is larger than {limit} bytes", code="bad-metadata")

@@ -58,7 +58,7 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
 def _server_message(body: bytes) -> str:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deeper than the decoder goes)
         return ""  # not JSON (an HTML error page): no message to quote
     if isinstance(data, dict):
         return str(data.get("error") or data.get("Message") or data.get("message") or "")[:200]
@@ -67,10 +67,13 @@ def _server_message(body: bytes) -> str:
 
 def status_error(status: int, headers: Headers, url: str, what: str | None = None, body: bytes = b"") -> QwenhomeError:
     """The qwenhome error for an HTTP error status (>= 400) answered to ``url``.
-    ``what`` names what was asked for (a repository at a revision), else the
-    URL; ``body`` is the start of the answer, for the server's own message."""
+    ``what`` names what was asked for (a repository at a revision); None: a
+    file, named by its URL (the transfer's requests), whose bare 404 is then
+    entry-not-found: the listing that named the file came from the same
+    repository. ``body`` is the start of the answer, for the server's own message."""
     code = (headers.get(ERROR_CODE) or "").strip()
     msg = (headers.get(ERROR_MESSAGE) or "").strip() or _server_message(body)
+    asked = what
     what = what or url
     detail = f": {msg}" if msg else ""
     if code == "GatedRepo" or (status == 403 and "gated" in msg.lower()):
@@ -88,6 +91,8 @@ def status_error(status: int, headers: Headers, url: str, what: str | None = Non
         return EntryNotFoundError(f"file not found in {what}{detail}", url=url)
     if status in (401, 403):
         return AuthError(f"access to {what} denied (HTTP {status}){detail}", url=url, status=status)
+    if status == 404 and asked is None:
+        return EntryNotFoundError(f"{url} not found (HTTP 404){detail}", url=url, status=status)
     if status == 404:
         return RepoNotFoundError(f"{what} not found at {url} (HTTP 404){detail}", url=url, status=status)
     if status == 429:

@@ -58,6 +58,23 @@ def check_tree(files: Iterable[RepoFile], *, code: str = "bad-metadata") -> None
                                     code=code, hint=_TREE_HINT)
 
 
+# No file is this large: a bigger size is a lie, refused before any space is asked for.
+MAX_FILE_SIZE = 10**18
+
+
+def listed_size(value: Any) -> int | None:
+    """A file size as a listing gives it (a JSON number, or a decimal string
+    as in a header), or None when it is not one: negative, fractional,
+    infinite, a boolean, not ASCII digits, absurdly large."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():  # (1e3; NaN and the infinities are not)
+        value = int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value < MAX_FILE_SIZE else None
+
+
 _TREE_HINT = "the source sent a file list no folder can hold; nothing was written; try another source"
 
 

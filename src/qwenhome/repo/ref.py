@@ -60,20 +60,31 @@ def validate_revision(rev: str) -> str:
     return rev
 
 
+# Characters no file path from outside may hold: NUL and the other control
+# characters (a name is printed in progress and error lines, where ESC or CR
+# would drive the terminal), backslashes (a separator elsewhere) and lone
+# surrogates (no UTF-8 spelling: every URL and file name built from one fails).
+_UNSAFE_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\\\ud800-\udfff]")
+NAME_MAX = 255  # bytes of one path component (Linux and macOS file systems)
+
+
 def validate_relpath(path: str) -> str:
-    """A repository file path as a server sends it; must stay inside the snapshot."""
+    """A repository file path as a server sends it; must stay inside the
+    snapshot, and be one the home's file system can hold (checked before any
+    write, so such a listing leaves nothing half-made)."""
+    parts = path.split("/")
     bad = (
         not path
-        or "\x00" in path
-        or "\\" in path
+        or _UNSAFE_CHAR.search(path) is not None
         or path.startswith("/")
         or re.match(r"^[A-Za-z]:", path) is not None
-        or any(part in ("", ".", "..") for part in path.split("/"))
+        or any(part in ("", ".", "..") for part in parts)
         or len(path) > 1024
+        or any(len(part) > NAME_MAX // 4 and len(part.encode()) > NAME_MAX for part in parts)
     )
     if bad:
         raise ProtocolError(
-            f"refusing unsafe file path {path!r} from source",
+            f"refusing unsafe file path {path[:300]!r}{'…' if len(path) > 300 else ''} from source",
             code="unsafe-path",
             hint="the source sent a path that would leave the snapshot folder; it was not written",
         )

@@ -225,6 +225,8 @@ def _hf_repo(repo_dir: Path) -> list[Found]:
             target = os.readlink(snap / rel) if (snap / rel).is_symlink() else ""
             name = os.path.basename(target)
             files.append(FoundFile(rel, real, real.stat().st_size, name if etag_kind(name) else None))
+        if not files:  # (every link dangles: blobs deleted, or a download that never finished one)
+            skipped.append(f"{snap}: none of its files is in that cache (its links lead to no file); left out")
         out.append(Found("hf-cache", ref, snap, files, snap.name, sorted(refs.get(snap.name, [])), skipped))
     return out
 
@@ -418,6 +420,8 @@ def _adopt(store: Store, found: Found, workers: int, verify: bool) -> AdoptRepor
     rep = AdoptReport(str(ref), found.kind, str(found.origin), files=len(found.files), verified=verify,
                       skipped=list(found.skipped))
     placed: list[tuple[FoundFile, str]] = []
+    if not found.files:
+        return rep  # nothing to bring: no ref, manifest or folder is made for it
 
     def one(f: FoundFile) -> tuple[FoundFile, str, str]:
         copy = found.kind == "folder" and f.size < COPY_BELOW

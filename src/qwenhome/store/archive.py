@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tarfile
 import time
 import uuid
@@ -33,7 +34,7 @@ from typing import IO, Any
 
 from ..errors import IntegrityError, ProtocolError, QwenhomeError, StoreError, UsageError
 from ..repo.hashing import Verifier
-from ..repo.manifest import Manifest, RepoFile, check_tree
+from ..repo.manifest import Manifest, RepoFile, check_tree, listed_size
 from ..repo.ref import (
     RepoRef,
     etag_kind,
@@ -113,11 +114,19 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
         "files": [{"path": p, "size": n, "etag": e} for p, n, e in entries],
     }
     compress = out.name.endswith((".gz", ".tgz")) if compress is None else compress
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        kind = os.stat(out).st_mode
+    except OSError:
+        kind = 0  # (absent: made by the rename below)
+    # A device or a pipe (/dev/null, a FIFO, /dev/stdout) is written into, never
+    # replaced: renaming over /dev/null would put a regular file in its place.
+    # (A folder is left to the rename, which fails with EISDIR.)
+    direct = stat.S_ISCHR(kind) or stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind) or stat.S_ISBLK(kind)
+    tmp = out if direct else out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     folder = folder_name(ref)
     rep = ArchiveReport(str(ref), commit, str(out), files=len(entries), refs=refs)
     try:
-        with _open_for_write(tmp, compress) as tar:
+        with _open_for_write(tmp, compress, stream=direct) as tar:
             data = json.dumps(doc, indent=1).encode()
             tar.addfile(_info(MANIFEST_MEMBER, len(data)), _BytesIO(data))
             seen: set[str] = set()
@@ -134,20 +143,24 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
                                   link=link_target(path, etag)))
             for name in refs:
                 tar.addfile(_info(f"{folder}/{REFS}/{name}", len(commit)), _BytesIO(commit.encode()))
-        os.replace(tmp, out)
+        if not direct:
+            os.replace(tmp, out)
     except OSError as exc:
         raise translate_os_error(exc, out, home=False) from exc
     finally:
         try:
-            tmp.unlink(missing_ok=True)
+            if not direct:
+                tmp.unlink(missing_ok=True)
         except OSError as exc:  # (a name too long to create is too long to remove: the error above says it)
             log.debug("%s not removed: %s", tmp, exc)
     rep.seconds = time.monotonic() - t0
     return rep
 
 
-def _open_for_write(path: Path, compress: bool) -> tarfile.TarFile:
-    if compress:  # level 1: weights barely compress; speed matters more
+def _open_for_write(path: Path, compress: bool, *, stream: bool = False) -> tarfile.TarFile:
+    if stream:  # a pipe or a device: written in order, never asked its position
+        tar = tarfile.open(path, "w|gz" if compress else "w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+    elif compress:  # level 1: weights barely compress; speed matters more
         tar = tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT, compresslevel=1)  # noqa: SIM115
     else:
         tar = tarfile.open(path, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
@@ -186,17 +199,17 @@ def _parse_manifest(raw: bytes) -> tuple[RepoRef, str, list[str], list[RepoFile]
         files = []
         for f in doc["files"]:
             etag = validate_etag(str(f["etag"]))
-            size = int(f["size"])
-            if size < 0:
-                raise ValueError("negative size")
+            size = listed_size(f["size"])
+            if size is None:
+                raise ValueError(f"invalid size {str(f['size'])[:40]!r}")
             kind = etag_kind(etag)
             files.append(RepoFile(validate_relpath(str(f["path"])), size,
                                   etag if kind == "git-sha1" else None, etag if kind == "sha256" else None))
         check_tree(files, code="bad-archive")  # the whole list, before anything is written
     except QwenhomeError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ProtocolError(f"invalid archive manifest: {exc}", code="bad-archive") from exc
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ProtocolError(f"invalid archive manifest: {str(exc)[:200]}", code="bad-archive") from exc
     return ref, commit, refs, files
 
 

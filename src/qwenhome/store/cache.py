@@ -80,7 +80,7 @@ class Store(HubCache):
             return Manifest.from_json(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None  # not pulled by qwenhome (or not yet)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             log.debug("manifest %s not read (%r): the snapshot is taken as it is", path, exc)
             return None
 

@@ -47,7 +47,16 @@ class VerifyReport:
 
 
 def verify_repo(store: Store, ref: RepoRef, *, remove_bad: bool = False) -> VerifyReport:
+    """Re-hash every blob of ``ref``; a file a snapshot's manifest lists whose
+    blob is gone (deleted, or no longer a regular file) is bad too, reason
+    ``missing``: an ``ok`` must mean every snapshot can be read."""
     report = VerifyReport(str(ref))
+    for commit in store.commits(ref):
+        missing = store.missing_files(ref, commit)
+        if missing:
+            manifest = store.load_manifest(ref, commit)
+            etags = {f.path: f.etag for f in manifest.files} if manifest else {}
+            report.bad += [BlobProblem(etags.get(path, "-"), "missing", [path]) for path in missing]
     blobs = store.blob_files(ref)
     if not blobs:
         return report

@@ -259,8 +259,11 @@ class IoLoop:
         e = self.e
         f = r.item
         if head.status in REDIRECT_CODES and head.get("location"):
-            new = urljoin(conn.url, head.get("location") or "")
             self.pool.close(conn)
+            if f.direct_url is not None:  # a redirect's target redirects again: the threaded path bounds the chain
+                e.to_threads(r)
+                return False
+            new = urljoin(conn.url, head.get("location") or "")
             e.redirected(r, new, e.http.direct(new))  # a signed CDN URL: the next ranges go straight there
             return False
         e.answered(f)

@@ -474,7 +474,8 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     # CUDA); run_launch applies the home variables on top of it.
     return int(run_launch(settings, model=args.model, host=args.host, port=args.port, engine=args.engine,
                           demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg),
-                          allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib) or 0)
+                          allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib,
+                          sources=tuple(args.source)) or 0)
 
 
 COMMANDS = {

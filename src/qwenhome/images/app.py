@@ -48,21 +48,22 @@ def find_image_model(settings: Settings, model: str | None = None) -> tuple[str,
     return None
 
 
-def extension(settings: Settings | None = None, *, model: str | None = None) -> Any:
-    """The images :class:`qwenhome.app.state.Extension`, or None when it cannot run here."""
+def extension(settings: Settings | None = None, *, model: str | None = None, workers: Any = None,
+              ready_wait: float | None = None) -> Any:
+    """The images :class:`qwenhome.app.state.Extension`, or None when it cannot run here.
+    ``workers``: the :class:`qwenhome.app.workers.process.WorkerOptions` of its worker."""
     if settings is None or not available():
         return None
     found = find_image_model(settings, model)
     if found is None:
         return None
     from ..app.state import Extension
-    from .api import make_router
-    from .service import ImageService
+    from .api import EDIT_BODY_LIMIT, EDIT_ROUTES, make_router
+    from .service import DEFAULT_READY_WAIT, ImageService
 
     repo, snapshot = found
-    service = ImageService(settings, snapshot, model=repo)
-    from .api import EDIT_BODY_LIMIT, EDIT_ROUTES
-
+    service = ImageService(settings, snapshot, model=repo, workers=workers,
+                           ready_wait=DEFAULT_READY_WAIT if ready_wait is None else ready_wait)
     return Extension(name="images", router=make_router(service), title="Images",
                      static_dir=STATIC_DIR, script=SCRIPT,
-                     body_limits=tuple((route, EDIT_BODY_LIMIT) for route in EDIT_ROUTES))
+                     body_limits=tuple((route, EDIT_BODY_LIMIT) for route in EDIT_ROUTES), engine=service)

@@ -218,3 +218,31 @@ def test_a_killed_server_that_may_not_restart_ends_the_launch_with_engine_crashe
         time.sleep(0.2)
     else:
         pytest.fail("the server still answers after the launch ended")
+
+
+# Qwen3's own chat template refuses a conversation without a user turn, in these words.
+REFUSING_TEMPLATE = (
+    "{%- set ns = namespace(user=false) %}"
+    "{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.user = true %}{%- endif %}{%- endfor %}"
+    "{%- if not ns.user %}{{- raise_exception('No user query found in messages.') }}{%- endif %}"
+    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def test_messages_the_models_template_refuses_get_a_400_invalid_messages(tmp_path: Path) -> None:
+    model = shutil.copytree(tiny_model_dir(), tmp_path / "strict")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = REFUSING_TEMPLATE
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    state = AppState(load_settings({}, home=str(tmp_path / "home")), DEMO_REPO, snapshot=model)
+    with serve_app(create_app(state)) as url:
+        assert wait_ready(url)["status"] == "ready"
+        for stream in (False, True):
+            r = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+                "model": DEMO_REPO, "stream": stream, "messages": [{"role": "system", "content": "Be brief."}]})
+            assert r.status_code == 400, r.text  # before any stream starts
+            err = r.json()["error"]
+            assert err["code"] == "invalid-messages" and "No user query found in messages." in err["message"]
+            assert err["hint"]
+        assert chat(url, temperature=0, max_tokens=4).status_code == 200

@@ -50,6 +50,15 @@ def gated(tmp_path: Path) -> tuple[WorkerOptions, Path]:
     return WorkerOptions(python=(sys.executable, str(GATED), str(gate))), gate
 
 
+def running(pid: int) -> bool:
+    """The process exists and has not ended (a zombie waits only to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def health(url: str) -> httpx.Response:
     return httpx.get(f"{url}/health", timeout=10)
 
@@ -197,13 +206,21 @@ def test_a_killed_server_that_may_not_restart_ends_the_launch_with_engine_crashe
     t.start()
     try:
         assert ready.wait(180), out.text()
-        pid = wait_ready(f"http://127.0.0.1:{port}")["pid"]
+        body = wait_ready(f"http://127.0.0.1:{port}")
+        pid = body["pid"]
+        workers = [engine["pid"] for engine in body["engines"].values()]
+        assert workers and all(workers)
         os.kill(pid, signal.SIGKILL)
         t.join(60)
         assert not t.is_alive(), out.text()
     finally:
         stop.set()
         t.join(30)
+    deadline = time.monotonic() + 30
+    for worker in workers:  # the server's workers die with it: their socket to it closed
+        while running(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived its server"
+            time.sleep(0.1)
     assert len(raised) == 1 and isinstance(raised[0], QwenhomeError), (raised, out.text())
     err = raised[0]
     assert err.code == "engine-crashed"

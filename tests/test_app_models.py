@@ -105,6 +105,8 @@ def test_invalid_repo_id_and_unknown_pull_are_4xx(api: tuple[httpx.Client, AppSt
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-repo-id"
     r = client.post("/api/models/pull", json={"nope": 1})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-request"
+    # The hint is about this route's body, not about chat completions.
+    assert r.json()["error"]["hint"] == 'send {"repo": "Org/Name"} (or "Org/Name@revision")'
     r = client.get("/api/pulls/0123456789abcdef/events")
     assert r.status_code == 404 and r.json()["error"]["code"] == "pull-not-found"
 

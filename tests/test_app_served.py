@@ -170,3 +170,24 @@ def test_the_image_model_is_switched_without_a_restart(server: ServerProcess) ->
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert wait_ready(server.url)["engines"]["image"]["model"] == SECOND_IMAGE
+
+
+def test_an_image_model_pulled_after_the_start_is_served_without_a_restart(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    seed_demo_repos(home)
+    conf = load_settings({}, home=str(home))
+    snapshot = ensure_demo_model(conf)
+    with serve_process(home, snapshot, DEMO_REPO, workdir=tmp_path) as s:
+        assert wait_ready(s.url)["status"] == "ready"  # no image model: nothing to wait for
+        status = httpx.get(f"{s.url}/api/images/status", timeout=30).json()
+        assert status["state"] == "none" and status["model"] is None
+        job = {"prompt": "a fox", "size": "64x64", "num_inference_steps": 2, "seed": 3}
+        r = httpx.post(f"{s.url}/v1/images/generations", json=job, timeout=60)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no-image-model", r.text
+        assert "/api/served" in r.json()["error"]["hint"]
+        ensure_demo_image_model(conf)  # pulled into the same home while the server runs
+        r = httpx.post(f"{s.url}/api/served", json={"image": TINY_REPO_ID}, timeout=60)
+        assert r.status_code == 202, r.text
+        r = httpx.post(f"{s.url}/v1/images/generations", json=job, timeout=180)
+        assert r.status_code == 200, r.text
+        assert wait_ready(s.url)["engines"]["image"]["model"] == TINY_REPO_ID

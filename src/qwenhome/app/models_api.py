@@ -228,7 +228,7 @@ async def set_served(request: Request, body: ServeRequest) -> JSONResponse:
     targets = []
     for kind, repo in wanted:
         found = await run_in_threadpool(find_servable, state.settings, repo, kind)
-        engine = state.served().get(kind)
+        engine = state.engines().get(kind)
         if kind == "image" and engine is None:
             raise ApiError(409, "image generation is not running in this server", code="image-engine-missing",
                            hint="install the images extra (pip install 'qwenhome[images]') and launch again")
@@ -237,7 +237,7 @@ async def set_served(request: Request, body: ServeRequest) -> JSONResponse:
         if kind == "chat":
             await run_in_threadpool(state.switch_chat, found.repo, found.snapshot)
         else:
-            image: Any = state.served()[kind]  # the image service
+            image: Any = state.engines()[kind]  # the image service
             await run_in_threadpool(image.switch, found.repo, found.snapshot)
     doc = await get_served(request)
     return JSONResponse(doc, status_code=202)

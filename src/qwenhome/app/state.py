@@ -107,15 +107,19 @@ class AppState:
     def scheduler(self) -> Scheduler | None:
         return self.chat.scheduler if self.chat is not None else None
 
-    def served(self) -> dict[str, Served]:
-        """Kind -> the engine serving it (chat in a worker, image, ...); vLLM is not listed."""
-        out: dict[str, Served] = {}
+    def engines(self) -> dict[str, Any]:
+        """Kind -> the engine of that kind, serving a model or not (an image service without one)."""
+        out: dict[str, Any] = {}
         if self.chat is not None:
             out["chat"] = self.chat
         for ext in self.extensions:
             if ext.engine is not None:
                 out[ext.engine.kind] = ext.engine
         return out
+
+    def served(self) -> dict[str, Served]:
+        """Kind -> the engine serving a model of it (chat in a worker, image, ...); vLLM is not listed."""
+        return {kind: engine for kind, engine in self.engines().items() if engine.state != "none"}
 
     @property
     def status(self) -> str:

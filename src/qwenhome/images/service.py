@@ -1,6 +1,6 @@
 """The image service: validation, the job queue, the worker and the result store.
 
-    service = ImageService(settings, snapshot_path)      # nothing heavy yet
+    service = ImageService(settings, snapshot_path)      # nothing heavy yet (None: no model until switch())
     service.start()      # the worker process starts: it decides the policy and loads the pipeline
     job = service.submit(service.make_request(prompt="a fox", size="16:9", steps=30))
     ...
@@ -75,7 +75,7 @@ class ImageService:
     def __init__(
         self,
         settings: Settings,
-        snapshot_path: Path,
+        snapshot_path: Path | None,
         policy: Policy | None = None,
         *,
         model: str = "",
@@ -99,7 +99,12 @@ class ImageService:
         self._started = False
         self._stopping = threading.Event()
         self._switch_lock = threading.Lock()
-        self._worker = self._make_worker(Path(snapshot_path), model)
+        self.snapshot: Path | None = None
+        self.model = ""
+        self.commit: str | None = None
+        self.rules: SizeRules | None = None
+        self.default_steps: int | None = None
+        self._worker = None if snapshot_path is None else self._make_worker(Path(snapshot_path), model)
         self._queue = JobQueue(self._run, max_pending=max_queue, before_each=self._wait_for_engine)
 
     def _make_worker(self, snapshot: Path, model: str) -> WorkerProcess:
@@ -117,17 +122,17 @@ class ImageService:
     # -- lifecycle ---------------------------------------------------------------
     @property
     def state(self) -> str:
-        """``stopped``, ``loading``, ``ready``, ``restarting`` or ``failed``."""
-        return self._worker.state
+        """``none`` (no model), ``stopped``, ``loading``, ``ready``, ``restarting`` or ``failed``."""
+        return "none" if self._worker is None else self._worker.state
 
     @property
     def error(self) -> dict[str, Any] | None:
-        err = self._worker.error
+        err = self._worker.error if self._worker is not None else None
         return err.to_dict() if err is not None and self.state == "failed" else None
 
     @property
     def policy(self) -> Policy | None:
-        found = self._worker.info.get("policy")
+        found = self._worker.info.get("policy") if self._worker is not None else None
         return Policy(**found) if found else self.forced_policy
 
     def start(self) -> None:
@@ -136,7 +141,8 @@ class ImageService:
             self._started = True
             self._stopping.clear()
             self._drop_stale_uploads()
-            self._worker.start()
+            if self._worker is not None:
+                self._worker.start()
             self._queue.start()
 
     def stop(self) -> None:
@@ -144,7 +150,8 @@ class ImageService:
         if self._started:
             self._stopping.set()
             self._queue.stop()
-            self._worker.stop()
+            if self._worker is not None:
+                self._worker.stop()
             self._started = False
 
     def switch(self, model: str, snapshot: Path) -> None:
@@ -153,13 +160,15 @@ class ImageService:
         for the new one."""
         with self._switch_lock:
             old = self._worker
-            if old.model == model and self.snapshot == snapshot and old.state not in ("failed", STOPPED):
+            if old is not None and old.model == model and self.snapshot == snapshot \
+                    and old.state not in ("failed", STOPPED):
                 return
             self._worker = self._make_worker(snapshot, model)
             if self._started:
                 self._worker.start()
-        old.stop(ApiError(409, f"the served image model changed from {old.model} to {model}",
-                          code="model-switched", hint="submit the job again"))
+        if old is not None:
+            old.stop(ApiError(409, f"the served image model changed from {old.model} to {model}",
+                              code="model-switched", hint="submit the job again"))
 
     def _drop_stale_uploads(self) -> None:
         # Left by a server that stopped while a request was arriving.
@@ -171,26 +180,33 @@ class ImageService:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the model is loaded or failed (True), or ``timeout`` passed."""
-        return self._worker.wait_settled(timeout)
+        return self.wait_settled(timeout)
 
     def wait_settled(self, timeout: float | None = None) -> bool:
-        return self._worker.wait_settled(timeout)
+        return True if self._worker is None else self._worker.wait_settled(timeout)
 
     async def until_ready(self, timeout: float) -> bool:
-        return await self._worker.until_ready(timeout)
+        return False if self._worker is None else await self._worker.until_ready(timeout)
 
     def unavailable(self) -> QwenhomeError:
+        if self._worker is None:
+            return ApiError(503, "no image model is served", code="no-image-model",
+                            hint="pull one (e.g. Qwen/Qwen-Image) in the Models panel and serve it, "
+                                 'or POST /api/served {"image": "Org/Name"}')
         return self._worker.unavailable()
 
     def _wait_for_engine(self) -> None:
         # A job starts once the current worker is ready (or failed: the job fails with why).
         while not self._stopping.is_set():
             worker = self._worker
-            if worker.wait_settled(0.2) and worker is self._worker:
+            if worker is not None and worker.wait_settled(0.2) and worker is self._worker:
                 return
+            if worker is None:
+                time.sleep(0.2)
 
     def describe(self) -> dict[str, Any]:
-        out = self._worker.describe()
+        out: dict[str, Any] = {"kind": "image", "model": "", "state": "none"} if self._worker is None \
+            else self._worker.describe()
         current = self._queue.current
         out["queue"] = {"pending": self._queue.pending(), "running": current.id if current else None}
         return out
@@ -202,13 +218,14 @@ class ImageService:
         return {
             "state": self.state,
             "error": self.error,
-            "model": self.model,
+            "model": self.model or None,
             "commit": self.commit,
             "policy": policy.to_dict() if policy else None,
             "queue": {"pending": self._queue.pending(), "running": current.id if current else None},
-            "sizes": self.rules.to_dict(),
+            "sizes": self.rules.to_dict() if self.rules else None,
             "default_steps": self.default_steps,
-            "worker": {"pid": worker.pid, "restarts": worker.restarts, "last_exit": worker.last_exit or None},
+            "worker": None if worker is None else
+            {"pid": worker.pid, "restarts": worker.restarts, "last_exit": worker.last_exit or None},
         }
 
     # -- requests ----------------------------------------------------------------
@@ -227,13 +244,16 @@ class ImageService:
         strength: float = 0.6,
     ) -> ImageRequest:
         """Validate everything a client sent; raise a clear error for the first problem."""
+        rules, default_steps = self.rules, self.default_steps
+        if rules is None or default_steps is None:
+            raise self.unavailable()
         if not prompt or not prompt.strip():
             raise ImageRequestError("the prompt is empty", hint="describe the image to generate")
         if len(prompt) > MAX_PROMPT_CHARS or len(negative_prompt or "") > MAX_PROMPT_CHARS:
             raise ImageRequestError(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
         if not 1 <= n <= MAX_N:
             raise ImageRequestError(f"n must be between 1 and {MAX_N}, not {n}", hint="request more images in another job")
-        steps = self.default_steps if steps is None else steps
+        steps = default_steps if steps is None else steps
         if not 1 <= steps <= MAX_STEPS:
             raise ImageRequestError(f"num_inference_steps must be between 1 and {MAX_STEPS}, not {steps}")
         if not 1.0 <= true_cfg_scale <= 20.0:
@@ -258,9 +278,9 @@ class ImageService:
         elif mask is not None:
             raise ImageRequestError("a mask needs an image", hint="send 'image' with the 'mask'")
         if image is not None and (size is None or size.strip() == "auto"):
-            width, height = self.rules.nearest(image.width, image.height)
+            width, height = rules.nearest(image.width, image.height)
         else:
-            width, height = self.rules.resolve(size)
+            width, height = rules.resolve(size)
         return ImageRequest(
             prompt=prompt,
             width=width,
@@ -312,8 +332,8 @@ class ImageService:
     def _generate(self, job: Job) -> None:
         req = job.request
         worker = self._worker
-        if worker.state != READY:
-            job.error = worker.unavailable().to_dict()
+        if worker is None or worker.state != READY:
+            job.error = self.unavailable().to_dict()
             job.set_state(FAILED, error=job.error)
             return
         base = self._params(job)

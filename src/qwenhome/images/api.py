@@ -13,7 +13,9 @@
 
 Errors answer like the rest of the app, ``{"error": {"code", "message", "hint",
 "type"}}``, with the status from :func:`qwenhome.images.errors.http_status`. Nothing here blocks the event loop:
-generation runs on the service's worker thread and waiting is ``await``; an
+generation runs in the service's worker process and waiting is ``await``; a
+request that arrives while the model loads or restarts waits for it (at most
+the service's ``ready_wait``, then 503 with Retry-After); an
 upload is streamed to disk as it arrives (at most 32 MiB a file,
 ``upload-too-large``) and decoded on a worker thread, one at a time, after its
 header says it is at most 4096x4096 pixels (``image-too-large``).

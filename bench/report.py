@@ -77,6 +77,15 @@ def mirror(path: Path, doc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def xet_format(path: Path, doc: dict[str, Any]) -> list[str]:
+    lines = [*_head(path, doc), f"{doc['size'] / 2**20:.0f} MiB, medians of {doc['repeat']}.", "",
+             "| row | wall s | CPU s | MB/s | CPU s/GB | CPU ÷ hf_xet |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in doc["table"]:
+        lines.append(f"| {r['row']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['mbps']:.0f} | "
+                     f"{r['cpu_s_per_gb']:.2f} | {r['cpu_vs_hf_xet']:.2f} |")
+    return [*lines, ""]
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
@@ -85,9 +94,10 @@ def main(argv: list[str]) -> int:
         path = Path(name)
         doc = json.loads(path.read_text())
         kind = doc.get("kind")
-        makers = {"transfer": transfer, "offline": offline, "mirror": mirror}
+        makers = {"transfer": transfer, "offline": offline, "mirror": mirror, "xet_format": xet_format}
         if kind not in makers:
-            print(f"{path}: not a result file of transfer.py, offline.py or mirror.py", file=sys.stderr)
+            print(f"{path}: not a result file of transfer.py, offline.py, mirror.py or xet_format.py",
+                  file=sys.stderr)
             return 1
         print("\n".join(makers[kind](path, doc)))
     return 0

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import huggingface_hub as hf
 import pytest
 
 from qwenhome.config import load_settings
@@ -20,8 +21,6 @@ from tests.conftest import RunCli
 from tests.support.mirror import Mirror
 from tests.support.modelscope_server import ModelScopeServer
 from tests.support.repos import GeneratedRepo, MiB, write_file
-
-hf = pytest.importorskip("huggingface_hub")
 
 
 def file_bytes(mirror: Mirror, repo: GeneratedRepo) -> int:

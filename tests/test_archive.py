@@ -142,3 +142,63 @@ def test_archive_without_leading_manifest_is_refused(exported: tuple[Path, str],
     assert err.value.code == "bad-archive"
     with tarfile.open(out) as tar:
         assert tar.getmembers()[0].name == MANIFEST_MEMBER
+
+
+def test_an_archive_cut_short_between_two_members_is_archive_incomplete(
+        exported: tuple[Path, str], tmp_path: Path, qwen_home: Path, run_cli: RunCli,
+        small_repo: GeneratedRepo) -> None:
+    """A copy that stopped exactly where a member begins reads as a shorter,
+    well-formed archive: the blobs the manifest lists and the archive lacks
+    are named, the ones it has are kept verified, and nothing is visible."""
+    out, _ = exported
+    with tarfile.open(out) as tar:
+        members = tar.getmembers()
+    assert members[0].name == MANIFEST_MEMBER and "/blobs/" in members[1].name
+    kept = members[1].name.rsplit("/", 1)[1]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(out.read_bytes()[:members[2].offset])  # the manifest and one blob
+    home = tmp_path / "offline-machine"
+    res = run_cli(["import", str(cut)], home=home)
+    assert res.returncode == 6, res.stderr
+    lacking = sorted(rel for rel, f in small_repo.files.items() if f.etag != kept)
+    assert res.stderr.strip() == (f"error[archive-incomplete]: archive lacks {len(lacking)} blob(s), e.g. for "
+                                  f"{lacking[0]} (hint: the bytes were corrupted in transit or on disk; pull "
+                                  "again (bad files are never kept))")
+    store = Store(home / "hub", home / "qwenhome")
+    assert store.has_blob(RepoRef.parse("Org/Small"), kept)
+    assert not (home / "hub" / "models--Org--Small" / "snapshots").exists()
+    assert not (home / "hub" / "models--Org--Small" / "refs").exists()
+
+
+def test_a_snapshot_of_plain_files_is_export_unsupported(
+        exported: tuple[Path, str], tmp_path: Path, qwen_home: Path, run_cli: RunCli) -> None:
+    """A cache made where symlinks are unavailable holds copies in its
+    snapshots: nothing says which blob each is, so it is not exported."""
+    _, commit = exported
+    file = qwen_home / "hub" / "models--Org--Small" / "snapshots" / commit / "config.json"
+    data = file.read_bytes()
+    file.unlink()
+    file.write_bytes(data)
+    out = tmp_path / "copies.tar"
+    res = run_cli(["export", "Org/Small", "-o", str(out)])
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip() == (f"error[export-unsupported]: {file} is not a link to a blob; cannot export it "
+                                  "(hint: snapshots made without symlinks cannot be exported)")
+    assert not out.exists() and not list(tmp_path.glob(".copies.tar.*"))
+
+
+@pytest.mark.parametrize("where", ["a-folder", "a-name-too-long"])
+def test_an_export_the_system_refuses_to_write_is_store_io(
+        where: str, exported: tuple[Path, str], tmp_path: Path, run_cli: RunCli) -> None:
+    """``-o`` names a folder (the rename onto it fails: EISDIR), or a name
+    longer than the filesystem allows (ENAMETOOLONG): one line, no traceback,
+    no temporary file left."""
+    target = tmp_path / "out"
+    target.mkdir()
+    out = target if where == "a-folder" else target / ("x" * 260 + ".tar")
+    res = run_cli(["export", "Org/Small", "-o", str(out)])
+    assert res.returncode == 1, res.stderr
+    why = "Is a directory" if where == "a-folder" else "File name too long"
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("error[store-io]: cannot write ") and line.endswith(f": {why}"), line
+    assert list(target.iterdir()) == [] and not list(out.parent.glob(".*.tmp"))

@@ -9,13 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_offline_bench_compares_like_with_like_in_alternating_order(tmp_path: Path) -> None:
-    pytest.importorskip("huggingface_hub")
     out = tmp_path / "offline.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "offline.py"), "--repeat", "2", "--states", "dns",

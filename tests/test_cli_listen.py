@@ -5,16 +5,19 @@ anywhere (every failure happens at bind time)."""
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from qwenhome.app.launch import run_launch
+from qwenhome.config import load_settings
+from qwenhome.errors import UsageError
+from qwenhome.mirror.run import run_mirror
+from tests.support.caps import CAP_NET_BIND_SERVICE, without_capabilities
 from tests.support.cli import RunCli, clean_env
 
 # A name the resolver rejects before asking any server (an empty label cannot
@@ -66,21 +69,6 @@ def test_a_port_in_use_is_named(command: list[str], run_cli: RunCli, busy_port: 
     assert f"port {busy_port} is in use" in err
 
 
-def _without_bind_privilege() -> Callable[[], None] | None:
-    """A pre-exec hook that takes CAP_NET_BIND_SERVICE from the child, when this
-    process runs as root (whose children could otherwise bind any port)."""
-    if os.geteuid() != 0:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def drop() -> None:
-        pr_capbset_drop, cap_net_bind_service = 24, 10
-        if libc.prctl(pr_capbset_drop, cap_net_bind_service, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-    return drop
-
-
 def test_a_privileged_port_without_the_privilege_is_named(command: list[str], qwen_home: Path) -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("the privileged-port rule is checked on Linux")
@@ -89,6 +77,36 @@ def test_a_privileged_port_without_the_privilege_is_named(command: list[str], qw
         pytest.skip("this machine lets anyone bind port 80")
     proc = subprocess.run([sys.executable, "-m", "qwenhome", *command, "--port", "80"],
                           env=clean_env(qwen_home), cwd=qwen_home.parent, capture_output=True, text=True,
-                          timeout=60, preexec_fn=_without_bind_privilege())
+                          timeout=60, preexec_fn=without_capabilities(CAP_NET_BIND_SERVICE))
     check(proc.returncode, proc.stderr, "port-permission-denied")
     assert "port-in-use" not in proc.stderr
+
+
+def _ipv6() -> bool:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6(), reason="this machine has no IPv6")
+def test_a_refusal_with_no_named_cause_is_cannot_listen_with_the_systems_reason(
+        command: list[str], run_cli: RunCli) -> None:
+    """A link-local IPv6 address without its interface: bind() answers EINVAL,
+    none of the causes above; the system's own words are passed on."""
+    rc, _, err = run_cli([*command, "--host", "fe80::1", "--port", "0" if "serve" in command else "8765"], timeout=60)
+    check(rc, err, "cannot-listen")
+    assert "cannot listen on fe80::1:" in err and ": Invalid argument (hint: check --host and --port)" in err
+
+
+@pytest.mark.parametrize("port", [65536, 1 << 40])
+def test_a_port_out_of_range_through_the_python_api_is_invalid_port(port: int, qwen_home: Path) -> None:
+    """The CLI's --port refuses such numbers itself; a program that embeds
+    qwenhome passes them straight to bind()."""
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home))
+    for start in (lambda: run_mirror(settings, port=port), lambda: run_launch(settings, port=port, demo=True)):
+        with pytest.raises(UsageError) as info:
+            start()
+        assert (info.value.code, info.value.exit_code) == ("invalid-port", 2)
+        assert info.value.message == f"cannot listen on 127.0.0.1:{port}: a port is a number from 0 to 65535"

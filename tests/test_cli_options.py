@@ -69,7 +69,8 @@ def test_out_of_range_numbers_are_usage_errors_at_parse_time(argv: list[str], ca
         build_parser().parse_args(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2, err
-    assert "usage: qwenhome" in err and f"error: argument {argv[-2]}" in err
+    assert "usage: qwenhome" in err and f": argument {argv[-2]}" in err
+    assert err.splitlines()[-1].startswith("error[usage]: qwenhome ") and "(hint: qwenhome " in err, err
 
 
 @pytest.mark.parametrize(("argv", "option"), [
@@ -79,7 +80,8 @@ def test_out_of_range_numbers_are_usage_errors_at_parse_time(argv: list[str], ca
 def test_out_of_range_numbers_end_the_real_command_with_a_usage_line(
         argv: list[str], option: str, run_cli: RunCli) -> None:
     rc, out, err = run_cli(argv, timeout=60)
-    assert rc == 2 and f"error: argument {option}:" in err, err
+    assert rc == 2 and err.splitlines()[-1].startswith("error[usage]: qwenhome "), err
+    assert f": argument {option}:" in err, err
     assert "Traceback" not in err and out == ""
 
 
@@ -145,3 +147,11 @@ def test_export_into_a_folder_that_is_not_one_is_a_usage_error(
     rc, _, err = run_cli(["export", "Org/Small", "-o", str(tmp_path / where)])
     assert rc == 2 and err.startswith("error[invalid-path]: ") and "is not a folder" in err, err
     assert "Traceback" not in err and (tmp_path / "a-file").read_text() == "x"
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_home_is_refused_rather_than_taken_as_the_default(value: str, run_cli: RunCli) -> None:
+    """An empty ``--home`` (an unset shell variable) used to mean the default home."""
+    rc, out, err = run_cli(["ls", "--home", value], timeout=60)
+    assert rc == 2 and err.startswith("error[invalid-home]: --home is empty"), err
+    assert out == ""

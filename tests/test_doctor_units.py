@@ -68,12 +68,14 @@ def test_report_json_matches_the_schema_and_exit_code_follows_failures() -> None
     )
     report = DoctorReport(checks, (FixApplied("write-env-sh", "wrote", "/h/env.sh"),))
     doc = json.loads(json.dumps(report.to_dict()))
-    assert set(doc) == {"ok", "checks", "fixes_applied"}
+    assert set(doc) == {"verdict", "ok", "checks", "fixes_applied"}
     assert doc["ok"] is False and report.exit_code == 1
+    assert doc["verdict"] == "Refused [connection-refused]"  # the first failing cause
     assert doc["checks"][1] == {"id": "tcp:a:443", "status": "fail", "code": "connection-refused",
                                 "summary": "refused", "fix": "start it", "host": "a"}
     assert doc["checks"][0]["code"] is None
     assert doc["fixes_applied"] == [{"id": "write-env-sh", "summary": "wrote", "path": "/h/env.sh"}]
     table = render_report(report)
     assert "FAIL  tcp:a:443" in table and "fix: start it" in table and "write-env-sh" in table
+    assert table.splitlines()[0] == doc["verdict"]
     assert DoctorReport(checks[:1]).exit_code == 0

@@ -59,6 +59,41 @@ def test_not_wsl_skips_the_wsl_check(tmp_path: Path) -> None:
     assert next(c for c in report.checks if c.id == "wsl-resolv-conf").status == "skip"
 
 
+def _mounts(tmp_path: Path, windows_drive: Path) -> Path:
+    """/proc/mounts as WSL 2 writes it: the Linux disk at /, a Windows drive over 9P."""
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sdc / ext4 rw,relatime,discard,errors=remount-ro,data=ordered 0 0\n"
+        f"C:\\134 {windows_drive} 9p rw,noatime,dirsync,aname=drvfs;path=C:\\;uid=1000;gid=1000;"
+        "symlinkroot=/mnt/,mmap,access=client,msize=65536,trans=fd,rfd=5,wfd=5 0 0\n")
+    return mounts
+
+
+def test_wsl_home_on_a_windows_drive_warns_and_says_where_to_put_it(tmp_path: Path) -> None:
+    proc, resolv = _wsl_files(tmp_path)
+    drive = tmp_path / "winc"
+    (drive / "Users" / "me" / "qwen").mkdir(parents=True)
+    opts = options_for(tmp_path, proc_version=proc, resolv_conf=resolv, mounts=_mounts(tmp_path, drive))
+    settings = settings_for(tmp_path, ["http://127.0.0.1:9"], {"QWEN_HOME": str(drive / "Users" / "me" / "qwen")})
+    report = run_doctor(settings, options=opts, network=False)
+    check = next(c for c in report.checks if c.id == "wsl-home")
+    assert (check.status, check.code) == ("warn", "wsl-home-on-windows-drive")
+    assert str(drive) in check.summary and "9p" in check.summary
+    assert "export QWEN_HOME=~/qwen-home" in check.fix and f"qwenhome adopt {drive}/Users/me/qwen/hub" in check.fix
+
+
+def test_wsl_home_on_the_linux_filesystem_passes_and_not_wsl_skips(tmp_path: Path) -> None:
+    proc, resolv = _wsl_files(tmp_path)
+    mounts = _mounts(tmp_path, tmp_path / "winc")
+    opts = options_for(tmp_path, proc_version=proc, resolv_conf=resolv, mounts=mounts)
+    report = run_doctor(settings_for(tmp_path, ["http://127.0.0.1:9"]), options=opts, network=False)
+    check = next(c for c in report.checks if c.id == "wsl-home")
+    assert check.status == "pass" and "ext4" in check.summary
+    report = run_doctor(settings_for(tmp_path, ["http://127.0.0.1:9"]), options=options_for(tmp_path, mounts=mounts),
+                        network=False)
+    assert next(c for c in report.checks if c.id == "wsl-home").status == "skip"
+
+
 def test_repository_larger_than_the_free_disk_is_disk_space_low(tmp_path: Path) -> None:
     with FakeHub(file_size=10**18) as hub:
         report = run_doctor(settings_for(tmp_path, [hub.url]), repo="Org/Model", options=options_for(tmp_path))
@@ -114,6 +149,33 @@ def test_models_already_in_the_home_are_not_reported_as_other_cache(tmp_path: Pa
     opts = options_for(tmp_path, hf_cache_dirs=None, modelscope_cache_dirs=None)
     env = {"HF_HUB_CACHE": str(store)}
     report = run_doctor(settings_for(tmp_path, ["http://127.0.0.1:9"], env), options=opts)
+    assert next(c for c in report.checks if c.id == "other-caches").status == "pass"
+
+
+def test_a_model_the_home_holds_is_never_said_to_be_downloaded_again(tmp_path: Path) -> None:
+    """The demo model in the home and in the user's default cache too: only the
+    other model is reported; the home's copy is what is used."""
+    for cache in (tmp_path / "home" / "hub", tmp_path / "user" / ".cache" / "huggingface" / "hub"):
+        (cache / "models--qwenhome--tiny-qwen2-demo" / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    other = tmp_path / "user" / ".cache" / "huggingface" / "hub" / "models--Org--Other" / "snapshots" / ("b" * 40)
+    other.mkdir(parents=True)
+    opts = options_for(tmp_path, hf_cache_dirs=None, modelscope_cache_dirs=None)
+    report = run_doctor(settings_for(tmp_path, ["http://127.0.0.1:9"]), options=opts, network=False)
+    check = next(c for c in report.checks if c.id == "other-caches")
+    assert check.code == "models-in-other-cache" and "Org/Other" in check.summary
+    assert "tiny-qwen2-demo" not in check.summary
+
+
+def test_a_home_reached_through_a_symlink_is_not_another_cache(tmp_path: Path) -> None:
+    """~/.cache is a link to another disk and QWEN_HOME names the real folder:
+    one home, not two."""
+    real = tmp_path / "disk" / "huggingface"
+    (real / "hub" / "models--Org--Model" / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / ".cache").symlink_to(tmp_path / "disk")
+    opts = options_for(tmp_path, hf_cache_dirs=None, modelscope_cache_dirs=None)
+    settings = settings_for(tmp_path, ["http://127.0.0.1:9"], {"QWEN_HOME": str(real)})
+    report = run_doctor(settings, options=opts, network=False)
     assert next(c for c in report.checks if c.id == "other-caches").status == "pass"
 
 

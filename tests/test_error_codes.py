@@ -27,7 +27,7 @@ from qwenhome.errors import (
     ServerError,
 )
 from qwenhome.net import HttpClient
-from qwenhome.pull import pull
+from qwenhome.pull import METADATA_ATTEMPTS, pull
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.engine import Candidate, FileJob, TransferEngine
@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REVISION = "/api/models/Org/Small/revision/main"
 WEIGHTS = "model.safetensors"
 # One connection: each request the server logs is one attempt of the client.
-ONE = EngineConfig(connections=1, initial_connections=1, stall_timeout=2.0,
-                   backoff=Backoff(base=0.01, cap=0.05), max_retries=2)
+ONE = EngineConfig(connections=1, stall_timeout=2.0, backoff=Backoff(base=0.01, cap=0.05), max_retries=2)
 
 
 def settings_for(home: Path, url: str, timeouts: Timeouts | None = None) -> Settings:
@@ -142,7 +141,7 @@ def test_a_source_that_keeps_failing_is_retried_then_named_with_exit_5(
     res = run_cli(["pull", "Org/Small", "--source", mirror.url])
     assert res.returncode == 5, res.stderr
     assert last_line(res.stderr).startswith(f"error[{code}]:")
-    assert len(mirror.faults.records(path=REVISION)) == EngineConfig().metadata_attempts
+    assert len(mirror.faults.records(path=REVISION)) == METADATA_ATTEMPTS
 
 
 def test_a_file_the_server_keeps_failing_ends_with_server_error_after_its_retries(
@@ -192,6 +191,36 @@ def test_a_redirect_to_another_scheme_is_a_bad_url(mirror: Mirror) -> None:
     with pytest.raises(ProtocolError) as info:
         HttpClient(env={}).open("GET", mirror.url + REVISION)
     assert info.value.code == "bad-url" and "ftp://127.0.0.1/x" in info.value.message
+
+
+@pytest.mark.parametrize("location", ["/api/caf\u00e9", "http://a..b:9/x", "http://127.0.0.1:99999/x"],
+                         ids=["non-ascii-path", "empty-dns-label", "port-out-of-range"])
+def test_a_redirect_no_request_can_follow_is_bad_url_and_not_retried(
+        location: str, run_cli: RunCli, mirror: Mirror) -> None:
+    """A path that is not ASCII, a host the resolver cannot even encode, a port
+    out of range: retrying cannot help, and nothing is sent anywhere."""
+    mirror.faults.respond(302, b"", path=REVISION, headers={"Location": location}, times=None)
+    res = run_cli(["pull", "Org/Small", "--source", mirror.url])
+    assert res.returncode == 5, res.stderr
+    line = last_line(res.stderr)
+    assert line.startswith("error[bad-url]: ") and location in line, line
+    assert "retry" not in res.stderr and "Traceback" not in res.stderr
+    assert len(mirror.faults.records(path=REVISION)) == 1
+
+
+@pytest.mark.parametrize("event_loop", [True, False], ids=["event-loop", "worker-threads"])
+@pytest.mark.parametrize("location", ["http://a..b:9/x", "http://127.0.0.1:99999/x"])
+def test_a_file_redirected_where_no_request_can_go_fails_with_bad_url(
+        event_loop: bool, location: str, qwen_home: Path, mirror: Mirror) -> None:
+    """The redirect a CDN would answer for a file, to a host or port no
+    connection can be made to: the file fails with bad-url, the pull says so
+    (no traceback from the event loop, no retries)."""
+    mirror.faults.respond(302, b"", path=WEIGHTS, headers={"Location": location}, times=None)
+    with pytest.raises(ProtocolError) as info:
+        pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"),
+             config=replace(ONE, loop_threads=2 if event_loop else 0))
+    assert info.value.code == "bad-url" and WEIGHTS in info.value.message and location in info.value.message
+    assert len(mirror.faults.records(path=WEIGHTS)) == 1
 
 
 def test_a_file_the_source_lists_but_does_not_serve_is_entry_not_found(

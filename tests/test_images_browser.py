@@ -6,6 +6,7 @@ page shows the image panel, generates an image and shows it in the gallery."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_panel_generates_an_image_and_shows_it_in_the_gallery(base: str, tmp_pat
             page.goto(base + "/")
             expect = sync_api.expect
             panel = page.locator("#extensions #images-panel")
-            expect(panel.get_by_test_id("images-status")).to_contain_text(TINY_REPO_ID + " · cpu float32", timeout=30_000)
+            expect(panel.get_by_test_id("images-status")).to_contain_text(
+                re.compile("^" + re.escape(TINY_REPO_ID) + r" \(demo model: random weights[^·]*\) · cpu float32"), timeout=30_000)
             # The panel brought its own stylesheet, and it applies (it may
             # still be loading when the status text shows: wait, or time out).
             page.wait_for_function("""() => {

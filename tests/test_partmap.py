@@ -60,29 +60,29 @@ def test_tick_saves_skip_files_with_little_on_disk_but_forced_saves_take_all(tmp
     """A pull of many small files would rewrite hundreds of maps every tick:
     a file with less than ``map_min`` on disk waits until its unsaved bytes
     are ``map_age`` old (on a slow link they are worth keeping)."""
-    from qwenhome.net import HttpClient
-    from qwenhome.transfer.engine import EngineConfig, FileJob, TransferEngine, _FileState
-    from qwenhome.transfer.hashing import Verifier
+    import threading
+
+    from qwenhome.transfer.files import FileJob, FileState
+    from qwenhome.transfer.maps import PartMaps, Saving
 
     mib = 1 << 20
     now = [100.0]
-    engine = TransferEngine(HttpClient(env={}), EngineConfig(map_min=4 * mib, map_age=1.0), clock=lambda: now[0])
+    maps = PartMaps(threading.Lock(), lambda: now[0], Saving(min_bytes=4 * mib, age=1.0))
     states = []
     for name, size, have in [("small", 2 * mib, mib), ("big", 64 * mib, 8 * mib)]:
         job = FileJob(name, name, size, "0" * 64, None, [], tmp_path / f"{name}.part")
         job.partial.write_bytes(b"")
-        f = _FileState(job, Intervals([0], [have]), None, Verifier(size, job.sha256, None), dirty_since=now[0])
+        f = FileState.of(job, Intervals([0], [have]), None)
+        maps.touched(f, 0)  # its map is out of date since now
         states.append(f)
-    engine._files = states
-    engine._dirty = set(states)
-    engine._save_maps()
+    maps.save(states)
     assert not partmap.map_path(tmp_path / "small.part").exists()
     assert partmap.map_path(tmp_path / "big.part").exists()
-    assert engine._dirty == {states[0]}, "the small file's map is still due"
+    assert maps.dirty == {states[0]}, "the small file's map is still due"
     now[0] += 1.5
-    engine._save_maps()
+    maps.save(states)
     assert partmap.map_path(tmp_path / "small.part").exists()
     partmap.map_path(tmp_path / "small.part").unlink()
-    engine._dirty = {states[0]}
-    engine._save_maps(force=True)  # a cancelled or failed run keeps every byte it has
+    maps.touched(states[0], 0)
+    maps.save(states, force=True)  # a cancelled or failed run keeps every byte it has
     assert partmap.map_path(tmp_path / "small.part").exists()

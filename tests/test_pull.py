@@ -26,6 +26,8 @@ from qwenhome.store import RepoRef, Store
 from qwenhome.store.scan import list_repos
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from qwenhome.transfer.scheduler import Splits
+from tests.support import tuning
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_repo
 
@@ -116,8 +118,8 @@ def test_pull_under_fault_ends_verified(fault: str, path: str, qwen_home: Path, 
     events: list[ProgressEvent] = []
     # A split (end-game) range stops before the corrupt byte and would consume
     # the one-shot fault unseen: no splitting when testing corruption.
-    config = replace(FAST, steal_min=1 << 40) if fault == "corrupt-byte" else FAST
-    config = replace(config, event_loop=path == "event-loop")
+    config = tuning.tuned(FAST, splits=Splits(steal_min=1 << 40)) if fault == "corrupt-byte" else FAST
+    config = replace(config, loop_threads=2 if path == "event-loop" else 0)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), on_event=events.append, config=config)
     assert_snapshot_matches(qwen_home, big_repo)
     if fault != "bandwidth-per-connection":
@@ -139,7 +141,7 @@ def test_a_blip_that_cuts_every_connection_is_one_retry_not_a_failed_file(
     cuts = 3 * FAST.max_retries
     mirror.faults.drop_after(0, times=cuts, path="model.safetensors", reset=True)
     events: list[ProgressEvent] = []
-    config = replace(FAST, connections=16, event_loop=path == "event-loop")
+    config = replace(FAST, connections=16, loop_threads=2 if path == "event-loop" else 0)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), on_event=events.append, config=config)
     assert_snapshot_matches(qwen_home, big_repo)
     assert sum(1 for r in mirror.faults.records() if r.error and r.file_path == "model.safetensors") >= cuts
@@ -282,7 +284,7 @@ def test_token_goes_only_to_its_source_never_across_a_redirect(
 def test_user_space_read_path_under_faults(fault: str, qwen_home: Path, mirror: Mirror, big_repo: GeneratedRepo) -> None:
     """TLS bodies cannot be spliced; the readinto + pwrite path must be as robust."""
     FAULTS[fault](mirror.faults)
-    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=replace(FAST, splice=False))
+    pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=tuning.tuned(FAST, splice=False))
     assert_snapshot_matches(qwen_home, big_repo)
     assert mirror.faults.bytes_sent("model.safetensors") <= 1.1 * big_repo.files["model.safetensors"].size
 

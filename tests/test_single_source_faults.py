@@ -33,7 +33,7 @@ def gap(records: list[RequestRecord]) -> float:
     return records[1].started - records[0].ended
 
 
-@pytest.mark.parametrize("config", [QUICK, replace(QUICK, event_loop=False)], ids=["event-loop", "worker-threads"])
+@pytest.mark.parametrize("config", [QUICK, replace(QUICK, loop_threads=0)], ids=["event-loop", "worker-threads"])
 def test_retry_after_is_waited_out_for_metadata_and_for_files(
         qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo, config: EngineConfig) -> None:
     revision = "/api/models/Org/Small/revision/main"

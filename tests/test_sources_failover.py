@@ -4,6 +4,7 @@ away from a source that serves corrupt bytes. Everything over real servers."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qwenhome.config import Settings, Source, load_settings
-from qwenhome.errors import IntegrityError
+from qwenhome.errors import IntegrityError, RemoteError
 from qwenhome.mirror import BodyInterrupted, BodySlice, FolderBackend, HashCache, RequestInfo
 from qwenhome.progress import ProgressEvent
 from qwenhome.pull import pull
@@ -20,6 +21,7 @@ from qwenhome.sources import HEALTH_TTL, NetState, ProbeResult, rank
 from qwenhome.store import RepoRef, Store
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from tests.support import tuning
 from tests.support.faults import Faults
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.modelscope_server import ModelScopeServer
@@ -27,8 +29,8 @@ from tests.support.repos import GeneratedRepo, MiB, make_repo
 
 RANGE = 2 * MiB
 # Fixed 2 MiB ranges so "file size plus one range" is a tight bound.
-CFG = EngineConfig(connections=4, chunk_min=RANGE, chunk_max=RANGE, stall_timeout=1.0,
-                   backoff=Backoff(base=0.05, cap=0.3), max_retries=6)
+CFG = tuning.ranges(EngineConfig(connections=4, stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.3),
+                                 max_retries=6), RANGE)
 BIG = "model.safetensors"
 
 
@@ -173,7 +175,7 @@ def test_ranges_still_out_at_the_left_source_do_not_count_against_the_next(
     their failures arrive after the switch and must not be counted against
     the new source (they used up its retries and failed the file)."""
     mirror.faults.drop_after(64 * 1024, times=None, path=BIG)
-    config = replace(CFG, connections=12, max_retries=2, event_loop=path == "event-loop")
+    config = replace(CFG, connections=12, max_retries=2, loop_threads=2 if path == "event-loop" else 0)
     pull(settings_with(qwen_home, mirror.url, second_mirror.url), RepoRef.parse("Org/Fail"), config=config)
     snapshot_ok(qwen_home, fail_repo)
     assert second_mirror.faults.bytes_sent(BIG) > 0
@@ -234,3 +236,23 @@ def test_health_failures_reset_on_success_and_fade_with_time(qwen_home: Path) ->
     assert state.failures(a, now=1001.0 + HEALTH_TTL + 1) == 0, "an old failure no longer ranks it last"
     state.record(a, True, now=1003.0)
     assert state.failures(a, now=1004.0) == 0
+
+
+def test_a_file_whose_every_source_is_dropped_or_differs_fails_with_no_source(
+        qwen_home: Path, tmp_path: Path, mirror: Mirror, small_repo: GeneratedRepo, hash_cache: HashCache) -> None:
+    """The Hub source sends the weights corrupt and fails the tokenizer; the
+    ModelScope source has the same weights but another tokenizer. The weights
+    come from ModelScope and the Hub source is dropped for serving bad bytes;
+    then the tokenizer has no source left that could serve its content."""
+    ms_root = tmp_path / "ms"
+    shutil.copytree(small_repo.path, ms_root / "Org" / "Small")
+    (ms_root / "Org" / "Small" / "tokenizer.json").write_bytes(b'{"another": "tokenizer"}\n')
+    mirror.faults.corrupt(1000, times=None, path=BIG)
+    mirror.faults.fail(500, times=None, path="tokenizer.json")
+    with ModelScopeServer(ms_root, hashes=hash_cache) as ms, pytest.raises(RemoteError) as info:
+        pull(settings_with(qwen_home, mirror.url, f"modelscope:{ms.url}"), RepoRef.parse("Org/Small"), config=CFG)
+    assert (info.value.code, info.value.exit_code) == ("no-source", 5)
+    assert info.value.message == "1 file(s) of Org/Small failed: tokenizer.json: no usable source left"
+    assert ms.bytes_sent(BIG) == small_repo.files[BIG].size and ms.bytes_sent("tokenizer.json") == 0
+    store = Store(qwen_home / "hub", qwen_home / "qwenhome")
+    assert store.has_blob(RepoRef.parse("Org/Small"), small_repo.files[BIG].etag), "the weights are kept"

@@ -19,6 +19,7 @@ import pytest
 import trustme
 
 from qwenhome.config import Settings, Source, hf_token_for, load_settings
+from qwenhome.errors import UsageError
 from qwenhome.hub import HubClient
 from qwenhome.mirror import CannedResponse, FolderBackend, HashCache, RequestInfo
 from qwenhome.net import HttpClient, token_for
@@ -26,6 +27,7 @@ from qwenhome.pull import pull
 from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from tests.support.cli import RunCli
 from tests.support.faults import Faults
 from tests.support.http import request
 from tests.support.mirror import Mirror, start_mirror, start_pull_through
@@ -38,7 +40,7 @@ TOKEN = "tok-origin-secret-42"
 BEARER = f"Bearer {TOKEN}"
 WEIGHTS = "model.safetensors"
 LOOP = EngineConfig(connections=4, stall_timeout=2.0, backoff=Backoff(base=0.05, cap=0.3), max_retries=4)
-THREADS = replace(LOOP, event_loop=False)
+THREADS = replace(LOOP, loop_threads=0)
 
 
 class AuthLog(Faults):
@@ -127,7 +129,7 @@ def test_token_never_follows_a_redirect_to_another_origin(qwen_home: Path, small
     assert_token_stayed_home(redirecting.origin, redirecting.other)
     # The path under test really moved the files.
     threaded = int(result.stats.get("threaded_files", 0))
-    assert threaded == 0 if config.event_loop else threaded > 0, result.stats
+    assert threaded == 0 if config.loop_threads else threaded > 0, result.stats
     assert any("/resolve/" in target for target, _ in redirecting.other.seen)
 
 
@@ -239,3 +241,53 @@ def test_hf_home_token_file_is_read_and_sent_only_to_the_hugging_face_origin(
     assert_snapshot_matches(home, small_repo)
     assert hub_log.auth() and set(hub_log.auth()) == {"Bearer hf_from_file_123"}
     assert team_log.seen and not any(a for a in team_log.auth()), team_log.seen
+
+
+# -- a token no HTTP header can carry ------------------------------------------------------
+
+def test_a_configured_token_no_header_can_carry_stops_the_pull_before_any_request(
+        run_cli: RunCli, qwen_home: Path, mirror: Mirror) -> None:
+    """A token pasted with a character outside visible ASCII (here a euro sign)
+    is a configuration error, exit 2, found before any request: not a network
+    error retried against the server, and never echoed."""
+    config = qwen_home / "qwenhome" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[[sources]]\nurl = "{mirror.url}"\ntoken = "hf_t\u20acst"\n', encoding="utf-8")
+    res = run_cli(["pull", "Org/Small"])
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"error[invalid-token]: {config}: sources[0].token: the token cannot be sent in an HTTP header: "
+        "character 5 (U+20AC) is not visible ASCII (hint: copy the token again, without quotes or spaces; "
+        "a Hugging Face token looks like hf_...)"]
+    assert not mirror.faults.records(), "refused before any request"
+
+
+@pytest.mark.parametrize(("variable", "value", "why"), [
+    ("HF_TOKEN", "\u201chf_abc\u201d", "character 1 (U+201C)"),  # typographic quotes pasted with it
+    ("HUGGING_FACE_HUB_TOKEN", "hf_abc def", "character 7 (U+0020)"),
+    ("HF_TOKEN", "hf_abc\ndef", "character 7 (U+000A)"),  # would split the header
+    ("token file", b"hf_\xffabc\n", "character 4 (U+FFFD)"),  # not UTF-8
+])
+def test_an_hf_token_no_header_can_carry_is_invalid_token_naming_where_it_came_from(
+        tmp_path: Path, variable: str, value: str | bytes, why: str) -> None:
+    env = {"HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
+    if isinstance(value, bytes):
+        (tmp_path / "hf").mkdir()
+        (tmp_path / "hf" / "token").write_bytes(value)
+        variable = str(tmp_path / "hf" / "token")
+    else:
+        env[variable] = value
+    # The default source, https://huggingface.co, is where it would be sent; nothing is.
+    with pytest.raises(UsageError) as info:
+        load_settings(env, home=str(tmp_path / "qh"))
+    assert (info.value.code, info.value.exit_code) == ("invalid-token", 2)
+    assert info.value.message.startswith(f"{variable}: the token cannot be sent in an HTTP header: {why} ")
+    assert "hf_abc" not in info.value.message, "the token is never echoed"
+    # A token that no source will send stops nothing.
+    settings = load_settings(env, home=str(tmp_path / "qh"), sources=["http://127.0.0.1:9"])
+    assert [s.token for s in settings.sources] == [None]
+
+
+def test_whitespace_around_hf_token_is_dropped_as_huggingface_hub_does(tmp_path: Path) -> None:
+    settings = load_settings({"HOME": str(tmp_path), "HF_TOKEN": " hf_abc\n"}, home=str(tmp_path / "qh"))
+    assert [(s.url, s.token) for s in settings.sources] == [("https://huggingface.co", "hf_abc")]

@@ -11,26 +11,17 @@ from typing import cast
 from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
-from qwenhome.transfer import EngineConfig, TransferEngine
+from qwenhome.transfer import EngineConfig
+from qwenhome.transfer.conns import Gather
 from qwenhome.transfer.retry import Backoff
+from qwenhome.transfer.scheduler import Splits
+from qwenhome.transfer.sizing import RangeSizer, Sizes
+from tests.support import tuning
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, make_repo
 from tests.test_pull import assert_snapshot_matches, settings_for
 
-FAST = EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6, chunk_min=8 << 20,
-                    chunk_max=8 << 20)
-
-
-def _busy_engine(connections: int) -> TransferEngine:
-    """An engine with ``connections`` as its target, each with a range under
-    way (stand-ins): what the controller sees mid-run."""
-    from qwenhome.net import HttpClient
-    from qwenhome.transfer.engine import _Range
-
-    engine = TransferEngine(HttpClient(env={}), EngineConfig())
-    engine._target = connections
-    engine._inflight = {cast(_Range, object()) for _ in range(connections)}
-    return engine
+FAST = tuning.ranges(EngineConfig(stall_timeout=1.0, backoff=Backoff(base=0.05, cap=0.5), max_retries=6), 8 << 20)
 
 
 def test_loop_keeps_to_its_connections_and_reuses_them(qwen_home: Path, mirror: Mirror,
@@ -68,7 +59,7 @@ def test_loop_hands_an_ignored_range_to_the_threads(qwen_home: Path, mirror: Mir
     whole = (repos_root / "Org/Small/model.safetensors").read_bytes()
     mirror.faults.respond(200, whole, path="model.safetensors", times=1, content_type="application/octet-stream",
                           predicate=lambda info: bool(info.range) and not str(info.range).startswith("bytes=0-"))
-    config = replace(FAST, chunk_min=1 << 20, chunk_max=1 << 20, connections=2)
+    config = tuning.ranges(replace(FAST, connections=2), 1 << 20)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), config=config)
     assert_snapshot_matches(qwen_home, small_repo)
     gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
@@ -82,12 +73,12 @@ def test_a_slow_range_holding_the_prefix_is_split(qwen_home: Path, mirror: Mirro
     another connection instead of new bytes further on."""
     # 0.9 s: over before the end-game would call the range an outlier (after 1 s).
     mirror.faults.stall(1_000_000, 0.9, times=1, path="model.safetensors")
-    config = replace(FAST, stall_timeout=10.0, connections=4, hash_lag=16 << 20)
+    config = tuning.tuned(replace(FAST, stall_timeout=10.0, connections=4), splits=Splits(hash_lag=16 << 20))
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Big"), config=config)
     assert_snapshot_matches(qwen_home, big_repo)
     starts = [int(str(r.range).split("=")[1].split("-")[0]) for r in mirror.faults.records()
               if r.file_path == "model.safetensors" and r.method == "GET" and r.range]
-    chunk = FAST.chunk_max
+    chunk = FAST.tuning.sizes.chunk_max
     # Ranges start at multiples of 8 MiB, but for the stalled range's second
     # half (whichever range the server stalled: the first to arrive) and the
     # run's last 32 MiB, cut into equal shares.
@@ -109,7 +100,7 @@ def test_the_first_wave_of_ranges_grows_from_small(qwen_home: Path, mirror: Mirr
     spans = sorted(_range_of(r.range) for r in mirror.faults.records()
                    if r.file_path == "model.safetensors" and r.method == "GET")
     lengths = [e - s for s, e in spans]
-    chunk = FAST.chunk_max
+    chunk = FAST.tuning.sizes.chunk_max
     assert spans[0][0] == 0 and lengths[0] <= chunk // 4, spans[:3]
     wave = lengths[:8]  # by offset: the order they were cut in
     assert wave == sorted(wave) and wave[-1] > wave[0], wave
@@ -123,22 +114,12 @@ def test_small_files_are_asked_for_during_the_large_ones(qwen_home: Path, mirror
     small = {f"shard/{i:02d}.json": 10_000 + i for i in range(24)}
     repo = make_repo(repos_root, "Org/Mixed", {"model.safetensors": 40 << 20, **small}, seed=21)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Mixed"),
-         config=replace(FAST, connections=4, chunk_min=2 << 20, chunk_max=2 << 20))
+         config=tuning.ranges(replace(FAST, connections=4), 2 << 20))
     assert_snapshot_matches(qwen_home, repo)
     gets = sorted((r for r in mirror.faults.records() if r.file_path and r.method == "GET"), key=lambda r: r.started)
     last_big = max(r.started for r in gets if r.file_path == "model.safetensors")
     early = [r.file_path for r in gets if r.file_path in small and r.started < last_big]
     assert len(early) >= len(small) // 2, early
-
-
-def test_controller_takes_no_step_while_the_loop_never_waits() -> None:
-    """A saturated event loop means this machine is the limit: the controller
-    keeps the connection count; otherwise a capped link widens it."""
-    engine = _busy_engine(16)
-    assert engine._tune(160e6, 0.0, 8, saturated=True) == (True, 0.0, 16)
-    assert engine._target == 16
-    probing, _, before = engine._tune(160e6, 0.0, 8, saturated=False)
-    assert probing and before == 16 and engine._target > 16  # 10 MB/s per connection: capped, so it widens
 
 
 def test_an_http10_answer_keeps_its_connection_only_when_it_says_so() -> None:
@@ -177,19 +158,20 @@ def test_a_body_trickling_in_is_read_in_few_large_pieces(qwen_home: Path, mirror
     fewer than that share, must still be reported (no stall, no retry)."""
     sizes = {"a.bin": (2 << 20) + 12_345}
     mirror.faults.bandwidth(1_000_000)
-    config = replace(FAST, connections=1, chunk_min=4 << 20, chunk_max=4 << 20, stall_timeout=5.0)
+    config = tuning.ranges(replace(FAST, connections=1, stall_timeout=5.0), 4 << 20)
 
-    def reads(home: Path, name: str, **knobs: float) -> int:
+    def reads(home: Path, name: str, gather: Gather) -> int:
         repo = make_repo(repos_root, f"Org/{name}", sizes, seed=len(name))
-        result = pull(settings_for(home, mirror.url), RepoRef.parse(f"Org/{name}"), config=replace(config, **knobs))
+        result = pull(settings_for(home, mirror.url), RepoRef.parse(f"Org/{name}"),
+                      config=tuning.tuned(config, gather=gather))
         assert_snapshot_matches(home, repo)
         gets = [r for r in mirror.faults.records() if r.file_path == "a.bin" and r.method == "GET"
                 and f"/Org/{name}/" in r.path]
         assert len(gets) == 1 and gets[0].status == 206, [(r.status, r.range) for r in gets]
         return int(cast(dict[str, int], result.stats)["loop_reads"])
 
-    gathered = reads(qwen_home, "Gathered", rcvlowat_time=0.25)
-    every_piece = reads(qwen_home, "EveryPiece", rcvlowat=0)
+    gathered = reads(qwen_home, "Gathered", Gather(seconds=0.25))
+    every_piece = reads(qwen_home, "EveryPiece", Gather(most=0))
     assert every_piece >= 30, every_piece  # about one read per 50 KB piece
     # (The gathered share grows from the body's first bytes: a few reads ramp up.)
     assert gathered * 2 <= every_piece, (gathered, every_piece)
@@ -205,25 +187,30 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     import time
 
     from qwenhome.net import HttpClient, Origin
-    from qwenhome.transfer.engine import _Range
-    from qwenhome.transfer.evloop import _BODY, IoLoop, _Conn
+    from qwenhome.transfer.conns import BODY, Conn
+    from qwenhome.transfer.controller import Controller, Steps
+    from qwenhome.transfer.evloop import IoLoop
+    from qwenhome.transfer.hasher import Hasher
+    from qwenhome.transfer.run import Run
+    from qwenhome.transfer.state import State
+    from qwenhome.transfer.work import Span
 
-    engine = TransferEngine(HttpClient(env={}), EngineConfig(stall_timeout=1.0))
-    loop = IoLoop(engine)
+    state = State([], Controller(Steps(), RangeSizer()))
+    loop = IoLoop(Run(HttpClient(env={}), state, Hasher(state, lambda _job: None), stall_timeout=1.0))
     server = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(server.getsockname())
     peer, _ = server.accept()
     try:
         now = time.monotonic()
-        conn = _Conn(client, Origin.of(f"http://127.0.0.1:{server.getsockname()[1]}/f"), now - 5.0)
-        conn.state, conn.r = _BODY, cast(_Range, object())
+        conn = Conn(client, Origin.of(f"http://127.0.0.1:{server.getsockname()[1]}/f"), now - 5.0)
+        conn.state, conn.r = BODY, cast(Span, object())
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 64 * 1024)
         conn.lowat = 64 * 1024
         loop.busy.add(conn)
-        assert not loop._has_bytes(conn)
+        assert not conn.has_bytes()
         peer.sendall(b"x" * 1000)
         deadline = time.monotonic() + 5
-        while not loop._has_bytes(conn) and time.monotonic() < deadline:
+        while not conn.has_bytes() and time.monotonic() < deadline:
             time.sleep(0.01)
         loop._check_stalls(now)
         assert conn.r is not None and conn in loop.busy, "taken for a stall"
@@ -232,92 +219,9 @@ def test_bytes_waiting_below_the_gathered_share_are_not_a_stall() -> None:
     finally:
         for s in (client, peer, server):
             s.close()
-        loop.sel.close()
+        loop.pool.sel.close()
         for fd in loop.pipe:
             os.close(fd)
-
-
-def test_a_widening_that_costs_throughput_steps_down_while_fewer_keep_the_rate() -> None:
-    """A server that pays per connection (a Python one near its CPU limit)
-    serves less when more connections ask: the controller then halves the
-    count while the rate holds, and steps back up once a halving costs."""
-    engine = _busy_engine(32)
-    probing, rate, before = engine._tune(150e6, 0.0, 32)  # 4.7 MB/s per connection: capped, so it widens
-    assert probing and (rate, before, engine._target) == (150e6, 32, 64)
-    # While the step is on trial, ranges last about two windows (here 2 MB),
-    # so that if it fails the extra connections end soon.
-    engine._total, engine._carved = 1 << 30, 64
-    assert engine._chunk_now() <= 2 * 4.7e6 * EngineConfig().probe_interval < engine._chunk
-    chunk = engine._chunk
-    # 64 serve less than 32 did: not back to 32 but down to 16, and each
-    # request costs such a server: the ranges grow long.
-    probing, rate, before = engine._tune(100e6, rate, before)
-    assert probing and (rate, before, engine._target) == (150e6, 32, 16)
-    assert engine._chunk > max(chunk, EngineConfig().chunk_max), (engine._chunk, chunk)
-    # 16 serve more, at 10 MB/s each: no more than a capped link allows, so
-    # fewer could at best keep the rate (behind 20 MB/s per connection, 8
-    # hold 160 MB/s whatever the server could do). The stepping ends here.
-    probing, rate, before = engine._tune(160e6, rate, before)
-    assert not probing and engine._target == 16
-    # Had 16 merely come close (within the noise that keeps an uncapped
-    # step), the halving is undone.
-    engine = _busy_engine(32)
-    probing, rate, before = engine._tune(150e6, 0.0, 32)  # on to 64
-    probing, rate, before = engine._tune(100e6, rate, before)  # down to 16
-    probing, rate, before = engine._tune(145e6, rate, before)
-    assert not probing and engine._target == 32
-
-    # Connections that each move more than a capped link would: the server
-    # is the limit, and the halving goes on while the rate holds.
-    engine = _busy_engine(32)
-    probing, rate, before = engine._tune(2.0e9, 0.0, 32)
-    assert probing and engine._target == 64
-    probing, rate, before = engine._tune(1.5e9, rate, before)
-    assert probing and engine._target == 16
-    probing, rate, before = engine._tune(1.9e9, rate, before)  # 16 keep it: on to 8 (the floor)
-    assert probing and (rate, before, engine._target) == (2.0e9, 16, 8)
-    probing, rate, before = engine._tune(1.3e9, rate, before)  # 8 cost a third: back to 16, and the end
-    assert not probing and engine._target == 16
-
-    # A widening that merely did not pay (the machine, not the server, is
-    # the limit) goes back to where it was.
-    engine = _busy_engine(32)
-    probing, rate, before = engine._tune(500e6, 0.0, 32)
-    assert engine._target == 64
-    assert engine._tune(520e6, rate, before)[0] is False and engine._target == 32
-    # At this rate the hash, which can only follow the written prefix, is the
-    # bottleneck: ranges stay short (long ones would hold the prefix back).
-    assert engine._chunk <= EngineConfig().in_flight // 32, engine._chunk
-
-    # On a slow link (100 KB/s per connection) the trial bound is the
-    # smallest range, not none at all.
-    engine = _busy_engine(32)
-    engine._tune(3.2e6, 0.0, 32)
-    engine._total, engine._carved = 1 << 30, 64
-    assert engine._target == 64 and engine._chunk_now() == EngineConfig().tail_min
-
-    # A step that gained clearly, if not enough to go on, is kept: going back
-    # would give the gain up (own server at 20 MB/s per connection: 32 moved
-    # 377 MB/s, 64 moved 473).
-    engine = _busy_engine(32)
-    probing, rate, before = engine._tune(377e6, 0.0, 32)
-    assert engine._target == 64
-    probing, rate, before = engine._tune(473e6, rate, before)
-    assert not probing and engine._target == 64
-    # A step that cost throughput goes back, but not below a count already
-    # measured to serve less: 32 moved 410, 64 535, 128 465: back to 64.
-    engine = _busy_engine(32)
-    probing, rate, before = engine._tune(410e6, 0.0, 32)
-    engine._inflight = _busy_engine(64)._inflight  # the wider count at work
-    probing, rate, before = engine._tune(535e6, rate, before)
-    assert probing and engine._target == 128
-    probing, rate, before = engine._tune(465e6, rate, before)
-    assert not probing and engine._target == 64
-
-    # A saturated machine takes no step at all: ranges keep their size.
-    engine = _busy_engine(32)
-    engine._tune(600e6, 0.0, 32, saturated=True)
-    assert engine._target == 32 and engine._chunk <= EngineConfig().chunk_max
 
 
 def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, repos_root: Path) -> None:
@@ -325,24 +229,21 @@ def test_ranges_last_many_request_round_trips(qwen_home: Path, mirror: Mirror, r
     its answer's first byte; ranges are then sized to last many such round
     trips, so that behind latency the gaps between a connection's ranges do
     not eat its throughput. Without a measure, the in-flight bound rules."""
-    from qwenhome.net import HttpClient
-
     repo = make_repo(repos_root, "Org/Latent", {"a.bin": 6 << 20}, seed=7)
     mirror.faults.latency(0.08, times=None, path="a.bin", method="GET")
-    config = replace(FAST, connections=1, chunk_min=1 << 20, chunk_max=1 << 20)
+    config = tuning.ranges(replace(FAST, connections=1), 1 << 20)
     result = pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Latent"), config=config)
     assert_snapshot_matches(qwen_home, repo)
     measured = cast(dict[str, int], result.stats)["request_ms"]
     assert 80 <= measured < 1000, measured
 
-    cfg = EngineConfig()
-    engine = TransferEngine(HttpClient(env={}), cfg)
-    engine._target = 32
-    engine._size_ranges(10e6)  # no round trip measured yet: 64 MiB in flight over 32
-    assert engine._chunk == cfg.in_flight // 32
-    engine._note_ttfb(measured / 1000)
-    engine._size_ranges(10e6)  # 10 MB/s for 16 round trips of 80 ms or more
-    assert 10e6 * cfg.request_ranges * 0.08 <= engine._chunk <= cfg.chunk_max, engine._chunk
+    sizes = Sizes()
+    sizer = RangeSizer(sizes)
+    sizer.resize(10e6, 32, server_bound=False)  # no round trip measured yet: 64 MiB in flight over 32
+    assert sizer.chunk == sizes.in_flight // 32
+    sizer.note_ttfb(measured / 1000)
+    sizer.resize(10e6, 32, server_bound=False)  # 10 MB/s for 16 round trips of 80 ms or more
+    assert 10e6 * sizes.request_ranges * 0.08 <= sizer.chunk <= sizes.chunk_max, sizer.chunk
 
 
 def test_the_end_of_a_run_is_shared_in_few_requests(qwen_home: Path, mirror: Mirror, repos_root: Path) -> None:
@@ -352,7 +253,7 @@ def test_the_end_of_a_run_is_shared_in_few_requests(qwen_home: Path, mirror: Mir
     handed out (ever smaller requests, each costing a busy server as much
     as its body)."""
     repo = make_repo(repos_root, "Org/Shared", {"a.bin": 40 << 20}, seed=11)
-    config = replace(FAST, connections=4, chunk_min=4 << 20, chunk_max=4 << 20, tail_min=256 << 10)
+    config = tuning.ranges(replace(FAST, connections=4), 4 << 20, tail_min=256 << 10)
     pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Shared"), config=config)
     assert_snapshot_matches(qwen_home, repo)
     ranges = [r.range for r in mirror.faults.records(path="a.bin", method="GET")]
@@ -360,20 +261,3 @@ def test_the_end_of_a_run_is_shared_in_few_requests(qwen_home: Path, mirror: Mir
     # last wave is cut to end together, and an end-game may ask a range
     # twice: 12-14 here. (A quarter of what was not yet handed out: 22.)
     assert len(ranges) <= 17, ranges
-
-
-def test_the_last_wave_of_long_ranges_ends_in_stages() -> None:
-    """Ranges that all end together hold the written prefix (and the hash)
-    back to the last byte; the last wave of long ranges is handed out in half
-    shares instead, so it ends in stages the hash takes one by one, down to
-    the ranges the in-flight bound allows."""
-    from qwenhome.net import HttpClient
-
-    cfg = EngineConfig()
-    engine = TransferEngine(HttpClient(env={}), cfg)
-    engine._target, engine._carved, engine._chunk = 16, 16, 48 << 20  # long ranges, first wave over
-    engine._total, engine._done_bytes = 1000 << 20, 440 << 20  # 560 MiB left, 16 connections free
-    share = (560 << 20) // 16
-    assert share // 2 - (1 << 20) <= engine._chunk_now() <= share // 2, engine._chunk_now()
-    engine._done_bytes = (1000 - 96) << 20  # 6 MiB each: the smallest stage is in_flight over 16
-    assert engine._chunk_now() == cfg.in_flight // 16

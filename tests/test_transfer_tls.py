@@ -5,7 +5,6 @@ fails the pull with the same error the threaded path gives."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from qwenhome.errors import QwenhomeError
 from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
+from tests.support import tuning
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo
 from tests.support.tls_front import TlsFront
@@ -77,7 +77,7 @@ def test_decrypted_bytes_waiting_are_served_when_turns_end_early(qwen_home: Path
     monkeypatch.setattr(evloop, "_SLICE", 16 * 1024)
     monkeypatch.setattr(evloop, "_TURN", 0.0)
     pull(tls_settings(qwen_home, front.url, ca_file_of(ca, tmp_path)), RepoRef.parse("Org/Big"),
-         config=replace(FAST, connections=8, chunk_min=1 << 20, chunk_max=1 << 20))
+         config=tuning.ranges(replace(FAST, connections=8), 1 << 20))
     assert_snapshot_matches(qwen_home, big_repo)
     gets = [r for r in mirror.faults.records() if r.file_path == "model.safetensors" and r.method == "GET"]
     assert sum(r.bytes_sent for r in gets) == big_repo.files["model.safetensors"].size, "no range stalled"
@@ -158,25 +158,24 @@ def test_a_connection_keeps_its_extra_turn_until_it_is_served() -> None:
     with decrypted bytes waiting leaves it in the set for the next turn."""
     import selectors
     import socket
+    import time
     from typing import Any, cast
 
     from qwenhome.net import Origin
-    from qwenhome.transfer import evloop
+    from qwenhome.transfer import conns
 
     a, b = socket.socketpair()
-    loop = evloop.IoLoop(cast(Any, None))
+    pool = conns.Pool(time.monotonic)  # an event loop's connections
     try:
-        conn = evloop._Conn(a, Origin("https", "127.0.0.1", 443), 0.0)
+        conn = conns.Conn(a, Origin("https", "127.0.0.1", 443), 0.0)
         conn.r = cast(Any, object())  # a range in flight
-        loop.sel.register(a, selectors.EVENT_READ, conn)
-        loop.again.add(conn)
-        assert [key.data for key, _ in loop._pending([])] == [conn]
-        assert [key.data for key, _ in loop._pending([])] == [conn], "not served yet: still due"
+        pool.sel.register(a, selectors.EVENT_READ, conn)
+        pool.again.add(conn)
+        assert [key.data for key, _ in pool.pending([])] == [conn]
+        assert [key.data for key, _ in pool.pending([])] == [conn], "not served yet: still due"
         conn.r = None  # its range ended: an idle connection waits for select
-        assert loop._pending([]) == [] and conn not in loop.again
+        assert pool.pending([]) == [] and conn not in pool.again
     finally:
-        loop.sel.close()
-        for fd in loop.pipe:
-            os.close(fd)
+        pool.sel.close()
         a.close()
         b.close()

@@ -16,7 +16,8 @@ from qwenhome.errors import EXIT_NETWORK
 from qwenhome.store.archive import FORMAT, MANIFEST_MEMBER
 from tests.conftest import RunCli
 from tests.support.cli import CliResult
-from tests.support.mirror import Mirror
+from tests.support.http import request
+from tests.support.mirror import Mirror, pull_through_settings, start_pull_through
 
 BODIES = {"a": b"first", "a/b": b"second"}
 
@@ -70,4 +71,20 @@ def test_an_archive_listing_a_file_and_its_folder_is_refused_before_any_write(
     crafted_archive(archive)
     res = run_cli(["import", str(archive)])
     refused(res, "bad-archive")
+    nothing_of(qwen_home, "Org--Clash")
+
+
+def test_a_pull_through_mirror_never_saves_or_serves_a_listing_no_folder_can_hold(
+        qwen_home: Path, mirror: Mirror) -> None:
+    """The upstream lists ``a`` and ``a/b``: the mirror answers an error for the
+    repository and keeps nothing of it (a stock client would otherwise fail
+    half-way through writing it)."""
+    files = [{"path": path, "size": len(body), "oid": oid(body)} for path, body in BODIES.items()]
+    mirror.faults.forge_repo("Org/Clash", files, bodies=dict(BODIES))
+    front, _ = start_pull_through(pull_through_settings(qwen_home, mirror.url))
+    with front:
+        res = request(front.url, path="/api/models/Org/Clash/revision/main")
+        assert res.status == 502 and b"bad-metadata" in res.body, (res.status, res.body)
+        res = request(front.url, path="/Org/Clash/resolve/main/a")
+        assert res.status >= 400, res.status
     nothing_of(qwen_home, "Org--Clash")

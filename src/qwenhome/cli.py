@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -80,7 +81,17 @@ _MIRROR_PORT = _whole(0, 65535, " (0: any free port)")
 _CONNECTIONS = _whole(0, MAX_CONNECTIONS, " (0: adaptive)")
 
 
-def _common(*, after_command: bool) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its complaint as the one error line every failure gets:
+    ``error[usage]: …`` after the usage text, exit 2 (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        err = UsageError(f"{self.prog}: {message}", code="usage", hint=f"{self.prog} --help")
+        self.exit(2, err.one_line() + "\n")
+
+
+def _common(*, after_command: bool) -> _Parser:
     """The options every command takes, before or after its name.
 
     After the name they must not clobber what was given before it: argparse
@@ -88,7 +99,7 @@ def _common(*, after_command: bool) -> argparse.ArgumentParser:
     so there the defaults are SUPPRESS (absent unless given), and --source,
     which may be given in both places, collects into ``late_source``."""
     quiet: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     p.add_argument("--home", metavar="DIR", **quiet,
                    help="the model home (default: $QWEN_HOME, else $HF_HOME, else ~/.cache/huggingface)")
     p.add_argument("--json", action="store_true", **quiet, help="machine-readable output")
@@ -104,7 +115,7 @@ def _common(*, after_command: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common(after_command=True)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qwenhome",
         description="One model home for a local Qwen system. The common options "
                     "(--home, --json, --source, --offline) go before or after the command.",
@@ -395,9 +406,11 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing found to adopt" + ("" if args.paths else f" in {', '.join(map(str, paths)) or 'the usual caches'}"))
     else:
         rows = [[r.repo, r.commit[:12], r.kind, f"{r.linked}/{r.copied}/{r.present}",
-                 human_size(r.bytes_linked), human_size(r.bytes_copied), "ok" if r.ok else "; ".join(r.problems)[:60]]
+                 human_size(r.bytes_linked), human_size(r.bytes_copied), "ok" if r.ok else f"{len(r.problems)} problem(s)"]
                 for r in reports]
         print(table(rows, ["REPO", "COMMIT", "FROM", "LINKED/COPIED/PRESENT", "LINKED", "COPIED", "STATE"]))
+        for problem in (p for r in reports for p in r.problems):
+            print(problem, file=sys.stderr)
     return EXIT_OK if ok else 6
 
 
@@ -467,15 +480,33 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cli_hint(prefix: str, base_prefix: str, path: str | None) -> str | None:
+    """How to run the CLI of the virtualenv at ``prefix`` when ``qwenhome`` on
+    ``path`` is not it (the launch script installs into .venv and leaves PATH alone)."""
+    if prefix == base_prefix:
+        return None
+    exe = Path(prefix) / "bin" / "qwenhome"
+    found = shutil.which("qwenhome", path=path)
+    if not exe.exists() or (found is not None and Path(found).resolve() == exe.resolve()):
+        return None
+    return f"the CLI is {exe} (or `source {Path(prefix) / 'bin' / 'activate'}`, then `qwenhome --help`)"
+
+
 def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     from .app.launch import run_launch
+
+    hint = cli_hint(sys.prefix, sys.base_prefix, os.environ.get("PATH"))
+
+    def ready(_url: str) -> None:
+        if hint:
+            sys.stderr.write(f"qwenhome: {hint}\n")
 
     # The children (API server, vLLM) need the whole environment (PATH, locale,
     # CUDA); run_launch applies the home variables on top of it.
     return int(run_launch(settings, model=args.model, host=args.host, port=args.port, engine=args.engine,
                           demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg),
                           allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib,
-                          sources=tuple(args.source)) or 0)
+                          sources=tuple(args.source), ready=ready) or 0)
 
 
 COMMANDS = {

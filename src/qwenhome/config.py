@@ -178,7 +178,12 @@ def check_home_folders(home: Path, hub_cache: Path, origin: str) -> None:
 
 
 def resolve_home(env: Mapping[str, str], flag_home: str | None = None) -> tuple[Path, Path, str]:
-    """Return ``(home, hub_cache, origin)`` following DESIGN.md's precedence."""
+    """Return ``(home, hub_cache, origin)``: ``--home`` > ``QWEN_HOME`` >
+    ``HF_HOME`` > the default, with ``HF_HUB_CACHE`` as the store when neither
+    of the first two is given."""
+    if flag_home is not None and not flag_home.strip():
+        # (an empty --home, often an unset shell variable, must not mean "the default home")
+        raise UsageError("--home is empty", code="invalid-home", hint="give a folder, e.g. --home ~/qwen")
     if flag_home:
         home = _expand(flag_home)
         return home, home / "hub", "flag"
@@ -237,23 +242,48 @@ def parse_source_spec(spec: str, index: int = 0) -> Source:
     return Source(name=f"{kind}{index}" if index else kind, kind=kind, url=url.rstrip("/"), named=False)
 
 
-def _token_file(home: Path, env: Mapping[str, str]) -> str | None:
-    # huggingface_hub keeps the token in $HF_HOME/token; reuse it.
+def _token_file(home: Path, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(token, the file it came from): huggingface_hub keeps it in $HF_HOME/token; reuse it."""
     candidates = []
     if env.get("HF_HOME"):
         candidates.append(_expand(env["HF_HOME"]) / "token")
     candidates.append(home / "token")
     for path in candidates:
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            # Bytes that are not UTF-8 become U+FFFD: refused as unsendable, with the file named.
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
         except FileNotFoundError:
             continue
         except OSError as exc:
             log.debug("token file %s not read: %s", path, exc)
             continue
         if text:
-            return text
+            return text, str(path)
     return None
+
+
+def _unsendable(token: str) -> str | None:
+    """Why ``token`` cannot go in an HTTP header as one bearer token, or None.
+    Visible ASCII only: anything else (a typographic quote pasted with it, a
+    space, a line break) would fail in the header encoder at every request, or
+    split the header."""
+    for i, c in enumerate(token):
+        if not "!" <= c <= "~":
+            return f"character {i + 1} (U+{ord(c):04X}) is not visible ASCII"
+    return None if token else "it is empty"
+
+
+def _sendable(token: str, origin: str, *, path: Path | None = None) -> str:
+    """``token``, checked before any request (see :func:`_unsendable`); the error
+    names where it came from, never the token itself."""
+    why = _unsendable(token)
+    if why is None:
+        return token
+    message = f"{origin}: the token cannot be sent in an HTTP header: {why}"
+    hint = "copy the token again, without quotes or spaces; a Hugging Face token looks like hf_..."
+    if path is not None:
+        raise ConfigError(message, code="invalid-token", hint=hint, path=path)
+    raise UsageError(message, code="invalid-token", hint=hint)
 
 
 def hf_token_for(url: str, token: str | None) -> str | None:
@@ -320,6 +350,8 @@ def _sources_from_config(data: dict[str, Any], path: Path) -> list[Source] | Non
             raise ConfigError(f"{path}: sources[{i}].kind must be 'hf' or 'modelscope'", path=path)
         src = parse_source_spec(("modelscope:" if kind == "modelscope" else "") + str(item["url"]), i)
         token = item.get("token")
+        if token:
+            token = _sendable(str(token), f"{path}: sources[{i}].token", path=path)
         out.append(Source(str(item.get("name", src.name)), kind, src.url, str(token) if token else None,
                           named="name" in item))
     return out
@@ -350,7 +382,7 @@ def mirror_token(env: Mapping[str, str], *, token: str | None = None, token_file
             return None  # unset or empty: no token required
     # Clients send it in a header: visible ASCII only, one token (an empty one
     # would silently leave the mirror open).
-    if not value or not all("!" <= c <= "~" for c in value):
+    if _unsendable(value) is not None:
         raise UsageError(f"{origin}: the token must be one word of visible ASCII characters, not empty",
                          code="invalid-token", hint="e.g. `openssl rand -hex 32 > token.txt`, then --token-file token.txt")
     return value
@@ -381,7 +413,9 @@ def load_settings(
     state_dir = home_path / STATE_DIRNAME
     config_file = state_dir / CONFIG_FILENAME
     data = _load_toml(config_file)
-    hf_token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or _token_file(home_path, env)
+    # Surrounding whitespace dropped, as huggingface_hub does (and as in the token file).
+    named = next(((env[k].strip(), k) for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") if env.get(k, "").strip()), None)
+    hf_token, token_origin = named or _token_file(home_path, env) or (None, "")
 
     if sources:
         srcs = [parse_source_spec(s, i) for i, s in enumerate(sources)]
@@ -390,6 +424,8 @@ def load_settings(
     # A Hub-protocol source without its own token gets HF_TOKEN, and only when
     # it is one of Hugging Face's hosts.
     srcs = [replace(s, token=hf_token_for(s.url, hf_token)) if s.kind == "hf" and not s.token else s for s in srcs]
+    if hf_token is not None and any(s.token == hf_token for s in srcs):
+        _sendable(hf_token, token_origin)  # only a token that will be sent stops the command
 
     pull_cfg = data.get("pull", {}) if isinstance(data.get("pull"), dict) else {}
     net_cfg = data.get("network", {}) if isinstance(data.get("network"), dict) else {}

@@ -29,7 +29,10 @@ Every error a user can see is a :class:`QwenhomeError` carrying a ``code``
 
 The image engine adds its leaves in ``images/errors.py`` (invalid-image-size,
 invalid-image, job-not-found, queue-full, image-model-invalid, …), under the
-same root so that the CLI and the web API render them the same way.
+same root so that the CLI and the web API render them the same way. The Xet
+format adds its own in ``xet/errors.py`` (xet-corrupt under IntegrityError;
+xet-bad-reconstruction, xet-bad-token, xet-bad-hash, xet-bad-recipe under
+ProtocolError).
 
 Exit codes are per family (see ``EXIT_CODES``) so scripts can branch on them.
 """

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 # Transient failures tolerated per file before it moves on while another
 # source can still be tried; the last round gets the configured count.
 FAILOVER_RETRIES = 3
+# Tries of a source's metadata request before the next source is asked.
+METADATA_ATTEMPTS = 4
 
 Client = HubClient | ModelScopeClient
 # (settings, patient) -> decision; patient when nothing cached could answer instead.
@@ -170,7 +172,7 @@ class Puller:
                 self.emit(ProgressEvent(RETRY, str(ref), message=f"{c.source.label}: {exc.code}; retry in {delay:.1f}s"))
 
             try:
-                manifest = call_with_retries(once, attempts=self.config.metadata_attempts,
+                manifest = call_with_retries(once, attempts=METADATA_ATTEMPTS,
                                              backoff=self.config.backoff, on_retry=note)
                 self._note(client.source, None)
                 if client.source.kind == "hf" and ref.revision and is_commit(ref.revision):

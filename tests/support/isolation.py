@@ -9,7 +9,7 @@ Three layers, loaded by ``tests/conftest.py`` (``pytest_plugins``):
   endpoints from the user's environment are dropped.
 * An audit hook (``sys.addaudithook``) refuses, with :class:`WriteOutsideTemp`
   (a ``PermissionError``), every write by the test process outside the allowed
-  roots (the temp folders, ``/dev``, ``__pycache__``), and records it: the test
+  roots (the temp folders, ``/dev``, ``/proc``, ``__pycache__``), and records it: the test
   that made it fails even if the code under test swallowed the error.
 * Before and after each test, the real home's cache folders are listed
   (entries, sizes, mtimes); a change made during a test by any process (a
@@ -262,7 +262,8 @@ def pytest_configure(config: pytest.Config) -> None:
     home = isolate_environment(env, root)
     os.environ.clear()
     os.environ.update(env)
-    allowed = {str(root), os.path.realpath(tempfile.gettempdir()), "/dev", "/proc/self"}
+    # (/proc: process controls such as a child's clear_refs for peak-memory checks, not files)
+    allowed = {str(root), os.path.realpath(tempfile.gettempdir()), "/dev", "/proc"}
     if config.option.basetemp:
         allowed.add(os.path.realpath(config.option.basetemp))
     guard = WriteGuard(sorted(allowed))

@@ -5,9 +5,9 @@ Order of work (each step says what it does on stderr):
 1. the model: already in the home -> nothing to do (works offline, instant);
    missing -> pulled with visible progress (``--demo``: built once, served
    from a local mirror, pulled through the real pull path);
-2. a quick doctor runs (before a pull that needs the network, else alongside
-   the start); its warnings are shown, never fatal when
-   the model is in the home;
+2. a quick doctor runs: before a pull, with the network (none with
+   ``--offline`` or ``HF_HUB_OFFLINE=1``); else alongside the start, on the
+   home only, since the served models need no host; never fatal;
 3. the API server (and with vLLM, ``vllm serve <snapshot>``) start as child
    processes whose environment carries the one-home variables and
    ``HF_HUB_OFFLINE=1`` from their first instruction, so no Hugging Face
@@ -126,7 +126,7 @@ def resolve_model(
 
     say(f"{ref} is not in the home ({settings.hub_cache}); pulling it once")
     # The network matters now: show what the doctor finds before the transfer.
-    quick_doctor(settings, ref.repo_id, say).join()
+    quick_doctor(settings, ref.repo_id, say, network=not settings.offline_forced).join()
     view = ProgressView()
     cancel = threading.Event()
     try:
@@ -139,22 +139,21 @@ def resolve_model(
     return ref, result.snapshot, True
 
 
-def quick_doctor(settings: Settings, repo: str, say: Callable[[str], None]) -> threading.Thread:
-    """Run the doctor with short time-outs in the background; show what it finds."""
+def quick_doctor(settings: Settings, repo: str, say: Callable[[str], None], *, network: bool) -> threading.Thread:
+    """Run the doctor with short time-outs in the background; show what it finds.
+    ``network=False``: the home's checks only, not one packet sent."""
 
     def run() -> None:
         try:
             from ..doctor import DoctorOptions, DoctorTimeouts, run_doctor
 
             opts = DoctorOptions(timeouts=DoctorTimeouts(dns=1.0, connect=1.0, read=1.5, total=3.0))
-            report = run_doctor(settings, repo=repo, options=opts)
+            report = run_doctor(settings, repo=repo, options=opts, network=network)
         except Exception as exc:  # the doctor must never stop the launch
             say(f"doctor could not run: {exc}")
             return
-        findings = [c for c in report.checks if c.status in ("warn", "fail")]
-        if not findings:
-            say("doctor: no problems found")
-            return
+        say(f"doctor: {report.verdict}")
+        findings = [c for c in report.checks if c.status in ("warn", "fail") and c.summary not in report.verdict]
         # The model is in the home by now, so these only matter for later pulls:
         # the first few lines, and where to see the rest.
         for c in findings[:DOCTOR_LINES]:
@@ -277,7 +276,7 @@ def run_launch(
     ref, snap, doctor_ran = resolve_model(settings, model, demo, say)
     say(f"model {ref.repo_id} from the home: {snap}")
     if not doctor_ran:
-        quick_doctor(settings, ref.repo_id, say)  # alongside the start; never fatal
+        quick_doctor(settings, ref.repo_id, say, network=False)  # the home holds what is served
 
     kind = choose_engine(engine, base)
     env = child_env(settings, base)

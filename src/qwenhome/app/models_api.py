@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from ..demo.labels import demo_label
 from ..errors import NotCachedError
 from ..repo.ref import RepoRef
 from ..store.cache import Store
@@ -100,6 +101,7 @@ def _list_models(state: AppState) -> list[dict[str, Any]]:
         info["serving"] = serving["state"] if serving else None  # served, loading, failed, available, incomplete
         info["served"] = bool(serving and serving["state"] in ("served", "loading", "failed")) \
             or repo.ref.repo_id == state.model_id.split("@")[0]
+        info.update(demo_label(repo.ref.repo_id))  # {"demo": true, "note"} for the demo's models
         out.append(info)
     return out
 

@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..demo.labels import demo_label
 from ..errors import QwenhomeError
 from . import models_api, openai_api
 from .errors import ApiError, error_body, headers_for, status_for
@@ -113,6 +114,7 @@ def create_app(state: AppState, *, load_engine: bool = True) -> FastAPI:
             "version": __version__,
             "home": str(st.settings.home),
             "model": st.model_id,
+            **demo_label(st.model_id),  # {"demo": true, "note"} for the demo's model
             "status": ready["status"],
             "engine": ready.get("engine"),
             "engines": ready["engines"],

@@ -6,7 +6,7 @@ Public surface for the CLI (``qwenhome doctor [--fix] [--json] [--source URL]``)
     print(json.dumps(report.to_dict()) if as_json else render_report(report))
     sys.exit(report.exit_code)   # 0 when no check failed, 1 otherwise
 
-``report.to_dict()`` is ``{"ok", "checks": [{"id", "status", "code", "summary",
+``report.to_dict()`` is ``{"verdict", "ok", "checks": [{"id", "status", "code", "summary",
 "fix", ...}], "fixes_applied": [{"id", "summary", "path"}]}``.
 """
 

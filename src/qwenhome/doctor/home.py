@@ -36,7 +36,9 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def _same(a: Path, b: Path) -> bool:
-    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+    # realpath: a home reached through a symlink (~/.cache -> /data/cache) is the same folder,
+    # and its models are not "in another cache".
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _expand(env: Mapping[str, str], value: str) -> Path:
@@ -130,15 +132,13 @@ def other_cache_dirs(settings: Settings, opts: DoctorOptions) -> tuple[list[Path
 
 def check_other_caches(settings: Settings, opts: DoctorOptions) -> Check:
     hf, ms = other_cache_dirs(settings, opts)
+    # A model the home holds already is not downloaded again, wherever else it also is.
+    have = set(hub_cache_models(settings.hub_cache))
     found: list[tuple[Path, list[str]]] = []
-    for cache in hf:
-        models = hub_cache_models(cache)
-        if models:
-            found.append((cache, models))
-    for cache in ms:
-        models = modelscope_models(cache)
-        if models:
-            found.append((cache, models))
+    for cache, models in [*((c, hub_cache_models(c)) for c in hf), *((c, modelscope_models(c)) for c in ms)]:
+        missing = [m for m in models if m not in have]
+        if missing:
+            found.append((cache, missing))
     if not found:
         return passed("other-caches", "no models in other caches")
     listing = "; ".join(f"{path}: {', '.join(models[:5])}{' …' if len(models) > 5 else ''}"

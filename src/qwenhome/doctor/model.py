@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..errors import EXIT_FAILURE, EXIT_OK
+from .verdict import verdict
 
 Status = Literal["pass", "warn", "fail", "skip"]
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skip")
@@ -25,7 +26,7 @@ SHARED_CODES = (
 )
 DOCTOR_CODES = (
     "ipv6-unreachable", "clock-skew", "tls-handshake-failed", "proxy-connection-failed",
-    "proxy-bypass", "wsl-resolv-conf", "disk-space-low", "cache-env-mismatch",
+    "proxy-bypass", "wsl-resolv-conf", "wsl-home-on-windows-drive", "disk-space-low", "cache-env-mismatch",
     "models-in-other-cache", "offline-flag-set", "deprecated-hf-transfer", "fix-failed",
     "internal-error",
 )
@@ -102,11 +103,17 @@ class DoctorReport:
         """0 when ``ok``; 1 (``EXIT_FAILURE``) when any check failed."""
         return EXIT_OK if self.ok else EXIT_FAILURE
 
+    @property
+    def verdict(self) -> str:
+        """One line: "ok", "No internet access: …", or the first failing cause."""
+        return verdict(self.checks)
+
     def by_code(self, code: str) -> list[Check]:
         return [c for c in self.checks if c.code == code]
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict,
             "ok": self.ok,
             "checks": [c.to_dict() for c in self.checks],
             "fixes_applied": [f.to_dict() for f in self.fixes_applied],

@@ -43,6 +43,7 @@ class DoctorOptions:
     proc_version: Path = Path("/proc/version")
     resolv_conf: Path = Path("/etc/resolv.conf")
     wsl_conf: Path = Path("/etc/wsl.conf")
+    mounts: Path = Path("/proc/mounts")
     # Port used to probe the nameservers listed in resolv.conf (53 on real systems).
     nameserver_port: int = 53
     clock: Callable[[], float] = time.time

@@ -1,4 +1,4 @@
-"""The human table: one row per check (verdict, check, cause), the fix under
+"""The verdict line, then the human table: one row per check (verdict, check, cause), the fix under
 every row that is not a pass, and the fixes ``--fix`` applied."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ _LABEL = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 def render_report(report: DoctorReport, width: int = 100) -> str:
     counts = {s: sum(1 for c in report.checks if c.status == s) for s in ("pass", "warn", "fail", "skip")}
     head = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    lines = [f"qwenhome doctor: {head} ({report.elapsed:.1f} s)", ""]
+    lines = [report.verdict, f"qwenhome doctor: {head} ({report.elapsed:.1f} s)", ""]
     id_width = min(34, max((len(c.id) for c in report.checks), default=10))
     indent = " " * (4 + 2 + id_width + 2)
     body_width = max(40, width - len(indent))

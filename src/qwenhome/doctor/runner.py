@@ -32,7 +32,7 @@ from .options import DEFAULT_REPO, HF_HOSTS, Deadline, DoctorOptions
 from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
 from .sources import RepoSize, SourceResult, check_source
-from .wsl import check_wsl
+from .wsl import check_wsl, check_wsl_home
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +221,18 @@ def run_doctor(
     repo: str | None = None,
     options: DoctorOptions | None = None,
     offline: bool = False,
+    network: bool = True,
 ) -> DoctorReport:
     """Diagnose the network and the home for a pull of ``repo``/``repos`` from
     ``settings.sources``. Never raises for what it finds; every finding is a
     Check. Finishes within ``options.timeouts.total`` plus a fraction of a second.
-    ``offline`` (the user's ``--offline``): the home only, not one packet sent."""
+    ``offline`` (the user's ``--offline``) or ``network=False`` (nothing is to
+    be pulled): the home only, not one packet sent."""
     opts = options or DoctorOptions()
     started = time.monotonic()
-    if offline:
-        unprobed = skipped("network", "--offline: sources, DNS, proxies and TLS were not checked",
+    if offline or not network:
+        why = "--offline" if offline else "nothing to pull"
+        unprobed = skipped("network", f"{why}: sources, DNS, proxies and TLS were not checked",
                            ", ".join(s.host for s in settings.sources) or None)
         return _report(settings, opts, [unprobed], [], [], None, fix, started)
     wanted = [*([repo] if repo else []), *repos] or [DEFAULT_REPO]
@@ -244,24 +247,24 @@ def run_doctor(
 
     checks: list[Check] = [run.ca_check] if run.ca_check else []
     results: list[SourceResult] = []
-    network: list[Check] = []
+    host_checks: list[Check] = []
     for source, pending in source_tasks:
         outcome = _wait(pending, f"api:{source.name}", run)
         if isinstance(outcome, Check):
-            network.append(outcome)
+            host_checks.append(outcome)
             results.append(SourceResult(source))
         else:
-            network += outcome[0]
+            host_checks += outcome[0]
             results.append(outcome[1])
     for host, xet in xet_tasks:
         xet_outcome = _wait(xet, f"http:{host}", run)
-        network += [xet_outcome] if isinstance(xet_outcome, Check) else xet_outcome
+        host_checks += [xet_outcome] if isinstance(xet_outcome, Check) else xet_outcome
     _, gates = run.seen()
     checks += [_wait(gate, f"proxy:{key[0]}:{key[1]}", run) for key, (_, gate) in gates]
-    summary = _proxy_summary(run, network)
+    summary = _proxy_summary(run, host_checks)
     if summary is not None:
         checks.append(summary)
-    checks += network
+    checks += host_checks
     checks.append(_wait(wsl_task, "wsl-resolv-conf", run))
 
     sizes: dict[str, RepoSize] = {}
@@ -277,6 +280,7 @@ def _report(settings: Settings, opts: DoctorOptions, checks: list[Check], result
     """The home's checks after the network's (``online`` None: not probed), then the fixes."""
     home_checks = [
         _safe("disk-space", partial(check_disk, settings, sizes, opts)),
+        _safe("wsl-home", partial(check_wsl_home, settings.home, opts)),
         _safe("cache-env", partial(check_cache_env, settings)),
         _safe("other-caches", partial(check_other_caches, settings, opts)),
         _safe("offline-flag", partial(check_offline_flag, settings, online)),

@@ -27,6 +27,7 @@ from typing import Any
 from ..app.errors import ApiError
 from ..app.workers.process import READY, STOPPED, WorkerOptions, WorkerProcess, WorkerSpec
 from ..config import Settings
+from ..demo.labels import demo_label
 from ..errors import QwenhomeError
 from .engine import GenerationCancelled
 from .errors import ImageModelError, ImageRequestError
@@ -219,6 +220,7 @@ class ImageService:
             "state": self.state,
             "error": self.error,
             "model": self.model or None,
+            **demo_label(self.model),  # {"demo": true, "note"} for the demo's model
             "commit": self.commit,
             "policy": policy.to_dict() if policy else None,
             "queue": {"pending": self._queue.pending(), "running": current.id if current else None},

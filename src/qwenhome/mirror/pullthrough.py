@@ -54,7 +54,7 @@ from ..errors import (
 from ..net import HttpClient
 from ..pull import Puller, pull
 from ..repo.hashing import git_blob_header
-from ..repo.manifest import Manifest, RepoFile
+from ..repo.manifest import Manifest, RepoFile, check_tree
 from ..repo.ref import RepoRef, is_commit
 from ..store.cache import Store
 from ..transfer import partmap
@@ -159,7 +159,7 @@ class PullThroughBackend:
         self._http = http or HttpClient(settings.timeouts, settings.env)
         # Clients are streamed what the part map shows on disk: every file's
         # map is saved on each tick, small ones included.
-        self._config = replace(config or EngineConfig(), map_min=0)
+        self._config = replace(config or EngineConfig(), every_map=True)
         self._branches = _TTLCache(ttl, clock)
         self._commits = _TTLCache(3600.0, clock)
         self._lock = threading.Lock()
@@ -215,6 +215,7 @@ class PullThroughBackend:
                 raise UpstreamError(OfflineError(f"no source reachable ({decision.reason})")) from None
         try:
             manifest, _ = Puller(self.settings, http=self._http, config=self._config).fetch_manifest(ref.at(revision))
+            check_tree(manifest.files)  # a listing naming a path as file and folder is never saved or served
         except (RepoNotFoundError, RevisionNotFoundError):
             return self.local.snapshot(ref.repo_type, ref.repo_id, revision)  # may hold what upstream lacks
         except (NetworkError, RemoteError, OfflineError) as exc:

@@ -10,7 +10,6 @@ import ssl
 
 from ..errors import (
     ConnectError,
-    NetworkError,
     ProtocolError,
     QwenhomeError,
     ReadTimeoutError,
@@ -21,10 +20,11 @@ from .url import Origin, host_of
 TLS_HINT = "a proxy may be intercepting TLS; run `qwenhome doctor`, or set SSL_CERT_FILE to its CA"
 
 
-def translate(exc: BaseException, url: str, *, connecting: bool = False) -> Exception:
+def translate(exc: BaseException, url: str, *, connecting: bool = False) -> BaseException:
     """The qwenhome error for ``exc``, met talking to ``url``; ``connecting``:
     while the connection was being made (a time-out then is the connect's).
-    qwenhome errors pass through unchanged."""
+    qwenhome errors pass through unchanged, and so does what is no network
+    failure (Ctrl+C, a bug): neither retried nor renamed."""
     host = host_of(url)
     if isinstance(exc, QwenhomeError):
         return exc
@@ -54,4 +54,6 @@ def translate(exc: BaseException, url: str, *, connecting: bool = False) -> Exce
         return TransferInterrupted(f"bad HTTP exchange with {where}: {exc!r}", host=host)
     if isinstance(exc, OSError):
         return ConnectError(f"network error with {where}: {exc.strerror or exc}", host=host)
-    return NetworkError(f"unexpected error talking to {where}: {exc!r}", host=host)
+    if isinstance(exc, ValueError):  # (UnicodeError too) a host or path no request can carry: retrying cannot help
+        return ProtocolError(f"cannot send a request to {url}: {exc}", code="bad-url", host=host)
+    return exc

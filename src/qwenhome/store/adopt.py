@@ -107,7 +107,7 @@ class AdoptReport:
     bytes_linked: int = 0
     bytes_copied: int = 0
     refs: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # "error[code]: message", one per file left out
     skipped: list[str] = field(default_factory=list)  # links out of what was adopted, left out
     snapshot: str = ""
     verified: bool = True
@@ -432,7 +432,7 @@ def _adopt(store: Store, found: Found, workers: int, verify: bool) -> AdoptRepor
             except (DiskFullError, ReadOnlyHomeError):
                 raise  # the home, not this file: nothing else would fit either
             except QwenhomeError as exc:
-                rep.problems.append(exc.message)
+                rep.problems.append(f"error[{exc.code}]: {exc.message}")
                 continue
             placed.append((f, etag))
             setattr(rep, how, getattr(rep, how) + 1)
@@ -465,5 +465,5 @@ def _adopt(store: Store, found: Found, workers: int, verify: bool) -> AdoptRepor
         rep.snapshot = str(store.snapshot_dir(ref, commit))
         store.snapshot_path(ref.at(commit))
     except NotCachedError as exc:
-        rep.problems.append(exc.message)
+        rep.problems.append(f"error[{exc.code}]: {exc.message}")
     return rep

@@ -22,6 +22,7 @@ Snapshot links and refs are made from the manifest, after every blob is in.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tarfile
 import time
@@ -43,6 +44,8 @@ from ..repo.ref import (
 )
 from .cache import Store, translate_os_error, writing
 from .layout import BLOBS, REFS, SNAPSHOTS, folder_name, link_target
+
+log = logging.getLogger(__name__)
 
 FORMAT = "qwenhome-export/1"
 MANIFEST_MEMBER = "qwenhome-export.json"
@@ -135,7 +138,10 @@ def export_snapshot(store: Store, ref: RepoRef, out: Path, *, compress: bool | N
     except OSError as exc:
         raise translate_os_error(exc, out, home=False) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # (a name too long to create is too long to remove: the error above says it)
+            log.debug("%s not removed: %s", tmp, exc)
     rep.seconds = time.monotonic() - t0
     return rep
 

@@ -1,219 +1,97 @@
 """The transfer engine: ranged, parallel, resumable, verified.
 
-The engine holds the state of one pull (files, ranges in flight, part maps)
-and decides what moves next; two paths move the bytes. Sources reached
-without a proxy go through ``loop_threads`` event loops (:mod:`.evloop`) that
-splice each plain-HTTP body socket → file in the kernel and decrypt HTTPS
-bodies outside the GIL; proxies, failed handshakes and odd answers go through
-worker threads (:mod:`.workers`), one blocking connection each.
+:class:`TransferEngine` runs one batch of files. It builds the parts, starts
+the threads and supervises; the parts decide:
 
-Scheduling: largest files first, every other range to the smallest file
-waiting; a file is carved into ranges on demand, lowest offset first, written
-in place into a pre-sized partial file; the first wave grows from small to
-full so the written prefix moves at once; when nothing is left to hand out the
-remaining range of a slow connection is split (end-game), and so is a range
-that holds a file's prefix far behind the bytes received. The thread that
-grows a file's written prefix hashes it up to there, so verification is
-almost finished when the last byte lands. The run() thread persists part
-maps, emits progress and tunes the connection count from the throughput:
-widening while it pays, holding when this machine is the limit, and when a
-wider step cost throughput (a server that pays per connection) halving while
-the rate holds, with longer ranges (see ``_tune``, ``_size_ranges``).
-Ranges are otherwise sized to keep little in flight, since the hash can only
-follow the written prefix, yet to last many request round trips, as the
-loops measure them.
+- :mod:`.scheduler` what range goes next (largest files first, every other
+  range to the smallest file waiting, the prefix boost, the end-game), over
+  the generic work items of :mod:`.work`;
+- :mod:`.sizing` how long a range is, and :mod:`.controller` how many
+  connections run (a state machine fed the bytes received);
+- :mod:`.files` each file's recording, hash claim and finish, and
+  :mod:`.maps` when part maps are written;
+- :mod:`.failover` whether a failed range backs off or moves its file to
+  the next source;
+- :mod:`.state` the shared state under one lock, :mod:`.hasher` the hash
+  pipeline, and :mod:`.run` the :mod:`.port` through which the I/O paths
+  reach them: the event loops (:mod:`.evloop`) for sources reached without
+  a proxy, worker threads (:mod:`.workers`) for the rest.
 
-Failures: transient errors (connect/read, 408/429/5xx, a dropped or stalled
-body) back off with jitter (``Retry-After`` wins) and the file's ranges are
-handed out again; permanent ones (404, 401/403, wrong size), and transient
-ones in ``max_retries`` rounds with no range completed (a blip that cuts every
-connection at once is one round), move the file to its next candidate source;
-bytes that fail verification are discarded and the file refetched, from
-another source when there is one. A full disk stops the whole run; part maps stay for resume.
+docs/architecture.md follows one byte from the socket to the snapshot link
+and tells the story of every tuning number.
 """
 
 from __future__ import annotations
 
-import errno
-import mmap
+import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..config import Source
-from ..errors import (
-    EXIT_INTERRUPTED,
-    DiskFullError,
-    IntegrityError,
-    QwenhomeError,
-    StoreError,
-)
+from ..errors import DiskFullError, QwenhomeError
 from ..net import HttpClient
-from ..progress import (
-    FILE_DONE,
-    FILE_ERROR,
-    FILE_START,
-    PROGRESS,
-    RETRY,
-    SOURCE,
-    EventSink,
-    ProgressEvent,
-)
-from ..store.cache import translate_os_error
+from ..progress import PROGRESS, EventSink, ProgressEvent
 from . import partmap
+from .conns import Gather
+from .controller import Controller, Steps, initial_connections
 from .evloop import IoLoop
-from .hashing import Verifier
-from .partmap import Intervals
+from .failover import Retries
+from .files import FileJob, FileState
+from .hasher import Hasher
+from .maps import Saving
 from .retry import Backoff
-from .workers import Workers
+from .run import Run
+from .scheduler import Splits
+from .sizing import MiB, RangeSizer, Sizes
+from .state import Cancelled, State
+from .work import Candidate, Status
 
-KiB = 1 << 10
-MiB = 1 << 20
-# Fault the mapped pages in one go (they are in the page cache: just written).
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+__all__ = ["Cancelled", "Candidate", "EngineConfig", "FileJob", "TransferEngine", "Tuning"]
 
+log = logging.getLogger(__name__)
 
-class Cancelled(QwenhomeError):
-    code = "cancelled"
-    exit_code = EXIT_INTERRUPTED
+TICK = 0.1  # seconds between the supervisor's looks: progress, the controller, part maps (what a kill -9 costs)
+FILE_PROGRESS = 0.5  # seconds between per-file progress events
+HASH_THREADS = 2  # with the event loops: threads that hash and install the files whose claim a loop took
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One place a file can be fetched from."""
+class Tuning:
+    """The parts' numbers: for tests and benchmarks, not for users. Each
+    part's module says why each default is what it is."""
 
-    source: Source
-    url: str
-
-
-@dataclass
-class FileJob:
-    key: str  # the blob name (sha256 or git oid); also names the partial file
-    path: str
-    size: int
-    sha256: str | None
-    blob_id: str | None
-    candidates: list[Candidate]
-    partial: Path
-
-
-def _aligned(n: int) -> int:
-    """``n`` rounded down to 64 KiB: range bounds stay on page and block edges."""
-    return n - n % (64 * 1024)
+    steps: Steps = Steps()  # the connection-count controller (controller.py)
+    sizes: Sizes = Sizes()  # range sizes (sizing.py)
+    splits: Splits = Splits()  # when a range under way is split (scheduler.py)
+    saving: Saving = Saving()  # when part maps are saved (maps.py)
+    gather: Gather = Gather()  # how much of a body a socket gathers before it is read (conns.py)
+    splice: bool = True  # plain-HTTP bodies go socket → file in the kernel (False: through a buffer, no event loop)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    connections: int = 0  # fixed count; 0 = adaptive between initial and max
-    initial_connections: int = 4  # the fewest a pull starts with
-    initial_bytes: int = 8 * MiB  # a pull starts with a connection per this many bytes to fetch
-    initial_max: int = 32  # and at most this many; the controller may go on to max_connections
-    slow_connection: float = 40e6  # bytes/s; below this a connection looks capped
-    max_connections: int = 128
-    step_gain: float = 1.25  # a widening step is kept when throughput grew by this factor,
-    step_gain_capped: float = 1.3  # or by this one when each connection looks capped
-    step_keep: float = 1.1  # a step that gained less than that, but this much, is kept and the widening ends
-    narrow_keep: float = 0.9  # a step that cost more than this fraction of throughput is undone
-    narrow_min: int = 8  # the fewest connections the controller steps down to
-    chunk_min: int = 2 * MiB
-    chunk_max: int = 16 * MiB
-    range_time: float = 0.5  # seconds a range should last at the measured rate (within chunk_min/max)
-    # Ranges are sized to keep about this much under way. The hash can only
-    # follow the written prefix, and the prefix lags the bytes received by
-    # about what is in flight: a wide window starves the hash early in the run
-    # and leaves it a tail after the last byte (on 2 cores, 1 GB from nginx:
-    # 256 MiB in flight took 9% longer than 64 MiB).
-    in_flight: int = 64 * MiB
-    # But a range lasts at least this many of a request's round trips (the
-    # time to a reused connection's first answer byte): behind latency, or a
-    # busy server, the gap between a connection's ranges is bytes not moved.
-    request_ranges: float = 16.0
-    long_range_time: float = 4.0  # the same when the server is the limit,
-    long_chunk_max: int = 64 * MiB  # with larger ranges
-    long_in_flight: int = 1024 * MiB  # and more under way,
-    long_max_rate: float = 400e6  # while the pull moves less than this (faster, the hash must follow closely)
-    buffer_size: int = 1 * MiB
-    # The loop asks the kernel to report a body's socket only once about this
-    # much waits in it (SO_RCVLOWAT), not at every segment: at most
-    # ``rcvlowat`` bytes, and no more than ``rcvlowat_time`` of the
-    # connection's rate, so a slow link still shows life. 0 turns it off.
-    rcvlowat: int = 256 * KiB
-    rcvlowat_time: float = 0.25
-    splice: bool = True  # plain HTTP bodies go socket → file inside the kernel (Linux)
-    event_loop: bool = True  # loop threads drive every direct connection, HTTP and HTTPS (needs splice)
-    loop_threads: int = 2  # event loops, each with its share of the connections
-    hash_threads: int = 2  # with the event loop: threads that hash and install
-    hash_slice: int = 32 * MiB  # bytes mapped at a time for hashing
-    steal_min: int = 2 * MiB
-    tail_min: int = 1 * MiB  # smallest range the end of a run is cut into
-    hash_lag: int = 64 * MiB  # received past a file's prefix: its prefix range is split
-    hash_ahead: int = 64 * MiB  # a hash this far behind its file's prefix gets the CPU first
-    stall_timeout: float = 15.0
-    max_retries: int = 8  # rounds of failed ranges in a row before a file moves on
-    progress_min: int = 4 * MiB  # a failed range that moved this much still counts as progress
-    max_integrity_retries: int = 2
-    metadata_attempts: int = 4
-    tick: float = 0.1  # part maps are saved this often: what a kill -9 can cost
-    probe_interval: float = 0.2
-    save_every: int = 32 * MiB  # part maps are also saved after this many new bytes
-    map_min: int = 4 * MiB  # a file's map is saved on the tick once this much of it is on disk,
-    map_age: float = 1.0  # or once its first unsaved bytes are this old (seconds)
-    backoff: Backoff = Backoff()
+    """What a user (config.toml, the command line) or a caller sets."""
 
-
-@dataclass(eq=False)
-class _Range:
-    file: _FileState
-    start: int
-    cur: int
-    end: int
-    gen: int
-    t0: float
-    tries: int = 0  # its file's failure count when it was cut: one blip fails many ranges
-    cand: int = 0  # the candidate source its request went to (set when it is sent)
-
-
-@dataclass(eq=False)
-class _FileState:
-    job: FileJob
-    done: Intervals
-    validator: str | None
-    verifier: Verifier
-    fd: int = -1  # opened on first use, closed when finished: bounded open files
-    cand: int = 0
-    inflight: list[_Range] = field(default_factory=list)
-    direct_url: str | None = None
-    failures: int = 0
-    integrity_failures: int = 0
-    ready_at: float = 0.0
-    gen: int = 0
-    no_ranges: bool = False
-    state: str = "active"  # active | verified | failed
-    error: QwenhomeError | None = None
-    started: bool = False
-    queued: bool = True  # in the engine's list of files with bytes to hand out
-    hashing: bool = False  # one thread at a time feeds the verifier
-    unmapped: bool = False  # verified: its part map is gone and must not be written again
-    slow: bool = False  # served by the threaded path (TLS, proxy, or an answer the loop does not take)
-    # The first answer came (or the first request failed): until then one range
-    # at a time, so a resolve that redirects is asked once, not per connection.
-    answered: bool = False
-    dirty_since: float = 0.0  # when its part map last became out of date
+    connections: int = 0  # a fixed connection count; 0: the controller chooses
+    stall_timeout: float = 15.0  # seconds a body may stay silent before its range is asked again
+    max_retries: int = 8  # rounds of failed ranges in a row before a file moves to its next source
+    backoff: Backoff = Backoff()  # the wait between retries (a server's Retry-After wins)
+    loop_threads: int = 2  # event-loop threads for sources reached without a proxy (0: worker threads only)
+    every_map: bool = False  # save every file's part map each tick (a reader streams partial files by them)
+    tuning: Tuning = Tuning()
 
 
 class TransferEngine:
-    """Fetch a batch of files. ``on_verified(job)`` runs (in the hasher thread)
+    """Fetch a batch of files. ``on_verified(job)`` runs (in a hash thread)
     for each file once its partial file holds verified content; the caller
     moves it into the store there.
 
     Cost per scheduling step is independent of the number of files: files with
     bytes left to hand out sit in a queue, ranges in flight in a set, and the
-    hasher only looks at files that received bytes.
+    hash only looks at files that received bytes.
     """
 
     def __init__(
@@ -230,47 +108,10 @@ class TransferEngine:
         self.on_event = on_event or (lambda _e: None)
         self.repo = repo
         self.clock = clock
-        lock = threading.Lock()
-        # One lock, three wait queues, so a wake-up reaches only who can act on it.
-        self._cv = threading.Condition(lock)  # idle workers: work may have appeared
-        self._park = threading.Condition(lock)  # workers above the connection target
-        self._sup_cv = threading.Condition(lock)  # the supervisor: end, or part maps to save
-        self._threads: list[threading.Thread] = []
         self._emit_lock = threading.Lock()
-        self._maps = threading.Lock()  # part-map writes, and a verified file's map removal
-        self._unsaved = 0
-        self._files: list[_FileState] = []
-        self._queue: deque[_FileState] = deque()  # files the event loop serves
-        self._slow: deque[_FileState] = deque()  # files the worker threads serve
-        self._loop_on = False
-        self._hash_q: deque[_FileState] = deque()  # files whose hash claim the loop took
-        self._hash_work = threading.Condition(lock)  # hash threads: a claim is queued
-        self._inflight: set[_Range] = set()
-        self._dirty: set[_FileState] = set()
-        self._active = 0
-        self._files_done = 0
-        self._done_bytes = 0  # bytes on disk for unfinished + finished files
-        self._total = 0
-        self._fatal: BaseException | None = None
-        self._bytes = 0  # bytes received this run
-        self._target = config.connections or config.initial_connections
-        self._chunk = min(config.chunk_max, config.chunk_min * 2)
-        self._carved = 0  # ranges handed out so far, while that is less than the target
-        self._loops: list[IoLoop] = []
-        self._workers = Workers(self)
-        # Bytes the running hash has yet to go through (a hint, written by the
-        # hash threads without the lock): past ``hash_ahead`` the loops pause.
-        self._hash_backlog = 0
-        self._small_turn = False  # _carve_next alternates between the ends of the queue
-        self._narrowing = False  # the controller is stepping down (a server that pays per connection)
-        self._server_bound = False  # a wider step failed to pay: ranges grow long (see _size_ranges)
-        self._rates: dict[int, float] = {}  # the rate last measured at each connection count
-        self._trial = 0  # while a wider step is on trial: the largest range handed out
-        self._ttfb = 0.0  # seconds from a request to its answer's first byte (see _note_ttfb)
-        self.bad_sources: set[str] = set()
+        self.bad_sources: set[str] = set()  # sources that served bytes failing verification
         self.stats: dict[str, Any] = {}
 
-    # -- public ------------------------------------------------------------
     def run(
         self,
         jobs: Sequence[FileJob],
@@ -278,635 +119,75 @@ class TransferEngine:
         cancel: threading.Event | None = None,
     ) -> dict[str, QwenhomeError]:
         """Transfer ``jobs``; returns the errors of files that failed (by key)."""
-        self._on_verified = on_verified
-        resumed: list[_FileState] = []
-        for folder in {job.partial.parent for job in jobs}:
-            folder.mkdir(parents=True, exist_ok=True)
-        for job in jobs:
-            done, validator = partmap.load(job.partial, job.key, job.size)
-            f = _FileState(job, done, validator, Verifier(job.size, job.sha256, job.blob_id))
-            self._files.append(f)
-            self._done_bytes += done.covered()
-            if done.prefix() or job.size == 0:
-                resumed.append(f)
-        self._active = len(self._files)
-        self._total = sum(f.job.size for f in self._files)
-        self._loop_on = self.cfg.event_loop and self.cfg.splice and hasattr(os, "splice")
-        for f in self._files:
-            f.slow = not (self._loop_on and self.http.direct(self._url(f)))
-        # Largest first: big files spread over many connections early and the
-        # small ones fill the gaps at the end.
-        for f in sorted(self._files, key=lambda f: f.job.size - f.done.covered(), reverse=True):
-            (self._slow if f.slow else self._queue).append(f)
-        self._loop_on = self._loop_on and bool(self._queue)
-        if not self.cfg.connections:
-            # Start with a connection per ``initial_bytes`` to fetch (as
-            # hf_transfer and aria2 split a file up front), and many for many
-            # files, whose requests each wait a round trip. Growing from a few
-            # costs a measuring window per step, at the start of every pull.
-            todo = sum(f.job.size - f.done.covered() for f in self._files)
-            want = max(todo // self.cfg.initial_bytes, self.cfg.initial_max if len(self._files) >= 64 else 0)
-            self._target = min(self.cfg.max_connections, self.cfg.initial_max,
-                               max(self.cfg.initial_connections, want))
-        self._check_disk()
-        hasher = threading.Thread(target=self._hasher, args=(resumed,), daemon=True, name="qh-hash")
+        files, resumed = _load(jobs)
+        run = self._prepare(files, on_verified)
+        state = run.s
+        _check_disk(files)
+        hasher = threading.Thread(target=run.hasher.resumed, args=(resumed,), daemon=True, name="qh-hash")
         hasher.start()
+        loops: list[IoLoop] = []
         helpers: list[threading.Thread] = []
-        if self._loop_on:
-            n = max(1, self.cfg.loop_threads)
-            self._loops = [IoLoop(self, i, n) for i in range(n)]
-            helpers += [threading.Thread(target=lp.run, daemon=True, name=f"qh-loop-{lp.index}") for lp in self._loops]
-            helpers += [threading.Thread(target=self._hash_worker, daemon=True, name=f"qh-hash-{i}")
-                        for i in range(max(1, self.cfg.hash_threads))]
+        if state.loop_on:
+            n = self.cfg.loop_threads
+            loops = [IoLoop(run, i, n, self.cfg.tuning.gather) for i in range(n)]
+            helpers += [threading.Thread(target=lp.run, daemon=True, name=f"qh-loop-{lp.index}") for lp in loops]
+            helpers += [threading.Thread(target=run.hasher.worker, daemon=True, name=f"qh-hash-{i}")
+                        for i in range(HASH_THREADS)]
         for t in helpers:
             t.start()
-        with self._cv:
-            self._start_workers()
+        run.launch()
         t_start = self.clock()
         try:
-            self._supervise(self._total, cancel)
+            self._supervise(run, loops, cancel)
         finally:
-            with self._cv:
-                if self._fatal is None and self._active:
-                    self._fatal = Cancelled("transfer interrupted")
-                self._wake_all()
-                workers = list(self._threads)
+            workers = run.end(Cancelled("transfer interrupted"))
             for t in workers + helpers:
                 t.join(timeout=30)
             hasher.join(timeout=60)
-            self._save_maps(force=True)
-            for f in self._files:
-                self._close(f)
+            state.maps.save(files, force=True)
+            for f in files:
+                f.dest.close()
         elapsed = max(1e-9, self.clock() - t_start)
-        self.stats = {"bytes": self._bytes, "seconds": elapsed, "connections": self._target, "chunk": self._chunk,
-                      "threaded_files": sum(1 for f in self._files if f.slow),
-                      "loop_reads": sum(lp.reads for lp in self._loops), "request_ms": round(self._ttfb * 1000)}
-        if self._fatal is not None:
-            raise self._fatal
-        return {f.job.key: f.error for f in self._files if f.state == "failed" and f.error is not None}
+        self.stats = {"bytes": state.received, "seconds": elapsed, "connections": state.ctl.target,
+                      "chunk": state.ctl.sizer.chunk, "threaded_files": sum(1 for f in files if f.slow),
+                      "loop_reads": sum(lp.reads for lp in loops), "request_ms": round(state.ctl.sizer.ttfb * 1000)}
+        if state.fatal is not None:
+            raise state.fatal
+        return {f.job.key: f.error for f in files if f.status is Status.FAILED and f.error is not None}
 
-    # -- files -----------------------------------------------------------------
-    def _ensure_open(self, f: _FileState) -> None:
-        """Open (and on first use pre-size) the partial file. Under the lock."""
-        if f.fd >= 0:
-            return
-        try:
-            fd = os.open(f.job.partial, os.O_RDWR | os.O_CREAT, 0o644)
-            if not f.done.starts:
-                os.ftruncate(fd, 0)
-                os.ftruncate(fd, f.job.size)
-        except OSError as exc:
-            raise translate_os_error(exc, f.job.partial) from exc
-        f.fd = fd
+    def _prepare(self, files: list[FileState], on_verified: Callable[[FileJob], None]) -> Run:
+        """The run's parts, its files queued on their paths."""
+        cfg, tuning = self.cfg, self.cfg.tuning
+        controller = Controller(tuning.steps, RangeSizer(tuning.sizes), fixed=cfg.connections)
+        saving = replace(tuning.saving, min_bytes=0) if cfg.every_map else tuning.saving
+        state = State(files, controller, clock=self.clock, emit=self._emit, repo=self.repo,
+                      splits=tuning.splits, saving=saving, bad_sources=self.bad_sources)
+        run = Run(self.http, state, Hasher(state, on_verified), stall_timeout=cfg.stall_timeout,
+                  retries=Retries(cfg.max_retries, cfg.backoff), splice=tuning.splice)
+        loop_on = cfg.loop_threads > 0 and tuning.splice and hasattr(os, "splice")
+        for f in files:
+            f.slow = not (loop_on and self.http.direct(f.url()))
+        state.sched.add(files)
+        state.loop_on = loop_on and bool(state.sched.fast)
+        if not cfg.connections:
+            todo = sum(f.left() for f in files)
+            controller.begin(initial_connections(controller.steps, todo, len(files)))
+        return run
 
-    def _close(self, f: _FileState) -> None:
-        if f.fd >= 0:
-            try:
-                os.close(f.fd)
-            except OSError:
-                pass
-            f.fd = -1
-
-    def _check_disk(self) -> None:
-        if not self._files:
-            return
-        need = sum(f.job.size - f.done.covered() for f in self._files)
-        where = self._files[0].job.partial.parent
-        try:
-            st = os.statvfs(where)
-        except OSError:
-            return
-        free = st.f_bavail * st.f_frsize
-        if need > free:
-            raise DiskFullError(
-                f"need {need / MiB:.1f} MiB at {where}, only {free / MiB:.1f} MiB free",
-                needed=need,
-                free=free,
-            )
-
-    def _settle(self, f: _FileState, state: str) -> None:
-        """A file leaves the active set (under the lock)."""
-        f.state = state
-        self._active -= 1
-        for r in f.inflight:
-            r.gen = -1
-            self._inflight.discard(r)
-        f.inflight.clear()
-        if state == "verified":
-            self._files_done += 1
-        if not self._active:
-            self._wake_all()
-
-    def _requeue(self, f: _FileState) -> None:
-        if not f.queued and f.state == "active":
-            f.queued = True
-            # Unfinished files first: keeps their hashed prefix moving.
-            (self._slow if f.slow else self._queue).appendleft(f)
-            self._cv.notify()
-
-    def _url(self, f: _FileState) -> str:
-        return f.direct_url or f.job.candidates[f.cand].url
-
-    def _make_slow(self, f: _FileState) -> None:
-        """Hand ``f`` to the worker threads for the rest of the run (under the lock)."""
-        if f.slow:
-            return
-        f.slow = True
-        if f.queued:
-            try:
-                self._queue.remove(f)
-            except ValueError:
-                pass
-            f.queued = False
-        self._requeue(f)
-        self._start_workers()
-        self._cv.notify_all()
-
-    def _abandon_loop(self) -> None:
-        """The loop cannot write here (splice refused): threads take every file."""
-        self._loop_on = False
-        self._workers.splice_ok = False
-        for f in self._files:
-            if f.state == "active":
-                self._make_slow(f)
-
-    def _start_workers(self) -> None:
-        """Start threads up to the target (under the lock); they are never more
-        than the connections in use, so idle capacity costs nothing. With the
-        event loop on, threads serve only the files it handed over."""
-        if self._loop_on and not any(f.slow and f.state == "active" for f in self._files):
-            return
-        while len(self._threads) < self._target:
-            t = threading.Thread(target=self._workers.run, args=(len(self._threads),), daemon=True,
-                                 name=f"qh-xfer-{len(self._threads)}")
-            self._threads.append(t)
-            t.start()
-
-    def _abort(self, exc: BaseException) -> None:
-        """End the run with ``exc`` (the first such error wins); everyone looks."""
-        with self._cv:
-            if self._fatal is None:
-                self._fatal = exc
-            self._wake_all()
-
-    def _mark_answered(self, f: _FileState) -> None:
-        """``f``'s first answer came: its other ranges may start (``_carve_next``)."""
-        if not f.answered:
-            with self._cv:
-                f.answered = True
-                self._cv.notify_all()  # threads and idle loops waiting for work
-
-    def _wake_all(self) -> None:
-        """The run ends or failed: everyone must look (under the lock)."""
-        for cv in (self._cv, self._park, self._sup_cv, self._hash_work):
-            cv.notify_all()
-
-    # -- scheduling (under self._cv) --------------------------------------------
-    def _next_range(self, wid: int) -> _Range | None:
-        with self._cv:
-            while True:
-                if self._fatal is not None or not self._active:
-                    return None
-                if wid >= self._target:
-                    self._park.wait(5.0)  # woken when the target grows or the run ends
-                    continue
-                now = self.clock()
-                r = self._boost_prefix(now, slow=True) or self._carve_next(now, self._slow)
-                if r is None:
-                    r = self._steal(now, slow=True)
-                if r is not None:
-                    return r
-                self._cv.wait(0.1)  # steal opportunities and back-offs are time-based
-
-    def _carve_next(self, now: float, queue: deque[_FileState]) -> _Range | None:
-        """The next range from ``queue`` (largest files first). Every other
-        range goes to the smallest file waiting: the large files keep most
-        connections (their ranges last longer), while the small ones, each
-        mostly a round trip, are asked for during the transfer instead of all
-        at its end, where their latency would add up."""
-        self._small_turn = not self._small_turn
-        if self._small_turn and len(queue) > 1:
-            r = self._carve_end(now, queue, smallest=True)
-            if r is not None:
-                return r
-        return self._carve_end(now, queue, smallest=False)
-
-    def _carve_end(self, now: float, queue: deque[_FileState], smallest: bool) -> _Range | None:
-        take = queue.pop if smallest else queue.popleft
-        skipped: list[_FileState] = []
-        r: _Range | None = None
-        while queue:
-            f = queue[-1] if smallest else queue[0]
-            if f.state != "active" or f.slow != (queue is self._slow):
-                take()
-                f.queued = False
-                self._requeue(f)  # a file the loop handed over: into the other queue
-                continue
-            if f.ready_at > now or (f.inflight and not f.answered):
-                skipped.append(take())
-                continue
-            r = self._carve(f, now)
-            if r is not None:
-                break
-            take()
-            f.queued = False
-        put = queue.append if smallest else queue.appendleft
-        for f in reversed(skipped):
-            put(f)
-        return r
-
-    def _carve(self, f: _FileState, now: float) -> _Range | None:
-        size = f.job.size
-        if size == 0 or (f.no_ranges and f.inflight):
-            return None
-        busy = Intervals(list(f.done.starts), list(f.done.ends))
-        for r in f.inflight:
-            busy.add(r.start, r.end)
-        gap = busy.first_gap(0, size)
-        if gap is None:
-            return None
-        s, e = gap
-        if not f.no_ranges:
-            chunk = self._chunk_now()
-            e = min(e, s + chunk)
-            if 0 < size - e < chunk // 4 and gap[1] == size:
-                e = size  # no tiny tail range
-        self._ensure_open(f)
-        r = _Range(f, s, s, e, f.gen, now, f.failures)
-        f.inflight.append(r)
-        self._inflight.add(r)
-        if not f.started:
-            f.started = True
-            self._emit(ProgressEvent(FILE_START, self.repo, f.job.path, f.done.covered(), size))
-        return r
-
-    def _chunk_now(self) -> int:
-        """The range size: the tuned chunk, but near the end of the run the
-        bytes left are shared out over every connection so that they all end
-        together (as aria2 splits), instead of a few long ranges trailing.
-        A connection's share is of every byte not yet on disk, the ones
-        under way included: the others are busy with those, and a share of
-        what is not yet handed out only would shrink with every range
-        (left/32 each time: a hundred small requests in the last quarter of a
-        GB, each costing a Python server about as much CPU as a MB of body)."""
-        share = (self._total - self._done_bytes) // max(1, self._target)
-        chunk = self._chunk
-        if self._carved < self._target:
-            # The first wave starts together and would land together, with the
-            # hash idle until the first range is in: it grows from small to
-            # full, so the written prefix (and the hash) move from the start.
-            chunk = chunk * (self._carved + 1) // self._target
-            self._carved += 1
-        if self._trial:
-            chunk = min(chunk, self._trial)
-        chunk = max(self.cfg.tail_min, _aligned(chunk))
-        if share >= chunk:
-            return chunk
-        # Ranges that all end together hold the written prefix back until the
-        # end: the hash then starts on the whole last wave after the last
-        # byte (1 GB in 50 MiB ranges over 16 connections: 550 MB, 0.4 s).
-        # Half shares end the wave in stages, each a prefix the hash takes
-        # while the next arrives, down to the ranges ``in_flight`` allows.
-        floor = max(self.cfg.tail_min, self.cfg.in_flight // max(1, self._target))
-        if share > floor:
-            share = max(floor, share // 2)
-        return max(self.cfg.tail_min, _aligned(share))
-
-    def _next_fast(self, now: float) -> _Range | None:
-        """The event loop's next range (under the lock): a stuck prefix first,
-        then new bytes, then the end-game."""
-        return self._boost_prefix(now, slow=False) or self._carve_next(now, self._queue) or self._steal(now, slow=False)
-
-    def _boost_prefix(self, now: float, slow: bool) -> _Range | None:
-        """Split the range that holds a file's written prefix when much was
-        received beyond it: the hash can only follow the prefix, so while one
-        slow range holds it, the backlog grows into a hashing tail after the
-        last byte. Asked before new bytes are handed out."""
-        best: _Range | None = None
-        for r in self._inflight:
-            f = r.file
-            if (f.slow != slow or f.no_ranges or r.cur != f.done.prefix() or now - r.t0 < 0.2
-                    or r.end - r.cur < 2 * self.cfg.steal_min or f.done.covered() - r.cur < self.cfg.hash_lag):
-                continue
-            if best is None or r.end - r.cur > best.end - best.cur:
-                best = r
-        return None if best is None else self._split(best, now)
-
-    def _split(self, victim: _Range, now: float) -> _Range | None:
-        """Give the second half of ``victim``'s remaining bytes to a new range."""
-        mid = _aligned(victim.cur + (victim.end - victim.cur) // 2)
-        if mid <= victim.cur:
-            return None
-        new = _Range(victim.file, mid, mid, victim.end, victim.gen, now, victim.tries)
-        victim.end = mid
-        victim.file.inflight.append(new)
-        self._inflight.add(new)
-        return new
-
-    def _steal(self, now: float, slow: bool) -> _Range | None:
-        """End-game: split the range of an outlier connection (much slower than
-        the others, or silent). Splitting costs the victim its connection and
-        the bytes already in its socket buffers, so uniform slowness (a per
-        connection limit, a busy CPU) is left alone."""
-        speeds: list[float] = []
-        for r in self._inflight:
-            if r.file.slow != slow:
-                continue
-            elapsed = now - r.t0
-            if elapsed > 0.3:
-                speeds.append((r.cur - r.start) / elapsed)
-        if not speeds:
-            return None
-        speeds.sort()
-        typical = speeds[len(speeds) // 2]
-        best: _Range | None = None
-        best_left = 0
-        for r in self._inflight:
-            left = r.end - r.cur
-            if left < 2 * self.cfg.steal_min or left <= best_left or r.file.no_ranges or r.file.slow != slow:
-                continue
-            elapsed = now - r.t0
-            if elapsed < 1.0:
-                continue
-            speed = (r.cur - r.start) / elapsed
-            if speed > 0 and speed >= 0.3 * typical:
-                continue
-            best, best_left = r, left
-        return None if best is None else self._split(best, now)
-
-    # -- workers -------------------------------------------------------------
-    def _drop(self, r: _Range) -> None:
-        f = r.file
-        if r in f.inflight:
-            f.inflight.remove(r)
-        self._inflight.discard(r)
-        if r.gen == f.gen and r.cur < r.end:
-            self._requeue(f)
-
-    def _restart_whole(self, r: _Range, no_ranges: bool) -> None:
-        """A 200 for a range (ranges ignored, or If-Range found the content
-        changed): the file starts again from byte 0 on that very answer."""
-        f = r.file
-        size = f.job.size
-        with self._cv:
-            f.gen += 1
-            self._done_bytes -= f.done.covered()
-            f.done.clear()
-            f.verifier = Verifier(size, f.job.sha256, f.job.blob_id)
-            f.no_ranges = no_ranges
-            f.validator = None
-            for other in f.inflight:
-                self._inflight.discard(other)
-            f.inflight = [r]
-            self._inflight.add(r)
-            r.start = r.cur = 0
-            r.end = size
-            r.gen = f.gen
-
-    def _record(self, r: _Range, pos: int, n: int) -> bool:
-        """``n`` bytes of ``r`` are on disk at ``pos`` (under the lock; the
-        range is current). True when the caller now holds the file's hash claim."""
-        f = r.file
-        grows_prefix = pos <= f.done.prefix()
-        f.done.add(pos, pos + n)
-        r.cur = pos + n
-        if r.cur >= r.end:
-            f.failures = 0  # a whole range came: the source works
-        if f not in self._dirty:
-            f.dirty_since = self.clock()
-            self._dirty.add(f)
-        self._bytes += n
-        self._done_bytes += n
-        self._unsaved += n
-        if self._unsaved >= self.cfg.save_every:
-            self._sup_cv.notify()  # bound what a kill -9 can cost, however fast the link
-        return grows_prefix and self._claim_hash(f)
-
-    def _failed(self, r: _Range, exc: BaseException) -> None:
-        f = r.file
-        with self._cv:
-            self._drop(r)
-            if isinstance(exc, DiskFullError | StoreError) or not isinstance(exc, QwenhomeError):
-                if self._fatal is None:
-                    self._fatal = exc
-                self._wake_all()
-                return
-            if r.gen != f.gen or f.state != "active":
-                return
-            self._requeue(f)
-            if r.cand != f.cand:
-                return  # from a source the file has left: no verdict on the one it uses now
-            if exc.transient:
-                if r.cur - r.start >= self.cfg.progress_min:
-                    f.failures = 0  # it moved real bytes: a cut line, not a dead source
-                if r.tries >= f.failures:
-                    # Counted once per round: when a blip cuts every
-                    # connection at once, its ranges all started before it.
-                    f.failures += 1
-                if f.failures <= self.cfg.max_retries:
-                    ra = exc.context.get("retry_after")
-                    delay = self.cfg.backoff.delay(f.failures, ra if isinstance(ra, float | int) else None)
-                    f.ready_at = self.clock() + delay
-                    self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{exc.code}: {exc.message}; retry in {delay:.1f}s"))
-                    return  # idle workers look again within 0.1 s; the back-off is longer
-            self._next_candidate(f, exc)
-            self._cv.notify()
-
-    def _next_candidate(self, f: _FileState, exc: QwenhomeError) -> None:
-        """Move ``f`` to its next usable source, or fail it (under the lock)."""
-        f.failures = 0
-        f.direct_url = None
-        f.validator = None
-        f.ready_at = 0.0
-        nxt = f.cand + 1
-        while nxt < len(f.job.candidates) and f.job.candidates[nxt].source.name in self.bad_sources:
-            nxt += 1
-        if nxt >= len(f.job.candidates):
-            f.error = exc
-            self._settle(f, "failed")
-            self._emit(ProgressEvent(FILE_ERROR, self.repo, f.job.path, message=exc.one_line()))
-            return
-        f.cand = nxt
-        self._requeue(f)
-        src = f.job.candidates[nxt].source
-        self._emit(ProgressEvent(SOURCE, self.repo, f.job.path, message=f"{exc.code}: switching to {src.label}"
-                                 + (f" ({src.url})" if src.named else "")))
-
-    # -- hashing -----------------------------------------------------------------
-    # sha256 is sequential, so each file has one verifier fed in order, by one
-    # thread at a time: whoever grows the file's written prefix claims it and
-    # hashes up to the prefix, then looks again before letting go. Hashing thus
-    # runs in the threads that just wrote the bytes (page cache still warm),
-    # several files at once, and takes a fair share of a busy CPU instead of
-    # trailing behind the transfer in one thread.
-    def _claim_hash(self, f: _FileState) -> bool:
-        """Take ``f``'s verifier if it has work (under the lock)."""
-        if f.hashing or f.state != "active":
-            return False
-        if f.done.prefix() <= f.verifier.hashed < f.job.size:
-            return False
-        f.hashing = True
-        return True
-
-    def _hash_while_claimed(self, f: _FileState) -> None:
-        """Hash ``f`` up to its written prefix until caught up (the claim is held
-        on entry), verifying and installing it once complete."""
-        try:
-            while True:
-                with self._cv:
-                    verifier, gen, prefix = f.verifier, f.gen, f.done.prefix()
-                    if (f.state != "active" or self._fatal is not None
-                            or prefix <= verifier.hashed < f.job.size):
-                        f.hashing = False  # growth from now on finds the claim free
-                        return
-                    self._ensure_open(f)  # a resumed file may be complete already
-                self._hash_span(f, verifier, prefix, gen)
-        except BaseException as exc:
-            with self._cv:
-                f.hashing = False
-            self._abort(exc)
-
-    def _hash_worker(self) -> None:
-        """With the event loop: hash (and install) the files whose claim it took."""
-        while True:
-            with self._cv:
-                while not self._hash_q:
-                    if self._fatal is not None or not self._active:
-                        return
-                    self._hash_work.wait(0.5)
-                f = self._hash_q.popleft()
-            self._hash_while_claimed(f)
-
-    def _hasher(self, resumed: list[_FileState]) -> None:
-        """Files with bytes on disk from an earlier run (or empty ones): hash
-        what is there; workers take over as the prefix grows."""
-        for f in resumed:
-            with self._cv:
-                if self._fatal is not None or not self._active:
-                    return
-                claimed = self._claim_hash(f)
-            if claimed:
-                self._hash_while_claimed(f)
-
-    def _hash_span(self, f: _FileState, verifier: Verifier, stop: int, gen: int) -> None:
-        """Hash ``[verifier.hashed, stop)`` straight from the page cache through a
-        read-only mapping: no copy into a buffer (copies are what a transfer
-        costs most on a busy machine)."""
-        pos = verifier.hashed
-        try:
-            while pos < stop and f.gen == gen and self._fatal is None:
-                self._hash_backlog = stop - pos
-                end = min(stop, pos + self.cfg.hash_slice)
-                try:
-                    if end - pos <= 256 * 1024:
-                        # A small span costs less copied than mapped and unmapped.
-                        data = os.pread(f.fd, end - pos, pos)
-                        if len(data) < end - pos:
-                            raise OSError(errno.EIO, f"partial file shorter than {end} bytes")
-                        verifier.update(data)
-                    else:
-                        base = pos - pos % mmap.ALLOCATIONGRANULARITY
-                        with mmap.mmap(f.fd, end - base, flags=mmap.MAP_SHARED | _MAP_POPULATE,
-                                       prot=mmap.PROT_READ, offset=base) as m, memoryview(m) as view:
-                            verifier.update(view[pos - base : end - base])
-                except (OSError, ValueError) as exc:
-                    if f.gen == gen:
-                        self._abort(translate_os_error(exc if isinstance(exc, OSError) else OSError(str(exc)),
-                                                       f.job.partial))
-                    return
-                pos = end
-        finally:
-            self._hash_backlog = 0  # however the span ends, the loops must not keep pausing
-        if verifier.hashed == f.job.size and f.gen == gen:
-            self._finish(f, verifier)
-
-    def _finish(self, f: _FileState, verifier: Verifier) -> None:
-        with self._cv:
-            if f.state != "active" or (f.job.size > 0 and not f.done.covers(0, f.job.size)):
-                return
-        if verifier.ok():
-            self._close(f)
-            # Under the map lock: a save that took this file's map before it
-            # was verified would otherwise write it back after the unlink.
-            with self._maps:
-                with self._cv:
-                    f.unmapped = True
-                    self._dirty.discard(f)
-                partmap.map_path(f.job.partial).unlink(missing_ok=True)
-            if f.job.size == 0:
-                f.job.partial.touch()
-            try:
-                self._on_verified(f.job)
-            except BaseException as exc:
-                with self._cv:
-                    self._fatal = exc
-                    self._wake_all()
-                return
-            with self._cv:
-                self._dirty.discard(f)
-                self._settle(f, "verified")
-            self._emit(ProgressEvent(FILE_DONE, self.repo, f.job.path, f.job.size, f.job.size))
-            return
-        err = IntegrityError(
-            f"{f.job.path}: {verifier.algorithm} mismatch (expected {verifier.expected[:12]}…, got {verifier.hexdigest()[:12]}…)",
-            path=f.job.path,
-        )
-        with self._cv:
-            f.gen += 1
-            self._done_bytes -= f.done.covered()
-            f.done.clear()
-            for r in f.inflight:
-                self._inflight.discard(r)
-            f.inflight.clear()
-            f.verifier = Verifier(f.job.size, f.job.sha256, f.job.blob_id)
-            f.integrity_failures += 1
-            self._dirty.add(f)
-            try:
-                os.ftruncate(f.fd, 0)
-                os.ftruncate(f.fd, f.job.size)
-            except OSError as exc:
-                self._fatal = translate_os_error(exc, f.job.partial)
-            self._requeue(f)
-            src = f.job.candidates[f.cand].source
-            self._emit(ProgressEvent(RETRY, self.repo, f.job.path, message=f"{err.code} from {src.label}; refetching"))
-            has_other = any(c.source.name not in self.bad_sources and c.source.name != src.name for c in f.job.candidates)
-            if has_other:
-                self.bad_sources.add(src.name)
-                self._next_candidate(f, err)
-            elif f.integrity_failures > self.cfg.max_integrity_retries:
-                self._next_candidate(f, err)
-            self._cv.notify_all()  # the whole file is to fetch again
-
-    # -- supervision ---------------------------------------------------------------
-    def _supervise(self, total: int, cancel: threading.Event | None) -> None:
+    def _supervise(self, run: Run, loops: list[IoLoop], cancel: threading.Event | None) -> None:
+        """Until the run ends: part maps, progress, and the controller's ticks."""
         last_t = self.clock()
         last_bytes = 0
         speed = 0.0
-        probe_t = last_t
-        probe_bytes = 0
-        probe_idle = 0.0
-        prev_rate = 0.0
-        prev_target = self._target
-        probing = not self.cfg.connections
-        warmup = True
-        settle = False
         last_files_t = last_t
-        last_emit = last_t - self.cfg.tick
+        last_emit = last_t - TICK
         while True:
-            with self._cv:
-                if self._fatal is not None or not self._active:
-                    break
-                self._sup_cv.wait(self.cfg.tick)
-                if cancel is not None and cancel.is_set() and self._fatal is None:
-                    self._fatal = Cancelled("pull cancelled")
-                    self._wake_all()
-                    break
-                now = self.clock()
-                received = self._bytes
-                done_total = self._done_bytes
-                files_done = self._files_done
-            self._save_maps()
-            if now - last_emit < self.cfg.tick * 0.9:
+            tick = run.tick(TICK, cancel)
+            if tick is None:
+                break
+            now, received, done_total, files_done = tick
+            run.s.maps.save(run.s.files)
+            if now - last_emit < TICK * 0.9:
                 continue  # woken early to save maps: progress keeps its pace
             last_emit = now
             dt = now - last_t
@@ -914,189 +195,52 @@ class TransferEngine:
                 inst = (received - last_bytes) / dt
                 speed = inst if speed == 0 else 0.7 * speed + 0.3 * inst
             last_t, last_bytes = now, received
-            self._emit(ProgressEvent(PROGRESS, self.repo, None, done_total, total, speed, files_done, len(self._files)))
-            if now - last_files_t >= 0.5:  # per-file progress, less often
+            self._emit(ProgressEvent(PROGRESS, self.repo, None, done_total, run.s.total, speed, files_done,
+                                     len(run.s.files)))
+            if now - last_files_t >= FILE_PROGRESS:
                 last_files_t = now
-                with self._cv:
-                    active = {r.file: (r.file.done.covered(), r.file.job.size) for r in self._inflight}
-                for f, (done_f, size_f) in active.items():
-                    self._emit(ProgressEvent(PROGRESS, self.repo, f.job.path, done_f, size_f))
-            if warmup:
-                if received:  # windows start with the first bytes: set-up is not a fair measure
-                    warmup = False
-                    probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
-            elif settle:
-                # A step just changed the connections: the new ones' first
-                # round trips, or the ranges still running on connections
-                # beyond a lowered target, are not the new count's measure.
-                # The window starts after them.
-                with self._cv:
-                    if now - probe_t < self.cfg.probe_interval * 0.5 or len(self._inflight) > self._target:
-                        continue
-                settle = False
-                probe_t, probe_bytes, probe_idle = now, received, self._loops_waited()
-            elif probing and now - probe_t >= self.cfg.probe_interval * (
-                    0.5 if prev_rate == 0.0 else 3.0 if self._narrowing else 1.0):
-                # (The first window is shorter: a capped link shows at once,
-                # and every early step widens the whole rest of the run. A step
-                # down is measured longer: the servers that call for one are
-                # the ones whose rate swings most from window to window.)
-                rate = (received - probe_bytes) / (now - probe_t)
-                # The event loop never waiting on its sockets means this
-                # machine, not the link, is the limit: more connections would
-                # only cost CPU and lengthen the hash's lag.
-                waited = self._loops_waited()
-                saturated = self._loop_on and waited - probe_idle < 0.05 * (now - probe_t) * len(self._loops)
-                before = self._target
-                probing, prev_rate, prev_target = self._tune(rate, prev_rate, prev_target, saturated)
-                probe_t, probe_bytes, probe_idle = now, received, waited
-                settle = self._target != before
-
-    def _loops_waited(self) -> float:
-        return sum(lp.waited for lp in self._loops)
-
-    def _tune(self, rate: float, prev_rate: float, prev_target: int, saturated: bool = False) -> tuple[bool, float, int]:
-        """Grow the connection count while it pays; step back when it stops
-        paying. ``saturated``: the client is the limit, so no step is taken
-        (and the next window starts afresh)."""
-        with self._cv:
-            per_conn = rate / max(1, self._target)
-            self._size_ranges(per_conn)
-            self._trial = 0
-            capped = per_conn < self.cfg.slow_connection
-            if not saturated:
-                self._rates[self._target] = rate
-            # A step must pay well beyond the noise of a busy machine (runs
-            # here vary by 10-20%): each connection costs the server and this
-            # machine CPU. A link that truly caps each connection gains far
-            # more (doubling 32 capped connections adds close to 100%).
-            if self._narrowing:
-                # Each step down halves the connections; one that keeps the
-                # rate is kept (the server, not the link, was the limit: each
-                # connection cost it CPU), and the next is tried. But when
-                # each connection moves no more than a capped link allows,
-                # the link may be what holds them: fewer can then at best
-                # keep the rate, and a window that says they did may be
-                # noise (behind 20 MB/s per connection, 8 hold 160 MB/s
-                # whatever the server could do). There a step down must pay
-                # outright, and it is the last.
-                if rate < prev_rate * (1.0 if capped else self.cfg.narrow_keep):
-                    self._narrowing = False
-                    self._target = prev_target
-                    self._park.notify_all()
-                    self._start_workers()
-                    return False, prev_rate, prev_target
-                if capped:
-                    self._narrowing = False
-                    return False, rate, self._target
-                return self._narrow(max(rate, prev_rate))
-            if prev_rate and rate < prev_rate * (self.cfg.step_gain_capped if capped else self.cfg.step_gain):
-                # The last step did not pay enough to go on. One that still
-                # gained clearly is kept (going back would give that up);
-                # otherwise go back. When it even cost throughput, the server
-                # pays for each connection: fewer may serve better (a Python
-                # server near its CPU limit does), unless fewer were already
-                # measured to serve less.
-                if rate >= prev_rate * self.cfg.step_keep:
-                    return False, rate, self._target
-                self._server_bound = True
-                self._target = prev_target
-                self._size_ranges(prev_rate / max(1, prev_target))
-                fewer = self._rates.get(prev_target // 2)
-                if rate < prev_rate * self.cfg.narrow_keep and not saturated and (fewer is None or fewer >= prev_rate):
-                    return self._narrow(prev_rate)
-                return False, rate, self._target
-            if saturated:
-                return True, 0.0, self._target
-            if self._target >= self.cfg.max_connections or len(self._inflight) < 0.75 * self._target:
-                # Connections wait for work: more would not help (yet).
-                return prev_rate == 0.0, rate, self._target
-            before = self._target
-            # Slow connections with every one busy: the link caps each
-            # connection (as CDNs do), so widen fast at first (8 -> 64). Past
-            # that, each step doubles: a server may pay for every connection.
-            factor = 8 if capped and self._target <= 8 else 4 if capped and self._target < 32 else 2
-            self._target = min(self.cfg.max_connections, self._target * factor)
-            # Ranges handed out while the step is on trial last about two of
-            # its windows: if it fails, the connections beyond the old count
-            # end soon instead of holding a server that pays for each.
-            self._trial = max(self.cfg.tail_min, _aligned(int(per_conn * self.cfg.probe_interval * 2)))
-            self._park.notify_all()
-            self._start_workers()
-            return True, rate, before
-
-    def _size_ranges(self, per_conn: float) -> None:
-        """The range size (under the lock): about ``range_time`` of a
-        connection's rate, with the bytes in flight (the hash's lag behind the
-        last byte) near ``in_flight``, but lasting at least ``request_ranges``
-        of a request's measured round trips. Once more connections failed to
-        pay, the server, not the link, is the limit, and every request costs
-        it (a Python server serves 16 connections 20% faster in 64 MiB ranges
-        than in 16 MiB ones): ranges then last ``long_range_time`` and may be
-        larger, nearer aria2's one piece per connection, as long as the pull
-        is slow enough for the hash to catch up with a prefix held back that
-        long (a failed step on a fast server means the machine is the limit,
-        and there long ranges left 300 MB to hash after the last byte)."""
-        cfg = self.cfg
-        long = self._server_bound and per_conn * self._target < cfg.long_max_rate
-        seconds = cfg.long_range_time if long else cfg.range_time
-        in_flight = cfg.long_in_flight if long else cfg.in_flight
-        want = min(per_conn * seconds, in_flight / max(1, self._target))
-        floor = max(cfg.chunk_min, per_conn * cfg.request_ranges * self._ttfb)
-        chunk = min(cfg.long_chunk_max if long else cfg.chunk_max, max(floor, want))
-        self._chunk = _aligned(int(chunk))
-
-    def _note_ttfb(self, seconds: float) -> None:
-        """A reused connection's request took ``seconds`` to its first answer
-        byte (a running average; loops call it without the lock, and a lost
-        update between two of them costs nothing)."""
-        self._ttfb = seconds if self._ttfb == 0.0 else self._ttfb + 0.1 * (seconds - self._ttfb)
-
-    def _narrow(self, rate: float) -> tuple[bool, float, int]:
-        """Halve the target (under the lock), down to ``narrow_min``; ``rate``
-        is the one to keep up with. Connections beyond the target close as
-        their ranges end (cutting them would not stop every server's work
-        on them: some read on to the end of the range)."""
-        before = self._target
-        if before // 2 < self.cfg.narrow_min:
-            self._narrowing = False
-            return False, rate, before
-        self._narrowing = True
-        self._target = before // 2
-        return True, rate, before
-
-    def _save_maps(self, force: bool = False) -> None:
-        """Write the part maps of files with new bytes. On the regular tick a
-        file with less than ``map_min`` on disk waits until its first unsaved
-        bytes are ``map_age`` old: most small files are done by then, and a
-        pull of many would otherwise rewrite hundreds of maps every tick.
-        Forced saves take every file."""
-        now = self.clock()
-        with self._maps:
-            with self._cv:
-                if force:
-                    files = self._files
-                    self._dirty.clear()
-                else:
-                    files = [f for f in self._dirty
-                             if f.done.covered() >= self.cfg.map_min or now - f.dirty_since >= self.cfg.map_age]
-                    self._dirty.difference_update(files)
-                snap = [
-                    (f.job.partial, f.job.key, f.job.size, Intervals(list(f.done.starts), list(f.done.ends)),
-                     f.validator)
-                    for f in files
-                    if not f.unmapped and f.done.starts  # a failed file's bytes serve the next round
-                ]
-                self._unsaved = 0
-            for partial, key, size, done, validator in snap:
-                try:
-                    partmap.save(partial, key, size, done, validator)
-                except OSError:
-                    pass  # a lost map only costs re-downloading; never fatal
+                for item, (done_f, size_f) in run.in_progress().items():
+                    self._emit(ProgressEvent(PROGRESS, self.repo, item.name, done_f, size_f))
+            run.observe(now, sum(lp.waited for lp in loops), len(loops))
 
     def _emit(self, event: ProgressEvent) -> None:
         with self._emit_lock:  # sinks see one event at a time, whichever thread sends it
             try:
                 self.on_event(event)
-            except Exception:
-                pass  # a broken progress consumer must not break the transfer
+            except Exception:  # a broken progress consumer must not break the transfer
+                log.debug("progress consumer failed", exc_info=True)
+
+
+def _load(jobs: Sequence[FileJob]) -> tuple[list[FileState], list[FileState]]:
+    """The files of ``jobs`` with what an earlier run left on disk, and those
+    of them whose prefix the hash can start on at once."""
+    for folder in {job.partial.parent for job in jobs}:
+        folder.mkdir(parents=True, exist_ok=True)
+    files: list[FileState] = []
+    resumed: list[FileState] = []
+    for job in jobs:
+        done, validator = partmap.load(job.partial, job.key, job.size)
+        f = FileState.of(job, done, validator)
+        files.append(f)
+        if done.prefix() or job.size == 0:
+            resumed.append(f)
+    return files, resumed
+
+
+def _check_disk(files: list[FileState]) -> None:
+    if not files:
+        return
+    need = sum(f.left() for f in files)
+    where = files[0].job.partial.parent
+    try:
+        st = os.statvfs(where)
+    except OSError as exc:  # the writes themselves still report a full disk
+        log.debug("free space at %s not known (%s): not checked", where, exc)
+        return
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise DiskFullError(
+            f"need {need / MiB:.1f} MiB at {where}, only {free / MiB:.1f} MiB free",
+            needed=need,
+            free=free,
+        )

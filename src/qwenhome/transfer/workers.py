@@ -1,20 +1,21 @@
 """The engine's worker threads: one blocking keep-alive connection each, for
 what the event loop does not take (TLS, proxies, and files the loop handed
 over: a chunked body, a server that ignores ranges, an odd answer). A worker
-asks the engine for a range, fetches it through :class:`HttpClient` (which
-follows redirects, classifies errors and speaks to proxies), checks the answer
-against the metadata and moves the body into place: spliced socket → file
-when it can, through a read buffer when not."""
+asks the run (through its :class:`.port.Port`) for a range, fetches it
+through :class:`HttpClient` (which follows redirects, classifies errors and
+speaks to proxies), checks the answer against the metadata and moves the body
+into place: spliced socket → file when it can, through a read buffer when not."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING
 
-from ..errors import DiskFullError, ProtocolError, QwenhomeError, TransferInterrupted
+from ..errors import ProtocolError, QwenhomeError, TransferInterrupted
 from ..net import (
     ContentRange,
     Origin,
@@ -25,38 +26,31 @@ from ..net import (
     token_for,
 )
 from ..store.cache import translate_os_error
+from .sizing import MiB
+from .work import Item, Span
 
 if TYPE_CHECKING:
-    from .engine import TransferEngine, _FileState, _Range
+    from .port import Port
+
+log = logging.getLogger(__name__)
+
+BUFFER = 1 * MiB  # bytes read (or spliced) per step: one lock round records them
 
 
-def write_at(fd: int, mv: memoryview, n: int, pos: int, f: _FileState) -> None:
-    """``pwrite`` all of ``mv[:n]`` at ``pos``; a short write means the disk is filling up."""
-    written = 0
-    try:
-        while written < n:
-            w = os.pwrite(fd, mv[written:n], pos + written)
-            if w <= 0:
-                raise DiskFullError(f"no space left writing {f.job.partial}")
-            written += w
-    except OSError as exc:
-        raise translate_os_error(exc, f.job.partial) from exc
-
-
-def expired_signed_url(f: _FileState, url: str, status: int) -> TransferInterrupted | None:
+def expired_signed_url(f: Item, url: str, status: int) -> TransferInterrupted | None:
     """A refusal from the CDN URL a redirect gave: it expired. The file goes
     back to resolving its candidate URL (a transient failure, retried)."""
     if status in (403, 404, 410) and f.direct_url and url == f.direct_url:
         f.direct_url = None
-        return TransferInterrupted(f"signed URL for {f.job.path} expired (HTTP {status})")
+        return TransferInterrupted(f"signed URL for {f.name} expired (HTTP {status})")
     return None
 
 
 class Workers:
     """The thread path of one engine; ``run(wid)`` is each thread's body."""
 
-    def __init__(self, engine: TransferEngine) -> None:
-        self.e = engine
+    def __init__(self, port: Port) -> None:
+        self.e = port
         self.splice_ok = True  # cleared when the filesystem refuses splice
         self._local = threading.local()  # each thread's pipe or read buffer
 
@@ -64,9 +58,9 @@ class Workers:
         e = self.e
         while True:
             try:
-                r = e._next_range(wid)
+                r = e.next_span(wid)
             except BaseException as exc:  # e.g. the partial file cannot be opened
-                e._abort(exc)
+                e.abort(exc)
                 self._drop_pipe()
                 return
             if r is None:
@@ -75,25 +69,22 @@ class Workers:
             try:
                 self._fetch(r)
             except BaseException as exc:  # classified, never lost
-                e._failed(r, exc)
+                e.failed(r, exc)
             else:
-                with e._cv:
-                    e._drop(r)
+                e.drop(r)
 
-    def _fetch(self, r: _Range) -> None:
+    def _fetch(self, r: Span) -> None:
         e = self.e
-        f = r.file
-        r.cand = f.cand  # the source this request goes to (a failover may have come since the cut)
-        cand = f.job.candidates[f.cand]
-        url = f.direct_url or cand.url
+        f = r.item
+        cand, url = f.send(r)  # (a failover may have come since the cut)
         token = token_for(cand.source.token, cand.source.url, url)
         headers = range_headers(r.start, r.end, f.validator)
-        resp = e.http.open("GET", url, headers=headers, token=token, read_timeout=e.cfg.stall_timeout)
+        resp = e.http.open("GET", url, headers=headers, token=token, read_timeout=e.stall_timeout)
         try:
             self._check_response(r, resp, url)
             if resp.url != url and Origin.of(resp.url) != Origin.of(cand.url):
                 f.direct_url = resp.url  # a signed CDN URL: skip the redirect next time
-            e._mark_answered(f)  # after direct_url: the other ranges go straight there
+            e.answered(f)  # after direct_url: the other ranges go straight there
             if f.validator is None:
                 f.validator = strong_validator(resp.header("ETag"))
             self._read_body(r, resp)
@@ -102,9 +93,9 @@ class Workers:
             # (a split range stops early and drops it).
             resp.release()
 
-    def _check_response(self, r: _Range, resp: Response, url: str) -> None:
-        f = r.file
-        size = f.job.size
+    def _check_response(self, r: Span, resp: Response, url: str) -> None:
+        f = r.item
+        size = f.size
         if resp.status == 206:
             value = resp.header("Content-Range") or ""
             cr = ContentRange.parse(value)
@@ -112,7 +103,7 @@ class Workers:
                 raise ProtocolError(f"bad Content-Range {value!r} from {url}", code="bad-response")
             if cr.total != size:
                 raise ProtocolError(
-                    f"{f.job.path}: source says {cr.total} bytes, metadata says {size}",
+                    f"{f.name}: source says {cr.total} bytes, metadata says {size}",
                     code="size-mismatch",
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
@@ -123,12 +114,12 @@ class Workers:
             length = resp.header("Content-Length")
             if length is not None and int(length) != size:
                 raise ProtocolError(
-                    f"{f.job.path}: source sent {length} bytes, metadata says {size}",
+                    f"{f.name}: source sent {length} bytes, metadata says {size}",
                     code="size-mismatch",
                     hint="the source serves a different file than it lists; another source will be tried",
                 )
             if r.start != 0 or r.end != size:
-                self.e._restart_whole(r, no_ranges=resp.header("Accept-Ranges") != "bytes")
+                self.e.restart(r, no_ranges=resp.header("Accept-Ranges") != "bytes")
             return
         expired = expired_signed_url(f, url, resp.status)
         if expired is not None:
@@ -136,46 +127,44 @@ class Workers:
         body = b""
         try:
             body = resp.read(1 << 16)
-        except QwenhomeError:
-            pass
+        except QwenhomeError as exc:  # the status alone still says what went wrong
+            log.debug("body of the %d answer from %s not read (%s)", resp.status, url, exc)
         raise_for_status(resp.status, resp.headers, url, None, body)
 
-    def _read_body(self, r: _Range, resp: Response) -> None:
+    def _read_body(self, r: Span, resp: Response) -> None:
         """Read the range into place, stopping early if the range was split."""
         e = self.e
-        f = r.file
-        fd = f.fd
-        bufsize = e.cfg.buffer_size
-        pipe = self._pipe() if e.cfg.splice and self.splice_ok and resp.can_splice() else None
+        f = r.item
+        dest = f.dest
+        pipe = self._pipe() if e.splice and self.splice_ok and resp.can_splice() else None
         mv = self._buffer() if pipe is None else None
-        with e._cv:
-            gen, pos, end = r.gen, r.cur, r.end
+        gen = r.gen
+        _, pos, end = e.bounds(r)
         # One lock round per buffer: record what was written and learn whether
         # the range was split or cancelled meanwhile.
-        while gen == f.gen and pos < end and e._fatal is None and f.state == "active":
+        while gen == f.gen and pos < end and not e.stopped and f.active:
             if pipe is not None:
-                n = self._splice(resp, fd, pos, min(bufsize, end - pos), pipe, f)
+                n = self._splice(resp, dest.fd, dest.offset + pos, min(BUFFER, end - pos), pipe, f)
             else:
                 assert mv is not None
-                n = resp.readinto(mv[: min(bufsize, end - pos)])
+                n = resp.readinto(mv[: min(BUFFER, end - pos)])
                 if n > 0:
-                    write_at(fd, mv, n, pos, f)
+                    dest.write(mv, n, pos)
             if n <= 0:
-                raise TransferInterrupted(f"{f.job.path}: body ended early at byte {pos}")
-            with e._cv:
-                if r.gen != f.gen:
-                    return
-                claimed = e._record(r, pos, n)
-                pos, end = r.cur, r.end
+                raise TransferInterrupted(f"{f.name}: body ended early at byte {pos}")
+            recorded = e.record(r, pos, n, queue_hash=False)
+            if recorded is None:
+                return
+            claimed, pos, end = recorded
             if claimed:
-                e._hash_while_claimed(f)
+                e.hash_claimed(f)
 
     def _buffer(self) -> memoryview:
         """This worker's read buffer, made on first use: spliced bodies never
         need one, so many connections cost no memory."""
         buf: memoryview | None = getattr(self._local, "buf", None)
         if buf is None:
-            buf = self._local.buf = memoryview(bytearray(self.e.cfg.buffer_size))
+            buf = self._local.buf = memoryview(bytearray(BUFFER))
         return buf
 
     def _pipe(self) -> tuple[int, int]:
@@ -184,9 +173,9 @@ class Workers:
         if pipe is None:
             pipe = os.pipe()
             try:
-                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, self.e.cfg.buffer_size)
-            except (OSError, AttributeError):
-                pass  # the default size only means more system calls
+                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, BUFFER)
+            except (OSError, AttributeError) as exc:  # the default size only means more system calls
+                log.debug("pipe size not raised to %d (%s)", BUFFER, exc)
             self._local.pipe = pipe
         return pipe
 
@@ -197,15 +186,15 @@ class Workers:
                 os.close(end)
             self._local.pipe = None
 
-    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: _FileState) -> int:
+    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: Item) -> int:
         try:
-            return resp.splice_into(fd, pos, want, pipe, self.e.cfg.stall_timeout)
+            return resp.splice_into(fd, pos, want, pipe, self.e.stall_timeout)
         except BaseException as exc:
             self._drop_pipe()  # it may hold bytes that never reached the file
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
                 if exc.errno in (errno.EINVAL, errno.EBADF, errno.ENOSYS):
                     # This filesystem cannot take splice: plain reads from now on.
                     self.splice_ok = False
-                    raise TransferInterrupted(f"{f.job.path}: splice unsupported here; retrying") from exc
-                raise translate_os_error(exc, f.job.partial) from exc
+                    raise TransferInterrupted(f"{f.name}: splice unsupported here; retrying") from exc
+                raise translate_os_error(exc, f.dest.path) from exc
             raise

@@ -68,7 +68,7 @@ async function refreshInfo() {
   try {
     const info = await api("/api/info");
     state.model = info.model;
-    $("#model-name").textContent = info.model;
+    $("#model-name").textContent = info.model + (info.note ? ` (${info.note})` : "");
     $("#home-path").textContent = info.home;
     const badge = $("#model-status");
     badge.textContent = info.status;
@@ -199,7 +199,8 @@ async function refreshModels() {
       || (m.served ? ["ready", "served"] : null);
     return el("tr", { "data-repo": m.repo, "data-kind": m.kind || "", "data-serving": m.serving || "" },
       el("td", {}, m.repo, m.kind ? el("span", { class: "kind muted" }, m.kind) : "",
-        serving ? el("span", { class: `badge ${serving[0]}` }, serving[1]) : ""),
+        serving ? el("span", { class: `badge ${serving[0]}` }, serving[1]) : "",
+        m.note ? el("div", { class: "muted" }, m.note) : ""),
       el("td", {}, humanSize(m.size)),
       el("td", { class: `st-${m.state}` }, m.state),
       actions);

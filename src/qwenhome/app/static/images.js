@@ -103,7 +103,7 @@
         const pol = s.policy;
         status.textContent =
           s.state === "ready"
-            ? s.model + " · " + pol.device + " " + pol.dtype + (pol.offload !== "none" ? " · " + pol.offload + " offload" : "") + (pol.slow ? " · " + pol.reason : "")
+            ? s.model + (s.note ? " (" + s.note + ")" : "") + " · " + pol.device + " " + pol.dtype + (pol.offload !== "none" ? " · " + pol.offload + " offload" : "") + (pol.slow ? " · " + pol.reason : "")
             : s.state === "failed"
             ? "image model failed to load: " + (s.error && s.error.message)
             : s.state === "none"

@@ -36,7 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qwenhome.app.workers.process import WorkerOptions
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "bench")]
+
+from _common import result_header, write_result  # noqa: E402
+
+from qwenhome.app.workers.process import WorkerOptions  # noqa: E402
 
 MODEL_ID = "bench/qwen2-small"
 PROMPT = [{"role": "user", "content": "Write a long story about a model that lives in a home."}]
@@ -268,12 +273,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each /health scenario")
     ap.add_argument("--health-p99", type=float, default=20.0, help="goal for /health p99 under full load, ms")
+    ap.add_argument("--json-out", type=Path, default=None,
+                    help="write the result here instead of bench/results/serve-<time>.json")
     ap.add_argument("--direct-child", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--nice", type=int, default=WorkerOptions().nice, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.direct_child is not None:
         return direct_child(args.direct_child, args.threads, args.nice)
 
+    doc = result_header("serve", sys.argv[1:])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="qwenhome-bench-serve-") as tmp:
         snapshot = args.model or build_model(Path(tmp) / "model")
@@ -327,6 +335,19 @@ def main() -> int:
     health_ok = pct(full, .99) * 1e3 < args.health_p99
     print(f"chat overhead {'within' if chat_ok else 'outside'} {args.tolerance:.0%}; "
           f"/health p99 under full load {'under' if health_ok else 'over'} {args.health_p99:g} ms")
+    doc.update({
+        "model": str(args.model) if args.model else "Qwen2 6x384 (built locally)", "runs": args.runs,
+        "tokens": args.tokens, "threads": args.threads,
+        "chat": {"direct": {"ttft_ms": round(d_ttft * 1e3, 1), "tokens_per_s": round(d_tps, 1), "tokens": d_n},
+                 "api": {"ttft_ms": round(s_ttft * 1e3, 1), "tokens_per_s": round(s_tps, 1), "tokens": s_n},
+                 "ttft_ratio": round(ttft_ratio, 3), "tps_ratio": round(tps_ratio, 3), "tolerance": args.tolerance,
+                 "runs": {"direct": d_runs, "api": s_runs}},
+        "health": [{"while": name, "n": len(lat), "p50_ms": round(pct(lat, .5) * 1e3, 2),
+                    "p99_ms": round(pct(lat, .99) * 1e3, 2), "max_ms": round(max(lat) * 1e3, 2),
+                    "chats_done": load.chats, "images_done": load.image_jobs} for name, lat, load in scenarios],
+        "goals": {"chat_within_tolerance": chat_ok, "health_p99_ms": args.health_p99, "health_ok": health_ok},
+    })
+    print(f"wrote {write_result(doc, args.json_out)}")
     return 0 if chat_ok and health_ok else 1
 
 

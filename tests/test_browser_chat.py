@@ -185,7 +185,7 @@ def test_page_serves_another_model_of_the_home_and_chats_with_it(tmp_path: Path,
     with serve_app(create_app(AppState(settings, DEMO_REPO, snapshot=snapshot))) as url:
         wait_ready(url)
         page.goto(url + "/")
-        expect(page.locator("#model-name")).to_have_text(DEMO_REPO)
+        expect(page.locator("#model-name")).to_have_text(re.compile("^" + re.escape(DEMO_REPO) + r" \(demo model: "))
         row = page.locator(f'#models-table tr[data-repo="{second}"]')
         expect(row).to_have_attribute("data-serving", "available")
         expect(page.locator(f'#models-table tr[data-repo="{DEMO_REPO}"]')).to_have_attribute("data-serving", "served")

@@ -17,7 +17,7 @@ restart limit (``failed``). A load the worker reports failed (a broken
 snapshot, a missing library) is ``failed`` at once: the same files would fail
 the same way. :meth:`stop` -> ``stopped``.
 
-The worker runs at a lower CPU priority (``nice``) with its own torch
+Once loaded, the worker runs at a lower CPU priority (``nice``) with its own torch
 threads, so whatever it computes, the API process keeps its share of the CPU
 and never waits for the worker's GIL.
 """

@@ -60,11 +60,22 @@ def load_handler(init: Message) -> Handler:
 
 
 def _lower_priority(nice: int) -> None:
-    if nice > 0 and hasattr(os, "nice"):
+    """``nice`` more for every thread of this process. On Linux a nice value
+    belongs to a thread: ``os.nice`` alone would leave the threads made while
+    loading (torch's among them) at the API's priority."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    except OSError:
+        log.debug("cannot read this worker's priority or threads", exc_info=True)
+        return
+    for tid in tids:
         try:
-            os.nice(nice)
-        except OSError:
-            log.debug("cannot lower the worker's priority", exc_info=True)
+            os.setpriority(os.PRIO_PROCESS, tid, target)
+        except OSError:  # a thread that ended meanwhile, or no permission
+            log.debug("cannot lower the priority of thread %s", tid, exc_info=True)
 
 
 def _set_threads(threads: int) -> None:

@@ -105,6 +105,8 @@ def test_invalid_repo_id_and_unknown_pull_are_4xx(api: tuple[httpx.Client, AppSt
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-repo-id"
     r = client.post("/api/models/pull", json={"nope": 1})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid-request"
+    # The hint is about this route's body, not about chat completions.
+    assert r.json()["error"]["hint"] == 'send {"repo": "Org/Name"} (or "Org/Name@revision")'
     r = client.get("/api/pulls/0123456789abcdef/events")
     assert r.status_code == 404 and r.json()["error"]["code"] == "pull-not-found"
 
@@ -147,3 +149,31 @@ def test_doctor_endpoint_returns_the_doctors_checks(api: tuple[httpx.Client, App
     assert report["checks"], report
     assert all({"id", "status", "summary"} <= set(c) for c in report["checks"])
     assert {c["status"] for c in report["checks"]} <= {"pass", "warn", "fail", "skip"}
+
+
+def test_a_pull_in_progress_cannot_be_removed_and_is_cancelled_from_the_api(tmp_path: Path, mirror: Mirror) -> None:
+    settings = load_settings({}, home=str(tmp_path / "home"), sources=[mirror.url])
+    with serve_app(create_app(AppState(settings, "Other/Model"))) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        pull_then_cancel(client, mirror)
+
+
+def pull_then_cancel(client: httpx.Client, mirror: Mirror) -> None:
+    mirror.faults.bandwidth(256 * 1024)  # per connection: the 5 MiB file takes a while
+    r = client.post("/api/models/pull", json={"repo": "Org/Small"})
+    job = r.json()
+    events: list[dict[str, Any]] = []
+    with client.stream("GET", job["events"], timeout=60) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(json.loads(line[6:]))
+            if events[-1]["event"] == "progress" and len([e for e in events if e["event"] == "progress"]) == 2:
+                removed = client.delete("/api/models/Org/Small")
+                assert removed.status_code == 409 and removed.json()["error"]["code"] == "pull-running"
+                assert "cancel the pull" in removed.json()["error"]["hint"]
+                assert client.delete(f"/api/pulls/{job['id']}").status_code == 200
+    last = events[-1]
+    assert last["event"] == "error" and last["error"]["code"] == "cancelled", last
+    assert client.get(f"/api/pulls/{job['id']}").json()["state"] == "cancelled"
+    assert "doctor" not in last["error"]  # a cancel is no network problem

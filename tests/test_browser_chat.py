@@ -1,7 +1,8 @@
 """The web page in headless Chromium (Debian's ``chromium``, driven by
 Playwright's Python package): it shows the model, chats with streamed
-replies, lists the home, runs the doctor, and pulls a model with visible
-progress, verifies and removes it. Saves screenshots."""
+replies, lists the home, runs the doctor, pulls a model with visible
+progress, verifies and removes it, shows a failed pull with the doctor's
+verdict in place, and serves another model of the home. Saves screenshots."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from playwright import sync_api as playwright_api
 from qwenhome.app.server import create_app
 from qwenhome.app.state import AppState
 from qwenhome.config import load_settings
-from qwenhome.demo import DEMO_REPO
-from tests.app_support.servers import serve_app
+from qwenhome.demo import DEMO_REPO, ensure_demo_model
+from qwenhome.demo.flow import ensure_demo_repo
+from tests.app_support.servers import serve_app, wait_ready
 from tests.app_support.shared import SharedServer, shared_server
+from tests.app_support.tiny import seed_demo_repos, tiny_model_dir
 from tests.support.mirror import Mirror
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -146,3 +149,56 @@ def test_page_pulls_a_model_with_visible_progress_then_verifies_and_removes_it(
         expect(page.locator("#models-table tbody")).to_contain_text("The home is empty.")
         assert not (settings.hub_cache / "models--Org--Small").exists()
         page.screenshot(path=str(screenshot_dir(tmp_path) / "removed.png"), full_page=True)
+
+
+def test_page_shows_a_failed_pull_with_the_doctors_verdict_in_place(tmp_path: Path, page: Any) -> None:
+    # The one source refuses connections (nothing listens on port 9).
+    settings = load_settings({}, home=str(tmp_path / "home"), sources=["http://127.0.0.1:9"])
+    expect = playwright_api.expect
+    with serve_app(create_app(AppState(settings, "Other/Model"))) as url:
+        page.goto(url + "/")
+        page.fill("#pull-repo", "Org/Small")
+        page.click("#pull-button")
+        shown = page.locator("#pull-text .problem")
+        expect(shown).to_have_attribute("data-code", "offline", timeout=60_000)
+        expect(shown.locator(".badge")).to_have_text("offline")
+        expect(shown.locator(".what")).to_contain_text("Org/Small is not in the home")
+        verdict = shown.locator(".verdict")
+        expect(verdict).to_contain_text("Doctor:")
+        expect(verdict).to_contain_text("[connection-refused]")
+        expect(verdict.locator(".fix")).to_contain_text("127.0.0.1")
+        text = shown.inner_text()
+        assert "`qwenhome" not in text and "offline: offline" not in text, text
+        assert shown.evaluate("n => getComputedStyle(n).borderLeftStyle") == "solid"  # styled, not bare text
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "pull-failed.png"), full_page=True)
+
+
+def test_page_serves_another_model_of_the_home_and_chats_with_it(tmp_path: Path, page: Any) -> None:
+    home = tmp_path / "home"
+    seed_demo_repos(home)
+    settings = load_settings({}, home=str(home))
+    snapshot = ensure_demo_model(settings)
+    second = "qwenhome/tiny-qwen2-second"
+    ensure_demo_repo(settings, second, "config.json", lambda dest: shutil.copytree(tiny_model_dir(), dest),
+                     "a second chat model")
+    expect = playwright_api.expect
+    with serve_app(create_app(AppState(settings, DEMO_REPO, snapshot=snapshot))) as url:
+        wait_ready(url)
+        page.goto(url + "/")
+        expect(page.locator("#model-name")).to_have_text(re.compile("^" + re.escape(DEMO_REPO) + r" \(demo model: "))
+        row = page.locator(f'#models-table tr[data-repo="{second}"]')
+        expect(row).to_have_attribute("data-serving", "available")
+        expect(page.locator(f'#models-table tr[data-repo="{DEMO_REPO}"]')).to_have_attribute("data-serving", "served")
+        row.get_by_role("button", name="Serve").click()
+        expect(page.locator("#models-message")).to_have_text(f"{second} is served.", timeout=120_000)
+        expect(page.locator("#model-name")).to_have_text(second)
+        expect(row).to_have_attribute("data-serving", "served")
+        expect(page.locator(f'#models-table tr[data-repo="{DEMO_REPO}"]')).to_have_attribute("data-serving", "available")
+        page.fill("#chat-input", "Hello")
+        with page.expect_request("**/v1/chat/completions") as sent:
+            page.keyboard.press("Enter")
+        assert sent.value.post_data_json["model"] == second
+        reply = page.locator("#chat-log .msg.assistant").last
+        expect(reply).to_have_attribute("data-done", "true", timeout=60_000)
+        assert reply.locator(".text").inner_text() == "Hello! I am a tiny model running from your qwenhome, fully offline."
+        page.screenshot(path=str(screenshot_dir(tmp_path) / "served-switched.png"), full_page=True)

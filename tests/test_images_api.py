@@ -193,6 +193,7 @@ def test_malformed_uploads_are_rejected_before_any_job_exists(client: httpx.Clie
     before = client.get("/api/images/status").json()["queue"]
     cases = {
         "garbage": {"image": ("a.png", b"this is not an image", "image/png")},
+        "a text file": {"image": ("notes.txt", b"just some notes\n" * 40, "text/plain")},
         "truncated": {"image": ("a.png", _png((64, 64))[:70], "image/png")},
         "bad mask": {"image": ("a.png", _png((64, 64)), "image/png"), "mask": ("m.png", b"\x89PNG broken", "image/png")},
     }
@@ -201,6 +202,12 @@ def test_malformed_uploads_are_rejected_before_any_job_exists(client: httpx.Clie
             res = client.post(route, data={"prompt": "x"}, files=files)
             assert res.status_code == 400, (name, route, res.text)
             assert res.json()["error"]["code"] == "invalid-image", name
+            message = res.json()["error"]["message"]
+            # What is wrong, in words: no Python repr, no path of the server's spool file.
+            assert "object at 0x" not in message and "<_io" not in message and ".upload" not in message, message
+    for files in (cases["garbage"], cases["a text file"]):
+        res = client.post("/v1/images/edits", data={"prompt": "x"}, files=files)
+        assert res.json()["error"]["message"] == "the 'image' upload is not a PNG, JPEG or WebP image"
     res = client.post("/api/images/edit-jobs", data={"prompt": "x"},
                       files={"image": ("a.png", _png((64, 64)), "image/png"), "mask": ("m.png", _png((32, 32)), "image/png")})
     assert res.status_code == 400 and res.json()["error"]["code"] == "invalid-image-request"

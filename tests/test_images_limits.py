@@ -227,11 +227,13 @@ def test_a_generation_that_runs_out_of_memory_says_so_and_the_server_lives_on(se
     body = {"prompt": "a fox", "size": "192x192", "num_inference_steps": 1, "seed": 1, "response_format": "b64_json"}
     # Once with room: torch's thread pool and the pipeline's lazy parts exist before the limit.
     assert httpx.post(f"{server.url}/v1/images/generations", json=body, timeout=120).status_code == 200
-    pid = server.proc.pid
+    # The pipeline runs in the image worker process: the limit is set on it.
+    pid = httpx.get(f"{server.url}/api/images/status", timeout=10).json()["worker"]["pid"]
+    assert pid != server.proc.pid
     vm = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                   if line.startswith("VmSize:")).split()[1]) * 1024
     before = resource.prlimit(pid, resource.RLIMIT_AS)
-    # 16 MB more address space: the web server's own work fits, the pipeline's
+    # 16 MB more address space: the worker's own work fits, the pipeline's
     # buffers at 192x192 (24-48 MB each) do not.
     resource.prlimit(pid, resource.RLIMIT_AS, (vm + 16 * MiB, before[1]))
     try:
@@ -244,3 +246,5 @@ def test_a_generation_that_runs_out_of_memory_says_so_and_the_server_lives_on(se
     assert err["code"] == "out-of-memory" and "192x192" in err["message"] and "smaller size" in err["hint"]
     assert health == 200
     assert httpx.post(f"{server.url}/v1/images/generations", json=body, timeout=120).status_code == 200
+    worker = httpx.get(f"{server.url}/api/images/status", timeout=10).json()["worker"]
+    assert worker["pid"] == pid and worker["restarts"] == 0  # the same worker lived on

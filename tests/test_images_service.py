@@ -1,8 +1,10 @@
-"""The image service in-process, on the tiny pipeline: what happens when the
-model cannot load, when the queue is full, and what a stopped service does."""
+"""The image service in-process (its worker a real process), on the tiny
+pipeline: what happens when the model cannot load, when a model loads but
+fails to generate, when the queue is full, and what a stopped service does."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -52,3 +54,29 @@ def test_a_full_queue_refuses_more_work_and_stop_cancels_what_waits(tmp_path: Pa
     assert [j.state for j in waiting] == ["cancelled", "cancelled"]
     assert all(j.started is None for j in waiting)
     assert service.status()["state"] == "stopped"
+
+
+def test_a_model_that_loads_but_cannot_generate_fails_the_job_and_the_worker_lives_on(tmp_path: Path) -> None:
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(tiny_snapshot(), snapshot)
+    config = snapshot / "transformer" / "config.json"
+    data = json.loads(config.read_text())
+    data["axes_dims_rope"] = [4, 4, 4]  # no longer the head size: rotary embeddings fail at the first step
+    config.unlink()
+    config.write_text(json.dumps(data))
+    service = ImageService(load_settings({"QWEN_HOME": str(tmp_path / "home")}), snapshot, CPU)
+    service.start()
+    try:
+        assert service.wait_ready(120) and service.status()["state"] == "ready"
+        pid = service.status()["worker"]["pid"]
+        for _ in range(2):
+            job = service.submit(service.make_request(prompt="x", size="32x32", steps=2, seed=1))
+            deadline = time.monotonic() + 60
+            while not job.done and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert job.state == "failed" and job.error is not None
+            assert job.error["code"] == "image-generation-failed"
+            assert job.error["message"].startswith("generation failed: The size of tensor")
+        assert service.status()["worker"] == {"pid": pid, "restarts": 0, "last_exit": None}
+    finally:
+        service.stop()

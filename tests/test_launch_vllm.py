@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -80,7 +81,8 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    deadline = time.monotonic() + 120
+    # Ready once every engine answers: vLLM, and the demo's image model loaded in its worker.
+    deadline = time.monotonic() + 180
     while not ready.is_set():
         assert t.is_alive(), out.text()
         assert time.monotonic() < deadline, out.text()
@@ -146,3 +148,10 @@ def test_a_crashed_vllm_is_restarted_and_the_reason_is_shown(launched: Launched)
             assert exc.status_code == 503 and time.monotonic() < deadline
             time.sleep(0.2)
     assert r.choices[0].message.content == "Hello from the fake vLLM server."
+
+
+def test_the_model_vllm_serves_cannot_be_switched_from_the_api(launched: Launched) -> None:
+    r = httpx.post(f"{launched.url}/api/served", json={"chat": DEMO_REPO}, timeout=30)
+    assert r.status_code == 409, r.text
+    err = r.json()["error"]
+    assert err["code"] == "switch-unsupported" and "--model" in err["hint"]

@@ -535,7 +535,7 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     return int(run_launch(settings, model=args.model, host=args.host, port=args.port, engine=args.engine,
                           demo=args.demo, base_env=os.environ, vllm_args=tuple(args.vllm_arg),
                           allowed_hosts=tuple(args.allowed_host), max_body_mib=args.max_body_mib,
-                          ready=ready) or 0)
+                          sources=tuple(args.source), ready=ready) or 0)
 
 
 COMMANDS = {

@@ -110,9 +110,10 @@ def _status_kib(pid: int, key: str) -> int:
 
 @contextmanager
 def serve_process(home: Path, snapshot: Path, model: str, *extra: str, workdir: Path,
-                  timeout: float = 120.0) -> Iterator[ServerProcess]:
+                  timeout: float = 120.0, python: str = sys.executable) -> Iterator[ServerProcess]:
     """The real API server process over ``snapshot`` in ``home`` on a free port,
-    ready; its output (uvicorn's log included) goes to ``workdir/serve-PORT.log``."""
+    ready; its output (uvicorn's log included) goes to ``workdir/serve-PORT.log``.
+    ``python``: the interpreter (another virtualenv's)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -121,7 +122,7 @@ def serve_process(home: Path, snapshot: Path, model: str, *extra: str, workdir: 
            "QWEN_HOME": str(home)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "qwenhome.app.serve", "--home", str(home), "--model", model,
+            [python, "-m", "qwenhome.app.serve", "--home", str(home), "--model", model,
              "--snapshot", str(snapshot), "--port", str(port), *extra],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
         )

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from qwenhome.app.server import create_app
 from qwenhome.app.state import AppState
-from qwenhome.app.transformers_engine import TransformersEngine
 from qwenhome.config import Settings, load_settings
 from qwenhome.demo import DEMO_REPO, ensure_demo_model
 
@@ -44,7 +43,7 @@ def shared_server() -> SharedServer:
             settings = load_settings({}, home=str(home))
             seed_demo_repos(home)
             snap = ensure_demo_model(settings)
-            state = AppState(settings, DEMO_REPO, engine_factory=lambda: TransformersEngine(snap, DEMO_REPO))
+            state = AppState(settings, DEMO_REPO, snapshot=snap)
             stack = contextlib.ExitStack()
             url = stack.enter_context(serve_app(create_app(state)))
             atexit.register(shutil.rmtree, home, True)

@@ -1,7 +1,8 @@
 """What the API asks of an inference engine, independent of torch or vLLM.
 
-A :class:`LocalEngine` generates in the calling thread (the scheduler's worker)
-and reports text pieces as they come; a :class:`ProxyEngine` forwards
+A :class:`LocalEngine` generates while the calling thread (the scheduler's)
+waits, and reports text pieces as they come (the transformers engine in its
+worker process; :class:`.workers.chat.RemoteChatEngine` stands for it in the API); a :class:`ProxyEngine` forwards
 OpenAI-compatible requests to another server (vLLM) that does its own
 scheduling.
 """
@@ -53,7 +54,8 @@ TextSink = Callable[[str], None]
 
 @runtime_checkable
 class LocalEngine(Protocol):
-    model_id: str
+    @property
+    def model_id(self) -> str: ...
 
     @property
     def context_length(self) -> int: ...

@@ -29,9 +29,16 @@ from .text import printable
 class ApiError(QwenhomeError):
     """An error only the API can produce (a bad request, a busy queue)."""
 
-    def __init__(self, status: int, message: str, *, code: str, hint: str | None = None, **context: Any) -> None:
+    def __init__(self, status: int, message: str, *, code: str, hint: str | None = None,
+                 headers: dict[str, str] | None = None, **context: Any) -> None:
         super().__init__(message, code=code, hint=hint, **context)
         self.status = status
+        self.headers = headers or {}  # e.g. Retry-After on a 503
+
+
+def headers_for(exc: QwenhomeError) -> dict[str, str] | None:
+    """The response headers an error asks for (none for most)."""
+    return exc.headers if isinstance(exc, ApiError) and exc.headers else None
 
 
 # Most specific first: the first matching class decides the status.

@@ -180,6 +180,11 @@ def wait_ready(url: str, children: Sequence[Child], timeout: float = READY_TIMEO
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2.0) as resp:
                 body: dict[str, Any] = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:  # 503 while loading: the body says why
+            try:
+                body = json.loads(exc.read())
+            except (OSError, ValueError):
+                body = {}
         except (OSError, ValueError):
             body = {}
         if body.get("status") in ("ready", "error"):
@@ -246,6 +251,7 @@ def run_launch(
     stop: threading.Event | None = None,
     allowed_hosts: Sequence[str] = (),
     max_body_mib: float | None = None,
+    sources: Sequence[str] = (),
 ) -> int:
     """Launch the complete system and block until stopped; returns an exit code.
 
@@ -254,7 +260,8 @@ def run_launch(
     called with the page's URL once the engine is ready; setting ``stop``
     shuts down as Ctrl+C does. ``allowed_hosts`` are host names the API
     answers to besides this machine's own (``--allowed-host``);
-    ``max_body_mib`` bounds a JSON request body.
+    ``max_body_mib`` bounds a JSON request body; ``sources`` (``--source``)
+    are where pulls started from the page fetch from.
     """
     from ..envexport import child_env
     from .guard import AllowList, body_limit_from_mib
@@ -287,7 +294,7 @@ def run_launch(
         engine_url = f"http://127.0.0.1:{vport}"
         children.append(Child("vllm", vllm_command([exe], snap, ref.repo_id, port=vport, extra=vllm_args),
                                env, policy, say))
-    argv = server_command(settings, ref, snap, host, port, kind, engine_url, (), allowed_hosts, max_body_mib)
+    argv = server_command(settings, ref, snap, host, port, kind, engine_url, sources, allowed_hosts, max_body_mib)
     children.append(Child("server", argv, env, policy, say))
     url = local_url(host, port)
     try:

@@ -8,6 +8,8 @@
     DELETE /api/models/{repo}               remove a repository from the home
     POST   /api/models/{repo}/verify        re-hash its files
     GET    /api/doctor                      the doctor's report
+    GET    /api/served                      what is served, and every servable model with its state
+    POST   /api/served {"chat"?, "image"?}  serve another model of the home, without a restart (202)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ..demo.labels import demo_label
@@ -26,13 +28,21 @@ from ..errors import NotCachedError
 from ..repo.ref import RepoRef
 from ..store.cache import Store
 from .errors import ApiError
+from .servable import find_servable, servable_models
 from .state import AppState, get_state
+from .text import Text
 
 router = APIRouter(prefix="/api")
 
 
 class PullRequest(BaseModel):
-    repo: str
+    repo: Text
+
+
+class ServeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chat: Text | None = None
+    image: Text | None = None
 
 
 def _store(state: AppState) -> Store:
@@ -50,16 +60,47 @@ def _model_state(info: dict[str, Any], pulling: bool) -> str:
     return "incomplete"
 
 
+def _serving_state(engine_state: str) -> str:
+    return {"ready": "served", "failed": "failed"}.get(engine_state, "loading")
+
+
+def served_states(state: AppState) -> list[dict[str, Any]]:
+    """Every servable model of the home: ``repo``, ``kind`` (chat, image),
+    ``complete``, and ``state``: ``served``, ``loading`` (or restarting),
+    ``failed``, ``available``, or ``incomplete``. Served ones come first."""
+    served = {kind: engine for kind, engine in state.served().items() if engine.state != "stopped"}
+    out: list[dict[str, Any]] = []
+    for m in servable_models(state.settings):
+        engine = served.get(m.kind)
+        if engine is not None and engine.model.split("@")[0] == m.repo:
+            serving = _serving_state(engine.state)
+            del served[m.kind]
+        else:
+            serving = "available" if m.complete else "incomplete"
+        out.append({"repo": m.repo, "kind": m.kind, "state": serving, "complete": m.complete})
+    for kind, engine in served.items():  # served from outside the scan (a folder given by path)
+        out.append({"repo": engine.model, "kind": kind, "state": _serving_state(engine.state), "complete": True})
+    if state.proxy is not None:
+        out = [m for m in out if not (m["kind"] == "chat" and m["repo"] == state.proxy.model_id)]
+        out.append({"repo": state.proxy.model_id, "kind": "chat", "state": "served", "complete": True})
+    out.sort(key=lambda m: (m["state"] not in ("served", "loading", "failed"), m["repo"]))
+    return out
+
+
 def _list_models(state: AppState) -> list[dict[str, Any]]:
     from ..store.scan import list_repos
 
     pulling = state.pulls.running_repos()
-    served = state.model_id.split("@")[0]
+    served = {m["repo"]: m for m in served_states(state)}
     out = []
     for repo in list_repos(_store(state)):
         info = repo.to_dict()
         info["state"] = _model_state(info, repo.ref.repo_id in pulling)
-        info["served"] = repo.ref.repo_id == served
+        serving = served.get(repo.ref.repo_id)
+        info["kind"] = serving["kind"] if serving else None
+        info["serving"] = serving["state"] if serving else None  # served, loading, failed, available, incomplete
+        info["served"] = bool(serving and serving["state"] in ("served", "loading", "failed")) \
+            or repo.ref.repo_id == state.model_id.split("@")[0]
         info.update(demo_label(repo.ref.repo_id))  # {"demo": true, "note"} for the demo's models
         out.append(info)
     return out
@@ -128,12 +169,13 @@ async def remove_model(request: Request, repo: str) -> dict[str, Any]:
 
     state = get_state(request)
     ref = RepoRef.parse(repo)
-    if ref.repo_id == state.model_id.split("@")[0]:
+    served = {engine.model.split("@")[0] for engine in state.served().values() if engine.state != "stopped"}
+    if ref.repo_id in served | {state.model_id.split("@")[0]}:
         raise ApiError(
             409,
             f"{ref.repo_id} is the model being served",
             code="model-in-use",
-            hint="stop the server (or launch another model) before removing it",
+            hint="serve another model first (the Models panel, or POST /api/served), then remove it",
         )
     if ref.repo_id in state.pulls.running_repos():
         raise ApiError(409, f"{ref.repo_id} is being pulled", code="pull-running", hint="cancel the pull first")
@@ -165,3 +207,39 @@ async def doctor(request: Request) -> dict[str, Any]:
     report = await run_in_threadpool(run_doctor, state.settings, repo=state.model_id)
     out: dict[str, Any] = report.to_dict()
     return out
+
+
+@router.get("/served")
+async def get_served(request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    engines = {kind: engine.describe() for kind, engine in state.served().items()}
+    models = await run_in_threadpool(served_states, state)
+    return {"served": engines, "models": models}
+
+
+@router.post("/served", status_code=202)
+async def set_served(request: Request, body: ServeRequest) -> JSONResponse:
+    """Serve other models of the home: each named one loads in a new worker
+    and replaces the one serving its kind (requests in flight on that one end
+    with ``model-switched``). Answers at once; ``/health`` says when it is ready."""
+    state = get_state(request)
+    wanted = [(kind, repo) for kind, repo in (("chat", body.chat), ("image", body.image)) if repo]
+    if not wanted:
+        raise ApiError(400, "name a model to serve", code="invalid-request",
+                       hint='send {"chat": "Org/Name"} and/or {"image": "Org/Name"}; GET /api/served lists them')
+    targets = []
+    for kind, repo in wanted:
+        found = await run_in_threadpool(find_servable, state.settings, repo, kind)
+        engine = state.engines().get(kind)
+        if kind == "image" and engine is None:
+            raise ApiError(409, "image generation is not running in this server", code="image-engine-missing",
+                           hint="install the images extra (pip install 'qwenhome[images]') and launch again")
+        targets.append((kind, found))
+    for kind, found in targets:
+        if kind == "chat":
+            await run_in_threadpool(state.switch_chat, found.repo, found.snapshot)
+        else:
+            image: Any = state.engines()[kind]  # the image service
+            await run_in_threadpool(image.switch, found.repo, found.snapshot)
+    doc = await get_served(request)
+    return JSONResponse(doc, status_code=202)

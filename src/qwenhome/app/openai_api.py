@@ -1,7 +1,11 @@
-"""OpenAI-compatible endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``.
+"""OpenAI-compatible endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``,
+``POST /v1/chat/completions``.
 
-Thin: validate the request, hand it to the scheduler (local engine) or the
-proxy (vLLM), render the answer as OpenAI does, streaming as server-sent events.
+Thin: validate the request, hand it to the scheduler (whose engine runs in a
+worker process) or the proxy (vLLM), render the answer as OpenAI does,
+streaming as server-sent events. A request that arrives while the engine
+loads or restarts waits for it (up to the server's bound, then 503 with
+Retry-After).
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import QwenhomeError
-from .engine import Completion, LocalEngine, Message, ProxyEngine, SamplingParams
+from .engine import Completion, LocalEngine, Message, SamplingParams
 from .errors import ApiError, error_body
 from .proxy import http_client, proxy_chat
 from .state import AppState, get_state
-from .text import Text
+from .text import Text, printable
 
 DEFAULT_MAX_TOKENS = 512
 MAX_STOPS = 4
@@ -82,14 +86,36 @@ class ChatRequest(BaseModel):
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
 
 
-def model_card(model_id: str, created: int) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "qwenhome"}
+def model_card(model_id: str, created: int, kind: str = "chat", state: str = "served") -> dict[str, Any]:
+    """An OpenAI model object, with what qwenhome knows: ``kind`` (chat or
+    image) and ``state`` (served, loading, available)."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "qwenhome",
+            "kind": kind, "state": state}
+
+
+async def _cards(state: AppState) -> list[dict[str, Any]]:
+    from .models_api import served_states
+
+    states = await run_in_threadpool(served_states, state)
+    cards = [model_card(m["repo"], state.started, m["kind"], m["state"]) for m in states if m["complete"]]
+    if state.proxy is not None and not any(c["id"] == state.proxy.model_id for c in cards):
+        cards.insert(0, model_card(state.proxy.model_id, state.started))
+    return cards
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    state = get_state(request)
-    return {"object": "list", "data": [model_card(state.model_id, state.started)]}
+    """Every model this server can serve (chat and image), the served ones first."""
+    return {"object": "list", "data": await _cards(get_state(request))}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
+    for card in await _cards(get_state(request)):
+        if card["id"] == model_id:
+            return card
+    raise ApiError(404, f"model {model_id!r} is not in this server's home", code="model-not-found",
+                   hint="GET /v1/models lists the models it can serve")
 
 
 def _check_model(state: AppState, name: str) -> None:
@@ -98,7 +124,8 @@ def _check_model(state: AppState, name: str) -> None:
             404,
             f"model {name!r} is not served here",
             code="model-not-found",
-            hint=f"this server serves {state.model_id!r} (GET /v1/models)",
+            hint=f"this server serves {state.model_id!r}; another model of the home is served after "
+                 f'POST /api/served {{"chat": "{printable(name)[:200]}"}} (GET /v1/models lists them)',
         )
 
 
@@ -135,19 +162,20 @@ async def _local_params(engine: LocalEngine, req: ChatRequest, messages: list[Me
 async def chat_completions(request: Request, req: ChatRequest) -> Response | dict[str, Any]:
     state = get_state(request)
     _check_model(state, req.model)
-    engine = state.require_engine()
-    if isinstance(engine, ProxyEngine):
-        return await proxy_chat(engine, req.model_dump(exclude_none=True), http_client(state))
+    if state.proxy is not None:
+        return await proxy_chat(state.proxy, req.model_dump(exclude_none=True), http_client(state))
+    slot = await state.ready_chat()
+    engine = slot.engine
     messages = req.chat_messages()
     params = await _local_params(engine, req, messages)
-    scheduler = state.require_scheduler()
+    scheduler = slot.scheduler
     rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         pieces = scheduler.stream(messages, params)
         return StreamingResponse(
-            _sse_chunks(pieces, rid, created, state.model_id, include_usage),
+            _sse_chunks(pieces, rid, created, slot.model, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -163,7 +191,7 @@ async def chat_completions(request: Request, req: ChatRequest) -> Response | dic
         "id": rid,
         "object": "chat.completion",
         "created": created,
-        "model": state.model_id,
+        "model": slot.model,
         "choices": [
             {
                 "index": 0,

@@ -1,6 +1,11 @@
 """Pulls started from the API: each runs the real pull in a thread and keeps
 its progress events, so any number of clients can follow it (and reconnect)
 as server-sent events.
+
+Pulls use the server's settings: the sources the launch was given
+(``--source``), else the configured ones. A pull that fails for the network
+carries the doctor's verdict on it (``error.doctor``: the first failing
+check, its code and fix), so the page shows the cause and the fix in place.
 """
 
 from __future__ import annotations
@@ -14,12 +19,47 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Settings
-from ..errors import QwenhomeError
+from ..errors import NetworkError, OfflineError, QwenhomeError
 from ..progress import PROGRESS, ProgressEvent
 from ..repo.ref import RepoRef
 
 # Throttle for byte progress kept in memory; the last event before "done" is always kept.
 PROGRESS_KEEP_SECONDS = 0.1
+
+
+def doctor_verdict(settings: Settings, repo: str) -> dict[str, Any]:
+    """The doctor's word on a failed pull, in short: ``{status, summary, fix,
+    code?, check?}``. Offline by choice, it asks no network."""
+    if settings.offline_forced:
+        return {"status": "offline",
+                "summary": "this server runs offline (--offline or HF_HUB_OFFLINE=1): it never reaches a source",
+                "fix": "launch it again without --offline to pull from the page"}
+    try:
+        from ..doctor import DoctorOptions, DoctorTimeouts, run_doctor
+
+        opts = DoctorOptions(timeouts=DoctorTimeouts(dns=1.0, connect=1.0, read=1.5, total=3.0))
+        report = run_doctor(settings, repo=repo, options=opts)
+    except Exception as exc:  # the verdict is a help, never a second failure
+        return {"status": "skip", "summary": f"the doctor could not run: {exc}", "fix": ""}
+    for status in ("fail", "warn"):
+        for check in report.checks:
+            if check.status == status:
+                return {"status": status, "check": check.id, "code": check.code, "summary": check.summary,
+                        "fix": check.fix}
+    return {"status": "pass", "summary": "the doctor finds no network problem; the source may be down",
+            "fix": "try again in a while"}
+
+
+def failure(settings: Settings, ref: RepoRef, exc: QwenhomeError) -> dict[str, Any]:
+    """What a failed pull shows: code, message, hint; for a network failure
+    the doctor's verdict, whose fix is the hint."""
+    out = exc.to_dict()
+    if isinstance(exc, (NetworkError, OfflineError)):
+        verdict = doctor_verdict(settings, ref.repo_id)
+        out["doctor"] = verdict
+        if verdict.get("fix"):
+            out["hint"] = verdict["fix"]
+    return out
 
 
 @dataclass
@@ -146,8 +186,8 @@ class PullManager:
         try:
             result = pull(self.settings, job.ref, on_event=job.on_event, cancel=job.cancel)
         except QwenhomeError as exc:
-            job.error = exc.to_dict()
             state = "cancelled" if job.cancel.is_set() else "failed"
+            job.error = exc.to_dict() if state == "cancelled" else failure(self.settings, job.ref, exc)
             job.finish(state, {"event": "error", "repo": str(job.ref), "error": job.error})
         except Exception as exc:  # a bug must still end the stream with a reason
             job.error = {"code": "pull-failed", "message": str(exc), "hint": ""}

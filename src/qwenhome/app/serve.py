@@ -2,7 +2,10 @@
 
 It runs with the one-home variables already in its environment (the launcher
 sets them before this interpreter starts, hence before any Hugging Face
-library is imported) and serves one model snapshot from the home.
+library is imported) and serves one model snapshot from the home. The
+engines run in worker processes that inherit that environment; this process
+imports no engine. An engine that cannot load at start ends the server with
+:data:`EXIT_ENGINE_LOAD` and the reason.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +22,9 @@ from .. import logs
 from ..config import Settings, load_settings, log_level
 from ..errors import EXIT_USAGE, QwenhomeError
 from .guard import DEFAULT_BODY_LIMIT, AllowList, MiB, body_limit_from_mib
-from .state import AppState, Engine, Extension
+from .serving import DEFAULT_READY_WAIT
+from .state import AppState, Extension
+from .workers.process import WorkerOptions
 
 # Exit code when the engine cannot load: the launcher shows the reason and
 # does not retry, since the same snapshot would fail the same way.
@@ -40,28 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another host name the server answers to (repeatable)")
     p.add_argument("--max-body-mib", type=float, default=DEFAULT_BODY_LIMIT / MiB,
                    help="largest JSON request body, MiB")
+    p.add_argument("--ready-wait", type=float, default=DEFAULT_READY_WAIT, metavar="SECONDS",
+                   help="how long a request waits for an engine that loads or restarts (then 503, Retry-After)")
     return p
 
 
-def engine_factory(args: argparse.Namespace) -> Engine:
-    if args.engine == "vllm":
-        from .vllm_engine import VllmProxy
-
-        return VllmProxy(args.model, args.engine_url)
-    from .transformers_engine import TransformersEngine
-
-    return TransformersEngine(args.snapshot, args.model)
-
-
-def optional_extensions(settings: Settings) -> tuple[Extension, ...]:
+def optional_extensions(settings: Settings, workers: WorkerOptions, ready_wait: float) -> tuple[Extension, ...]:
     """Parts of the system that are installed (image generation), else none."""
     try:
         from ..images.app import extension
     except ImportError:
         return ()
-    # None when diffusers is missing or no image model is complete in the home.
-    ext = extension(settings)
+    # None when diffusers is missing.
+    ext = extension(settings, workers=workers, ready_wait=ready_wait)
     return (ext,) if ext is not None else ()
+
+
+def _say(msg: str) -> None:
+    print(f"qwenhome: {msg}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,30 +83,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QwenhomeError as exc:
         print(exc.one_line(), file=sys.stderr, flush=True)
         return EXIT_USAGE
+    workers = WorkerOptions()
+    proxy = None
+    if args.engine == "vllm":
+        from .vllm_engine import VllmProxy
+
+        proxy = VllmProxy(args.model, args.engine_url)
     state = AppState(
         settings,
         args.model,
-        engine_factory=lambda: engine_factory(args),
-        extensions=optional_extensions(settings),
+        snapshot=None if proxy is not None else args.snapshot,
+        proxy=proxy,
+        extensions=optional_extensions(settings, workers, args.ready_wait),
         max_queue=args.max_queue,
         allow=allow,
         max_body=max_body,
+        ready_wait=args.ready_wait,
+        workers=workers,
+        say=_say,
     )
     app = create_app(state)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
+    failed: list[QwenhomeError] = []
 
-    def watch_engine() -> None:
-        state.wait_loaded()
-        if state.engine_error is not None:
-            print(state.engine_error.one_line(), file=sys.stderr, flush=True)
+    def watch_start() -> None:
+        # Past the start, a failed engine leaves the server up (another model
+        # can be served from the page); at the start it is the launch's error.
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        state.wait_settled()
+        failed.extend(state.load_errors())
+        if failed:
+            print(failed[0].one_line(), file=sys.stderr, flush=True)
             server.should_exit = True
 
-    import threading
-
-    threading.Thread(target=watch_engine, daemon=True).start()
+    threading.Thread(target=watch_start, daemon=True).start()
     server.run()
-    return EXIT_ENGINE_LOAD if state.engine_error is not None else 0
+    return EXIT_ENGINE_LOAD if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""What the running API holds: settings, the served model, its engine, pulls.
+"""What the running API holds: settings, what it serves, pulls.
 
-The engine loads in a background thread so that ``/health`` and the page
-answer at once (``status: loading``) and a slow load is visible, not a hang.
+The chat engine runs in a worker process (:class:`.serving.ChatSlot`), or
+behind vLLM (a proxy engine); image generation is an extension with its own
+worker. Nothing here loads a model in this process: the API only routes,
+queues and streams, so ``/health`` and the page answer at once whatever the
+engines compute.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +20,22 @@ from fastapi import Request
 
 from ..config import Settings
 from ..errors import QwenhomeError
-from .engine import LocalEngine, ProxyEngine
+from .engine import ProxyEngine
 from .errors import ApiError
 from .guard import DEFAULT_BODY_LIMIT, AllowList
 from .pulls import PullManager
 from .scheduler import Scheduler
-
-Engine = LocalEngine | ProxyEngine
-EngineFactory = Callable[[], Engine]
+from .serving import DEFAULT_READY_WAIT, ChatSlot, Served, overall
+from .workers.process import FAILED, LOADING, STOPPED, WorkerOptions
 
 
 @dataclass(frozen=True)
 class Extension:
     """An optional part of the system (e.g. image generation): its API routes,
     and a script the page loads to add its panel. ``router`` is a FastAPI
-    ``APIRouter``; ``static_dir`` is served at ``/ext/<name>/``."""
+    ``APIRouter``; ``static_dir`` is served at ``/ext/<name>/``. ``engine`` is
+    what it serves (a :class:`.serving.Served`), counted in ``/health`` and
+    switched through ``/api/served``."""
 
     name: str
     router: Any
@@ -39,80 +43,140 @@ class Extension:
     static_dir: Path | None = None
     script: str | None = None  # file name inside static_dir
     body_limits: tuple[tuple[str, int], ...] = ()  # (path, bytes) for routes that take more than JSON
+    engine: Any = None
 
 
-@dataclass
 class AppState:
-    settings: Settings
-    model_id: str
-    engine_factory: EngineFactory | None = None
-    extensions: tuple[Extension, ...] = ()
-    max_queue: int = 32
-    allow: AllowList = field(default_factory=AllowList)  # Host/Origin names the server answers to
-    max_body: int = DEFAULT_BODY_LIMIT  # largest JSON request body, in bytes
-    engine: Engine | None = None
-    engine_error: QwenhomeError | None = None
-    scheduler: Scheduler | None = None
-    http: Any = None  # httpx.AsyncClient for the proxy engine, made on first use
-    started: int = field(default_factory=lambda: int(time.time()))
-    pulls: PullManager = field(init=False)
-    _loaded: threading.Event = field(default_factory=threading.Event)
+    def __init__(
+        self,
+        settings: Settings,
+        model_id: str,
+        *,
+        snapshot: Path | None = None,
+        proxy: ProxyEngine | None = None,
+        extensions: tuple[Extension, ...] = (),
+        max_queue: int = 32,
+        allow: AllowList | None = None,
+        max_body: int = DEFAULT_BODY_LIMIT,
+        ready_wait: float = DEFAULT_READY_WAIT,
+        workers: WorkerOptions | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        """``snapshot``: the chat model's folder, served by the transformers
+        engine in a worker; ``proxy``: or forwarded to vLLM; neither: no chat.
+        ``ready_wait``: how long a request waits for an engine that loads or
+        restarts before it gets a 503 with Retry-After."""
+        self.settings = settings
+        self._model_id = model_id
+        self.snapshot = snapshot
+        self.proxy = proxy
+        self.extensions = extensions
+        self.max_queue = max_queue
+        self.allow = allow or AllowList()  # Host/Origin names the server answers to
+        self.max_body = max_body  # largest JSON request body, in bytes
+        self.ready_wait = ready_wait
+        self.workers = workers or WorkerOptions()
+        self.say = say
+        self.chat: ChatSlot | None = None
+        self.http: Any = None  # httpx.AsyncClient for the proxy engine, made on first use
+        self.started = int(time.time())
+        self.pulls = PullManager(settings)
+        self._switch_lock = threading.Lock()
 
-    def __post_init__(self) -> None:
-        self.pulls = PullManager(self.settings)
+    # -- what is served ------------------------------------------------------------
+    def start(self) -> None:
+        """Start the chat worker (it loads in its own process). Idempotent."""
+        if self.snapshot is not None and self.chat is None:
+            self.chat = self._chat_slot(self._model_id, self.snapshot)
+            self.chat.start()
 
-    # -- engine lifecycle --------------------------------------------------------
-    def load_engine(self) -> None:
-        """Build the engine (blocking). Errors are kept for ``/health`` and requests."""
-        if self.engine_factory is None:
-            self._loaded.set()
-            return
-        try:
-            engine = self.engine_factory()
-            if isinstance(engine, LocalEngine):
-                self.scheduler = Scheduler(engine, max_queue=self.max_queue)
-            self.engine = engine
-        except QwenhomeError as exc:
-            self.engine_error = exc
-        except Exception as exc:  # an engine's own failure, shown rather than swallowed
-            self.engine_error = QwenhomeError(f"engine failed to load: {exc}", code="engine-load-failed")
-        finally:
-            self._loaded.set()
+    def _chat_slot(self, model: str, snapshot: Path) -> ChatSlot:
+        return ChatSlot(model, snapshot, self.workers, max_queue=self.max_queue, ready_wait=self.ready_wait,
+                        say=self.say)
 
-    def start_loading(self) -> threading.Thread:
-        t = threading.Thread(target=self.load_engine, name="qwenhome-engine-load", daemon=True)
-        t.start()
-        return t
+    @property
+    def model_id(self) -> str:
+        """The chat model served (as given at start when none runs)."""
+        if self.chat is not None:
+            return self.chat.model
+        if self.proxy is not None:
+            return self.proxy.model_id
+        return self._model_id
 
-    def wait_loaded(self, timeout: float | None = None) -> bool:
-        return self._loaded.wait(timeout)
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self.chat.scheduler if self.chat is not None else None
+
+    def engines(self) -> dict[str, Any]:
+        """Kind -> the engine of that kind, serving a model or not (an image service without one)."""
+        out: dict[str, Any] = {}
+        if self.chat is not None:
+            out["chat"] = self.chat
+        for ext in self.extensions:
+            if ext.engine is not None:
+                out[ext.engine.kind] = ext.engine
+        return out
+
+    def served(self) -> dict[str, Served]:
+        """Kind -> the engine serving a model of it (chat in a worker, image, ...); vLLM is not listed."""
+        return {kind: engine for kind, engine in self.engines().items() if engine.state != "none"}
 
     @property
     def status(self) -> str:
-        if self.engine is not None:
-            return "ready"
-        if self.engine_error is not None:
-            return "error"
-        return "loading" if self.engine_factory is not None else "no-engine"
+        """``ready``, ``loading``, ``restarting`` or ``error`` (see :func:`.serving.overall`)."""
+        return overall(s.state for s in self.served().values())
 
-    def require_engine(self) -> Engine:
-        if self.engine is not None:
-            return self.engine
-        if self.engine_error is not None:
-            raise ApiError(503, self.engine_error.message, code=self.engine_error.code, hint=self.engine_error.hint)
-        raise ApiError(503, f"{self.model_id} is still loading", code="engine-loading", hint="retry in a few seconds")
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Block until no served engine is loading (for the server's start)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for engine in self.served().values():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not engine.wait_settled(left):
+                return False
+        return True
 
-    def require_scheduler(self) -> Scheduler:
-        if self.scheduler is None:
-            raise ApiError(503, "no local engine", code="engine-unavailable")
-        return self.scheduler
+    def load_errors(self) -> list[QwenhomeError]:
+        return [s.unavailable() for s in self.served().values() if s.state == FAILED]
+
+    async def ready_chat(self) -> ChatSlot:
+        """The chat slot once ready, waiting up to ``ready_wait``; else a 503 that says why."""
+        slot = self.chat
+        if slot is None:
+            raise ApiError(503, "no chat model is served", code="engine-unavailable",
+                           hint='serve one: POST /api/served {"chat": "Org/Name"}, or the page\'s Models panel')
+        if not await slot.until_ready(self.ready_wait):
+            raise slot.unavailable()
+        return slot
+
+    def switch_chat(self, model: str, snapshot: Path) -> ChatSlot:
+        """Serve ``model`` instead: its worker starts loading now, the old one
+        is stopped (what it was doing ends with ``model-switched``). Blocks
+        until the old worker is gone."""
+        if self.proxy is not None:
+            raise ApiError(409, "vLLM serves the model it was launched with", code="switch-unsupported",
+                           hint=f"launch again with --model {model}")
+        with self._switch_lock:
+            old = self.chat
+            if old is not None and old.model == model and old.snapshot == snapshot \
+                    and old.state not in (FAILED, STOPPED):
+                return old
+            new = self._chat_slot(model, snapshot)
+            new.start()
+            self.chat = new
+        if old is not None:
+            old.close(ApiError(409, f"the served chat model changed from {old.model} to {model}",
+                               code="model-switched", hint=f"send the request again with model {model!r}"))
+        return new
 
     def close(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.close()
+        if self.chat is not None:
+            self.chat.close()
         self.pulls.cancel_all()
 
 
 def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.qwenhome
     return state
+
+
+__all__ = ["LOADING", "AppState", "Extension", "get_state"]

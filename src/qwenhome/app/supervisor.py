@@ -74,6 +74,19 @@ def last_meaningful_line(lines: collections.abc.Iterable[str]) -> str:
     return ""
 
 
+def exit_reason(code: int, tail: collections.abc.Iterable[str], oom_kills_at_start: int | None) -> str:
+    """Why a child ended: :func:`describe_exit`, with the out-of-memory
+    killer's kills since ``oom_kills_at_start`` (:func:`oom_kill_count` when it
+    started), and for an exit code the last line it wrote (its error)."""
+    now = oom_kill_count()
+    start = oom_kills_at_start
+    reason = describe_exit(code, oom_kills=None if now is None or start is None else now - start)
+    if code < 0:
+        return reason
+    last = last_meaningful_line(tail)
+    return reason + (f": {last}" if last else "")
+
+
 @dataclass
 class Child:
     name: str
@@ -152,14 +165,9 @@ class Child:
 
     def exit_reason(self, code: int) -> str:
         """The exit, and for an exit code the last line the child wrote (its error)."""
-        now = oom_kill_count()
-        start = self.oom_kills_at_start
-        reason = describe_exit(code, oom_kills=None if now is None or start is None else now - start)
-        if code < 0:
-            return reason
-        time.sleep(0.05)  # let the pump thread read the last lines
-        last = last_meaningful_line(self.tail)
-        return reason + (f": {last}" if last else "")
+        if code >= 0:
+            time.sleep(0.05)  # let the pump thread read the last lines
+        return exit_reason(code, self.tail, self.oom_kills_at_start)
 
     def stop(self, grace: float = 10.0) -> None:
         proc = self.proc

@@ -24,6 +24,15 @@ DEFAULT_CONTEXT = 4096
 GREEDY_BELOW = 1e-5
 
 
+def quiet_progress_bars() -> None:
+    """No loading bars on stderr (a process-wide switch of transformers)."""
+    try:
+        import transformers
+    except ImportError:
+        return  # the engine says what is missing when it loads
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 class EngineLoadError(QwenhomeError):
     code = "engine-load-failed"
     default_hint = "the snapshot may be incomplete or not a causal language model; run `qwenhome verify`"
@@ -33,8 +42,9 @@ class _PieceStreamer:
     """A ``transformers`` streamer that calls ``on_text`` with each new piece of
     text (the decoded difference), skipping the prompt."""
 
-    def __init__(self, tokenizer: Any, on_text: TextSink) -> None:
+    def __init__(self, tokenizer: Any, on_text: TextSink, lock: threading.Lock) -> None:
         self.tokenizer = tokenizer
+        self.lock = lock
         self.on_text = on_text
         self.tokens: list[int] = []
         self.emitted = 0
@@ -48,7 +58,8 @@ class _PieceStreamer:
         self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        with self.lock:
+            text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         # A multi-byte character split across tokens decodes to U+FFFD until complete.
         if text.endswith("\ufffd"):
             return
@@ -57,20 +68,23 @@ class _PieceStreamer:
             self.emitted = len(text)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        with self.lock:
+            text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         if len(text) > self.emitted:
             self.on_text(text[self.emitted :])
             self.emitted = len(text)
 
 
 class TransformersEngine:
-    """One causal LM on one device (CPU by default). Not thread-safe: the
-    scheduler calls :meth:`generate` from a single worker thread."""
+    """One causal LM on one device (CPU by default). :meth:`generate` runs one
+    at a time (the worker's main thread); :meth:`count_prompt_tokens` may run
+    meanwhile on another thread (the tokenizer is shared under a lock)."""
 
     def __init__(self, snapshot: Path, model_id: str, *, device: str = "cpu", threads: int | None = None) -> None:
         self.snapshot = Path(snapshot)
         self.model_id = model_id
         self.device = device
+        self._tokenizer_lock = threading.Lock()
         started = time.perf_counter()
         try:
             import torch
@@ -118,9 +132,10 @@ class TransformersEngine:
 
     def _prompt_ids(self, messages: Sequence[Message]) -> Any:
         try:
-            out: Any = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
+            with self._tokenizer_lock:
+                out: Any = self.tokenizer.apply_chat_template(
+                    list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+                )
         except Exception as exc:  # jinja raises its own errors for templates that reject input
             raise UsageError(
                 f"the model's chat template rejected the messages: {exc}",
@@ -154,7 +169,7 @@ class TransformersEngine:
             if matcher.stopped:
                 cancel.set()
 
-        streamer = _PieceStreamer(self.tokenizer, on_text)
+        streamer = _PieceStreamer(self.tokenizer, on_text, self._tokenizer_lock)
         kwargs: dict[str, Any] = {"max_new_tokens": max_new}
         if params.ignore_eos:
             kwargs["min_new_tokens"] = max_new

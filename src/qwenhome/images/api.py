@@ -13,7 +13,9 @@
 
 Errors answer like the rest of the app, ``{"error": {"code", "message", "hint",
 "type"}}``, with the status from :func:`qwenhome.images.errors.http_status`. Nothing here blocks the event loop:
-generation runs on the service's worker thread and waiting is ``await``; an
+generation runs in the service's worker process and waiting is ``await``; a
+request that arrives while the model loads or restarts waits for it (at most
+the service's ``ready_wait``, then 503 with Retry-After); an
 upload is streamed to disk as it arrives (at most 32 MiB a file,
 ``upload-too-large``) and decoded on a worker thread, one at a time, after its
 header says it is at most 4096x4096 pixels (``image-too-large``).
@@ -34,7 +36,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..app.errors import error_body
+from ..app.errors import ApiError, error_body, headers_for
 from ..app.text import Text
 from ..errors import QwenhomeError
 from .errors import ImageRequestError, http_status
@@ -103,8 +105,8 @@ class _ErrorRoute(APIRoute):
             try:
                 return await handler(request)
             except QwenhomeError as exc:
-                status = http_status(exc)
-                return JSONResponse(error_body(exc, status), status_code=status)
+                status = exc.status if isinstance(exc, ApiError) else http_status(exc)
+                return JSONResponse(error_body(exc, status), status_code=status, headers=headers_for(exc))
 
         return route
 
@@ -156,7 +158,13 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
 
     router = APIRouter(route_class=_ErrorRoute, tags=["images"], lifespan=lifespan)
 
-    def submit_json(body: GenerationBody) -> Job:
+    async def engine_ready() -> None:
+        # A request that arrives while the model loads or restarts waits for it, within a bound.
+        if not await service.until_ready(service.ready_wait):
+            raise service.unavailable()
+
+    async def submit_json(body: GenerationBody) -> Job:
+        await engine_ready()
         return service.submit(
             service.make_request(
                 prompt=body.prompt, n=body.n, size=body.size, steps=body.num_inference_steps,
@@ -180,6 +188,7 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
                     uploads[name] = await run_in_threadpool(read_upload, path, name, mask=name == "mask")
         finally:
             form.discard()
+        await engine_ready()
         job = service.submit(
             service.make_request(
                 prompt=fields.prompt, n=fields.n, size=fields.size, steps=fields.num_inference_steps,
@@ -191,7 +200,7 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
 
     @router.post("/v1/images/generations")
     async def openai_generations(body: GenerationBody, request: Request) -> Response:
-        job = submit_json(body)
+        job = await submit_json(body)
         await job.wait()
         return _openai_result(request, job, service, body.response_format)
 
@@ -203,7 +212,7 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
 
     @router.post("/api/images/jobs", status_code=202)
     async def start_job(body: GenerationBody) -> dict[str, Any]:
-        return submit_json(body).to_dict(image_url)
+        return (await submit_json(body)).to_dict(image_url)
 
     @router.post(EDIT_ROUTES[1], status_code=202, openapi_extra=_EDIT_FORM)
     async def start_edit_job(request: Request) -> dict[str, Any]:

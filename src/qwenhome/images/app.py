@@ -4,8 +4,9 @@
     # AppState(..., extensions=(ext,)) mounts ext.router and serves the panel
 
 The image model is the first of ``model`` (if given), ``Qwen/Qwen-Image`` and the
-demo's tiny model that is complete in the home. No model, or no diffusers
-(the ``images`` extra), means no extension: the rest of the system runs as is.
+demo's tiny model that is complete in the home; with none, the extension is
+mounted without a model (``/api/served`` serves one later). No diffusers (the
+``images`` extra) means no extension: the rest of the system runs as is.
 Nothing is pulled here; serving never touches the network.
 """
 
@@ -48,21 +49,20 @@ def find_image_model(settings: Settings, model: str | None = None) -> tuple[str,
     return None
 
 
-def extension(settings: Settings | None = None, *, model: str | None = None) -> Any:
-    """The images :class:`qwenhome.app.state.Extension`, or None when it cannot run here."""
+def extension(settings: Settings | None = None, *, model: str | None = None, workers: Any = None,
+              ready_wait: float | None = None) -> Any:
+    """The images :class:`qwenhome.app.state.Extension`, or None when diffusers is missing.
+    ``workers``: the :class:`qwenhome.app.workers.process.WorkerOptions` of its worker."""
     if settings is None or not available():
         return None
-    found = find_image_model(settings, model)
-    if found is None:
-        return None
     from ..app.state import Extension
-    from .api import make_router
-    from .service import ImageService
+    from .api import EDIT_BODY_LIMIT, EDIT_ROUTES, make_router
+    from .service import DEFAULT_READY_WAIT, ImageService
 
-    repo, snapshot = found
-    service = ImageService(settings, snapshot, model=repo)
-    from .api import EDIT_BODY_LIMIT, EDIT_ROUTES
-
+    # No image model yet: the panel says so, and one pulled later is served without a restart.
+    repo, snapshot = find_image_model(settings, model) or ("", None)
+    service = ImageService(settings, snapshot, model=repo, workers=workers,
+                           ready_wait=DEFAULT_READY_WAIT if ready_wait is None else ready_wait)
     return Extension(name="images", router=make_router(service), title="Images",
                      static_dir=STATIC_DIR, script=SCRIPT,
-                     body_limits=tuple((route, EDIT_BODY_LIMIT) for route in EDIT_ROUTES))
+                     body_limits=tuple((route, EDIT_BODY_LIMIT) for route in EDIT_ROUTES), engine=service)

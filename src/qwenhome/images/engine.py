@@ -26,7 +26,7 @@ from .policy import Policy
 StepCallback = Callable[[int, int], None]  # (step within this image, 1-based; steps of this image)
 
 
-class Cancelled(Exception):
+class GenerationCancelled(Exception):
     """Raised from the step callback to stop a pipeline between two steps."""
 
 
@@ -119,7 +119,7 @@ class ImageEngine:
         return self._pipes[mode]
 
     def generate(self, req: ImageRequest, seed: int, on_step: StepCallback) -> Any:
-        """One image (PIL) for ``req`` from ``seed``. ``on_step`` may raise :class:`Cancelled`."""
+        """One image (PIL) for ``req`` from ``seed``. ``on_step`` may raise :class:`GenerationCancelled`."""
         import torch
 
         if not self.loaded:
@@ -149,7 +149,7 @@ class ImageEngine:
             args["mask_image"] = _pil_from_png(req.mask or b"", "L")
         try:
             return pipe(**args).images[0]
-        except (Cancelled, QwenhomeError):
+        except (GenerationCancelled, QwenhomeError):
             raise
         except (torch.OutOfMemoryError, MemoryError) as exc:
             raise _out_of_memory(req) from exc

@@ -184,10 +184,11 @@ class JobQueue:
         *,
         max_pending: int = 16,
         keep: int = 256,
-        before_first: Callable[[], None] | None = None,
+        before_each: Callable[[], None] | None = None,
     ) -> None:
+        """``before_each`` blocks before a job starts (e.g. until the engine can take it)."""
         self._runner = runner
-        self._before_first = before_first
+        self._before_each = before_each
         self._max_pending = max_pending
         self._keep = keep
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -250,12 +251,12 @@ class JobQueue:
             del self._jobs[key]
 
     def _work(self) -> None:
-        if self._before_first is not None:
-            self._before_first()
         while True:
             job = self._queue.get()
             if job is None:
                 return
+            if self._before_each is not None and job.state == QUEUED:
+                self._before_each()
             with self._lock:
                 if job.state != QUEUED:  # cancelled while waiting
                     continue

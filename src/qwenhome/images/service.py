@@ -1,41 +1,43 @@
-"""The image service: validation, the job queue, the engine and the result store.
+"""The image service: validation, the job queue, the worker and the result store.
 
-    service = ImageService(settings, snapshot_path)      # nothing heavy yet
-    service.start()      # worker thread: decide the policy, load the pipeline, run jobs
+    service = ImageService(settings, snapshot_path)      # nothing heavy yet (None: no model until switch())
+    service.start()      # the worker process starts: it decides the policy and loads the pipeline
     job = service.submit(service.make_request(prompt="a fox", size="16:9", steps=30))
     ...
+    service.switch("Org/Other", other_snapshot)          # another model, without a restart
     service.stop()
 
-``start()`` returns at once; the model loads on the worker thread, so a web
-server starts answering while a 40 GB pipeline is still being read. Jobs
-submitted meanwhile wait in the queue. ``status()`` says what is happening.
+``start()`` returns at once; the model loads in the worker process, so a web
+server answers while a 40 GB pipeline is still being read, and whatever the
+worker computes, this process only waits for its messages. Jobs submitted
+meanwhile wait in the queue. ``status()`` says what is happening.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import os
 import secrets
-import sys
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..app.errors import ApiError
+from ..app.workers.process import READY, STOPPED, WorkerOptions, WorkerProcess, WorkerSpec
 from ..config import Settings
 from ..demo.labels import demo_label
 from ..errors import QwenhomeError
-from .engine import Cancelled, ImageEngine
+from .engine import GenerationCancelled
 from .errors import ImageModelError, ImageRequestError
 from .jobs import CANCELLED, FAILED, SUCCEEDED, ImageRequest, Job, JobQueue
-from .policy import Policy, decide_policy, model_footprint, probe_hardware
-from .results import ResultStore, encode_png, image_url
+from .policy import Policy
+from .results import ResultStore, image_url
 from .sizes import NATIVE_BASE, SizeRules
 from .tiny import HINTS_FILE
 from .uploads import Upload
+from .worker import render
 
 log = logging.getLogger("qwenhome.images.service")
 
@@ -43,6 +45,7 @@ MAX_N = 4
 MAX_STEPS = 150
 MAX_PROMPT_CHARS = 4000
 SEED_LIMIT = 2**32
+DEFAULT_READY_WAIT = 60.0  # seconds a request waits for a model that loads or restarts
 
 
 def _vae_multiple(snapshot: Path) -> int:
@@ -65,65 +68,108 @@ def _preset_base(snapshot: Path) -> int:
         return NATIVE_BASE
 
 
-def _lower_thread_priority(nice: int) -> None:
-    """Run generation below the web server's priority so the API stays responsive.
-
-    On Linux the nice value is per thread, and threads this worker creates (the
-    torch/OpenMP compute pool) inherit it; elsewhere this does nothing."""
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):
-        pass
-
-
 class ImageService:
     """Everything the image API needs. Thread-safe; one generation at a time."""
+
+    kind = "image"
 
     def __init__(
         self,
         settings: Settings,
-        snapshot_path: Path,
+        snapshot_path: Path | None,
         policy: Policy | None = None,
         *,
         model: str = "",
         preset_base: int | None = None,
         max_queue: int = 16,
         default_steps: int | None = None,
-        worker_nice: int = 10,
+        workers: WorkerOptions | None = None,
+        ready_wait: float = DEFAULT_READY_WAIT,
     ) -> None:
+        """``policy``: force a device policy (else the worker decides from the
+        hardware); ``ready_wait``: how long an API request waits for the model."""
         self.settings = settings
-        self.snapshot = Path(snapshot_path)
-        self.model = model or self.snapshot.name
-        # In the hub cache a snapshot folder is named by its commit.
-        self.commit = self.snapshot.name
-        self.rules = SizeRules.for_model(_vae_multiple(self.snapshot), preset_base or _preset_base(self.snapshot))
-        self.default_steps = default_steps or (50 if self.rules.presets["1:1"][0] >= NATIVE_BASE else 20)
         self.results = ResultStore(settings.state_dir / "images")
         # Uploads are spooled here while they arrive (same filesystem as the home).
         self.uploads_dir = settings.state_dir / "tmp" / "uploads"
-        self.policy = policy
-        self.worker_nice = worker_nice
-        self.state = "stopped"
-        self.error: dict[str, Any] | None = None
-        self._engine: ImageEngine | None = None
-        self._ready = threading.Event()
-        self._queue = JobQueue(self._run, max_pending=max_queue, before_first=self._load)
+        self.forced_policy = policy
+        self.workers = workers or WorkerOptions()
+        self.ready_wait = ready_wait
+        self._preset_base = preset_base
+        self._default_steps = default_steps
+        self._started = False
+        self._stopping = threading.Event()
+        self._switch_lock = threading.Lock()
+        self.snapshot: Path | None = None
+        self.model = ""
+        self.commit: str | None = None
+        self.rules: SizeRules | None = None
+        self.default_steps: int | None = None
+        self._worker = None if snapshot_path is None else self._make_worker(Path(snapshot_path), model)
+        self._queue = JobQueue(self._run, max_pending=max_queue, before_each=self._wait_for_engine)
+
+    def _make_worker(self, snapshot: Path, model: str) -> WorkerProcess:
+        """The worker for ``snapshot`` (not started), after reading the sizes it takes."""
+        rules = SizeRules.for_model(_vae_multiple(snapshot), self._preset_base or _preset_base(snapshot))
+        self.snapshot = snapshot
+        self.model = model or snapshot.name
+        # In the hub cache a snapshot folder is named by its commit.
+        self.commit = snapshot.name
+        self.rules = rules
+        self.default_steps = self._default_steps or (50 if rules.presets["1:1"][0] >= NATIVE_BASE else 20)
+        options = {"policy": self.forced_policy.to_dict()} if self.forced_policy else {}
+        return WorkerProcess(WorkerSpec("image", self.model, snapshot, options), self.workers)
 
     # -- lifecycle ---------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """``none`` (no model), ``stopped``, ``loading``, ``ready``, ``restarting`` or ``failed``."""
+        return "none" if self._worker is None else self._worker.state
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        err = self._worker.error if self._worker is not None else None
+        return err.to_dict() if err is not None and self.state == "failed" else None
+
+    @property
+    def policy(self) -> Policy | None:
+        found = self._worker.info.get("policy") if self._worker is not None else None
+        return Policy(**found) if found else self.forced_policy
+
     def start(self) -> None:
-        """Start the worker (it loads the model first). Idempotent."""
-        if self.state == "stopped":
-            self.state = "loading"
+        """Start the worker (it loads the model first) and the queue. Idempotent."""
+        if not self._started:
+            self._started = True
+            self._stopping.clear()
             self._drop_stale_uploads()
+            if self._worker is not None:
+                self._worker.start()
             self._queue.start()
 
     def stop(self) -> None:
         """Cancel queued and running jobs and stop the worker. Idempotent."""
-        if self.state != "stopped":
+        if self._started:
+            self._stopping.set()
             self._queue.stop()
-            self.state = "stopped"
+            if self._worker is not None:
+                self._worker.stop()
+            self._started = False
+
+    def switch(self, model: str, snapshot: Path) -> None:
+        """Serve another model: its worker starts loading, the old one stops
+        (a job it was making ends with ``model-switched``); queued jobs wait
+        for the new one."""
+        with self._switch_lock:
+            old = self._worker
+            if old is not None and old.model == model and self.snapshot == snapshot \
+                    and old.state not in ("failed", STOPPED):
+                return
+            self._worker = self._make_worker(snapshot, model)
+            if self._started:
+                self._worker.start()
+        if old is not None:
+            old.stop(ApiError(409, f"the served image model changed from {old.model} to {model}",
+                              code="model-switched", hint="submit the job again"))
 
     def _drop_stale_uploads(self) -> None:
         # Left by a server that stopped while a request was arriving.
@@ -134,41 +180,54 @@ class ImageService:
                 log.debug("cannot remove the stale upload %s", path, exc_info=True)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
+        """Block until the model is loaded or failed (True), or ``timeout`` passed."""
+        return self.wait_settled(timeout)
 
-    def _load(self) -> None:
-        _lower_thread_priority(self.worker_nice)
-        try:
-            if self.policy is None:
-                self.policy = decide_policy(probe_hardware(), model_footprint(self.snapshot))
-            self._engine = ImageEngine(self.snapshot, self.policy)
-            self._engine.load()
-            # Everything loaded so far lives as long as the process; freezing it
-            # keeps full garbage collections (which stop every thread, the web
-            # server's included) short while images are generated.
-            gc.freeze()
-            if self.state == "loading":  # not if stop() came first
-                self.state = "ready"
-        except QwenhomeError as exc:
-            self.state, self.error = "failed", exc.to_dict()
-        except Exception as exc:  # any failure must reach status and jobs, not kill the worker
-            self.state = "failed"
-            self.error = ImageModelError(f"the image engine failed to start: {type(exc).__name__}: {exc}").to_dict()
-        finally:
-            self._ready.set()
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        return True if self._worker is None else self._worker.wait_settled(timeout)
+
+    async def until_ready(self, timeout: float) -> bool:
+        return False if self._worker is None else await self._worker.until_ready(timeout)
+
+    def unavailable(self) -> QwenhomeError:
+        if self._worker is None:
+            return ApiError(503, "no image model is served", code="no-image-model",
+                            hint="pull one (e.g. Qwen/Qwen-Image) in the Models panel and serve it, "
+                                 'or POST /api/served {"image": "Org/Name"}')
+        return self._worker.unavailable()
+
+    def _wait_for_engine(self) -> None:
+        # A job starts once the current worker is ready (or failed: the job fails with why).
+        while not self._stopping.is_set():
+            worker = self._worker
+            if worker is not None and worker.wait_settled(0.2) and worker is self._worker:
+                return
+            if worker is None:
+                time.sleep(0.2)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "image", "model": "", "state": "none"} if self._worker is None \
+            else self._worker.describe()
+        current = self._queue.current
+        out["queue"] = {"pending": self._queue.pending(), "running": current.id if current else None}
+        return out
 
     def status(self) -> dict[str, Any]:
         current = self._queue.current
+        worker = self._worker
+        policy = self.policy
         return {
             "state": self.state,
             "error": self.error,
-            "model": self.model,
+            "model": self.model or None,
             **demo_label(self.model),  # {"demo": true, "note"} for the demo's model
             "commit": self.commit,
-            "policy": self.policy.to_dict() if self.policy else None,
+            "policy": policy.to_dict() if policy else None,
             "queue": {"pending": self._queue.pending(), "running": current.id if current else None},
-            "sizes": self.rules.to_dict(),
+            "sizes": self.rules.to_dict() if self.rules else None,
             "default_steps": self.default_steps,
+            "worker": None if worker is None else
+            {"pid": worker.pid, "restarts": worker.restarts, "last_exit": worker.last_exit or None},
         }
 
     # -- requests ----------------------------------------------------------------
@@ -187,13 +246,16 @@ class ImageService:
         strength: float = 0.6,
     ) -> ImageRequest:
         """Validate everything a client sent; raise a clear error for the first problem."""
+        rules, default_steps = self.rules, self.default_steps
+        if rules is None or default_steps is None:
+            raise self.unavailable()
         if not prompt or not prompt.strip():
             raise ImageRequestError("the prompt is empty", hint="describe the image to generate")
         if len(prompt) > MAX_PROMPT_CHARS or len(negative_prompt or "") > MAX_PROMPT_CHARS:
             raise ImageRequestError(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
         if not 1 <= n <= MAX_N:
             raise ImageRequestError(f"n must be between 1 and {MAX_N}, not {n}", hint="request more images in another job")
-        steps = self.default_steps if steps is None else steps
+        steps = default_steps if steps is None else steps
         if not 1 <= steps <= MAX_STEPS:
             raise ImageRequestError(f"num_inference_steps must be between 1 and {MAX_STEPS}, not {steps}")
         if not 1.0 <= true_cfg_scale <= 20.0:
@@ -218,9 +280,9 @@ class ImageService:
         elif mask is not None:
             raise ImageRequestError("a mask needs an image", hint="send 'image' with the 'mask'")
         if image is not None and (size is None or size.strip() == "auto"):
-            width, height = self.rules.nearest(image.width, image.height)
+            width, height = rules.nearest(image.width, image.height)
         else:
-            width, height = self.rules.resolve(size)
+            width, height = rules.resolve(size)
         return ImageRequest(
             prompt=prompt,
             width=width,
@@ -251,12 +313,13 @@ class ImageService:
     # -- the worker --------------------------------------------------------------
     def _params(self, job: Job) -> dict[str, Any]:
         req = job.request
+        policy = self.policy
         return {
             **req.params(),
             "model": self.model,
             "model_commit": self.commit,
-            "device": self.policy.device if self.policy else None,
-            "dtype": self.policy.dtype if self.policy else None,
+            "device": policy.device if policy else None,
+            "dtype": policy.dtype if policy else None,
         }
 
     def _run(self, job: Job) -> None:
@@ -270,11 +333,11 @@ class ImageService:
 
     def _generate(self, job: Job) -> None:
         req = job.request
-        if self._engine is None or self.state != "ready":
-            job.error = self.error or {"code": "image-model-invalid", "message": "the image model is not loaded"}
+        worker = self._worker
+        if worker is None or worker.state != READY:
+            job.error = self.unavailable().to_dict()
             job.set_state(FAILED, error=job.error)
             return
-        engine = self._engine
         base = self._params(job)
         pngs: list[bytes] = []
         images_meta: list[dict[str, Any]] = []
@@ -282,7 +345,7 @@ class ImageService:
         try:
             for index, seed in enumerate(req.seeds()):
                 if job.cancel_requested.is_set():
-                    raise Cancelled()
+                    raise GenerationCancelled()
 
                 def on_step(step: int, per_image: int, index: int = index) -> None:
                     job.step = done[0] + step
@@ -290,16 +353,12 @@ class ImageService:
                         "step", step=job.step, total=per_image * req.n,
                         image=index, image_step=step, image_steps=per_image,
                     )
-                    # Checked after each step: a running job stops within one step.
-                    if job.cancel_requested.is_set():
-                        raise Cancelled()
 
                 started = time.monotonic()
-                image = engine.generate(req, seed, on_step)
-                done[0] = job.step
                 # What reproduces this one image alone; embedded in the PNG.
                 own = {**base, "n": 1, "seed": seed}
-                pngs.append(encode_png(image, own))
+                pngs.append(render(worker, req, seed, own, on_step, job.cancel_requested))
+                done[0] = job.step
                 images_meta.append({"name": f"{index}.png", "seed": seed, "seconds": round(time.monotonic() - started, 3)})
                 job.emit("image", index=index, seed=seed)
             extra = {"input.png": req.image} if req.image else {}
@@ -318,11 +377,11 @@ class ImageService:
             job.set_state(
                 SUCCEEDED, images=[{"name": n, "url": image_url(job.id, n)} for n in job.images]
             )
-        except Cancelled:
+        except GenerationCancelled:
             job.set_state(CANCELLED, step=job.step)
         except QwenhomeError as exc:
             job.error = exc.to_dict()
             job.set_state(FAILED, error=job.error)
-        except Exception as exc:  # the worker must survive any one job
+        except Exception as exc:  # the queue must survive any one job
             job.error = {"code": "image-generation-failed", "message": f"{type(exc).__name__}: {exc}"}
             job.set_state(FAILED, error=job.error)

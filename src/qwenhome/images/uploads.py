@@ -97,6 +97,9 @@ def read_upload(data: bytes | Path, field: str = "image", *, mask: bool = False)
         raise InvalidImageError(
             f"the {field!r} upload has more than {MAX_UPLOAD_SIDE}x{MAX_UPLOAD_SIDE} pixels ({exc})",
             code="image-too-large", hint="scale the image down and upload it again", field=field) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's message names the file object (a repr): say what is wrong instead.
+        raise InvalidImageError(f"the {field!r} upload is not a PNG, JPEG or WebP image", field=field) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(f"the {field!r} upload is not a readable image: {exc}", field=field) from exc
     return Upload(buf.getvalue(), out.size[0], out.size[1])

@@ -1,6 +1,7 @@
-// qwenhome web page: chat (streamed), models in the home, pulls with live
-// progress, the doctor. Plain JS, no build step. Extensions (e.g. images)
-// are scripts listed by /api/info; they get window.qwenhome to add a panel.
+// qwenhome web page: chat (streamed), models in the home (what is served,
+// switching it), pulls with live progress, the doctor. Plain JS, no build
+// step. Extensions (e.g. images) are scripts listed by /api/info; they get
+// window.qwenhome to add a panel.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -25,14 +26,41 @@ function humanSize(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+class ApiProblem extends Error {
+  // An error the API answered with: {code, message, hint, doctor?}.
+  constructor(e, status) {
+    super(`${e.code || status}: ${e.message || "request failed"}${e.hint ? ` (${e.hint})` : ""}`);
+    this.code = e.code || String(status);
+    this.text = e.message || "request failed";
+    this.hint = e.hint || "";
+    this.doctor = e.doctor || null;
+  }
+}
+
 async function api(path, options = {}) {
   const resp = await fetch(path, options);
   const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) {
-    const e = body.error || {};
-    throw new Error(`${e.code || resp.status}: ${e.message || resp.statusText}${e.hint ? ` (${e.hint})` : ""}`);
-  }
+  if (!resp.ok) throw new ApiProblem(body.error || { message: resp.statusText }, resp.status);
   return body;
+}
+
+// An error shown in place: its code, what happened, the hint, and for a
+// network failure the doctor's verdict with its fix.
+function problem(e) {
+  const p = e instanceof ApiProblem ? e : new ApiProblem({ code: e.code, message: e.message || String(e), hint: e.hint, doctor: e.doctor }, "error");
+  const node = el("div", { class: "problem", role: "alert", "data-code": p.code },
+    el("span", { class: "badge error" }, p.code), " ", el("span", { class: "what" }, p.text));
+  const d = p.doctor;
+  if (p.hint && !(d && d.fix === p.hint)) node.append(el("div", { class: "hint" }, p.hint));
+  if (d) {
+    node.append(el("div", { class: `verdict st-${d.status}` },
+      el("strong", {}, "Doctor: "), d.summary, d.code ? ` [${d.code}]` : "", d.fix ? el("div", { class: "fix" }, `Fix: ${d.fix}`) : ""));
+  }
+  return node;
+}
+
+function showIn(target, content) {
+  target.replaceChildren(content instanceof Node ? content : document.createTextNode(String(content)));
 }
 
 // -- status -----------------------------------------------------------------------
@@ -45,7 +73,9 @@ async function refreshInfo() {
     const badge = $("#model-status");
     badge.textContent = info.status;
     badge.className = `badge ${info.status}`;
-    if (info.status === "loading") setTimeout(refreshInfo, 1000);
+    badge.title = info.status === "ready" ? "" : Object.values(info.engines || {})
+      .map((e) => `${e.kind} ${e.model}: ${e.state}${e.last_exit ? ` (last exit: ${e.last_exit})` : ""}${e.error ? ` — ${e.error.message}` : ""}`).join("\n");
+    if (info.status === "loading" || info.status === "restarting") setTimeout(refreshInfo, 1000);
     return info;
   } catch (err) {
     $("#model-status").textContent = "unreachable";
@@ -160,16 +190,44 @@ async function refreshModels() {
   try { doc = await api("/api/models"); } catch (err) { $("#models-message").textContent = err.message; return; }
   const rows = doc.models.map((m) => {
     const actions = el("td");
+    if (m.kind && m.serving === "available") {
+      actions.append(el("button", { type: "button", onclick: () => serveModel(m.kind, m.repo) }, "Serve"), " ");
+    }
     actions.append(el("button", { type: "button", class: "secondary", onclick: () => verifyModel(m.repo) }, "Verify"));
     if (!m.served) actions.append(" ", el("button", { type: "button", class: "secondary", onclick: () => removeModel(m.repo) }, "Remove"));
-    return el("tr", { "data-repo": m.repo },
-      el("td", {}, m.repo, m.served ? el("span", { class: "badge ready" }, "served") : "", m.note ? el("div", { class: "muted" }, m.note) : ""),
+    const serving = { served: ["ready", "served"], loading: ["loading", "loading"], failed: ["error", "failed"] }[m.serving]
+      || (m.served ? ["ready", "served"] : null);
+    return el("tr", { "data-repo": m.repo, "data-kind": m.kind || "", "data-serving": m.serving || "" },
+      el("td", {}, m.repo, m.kind ? el("span", { class: "kind muted" }, m.kind) : "",
+        serving ? el("span", { class: `badge ${serving[0]}` }, serving[1]) : "",
+        m.note ? el("div", { class: "muted" }, m.note) : ""),
       el("td", {}, humanSize(m.size)),
       el("td", { class: `st-${m.state}` }, m.state),
       actions);
   });
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "4", class: "muted" }, "The home is empty.")));
   $("#models-table tbody").replaceChildren(...rows);
+  return doc;
+}
+
+// Serve another model of the home: it loads in a new worker, the old one is released.
+async function serveModel(kind, repo) {
+  const msg = $("#models-message");
+  showIn(msg, `Loading ${repo} as the ${kind} model…`);
+  try {
+    await api("/api/served", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ [kind]: repo }) });
+  } catch (err) { showIn(msg, problem(err)); return; }
+  await refreshModels();
+  for (;;) {
+    const served = await api("/api/served").catch(() => null);
+    const engine = served && served.served[kind];
+    if (!engine || engine.model !== repo) break;
+    if (engine.state === "ready") { showIn(msg, `${repo} is served.`); break; }
+    if (engine.state === "failed") { showIn(msg, problem(engine.error || { code: "engine-load-failed", message: `${repo} failed to load` })); break; }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  refreshInfo();
+  refreshModels();
 }
 
 async function verifyModel(repo) {
@@ -177,7 +235,7 @@ async function verifyModel(repo) {
   try {
     const r = await api(`/api/models/${repo}/verify`, { method: "POST" });
     $("#models-message").textContent = r.ok ? `${repo}: every file matches its hash.` : `${repo}: problems found: ${JSON.stringify(r.problems || r)}`;
-  } catch (err) { $("#models-message").textContent = err.message; }
+  } catch (err) { showIn($("#models-message"), problem(err)); }
 }
 
 async function removeModel(repo) {
@@ -185,13 +243,14 @@ async function removeModel(repo) {
   try {
     await api(`/api/models/${repo}`, { method: "DELETE" });
     $("#models-message").textContent = `${repo} removed.`;
-  } catch (err) { $("#models-message").textContent = err.message; }
+  } catch (err) { showIn($("#models-message"), problem(err)); }
   refreshModels();
 }
 
 function followPull(id) {
   const bar = $("#pull-progress"), text = $("#pull-text");
   $("#pull-status").hidden = false;
+  bar.hidden = false;
   bar.removeAttribute("value");  // indeterminate until the size is known
   const source = new EventSource(`/api/pulls/${id}/events`);
   source.onmessage = (msg) => {
@@ -205,7 +264,8 @@ function followPull(id) {
       text.textContent = `${e.repo}: done (${humanSize(e.downloaded_bytes)} downloaded, ${humanSize(e.cached_bytes)} already here)`;
       source.close(); $("#pull-button").disabled = false; refreshModels();
     } else if (e.event === "error") {
-      text.textContent = `${e.repo}: ${e.error.code}: ${e.error.message}${e.error.hint ? ` (${e.error.hint})` : ""}`;
+      bar.removeAttribute("value"); bar.hidden = true;
+      showIn(text, problem(new ApiProblem(e.error, "error")));
       source.close(); $("#pull-button").disabled = false; refreshModels();
     } else if (e.message) {
       text.textContent = `${e.repo}: ${e.message}`;
@@ -226,7 +286,8 @@ function setupModels() {
       refreshModels();
     } catch (err) {
       $("#pull-status").hidden = false;
-      $("#pull-text").textContent = err.message;
+      $("#pull-progress").hidden = true;
+      showIn($("#pull-text"), problem(err));
       $("#pull-button").disabled = false;
     }
   });
@@ -255,7 +316,7 @@ async function runDoctor() {
 }
 
 // -- extensions -------------------------------------------------------------------
-window.qwenhome = { api, el, humanSize, container: () => $("#extensions") };
+window.qwenhome = { api, el, humanSize, problem, container: () => $("#extensions") };
 
 function loadExtensions(info) {
   for (const ext of (info && info.extensions) || []) {

@@ -87,23 +87,33 @@
       cancel.hidden = !on;
     }
 
+    let shownModel = null;
     async function loadStatus() {
       try {
         const s = await api("GET", "/api/images/status");
-        preset.replaceChildren(
-          ...Object.entries(s.sizes.presets).map(([name, p]) =>
-            h("option", { value: p.size, selected: name === s.sizes.default, text: name + " (" + p.size + ")" })
-          )
-        );
-        steps.value = s.default_steps;
+        if (s.sizes && s.model !== shownModel) {
+          preset.replaceChildren(
+            ...Object.entries(s.sizes.presets).map(([name, p]) =>
+              h("option", { value: p.size, selected: name === s.sizes.default, text: name + " (" + p.size + ")" })
+            )
+          );
+          steps.value = s.default_steps;
+          shownModel = s.model;
+        }
         const pol = s.policy;
         status.textContent =
           s.state === "ready"
             ? s.model + (s.note ? " (" + s.note + ")" : "") + " · " + pol.device + " " + pol.dtype + (pol.offload !== "none" ? " · " + pol.offload + " offload" : "") + (pol.slow ? " · " + pol.reason : "")
             : s.state === "failed"
             ? "image model failed to load: " + (s.error && s.error.message)
-            : "loading image model…";
-        if (s.state === "loading") setTimeout(loadStatus, 1000);
+            : s.state === "none"
+            ? "no image model is served: pull one (e.g. Qwen/Qwen-Image) in Models, then press Serve"
+            : s.state === "restarting"
+            ? "image engine restarting (it stopped: " + (s.worker && s.worker.last_exit) + ")"
+            : "loading image model " + s.model + "…";
+        if (!current) go.disabled = s.state !== "ready" && s.state !== "loading" && s.state !== "restarting";
+        // Follow what the Models panel switches, and a load or restart to its end.
+        setTimeout(loadStatus, s.state === "ready" || s.state === "failed" ? 5000 : 1000);
       } catch (e) {
         status.textContent = "image engine unavailable: " + e.message;
       }

@@ -1,0 +1,70 @@
+"""Messages between the API process and an engine worker: length-prefixed
+pickles on a Unix socket pair.
+
+Both ends are this package, started by the same user from the same
+installation, so pickle carries dataclasses and bytes (image uploads, PNGs)
+without a schema of its own; nothing else ever speaks on the socket.
+
+    API -> worker   {"op": "generate"|"count", "id": n, ...}   {"op": "cancel", "id": n}
+    worker -> API   {"event": "ready", "info": {...}}          {"event": "failed", "error": {...}}
+                    {"id": n, ...progress}                     {"id": n, "end": "done"|"error"|"cancelled", ...}
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+import threading
+from typing import Any
+
+HEADER = struct.Struct("!Q")
+Message = dict[str, Any]
+
+
+class Channel:
+    """One end of the socket: :meth:`send` from any thread, :meth:`recv` from one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+
+    def send(self, msg: Message) -> None:
+        """Raises OSError when the other end is gone."""
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._send_lock:
+            self.sock.sendall(HEADER.pack(len(data)))
+            self.sock.sendall(data)
+
+    def recv(self) -> Message | None:
+        """The next message, or None once the other end closed (or died)."""
+        head = self._exactly(HEADER.size)
+        if head is None:
+            return None
+        (size,) = HEADER.unpack(head)
+        data = self._exactly(size)
+        if data is None:
+            return None
+        msg: Message = pickle.loads(data)
+        return msg
+
+    def _exactly(self, size: int) -> bytes | None:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            try:
+                n = self.sock.recv_into(view[got:])
+            except OSError:
+                return None
+            if n == 0:
+                return None
+            got += n
+        return bytes(buf)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()

@@ -127,7 +127,7 @@ def test_access_denied_on_a_file_fails_it_at_once_with_unauthorized(
         pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), config=ONE)
     assert info.value.code == "unauthorized" and info.value.exit_code == 4
     assert "HTTP 403" in info.value.message and "HF_TOKEN" in info.value.hint
-    assert len(mirror.faults.records(path=WEIGHTS)) == 1, "a 403 is not retried"
+    assert len(mirror.faults.records(path=WEIGHTS, method="GET")) == 1, "a 403 is not retried"
     etag = small_repo.files[WEIGHTS].etag
     assert not (qwen_home / "hub" / "models--Org--Small" / "blobs" / etag).exists()
 
@@ -150,7 +150,7 @@ def test_a_file_the_server_keeps_failing_ends_with_server_error_after_its_retrie
     with pytest.raises(ServerError) as info:
         pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"), config=ONE)
     assert info.value.code == "server-error"
-    assert len(mirror.faults.records(path=WEIGHTS)) == 1 + ONE.max_retries
+    assert len(mirror.faults.records(path=WEIGHTS, method="GET")) == 1 + ONE.max_retries
 
 
 # -- transport: TLS, redirects ---------------------------------------------------------
@@ -220,7 +220,7 @@ def test_a_file_redirected_where_no_request_can_go_fails_with_bad_url(
         pull(settings_for(qwen_home, mirror.url), RepoRef.parse("Org/Small"),
              config=replace(ONE, loop_threads=2 if event_loop else 0))
     assert info.value.code == "bad-url" and WEIGHTS in info.value.message and location in info.value.message
-    assert len(mirror.faults.records(path=WEIGHTS)) == 1
+    assert len(mirror.faults.records(path=WEIGHTS, method="GET")) == 1
 
 
 def test_a_file_the_source_lists_but_does_not_serve_is_entry_not_found(

@@ -45,6 +45,7 @@ class State:
         self.park = threading.Condition(lock)  # workers above the connection target
         self.sup = threading.Condition(lock)  # the supervisor: end, or part maps to save
         self.hash_work = threading.Condition(lock)  # hash threads: a claim is queued
+        self.others: list[threading.Condition] = []  # more queues on the lock (the Xet planners')
         self.fatal: BaseException | None = None
         self.active = len(files)
         self.files_done = 0
@@ -82,7 +83,7 @@ class State:
 
     def wake_all(self) -> None:
         """The run ends or failed: everyone must look (under the lock)."""
-        for cv in (self.work, self.park, self.sup, self.hash_work):
+        for cv in (self.work, self.park, self.sup, self.hash_work, *self.others):
             cv.notify_all()
 
     def abort(self, exc: BaseException) -> None:

@@ -126,6 +126,7 @@ class XetRun:
         self.files: dict[FileState, XetFile] = {}
         self._pieces: deque[tuple[XetFile, _Piece]] = deque()  # (in xf.planning while wanted)
         self._planned = threading.Condition(state.lock)  # planners: a piece to ask, or room to queue
+        state.others.append(self._planned)  # (and the end of the run: joined at once)
         state.on_settle = self.settled
         state.on_discard = self.discarded
 

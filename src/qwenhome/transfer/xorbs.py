@@ -154,39 +154,61 @@ class ChunkSink(Destination):
         cur = self._cur
         if pos != cur.pos + len(self._carry):
             raise XetCorruptError(f"xorb bytes out of order at {pos}")  # (a bug: spans come in order)
+        view = mv[:n]
         if self._carry:
-            self._carry += mv[:n]
-            used = self._decode(memoryview(self._carry))
-            del self._carry[:used]
-        else:
-            used = self._decode(mv[:n])
-            if used < n:
-                self._carry += mv[used:n]
+            # Only the chunk that straddles two reads is copied, never the reads.
+            used = self._complete(view)
+            view = view[used:]
+        if not self._carry:
+            used = self._decode(view)
+            if used < len(view):
+                self._carry += view[used:]
         if cur.pos + len(self._carry) == self.plan.size:
             self._check_end()
 
+    def _complete(self, view: memoryview) -> int:
+        """Add to the carried partial chunk what it lacks of ``view`` and
+        decode it when whole; returns the bytes of ``view`` used."""
+        carry = self._carry
+        used = min(len(view), max(0, HEADER_LEN - len(carry)))
+        carry += view[:used]
+        if len(carry) < HEADER_LEN:
+            return used
+        need = HEADER_LEN + ChunkHeader.unpack(carry).payload_length - len(carry)
+        more = min(need, len(view) - used)
+        carry += view[used:used + more]
+        if more == need:
+            self._carry = bytearray()  # (a new one: views of the whole chunk may outlive the call)
+            self._decode(memoryview(carry))
+        return used + more
+
     def _decode(self, view: memoryview) -> int:
-        """Decode the whole chunks at the start of ``view``; returns the bytes used."""
+        """Decode the whole chunks at the start of ``view`` and write them,
+        a run of file bytes per system call; returns the bytes used."""
         cur, plan = self._cur, self.plan
         off, total = 0, len(view)
-        while total - off >= HEADER_LEN:
-            head = ChunkHeader.unpack(view[off:off + HEADER_LEN])
-            end = off + HEADER_LEN + head.payload_length
-            if end > total:
-                break
-            if cur.chunk >= plan.stop:
-                raise XetCorruptError(f"xorb range holds more than its {plan.stop - plan.first} chunks")
-            payload = view[off + HEADER_LEN:end]
-            data = payload if head.scheme == Scheme.NONE else memoryview(
-                decompress(payload, head.scheme, head.length))
-            self._place(data)
-            off = end
+        writes = _Writes(self.file.dest.fd, self.path, self._landed)
+        try:
+            while total - off >= HEADER_LEN:
+                head = ChunkHeader.unpack(view[off:off + HEADER_LEN])
+                end = off + HEADER_LEN + head.payload_length
+                if end > total:
+                    break
+                if cur.chunk >= plan.stop:
+                    raise XetCorruptError(f"xorb range holds more than its {plan.stop - plan.first} chunks")
+                payload = view[off + HEADER_LEN:end]
+                data = payload if head.scheme == Scheme.NONE else memoryview(
+                    decompress(payload, head.scheme, head.length))
+                self._place(data, writes)
+                off = end
+        finally:
+            writes.flush()  # (what was decoded before a corrupt chunk is on disk, as recorded)
         cur.pos += off
         return off
 
-    def _place(self, data: memoryview) -> None:
+    def _place(self, data: memoryview, writes: _Writes) -> None:
         """Write chunk ``cur.chunk`` wherever the file uses it."""
-        cur, fd = self._cur, self.file.dest.fd
+        cur = self._cur
         n = len(data)
         acc = list(cur.acc)
         for i, p in enumerate(self.plan.placements):
@@ -198,12 +220,7 @@ class ChunkSink(Destination):
                 raise XetCorruptError(f"xorb {self.plan.xorb[:12]}… chunks {p.first}-{p.end} decode to "
                                       f"{'more than ' if acc[i] > p.length else ''}{acc[i]} bytes, "
                                       f"the reconstruction says {p.length}")
-            _pwrite(fd, data, at, self.path)
-            landed = self._landed
-            if landed and landed[-1][1] == at:
-                landed[-1] = (landed[-1][0], at + n)
-            else:
-                landed.append((at, at + n))
+            writes.add(at, data)
         self.learned[(self.plan.xorb, cur.chunk)] = n
         cur.acc = tuple(acc)
         cur.chunk += 1
@@ -215,14 +232,52 @@ class ChunkSink(Destination):
                                   + (f" and {len(self._carry)} more bytes" if self._carry else ""))
 
 
-def _pwrite(fd: int, data: memoryview, at: int, path: Path) -> None:
-    done = 0
+class _Writes:
+    """Decoded chunks gathered into runs of adjacent file bytes, each written
+    by one ``pwritev`` (a chunk is some 64 KiB: a call each cost more than
+    the copy), and the file ranges written, for the run to record."""
+
+    MAX_BUFFERS = 512  # below any system's IOV_MAX
+    MAX_BYTES = 8 << 20  # decoded bytes held before they are written
+
+    def __init__(self, fd: int, path: Path, landed: list[tuple[int, int]]) -> None:
+        self.fd, self.path, self.landed = fd, path, landed
+        self.bufs: list[memoryview] = []
+        self.start = self.end = 0
+
+    def add(self, at: int, data: memoryview) -> None:
+        if self.bufs and (at != self.end or len(self.bufs) >= self.MAX_BUFFERS
+                          or self.end - self.start >= self.MAX_BYTES):
+            self.flush()
+        if not self.bufs:
+            self.start = self.end = at
+        self.bufs.append(data)
+        self.end += len(data)
+
+    def flush(self) -> None:
+        if not self.bufs:
+            return
+        _pwritev(self.fd, self.bufs, self.start, self.path)
+        landed, start, end = self.landed, self.start, self.end
+        if landed and landed[-1][1] == start:
+            landed[-1] = (landed[-1][0], end)
+        else:
+            landed.append((start, end))
+        self.bufs = []
+
+
+def _pwritev(fd: int, bufs: list[memoryview], at: int, path: Path) -> None:
     try:
-        while done < len(data):
-            w = os.pwrite(fd, data[done:], at + done)
+        while bufs:
+            w = os.pwritev(fd, bufs, at)
             if w <= 0:
                 raise DiskFullError(f"no space left writing {path}")
-            done += w
+            at += w
+            while bufs and w >= len(bufs[0]):  # a short write: the rest again
+                w -= len(bufs[0])
+                bufs = bufs[1:]
+            if w:
+                bufs = [bufs[0][w:], *bufs[1:]]
     except OSError as exc:
         raise translate_os_error(exc, path) from exc
 

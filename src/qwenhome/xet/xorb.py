@@ -36,6 +36,7 @@ MAX_XORB_BYTES = 64 * 1024 * 1024
 MAX_XORB_CHUNKS = 8 * 1024
 FOOTER_MAGIC = b"XETBLOB"
 _U24_MAX = (1 << 24) - 1
+_SCHEMES = frozenset(Scheme)  # (a header per chunk: no enum walk each time)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ChunkHeader:
                 + bytes((self.scheme,)) + self.length.to_bytes(3, "little"))
 
     @classmethod
-    def unpack(cls, raw: bytes | memoryview) -> ChunkHeader:
+    def unpack(cls, raw: bytes | bytearray | memoryview) -> ChunkHeader:
         """Parse and check a header; raises XetCorruptError if it cannot be a valid one."""
         if len(raw) < HEADER_LEN:
             raise XetCorruptError(f"xorb range ends inside a chunk header ({len(raw)} of {HEADER_LEN} bytes)")
@@ -60,7 +61,7 @@ class ChunkHeader:
         head = cls(version, p0 | p1 << 8 | p2 << 16, scheme, u0 | u1 << 8 | u2 << 16)
         if version != CHUNK_VERSION:
             raise XetCorruptError(f"chunk header version {version}, expected {CHUNK_VERSION}")
-        if scheme not in tuple(Scheme):
+        if scheme not in _SCHEMES:
             raise XetCorruptError(f"unknown chunk compression scheme {scheme}")
         if not 0 < head.length <= MAX_CHUNK_SIZE:
             raise XetCorruptError(f"chunk length {head.length} outside 1..{MAX_CHUNK_SIZE}")

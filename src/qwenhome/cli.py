@@ -34,7 +34,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, Us
 from .store import RepoRef, Store
 
 if TYPE_CHECKING:
-    from .xethosts import XetRoute
+    from .doctor.xethosts import XetRoute
 
 log = logging.getLogger(__name__)
 
@@ -378,8 +378,8 @@ def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     offline = args.probe and settings.offline_forced  # offline sends nothing, not even a probe
     if args.probe and not offline:
         from .doctor.options import DEFAULT_REPO
+        from .doctor.xethosts import probe_xet
         from .sources import NetState, probe_sources, rank
-        from .xethosts import probe_xet
 
         repo = args.repo or DEFAULT_REPO
         RepoRef.parse(repo)  # a bad id is a usage error before anything is sent

@@ -11,8 +11,8 @@ soon as a host is known, probes it with the reachability probe's own steps
 The whole is bounded by ``XET_FACTOR`` times ``settings.timeouts.probe``;
 what has not answered by then is reported as such.
 
-:func:`qwenhome.doctor.xetadvice.advice` words a failing host and its fix,
-as the doctor does.
+:func:`.xetadvice.advice` words a failing host and its fix, as the doctor's
+own Xet checks (:mod:`.xet`) do. ``qwenhome sources --probe`` shows the result.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Settings, Source
-from .doctor.xetadvice import ROLES, advice
-from .errors import QwenhomeError
-from .hub.hf import HubClient
-from .hub.xet import XetSession
-from .net import HttpClient
-from .repo.ref import RepoRef
-from .sources import ProbeResult, probe_sources
+from ..config import Settings, Source
+from ..errors import QwenhomeError
+from ..hub.hf import HubClient
+from ..hub.xet import XetSession
+from ..net import HttpClient
+from ..repo.ref import RepoRef
+from ..sources import ProbeResult, probe_sources
+from .xetadvice import ROLES, advice
 
 log = logging.getLogger(__name__)
 

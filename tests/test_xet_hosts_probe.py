@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.doctor_support.dns_server import DnsServer
 from tests.doctor_support.setup import options_for, settings_for
 from tests.support.cli import clean_env, run_cli
 from tests.support.deadnet import BlackHole
+from tests.support.faults import kind
 from tests.support.mirror import Mirror
 from tests.support.netns import netns_unavailable, run_isolated
 from tests.support.repos import GeneratedRepo, make_repo
@@ -138,6 +140,31 @@ def test_doctor_names_the_failing_xet_host_and_the_fix_in_its_verdict(
     assert not report.ok and report.verdict.startswith(f"The {words} {host}"), report.verdict
     assert f"[{code}]" in report.verdict
     assert " ".join(check.fix.split()) in " ".join(render_report(report).split())
+
+
+def test_a_cas_that_never_answers_keeps_sources_probe_and_the_doctor_within_their_bounds(
+        healthy: Mirror, tmp_path: Path) -> None:
+    """The CAS accepts and never answers its reconstruction: ``sources --probe``
+    ends within its Xet bound (5 probe time-outs: 4 s) and says what stays
+    unknown; the doctor's check of the CAS times out within its own time-outs.
+    The bounds add what the same command costs here when nothing hangs."""
+    started = time.monotonic()
+    _probe(healthy, tmp_path)
+    baseline = time.monotonic() - started
+    healthy.faults.latency(8.0, predicate=kind("reconstruction"))
+    started = time.monotonic()
+    xet = _probe(healthy, tmp_path)
+    elapsed = time.monotonic() - started
+    assert elapsed < baseline + 4.0 + 1.0, (elapsed, baseline)
+    assert [h["role"] for h in xet["hosts"]] == ["token", "cas"] and xet["ok"] is True
+    assert xet["note"] == "the xorb hosts are not known: no answer within 4.0s"
+    healthy.faults.latency(8.0, predicate=kind("reconstruction"))
+    started = time.monotonic()
+    report = run_doctor(settings_for(tmp_path, [healthy.url]), repo=REPO, options=options_for(tmp_path))
+    assert time.monotonic() - started < 3.0 + 1.0  # options_for: 1 s per read, 3 s in all
+    check = next(c for c in report.checks if c.id.startswith("xet-cas:"))
+    assert (check.status, check.code) == ("fail", "response-timeout")
+    assert "does not answer in time" in check.summary and not report.ok
 
 
 @pytest.mark.parametrize("how", ["--offline", "HF_HUB_OFFLINE=1"])

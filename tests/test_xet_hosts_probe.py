@@ -86,7 +86,8 @@ def test_sources_probe_names_the_token_endpoint_cas_and_xorb_host_of_a_healthy_x
                      "xorb": healthy.server.port_of("xorb")}
     assert all(h["ok"] and h["code"] == "ok" and h["latency_ms"] is not None and not h["fix"] for h in xet["hosts"])
     # The client's own questions were asked: the token, then one byte's reconstruction.
-    assert healthy.faults.of_kind("reconstruction") and not healthy.faults.of_kind("xorb")
+    assert healthy.faults.of_kind("xet-read-token") and healthy.faults.of_kind("reconstruction")
+    assert not healthy.faults.of_kind("xorb")
     text = run_cli(["sources", "--probe", "--repo", REPO], home=tmp_path / "home", endpoint=healthy.url).stdout
     assert "Xet hosts of" in text and "fix:" not in text
     assert f"127.0.0.1:{healthy.server.port_of('xorb')}" in text
@@ -122,6 +123,17 @@ def test_doctor_reports_the_xet_hosts_a_healthy_mirror_uses_as_passing(healthy: 
     assert all(c.status == "pass" and c.host == "127.0.0.1" for c in xet.values())
     assert "HTTP 206" in xet["xet-xorb"].summary  # one byte of a xorb came through its signed URL
     assert report.ok and report.verdict == "ok", render_report(report)
+
+
+def test_with_xet_turned_off_neither_asks_the_xet_hosts(repo: GeneratedRepo, tmp_path: Path) -> None:
+    with _mirror(repo, tmp_path, "cas-host-unresolvable") as m:
+        xet = _probe(m, tmp_path, env={"HF_HUB_DISABLE_XET": "1"})
+        settings = settings_for(tmp_path, [m.url], {"HF_HUB_DISABLE_XET": "1"})
+        report = run_doctor(settings, repo=REPO, options=options_for(tmp_path))
+        assert not m.faults.of_kind("xet-read-token") and not m.faults.of_kind("reconstruction")
+    assert (xet["state"], xet["hosts"]) == ("off", [])
+    assert not any(c.id.startswith("xet-") for c in report.checks) and report.ok
+    assert next(c for c in report.checks if c.id == "xet:hf").status == "skip"
 
 
 @pytest.mark.parametrize("away", list(AWAY))

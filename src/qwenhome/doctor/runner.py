@@ -139,8 +139,12 @@ class _Run:
             if self.claims.claim(t):
                 parts = urlsplit(url)
                 checks += self.plain_host(t, parts.path + (f"?{parts.query}" if parts.query else ""))
-        if result.xet is not None:
+        if result.xet is not None and self.settings.xet:
             checks += check_xet(source, result.xet, partial(self.xet_probe, probe))
+        elif result.xet is not None:
+            checks.append(skipped(f"xet:{source.name}", "Xet is turned off here (HF_HUB_DISABLE_XET, or xet = "
+                                  "false under [pull]): pulls take the resolve bridge, its hosts were not checked",
+                                  target.host))
         return checks, result
 
     def xet_probe(self, own: HostProbe, url: str, origin: str) -> tuple[HostProbe, bool]:

@@ -131,7 +131,7 @@ def test_with_xet_turned_off_neither_asks_the_xet_hosts(repo: GeneratedRepo, tmp
         settings = settings_for(tmp_path, [m.url], {"HF_HUB_DISABLE_XET": "1"})
         report = run_doctor(settings, repo=REPO, options=options_for(tmp_path))
         assert not m.faults.of_kind("xet-read-token") and not m.faults.of_kind("reconstruction")
-    assert (xet["state"], xet["hosts"]) == ("off", [])
+    assert (xet["state"], xet["hosts"], xet["ok"]) == ("off", [], None)
     assert not any(c.id.startswith("xet-") for c in report.checks) and report.ok
     assert next(c for c in report.checks if c.id == "xet:hf").status == "skip"
 
@@ -168,7 +168,10 @@ def test_a_cas_that_never_answers_keeps_sources_probe_and_the_doctor_within_thei
     xet = _probe(healthy, tmp_path)
     elapsed = time.monotonic() - started
     assert elapsed < baseline + 4.0 + 1.0, (elapsed, baseline)
-    assert [h["role"] for h in xet["hosts"]] == ["token", "cas"] and xet["ok"] is True
+    assert [(h["role"], h["ok"]) for h in xet["hosts"]] == [("token", True), ("cas", False)] and xet["ok"] is False
+    cas = xet["hosts"][1]
+    assert cas["code"] == "response-timeout" and "reconstruction request" in cas["summary"]
+    assert "does not answer in time" in cas["summary"] and cas["fix"]
     assert xet["note"] == "the xorb hosts are not known: no answer within 4.0s"
     healthy.faults.latency(8.0, predicate=kind("reconstruction"))
     started = time.monotonic()

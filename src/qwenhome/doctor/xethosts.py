@@ -40,6 +40,8 @@ XET_FACTOR = 5.0  # the Xet check's bound, in probe time-outs: four requests and
 # What stays unknown when the questions stop, by the last host learnt.
 _UNKNOWN = {"": "the Xet hosts are not known", "token": "the CAS is not known",
             "cas": "the xorb hosts are not known", "xorb": ""}
+# The request each host is asked, once it is known.
+_ASKED = {"token": "the token request", "cas": "the reconstruction request"}
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,9 @@ class XetRoute:
     hosts: tuple[XetHost, ...] = ()
 
     @property
-    def ok(self) -> bool:
-        return all(h.ok for h in self.hosts)
+    def ok(self) -> bool | None:
+        """Whether every Xet host answered; None when the file does not come through Xet or it is not known."""
+        return all(h.ok for h in self.hosts) if self.state == "xet" else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "repo": self.repo, "file": self.file, "note": self.note, "ok": self.ok,
@@ -211,6 +214,9 @@ def _route(settings: Settings, source: Source, ref: RepoRef, deadline: float,
     if not state:  # still asking at the deadline
         state = "xet" if origins else "unknown"
         note = f"{_UNKNOWN[found.last] or 'not all xorb hosts are known'}: no answer within {budget:.1f}s"
+        if found.last in _ASKED:  # that host took the request and never answered it
+            errors.setdefault(found.last, ("response-timeout", f"no answer to {_ASKED[found.last]} within "
+                                                               f"{budget:.1f}s", ""))
     hosts = []
     for role in ROLES:
         for origin in origins.get(role, []):

@@ -182,6 +182,25 @@ def test_a_cas_that_never_answers_keeps_sources_probe_and_the_doctor_within_thei
     assert "does not answer in time" in check.summary and not report.ok
 
 
+@pytest.mark.parametrize("route", ["xet-read-token", "reconstruction", "xorb"])
+def test_a_xet_host_that_answers_403_is_named_with_the_fix_by_the_doctor(
+        route: str, healthy: Mirror, tmp_path: Path) -> None:
+    """A 403 (a token that may not read, a signed URL refused for a wrong
+    clock): the doctor asks each host for real, up to one byte of a xorb."""
+    healthy.faults.fail(403, times=None, predicate=kind(route))
+    report = run_doctor(settings_for(tmp_path, [healthy.url]), repo=REPO, options=options_for(tmp_path))
+    role = {"xet-read-token": "token", "reconstruction": "cas", "xorb": "xorb"}[route]
+    check = next(c for c in report.checks if c.id.startswith(f"xet-{role}:"))
+    assert (check.status, check.code) == ("fail", "http-error") and "HTTP 403" in check.summary
+    assert "HF_TOKEN" in check.fix and "HF_HUB_DISABLE_XET=1" in check.fix
+    assert not report.ok and f"xet-{role}" in {c.id.split(":")[0] for c in report.checks if c.status == "fail"}
+    if route == "xet-read-token":
+        xet = _probe(healthy, tmp_path)
+        token = xet["hosts"][0]
+        assert (token["role"], token["ok"], token["code"]) == ("token", False, "unauthorized")
+        assert "HTTP 403" in token["summary"] and "HF_TOKEN" in token["fix"]
+
+
 @pytest.mark.parametrize("how", ["--offline", "HF_HUB_OFFLINE=1"])
 def test_sources_probe_offline_sends_nothing(how: str, tmp_path: Path) -> None:
     with BlackHole() as hole:

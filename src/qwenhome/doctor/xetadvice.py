@@ -46,6 +46,6 @@ def advice(role: str, host: str, port: int, code: str, detail: str = "", hint: s
         cause = f"{what} does not answer in time"
         fix = f"something on the path to {host} hangs: try again, then check the proxy and the firewall"
     else:
-        cause = f"{what} answers with an error ({code})"
+        cause = f"{what} answers with an error"
         fix = hint or "try again later"
     return f"{cause}{f' ({detail})' if detail else ''}: {FALLBACK}", f"{fix}; {OTHER_TOOLS}"

@@ -219,6 +219,7 @@ def argv(draw: st.DrawFn, command: str | None = None, *, may_serve: bool = False
         maybe("--shell", st.sampled_from(["bash", "zsh", "fish", "powershell", "cmd", "", "BASH"]))
     elif cmd == "sources":
         maybe("--probe")
+        maybe("--repo", repos)
     elif cmd == "adopt":
         positionals += draw(st.lists(path, max_size=2))
         maybe("--as", repos)

@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, logs
 from .config import (
@@ -35,6 +35,9 @@ from .config import (
 )
 from .errors import EXIT_INTERRUPTED, EXIT_OK, NotCachedError, QwenhomeError, UsageError, printable
 from .store import RepoRef, Store
+
+if TYPE_CHECKING:
+    from .doctor.xethosts import XetRoute
 
 log = logging.getLogger(__name__)
 _loading.release()
@@ -156,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shell", choices=("bash", "zsh", "fish", "powershell"), default="bash")
 
     p = sub.add_parser("sources", parents=[common], help="configured sources (and with --probe their health)")
-    p.add_argument("--probe", action="store_true")
+    p.add_argument("--probe", action="store_true",
+                   help="probe each source, and the Xet hosts (token, CAS, xorbs) of Hub sources")
+    p.add_argument("--repo", default=None, metavar="REPO",
+                   help="repository whose Xet hosts --probe checks (default Qwen/Qwen2.5-0.5B-Instruct)")
 
     p = sub.add_parser("adopt", parents=[common],
                        help="bring models from other caches or folders into the home (hard links, no download)")
@@ -375,26 +381,63 @@ def cmd_env(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     rows = [s.public() for s in settings.sources]
     probes: dict[str, Any] = {}
-    if args.probe:
+    routes: list[XetRoute] = []
+    offline = args.probe and settings.offline_forced  # offline sends nothing, not even a probe
+    if args.probe and not offline:
+        from .doctor.options import DEFAULT_REPO
+        from .doctor.xethosts import probe_xet
         from .sources import NetState, probe_sources, rank
 
+        repo = args.repo or DEFAULT_REPO
+        RepoRef.parse(repo)  # a bad id is a usage error before anything is sent
         results = probe_sources(settings)
         probes = {p.source.name: p.to_dict() for p in results}
         order = [s.name for s in rank(settings.sources, results, NetState.load(settings))]
         rows.sort(key=lambda r: order.index(str(r["name"])))  # the order a pull uses them in
+        routes = probe_xet(settings, [p.source for p in results if p.ok], repo)
+    xet = {r.source.name: r.to_dict() for r in routes}
     if args.json:
-        emit_json({"sources": [{**r, **({"probe": probes[str(r["name"])]} if str(r["name"]) in probes else {})} for r in rows]})
+        out: dict[str, Any] = {"sources": [{**r, **({"probe": probes[str(r["name"])]} if str(r["name"]) in probes else {}),
+                                            **({"xet": xet[str(r["name"])]} if str(r["name"]) in xet else {})}
+                                           for r in rows]}
+        if offline:
+            out["probe"] = "offline: not probed"
+        emit_json(out)
         return EXIT_OK
     from .termui import table
 
-    out = []
+    out_rows = []
     for r in rows:
         p = probes.get(str(r["name"]))
         health = "-" if p is None else ("ok" if p["ok"] else str(p.get("code")))
         latency = "-" if not p or p.get("latency_ms") is None else f"{p['latency_ms']:.0f} ms"
-        out.append([str(r["name"]), str(r["kind"]), str(r["url"]), "yes" if r["token"] else "no", health, latency])
-    print(table(out, ["NAME", "KIND", "URL", "TOKEN", "HEALTH", "LATENCY"]))
+        out_rows.append([str(r["name"]), str(r["kind"]), str(r["url"]), "yes" if r["token"] else "no", health,
+                         latency])
+    print(table(out_rows, ["NAME", "KIND", "URL", "TOKEN", "HEALTH", "LATENCY"]))
+    if offline:
+        print("offline (--offline or HF_HUB_OFFLINE): not probed")
+    for route in routes:
+        print(_render_xet(route))
     return EXIT_OK
+
+
+def _render_xet(route: XetRoute) -> str:
+    head = f"\nXet hosts of {route.source.label} (for {route.repo}{', ' + route.file if route.file else ''}):"
+    lines = [head]
+    if route.state != "xet":
+        lines.append(f"  {route.state}: {route.note}")
+    from .termui import table
+
+    if route.hosts:
+        cells = [[h.role, h.url, "ok" if h.ok else h.code,
+                  "-" if h.latency_ms is None else f"{h.latency_ms:.0f} ms"] for h in route.hosts]
+        lines += ["  " + line for line in table(cells, ["ROLE", "HOST", "HEALTH", "LATENCY"]).splitlines()]
+    for h in route.hosts:
+        if not h.ok:
+            lines += [f"  {h.role}: {h.summary}", f"    fix: {h.fix}"]
+    if route.state == "xet" and route.note:
+        lines.append(f"  ({route.note})")
+    return "\n".join(lines)
 
 
 def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:

@@ -73,7 +73,8 @@ def resolve(ctx: Context, host: str, port: int, origin: str, check_id: str) -> t
 PUBLIC_DOMAINS = ("huggingface.co", "hf.co", "modelscope.cn", "modelscope.ai", "hf-mirror.com")
 
 
-def _is_public(host: str) -> bool:
+def is_well_known(host: str) -> bool:
+    """``host`` is one of :data:`PUBLIC_DOMAINS` or under one."""
     return any(host == h or host.endswith("." + h) for h in PUBLIC_DOMAINS)
 
 
@@ -100,7 +101,7 @@ def _dns_failure(
             f"in /etc/resolv.conf (as root) or fix the DNS setting of your network/VPN",
             host, resolver=system, failure=exc.kind, working_resolver=other.server,
         )
-    if (nx or exc.kind == "nxdomain") and _is_public(host):
+    if (nx or exc.kind == "nxdomain") and is_well_known(host):
         who = f"resolver {nx[0].server}" if nx else f"the {system}"
         return failed(
             check_id, "dns-resolution-failed",

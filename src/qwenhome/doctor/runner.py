@@ -33,6 +33,7 @@ from .probe import HostProbe, probe_proxy
 from .proxy import Proxy, bypassed, no_proxy_value, proxy_for
 from .sources import RepoSize, SourceResult, check_source
 from .wsl import check_wsl, check_wsl_home
+from .xet import check_xet
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,23 @@ class _Run:
             if self.claims.claim(t):
                 parts = urlsplit(url)
                 checks += self.plain_host(t, parts.path + (f"?{parts.query}" if parts.query else ""))
+        if result.xet is not None and self.settings.xet:
+            checks += check_xet(source, result.xet, partial(self.xet_probe, probe))
+        elif result.xet is not None:
+            checks.append(skipped(f"xet:{source.name}", "Xet is turned off here (HF_HUB_DISABLE_XET, or xet = "
+                                  "false under [pull]): pulls take the resolve bridge, its hosts were not checked",
+                                  target.host))
         return checks, result
+
+    def xet_probe(self, own: HostProbe, url: str, origin: str) -> tuple[HostProbe, bool]:
+        """The probe for a Xet host, and whether its step checks are to be
+        reported here (not when another chain met the host first)."""
+        target = Target.of(url, origin)
+        if (target.scheme, target.host, target.port) == (own.target.scheme, own.target.host, own.target.port):
+            return own, False
+        if self.claims.claim(target):
+            return self.probe(target), True
+        return self.probe(target), False
 
     def xet_task(self, host: str) -> list[Check]:
         target = Target("https", host, 443, "the Hub's Xet storage (HF_ENDPOINT does not move it)")

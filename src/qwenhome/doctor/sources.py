@@ -1,5 +1,6 @@
-"""The sources a pull would use: their API, a real file's download redirect
-(to learn the CDN host), and the Xet hosts of the Hub.
+"""The sources a pull would use: their API, and a real file's download
+answer (its redirect names the CDN host, its Xet headers the token endpoint:
+:mod:`.xet` follows them).
 
 Hub: ``GET /api/models/{repo}/revision/main?blobs=true`` then
 ``HEAD /{repo}/resolve/main/{file}`` without following redirects.
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Source
+from ..hub.xet import XetFileInfo, file_info
 from ..net import token_for
 from .context import Context, Response, StepFailed, Target
 from .model import Check, failed, passed, warned
@@ -40,6 +42,7 @@ class SourceResult:
     reachable: bool = False
     sizes: list[RepoSize] = field(default_factory=list)
     redirects: list[str] = field(default_factory=list)  # absolute URLs of discovered downloads
+    xet: XetFileInfo | None = None  # the downloaded file's Xet side, when its resolve answer names one
 
 
 def clock_check(ctx: Context, host: str, resp: Response) -> Check | None:
@@ -287,9 +290,9 @@ def _discover(ctx: Context, probe: HostProbe, source: Source, base: str, auth: d
         if urlsplit(absolute).hostname != host:
             result.redirects.append(absolute)
             where = f", served from {urlsplit(absolute).hostname}"
-    cas = resp.header("X-Xet-Cas-Url")
-    if cas and urlsplit(cas).hostname:
-        result.redirects.append(cas.rstrip("/") + "/")
+    if source.kind == "hf":
+        result.xet = file_info(file, f"{probe.target.scheme}://{probe.target.netloc}{path}", resp.status,
+                               resp.header)
     result.checks.append(passed(
         check_id, f"download of {repo}/{file} answers HTTP {resp.status}{where} "
         f"({(time.monotonic() - started) * 1000:.0f} ms)", host,

@@ -86,7 +86,7 @@ class XetSession:
         except QwenhomeError as exc:
             log.debug("Xet probe of %s failed (%s): fetched over plain HTTP", path, exc)
             return None
-        return _info(path, url, resp.status, resp.header)
+        return file_info(path, url, resp.status, resp.header)
 
     # -- the token -----------------------------------------------------------------------------
     def token(self, token_url: str, *, refresh: bool = False) -> XetToken:
@@ -154,7 +154,10 @@ class XetSession:
             return out
 
 
-def _info(path: str, url: str, status: int, header: Callable[[str], str | None]) -> XetFileInfo | None:
+def file_info(path: str, url: str, status: int, header: Callable[[str], str | None]) -> XetFileInfo | None:
+    """What the resolve answer (``status``, ``header``) of ``path`` at ``url``
+    says of its Xet side; None when it does not name one. The doctor reads its
+    own HEAD with it."""
     if status >= 400:
         return None
     file_hash = (header(HEADER_XET_HASH) or "").strip().lower()

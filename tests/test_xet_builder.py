@@ -171,3 +171,20 @@ def test_layout_only_build_gives_the_same_xorbs_without_their_bytes() -> None:
     assert a.recipe == b.recipe and full.infos == lean.infos and len(lean.xorbs) > 1
     assert all(x.data == b"" for x in lean.xorbs.values())
     assert all(len(x.data) == x.info.size for x in full.xorbs.values())
+
+
+def test_a_build_cut_on_known_chunk_lengths_equals_the_chunked_one_and_other_cuts_do_not() -> None:
+    data = _data(9)
+    chunked, cut = Store(), Store()
+    a = build_stream(io.BytesIO(data), chunked.add, policy=Policy.NONE, max_xorb_chunks=10)
+    assert a.recipe.chunk_lengths is not None and len(a.recipe.chunk_lengths) > 10
+    # Read blocks smaller than a chunk: every chunk spans blocks.
+    b = build_stream(io.BytesIO(data), cut.add, policy=Policy.NONE, max_xorb_chunks=10, block_size=10_000,
+                     chunk_lengths=a.recipe.chunk_lengths)
+    assert b.recipe == a.recipe and b.sha256 == a.sha256 and cut.infos == chunked.infos
+    lengths = list(a.recipe.chunk_lengths)
+    moved = [lengths[0] - 1, lengths[1] + 1, *lengths[2:]]  # one boundary a byte earlier
+    assert build_stream(io.BytesIO(data), Store().add, chunk_lengths=moved).file_hash != a.file_hash
+    for wrong in (lengths[:-1], [*lengths, 5]):  # the file is longer, or shorter, than the lengths
+        with pytest.raises(ValueError, match="chunk lengths"):
+            build_stream(io.BytesIO(data), Store().add, chunk_lengths=wrong)

@@ -56,6 +56,10 @@ class XetFileInfo:
     linked_etag: str | None  # X-Linked-Etag: the sha256 the file must have
     size: int | None
 
+    def names(self, sha256: str | None, size: int) -> bool:
+        """Whether the answer names the file a listing gives (its sha256 and size)."""
+        return self.linked_etag in (None, sha256) and self.size in (None, size)
+
 
 def links(header: str | None) -> dict[str, str]:
     """A ``Link`` header's targets by ``rel``."""

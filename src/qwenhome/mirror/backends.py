@@ -217,6 +217,11 @@ class StoreBackend:
     def root(self) -> Path:
         return self._root
 
+    @property
+    def store(self) -> Store | None:
+        """qwenhome's store of this hub cache, when the mirror was given its state."""
+        return self._store
+
     def snapshot(self, repo_type: str, repo_id: str, revision: str) -> Snapshot:
         ref = repo_ref(repo_type, repo_id)
         check_revision(revision)

@@ -23,6 +23,10 @@ front need read time-outs that allow for that.
 
 Upstream tokens stay inside the puller's HTTP client: clients only ever see
 headers and bodies the mirror builds itself.
+
+With Xet on (:mod:`.cas.pending`), the Xet hash of a file the store lacks is
+asked of the source that listed it (:meth:`PullThroughBackend.upstream_xet_hash`),
+and a client's reconstruction of it starts the same flight.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sources as netsources
-from ..config import Settings
+from ..config import Settings, Source
 from ..errors import (
     NetworkError,
     OfflineError,
@@ -51,6 +55,7 @@ from ..errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
+from ..hub.xet import XetSession
 from ..net import HttpClient
 from ..pull import Puller, pull
 from ..repo.hashing import git_blob_header
@@ -166,6 +171,7 @@ class PullThroughBackend:
         self._flights: dict[str, Flight] = {}
         self._manifests: dict[tuple[str, str, str], Manifest] = {}
         self._pending_refs: dict[tuple[RepoRef, str], str] = {}
+        self._listed_by: dict[tuple[str, str, str], Source] = {}  # the source each listing came from
         # Flights running per (type, repo, commit), and the paths they pull.
         self._active: dict[tuple[str, str, str], int] = {}
         self._targets: dict[tuple[str, str, str], set[str]] = {}
@@ -219,7 +225,8 @@ class PullThroughBackend:
                 # Not "no such repository": the sources that would know cannot be asked.
                 raise UpstreamError(OfflineError(f"no source reachable ({decision.reason})")) from None
         try:
-            manifest, _ = Puller(self.settings, http=self._http, config=self._config).fetch_manifest(ref.at(revision))
+            manifest, source = Puller(self.settings, http=self._http, config=self._config).fetch_manifest(
+                ref.at(revision))
             check_tree(manifest.files)  # a listing naming a path as file and folder is never saved or served
         except (RepoNotFoundError, RevisionNotFoundError):
             return self.local.snapshot(ref.repo_type, ref.repo_id, revision)  # may hold what upstream lacks
@@ -229,6 +236,8 @@ class PullThroughBackend:
             except QwenhomeError:
                 raise UpstreamError(exc) from None
         self._remember(ref, revision, manifest)
+        with self._lock:
+            self._listed_by[(ref.repo_type, ref.repo_id, manifest.commit)] = source
         return self._build(ref, manifest)
 
     def _remember(self, ref: RepoRef, revision: str, manifest: Manifest) -> None:
@@ -287,6 +296,19 @@ class PullThroughBackend:
         if not inside(real, str(self.root)) or not _blob_present(Path(real), entry.size):
             return None
         return real
+
+    def upstream_xet_hash(self, snap: Snapshot, entry: FileEntry) -> str | None:
+        """The Xet hash the upstream gives ``entry``'s file: the HEAD of its
+        ``resolve`` at the source that listed the snapshot (else the first Hub
+        source). None when that source does not serve it through Xet, fails, or
+        names another file (its sha256 or size)."""
+        with self._lock:
+            source = self._listed_by.get((snap.repo_type, snap.repo_id, snap.commit))
+        source = source or next((s for s in self.settings.sources if s.kind == "hf"), None)
+        if source is None or source.kind != "hf" or not entry.sha256:
+            return None
+        info = XetSession(source, self._http).head(RepoRef(snap.repo_id, snap.repo_type), snap.commit, entry.path)
+        return info.file_hash if info is not None and info.names(entry.sha256, entry.size) else None
 
     def taint(self, etag: str) -> None:
         """A stream of ``etag`` was cut off after sending bytes (maybe unverified ones)."""

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .chunking import READ_BLOCK, iter_chunks
+from .chunking import READ_BLOCK, iter_chunks, iter_sized
 from .compression import Policy
 from .hashes import chunk_hash, file_hash, hash_to_hex
 from .recipe import FileRecipe, coalesce
@@ -98,11 +98,15 @@ class _Packer:
 def build_stream(stream: BinaryIO, on_xorb: Callable[[Xorb], None], *, known: ChunkIndex | None = None,
                  policy: Policy = Policy.LZ4, threads: int = 1, max_xorb_bytes: int = MAX_XORB_BYTES,
                  max_xorb_chunks: int = MAX_XORB_CHUNKS, block_size: int = READ_BLOCK,
-                 keep_xorb_data: bool = True) -> BuiltFile:
+                 keep_xorb_data: bool = True, chunk_lengths: Sequence[int] | None = None) -> BuiltFile:
     """Build a file read from ``stream`` (see the module docstring).
 
     With ``keep_xorb_data=False`` the xorbs handed to ``on_xorb`` carry their
-    layout only (empty ``data``), and memory stays at one read block.
+    layout only (empty ``data``), and memory stays at one read block. With
+    ``chunk_lengths`` (the boundaries a recipe of the file gives) the file is
+    cut there instead of chunked: the caller checks the resulting file hash
+    against the recipe's (other boundaries give another hash). ValueError: the
+    file's size is not what the lengths add up to.
     """
     index: ChunkIndex = {} if known is None else known
     packer = _Packer(policy, on_xorb, max_xorb_bytes, max_xorb_chunks, keep_xorb_data)
@@ -112,7 +116,9 @@ def build_stream(stream: BinaryIO, on_xorb: Callable[[Xorb], None], *, known: Ch
     placed: list[tuple[str | int, int, int]] = []
     pending: dict[bytes, tuple[int, int]] = {}  # chunks of this file in new xorbs, by hash
     reused = new = 0
-    for data in iter_chunks(stream, threads=threads, block_size=block_size):
+    chunks = iter_chunks(stream, threads=threads, block_size=block_size) if chunk_lengths is None \
+        else iter_sized(stream, chunk_lengths, block_size=block_size)
+    for data in chunks:
         sha.update(data)
         digest = chunk_hash(data)
         pairs.append((digest, len(data)))

@@ -26,7 +26,7 @@ CPU cache, and only the current unfinished chunk is carried over.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -36,7 +36,8 @@ import numpy.typing as npt
 from .gear import GEAR_TABLE
 from .limits import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, TARGET_CHUNK_SIZE
 
-__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "TARGET_CHUNK_SIZE", "Chunker", "chunk_lengths", "iter_chunks"]
+__all__ = ["MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "TARGET_CHUNK_SIZE", "Chunker", "chunk_lengths", "iter_chunks",
+           "iter_sized"]
 # 16 one-bits at the top: a boundary every 2^16 bytes on average, after the minimum.
 BOUNDARY_MASK = 0xFFFF_0000_0000_0000
 WINDOW = 64  # bytes that influence h at any position
@@ -231,3 +232,33 @@ def iter_chunks(stream: BinaryIO | Callable[[int], bytes], *, threads: int = 1,
             carry = (carry + view[pos:]) if carry else bytes(view[pos:])
         if chunker.finish() and carry:
             yield carry
+
+
+def iter_sized(stream: BinaryIO | Callable[[int], bytes], lengths: Sequence[int], *,
+               block_size: int = READ_BLOCK) -> Iterator[bytes | memoryview]:
+    """Read ``stream`` to its end and yield chunks of the given ``lengths``
+    (boundaries already known: no chunking), as :func:`iter_chunks` yields them.
+    Raises ValueError when the stream is shorter or longer than the lengths add up to."""
+    read = stream if callable(stream) else stream.read
+    carry = b""
+    k = 0
+    while True:
+        block = read(block_size)
+        if not block:
+            break
+        view = memoryview(block)
+        pos = 0
+        while k < len(lengths):
+            need = lengths[k] - len(carry)
+            if pos + need > len(view):
+                break
+            yield carry + view[pos:pos + need] if carry else view[pos:pos + need]
+            carry = b""
+            pos += need
+            k += 1
+        rest = view[pos:]
+        if k == len(lengths) and rest:
+            raise ValueError("the file is longer than its chunk lengths add up to")
+        carry = carry + rest if carry else bytes(rest)
+    if k != len(lengths) or carry:
+        raise ValueError("the file is shorter than its chunk lengths add up to")

@@ -56,6 +56,10 @@ class _Stopped(Exception):
     pass
 
 
+class _OtherHash(Exception):
+    """A pulled recipe's chunk boundaries do not rebuild the file it names."""
+
+
 class _Reader:
     """The blob's reads, counted for the progress log and cut short when the builder stops."""
 
@@ -95,8 +99,10 @@ def blob_offsets(recipe: FileRecipe, owned: dict[str, XorbInfo]) -> dict[str, tu
 class Builder:
     """The queue of blobs to build and the thread that builds them."""
 
-    def __init__(self, records: Records, *, policy: Policy = Policy.NONE, nice: int = 10) -> None:
+    def __init__(self, records: Records, *, policy: Policy = Policy.NONE, nice: int = 10,
+                 recipes: Callable[[str], FileRecipe | None] | None = None) -> None:
         self.records = records
+        self._recipes = recipes  # a blob's recipe as a pull kept it (by sha256), if any
         self.policy = policy  # NONE: xorbs made from the blob when served; else stored, compressed
         self._nice = nice
         self._cond = threading.Condition()
@@ -109,6 +115,7 @@ class Builder:
         self._thread: threading.Thread | None = None
         self._group: tuple[str, ChunkIndex] | None = None  # the last group's chunk index, kept warm
         self.built = 0  # records built by this process
+        self.from_recipes = 0  # of which cut on a pulled recipe's chunk boundaries (not chunked)
         self.bytes_built = 0
         self.failed = 0
 
@@ -138,6 +145,17 @@ class Builder:
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._jobs or self._busy is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def wait_for(self, sha256: str, timeout: float) -> bool:
+        """Wait until ``sha256`` is neither queued nor being built; False on time-out."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sha256 in self._jobs or self._busy == sha256:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -196,7 +214,11 @@ class Builder:
         return self._group[1]
 
     def build(self, job: Job) -> Header | None:
-        """Chunk and hash one blob now (in the calling thread) and record it; None if it cannot be."""
+        """Chunk and hash one blob now (in the calling thread) and record it; None if it cannot be.
+
+        A blob whose pulled recipe knows every chunk's length (it came through
+        Xet) is cut at those boundaries instead of chunked; the record is kept
+        only if that gives the recipe's file hash, else the blob is chunked."""
         if self.records.usable(job.sha256) is not None:
             return self.records.usable(job.sha256)
         source = Source.of(job.path)
@@ -204,6 +226,21 @@ class Builder:
             log.info("xet: blob %s is %d bytes, %d listed; not served through Xet",
                      job.sha256[:16], source.size, job.size)
             return None
+        pulled = self._recipes(job.sha256) if self._recipes is not None else None
+        if pulled is not None and pulled.chunk_lengths is not None and pulled.size == job.size:
+            try:
+                header = self._build(job, source, pulled)
+            except _OtherHash as exc:
+                log.info("xet: blob %s: %s; it is chunked instead", job.sha256[:16], exc)
+            else:
+                if header is not None:
+                    self.from_recipes += 1
+                return header
+        return self._build(job, source, None)
+
+    def _build(self, job: Job, source: Source, pulled: FileRecipe | None) -> Header | None:
+        """Build ``job``'s record, on ``pulled``'s chunk boundaries if given (raises
+        :class:`_OtherHash` when they do not give its file hash)."""
         known = self._known(job.group)
         owned: dict[str, XorbInfo] = {}
         started = last = time.monotonic()
@@ -227,19 +264,32 @@ class Builder:
                 store(xorb)
                 stored[xorb.info.hex] = Source.of(str(self.records.xorbs_folder / f"{xorb.info.hex}.xorb"))
 
-        with open(job.path, "rb") as fh:
-            built = build_stream(cast(BinaryIO, _Reader(fh, self._stop, progress)), keep, known=known,
-                                 policy=self.policy, keep_xorb_data=store is not None, max_xorb_bytes=XORB_BYTES)
-        if built.sha256 != job.sha256 or not source.unchanged():
+        def forget() -> None:
             self._group = None  # its chunks went into the index: start it again from the records
             for h in stored:
                 (self.records.xorbs_folder / f"{h}.xorb").unlink(missing_ok=True)
+
+        with open(job.path, "rb") as fh:
+            try:
+                built = build_stream(cast(BinaryIO, _Reader(fh, self._stop, progress)), keep, known=known,
+                                     policy=self.policy, keep_xorb_data=store is not None,
+                                     max_xorb_bytes=XORB_BYTES,
+                                     chunk_lengths=pulled.chunk_lengths if pulled is not None else None)
+            except ValueError as exc:  # (the blob is not the size the lengths add up to)
+                forget()
+                raise _OtherHash(str(exc)) from None
+        if built.sha256 != job.sha256 or not source.unchanged():
+            forget()
             if built.sha256 != job.sha256:
                 log.warning("xet: blob %s does not hash to its name (sha256 %s); served over plain HTTP only",
                             job.sha256[:16], built.sha256[:16])
                 with self._cond:
                     self._bad[job.sha256] = source
             return None
+        if pulled is not None and built.file_hash != pulled.file_hash:
+            forget()
+            raise _OtherHash(f"its pulled recipe's chunk lengths give Xet hash {built.file_hash[:16]}, "
+                             f"not the recipe's {pulled.file_hash[:16]}")
         if stored:
             body = Body(built.recipe, {h: XorbLayout(info, (), stored[h]) for h, info in owned.items()})
         else:
@@ -251,7 +301,8 @@ class Builder:
         self.built += 1
         self.bytes_built += job.size
         took = time.monotonic() - started
-        log.info("xet: blob %s hashed (%.2f GB in %.1f s, %d%% of its chunks reused); %d queued",
+        log.info("xet: blob %s hashed (%.2f GB in %.1f s, %d%% of its chunks reused%s); %d queued",
                  job.sha256[:16], job.size / 1e9, took,
-                 100 * built.reused_chunks // max(1, built.reused_chunks + built.new_chunks), self.pending() - 1)
+                 100 * built.reused_chunks // max(1, built.reused_chunks + built.new_chunks),
+                 ", cut where its pulled recipe says" if pulled is not None else "", self.pending() - 1)
         return header

@@ -3,7 +3,9 @@
 - ``resolve`` of an LFS file with a record carries ``X-Xet-Hash`` and a
   ``Link`` to the token route (``rel="xet-auth"``) and to the reconstruction
   (``rel="xet-reconstruction-info"``); listings carry ``xetHash``. A file
-  without a record yet is queued for building and answered over plain HTTP.
+  without a record yet is queued for building and answered over plain HTTP;
+  on a pull-through mirror, a file the store lacks is advertised with its
+  upstream's Xet hash, and its reconstruction waits for it (:mod:`.pending`).
 - ``GET /api/{models|datasets}/{repo}/xet-read-token/{rev}`` answers
   ``{accessToken, exp, casUrl}`` (and the ``X-Xet-*`` headers stock clients
   read), ``casUrl`` being the mirror's own CAS.
@@ -35,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import QwenhomeError
+from ...store.recipes import Recipes
 from ...xet import Policy, RangeNotSatisfiable, XorbInfo, reconstruction_v1, reconstruction_v2
 from ...xet.reconstruction import ByteRange
 from ...xet.token import HEADER_XET_HASH, LINK_REL_AUTH, LINK_REL_RECONSTRUCTION, XetToken
-from ..backends import Backend
+from ..backends import Backend, StoreBackend
 from ..catalog import FileEntry, Snapshot
 from ..hooks import BodySlice
 from ..protocol import Route
@@ -46,6 +49,7 @@ from ..pullthrough import PullThroughBackend
 from .auth import Refused, Signer
 from .body import xorb_body
 from .building import Builder, Job
+from .pending import Pending, Refusal
 from .records import Records
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,9 @@ class XetOptions:
     # "none": xorbs made from the blobs as served (no copy); "lz4"/"auto": xorbs stored compressed
     # (LZ4, or the smaller of LZ4 and BG4-LZ4, per chunk where it is smaller), as the Hub's are.
     compression: str = "none"
+    # Pull-through: how long a reconstruction of a file still coming from upstream is held
+    # before a 503 with Retry-After (the transfer goes on).
+    pull_wait: float = 60.0
 
 
 @dataclass
@@ -119,11 +126,15 @@ class XetService:
         self.folder = options.folder or Path(self._tmp or "")
         self.records = Records(self.folder)
         self.records.load()
-        self.builder = Builder(self.records, policy=Policy(options.compression))
+        store = backend.store if isinstance(backend, PullThroughBackend | StoreBackend) else None
+        recipes = Recipes(store).load if store is not None else None
+        self.builder = Builder(self.records, policy=Policy(options.compression), recipes=recipes)
         self.signer = Signer(clock=clock or time.time)
         self._infos = _Infos(self.records)
         self._scanned = threading.Event()
         self._present = backend.present if isinstance(backend, PullThroughBackend) else None
+        self.pending = Pending(backend, self.records, self.builder, lambda snap, entry: self._want(
+            snap, entry, urgent=True), wait=options.pull_wait) if isinstance(backend, PullThroughBackend) else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -170,18 +181,21 @@ class XetService:
         return 1
 
     # -- the Hub's side: resolve and listings ------------------------------------------------
-    def file_id(self, snap: Snapshot, entry: FileEntry, *, urgent: bool = True) -> str | None:
-        """The file's Xet hash when it can be served through Xet now; else it is queued and None."""
+    def file_id(self, snap: Snapshot, entry: FileEntry, *, urgent: bool = True, ask: bool = False) -> str | None:
+        """The file's Xet hash when it can be served through Xet now; else it is queued and None.
+
+        On a pull-through mirror, a file whose blob is not in the store yet gets
+        the upstream's Xet hash (asked of the upstream with ``ask``)."""
         if not entry.sha256 or not entry.size:
             return None
         header = self.records.usable(entry.sha256)
-        if header is None:
-            self._want(snap, entry, urgent=urgent)
-            return None
-        return header.file_hash
+        if header is not None:
+            return header.file_hash
+        queued = self._want(snap, entry, urgent=urgent)
+        return self.pending.file_id(snap, entry, ask=ask and not queued) if self.pending is not None else None
 
     def resolve_headers(self, snap: Snapshot, entry: FileEntry, hub_base: str, cas_base: str) -> dict[str, str]:
-        file_id = self.file_id(snap, entry)
+        file_id = self.file_id(snap, entry, ask=True)
         if file_id is None:
             return {}
         org, name = snap.repo_id.split("/")
@@ -209,11 +223,15 @@ class XetService:
         return Answer.json(200, token.to_json(), token.headers())
 
     # -- the CAS -----------------------------------------------------------------------------
-    def _scoped_sha(self, route: Route, authorization: str | None) -> str:
-        """The sha256 of the file ``route.key`` names, if the token may read it; raises Refused."""
+    def _scoped_sha(self, route: Route, authorization: str | None) -> tuple[str, Snapshot]:
+        """The sha256 of the file ``route.key`` names, if the token may read it, and the
+        token's snapshot; raises Refused. (On a pull-through mirror the file may be
+        one it advertised and does not hold yet.)"""
         scope = self.signer.check(authorization)
         sha = self.records.sha_of_file_hash(route.key)
-        if sha is None or self.records.usable(sha) is None:
+        if (sha is None or self.records.usable(sha) is None) and self.pending is not None:
+            sha = self.pending.sha_of(route.key)
+        if sha is None or (self.pending is None and self.records.usable(sha) is None):
             raise Refused(404, "file not found")
         try:
             snap = self.backend.snapshot(scope.repo_type, scope.repo_id, scope.revision)
@@ -225,14 +243,19 @@ class XetService:
             snap.memo["xet-sha256"] = shas
         if sha not in shas:
             raise Refused(403, "the file is not in the token's repository and revision")
-        return sha
+        return sha, snap
 
     def reconstruction(self, route: Route, authorization: str | None, range_header: str | None,
                        xorb_base: str) -> Answer:
         try:
-            sha = self._scoped_sha(route, authorization)
+            sha, snap = self._scoped_sha(route, authorization)
+            header = self.records.usable(sha)
+            if self.pending is not None and (header is None or header.file_hash != route.key):
+                self.pending.fill(snap, sha, route.key)
         except Refused as exc:
             return Answer.error(exc.status, exc.message)
+        except Refusal as exc:
+            return Answer.error(exc.status, exc.message, exc.headers)
         body = self.records.body(sha)
         if body is None:
             return Answer.error(404, "file not found")

@@ -140,15 +140,19 @@ class XetSession:
                 with self._lock:
                     self._v1.add(cas)  # (a CAS before v2: asked v1 from now on)
                 continue
-            if resp.status == 401 and not refresh:
+            if resp.status == 401:
                 _body(resp)
+                if refresh:  # (a fresh token refused too: no use asking a third)
+                    break
                 refresh = True  # the token expired or was revoked: a new one, once
                 continue
             if resp.status >= 400:
                 raise_for_status(resp.status, resp.headers, _where(url), f"the Xet reconstruction of {info.path}",
                                  _body(resp))
             return parse_reconstruction(resp.read(MAX_ANSWER))
-        raise XetAnswerError(f"the Xet server refused the reconstruction of {info.path}", code="xet-refused")
+        raise XetAnswerError(f"the Xet server refused the reconstruction of {info.path}, with a fresh token too",
+                             code="xet-refused", hint="the file comes from its other sources (the resolve bridge, "
+                             "mirrors); `qwenhome doctor` checks the Xet hosts")
 
     def hosts(self) -> dict[str, str]:
         """The Xet hosts this session has talked to: the token endpoints and the CAS."""

@@ -97,8 +97,8 @@ def plan_items(answer: ReconstructionV2, start: int, size: int) -> list[Plan]:
     if covered - used:
         # A term split over two ranges (a server cutting long URLs): its
         # chunks cannot be placed until all are decoded; not supported.
-        raise XetCorruptError("a reconstruction term spans two fetch ranges; its chunks are fetched otherwise",
-                              code="xet-unsupported")
+        raise XetAnswerError("a reconstruction term spans two fetch ranges (or none)", code="xet-unsupported",
+                             hint="the file's bytes come from its other sources (the resolve bridge, mirrors)")
     return plans
 
 

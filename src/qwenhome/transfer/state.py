@@ -63,6 +63,8 @@ class State:
         # failed verification (True: the Xet side took the verdict). Under the lock.
         self.on_settle: Callable[[FileState], None] = lambda _f: None
         self.on_discard: Callable[[FileState, IntegrityError], bool] = lambda _f, _e: False
+        # A file's plain candidates are used up: True when its Xet side takes the rest.
+        self.on_exhausted: Callable[[FileState, QwenhomeError], bool] = lambda _f, _e: False
 
     @property
     def stopped(self) -> bool:
@@ -104,12 +106,17 @@ class State:
         if not self.active:
             self.wake_all()
 
+    def fail(self, f: FileState, exc: QwenhomeError) -> None:
+        """No source is left for ``f`` (under the lock)."""
+        f.error = exc
+        self.settle(f, Status.FAILED)
+        self.emit(FILE_ERROR, f, message=exc.one_line())
+
     def move_on(self, f: FileState, exc: QwenhomeError) -> None:
         """Move ``f`` to its next usable source, or fail it (under the lock)."""
         if not next_candidate(f, self.bad_sources):
-            f.error = exc
-            self.settle(f, Status.FAILED)
-            self.emit(FILE_ERROR, f, message=exc.one_line())
+            if not self.on_exhausted(f, exc):
+                self.fail(f, exc)
             return
         self.sched.requeue(f)
         src = f.candidate().source

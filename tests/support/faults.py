@@ -121,6 +121,7 @@ class Faults(Hooks):
         self._idle = threading.Condition(self._lock)
         self._rules: list[_Rule] = []
         self._rate: float | None = None
+        self._rate_on: Predicate | None = None  # the requests paced (None: all)
         self._buckets: dict[int, TokenBucket] = {}
         self._released = threading.Event()
         self.log: list[RequestRecord] = []
@@ -216,10 +217,13 @@ class Faults(Hooks):
         answer, ``offset`` counts in the body as sent, multipart framing included)."""
         return self._add("corrupt", path, "GET", times, predicate, offset=offset)
 
-    def bandwidth(self, bytes_per_second: float | None) -> Faults:
-        """Limit every TCP connection to this rate (None removes the limit)."""
+    def bandwidth(self, bytes_per_second: float | None, predicate: Predicate | None = None) -> Faults:
+        """Limit every TCP connection to this rate (None removes the limit);
+        with ``predicate``, only the bodies of the requests it matches
+        (``kind("xorb")``: a xorb host capped per connection)."""
         with self._lock:
             self._rate = bytes_per_second
+            self._rate_on = predicate
             self._buckets.clear()
         return self
 
@@ -228,6 +232,7 @@ class Faults(Hooks):
         with self._lock:
             self._rules.clear()
             self._rate = None
+            self._rate_on = None
             self._buckets.clear()
         self._released.set()
         self._released = threading.Event()
@@ -306,7 +311,7 @@ class Faults(Hooks):
         with self._lock:
             rate = self._rate
             bucket = None
-            if rate is not None:
+            if rate is not None and (self._rate_on is None or self._rate_on(info)):
                 bucket = self._buckets.setdefault(info.connection_id, TokenBucket(rate))
         if not rules and bucket is None:
             return None

@@ -11,9 +11,11 @@ on disk whichever way it came:
   a planner thread asks the reconstruction of each piece (fresh signed URLs)
   and queues its xorb ranges as work items;
 - **the file's own candidates** (the resolve bridge, mirrors, ModelScope):
-  the file item carves only what its Xet side does not hold
-  (:meth:`~.files.FileState.held`), so when Xet gives up on a file, its
-  remaining bytes go there at once, keeping what is on disk.
+  the file item carves what its Xet side does not hold
+  (:meth:`~.files.FileState.held`), beside the xorb ranges, each kind with
+  its share of the connections (see :mod:`.xetmix`); when Xet gives up on
+  a file, its remaining bytes go there at once, keeping what is on disk,
+  and when they refuse it, Xet takes the rest.
 
 Xet gives up on a file when its hosts do not resolve or connect (at once,
 for every file of the pull), when it fails ``max_retries`` rounds in a row,
@@ -305,8 +307,10 @@ class XetRun:
         """``f``'s plain candidates serve it no more (under the lock): True
         when Xet takes what is left, keeping what is on disk."""
         xf = self.files.get(f)
-        if xf is None or xf.gave_up or xf.plain_off or not f.active:
+        if xf is None or xf.gave_up or not f.active:
             return False
+        if xf.plain_off:
+            return True  # (another of its plain spans, refused as the first)
         if left := xf.stop_plain():
             self._plan(xf, left)
         self._held(xf)

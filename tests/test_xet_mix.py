@@ -1,0 +1,103 @@
+"""A Xet file's bytes come from xorb ranges and the resolve bridge together,
+each kind with its share of the connections: the faster carries more. Real
+processes against the project's Xet server (xorbs on a port of their own);
+the server's own byte counters, per route, say which way the bytes came."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qwenhome.mirror import FolderBackend
+from tests.support.cli import run_cli
+from tests.support.faults import kind
+from tests.support.mirror import Mirror
+from tests.support.repos import GeneratedRepo, make_repo, sha256_file
+from tests.support.xet_mirror import random_bytes, start_xet_mirror
+
+MiB = 1 << 20
+MODEL = "model.safetensors"
+SLOW = 3_000_000  # bytes/s per connection of the slowed route
+MAX_CONNECTIONS = 8  # both routes get half: the cap per connection is the limit on the slowed one
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> GeneratedRepo:
+    root = tmp_path_factory.mktemp("xet-mix-repos")
+    return make_repo(root, "Org/XetMix", {MODEL: random_bytes(40 * MiB + 3, 7), "extra.bin": random_bytes(MiB, 8),
+                                          "config.json": b'{"model_type": "qwen2"}\n'})
+
+
+@pytest.fixture
+def xm(repo: GeneratedRepo, tmp_path: Path) -> Iterator[Mirror]:
+    with start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet", cas_port=0, xorb_port=0) as m:
+        yield m
+
+
+def sent(m: Mirror, route: str) -> int:
+    """Body bytes the server sent on one kind of route, in answers with content."""
+    return sum(r.bytes_sent for r in m.faults.of_kind(route) if r.method == "GET" and r.status < 300)
+
+
+def pull_verified(m: Mirror, repo: GeneratedRepo, tmp_path: Path) -> dict[str, object]:
+    home = tmp_path / "home"
+    res = run_cli(["pull", repo.repo_id, "--json", "--connections", str(MAX_CONNECTIONS)], home=home,
+                  endpoint=m.url, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    snap = next((home / "hub" / ("models--" + repo.repo_id.replace("/", "--")) / "snapshots").iterdir())
+    for rel, f in repo.files.items():
+        assert sha256_file(snap / rel) == f.sha256, rel
+    assert not list((home / "qwenhome" / "partials").glob("*.part")), "no partial file left"
+    result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
+
+
+def lfs_bytes(repo: GeneratedRepo) -> int:
+    return sum(f.size for f in repo.files.values() if f.lfs)
+
+
+def test_a_slow_xorb_host_leaves_most_of_the_file_to_a_fast_bridge(xm: Mirror, repo: GeneratedRepo,
+                                                                   tmp_path: Path) -> None:
+    xm.faults.bandwidth(SLOW, predicate=kind("xorb"))
+    pull_verified(xm, repo, tmp_path)
+    bridge, xorb = sent(xm, "resolve"), sent(xm, "xorb")
+    size = lfs_bytes(repo)
+    assert bridge > size / 2, (bridge, xorb, size)
+    assert xorb > 0, "both kinds ran"
+    assert bridge + xorb < 1.1 * size, (bridge, xorb, size)  # each byte fetched about once
+
+
+def test_a_slow_bridge_leaves_most_of_the_file_to_fast_xorbs(xm: Mirror, repo: GeneratedRepo,
+                                                             tmp_path: Path) -> None:
+    xm.faults.bandwidth(SLOW, predicate=kind("resolve"))
+    result = pull_verified(xm, repo, tmp_path)
+    bridge, xorb = sent(xm, "resolve"), sent(xm, "xorb")
+    size = lfs_bytes(repo)
+    assert xorb > size / 2, (bridge, xorb, size)
+    assert bridge > 0, "both kinds ran"
+    assert bridge + xorb < 1.1 * size, (bridge, xorb, size)
+    assert result["transfer"]["xet_bytes"] == xorb  # type: ignore[index]
+
+
+def test_a_bridge_that_refuses_mid_pull_leaves_the_rest_to_xet_keeping_its_bytes(
+        xm: Mirror, repo: GeneratedRepo, tmp_path: Path) -> None:
+    """The bridge serves its first ranges, then refuses (403 from then on):
+    what it brought stays on disk, Xet fetches only the rest."""
+    xm.faults.bandwidth(SLOW, predicate=kind("xorb"))  # (so that the bridge has brought some bytes by then)
+    pending = {"n": 0}
+
+    def after_two(info: object) -> bool:
+        if getattr(info, "route_kind", "") != "resolve" or getattr(info, "method", "") != "GET":
+            return False
+        pending["n"] += 1
+        return pending["n"] > 3
+
+    xm.faults.fail(403, times=None, predicate=after_two)
+    pull_verified(xm, repo, tmp_path)
+    bridge, xorb = sent(xm, "resolve"), sent(xm, "xorb")
+    size = lfs_bytes(repo)
+    assert bridge > 0 and 403 in [r.status for r in xm.faults.of_kind("resolve")]
+    assert bridge + xorb < 1.1 * size, (bridge, xorb, size)

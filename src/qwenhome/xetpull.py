@@ -152,6 +152,8 @@ class XetPull:
         try:
             if lengths is not None:
                 recipe = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, lengths)
+            elif any(some := job.term_lengths()):  # (partly through xorbs, partly plain)
+                recipe = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, some_lengths=some)
             self.recipes.save(sha256, recipe)
         except (QwenhomeError, ValueError) as exc:  # only reuse is lost
             log.debug("recipe of %s not kept: %s", sha256, exc)

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import QwenhomeError
 from ..xet.recipe import FileRecipe
@@ -92,7 +93,7 @@ class Recipes:
     def _with_lengths(self, sha256: str, recipe: FileRecipe, path: Path) -> FileRecipe | None:
         """``recipe`` with its chunk lengths, from chunking the blob at ``path``."""
         try:
-            lengths = chunk_file(path)
+            lengths = chunk_file(path) if recipe.some_lengths is None else _complete(path, recipe)
             known = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, tuple(lengths))
         except (OSError, ValueError) as exc:  # (ValueError: lengths that do not fit the terms)
             log.debug("chunks of %s not found (%s): not reused", path, exc)
@@ -102,6 +103,44 @@ class Recipes:
         except QwenhomeError as exc:  # kept in memory for this pull; chunked again next time
             log.debug("recipe of %s not saved: %s", sha256, exc)
         return known
+
+
+def _complete(path: Path, recipe: FileRecipe) -> list[int]:
+    """Every chunk's length, from those ``recipe`` knows and from chunking
+    the bytes of the other terms (a term starts and ends on a chunk
+    boundary, and the chunker's state is reset at every boundary, so a run
+    of terms chunks alone as it does in the whole file)."""
+    some = recipe.some_lengths or ()
+    offsets = recipe.term_offsets()
+    out: list[int] = []
+    i = 0
+    with open(path, "rb") as fh:
+        while i < len(recipe.terms):
+            known = some[i]
+            if known is not None:
+                out += known
+                i += 1
+                continue
+            j = i
+            while j < len(recipe.terms) and some[j] is None:
+                j += 1
+            out += _chunk_range(fh, offsets[i], offsets[j])
+            i = j
+    return out
+
+
+def _chunk_range(fh: BinaryIO, start: int, end: int) -> list[int]:
+    from ..xet.chunking import Chunker
+
+    ends: list[int] = []
+    fh.seek(start)
+    with Chunker() as chunker:
+        left = end - start
+        while left > 0 and (block := fh.read(min(_READ, left))):
+            left -= len(block)
+            ends += chunker.update(block)
+        ends += chunker.finish()
+    return [b - a for a, b in zip([0, *ends], ends, strict=False)]
 
 
 def chunk_file(path: Path) -> list[int]:

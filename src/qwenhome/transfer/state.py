@@ -52,6 +52,7 @@ class State:
         self.total = sum(f.size for f in files)
         self.done_bytes = sum(f.done.covered() for f in files)  # on disk, finished files included
         self.received = 0  # bytes received this run
+        self.share_bytes: dict[str, int] = {}  # of them, by the share of the span that brought them
         self.loop_on = False  # the event loops serve direct sources (cleared if they cannot)
         self.sched = Scheduler(controller.sizer, splits, connections=lambda: self.ctl.target,
                                left=lambda: self.total - self.done_bytes, on_start=self._started,

@@ -11,11 +11,17 @@ back, so neither runs far ahead of what it can fetch:
   meanwhile); until then its bytes are the plain side's to carve too;
 - Xet claims a new piece only while few of its xorb ranges wait for a
   connection (:meth:`Sharing.may_claim`);
-- each kind has half the connections (:meth:`Sharing.quota`), and a
+- each kind has a share of the connections (:meth:`Sharing.quota`), and a
   connection freed by one kind goes back to it: the kind whose connections
   move bytes faster comes back for work more often and carries more of the
   file (a xorb host capped per connection beside an uncapped bridge, or the
-  reverse).
+  reverse);
+- the shares follow the bytes each kind's connections move
+  (:meth:`Sharing.observe`): the plain side gets most connections only
+  while its connections are clearly faster, else a few, to keep measuring.
+  Xet is preferred at equal speed: its bytes teach the file's recipe its
+  chunk lengths (a later revision reuses chunks by them; plain bytes must
+  be chunked again for that, some 6 CPU s per GB) and may be compressed.
 
 A file stops sharing when either side gives up on it (Xet's hosts are away,
 or its plain candidates refuse it, as the Hub's bridge does very large
@@ -31,12 +37,22 @@ from dataclasses import dataclass, field
 from .files import FileState
 from .partmap import Intervals
 from .scheduler import Scheduler
+from .sizing import MiB
 from .state import State
 from .work import Status
 from .xetjob import XetJob
 from .xorbs import XorbItem, spans_of
 
 SHARES = ("plain", "xorb")  # (the shares of files.FileState and xorbs.XorbItem)
+WINDOW = 0.3  # seconds of transfer the shares are judged on
+# The plain side's part of the connections, by how much faster than a xorb
+# connection a plain one moves bytes: (at least this ratio, part).
+PLAIN_PARTS = ((3.0, 7 / 8), (1.5, 1 / 2), (0.0, 1 / 8))
+PLAIN_START = 1 / 2  # before the first judgement
+# A piece Xet claims of a sharing file is about this many seconds of a xorb
+# connection (at least PIECE_FIRST, the size until a rate is measured): what
+# it claims, the plain side cannot take, and a xorb range is never split.
+PIECE_TIME, PIECE_FIRST = 1.0, 2 * MiB
 
 
 @dataclass(eq=False)
@@ -136,13 +152,37 @@ class Sharing:
     def __init__(self, state: State, files: dict[FileState, XetFile]) -> None:
         self.s = state
         self.files = files
+        self.plain_part = PLAIN_START
+        self._last = -1.0  # the last tick's clock
+        self._conn_s = dict.fromkeys(SHARES, 0.0)  # connection-seconds in the window, by share
+        self._bytes0 = dict.fromkeys(SHARES, 0)  # the share's bytes when the window began
+        self.xorb_rate = 0.0  # bytes/s of a xorb connection, as last judged
 
     def quota(self, share: str) -> int | None:
-        """The spans a share may have under way: half the connections each."""
+        """The spans a share may have under way: its part of the connections."""
         if share not in SHARES:
             return None
         target = self.s.ctl.target
-        return max(1, (target + 1) // 2 if share == "xorb" else target // 2)
+        plain = min(target - 1, max(1, round(target * self.plain_part)))
+        return plain if share == "plain" else max(1, target - plain)
+
+    def observe(self, now: float) -> None:
+        """The supervisor's tick: the shares' connection-seconds add up;
+        once a window has enough of both, the plain part is judged again."""
+        if self._last >= 0:
+            dt = now - self._last
+            for share in SHARES:
+                self._conn_s[share] += self.s.sched.shares.get(share, 0) * dt
+        self._last = now
+        if min(self._conn_s.values()) < WINDOW:  # (one connection each for a window at least)
+            return
+        got = self.s.share_bytes
+        rate = {k: (got.get(k, 0) - self._bytes0[k]) / self._conn_s[k] for k in SHARES}
+        self.xorb_rate = rate["xorb"]
+        ratio = rate["plain"] / max(1.0, rate["xorb"])
+        self.plain_part = next(part for least, part in PLAIN_PARTS if ratio >= least)
+        self._conn_s = dict.fromkeys(SHARES, 0.0)
+        self._bytes0 = {k: got.get(k, 0) for k in SHARES}
 
     def may_claim(self) -> bool:
         """Xet may claim another piece of a sharing file: its xorb ranges do
@@ -150,15 +190,19 @@ class Sharing:
         limit = max(2, (self.quota("xorb") or 0) // 2)
         return sum(xf.waiting() for xf in self.files.values() if xf.f.mixed) < limit
 
-    @staticmethod
-    def claim(xf: XetFile, piece: Piece, queue: deque[tuple[XetFile, Piece]]) -> bool:
+    def claim(self, xf: XetFile, piece: Piece, queue: deque[tuple[XetFile, Piece]]) -> bool:
         """Xet takes ``piece`` of a sharing file: trimmed to its first part
-        the plain side has not taken; its other parts go first in ``queue``.
-        False: nothing of it is left."""
+        the plain side has not taken, and to about a second of a xorb
+        connection; its other parts go first in ``queue``. False: nothing
+        of it is left."""
         left = gaps(xf.f, piece.start, piece.end, xf.held())
         if not left:
             xf.planning.remove(piece)
             return False
+        cap = max(PIECE_FIRST, int(self.xorb_rate * PIECE_TIME))
+        a, b = left[0]
+        if b - a > cap:
+            left[0:1] = [(a, a + cap), (a + cap, b)]
         piece.start, piece.end = left[0]
         more = [Piece(a, b, piece.replans) for a, b in left[1:]]
         xf.planning.extend(more)

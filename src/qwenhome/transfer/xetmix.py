@@ -30,6 +30,7 @@ files): the other then takes everything that is not on disk.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,12 +44,14 @@ from .work import Status
 from .xetjob import XetJob
 from .xorbs import XorbItem, spans_of
 
+log = logging.getLogger(__name__)
+
 SHARES = ("plain", "xorb")  # (the shares of files.FileState and xorbs.XorbItem)
 WINDOW = 0.3  # seconds of transfer the shares are judged on
 # The plain side's part of the connections, by how much faster than a xorb
 # connection a plain one moves bytes: (at least this ratio, part).
 PLAIN_PARTS = ((3.0, 7 / 8), (1.5, 1 / 2), (0.0, 1 / 8))
-PLAIN_START = 1 / 2  # before the first judgement
+PLAIN_START = 1 / 8  # before the first judgement (a pull of a few hundred MB lasts about one)
 # A piece Xet claims of a sharing file is about this many seconds of a xorb
 # connection (at least PIECE_FIRST, the size until a rate is measured): what
 # it claims, the plain side cannot take, and a xorb range is never split.
@@ -154,6 +157,7 @@ class Sharing:
         self.files = files
         self.plain_part = PLAIN_START
         self._last = -1.0  # the last tick's clock
+        self._began = -1.0  # when the window began
         self._conn_s = dict.fromkeys(SHARES, 0.0)  # connection-seconds in the window, by share
         self._bytes0 = dict.fromkeys(SHARES, 0)  # the share's bytes when the window began
         self.xorb_rate = 0.0  # bytes/s of a xorb connection, as last judged
@@ -174,13 +178,19 @@ class Sharing:
             for share in SHARES:
                 self._conn_s[share] += self.s.sched.shares.get(share, 0) * dt
         self._last = now
-        if min(self._conn_s.values()) < WINDOW:  # (one connection each for a window at least)
+        if self._began < 0:
+            self._began = now
+        # (a window long, and one connection each for a window at least)
+        if now - self._began < WINDOW or min(self._conn_s.values()) < WINDOW:
             return
+        self._began = now
         got = self.s.share_bytes
         rate = {k: (got.get(k, 0) - self._bytes0[k]) / self._conn_s[k] for k in SHARES}
         self.xorb_rate = rate["xorb"]
         ratio = rate["plain"] / max(1.0, rate["xorb"])
         self.plain_part = next(part for least, part in PLAIN_PARTS if ratio >= least)
+        log.debug("shares: plain %.1f MB/s, xorb %.1f MB/s per connection; plain part %.3f of %d",
+                  rate["plain"] / 1e6, rate["xorb"] / 1e6, self.plain_part, self.s.ctl.target)
         self._conn_s = dict.fromkeys(SHARES, 0.0)
         self._bytes0 = {k: got.get(k, 0) for k in SHARES}
 

@@ -103,11 +103,11 @@ def test_a_bridge_that_refuses_mid_pull_leaves_the_rest_to_xet_keeping_its_bytes
     assert bridge + xorb < 1.1 * size, (bridge, xorb, size)
 
 
-def test_a_recipe_that_knows_some_terms_chunk_lengths_is_completed_by_chunking_only_the_others(
+def test_a_recipe_that_knows_some_chunk_lengths_is_completed_by_chunking_only_the_others(
         tmp_path: Path) -> None:
     """A file that came partly as plain ranges keeps the chunk lengths its
-    xorbs gave; a later pull chunks only the other terms' bytes (chunking a
-    whole blob costs some 6 CPU s per GB) and gets the whole file's."""
+    xorbs gave; a later pull chunks only the unknown chunks' bytes (chunking
+    a whole blob costs some 6 CPU s per GB) and gets the whole file's."""
     from qwenhome.store.recipes import _complete, chunk_file
     from qwenhome.xet.recipe import FileRecipe
     from qwenhome.xet.reconstruction import ChunkRange, Term
@@ -116,10 +116,12 @@ def test_a_recipe_that_knows_some_terms_chunk_lengths_is_completed_by_chunking_o
     blob.write_bytes(random_bytes(3 * MiB + 77, 11))
     lengths = chunk_file(blob)
     terms, some = [], []
-    for k, i in enumerate(range(0, len(lengths), 5)):
-        ls = tuple(lengths[i:i + 5])
+    for k, i in enumerate(range(0, len(lengths), 7)):
+        ls = lengths[i:i + 7]
         terms.append(Term(f"{k:064x}", ChunkRange(0, len(ls)), sum(ls)))
-        some.append(ls if k % 3 == 0 else None)  # runs of two unknown terms between known ones
+        # Unknown: runs inside a term, at its start, at its end, a whole term.
+        some.append(tuple(0 if (k % 4 == 3 or (k % 4 == 0 and 2 <= j < 5) or (k % 4 == 1 and j < 2)
+                                or (k % 4 == 2 and j >= 5)) else n for j, n in enumerate(ls)))
     recipe = FileRecipe("ab" * 32, blob.stat().st_size, tuple(terms), some_lengths=tuple(some))
     assert FileRecipe.from_json(recipe.dumps()) == recipe
     assert _complete(blob, recipe) == lengths

@@ -26,6 +26,7 @@ from .cache import Store, atomic_write
 log = logging.getLogger(__name__)
 
 _READ = 8 << 20  # bytes read at a time when chunking a local blob
+_RUN_READ = 1 << 20  # ... and a run of chunks whose lengths a recipe lacks (a few chunks past it are chunked too)
 
 
 class Recipes:
@@ -107,39 +108,47 @@ class Recipes:
 
 def _complete(path: Path, recipe: FileRecipe) -> list[int]:
     """Every chunk's length, from those ``recipe`` knows and from chunking
-    the bytes of the other terms (a term starts and ends on a chunk
-    boundary, and the chunker's state is reset at every boundary, so a run
-    of terms chunks alone as it does in the whole file)."""
+    the bytes of each run of unknown ones (a chunk boundary is where the
+    chunker's state is reset, so a run chunks alone as in the whole file)."""
     some = recipe.some_lengths or ()
-    offsets = recipe.term_offsets()
     out: list[int] = []
-    i = 0
     with open(path, "rb") as fh:
-        while i < len(recipe.terms):
-            known = some[i]
-            if known is not None:
-                out += known
-                i += 1
-                continue
-            j = i
-            while j < len(recipe.terms) and some[j] is None:
-                j += 1
-            out += _chunk_range(fh, offsets[i], offsets[j])
-            i = j
+        for t, known, start, end in zip(recipe.terms, some, recipe.term_offsets(), recipe.term_offsets()[1:],
+                                        strict=False):
+            pos, k = start, 0
+            while k < len(t.range):
+                if known[k]:
+                    out.append(known[k])
+                    pos += known[k]
+                    k += 1
+                    continue
+                n = k
+                while n < len(t.range) and not known[n]:
+                    n += 1
+                run = _chunk_run(fh, pos, n - k, end)
+                out += run
+                pos += sum(run)
+                k = n
     return out
 
 
-def _chunk_range(fh: BinaryIO, start: int, end: int) -> list[int]:
+def _chunk_run(fh: BinaryIO, start: int, count: int, limit: int) -> list[int]:
+    """The lengths of the ``count`` chunks from byte ``start`` (a boundary)
+    of the file, none past ``limit`` (a term's end: a boundary too)."""
     from ..xet.chunking import Chunker
 
     ends: list[int] = []
     fh.seek(start)
     with Chunker() as chunker:
-        left = end - start
-        while left > 0 and (block := fh.read(min(_READ, left))):
+        left = limit - start
+        while len(ends) < count and left > 0 and (block := fh.read(min(_RUN_READ, left))):
             left -= len(block)
             ends += chunker.update(block)
-        ends += chunker.finish()
+        if len(ends) < count:
+            ends += chunker.finish()
+    ends = ends[:count]
+    if len(ends) != count:
+        raise ValueError(f"{count} chunks expected from byte {start}, {len(ends)} found")
     return [b - a for a, b in zip([0, *ends], ends, strict=False)]
 
 

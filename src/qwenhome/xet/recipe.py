@@ -36,9 +36,9 @@ class FileRecipe:
     # Length of every chunk of the file in term order (sum(len(t.range)) entries), when known.
     chunk_lengths: tuple[int, ...] | None = None
     # When only some are (the file came partly through xorbs, partly as plain
-    # ranges): per term, its chunks' lengths or None. A later pull chunks
-    # only the other terms' bytes to complete them.
-    some_lengths: tuple[tuple[int, ...] | None, ...] | None = None
+    # ranges): per term, its chunks' lengths, 0 where unknown. A later pull
+    # chunks only the unknown chunks' bytes to complete them.
+    some_lengths: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if sum(t.unpacked_length for t in self.terms) != self.size:
@@ -56,7 +56,7 @@ class FileRecipe:
             if len(self.some_lengths) != len(self.terms):
                 raise ValueError("some_lengths must have an entry per term")
             for t, ls in zip(self.terms, self.some_lengths, strict=True):
-                if ls is not None and (len(ls) != len(t.range) or sum(ls) != t.unpacked_length or min(ls) < 1):
+                if len(ls) != len(t.range) or sum(ls) > t.unpacked_length or (all(ls) and sum(ls) != t.unpacked_length):
                     raise ValueError("a term's chunk lengths do not match its unpacked length")
 
     def term_offsets(self) -> list[int]:
@@ -89,7 +89,7 @@ class FileRecipe:
         if self.chunk_lengths is not None:
             out["chunk_lengths"] = list(self.chunk_lengths)
         elif self.some_lengths is not None:
-            out["some_chunk_lengths"] = [None if ls is None else list(ls) for ls in self.some_lengths]
+            out["some_chunk_lengths"] = [list(ls) for ls in self.some_lengths]
         return out
 
     def dumps(self) -> bytes:
@@ -113,10 +113,9 @@ class FileRecipe:
                                 for i, n in enumerate(v.array(o["chunk_lengths"], "chunk_lengths")))
             some = None
             if "some_chunk_lengths" in o and lengths is None:
-                some = tuple(None if ls is None else tuple(
-                    v.integer(n, f"some_chunk_lengths[{i}][{j}]", lo=1, hi=v.U32_MAX)
-                    for j, n in enumerate(v.array(ls, f"some_chunk_lengths[{i}]")))
-                    for i, ls in enumerate(v.array(o["some_chunk_lengths"], "some_chunk_lengths")))
+                some = tuple(tuple(v.integer(n, f"some_chunk_lengths[{i}][{j}]", lo=0, hi=v.U32_MAX)
+                                   for j, n in enumerate(v.array(ls, f"some_chunk_lengths[{i}]")))
+                             for i, ls in enumerate(v.array(o["some_chunk_lengths"], "some_chunk_lengths")))
             return cls(file_hash, size, terms, lengths, some)
         except v.Bad as exc:
             raise XetAnswerError(f"invalid recipe: {exc}", code=CODE) from None

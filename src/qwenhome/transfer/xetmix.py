@@ -161,6 +161,7 @@ class Sharing:
         self._conn_s = dict.fromkeys(SHARES, 0.0)  # connection-seconds in the window, by share
         self._bytes0 = dict.fromkeys(SHARES, 0)  # the share's bytes when the window began
         self.xorb_rate = 0.0  # bytes/s of a xorb connection, as last judged
+        self.judged = False  # the shares were judged once
 
     def quota(self, share: str) -> int | None:
         """The spans a share may have under way: its part of the connections."""
@@ -187,6 +188,7 @@ class Sharing:
         got = self.s.share_bytes
         rate = {k: (got.get(k, 0) - self._bytes0[k]) / self._conn_s[k] for k in SHARES}
         self.xorb_rate = rate["xorb"]
+        self.judged = True
         ratio = rate["plain"] / max(1.0, rate["xorb"])
         self.plain_part = next(part for least, part in PLAIN_PARTS if ratio >= least)
         log.debug("shares: plain %.1f MB/s, xorb %.1f MB/s per connection; plain part %.3f of %d",
@@ -209,15 +211,27 @@ class Sharing:
         if not left:
             xf.planning.remove(piece)
             return False
-        cap = max(PIECE_FIRST, int(self.xorb_rate * PIECE_TIME))
+        cap = self.piece_cap()
         a, b = left[0]
-        if b - a > cap:
+        if cap and b - a > cap:
             left[0:1] = [(a, a + cap), (a + cap, b)]
         piece.start, piece.end = left[0]
         more = [Piece(a, b, piece.replans) for a, b in left[1:]]
         xf.planning.extend(more)
         queue.extendleft((xf, p) for p in reversed(more))
         return True
+
+    def piece_cap(self) -> int:
+        """The most Xet claims of a sharing file at once (0: its pieces as
+        planned): a second of a xorb connection while the plain side is
+        judged faster, PIECE_FIRST until judged; at equal speed Xet keeps
+        its usual pieces (each piece costs a reconstruction, and the chunk at
+        its start is fetched by both pieces it straddles)."""
+        if not self.judged:
+            return PIECE_FIRST
+        if self.plain_part <= PLAIN_PARTS[-1][1]:
+            return 0
+        return max(PIECE_FIRST, int(self.xorb_rate * PIECE_TIME))
 
     @staticmethod
     def skip(xf: XetFile) -> Intervals | None:

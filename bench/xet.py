@@ -19,8 +19,9 @@ Throughput scenarios (the server shapes itself, per TCP connection and per
 request, as the transfer benchmark's own server does): ``none`` (no limit),
 ``capped`` (20 MB/s per connection + 20 ms per request), ``latency``
 (50 ms per request), ``xorb-capped`` (the xorb route alone at 20 MB/s per
-connection, the resolve bridge not; 20 ms per request everywhere: the
-case where qwenhome's bridge ranges should carry most of a Xet file).
+connection, the resolve bridge not; 20 ms per request everywhere),
+``xorb-slow`` (the same at 2 MB/s per xorb connection: there qwenhome's
+bridge ranges should carry most of a Xet file).
 Reported: wall time, MB/s, the ratio to hf_xet (goal:
 at least 1.3 in every scenario), the client's CPU seconds per GB (goal: no
 more than hf_xet's), bytes the server sent.
@@ -84,9 +85,10 @@ SCENARIOS: dict[str, tuple[float | None, float | None]] = {  # name -> (bytes/s 
     "capped": (20 * MB, 0.02),
     "latency": (None, 0.05),
     "xorb-capped": (20 * MB, 0.02),
+    "xorb-slow": (2 * MB, 0.02),
 }
 BASE_SRC: Path | None = None  # (--base)
-CAPPED_ON = {"xorb-capped": "xorb"}  # scenario -> the one route kind paced
+CAPPED_ON = {"xorb-capped": "xorb", "xorb-slow": "xorb"}  # scenario -> the one route kind paced
 THROUGHPUT_REPO, UPDATE_REPO = "Bench/XetThroughput", "Bench/XetUpdate"
 OLD, NEW = "1" * 40, "2" * 40
 

@@ -111,6 +111,16 @@ class XetFile:
         self.items.clear()
         self.planning.clear()
 
+    def release(self, sched: Scheduler) -> bool:
+        """Its xorb ranges no connection has started go back to anyone
+        (True: some did); what no one takes, Xet plans again when idle."""
+        idle = [x for x in self.items if not x.started]
+        for x in idle:
+            x.status = Status.FAILED
+            sched.cancel(x)
+            self.items.discard(x)
+        return bool(idle)
+
     def waiting(self) -> int:
         """Xorb ranges queued but not started, and reconstructions under way."""
         return sum(1 for x in self.items if not x.started) + sum(1 for p in self.planning if p.asked)
@@ -195,6 +205,19 @@ class Sharing:
                   rate["plain"] / 1e6, rate["xorb"] / 1e6, self.plain_part, self.s.ctl.target)
         self._conn_s = dict.fromkeys(SHARES, 0.0)
         self._bytes0 = {k: got.get(k, 0) for k in SHARES}
+        if self.plain_part > PLAIN_PARTS[-1][1]:
+            self._release()
+
+    def _release(self) -> None:
+        """The plain side is faster: what Xet claimed and has not started is
+        anyone's again (claimed while Xet had most connections, it would
+        wait for the few it has now)."""
+        sched = self.s.sched
+        for xf in self.files.values():
+            if xf.f.mixed and xf.f.active and xf.release(sched):
+                xf.f.held_ranges = xf.carve_skips()
+                sched.requeue(xf.f)
+        self.s.work.notify_all()
 
     def may_claim(self) -> bool:
         """Xet may claim another piece of a sharing file: its xorb ranges do

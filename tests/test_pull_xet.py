@@ -422,6 +422,7 @@ def test_the_hub_token_goes_to_the_hub_only_and_xorb_urls_get_no_token(xet_repo:
     token: 401); the signed xorb URLs get no Authorization at all."""
     with start_xet_mirror(FolderBackend(xet_repo.root), tmp_path / "xet", token="hub-secret-1", cas_port=0,
                           xorb_port=0) as m:
+        bridge_refuses(m)  # (every byte through xorbs: their requests are there to check)
         home = _home(tmp_path)
         with open(home / "qwenhome" / "config.toml", "a") as fh:
             fh.write(f'[[sources]]\nname = "team"\nurl = "{m.url}"\ntoken = "hub-secret-1"\n')

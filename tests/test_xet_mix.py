@@ -27,7 +27,7 @@ MAX_CONNECTIONS = 8  # both routes get half: the cap per connection is the limit
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> GeneratedRepo:
     root = tmp_path_factory.mktemp("xet-mix-repos")
-    return make_repo(root, "Org/XetMix", {MODEL: random_bytes(40 * MiB + 3, 7), "extra.bin": random_bytes(MiB, 8),
+    return make_repo(root, "Org/XetMix", {MODEL: random_bytes(128 * MiB + 3, 7), "extra.bin": random_bytes(MiB, 8),
                                           "config.json": b'{"model_type": "qwen2"}\n'})
 
 
@@ -86,7 +86,7 @@ def test_a_bridge_that_refuses_mid_pull_leaves_the_rest_to_xet_keeping_its_bytes
         xm: Mirror, repo: GeneratedRepo, tmp_path: Path) -> None:
     """The bridge serves its first ranges, then refuses (403 from then on):
     what it brought stays on disk, Xet fetches only the rest."""
-    xm.faults.bandwidth(SLOW, predicate=kind("xorb"))  # (so that the bridge has brought some bytes by then)
+    xm.faults.bandwidth(4 * SLOW, predicate=kind("xorb"))  # (so that the bridge has brought some bytes by then)
     pending = {"n": 0}
 
     def after_two(info: object) -> bool:

@@ -50,12 +50,13 @@ SHARES = ("plain", "xorb")  # (the shares of files.FileState and xorbs.XorbItem)
 WINDOW = 0.3  # seconds of transfer the shares are judged on
 # The plain side's part of the connections, by how much faster than a xorb
 # connection a plain one moves bytes: (at least this ratio, part).
-PLAIN_PARTS = ((3.0, 7 / 8), (1.5, 1 / 2), (0.0, 1 / 8))
-PLAIN_START = 1 / 8  # before the first judgement (a pull of a few hundred MB lasts about one)
+# (0: one connection, to keep measuring.)
+PLAIN_PARTS = ((4.0, 7 / 8), (2.0, 1 / 2), (0.0, 0.0))
+PLAIN_START = 0.0  # before the first judgement (a pull of a few hundred MB lasts about one)
 # A piece Xet claims of a sharing file is about this many seconds of a xorb
 # connection (at least PIECE_FIRST, the size until a rate is measured): what
 # it claims, the plain side cannot take, and a xorb range is never split.
-PIECE_TIME, PIECE_FIRST = 1.0, 2 * MiB
+PIECE_TIME, PIECE_FIRST = 1.0, 4 * MiB
 
 
 @dataclass(eq=False)

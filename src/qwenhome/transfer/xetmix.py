@@ -57,10 +57,6 @@ PLAIN_START = 0.0  # before the first judgement (a pull of a few hundred MB last
 # connection (at least PIECE_FIRST, the size until a rate is measured): what
 # it claims, the plain side cannot take, and a xorb range is never split.
 PIECE_TIME, PIECE_FIRST = 1.0, 4 * MiB
-# Until judged, Xet holds at most this part of the sharing files' bytes at
-# once: a xorb range is never split, and a first wave over a hundred
-# connections would claim a whole pull before anyone knows which is faster.
-FIRST_CLAIMS = 1 / 4
 
 
 @dataclass(eq=False)
@@ -125,11 +121,6 @@ class XetFile:
             sched.cancel(x)
             self.items.discard(x)
         return bool(idle)
-
-    def claimed(self) -> int:
-        """File bytes Xet holds (its xorb ranges, the pieces it asked)."""
-        return sum(x.extent[1] - x.extent[0] for x in self.items) + sum(
-            p.end - p.start for p in self.planning if p.asked)
 
     def waiting(self) -> int:
         """Xorb ranges queued but not started, and reconstructions under way."""
@@ -233,10 +224,7 @@ class Sharing:
         """Xet may claim another piece of a sharing file: its xorb ranges do
         not wait for connections (what it claims, the plain side cannot take)."""
         limit = max(2, (self.quota("xorb") or 0) // 2)
-        mixed = [xf for xf in self.files.values() if xf.f.mixed]
-        if not self.judged and sum(xf.claimed() for xf in mixed) >= FIRST_CLAIMS * sum(xf.f.size for xf in mixed):
-            return False
-        return sum(xf.waiting() for xf in mixed) < limit
+        return sum(xf.waiting() for xf in self.files.values() if xf.f.mixed) < limit
 
     def claim(self, xf: XetFile, piece: Piece, queue: deque[tuple[XetFile, Piece]]) -> bool:
         """Xet takes ``piece`` of a sharing file: trimmed to its first part

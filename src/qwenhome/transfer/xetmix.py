@@ -17,8 +17,9 @@ back, so neither runs far ahead of what it can fetch:
   file (a xorb host capped per connection beside an uncapped bridge, or the
   reverse);
 - the shares follow the bytes each kind's connections move
-  (:meth:`Sharing.observe`): the plain side gets most connections only
-  while its connections are clearly faster, else a few, to keep measuring.
+  (:meth:`Sharing.observe`): the plain side gets half or most connections
+  only while its connections are clearly faster, else one, to keep
+  measuring.
   Xet is preferred at equal speed: its bytes teach the file's recipe its
   chunk lengths (a later revision reuses chunks by them; plain bytes must
   be chunked again for that, some 6 CPU s per GB) and may be compressed.

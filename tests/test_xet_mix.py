@@ -77,7 +77,9 @@ def test_a_slow_bridge_leaves_most_of_the_file_to_fast_xorbs(xm: Mirror, repo: G
     bridge, xorb = sent(xm, "resolve"), sent(xm, "xorb")
     size = lfs_bytes(repo)
     assert xorb > size / 2, (bridge, xorb, size)
-    assert bridge > 0, "both kinds ran"
+    # The slow side keeps one connection (to keep measuring): it brings
+    # little (with 7 of the 8 connections, as a fixed split gave it, 28%).
+    assert 0 < bridge < 0.1 * size, (bridge, xorb, size)
     assert bridge + xorb < 1.1 * size, (bridge, xorb, size)
     assert result["transfer"]["xet_bytes"] == xorb  # type: ignore[index]
 

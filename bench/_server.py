@@ -39,7 +39,7 @@ from qwenhome.mirror import (  # noqa: E402
     XetOptions,
     warm,
 )
-from tests.support.faults import Faults  # noqa: E402
+from tests.support.faults import Faults, kind  # noqa: E402
 
 
 def _cpu() -> float:
@@ -77,6 +77,8 @@ def main() -> int:
                     help="speak Xet, with the records in this folder (kept across runs); waits until chunked")
     ap.add_argument("--bandwidth", type=float, default=None, help="bytes/s per TCP connection")
     ap.add_argument("--latency", type=float, default=None, help="seconds before each response")
+    ap.add_argument("--bandwidth-on", default=None,
+                    help="pace only this route kind (xorb, resolve, ...): one host capped, the others not")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--hashes", type=Path, default=None, help="hash cache file kept across runs")
     ap.add_argument("--redirect-lfs", action="store_true",
@@ -85,7 +87,7 @@ def main() -> int:
 
     faults = Faults()
     if args.bandwidth:
-        faults.bandwidth(args.bandwidth)
+        faults.bandwidth(args.bandwidth, predicate=kind(args.bandwidth_on) if args.bandwidth_on else None)
     if args.latency:
         faults.latency(args.latency, times=None)
     hashes = HashCache(args.hashes) if args.hashes else HashCache()

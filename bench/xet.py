@@ -18,7 +18,11 @@ leaves is checked (size, sha256) afterwards.
 Throughput scenarios (the server shapes itself, per TCP connection and per
 request, as the transfer benchmark's own server does): ``none`` (no limit),
 ``capped`` (20 MB/s per connection + 20 ms per request), ``latency``
-(50 ms per request). Reported: wall time, MB/s, the ratio to hf_xet (goal:
+(50 ms per request), ``xorb-capped`` (the xorb route alone at 20 MB/s per
+connection, the resolve bridge not; 20 ms per request everywhere),
+``xorb-slow`` (the same at 2 MB/s per xorb connection: there qwenhome's
+bridge ranges should carry most of a Xet file).
+Reported: wall time, MB/s, the ratio to hf_xet (goal:
 at least 1.3 in every scenario), the client's CPU seconds per GB (goal: no
 more than hf_xet's), bytes the server sent.
 
@@ -28,6 +32,11 @@ is measured: bytes the server sent (goal for qwenhome: at most 1.2x the
 chunk data that is really new, computed here by Xet chunking), time, and
 the disk its folder uses afterwards (blocks, hard links once: the cache and
 any chunk cache the tool keeps beside it).
+
+``--base SRC`` adds the tool ``qwenhome base``: qwenhome from another
+source tree (e.g. ``git archive <commit> src | tar -x -C /tmp/base``), run
+alternately with this one; the table then gives each qwenhome run's ratio
+to it as well.
 
 Writes ``bench/results/xet-<time>.json``.
 """
@@ -70,11 +79,16 @@ from qwenhome.xet.chunking import iter_chunks  # noqa: E402
 from tests.support.repos import make_repo, make_store_repo  # noqa: E402
 
 TOOLS = ("qwenhome", "hf_xet", "hf plain")
+BASE = "qwenhome base"
 SCENARIOS: dict[str, tuple[float | None, float | None]] = {  # name -> (bytes/s per connection, s per request)
     "none": (None, None),
     "capped": (20 * MB, 0.02),
     "latency": (None, 0.05),
+    "xorb-capped": (20 * MB, 0.02),
+    "xorb-slow": (2 * MB, 0.02),
 }
+BASE_SRC: Path | None = None  # (--base)
+CAPPED_ON = {"xorb-capped": "xorb", "xorb-slow": "xorb"}  # scenario -> the one route kind paced
 THROUGHPUT_REPO, UPDATE_REPO = "Bench/XetThroughput", "Bench/XetUpdate"
 OLD, NEW = "1" * 40, "2" * 40
 
@@ -155,10 +169,11 @@ def build(work: Path, size: int, files: int) -> tuple[Path, dict[str, dict[str, 
 def invocation(tool: str, url: str, repo: str, rev: str | None, run_dir: Path) -> tuple[list[str], dict[str, str], Path]:
     """argv, environment, and the folder the files land in (its snapshot)."""
     user = {"HOME": str(run_dir / "user")}
-    if tool == "qwenhome":
+    if tool in ("qwenhome", BASE):
         home = run_dir / "home"
         argv = [sys.executable, "-m", "qwenhome", "pull", repo + (f"@{rev}" if rev else ""), "--source", url]
-        return argv, clean_env({"QWEN_HOME": str(home), **user}), home / "hub"
+        base = {"PYTHONPATH": str(BASE_SRC)} if tool == BASE and BASE_SRC else {}
+        return argv, clean_env({"QWEN_HOME": str(home), **user, **base}), home / "hub"
     cache = run_dir / "cache"
     env = clean_env({"HF_HOME": str(run_dir / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                      "HF_HUB_DISABLE_TELEMETRY": "1", "HF_XET_TELEMETRY_ENABLED": "0", **user,
@@ -211,7 +226,7 @@ def throughput(args: argparse.Namespace, hub: Path, records: Path, expected: dic
             continue
         bandwidth, latency = SCENARIOS[sc]
         runs: dict[str, list[Run]] = {t: [] for t in args.tools}
-        with _server(hub, records, bandwidth, latency) as server:
+        with _server(hub, records, bandwidth, latency, CAPPED_ON.get(sc)) as server:
             for i in range(args.repeat):
                 for tool in args.tools:  # interleaved, so that the machine's noise hits every tool
                     run_dir = Path(tempfile.mkdtemp(prefix=f"{sc}-{tool.replace(' ', '_')}-", dir=work))
@@ -255,26 +270,31 @@ def update(args: argparse.Namespace, hub: Path, records: Path, expected: dict[st
     return out
 
 
-def _server(hub: Path, records: Path, bandwidth: float | None, latency: float | None) -> ServerProcess:
+def _server(hub: Path, records: Path, bandwidth: float | None, latency: float | None,
+            paced: str | None = None) -> ServerProcess:
     argv = [sys.executable, str(BENCH / "_server.py"), "--store", str(hub), "--xet", str(records),
-            *(["--bandwidth", str(bandwidth)] if bandwidth else []), *(["--latency", str(latency)] if latency else [])]
+            *(["--bandwidth", str(bandwidth)] if bandwidth else []), *(["--latency", str(latency)] if latency else []),
+            *(["--bandwidth-on", paced] if paced else [])]
     return ServerProcess(hub, bandwidth=bandwidth, latency=latency, argv=argv)
 
 
 def table(doc: dict[str, Any]) -> str:
-    lines = [f"{'scenario':9} {'tool':9} {'MB/s':>7} {'x hf_xet':>8} {'CPU s/GB':>8} {'sent MB':>8}"]
+    lines = [f"{'scenario':11} {'tool':13} {'MB/s':>7} {'x hf_xet':>8} {'x base':>6} {'CPU s/GB':>8} "
+             f"{'sent MB':>8} {'xorb MB':>8}"]
     for sc, tools in doc["throughput"].items():
         ref = tools.get("hf_xet", {}).get("mbps") or 0
+        base = tools.get(BASE, {}).get("mbps") or 0
         for tool, s in tools.items():
             ratio = f"{s['mbps'] / ref:.2f}" if ref else "-"
-            lines.append(f"{sc:9} {tool:9} {s['mbps']:7.1f} {ratio:>8} {s['cpu_s_per_gb'] or 0:8.2f} "
-                         f"{sum(s['sent'].values()) / MB:8.1f}")
+            vs_base = f"{s['mbps'] / base:.2f}" if base and tool == "qwenhome" else "-"
+            lines.append(f"{sc:11} {tool:13} {s['mbps']:7.1f} {ratio:>8} {vs_base:>6} {s['cpu_s_per_gb'] or 0:8.2f} "
+                         f"{sum(s['sent'].values()) / MB:8.1f} {s['sent'].get('xorb', 0) / MB:8.1f}")
     up = doc.get("update")
     if up:
         lines.append(f"\nupdated revision: {up['new_revision_bytes'] / MB:.1f} MB, "
                      f"{up['new_chunk_bytes'] / MB:.1f} MB of it new chunks")
         lines.append(f"{'tool':9} {'fetched MB':>10} {'x new':>6} {'s':>6} {'disk MB':>8}")
-        for tool in TOOLS:
+        for tool in (*TOOLS, BASE):
             u = up.get(tool)
             if u and u.get("ok"):
                 lines.append(f"{tool:9} {u['fetched'] / MB:10.1f} {u['fetched_vs_new_chunks']:6.2f} "
@@ -289,11 +309,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--size-mb", type=int, default=200, help="size of each throughput file (MiB)")
     ap.add_argument("--files", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+    ap.add_argument("--tools", nargs="+", default=list(TOOLS), choices=(*TOOLS, BASE))
+    ap.add_argument("--base", type=Path, default=None, help="the src folder of the qwenhome to compare with")
     ap.add_argument("--scenarios", nargs="+", default=[*SCENARIOS, "update"], choices=[*SCENARIOS, "update"])
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    global BASE_SRC
+    BASE_SRC = args.base
+    if args.base is not None and BASE not in args.tools:
+        args.tools.insert(1, BASE)
     doc = result_header("xet", argv)
     with tempfile.TemporaryDirectory(prefix="qh-bench-xet-") as tmp:
         work = Path(tmp)

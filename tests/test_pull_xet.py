@@ -69,8 +69,18 @@ def pull(home: Path, m: Mirror, repo: str = "Org/XetPull", *args: str, env: dict
 
 
 def sent(m: Mirror, route: str, path: str | None = None) -> int:
-    """Body bytes the mirror sent on one kind of route (``xorb``, ``resolve``)."""
-    return sum(r.bytes_sent for r in m.faults.of_kind(route) if r.method == "GET" and (path is None or r.file_path == path))
+    """Body bytes the mirror sent on one kind of route (``xorb``, ``resolve``), in answers that carried content."""
+    return sum(r.bytes_sent for r in m.faults.of_kind(route)
+               if r.method == "GET" and r.status < 300 and (path is None or r.file_path == path))
+
+
+def bridge_refuses(m: Mirror) -> None:
+    """The resolve bridge refuses every body (403; HEAD still answers), as
+    the Hub does for very large files: Xet alone serves them. (A Xet file's
+    bytes otherwise come from xorbs and the bridge together: see
+    tests/test_xet_mix.py.)"""
+    m.faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
+                  and info.file_path.endswith((".safetensors", ".bin")))
 
 
 def assert_pulled(home: Path, repo: GeneratedRepo, commit: str | None = None) -> Path:
@@ -85,6 +95,7 @@ def assert_pulled(home: Path, repo: GeneratedRepo, commit: str | None = None) ->
 
 def test_pull_comes_through_xorbs_not_resolve_bodies_and_keeps_the_recipe(
         xm: Mirror, xet_repo: GeneratedRepo, tmp_path: Path) -> None:
+    bridge_refuses(xm)
     home = _home(tmp_path)
     _, result = pull(home, xm)
     assert_pulled(home, xet_repo)
@@ -113,6 +124,7 @@ def test_compressed_xorbs_lz4_and_bg4_lz4_are_decoded_into_place(tmp_path: Path)
     repo = make_repo(tmp_path / "repos", "Org/Z", {"z.safetensors": data})
     with start_xet_mirror(FolderBackend(repo.root), tmp_path / "xet", compression="auto", cas_port=0,
                           xorb_port=0) as m:
+        bridge_refuses(m)
         home = _home(tmp_path)
         pull(home, m, "Org/Z")
         assert sent(m, "resolve") == 0 and 0 < sent(m, "xorb") < 0.8 * len(data)
@@ -138,6 +150,7 @@ XET_FAULTS: dict[str, Callable[[Faults], object]] = {
 def test_pull_through_xet_under_fault_ends_verified(fault: str, xm: Mirror, xet_repo: GeneratedRepo,
                                                     tmp_path: Path) -> None:
     XET_FAULTS[fault](xm.faults)
+    bridge_refuses(xm)
     home = _home(tmp_path)
     res, _ = pull(home, xm)
     assert_pulled(home, xet_repo)
@@ -157,6 +170,7 @@ def test_an_expired_xorb_url_is_asked_again_from_the_reconstruction(xet_repo: Ge
     """URLs live 2 s; the first xorb request waits 2.5 s: refused (403), then fresh URLs."""
     with start_xet_mirror(FolderBackend(xet_repo.root), tmp_path / "xet", url_ttl=2) as m:
         m.faults.latency(2.5, times=1, predicate=kind("xorb"))
+        bridge_refuses(m)
         home = _home(tmp_path, stall=5)
         pull(home, m)
         xorbs = [r.status for r in m.faults.of_kind("xorb")]
@@ -171,6 +185,7 @@ def test_a_token_that_expires_mid_pull_is_asked_again(xet_repo: GeneratedRepo, t
     """Tokens live 2 s; a reconstruction held 2.5 s meets an expired token (401): a new one."""
     with start_xet_mirror(FolderBackend(xet_repo.root), tmp_path / "xet", token_ttl=2) as m:
         m.faults.latency(2.5, times=1, predicate=kind("reconstruction"))
+        bridge_refuses(m)
         home = _home(tmp_path)
         pull(home, m)
         recons = [r.status for r in m.faults.of_kind("reconstruction")]
@@ -185,6 +200,7 @@ def test_kill_9_half_way_then_resume_loses_at_most_half_a_second(
     """Xorb bodies at 4 MB/s per connection: killed once half the file is on
     disk, the second run fetches the rest; what was fetched twice is at most
     half a second of the first run's rate."""
+    bridge_refuses(xm)
     clean = _home(tmp_path, "clean")
     pull(clean, xm)
     once = sent(xm, "xorb")  # what a pull without a kill fetches
@@ -261,6 +277,7 @@ def test_an_updated_revision_fetches_only_its_new_chunks_and_copies_the_rest(tmp
     with start_xet_mirror(StoreBackend(hub), tmp_path / "xet", cas_port=0, xorb_port=0) as m:
         pull(home, m, "Org/Up@" + "1" * 40)
         m.faults.log.clear()
+        bridge_refuses(m)
         _, result = pull(home, m, "Org/Up@" + "2" * 40)
         fetched = sent(m, "xorb")
         assert sent(m, "resolve") == 0
@@ -344,6 +361,7 @@ def test_a_pull_through_xet_loads_numpy_only_for_what_needs_it(xm: Mirror, xet_r
                                                                tmp_path: Path) -> None:
     """Reconstructions, xorb ranges of raw and LZ4 chunks: no numpy (its
     import costs a pull 0.1-0.4 s here); it is for chunking a blob and BG4."""
+    bridge_refuses(xm)
     home = _home(tmp_path)
     out = subprocess.run([sys.executable, "-c", _PLAIN_PULL, "Org/XetPull"], env=clean_env(home, xm.url),
                          capture_output=True, text=True, timeout=120, check=False)
@@ -404,6 +422,7 @@ def test_the_hub_token_goes_to_the_hub_only_and_xorb_urls_get_no_token(xet_repo:
     token: 401); the signed xorb URLs get no Authorization at all."""
     with start_xet_mirror(FolderBackend(xet_repo.root), tmp_path / "xet", token="hub-secret-1", cas_port=0,
                           xorb_port=0) as m:
+        bridge_refuses(m)  # (every byte through xorbs: their requests are there to check)
         home = _home(tmp_path)
         with open(home / "qwenhome" / "config.toml", "a") as fh:
             fh.write(f'[[sources]]\nname = "team"\nurl = "{m.url}"\ntoken = "hub-secret-1"\n')

@@ -172,3 +172,34 @@ def test_an_item_handed_to_the_threads_moves_queue(tmp_path: Path) -> None:
     assert all(s.item is b for s in (sched.next_span(0.0, slow=False) for _ in range(3)) if s)
     for item in (a, b):
         item.dest.close()
+
+
+class _Shared(Item):
+    """An item whose spans count against a share (as a Xet file's plain spans do)."""
+
+    def share(self) -> str:
+        return "plain"
+
+
+def test_a_share_gets_no_more_spans_than_its_quota_and_its_freed_ones_go_back_to_it(tmp_path: Path) -> None:
+    """A Xet file's plain spans and its xorb ranges each have half the
+    connections: a full share is skipped (not dropped), others go meanwhile."""
+    sched = _scheduler(connections=8)
+    sched.quota = lambda share: 2 if share == "plain" else None
+    shared = _Shared(name="shared", size=64 * MiB, candidates=[Candidate(SOURCE, "http://127.0.0.1:9/s")],
+                     dest=Destination(tmp_path / "s.part"), answered=True)
+    other = _item(tmp_path, "other", 40 * MiB)
+    sched.add([shared, other])
+    got = [sched.next_span(0.0, slow=False) for _ in range(6)]
+    mine = [s for s in got if s is not None and s.item is shared]
+    assert len(mine) == 2 and sched.shares == {"plain": 2}
+    assert all(s is not None for s in got), "the other item took the rest"
+    sched.drop(mine[0])  # cut short: its bytes are handed out again, to its own share
+    assert sched.shares == {"plain": 1}
+    again = sched.next_span(0.0, slow=False)
+    again = again if again is not None and again.item is shared else sched.next_span(0.0, slow=False)
+    assert again is not None and again.item is shared and sched.shares == {"plain": 2}
+    sched.cancel(shared)
+    assert sched.shares == {"plain": 0}
+    for item in (shared, other):
+        item.dest.close()

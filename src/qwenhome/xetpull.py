@@ -150,8 +150,11 @@ class XetPull:
         recipe = job.recipe
         lengths = job.chunk_lengths()
         try:
+            some = job.term_lengths() if lengths is None else ()
             if lengths is not None:
                 recipe = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, lengths)
+            elif any(any(ls) for ls in some):  # (partly through xorbs, partly plain)
+                recipe = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, some_lengths=some)
             self.recipes.save(sha256, recipe)
         except (QwenhomeError, ValueError) as exc:  # only reuse is lost
             log.debug("recipe of %s not kept: %s", sha256, exc)

@@ -120,7 +120,7 @@ class Faults(Hooks):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._rules: list[_Rule] = []
-        self._rate: float | None = None
+        self._rates: list[tuple[Predicate | None, float]] = []  # (the requests paced, None: all; rate)
         self._buckets: dict[int, TokenBucket] = {}
         self._released = threading.Event()
         self.log: list[RequestRecord] = []
@@ -216,10 +216,16 @@ class Faults(Hooks):
         answer, ``offset`` counts in the body as sent, multipart framing included)."""
         return self._add("corrupt", path, "GET", times, predicate, offset=offset)
 
-    def bandwidth(self, bytes_per_second: float | None) -> Faults:
-        """Limit every TCP connection to this rate (None removes the limit)."""
+    def bandwidth(self, bytes_per_second: float | None, predicate: Predicate | None = None) -> Faults:
+        """Limit every TCP connection to this rate (None removes every limit);
+        with ``predicate``, only the bodies of the requests it matches
+        (``kind("xorb")``: a xorb host capped per connection), beside the
+        limits set so far for others (the first that matches applies)."""
         with self._lock:
-            self._rate = bytes_per_second
+            if bytes_per_second is None or predicate is None:
+                self._rates = []
+            if bytes_per_second is not None:
+                self._rates.append((predicate, bytes_per_second))
             self._buckets.clear()
         return self
 
@@ -227,7 +233,7 @@ class Faults(Hooks):
         """Remove all faults (the log is kept) and release stalled bodies."""
         with self._lock:
             self._rules.clear()
-            self._rate = None
+            self._rates = []
             self._buckets.clear()
         self._released.set()
         self._released = threading.Event()
@@ -304,7 +310,7 @@ class Faults(Hooks):
 
         rules = self._take(info, ("drop", "stall", "corrupt"), applies)
         with self._lock:
-            rate = self._rate
+            rate = next((r for on, r in self._rates if on is None or on(info)), None)
             bucket = None
             if rate is not None:
                 bucket = self._buckets.setdefault(info.connection_id, TokenBucket(rate))

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import QwenhomeError
 from ..xet.recipe import FileRecipe
@@ -25,6 +26,7 @@ from .cache import Store, atomic_write
 log = logging.getLogger(__name__)
 
 _READ = 8 << 20  # bytes read at a time when chunking a local blob
+_RUN_READ = 1 << 20  # ... and a run of chunks whose lengths a recipe lacks (a few chunks past it are chunked too)
 
 
 class Recipes:
@@ -92,7 +94,7 @@ class Recipes:
     def _with_lengths(self, sha256: str, recipe: FileRecipe, path: Path) -> FileRecipe | None:
         """``recipe`` with its chunk lengths, from chunking the blob at ``path``."""
         try:
-            lengths = chunk_file(path)
+            lengths = chunk_file(path) if recipe.some_lengths is None else _complete(path, recipe)
             known = FileRecipe(recipe.file_hash, recipe.size, recipe.terms, tuple(lengths))
         except (OSError, ValueError) as exc:  # (ValueError: lengths that do not fit the terms)
             log.debug("chunks of %s not found (%s): not reused", path, exc)
@@ -102,6 +104,52 @@ class Recipes:
         except QwenhomeError as exc:  # kept in memory for this pull; chunked again next time
             log.debug("recipe of %s not saved: %s", sha256, exc)
         return known
+
+
+def _complete(path: Path, recipe: FileRecipe) -> list[int]:
+    """Every chunk's length, from those ``recipe`` knows and from chunking
+    the bytes of each run of unknown ones (a chunk boundary is where the
+    chunker's state is reset, so a run chunks alone as in the whole file)."""
+    some = recipe.some_lengths or ()
+    out: list[int] = []
+    with open(path, "rb") as fh:
+        for t, known, start, end in zip(recipe.terms, some, recipe.term_offsets(), recipe.term_offsets()[1:],
+                                        strict=False):
+            pos, k = start, 0
+            while k < len(t.range):
+                if known[k]:
+                    out.append(known[k])
+                    pos += known[k]
+                    k += 1
+                    continue
+                n = k
+                while n < len(t.range) and not known[n]:
+                    n += 1
+                run = _chunk_run(fh, pos, n - k, end)
+                out += run
+                pos += sum(run)
+                k = n
+    return out
+
+
+def _chunk_run(fh: BinaryIO, start: int, count: int, limit: int) -> list[int]:
+    """The lengths of the ``count`` chunks from byte ``start`` (a boundary)
+    of the file, none past ``limit`` (a term's end: a boundary too)."""
+    from ..xet.chunking import Chunker
+
+    ends: list[int] = []
+    fh.seek(start)
+    with Chunker() as chunker:
+        left = limit - start
+        while len(ends) < count and left > 0 and (block := fh.read(min(_RUN_READ, left))):
+            left -= len(block)
+            ends += chunker.update(block)
+        if len(ends) < count:
+            ends += chunker.finish()
+    ends = ends[:count]
+    if len(ends) != count:
+        raise ValueError(f"{count} chunks expected from byte {start}, {len(ends)} found")
+    return [b - a for a, b in zip([0, *ends], ends, strict=False)]
 
 
 def chunk_file(path: Path) -> list[int]:

@@ -58,6 +58,9 @@ class FileState(Item):
     unmapped: bool = False  # verified: its part map is gone and must not be written again
     dirty_since: float = 0.0  # when its part map last became out of date
     held_ranges: list[tuple[int, int]] = field(default_factory=list)  # what its Xet side fills (see held)
+    # Its plain candidates (the bridge, mirrors) fetch ranges beside its Xet
+    # side, each kind with its share of the connections (see xetrun.py).
+    mixed: bool = False
 
     @classmethod
     def of(cls, job: FileJob, done: Intervals, validator: str | None) -> FileState:
@@ -85,6 +88,9 @@ class FileState(Item):
 
     def held(self) -> Iterable[tuple[int, int]]:
         return self.held_ranges
+
+    def share(self) -> str:
+        return "plain" if self.mixed else ""
 
     def complete(self) -> bool:
         return self.size == 0 or self.done.covers(0, self.size)

@@ -74,6 +74,8 @@ class Run:
             if s.ctl.observe(now, s.received, waited, len(s.sched.inflight), loops if s.loop_on else 0):
                 s.park.notify_all()
                 self.start_workers()
+            if self.xet is not None:
+                self.xet.sharing.observe(now)
 
     def in_progress(self) -> dict[Item, tuple[int, int]]:
         """The items with spans under way: (bytes on disk, size)."""
@@ -189,6 +191,8 @@ class Run:
             claimed = n > 0 and f.record(span, pos, n)
             if n > 0:
                 s.received += n
+                if span.share:
+                    s.share_bytes[span.share] = s.share_bytes.get(span.share, 0) + n
                 s.done_bytes += n
                 if s.maps.touched(f, n):
                     s.sup.notify()  # bound what a kill -9 can cost, however fast the link
@@ -208,6 +212,8 @@ class Run:
                 return None
             span.cur = pos + n
             s.received += n
+            if span.share:
+                s.share_bytes[span.share] = s.share_bytes.get(span.share, 0) + n
             claimed = False
             added = 0
             for a, b in x.land():

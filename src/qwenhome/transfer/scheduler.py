@@ -62,6 +62,10 @@ class Scheduler:
         self.fast: deque[Item] = deque()  # items the event loops serve
         self.slow: deque[Item] = deque()  # items the worker threads serve
         self.inflight: set[Span] = set()
+        # A share's spans under way, and how many it may have (None: no bound):
+        # a Xet file's plain spans and its xorb ranges share the connections.
+        self.shares: dict[str, int] = {}
+        self.quota: Callable[[str], int | None] = lambda _share: None
         self._small_turn = False  # _carve_next alternates between the ends of a queue
 
     def add(self, items: Iterable[Item]) -> None:
@@ -77,6 +81,27 @@ class Scheduler:
         queue = self.slow if slow else self.fast
         return self._boost_prefix(now, slow) or self._carve_next(now, queue) or self._steal(now, slow)
 
+    def full(self, item: Item) -> bool:
+        """``item``'s share has all the spans its quota allows."""
+        share = item.share()
+        if not share:
+            return False
+        q = self.quota(share)
+        return q is not None and self.shares.get(share, 0) >= q
+
+    def _add_span(self, span: Span) -> None:
+        span.share = span.item.share()
+        span.item.inflight.append(span)
+        self.inflight.add(span)
+        if span.share:
+            self.shares[span.share] = self.shares.get(span.share, 0) + 1
+
+    def _forget(self, span: Span) -> None:
+        if span in self.inflight:
+            self.inflight.discard(span)
+            if span.share:
+                self.shares[span.share] -= 1
+
     def requeue(self, item: Item) -> None:
         """``item`` has bytes to hand out again."""
         if not item.queued and item.active:
@@ -90,7 +115,7 @@ class Scheduler:
         item = span.item
         if span in item.inflight:
             item.inflight.remove(span)
-        self.inflight.discard(span)
+        self._forget(span)
         if span.current and span.cur < span.end:
             self.requeue(item)
 
@@ -98,7 +123,7 @@ class Scheduler:
         """Forget every span of ``item`` (its bytes are void, or it is finished)."""
         for span in item.inflight:
             span.gen = -1
-            self.inflight.discard(span)
+            self._forget(span)
         item.inflight.clear()
 
     def restart(self, span: Span) -> None:
@@ -106,8 +131,7 @@ class Scheduler:
         the whole item): the span now covers it all."""
         item = span.item
         self.cancel(item)
-        item.inflight.append(span)
-        self.inflight.add(span)
+        self._add_span(span)
         span.start = span.cur = 0
         span.end = item.size
         span.gen = item.gen
@@ -152,7 +176,7 @@ class Scheduler:
                 item.queued = False
                 self.requeue(item)  # an item the loop handed over: into the other queue
                 continue
-            if item.ready_at > now or (item.inflight and not item.answered):
+            if item.ready_at > now or (item.inflight and not item.answered) or self.full(item):
                 skipped.append(take())
                 continue
             span = self._carve(item, now)
@@ -185,8 +209,7 @@ class Scheduler:
                 end = size  # no tiny tail span
         item.open()
         span = Span(item, start, start, end, item.gen, now, item.failures)
-        item.inflight.append(span)
-        self.inflight.add(span)
+        self._add_span(span)
         if not item.started:
             item.started = True
             self._on_start(item)
@@ -202,6 +225,7 @@ class Scheduler:
         for s in self.inflight:
             item = s.item
             if (item.slow != slow or item.one_span or s.cur != item.done.prefix() or now - s.t0 < BOOST_AGE
+                    or self.full(item)
                     or s.end - s.cur < 2 * self.splits.steal_min
                     or item.done.covered() - s.cur < self.splits.hash_lag):
                 continue
@@ -216,8 +240,7 @@ class Scheduler:
             return None
         new = Span(victim.item, mid, mid, victim.end, victim.gen, now, victim.tries)
         victim.end = mid
-        victim.item.inflight.append(new)
-        self.inflight.add(new)
+        self._add_span(new)
         return new
 
     def _steal(self, now: float, slow: bool) -> Span | None:
@@ -239,7 +262,7 @@ class Scheduler:
         for s in self.inflight:
             left = s.end - s.cur
             if (left < 2 * self.splits.steal_min or left <= best_left or s.item.one_span
-                    or s.item.slow != slow):
+                    or s.item.slow != slow or self.full(s.item)):
                 continue
             elapsed = now - s.t0
             if elapsed < STEAL_AGE:

@@ -52,6 +52,7 @@ class State:
         self.total = sum(f.size for f in files)
         self.done_bytes = sum(f.done.covered() for f in files)  # on disk, finished files included
         self.received = 0  # bytes received this run
+        self.share_bytes: dict[str, int] = {}  # of them, by the share of the span that brought them
         self.loop_on = False  # the event loops serve direct sources (cleared if they cannot)
         self.sched = Scheduler(controller.sizer, splits, connections=lambda: self.ctl.target,
                                left=lambda: self.total - self.done_bytes, on_start=self._started,
@@ -63,6 +64,8 @@ class State:
         # failed verification (True: the Xet side took the verdict). Under the lock.
         self.on_settle: Callable[[FileState], None] = lambda _f: None
         self.on_discard: Callable[[FileState, IntegrityError], bool] = lambda _f, _e: False
+        # A file's plain candidates are used up: True when its Xet side takes the rest.
+        self.on_exhausted: Callable[[FileState, QwenhomeError], bool] = lambda _f, _e: False
 
     @property
     def stopped(self) -> bool:
@@ -104,12 +107,17 @@ class State:
         if not self.active:
             self.wake_all()
 
+    def fail(self, f: FileState, exc: QwenhomeError) -> None:
+        """No source is left for ``f`` (under the lock)."""
+        f.error = exc
+        self.settle(f, Status.FAILED)
+        self.emit(FILE_ERROR, f, message=exc.one_line())
+
     def move_on(self, f: FileState, exc: QwenhomeError) -> None:
         """Move ``f`` to its next usable source, or fail it (under the lock)."""
         if not next_candidate(f, self.bad_sources):
-            f.error = exc
-            self.settle(f, Status.FAILED)
-            self.emit(FILE_ERROR, f, message=exc.one_line())
+            if not self.on_exhausted(f, exc):
+                self.fail(f, exc)
             return
         self.sched.requeue(f)
         src = f.candidate().source

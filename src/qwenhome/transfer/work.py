@@ -140,6 +140,12 @@ class Item:
         (a file's ranges its Xet items fill): not carved from it."""
         return ()
 
+    def share(self) -> str:
+        """The share of the connections its spans count against ("" for
+        none): a Xet file's plain spans and its xorb ranges each get theirs
+        while both kinds fetch the file (see the scheduler's quota)."""
+        return ""
+
     def candidate(self) -> Candidate:
         return self.candidates[self.cand]
 
@@ -174,6 +180,7 @@ class Span:
     t0: float  # when it was cut
     tries: int = 0  # its item's failure count when it was cut: one blip fails many spans
     cand: int = 0  # the candidate its request went to (set when it is sent)
+    share: str = ""  # its item's share when it was cut (the scheduler's count)
 
     @property
     def current(self) -> bool:

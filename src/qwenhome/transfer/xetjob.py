@@ -40,6 +40,11 @@ class XetJob:
     learned: dict[tuple[str, int], int] = field(default_factory=dict)
     xet_bytes: int = 0  # bytes the file got through xorbs (raw, as received)
 
+    def term_lengths(self) -> tuple[tuple[int, ...], ...]:
+        """Per term, its chunks' lengths this pull learnt (0: not learnt)."""
+        return tuple(tuple(self.learned.get((t.hash, i), 0) for i in range(t.range.start, t.range.end))
+                     for t in self.recipe.terms)
+
     def chunk_lengths(self, known: dict[tuple[str, int], int] | None = None) -> tuple[int, ...] | None:
         """Every chunk's length in term order, when all are known."""
         out: list[int] = []

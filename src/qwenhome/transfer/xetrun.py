@@ -11,9 +11,11 @@ on disk whichever way it came:
   a planner thread asks the reconstruction of each piece (fresh signed URLs)
   and queues its xorb ranges as work items;
 - **the file's own candidates** (the resolve bridge, mirrors, ModelScope):
-  the file item carves only what its Xet side does not hold
-  (:meth:`~.files.FileState.held`), so when Xet gives up on a file, its
-  remaining bytes go there at once, keeping what is on disk.
+  the file item carves what its Xet side does not hold
+  (:meth:`~.files.FileState.held`), beside the xorb ranges, each kind with
+  its share of the connections (see :mod:`.xetmix`); when Xet gives up on
+  a file, its remaining bytes go there at once, keeping what is on disk,
+  and when they refuse it, Xet takes the rest.
 
 Xet gives up on a file when its hosts do not resolve or connect (at once,
 for every file of the pull), when it fails ``max_retries`` rounds in a row,
@@ -27,7 +29,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..errors import AuthError, ConnectError, IntegrityError, QwenhomeError, RemoteError
 from ..progress import RETRY, SOURCE
@@ -35,12 +36,12 @@ from .failover import Retries, retry_delay
 from .files import FileState
 from .hasher import Hasher
 from .localcopy import Copier
-from .partmap import Intervals
 from .sizing import MiB
 from .state import State
 from .work import Span, Status
-from .xetjob import Copy, XetJob
-from .xorbs import Plan, XorbItem, plan_items, spans_of
+from .xetjob import Copy
+from .xetmix import Piece, Sharing, XetFile, gaps, interleave
+from .xorbs import Plan, XorbItem, plan_items
 
 log = logging.getLogger(__name__)
 
@@ -72,49 +73,6 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, AuthError) or (isinstance(exc, RemoteError) and _status(exc) in (403, 404, 410))
 
 
-@dataclass(eq=False)
-class _Piece:
-    """File bytes ``[start, end)`` whose reconstruction is to be asked."""
-
-    start: int
-    end: int
-    replans: int = 0  # fresh URLs its bytes were refused in a row, for the items it makes
-    ready_at: float = 0.0
-
-
-@dataclass(eq=False)
-class XetFile:
-    f: FileState
-    job: XetJob
-    items: set[XorbItem] = field(default_factory=set)
-    planning: list[_Piece] = field(default_factory=list)  # pieces asked or to ask
-    copying: list[tuple[int, int]] = field(default_factory=list)  # local copies not made yet
-    gave_up: bool = False
-    rounds: int = 0  # reconstructions that left bytes unfilled, in a row
-    failures: int = 0  # failed reconstructions, in a row
-
-    def held(self) -> list[tuple[int, int]]:
-        return spans_of(self.items) + [(p.start, p.end) for p in self.planning] + self.copying
-
-
-
-def _interleave(pieces: deque[tuple[XetFile, _Piece]], lanes: int) -> deque[tuple[XetFile, _Piece]]:
-    """The pieces of ``lanes`` files at a time, in turn, each file's in order."""
-    queues: dict[XetFile, deque[tuple[XetFile, _Piece]]] = {}
-    for xf, piece in pieces:
-        queues.setdefault(xf, deque()).append((xf, piece))
-    waiting = deque(queues.values())
-    active = [waiting.popleft() for _ in range(min(lanes, len(waiting)))]
-    out: deque[tuple[XetFile, _Piece]] = deque()
-    while active:
-        for q in list(active):
-            out.append(q.popleft())
-            if not q:
-                active.remove(q)
-                if waiting:
-                    active.append(waiting.popleft())
-    return out
-
 class XetRun:
     def __init__(self, state: State, hasher: Hasher, retries: Retries, *, direct: Callable[[str], bool],
                  start_workers: Callable[[], None]) -> None:
@@ -124,7 +82,10 @@ class XetRun:
         self.direct = direct
         self.start_workers = start_workers
         self.files: dict[FileState, XetFile] = {}
-        self._pieces: deque[tuple[XetFile, _Piece]] = deque()  # (in xf.planning while wanted)
+        self._pieces: deque[tuple[XetFile, Piece]] = deque()  # (in xf.planning while wanted)
+        self.sharing = Sharing(state, self.files)
+        state.sched.quota = self.sharing.quota
+        state.on_exhausted = self.exhausted
         self._planned = threading.Condition(state.lock)  # planners: a piece to ask, or room to queue
         state.others.append(self._planned)  # (and the end of the run: joined at once)
         state.on_settle = self.settled
@@ -140,11 +101,12 @@ class XetRun:
                 continue
             xf = XetFile(f, job)
             self.files[f] = xf
+            f.mixed = True  # its plain candidates fetch beside Xet, until one side gives up
             for c in job.copies:
                 if not f.done.covers(c.offset, c.offset + c.length):
                     xf.copying.append((c.offset, c.offset + c.length))
-            self._plan(xf, self._gaps(f, 0, f.size, xf.copying))
-        self._pieces = _interleave(self._pieces, LANES)
+            self._plan(xf, gaps(f, 0, f.size, xf.copying))
+        self._pieces = interleave(self._pieces, LANES)
 
     def threads(self) -> list[threading.Thread]:
         out = [threading.Thread(target=self._planner, daemon=True, name=f"qh-xet-{i}")
@@ -154,28 +116,13 @@ class XetRun:
             out.append(threading.Thread(target=Copier(self.s, self, copying).run, daemon=True, name="qh-copy"))
         return out
 
-    def _gaps(self, f: FileState, start: int, end: int,
-              minus: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
-        """File bytes of ``[start, end)`` neither on disk, nor being fetched, nor in ``minus``."""
-        busy = Intervals(list(f.done.starts), list(f.done.ends))
-        for sp in f.inflight:
-            busy.add(sp.start, sp.end)
-        for a, b in minus or ():
-            busy.add(a, b)
-        out = []
-        pos = start
-        while (gap := busy.first_gap(pos, end)) is not None:
-            out.append(gap)
-            pos = gap[1]
-        return out
-
     def _plan(self, xf: XetFile, ranges: list[tuple[int, int]], replans: int = 0) -> None:
         """Queue ``ranges`` of the file as pieces to reconstruct (under the lock)."""
         todo = sum(b - a for a, b in ranges)
         size = min(PIECE_MAX, max(PIECE_MIN, todo // PIECES))
         for a, b in ranges:
             for start in range(a, b, size):
-                piece = _Piece(start, min(b, start + size), replans)
+                piece = Piece(start, min(b, start + size), replans)
                 xf.planning.append(piece)
                 self._pieces.append((xf, piece))
         self._held(xf)
@@ -184,9 +131,8 @@ class XetRun:
     def _held(self, xf: XetFile) -> None:
         """The file item's carve skips what its Xet side holds; what it
         releases is the file item's to fetch (under the lock)."""
-        f = xf.f
-        f.held_ranges = [] if xf.gave_up and not xf.copying else xf.held()
-        self.s.sched.requeue(f)
+        xf.f.held_ranges = xf.carve_skips()
+        self.s.sched.requeue(xf.f)
 
     # -- the planners ----------------------------------------------------------------------------
     def _planner(self) -> None:
@@ -208,7 +154,7 @@ class XetRun:
             with self.s.lock:
                 self._queue_items(xf, piece, plans)
 
-    def _next_piece(self) -> tuple[XetFile, _Piece] | None:
+    def _next_piece(self) -> tuple[XetFile, Piece] | None:
         """The next piece to ask once it is due and the queues have room; None: stop."""
         s = self.s
         with s.lock:
@@ -220,12 +166,21 @@ class XetRun:
                     for xf, piece in list(self._pieces):
                         if piece not in xf.planning or not xf.f.active:
                             self._pieces.remove((xf, piece))  # dropped meanwhile
-                        elif piece.ready_at <= now:
+                        elif piece.ready_at <= now and (not xf.f.mixed or self.sharing.may_claim()):
                             self._pieces.remove((xf, piece))
-                            return xf, piece
+                            if self._claim(xf, piece):
+                                return xf, piece
                 self._planned.wait(0.1)
 
-    def _queue_items(self, xf: XetFile, piece: _Piece, plans: list[Plan]) -> None:
+    def _claim(self, xf: XetFile, piece: Piece) -> bool:
+        """A planner takes ``piece`` (under the lock); False: nothing of it is left."""
+        if xf.f.mixed and not self.sharing.claim(xf, piece, self._pieces):
+            return False
+        piece.asked = True
+        self._held(xf)
+        return True
+
+    def _queue_items(self, xf: XetFile, piece: Piece, plans: list[Plan]) -> None:
         """A piece's reconstruction came: its xorb ranges join the queues (under the lock)."""
         if piece not in xf.planning:
             return  # dropped meanwhile (the file is done, fetched again, or left Xet)
@@ -235,6 +190,7 @@ class XetRun:
         for plan in plans:
             x = XorbItem.of(xf.f, plan, xf.job.source, xf.job.learned, replans=piece.replans)
             x.slow = not (self.s.loop_on and self.direct(plan.url))
+            x.sink.skip = self.sharing.skip(xf)
             items.append(x)
         xf.items.update(items)
         self.s.sched.add(items)
@@ -245,7 +201,7 @@ class XetRun:
         if not items:
             self._check_idle(xf)
 
-    def _plan_failed(self, xf: XetFile, piece: _Piece, exc: QwenhomeError) -> None:
+    def _plan_failed(self, xf: XetFile, piece: Piece, exc: QwenhomeError) -> None:
         """A reconstruction failed (under the lock): back off, or give up on Xet for the file."""
         if piece not in xf.planning:
             return
@@ -254,7 +210,9 @@ class XetRun:
             ra = exc.context.get("retry_after")
             delay = self.retries.backoff.delay(xf.failures, ra if isinstance(ra, float | int) else None)
             piece.ready_at = self.s.clock() + delay
+            piece.asked = False  # meanwhile the plain side may take it
             self._pieces.append((xf, piece))
+            self._held(xf)
             self.s.emit(RETRY, xf.f, message=f"xet: {exc.code}; retry in {delay:.1f}s")
             return
         self.give_up(xf, exc, everywhere=unreachable(exc))
@@ -301,7 +259,7 @@ class XetRun:
         self.s.sched.cancel(x)
         xf.items.discard(x)
         f = xf.f
-        left = self._gaps(f, *x.extent, [r for other in xf.items for r in [other.extent]])
+        left = gaps(f, *x.extent, [r for other in xf.items for r in [other.extent]])
         self.s.emit(RETRY, f, message=f"xet: {exc.code}: asking fresh URLs")
         if left:
             self._plan(xf, left, replans)
@@ -314,16 +272,18 @@ class XetRun:
         asked again, a few rounds at most (under the lock)."""
         if xf.gave_up or xf.items or xf.planning or xf.copying or not xf.f.active:
             return
-        gaps = self._gaps(xf.f, 0, xf.f.size)
-        if not gaps:
+        left = gaps(xf.f, 0, xf.f.size)
+        if not left:
             xf.rounds = 0
             return
-        xf.rounds += 1
+        # (A sharing file's gaps may be the plain side's failures: anyone's
+        # to take again, not a reconstruction's fault.)
+        xf.rounds += 0 if xf.f.mixed else 1
         if xf.rounds > MAX_ROUNDS:
             self.give_up(xf, IntegrityError(f"{xf.f.name}: the Xet reconstructions leave bytes unfilled",
                                             code="xet-incomplete"))
         else:
-            self._plan(xf, gaps)
+            self._plan(xf, left)
 
     def give_up(self, xf: XetFile, exc: QwenhomeError, everywhere: bool = False) -> None:
         """Xet serves this file no more (with ``everywhere``, no file of the
@@ -333,25 +293,36 @@ class XetRun:
             if other.gave_up or not other.f.active:
                 continue
             other.gave_up = True
-            self._drop_items(other)
+            other.f.mixed = False
+            other.drop(self.s.sched)
+            if other.plain_off:  # neither kind serves it
+                self.s.fail(other.f, exc)
+                continue
             self._held(other)
             self.s.emit(SOURCE, other.f, message=f"xet: {exc.code}: {exc.message}; the rest from "
                                                  f"{other.f.candidate().source.label}")
         self.s.work.notify_all()
 
-    def _drop_items(self, xf: XetFile) -> None:
-        for x in xf.items:
-            x.status = Status.FAILED
-            self.s.sched.cancel(x)
-        xf.items.clear()
-        xf.planning.clear()
+    def exhausted(self, f: FileState, exc: QwenhomeError) -> bool:
+        """``f``'s plain candidates serve it no more (under the lock): True
+        when Xet takes what is left, keeping what is on disk."""
+        xf = self.files.get(f)
+        if xf is None or xf.gave_up or not f.active:
+            return False
+        if xf.plain_off:
+            return True  # (another of its plain spans, refused as the first)
+        if left := xf.stop_plain():
+            self._plan(xf, left)
+        self._held(xf)
+        self.s.emit(SOURCE, f, message=f"{exc.code}: {exc.message}; the rest through Xet")
+        return True
 
     # -- hooks from the run's state ---------------------------------------------------------------
     def settled(self, f: FileState) -> None:
         """``f`` is verified or failed: its Xet work ends (under the lock)."""
         xf = self.files.get(f)
         if xf is not None:
-            self._drop_items(xf)
+            xf.drop(self.s.sched)
             xf.copying.clear()
 
     def discarded(self, f: FileState, err: IntegrityError) -> bool:
@@ -361,7 +332,7 @@ class XetRun:
         xf = self.files.get(f)
         if xf is None or xf.gave_up or not xf.job.xet_bytes:
             return False
-        self._drop_items(xf)
+        xf.drop(self.s.sched)
         xf.copying.clear()
         xf.job.xet_bytes = 0
         if f.integrity_failures > 1:
@@ -389,7 +360,7 @@ class XetRun:
             if exc is not None:
                 log.debug("local chunks of %s not copied from %s (%s): fetched instead", f.name, c.src, exc)
                 if not xf.gave_up:
-                    self._plan(xf, self._gaps(f, *rng))
+                    self._plan(xf, gaps(f, *rng))
                 else:
                     self._held(xf)
                 return

@@ -31,6 +31,7 @@ from ..xet.errors import XetAnswerError, XetCorruptError
 from ..xet.reconstruction import ReconstructionV2
 from ..xet.xorb import HEADER_LEN, ChunkHeader
 from .files import FileState
+from .partmap import Intervals
 from .work import Candidate, Destination, Item
 
 
@@ -127,6 +128,9 @@ class ChunkSink(Destination):
         self._cur = _Cursor(0, plan.first, (0,) * len(plan.placements))
         self._committed = _Cursor(0, plan.first, self._cur.acc)
         self._landed: list[tuple[int, int]] = []
+        # File bytes not to write: on disk, or being fetched plainly, when the
+        # item was queued (set once, before its first span; never changed).
+        self.skip: Intervals | None = None
 
     # -- the item's span -----------------------------------------------------------------
     def open(self, size: int, fresh: bool) -> None:
@@ -220,7 +224,11 @@ class ChunkSink(Destination):
                 raise XetCorruptError(f"xorb {self.plan.xorb[:12]}… chunks {p.first}-{p.end} decode to "
                                       f"{'more than ' if acc[i] > p.length else ''}{acc[i]} bytes, "
                                       f"the reconstruction says {p.length}")
-            writes.add(at, data)
+            if self.skip is None:
+                writes.add(at, data)
+            else:
+                for a, b in _unskipped(self.skip, at, at + n):
+                    writes.add(a, data[a - at:b - at])
         self.learned[(self.plan.xorb, cur.chunk)] = n
         cur.acc = tuple(acc)
         cur.chunk += 1
@@ -230,6 +238,14 @@ class ChunkSink(Destination):
             raise XetCorruptError(f"xorb range of {self.plan.stop - self.plan.first} chunks ends after "
                                   f"{self._cur.chunk - self.plan.first}"
                                   + (f" and {len(self._carry)} more bytes" if self._carry else ""))
+
+
+def _unskipped(skip: Intervals, start: int, end: int) -> list[tuple[int, int]]:
+    out = []
+    while (gap := skip.first_gap(start, end)) is not None:
+        out.append(gap)
+        start = gap[1]
+    return out
 
 
 class _Writes:
@@ -303,6 +319,9 @@ class XorbItem(Item):
                    candidates=[Candidate(source, plan.url)], dest=sink, parent=file, base=plan.start, whole=False, splittable=False,
                    answered=True, file=file, file_gen=file.gen, plan=plan, sink=sink, replans=replans,
                    extent=plan.file_range())
+
+    def share(self) -> str:
+        return "xorb" if self.file.mixed else ""
 
     @property
     def current(self) -> bool:

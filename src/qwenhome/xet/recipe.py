@@ -35,6 +35,10 @@ class FileRecipe:
     terms: tuple[Term, ...]
     # Length of every chunk of the file in term order (sum(len(t.range)) entries), when known.
     chunk_lengths: tuple[int, ...] | None = None
+    # When only some are (the file came partly through xorbs, partly as plain
+    # ranges): per term, its chunks' lengths, 0 where unknown. A later pull
+    # chunks only the unknown chunks' bytes to complete them.
+    some_lengths: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if sum(t.unpacked_length for t in self.terms) != self.size:
@@ -48,6 +52,12 @@ class FileRecipe:
                 pos += n
             if pos != len(self.chunk_lengths):
                 raise ValueError("more chunk lengths than the terms have chunks")
+        if self.some_lengths is not None:
+            if len(self.some_lengths) != len(self.terms):
+                raise ValueError("some_lengths must have an entry per term")
+            for t, ls in zip(self.terms, self.some_lengths, strict=True):
+                if len(ls) != len(t.range) or sum(ls) > t.unpacked_length or (all(ls) and sum(ls) != t.unpacked_length):
+                    raise ValueError("a term's chunk lengths do not match its unpacked length")
 
     def term_offsets(self) -> list[int]:
         """Offset in the file where each term starts, and the file size last."""
@@ -78,6 +88,8 @@ class FileRecipe:
                                "terms": [t.to_json() for t in self.terms]}
         if self.chunk_lengths is not None:
             out["chunk_lengths"] = list(self.chunk_lengths)
+        elif self.some_lengths is not None:
+            out["some_chunk_lengths"] = [list(ls) for ls in self.some_lengths]
         return out
 
     def dumps(self) -> bytes:
@@ -99,7 +111,12 @@ class FileRecipe:
             if "chunk_lengths" in o:
                 lengths = tuple(v.integer(n, f"chunk_lengths[{i}]", lo=1, hi=v.U32_MAX)
                                 for i, n in enumerate(v.array(o["chunk_lengths"], "chunk_lengths")))
-            return cls(file_hash, size, terms, lengths)
+            some = None
+            if "some_chunk_lengths" in o and lengths is None:
+                some = tuple(tuple(v.integer(n, f"some_chunk_lengths[{i}][{j}]", lo=0, hi=v.U32_MAX)
+                                   for j, n in enumerate(v.array(ls, f"some_chunk_lengths[{i}]")))
+                             for i, ls in enumerate(v.array(o["some_chunk_lengths"], "some_chunk_lengths")))
+            return cls(file_hash, size, terms, lengths, some)
         except v.Bad as exc:
             raise XetAnswerError(f"invalid recipe: {exc}", code=CODE) from None
         except ValueError as exc:

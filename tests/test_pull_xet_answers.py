@@ -44,7 +44,11 @@ def xm(repo: GeneratedRepo, tmp_path: Path) -> Iterator[Mirror]:
 
 
 def pull_events(home: Path, m: Mirror) -> list[dict[str, object]]:
-    """``qwenhome pull --json`` (stall time-out short): its events; the pull must succeed."""
+    """``qwenhome pull --json`` (stall time-out short): its events; the pull must succeed.
+    The bridge's first answers wait a second: the engine takes a Xet file's
+    ranges from both sides at once, and the bridge must not end the file
+    before Xet has had its say."""
+    m.faults.latency(1.0, times=4, path=MODEL, method="GET")
     (home / "qwenhome").mkdir(parents=True)
     (home / "qwenhome" / "config.toml").write_text("[network]\nstall_timeout = 2.0\n")
     res = run_cli(["pull", "Org/XetAnswers", "--json"], home=home, endpoint=m.url, timeout=120)

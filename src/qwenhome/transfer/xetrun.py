@@ -73,6 +73,17 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, AuthError) or (isinstance(exc, RemoteError) and _status(exc) in (403, 404, 410))
 
 
+def _fills(xf: XetFile, piece: Piece, plans: list[Plan]) -> bool:
+    """The answer for ``piece`` places some of the bytes it still lacks (or
+    it lacks none): a server that answers a part at a time makes progress,
+    one whose answers name nothing of it does not (under the lock)."""
+    lacking = gaps(xf.f, piece.start, piece.end)
+    if not lacking:
+        return True
+    left = gaps(xf.f, piece.start, piece.end, [p.file_range() for p in plans])
+    return sum(b - a for a, b in left) < sum(b - a for a, b in lacking)
+
+
 class XetRun:
     def __init__(self, state: State, hasher: Hasher, retries: Retries, *, direct: Callable[[str], bool],
                  start_workers: Callable[[], None]) -> None:
@@ -186,6 +197,7 @@ class XetRun:
             return  # dropped meanwhile (the file is done, fetched again, or left Xet)
         xf.planning.remove(piece)
         xf.failures = 0
+        xf.rounds = 0 if _fills(xf, piece, plans) else xf.rounds + 1
         items = []
         for plan in plans:
             x = XorbItem.of(xf.f, plan, xf.job.source, xf.job.learned, replans=piece.replans)
@@ -276,9 +288,9 @@ class XetRun:
         if not left:
             xf.rounds = 0
             return
-        # (A sharing file's gaps may be the plain side's failures: anyone's
-        # to take again, not a reconstruction's fault.)
-        xf.rounds += 0 if xf.f.mixed else 1
+        # Rounds count answers that filled nothing they were asked
+        # (:func:`_fills`), not these gaps: a sharing file's may be the plain
+        # side's failures, anyone's to take again.
         if xf.rounds > MAX_ROUNDS:
             self.give_up(xf, IntegrityError(f"{xf.f.name}: the Xet reconstructions leave bytes unfilled",
                                             code="xet-incomplete"))

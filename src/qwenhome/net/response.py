@@ -38,8 +38,20 @@ class Response:
         return self.headers.get(name, default)
 
     def readinto(self, buf: memoryview) -> int:
+        """Up to ``len(buf)`` body bytes: what one read of the socket brings
+        (0 at the end). Never waits to fill ``buf``: a caller counting the
+        bytes as they come must see a body trickled a byte at a time."""
+        resp = self._resp
         try:
-            return self._resp.readinto(buf)
+            if resp.chunked or resp.length is None or resp.fp is None:
+                data = resp.read1(len(buf))
+                buf[: len(data)] = data
+                return len(data)
+            n = resp.fp.readinto1(buf[: resp.length])
+            resp.length -= n
+            if n and resp.length == 0:
+                resp.read()  # (at the end: closes the response, so the connection may be reused)
+            return n
         except BaseException as exc:
             self.close()
             raise translate(exc, self.url) from exc

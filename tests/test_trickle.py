@@ -1,0 +1,86 @@
+"""A source that trickles a body (a few bytes every fraction of a second,
+never silent long enough for the stall time-out) is cut by the minimum-rate
+rule on both I/O paths, and the pull ends with ``response-timeout`` instead
+of running forever; the rule's window is set like the stall time-out
+(``[network] rate_window`` in config.toml)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from qwenhome.config import load_settings
+from qwenhome.errors import QwenhomeError
+from qwenhome.pull import pull
+from qwenhome.store import RepoRef
+from qwenhome.transfer import EngineConfig
+from qwenhome.transfer.retry import Backoff
+from tests.support.cli import RunCli
+from tests.support.mirror import Mirror
+from tests.support.repos import GeneratedRepo
+
+WEIGHTS = "model.safetensors"
+# The stall time-out is longer than any gap of the trickle: only the rate rule can end it.
+SHORT = EngineConfig(stall_timeout=2.0, rate_window=1.0, backoff=Backoff(base=0.02, cap=0.05), max_retries=2)
+
+
+@pytest.mark.parametrize("config", [SHORT, replace(SHORT, loop_threads=0)], ids=["event-loop", "worker-threads"])
+def test_a_trickled_body_is_cut_and_the_file_fails_with_a_clear_code(
+        qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo, config: EngineConfig) -> None:
+    mirror.faults.trickle(64 * 1024, 8, 0.1, times=None, path=WEIGHTS)  # 80 B/s, a gap of 0.1 s
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+    outcome: list[BaseException | None] = []
+    cancel = threading.Event()
+
+    def run() -> None:
+        try:
+            pull(settings, RepoRef.parse("Org/Small"), config=config, cancel=cancel)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)
+    elapsed = time.monotonic() - t0
+    if worker.is_alive():
+        cancel.set()
+        mirror.faults.release()
+        pytest.fail("the pull of a trickled body was still running after 30 s")
+    [exc] = outcome
+    assert isinstance(exc, QwenhomeError) and exc.code == "response-timeout", exc
+    assert WEIGHTS in str(exc) and f"127.0.0.1:{mirror.server.port} sent " in str(exc), exc
+    assert "in 1 s" in str(exc), exc
+    assert mirror.faults.hits("trickle") >= 2, "each attempt was trickled"
+    blobs = qwen_home / "hub" / "models--Org--Small" / "blobs"
+    assert (blobs / small_repo.files["config.json"].etag).is_file(), "the healthy files are in the home"
+    assert not (blobs / small_repo.files[WEIGHTS].etag).exists()
+    print(f"a trickled body failed the file in {elapsed:.1f} s: {exc}")
+
+
+def test_the_rate_window_comes_from_config_toml(run_cli: RunCli, qwen_home: Path, mirror: Mirror) -> None:
+    mirror.faults.trickle(64 * 1024, 8, 0.1, times=None, path=WEIGHTS)
+    config = qwen_home / "qwenhome" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[network]\nstall_timeout = 2\nrate_window = 1\n[pull]\nmax_retries = 1\n")
+    rc, _, err = run_cli(["pull", "Org/Small", "--source", mirror.url], timeout=60)
+    last = err.strip().splitlines()[-1]
+    assert rc == 5, err
+    assert last.startswith(f"error[response-timeout]: 1 file(s) of Org/Small failed: {WEIGHTS}: "
+                           f"127.0.0.1:{mirror.server.port} sent "), last
+    assert "in 1 s" in last, last
+
+
+def test_a_slow_but_steady_body_is_not_cut(qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
+    """800 B/s for longer than a window stays above the floor: the pull completes."""
+    mirror.faults.trickle(0, 400, 0.5, times=None, path="sub/dir/notes.txt")
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+    pull(settings, RepoRef.parse("Org/Small"), config=SHORT)
+    blobs = qwen_home / "hub" / "models--Org--Small" / "blobs"
+    assert (blobs / small_repo.files["sub/dir/notes.txt"].etag).is_file()
+    assert mirror.faults.hits("trickle") == 1

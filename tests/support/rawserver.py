@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def canned_server(answer: bytes) -> Iterator[str]:
-    """Its base URL, ``http://127.0.0.1:PORT``, while the block runs."""
+def canned_server(answer: bytes, drip: float = 0.0) -> Iterator[str]:
+    """Its base URL, ``http://127.0.0.1:PORT``, while the block runs. With
+    ``drip``, the answer goes a byte at a time, one every ``drip`` seconds."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -33,7 +34,12 @@ def canned_server(answer: bytes) -> Iterator[str]:
                         if not data:
                             break
                         buf += data
-                    conn.sendall(answer)
+                    if not drip:
+                        conn.sendall(answer)
+                    for i in range(len(answer) if drip else 0):
+                        if stop.wait(drip):
+                            break
+                        conn.sendall(answer[i:i + 1])
                 except OSError:
                     pass
 

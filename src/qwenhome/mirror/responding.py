@@ -14,6 +14,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from ..errors import printable
 from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
 from .protocol import X_ERROR_CODE, X_ERROR_MESSAGE
 
@@ -30,7 +31,8 @@ class ResponseWriter(BaseHTTPRequestHandler):
         self._status = status
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            # (a message may quote the request: no line break, nothing but ASCII)
+            self.send_header(name, printable(value).encode("ascii", "backslashreplace").decode())
         self.send_header("Content-Length", str(length))
         if close:
             self.close_connection = True

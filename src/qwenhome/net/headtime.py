@@ -1,9 +1,9 @@
-"""A total bound on a response head read by ``http.client``. Its parser
-reads line by line, and the read time-out bounds each wait for a byte: a
-server sending its status line and headers a byte at a time would hold the
-caller forever. Here the head must be whole within one read time-out of its
-first byte (a head that comes at once, after any wait up to the time-out,
-is as before)."""
+"""A total bound on an HTTP head read line by line (``http.client``'s
+response parser, ``http.server``'s request parser). The socket's time-out
+bounds each wait for a byte, so a peer sending its head a byte at a time
+would hold the reader forever. Here the head must be whole within a bound
+of its first byte (a head that comes at once, after any wait up to the
+time-out, is as before)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ import functools
 import http.client
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ReadTimeoutError
 
 
-class _HeadReader:
-    """The response's buffered reader while its head is read: each line is
-    assembled from single socket reads, the socket's time-out cut to what
-    is left of the bound."""
+class HeadReader:
+    """A buffered reader (``fp``, over ``sock``) while a head is read: each
+    line is assembled from single socket reads, the socket's time-out cut to
+    what is left of ``bound``; past it, ``late()`` is raised. Everything but
+    ``readline`` goes to ``fp``."""
 
-    def __init__(self, fp: Any, sock: socket.socket, bound: float, where: str, host: str) -> None:
-        self.fp, self.sock, self.bound, self.where, self.host = fp, sock, bound, where, host
+    def __init__(self, fp: Any, sock: socket.socket, bound: float, late: Callable[[], BaseException]) -> None:
+        self.fp, self.sock, self.bound, self.late = fp, sock, bound, late
         self.read_timeout = sock.gettimeout()
         self.deadline: float | None = None  # set at the head's first byte
 
@@ -32,13 +34,13 @@ class _HeadReader:
             if self.deadline is not None:
                 left = self.deadline - time.monotonic()
                 if left <= 0:
-                    raise self._late()
+                    raise self.late()
                 self.sock.settimeout(min(left, self.read_timeout or left))
             try:
                 ready = self.fp.peek(1)  # what is buffered, else one read of the socket
             except TimeoutError:
                 if self.deadline is not None and time.monotonic() >= self.deadline:
-                    raise self._late() from None
+                    raise self.late() from None
                 raise
             if not ready:
                 break
@@ -53,12 +55,12 @@ class _HeadReader:
                 break
         return bytes(out)
 
-    def close(self) -> None:
-        self.fp.close()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
 
-    def _late(self) -> ReadTimeoutError:
-        return ReadTimeoutError(f"{self.where} did not send its answer's head within {self.bound:g} s",
-                                code="response-timeout", host=self.host)
+    def done(self) -> None:
+        """The head is read: the socket's own time-out again."""
+        self.sock.settimeout(self.read_timeout)
 
 
 class BoundedHeadResponse(http.client.HTTPResponse):
@@ -78,14 +80,18 @@ class BoundedHeadResponse(http.client.HTTPResponse):
         if self.headers is not None:  # (already begun)
             return
         fp = self.fp
-        reader = _HeadReader(fp, self._head_sock, self.bound, self.where, self.host)
+        reader = HeadReader(fp, self._head_sock, self.bound, self._late)
         self.fp = reader  # type: ignore[assignment]
         try:
             super().begin()
         finally:
             if self.fp is reader:  # (None when the head said there is no body: the reader closed fp)
                 self.fp = fp
-            self._head_sock.settimeout(reader.read_timeout)
+            reader.done()
+
+    def _late(self) -> ReadTimeoutError:
+        return ReadTimeoutError(f"{self.where} did not send its answer's head within {self.bound:g} s",
+                                code="response-timeout", host=self.host)
 
 
 @functools.lru_cache(maxsize=256)

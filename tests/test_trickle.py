@@ -13,26 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from qwenhome.config import load_settings
+from qwenhome.config import Settings, load_settings
 from qwenhome.errors import QwenhomeError
+from qwenhome.mirror import FolderBackend, HashCache
 from qwenhome.pull import pull
 from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
 from tests.support.cli import RunCli
-from tests.support.mirror import Mirror
+from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo
+from tests.test_pull import assert_snapshot_matches
 
 WEIGHTS = "model.safetensors"
 # The stall time-out is longer than any gap of the trickle: only the rate rule can end it.
 SHORT = EngineConfig(stall_timeout=2.0, rate_window=1.0, backoff=Backoff(base=0.02, cap=0.05), max_retries=2)
 
 
-@pytest.mark.parametrize("config", [SHORT, replace(SHORT, loop_threads=0)], ids=["event-loop", "worker-threads"])
-def test_a_trickled_body_is_cut_and_the_file_fails_with_a_clear_code(
-        qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo, config: EngineConfig) -> None:
-    mirror.faults.trickle(64 * 1024, 8, 0.1, times=None, path=WEIGHTS)  # 80 B/s, a gap of 0.1 s
-    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+def pull_within(settings: Settings, config: EngineConfig, mirror: Mirror, seconds: float) -> BaseException | None:
+    """Pull Org/Small in a thread: what it raised (None: it completed); the
+    test fails when it still runs after ``seconds``."""
     outcome: list[BaseException | None] = []
     cancel = threading.Event()
 
@@ -43,16 +43,24 @@ def test_a_trickled_body_is_cut_and_the_file_fails_with_a_clear_code(
         except BaseException as exc:
             outcome.append(exc)
 
-    t0 = time.monotonic()
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    worker.join(30)
-    elapsed = time.monotonic() - t0
+    worker.join(seconds)
     if worker.is_alive():
         cancel.set()
         mirror.faults.release()
-        pytest.fail("the pull of a trickled body was still running after 30 s")
-    [exc] = outcome
+        pytest.fail(f"the pull from a trickling source was still running after {seconds:g} s")
+    return outcome[0]
+
+
+@pytest.mark.parametrize("config", [SHORT, replace(SHORT, loop_threads=0)], ids=["event-loop", "worker-threads"])
+def test_a_trickled_body_is_cut_and_the_file_fails_with_a_clear_code(
+        qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo, config: EngineConfig) -> None:
+    mirror.faults.trickle(64 * 1024, 8, 0.1, times=None, path=WEIGHTS)  # 80 B/s, a gap of 0.1 s
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+    t0 = time.monotonic()
+    exc = pull_within(settings, config, mirror, 30)
+    elapsed = time.monotonic() - t0
     assert isinstance(exc, QwenhomeError) and exc.code == "response-timeout", exc
     assert WEIGHTS in str(exc) and f"127.0.0.1:{mirror.server.port} sent " in str(exc), exc
     assert "in 1 s" in str(exc), exc
@@ -84,3 +92,20 @@ def test_a_slow_but_steady_body_is_not_cut(qwen_home: Path, mirror: Mirror, smal
     blobs = qwen_home / "hub" / "models--Org--Small" / "blobs"
     assert (blobs / small_repo.files["sub/dir/notes.txt"].etag).is_file()
     assert mirror.faults.hits("trickle") == 1
+
+
+@pytest.mark.parametrize("config", [SHORT, replace(SHORT, loop_threads=0)], ids=["event-loop", "worker-threads"])
+def test_a_trickling_source_is_left_for_the_next_one(
+        qwen_home: Path, mirror: Mirror, repos_root: Path, hash_cache: HashCache, small_repo: GeneratedRepo,
+        config: EngineConfig) -> None:
+    """As after a stall, the file moves to the next source and the pull completes."""
+    mirror.faults.trickle(64 * 1024, 8, 0.1, times=None, path=WEIGHTS)
+    with start_mirror(FolderBackend(repos_root, hashes=hash_cache)) as good:
+        settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url, good.url])
+        t0 = time.monotonic()
+        assert pull_within(settings, config, mirror, 30) is None
+        elapsed = time.monotonic() - t0
+        assert good.faults.bytes_sent(WEIGHTS) > 0, "the weights came from the second source"
+    assert_snapshot_matches(qwen_home, small_repo)
+    assert mirror.faults.hits("trickle") >= 1
+    print(f"left a trickling source in {elapsed:.1f} s")

@@ -130,11 +130,17 @@ class Handler(ResponseWriter):
         return ok
 
     def __getattr__(self, name: str) -> Any:
-        # Methods http.server does not know (OPTIONS, TRACE, made-up ones) get
-        # the same JSON 405 as writes, not its bare 501 page.
+        # Methods no route takes (OPTIONS, TRACE, made-up ones) get the same
+        # JSON 405 as writes, not http.server's bare 501 page; like that page,
+        # before the hooks (a reachability probe's OPTIONS * is no request).
         if name.startswith("do_"):
-            return self._other_method
+            return self._unknown_method
         raise AttributeError(name)
+
+    def _unknown_method(self) -> None:
+        self.close_connection = True  # any body stays unread
+        self._send_hub_error(405, METHOD_NOT_ALLOWED, f"{self.command} is not allowed: the mirror is read-only",
+                             False, {"Allow": "GET, HEAD"})
 
     def log_message(self, format: str, *args: Any) -> None:
         """The library prints nothing; observers use hooks (and the debug log)."""

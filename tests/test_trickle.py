@@ -22,6 +22,7 @@ from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
 from tests.support.cli import RunCli
 from tests.support.mirror import Mirror, start_mirror
+from tests.support.rawserver import canned_server
 from tests.support.repos import GeneratedRepo
 from tests.test_pull import assert_snapshot_matches
 
@@ -109,3 +110,19 @@ def test_a_trickling_source_is_left_for_the_next_one(
     assert_snapshot_matches(qwen_home, small_repo)
     assert mirror.faults.hits("trickle") >= 1
     print(f"left a trickling source in {elapsed:.1f} s")
+
+
+@pytest.mark.parametrize("config", [SHORT, replace(SHORT, loop_threads=0)], ids=["event-loop", "worker-threads"])
+def test_an_answer_head_dripped_by_a_redirect_target_is_cut(
+        qwen_home: Path, mirror: Mirror, config: EngineConfig) -> None:
+    """The weights redirect to a server that sends its answer's head a byte
+    every 0.05 s: the event loop's rate floor (head bytes count) and the
+    threads' head deadline cut it; the file fails with response-timeout."""
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 40) for i in range(40)) + \
+        b"Content-Length: 2\r\n\r\nok"
+    with canned_server(head, drip=0.05) as cdn:
+        mirror.faults.respond(302, b"", path=WEIGHTS, method="GET", headers={"Location": f"{cdn}/w"})
+        settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+        exc = pull_within(settings, config, mirror, 30)
+    assert isinstance(exc, QwenhomeError) and exc.code == "response-timeout", exc
+    assert WEIGHTS in str(exc), exc

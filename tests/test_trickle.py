@@ -20,6 +20,8 @@ from qwenhome.pull import pull
 from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
+from qwenhome.transfer.scheduler import Splits
+from tests.support import tuning
 from tests.support.cli import RunCli
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.rawserver import canned_server
@@ -129,3 +131,22 @@ def test_an_answer_head_dripped_by_a_redirect_target_is_cut(
         exc = pull_within(settings, config, mirror, BOUND)
     assert isinstance(exc, QwenhomeError) and exc.code == "response-timeout", exc
     assert WEIGHTS in str(exc), exc
+
+
+def test_a_trickle_after_a_fast_start_is_cut_though_the_socket_gathers(
+        qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo) -> None:
+    """A fast first half MiB makes the event loop's sockets gather bytes
+    (SO_RCVLOWAT, by the body's rate so far) before reporting them; the
+    trickle that follows sits below that mark, unread. It still counts: each
+    attempt is cut and the next one brings its fast half MiB, so the pull
+    ends (it hung in 2 runs of 3 when waiting bytes reset the window)."""
+    mirror.faults.trickle(512 * 1024, 8, 0.1, times=None, path=WEIGHTS)
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+    # Ranges longer than the fast start, never split (a split's rest would come fast).
+    config = tuning.tuned(tuning.ranges(SHORT, 4 << 20), splits=Splits(steal_min=1 << 40, hash_lag=1 << 40))
+    exc = pull_within(settings, config, mirror, BOUND)
+    assert mirror.faults.hits("trickle") >= 2, "the attempts were trickled"
+    if exc is None:
+        assert_snapshot_matches(qwen_home, small_repo)
+    else:
+        assert isinstance(exc, QwenhomeError) and exc.code == "response-timeout", exc

@@ -79,12 +79,16 @@ class Conn:
 
     def has_bytes(self) -> bool:
         """Bytes wait in the socket (fewer than it gathers, maybe)."""
+        return self.waiting() > 0
+
+    def waiting(self) -> int:
+        """How many bytes wait in the socket, not yet read."""
         try:
             waiting = bytearray(4)
             fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, waiting)
         except OSError:
-            return False
-        return int.from_bytes(waiting, sys.byteorder) > 0
+            return 0
+        return int.from_bytes(waiting, sys.byteorder)
 
     def read_into(self, buf: memoryview, want: int) -> tuple[int, bool]:
         """Up to ``want`` body bytes into ``buf``: -1 when none is ready, 0 at
@@ -216,12 +220,13 @@ class Pool:
     def slow(self, now: float, m: MinRate) -> list[Conn]:
         """Busy connections whose answer brought less than ``m``'s floor in
         a window (a trickle the stall check never sees). Bytes waiting below
-        what a socket gathers are not counted yet: the socket goes back to
-        reporting every byte and the window starts again."""
+        what a socket gathers count too (not read yet, but they came); when
+        they make the floor, the socket goes back to reporting every byte and
+        the window starts again."""
         out = []
         for conn in list(self.busy):
             if conn.r is not None and conn.state in (HEAD, BODY) and conn.pace.slow(now, m):
-                if conn.lowat > 1 and conn.has_bytes():
+                if conn.lowat > 1 and conn.pace.n + conn.waiting() >= m.floor:
                     conn.set_lowat(1)
                     conn.pace = Pace(now)
                     continue

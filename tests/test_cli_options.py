@@ -63,6 +63,15 @@ HUGE = "9" * 5000  # beyond Python's int-string conversion limit
     ["gc", "--partial-age", "-inf"], ["gc", "--partial-age", "1e400"], ["gc", "--partial-age", "36501"],
     ["launch", "--host", ""], ["mirror", "serve", "--host", ""], ["mirror", "serve", "--host", "a b"],
     ["export", "Org/Name", "-o", ""], ["export", "Org/Name", "-o", "."], ["export", "Org/Name", "-o", "a/.."],
+    # int() and float() take underscores, other scripts' digits and surrounding space: a port is ASCII digits.
+    ["launch", "--port", "1_000"], ["launch", "--port", "\uff11\uff12\uff13"], ["launch", "--port", " 8000"],
+    ["launch", "--port", "+8000"], ["launch", "--port", "\u0661\u0662\u0663"],
+    ["mirror", "serve", "--port", "1_000"], ["mirror", "serve", "--port", "\uff11\uff12\uff13"],
+    ["mirror", "serve", "--port", "8090 "], ["mirror", "serve", "--cas-port", "9_000"],
+    ["mirror", "serve", "--xorb-port", "\uff19"],
+    ["pull", "Org/Name", "--connections", "1_6"], ["pull", "Org/Name", "--connections", "\uff18"],
+    ["gc", "--partial-age", "1_0"], ["gc", "--partial-age", "\uff17"], ["gc", "--partial-age", " 7"],
+    ["launch", "--max-body-mib", "1_0"], ["launch", "--max-body-mib", "\uff11"],
 ])
 def test_out_of_range_numbers_are_usage_errors_at_parse_time(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:  # (parsing only: nothing runs, whatever the outcome)
@@ -76,6 +85,7 @@ def test_out_of_range_numbers_are_usage_errors_at_parse_time(argv: list[str], ca
 @pytest.mark.parametrize(("argv", "option"), [
     (["launch", "--port", "99999"], "--port"), (["mirror", "serve", "--port", "-1"], "--port"),
     (["pull", "Org/Name", "--connections", "-5", "--offline"], "--connections"),
+    (["launch", "--port", "1_000"], "--port"), (["mirror", "serve", "--port", "\uff11\uff12\uff13"], "--port"),
 ])
 def test_out_of_range_numbers_end_the_real_command_with_a_usage_line(
         argv: list[str], option: str, run_cli: RunCli) -> None:
@@ -92,6 +102,9 @@ def test_out_of_range_numbers_end_the_real_command_with_a_usage_line(
     (["launch", "--port", "65535"], "port", 65535),
     (["gc", "--partial-age", "0"], "partial_age", 0.0),
     (["gc", "--partial-age", "0.5"], "partial_age", 0.5),
+    (["gc", "--partial-age", "007"], "partial_age", 7.0),
+    (["launch", "--port", "08000"], "port", 8000),
+    (["launch", "--max-body-mib", "2.5"], "max_body_mib", 2.5),
 ])
 def test_range_bounds_are_accepted(argv: list[str], dest: str, value: float) -> None:
     assert getattr(build_parser().parse_args(argv), dest) == value

@@ -296,3 +296,16 @@ def test_health_answers_within_100ms_while_a_generation_runs(client: httpx.Clien
     # A server blocked by the generation would take whole steps (seconds).
     assert pct(busy, 0.99) < 0.1 + pct(idle, 0.99)
     assert busy[-1] < 0.25 + idle[-1]
+
+
+@pytest.mark.parametrize("last", ["9" * 5000, "\u00b2", "\uff11", "+1", "-1", "1_0"])
+def test_a_last_event_id_that_is_no_plain_number_is_ignored(client: httpx.Client, last: str) -> None:
+    """A reconnect whose Last-Event-ID is not ASCII digits (or beyond any
+    count) gets the job's events from the start, never a 500."""
+    job = _start(client, prompt="a red square", size="16x16", steps=1, seed=1)
+    _wait_terminal(client, job["id"])
+    headers = {"Last-Event-ID": last.encode("utf-8") if last.isascii() else last.encode("latin-1", "replace")}
+    with client.stream("GET", f"/api/jobs/{job['id']}/events", headers=headers) as res:
+        assert res.status_code == 200, res.read()
+        seqs = [json.loads(line[6:])["seq"] for line in res.iter_lines() if line.startswith("data: ")]
+    assert seqs and seqs[0] == 0, seqs

@@ -291,7 +291,9 @@ def test_offline_verdict_is_remembered_between_commands(run_cli: RunCli, cached:
         assert seen == 1, "the probe connected once"
         _t, res = timed(run_cli, ["pull", "Org/Small", "--json"], endpoint=hole.url)
         assert res.returncode == 0
-        assert hole.connections() == seen, "the remembered verdict is used; nothing connects"
+        # The remembered time-out is not the last word: one quick probe (a
+        # quarter of the budget) before the cache answers.
+        assert hole.connections() == seen + 1, "one quick second probe"
         assert json.loads(res.stdout.strip().splitlines()[-1])["offline"] is True
 
 

@@ -7,6 +7,7 @@ and started again on the same port of 127.0.0.1, between CLI runs."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -93,9 +94,9 @@ def _settings(home: Path, *urls: str) -> Settings:
 
 
 def test_a_success_clears_a_remembered_time_out_at_once(qwen_home: Path) -> None:
-    """A time-out is trusted from memory while the cache can answer (asking
-    again would cost the whole probe); a request that succeeded since then
-    clears it, and the decision is online without a probe."""
+    """A remembered time-out gets one quick probe before the answer is
+    offline; a request that succeeded since then clears it, and the
+    decision is online without a probe."""
     settings = _settings(qwen_home, "http://mirror.test:8090")
     [src] = settings.sources
     probed: list[list[str]] = []
@@ -107,7 +108,9 @@ def test_a_success_clears_a_remembered_time_out_at_once(qwen_home: Path) -> None
     state = NetState.load(settings)
     state.record(src, False, unreachable=True, code="response-timeout")
     state.save()
-    assert not decide(settings, probe=probe).online and not probed, "the remembered time-out is trusted"
+    assert not decide(settings, probe=probe).online
+    assert probed == [["http://mirror.test:8090"]], "a quick second probe before offline"
+    probed.clear()
 
     record_outcomes(settings, {src: (True, False, "ok")})
     decision = decide(settings, probe=probe)
@@ -130,3 +133,34 @@ def test_a_remembered_refusal_is_probed_again_before_answering_offline(qwen_home
 
     decision = decide(settings, probe=probe)
     assert decision.online and probed == [["http://a.test"]], "only the refusal, not the time-out, is asked again"
+
+
+def test_a_remembered_time_out_gets_a_quick_second_probe_before_offline(
+        qwen_home: Path, repos_root: Path, hash_cache: HashCache) -> None:
+    """A source remembered as timing out, which is back (a real mirror on
+    127.0.0.1): the command does not answer offline from memory; a quick
+    probe finds it. One still silent costs only the quick probe's bound."""
+    server = MirrorServer(FolderBackend(repos_root, hashes=hash_cache)).start()
+    try:
+        settings = _settings(qwen_home, server.url)
+        [src] = settings.sources
+        state = NetState.load(settings)
+        state.record(src, False, unreachable=True, code="response-timeout")
+        state.save()
+        decision = decide(settings)
+        assert decision.online and not decision.remembered, decision.reason
+    finally:
+        server.stop()
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = _settings(qwen_home, url)
+        [src] = settings.sources
+        state = NetState.load(settings)
+        state.record(src, False, unreachable=True, code="response-timeout")
+        state.save()
+        t0 = time.monotonic()
+        decision = decide(settings)
+        elapsed = time.monotonic() - t0
+    assert not decision.online and decision.results[0].code == "response-timeout", decision.reason
+    assert elapsed < settings.timeouts.probe, elapsed  # the quick probe, not the whole budget

@@ -15,8 +15,8 @@ import argparse
 import atexit
 import json
 import logging
-import math
 import os
+import re
 import shutil
 import sys
 import threading
@@ -45,13 +45,22 @@ _loading.release()
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
 
 
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _decimal(text: str) -> float | None:
+    """``text`` as a number when it is plain ASCII digits (with one point):
+    int() and float() also take underscores, other scripts' digits (１２３),
+    signs and surrounding space, which no option means."""
+    if len(text) > 40 or not _DECIMAL.fullmatch(text):
+        return None
+    return float(text)
+
+
 def _whole(lo: int, hi: int, note: str = "") -> Callable[[str], int]:
-    """An argparse type: a whole number in ``[lo, hi]``, else a usage error (exit 2)."""
+    """An argparse type: a whole number in ``[lo, hi]`` in ASCII digits, else a usage error (exit 2)."""
     def parse(text: str) -> int:
-        try:
-            n = int(text)  # (a 5,000-digit string raises ValueError here too)
-        except ValueError:
-            n = None
+        n = int(text) if text.isascii() and text.isdigit() and len(text) <= 40 else None
         if n is None or not lo <= n <= hi:
             raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a whole number from {lo} to {hi}{note}")
         return n
@@ -59,12 +68,16 @@ def _whole(lo: int, hi: int, note: str = "") -> Callable[[str], int]:
 
 
 def _days(text: str) -> float:
-    try:
-        n = float(text)
-    except ValueError:
-        n = math.nan
-    if not 0 <= n <= MAX_DAYS:  # NaN and the infinities fail too
+    n = _decimal(text)
+    if n is None or not 0 <= n <= MAX_DAYS:
         raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a number of days from 0 to {MAX_DAYS}")
+    return n
+
+
+def _mib(text: str) -> float:
+    n = _decimal(text)
+    if n is None:  # (its range is checked where the limit is made: body_limit_from_mib)
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a number of MiB, e.g. 4 or 0.5")
     return n
 
 
@@ -223,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]",
                    help="another host name the API and page answer to (repeatable); "
                         "this machine's own names always work")
-    p.add_argument("--max-body-mib", type=float, default=None, metavar="MIB",
+    p.add_argument("--max-body-mib", type=_mib, default=None, metavar="MIB",
                    help="largest JSON request body (chat), MiB (default 4)")
     return parser
 

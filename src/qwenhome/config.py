@@ -100,6 +100,9 @@ class Timeouts:
     read: float = 30.0
     # A transfer with no byte for this long is considered stalled and retried.
     stall: float = 15.0
+    # A request bringing under 256 bytes/s over this window is a stall too
+    # (a trickled body is never silent; see transfer/pace.py).
+    rate_window: float = 30.0
     # Overall bound of the parallel reachability probe that decides offline
     # when the cache could answer (a pull with nothing cached waits longer).
     probe: float = 0.8
@@ -464,6 +467,7 @@ def load_settings(
         connect=float(_number(net_cfg, "connect_timeout", Timeouts.connect, 0.001, day, config_file)),
         read=float(_number(net_cfg, "read_timeout", Timeouts.read, 0.001, day, config_file)),
         stall=float(_number(net_cfg, "stall_timeout", Timeouts.stall, 0.001, day, config_file)),
+        rate_window=float(_number(net_cfg, "rate_window", Timeouts.rate_window, 0.001, day, config_file)),
         probe=float(_number(net_cfg, "probe_timeout", Timeouts.probe, 0.001, day, config_file)),
     )
     if connections is None:

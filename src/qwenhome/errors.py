@@ -56,12 +56,31 @@ EXIT_INTERRUPTED = 130
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _USERINFO = re.compile(r"(?i)\b(https?://)[^/\s@]*@")
+# A query's credential (a CDN's or a proxy's ``?token=``); a signed URL's
+# signature is bound to one object and expires: it stays, for debugging.
+_QUERY_TOKEN = re.compile(r"(?i)([?&;](?:token|access_token|auth_token|api_key|apikey)=)[^&#\s'\"]+")
+# An Authorization header's value, however it is written (a line, a dict).
+_AUTHORIZATION = re.compile(r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?(?:bearer\s+|basic\s+|token\s+)?)"
+                            r"[^\s'\",}]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
 
 
 def redact(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URL left out (a source
-    given as ``https://user:secret@host`` is named in messages and logs)."""
-    return _USERINFO.sub(r"\1", text) if "@" in text else text
+    """``text`` without credentials: the ``user:password@`` of every URL, the
+    value of a ``token=`` or ``access_token=`` query parameter and of an
+    ``Authorization`` header or ``Bearer`` token. Every message and every
+    log line goes through here (a source given as ``https://user:secret@host``
+    is named in both, and so is a redirect's signed URL)."""
+    if "@" in text:
+        text = _USERINFO.sub(r"\1", text)
+    if "=" in text:
+        text = _QUERY_TOKEN.sub(r"\1***", text)
+    lowered = text.lower()
+    if "authorization" in lowered:
+        text = _AUTHORIZATION.sub(r"\1***", text)
+    if "bearer" in lowered:
+        text = _BEARER.sub(r"\1***", text)
+    return text
 
 
 def printable(text: str) -> str:

@@ -13,10 +13,20 @@ import logging
 import sys
 from typing import TextIO
 
+from .errors import redact
+
 ROOT = "qwenhome"
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 _handler: logging.Handler | None = None
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every line as :func:`qwenhome.errors.redact` leaves it, tracebacks
+    included: no module has to remember which of its values hold a credential."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure(level: int | None, stream: TextIO | None = None) -> None:
@@ -29,7 +39,7 @@ def configure(level: int | None, stream: TextIO | None = None) -> None:
     if _handler is not None:
         logger.removeHandler(_handler)
     _handler = logging.StreamHandler(stream or sys.stderr)
-    _handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
+    _handler.setFormatter(RedactingFormatter(FORMAT, "%H:%M:%S"))
     logger.addHandler(_handler)
     logger.setLevel(level)
     logger.propagate = False  # once here, not again through a handler an embedding program set on the root

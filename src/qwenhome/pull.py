@@ -108,6 +108,7 @@ def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
         connections=settings.max_connections,
         stall_timeout=settings.timeouts.stall,
+        rate_window=settings.timeouts.rate_window,
         max_retries=settings.max_retries,
     )
 

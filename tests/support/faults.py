@@ -210,6 +210,12 @@ class Faults(Hooks):
         """Send nothing for ``seconds`` once ``after_bytes`` of a body are out."""
         return self._add("stall", path, "GET", times, predicate, after=after_bytes, seconds=seconds)
 
+    def trickle(self, after_bytes: int, step: int, every: float, times: int | None = 1, *,
+                path: str | None = None, predicate: Predicate | None = None) -> Faults:
+        """Once ``after_bytes`` of a body are out, send ``step`` bytes every
+        ``every`` seconds: never silent for long, never done."""
+        return self._add("trickle", path, "GET", times, predicate, after=after_bytes, step=step, every=every)
+
     def corrupt(self, offset: int, times: int | None = 1, *, path: str | None = None,
                 predicate: Predicate | None = None) -> Faults:
         """Flip the byte at file ``offset`` in bodies whose range covers it (for a xorb
@@ -308,7 +314,7 @@ class Faults(Hooks):
                 return body.length > rule.params["nbytes"]
             return body.length > rule.params["after"]
 
-        rules = self._take(info, ("drop", "stall", "corrupt"), applies)
+        rules = self._take(info, ("drop", "stall", "trickle", "corrupt"), applies)
         with self._lock:
             rate = next((r for on, r in self._rates if on is None or on(info)), None)
             bucket = None
@@ -337,6 +343,8 @@ class _FaultyWriter:
         self.drop = min((r.params["nbytes"] for r in rules if r.kind == "drop"), default=None)
         self.reset = any(r.params.get("reset") for r in rules if r.kind == "drop")
         self.stalls = sorted((r.params["after"], r.params["seconds"]) for r in rules if r.kind == "stall")
+        self.trickle = min(((r.params["after"], r.params["step"], r.params["every"]) for r in rules
+                            if r.kind == "trickle"), default=None)
         self.corrupt = [r.params["offset"] for r in rules if r.kind == "corrupt"]
         self.bucket = bucket
         self.released = released
@@ -354,6 +362,14 @@ class _FaultyWriter:
                     n = min(n, int(self.bucket.burst))
                 if stalls:
                     n = min(n, max(1, stalls[0][0] - sent))
+                if self.trickle is not None:
+                    after, step, every = self.trickle
+                    if sent >= after:
+                        if self.released.wait(every):
+                            raise BodyInterrupted(sent, "released")
+                        n = min(n, step)
+                    else:
+                        n = min(n, after - sent)
                 pos = body.offset + sent
                 chunk = bytearray(body.read_at(pos, n))
                 if not chunk:

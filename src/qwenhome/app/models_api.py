@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..demo.labels import demo_label
 from ..errors import NotCachedError
+from ..net.ranges import parse_count
 from ..repo.ref import RepoRef
 from ..store.cache import Store
 from .errors import ApiError
@@ -148,8 +149,9 @@ async def cancel_pull(request: Request, job_id: str) -> dict[str, Any]:
 async def pull_events(request: Request, job_id: str) -> StreamingResponse:
     job = _job(get_state(request), job_id)
     # A reconnecting EventSource sends the last id it saw; resume after it.
-    last = request.headers.get("last-event-id", "")
-    start = int(last) + 1 if last.isdigit() else 0
+    # (Only plain ASCII digits, bounded: anything else starts the stream over.)
+    last = parse_count(request.headers.get("last-event-id"))
+    start = last + 1 if last is not None else 0
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"

@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from ..app.errors import ApiError, error_body, headers_for
 from ..app.text import Text
 from ..errors import QwenhomeError
+from ..net.ranges import parse_count
 from .errors import ImageRequestError, http_status
 from .form import read_form
 from .jobs import SUCCEEDED, Job
@@ -243,8 +244,9 @@ def make_router(service: ImageService, *, manage_service: bool = True) -> APIRou
     @router.get("/api/jobs/{job_id}/events")
     async def job_events(job_id: str, request: Request, since: int = 0) -> Response:
         job = service.get(job_id)
-        last = request.headers.get("last-event-id")
-        start = int(last) + 1 if last and last.isdigit() else max(0, since)
+        # (Only plain ASCII digits, bounded: anything else starts from ``since``.)
+        last = parse_count(request.headers.get("last-event-id"))
+        start = last + 1 if last is not None else max(0, since)
 
         async def stream() -> AsyncIterator[str]:
             async for record in job.follow(start):

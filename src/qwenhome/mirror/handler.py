@@ -38,6 +38,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, quote, urlencode
 
 from ..errors import QwenhomeError, RepoNotFoundError, RevisionNotFoundError
+from ..net.headtime import HeadReader
 from .cas.body import send_xorb_body
 from .cas.service import Answer
 from .catalog import FileEntry, Snapshot
@@ -77,6 +78,10 @@ _XET_KINDS = frozenset({"xet-read-token", "xet-write-token", "reconstruction", "
 MAX_POST_BODY = 1 << 20  # paths-info: a list of paths
 
 
+def _slow_head() -> TimeoutError:
+    return TimeoutError("the request head did not come whole in time")  # (http.server closes the connection)
+
+
 def _content_type(path: str) -> str:
     return "text/plain; charset=utf-8" if path.lower().endswith(_TEXT_SUFFIXES) else "application/octet-stream"
 
@@ -95,16 +100,47 @@ class Handler(ResponseWriter):
         self.connection.settimeout(mirror.idle_timeout)  # idle keep-alive connections end
         self.conn_id = next(mirror.conn_ids)
         self.request_count = 0
-        with self.server.active_lock:
-            self.server.active.add(self.connection)
         if mirror.hooks is not None:
             mirror.hooks.on_connect(self.conn_id)
 
     def finish(self) -> None:
-        with self.server.active_lock:
-            self.server.active.discard(self.connection)
+        self.server.leave(self.connection)
         with contextlib.suppress(OSError):
             super().finish()
+
+    def handle_one_request(self) -> None:
+        """One request; its head must be whole within ``head_timeout`` of its
+        first byte (a client sending it a byte at a time is cut: slow-loris),
+        and until it is, the connection may be closed to make room."""
+        self.server.wait_head(self.connection)
+        rfile = self.rfile
+        self.rfile = HeadReader(rfile, self.connection, self.server.mirror.head_timeout, _slow_head)  # type: ignore[assignment]
+        try:
+            super().handle_one_request()
+        finally:
+            self.rfile = rfile
+
+    def parse_request(self) -> bool:
+        reader = self.rfile
+        ok = super().parse_request()
+        if isinstance(reader, HeadReader):
+            reader.done()
+            self.rfile = reader.fp  # the body, if any, is read without the bound
+        self.server.serving(self.connection)
+        return ok
+
+    def __getattr__(self, name: str) -> Any:
+        # Methods no route takes (OPTIONS, TRACE, made-up ones) get the same
+        # JSON 405 as writes, not http.server's bare 501 page; like that page,
+        # before the hooks (a reachability probe's OPTIONS * is no request).
+        if name.startswith("do_"):
+            return self._unknown_method
+        raise AttributeError(name)
+
+    def _unknown_method(self) -> None:
+        self.close_connection = True  # any body stays unread
+        self._send_hub_error(405, METHOD_NOT_ALLOWED, f"{self.command} is not allowed: the mirror is read-only",
+                             False, {"Allow": "GET, HEAD"})
 
     def log_message(self, format: str, *args: Any) -> None:
         """The library prints nothing; observers use hooks (and the debug log)."""

@@ -8,8 +8,10 @@ get ports of their own; each :class:`Listener` knows which roles it serves.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -33,6 +35,7 @@ class Mirror(Protocol):
     xet: XetService | None
     tree_page_size: int
     idle_timeout: float
+    head_timeout: float
     first_byte_wait: float
     conn_ids: Iterator[int]
 
@@ -45,6 +48,20 @@ class Mirror(Protocol):
     def count(self, kind: str, nbytes: int) -> None: ...
 
 
+# Connections (each a thread) a listener serves at once. Past it, the oldest
+# connection waiting for (or reading) a request head is closed to make room:
+# idle keep-alive and slow-loris connections cannot lock out a real request;
+# when every slot carries a request, the newcomer gets a quick 503.
+MAX_CONNECTIONS = 256
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+
+
+def _busy_answer() -> bytes:
+    body = json.dumps({"error": "the mirror is serving as many connections as it takes; try again"}).encode()
+    return _BUSY % (len(body), body)
+
+
 class Listener(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -52,13 +69,16 @@ class Listener(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, addr: tuple[str, int], mirror: Mirror, roles: frozenset[str],
-                 handler: type[BaseHTTPRequestHandler]) -> None:
+                 handler: type[BaseHTTPRequestHandler], max_connections: int = MAX_CONNECTIONS) -> None:
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         self.mirror = mirror
         self.roles = roles
+        self.max_connections = max(1, max_connections)
         self.active: set[socket.socket] = set()
+        self.waiting: dict[socket.socket, float] = {}  # connections between requests, since when
         self.active_lock = threading.Lock()
+        self.refused = 0  # connections answered 503 (every slot carried a request)
         self.errors = 0  # handler exceptions (peers vanishing mid-request, hook bugs)
         super().__init__(addr, handler)
 
@@ -69,6 +89,48 @@ class Listener(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Count instead of printing a traceback: the library never prints."""
         self.errors += 1
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self._admit(request):
+            super().process_request(request, client_address)
+            return
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send(_busy_answer())
+        self.shutdown_request(request)
+
+    def _admit(self, sock: socket.socket) -> bool:
+        """Room for ``sock``: under the cap, or once the oldest connection
+        waiting for a request head is closed (its thread sees the end)."""
+        with self.active_lock:
+            if len(self.active) >= self.max_connections:
+                if not self.waiting:
+                    return False
+                oldest = min(self.waiting, key=self.waiting.__getitem__)
+                del self.waiting[oldest]
+                self.active.discard(oldest)
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+            self.active.add(sock)
+            self.waiting[sock] = time.monotonic()
+        return True
+
+    def wait_head(self, sock: socket.socket) -> None:
+        """``sock`` waits for its next request head (it may be closed for room)."""
+        with self.active_lock:
+            if sock in self.active:
+                self.waiting.setdefault(sock, time.monotonic())
+
+    def serving(self, sock: socket.socket) -> None:
+        """``sock`` carries a request: it keeps its slot until the answer is sent."""
+        with self.active_lock:
+            self.waiting.pop(sock, None)
+
+    def leave(self, sock: socket.socket) -> None:
+        with self.active_lock:
+            self.active.discard(sock)
+            self.waiting.pop(sock, None)
 
     def close_all(self) -> None:
         """Drop every open connection."""

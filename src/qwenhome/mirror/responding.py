@@ -10,12 +10,15 @@ socket.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
 from .protocol import X_ERROR_CODE, X_ERROR_MESSAGE
+
+_CRLF = re.compile("[\r\n\x00]")
 
 
 class ResponseWriter(BaseHTTPRequestHandler):
@@ -30,7 +33,10 @@ class ResponseWriter(BaseHTTPRequestHandler):
         self._status = status
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            # A message may quote the request: no line break, and what Latin-1
+            # cannot carry escaped (http.server's encoding would raise).
+            self.send_header(name, _CRLF.sub(lambda m: repr(m.group())[1:-1], value)
+                             .encode("latin-1", "backslashreplace").decode("latin-1"))
         self.send_header("Content-Length", str(length))
         if close:
             self.close_connection = True

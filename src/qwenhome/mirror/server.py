@@ -21,7 +21,7 @@ from .cas.service import XetOptions, XetService
 from .catalog import FileEntry, Snapshot
 from .handler import Handler
 from .hooks import Hooks
-from .listener import Listener
+from .listener import MAX_CONNECTIONS, Listener
 from .protocol import Route
 from .pullthrough import PullThroughBackend
 
@@ -57,6 +57,8 @@ class MirrorServer:
         cdn_host: str = "localhost",
         tree_page_size: int = 1000,
         idle_timeout: float = 60.0,
+        head_timeout: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
         first_byte_wait: float = 5.0,
         xet: XetOptions | None = None,
     ) -> None:
@@ -70,6 +72,8 @@ class MirrorServer:
         self.cdn_host = cdn_host
         self.tree_page_size = max(1, tree_page_size)
         self.idle_timeout = idle_timeout
+        self.head_timeout = head_timeout  # seconds a request head may take from its first byte (slow-loris)
+        self.max_connections = max_connections
         self.conn_ids: Iterator[int] = itertools.count(1)  # shared by all listeners: hooks key requests by it
         self._secret = secrets.token_bytes(32)
         self._stats: dict[str, list[int]] = {}
@@ -102,7 +106,7 @@ class MirrorServer:
         bound: list[Listener] = []
         try:
             for p, roles in [(port, main), *own]:
-                listener = Listener((host, p), self, frozenset(roles), Handler)
+                listener = Listener((host, p), self, frozenset(roles), Handler, self.max_connections)
                 bound.append(listener)
                 for role in roles:
                     self._listeners[role] = listener

@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 from ..config import Timeouts
 from ..errors import ProtocolError, TransferInterrupted
 from .head import USER_AGENT, request_headers
+from .headtime import bounded_head
 from .pool import ConnectionPool
 from .response import Response
 from .translate import translate
@@ -122,6 +123,7 @@ class HttpClient:
             try:
                 if conn.sock is not None:
                     conn.sock.settimeout(rt)
+                conn.response_class = bounded_head(rt, origin.authority, origin.host)
                 conn.request(method, target, headers=hdrs)
                 raw = conn.getresponse()
             except BaseException as exc:

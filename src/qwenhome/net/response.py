@@ -38,11 +38,39 @@ class Response:
         return self.headers.get(name, default)
 
     def readinto(self, buf: memoryview) -> int:
+        """Up to ``len(buf)`` body bytes (0 at the end): what the socket has,
+        waiting only while it has nothing. Never waits to fill ``buf``: a
+        caller counting the bytes as they come must see a body trickled a
+        byte at a time; a flowing body still fills it (one TLS record a read)."""
+        resp = self._resp
         try:
-            return self._resp.readinto(buf)
+            if resp.chunked or resp.length is None or resp.fp is None:
+                data = resp.read1(len(buf))
+                buf[: len(data)] = data
+                return len(data)
+            want = min(len(buf), resp.length)
+            got = n = resp.fp.readinto1(buf[:want])
+            while n and got < want and self._more_ready():
+                n = resp.fp.readinto1(buf[got:want])
+                got += n
+            resp.length -= got
+            if got and resp.length == 0:
+                resp.read()  # (at the end: closes the response, so the connection may be reused)
+            return got
         except BaseException as exc:
             self.close()
             raise translate(exc, self.url) from exc
+
+    def _more_ready(self) -> bool:
+        """Body bytes can be read without waiting: decrypted in OpenSSL, or in the socket."""
+        sock = self._conn.sock
+        if sock is None:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def can_splice(self) -> bool:
         """Whether the body can move socket → file inside the kernel (Linux

@@ -40,6 +40,25 @@ def _tree_size(path: Path) -> int:
     return total
 
 
+def own_folder(path: Path, base: Path) -> bool:
+    """Whether ``path`` (under ``base``) is a folder reached without a
+    symbolic link below ``base``: one that is a link may lead anywhere, and
+    what gc and rm delete is only ever the home's own."""
+    try:
+        real = os.path.realpath(path, strict=True)
+        return os.path.isdir(real) and real == os.path.join(os.path.realpath(base), path.relative_to(base))
+    except (OSError, ValueError):
+        return False
+
+
+def _unlink_or_rmtree(path: Path) -> None:
+    """A link is removed, never what it leads to."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
 def remove_repo(store: Store, ref: RepoRef) -> RemoveReport:
     """Remove a whole repository, or with ``@rev`` one revision (then gc its blobs)."""
     with writing(store.repo_dir(ref)):
@@ -52,15 +71,15 @@ def _remove_repo(store: Store, ref: RepoRef) -> RemoveReport:
         raise NotCachedError(f"{ref} is not in the home", repo=str(ref))
     report = RemoveReport()
     if ref.revision is None:
-        report.freed = _tree_size(repo_dir)
-        shutil.rmtree(repo_dir)
+        report.freed = _tree_size(repo_dir) if not repo_dir.is_symlink() else 0
+        _unlink_or_rmtree(repo_dir)
         shutil.rmtree(store.manifests_dir(ref), ignore_errors=True)
         report.removed.append(str(ref))
         return report
     commit = ref.revision if is_commit(ref.revision) else store.read_ref(ref, ref.revision)
     if commit is None or not store.snapshot_dir(ref, commit).exists():
         raise NotCachedError(f"{ref} is not in the home", code="revision-not-cached", repo=str(ref))
-    shutil.rmtree(store.snapshot_dir(ref, commit))
+    _unlink_or_rmtree(store.snapshot_dir(ref, commit))
     store.manifest_path(ref, commit).unlink(missing_ok=True)
     for name, points_to in store.refs(ref).items():
         if points_to == commit:
@@ -85,6 +104,9 @@ def _collect_garbage(store: Store, only: RepoRef | None, partial_age: float, now
     now = time.time() if now is None else now
     repos = [only] if only else [ref for ref, path in store.repos() if path.is_dir()]
     for ref in repos:
+        if not own_folder(store.blobs_dir(ref), store.root):
+            log.debug("%s: its blobs folder is a link (or not a folder): not collected", ref)
+            continue
         blobs = store.blob_files(ref)
         if not blobs:
             continue
@@ -93,16 +115,16 @@ def _collect_garbage(store: Store, only: RepoRef | None, partial_age: float, now
             if b.name in linked:
                 continue
             # In-flight temp files of other processes are young; keep them.
-            if b.name.endswith(".incomplete") and now - b.stat().st_mtime < partial_age:
+            if b.name.endswith(".incomplete") and now - b.lstat().st_mtime < partial_age:
                 continue
-            report.freed += b.stat().st_size
+            report.freed += b.lstat().st_size  # (a link is removed, never what it leads to)
             b.unlink(missing_ok=True)
             report.removed.append(b.relative_to(store.root).as_posix())
     partials = store.partials_dir
-    if only is None and partials.is_dir():
+    if only is None and own_folder(partials, store.state_dir):
         for p in partials.iterdir():
             try:
-                st = p.stat()
+                st = p.lstat()
             except OSError as exc:  # gone meanwhile (another gc, a pull that finished)
                 log.debug("partial %s not examined: %s", p, exc)
                 continue
@@ -110,6 +132,6 @@ def _collect_garbage(store: Store, only: RepoRef | None, partial_age: float, now
                 report.freed += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
                 p.unlink(missing_ok=True)
                 report.removed.append(f"partials/{p.name}")
-    if only is None:
+    if only is None and own_folder(store.locks_dir, store.state_dir):
         report.removed += [f"locks/{name}" for name in remove_stale_locks(store.locks_dir)]
     return report

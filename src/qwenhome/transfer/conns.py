@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..net import Origin
 from ..net.steps import Address, resolve, start_connect, wrap_tls
+from .pace import MinRate, Pace
 from .sizing import KiB
 from .work import Span
 
@@ -37,8 +38,8 @@ class Gather:
 
 
 class Conn:
-    __slots__ = ("body_t", "got", "head", "keep", "last", "left", "lowat", "origin", "out", "r", "reused", "sent",
-                 "sock", "state", "tls", "url")
+    __slots__ = ("body_t", "got", "head", "keep", "last", "left", "lowat", "origin", "out", "pace", "r", "reused",
+                 "sent", "sock", "state", "tls", "url")
 
     def __init__(self, sock: socket.socket, origin: Origin, now: float) -> None:
         self.sock = sock
@@ -57,6 +58,7 @@ class Conn:
         self.lowat = 1  # the socket's SO_RCVLOWAT (the kernel's default is 1)
         self.body_t = now  # when the current body began, and its bytes read since
         self.got = 0
+        self.pace = Pace(now)  # the current answer's bytes (head and body) in its rate window
 
     def set_lowat(self, n: int) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
@@ -77,12 +79,16 @@ class Conn:
 
     def has_bytes(self) -> bool:
         """Bytes wait in the socket (fewer than it gathers, maybe)."""
+        return self.waiting() > 0
+
+    def waiting(self) -> int:
+        """How many bytes wait in the socket, not yet read."""
         try:
             waiting = bytearray(4)
             fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, waiting)
         except OSError:
-            return False
-        return int.from_bytes(waiting, sys.byteorder) > 0
+            return 0
+        return int.from_bytes(waiting, sys.byteorder)
 
     def read_into(self, buf: memoryview, want: int) -> tuple[int, bool]:
         """Up to ``want`` body bytes into ``buf``: -1 when none is ready, 0 at
@@ -174,6 +180,7 @@ class Pool:
         conn.out = conn.out[n:]
         if not conn.out:
             conn.state = HEAD
+            conn.pace = Pace(self.clock())  # the answer's window starts once the request is out
             self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
         else:
             self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
@@ -208,6 +215,22 @@ class Pool:
                     conn.last = now
                     continue
                 out.append((conn, limit))
+        return out
+
+    def slow(self, now: float, m: MinRate) -> list[Conn]:
+        """Busy connections whose answer brought less than ``m``'s floor in
+        a window (a trickle the stall check never sees). Bytes waiting below
+        what a socket gathers count too (not read yet, but they came); when
+        they make the floor, the socket goes back to reporting every byte and
+        the window starts again."""
+        out = []
+        for conn in list(self.busy):
+            if conn.r is not None and conn.state in (HEAD, BODY) and conn.pace.slow(now, m):
+                if conn.lowat > 1 and conn.pace.n + conn.waiting() >= m.floor:
+                    conn.set_lowat(1)
+                    conn.pace = Pace(now)
+                    continue
+                out.append(conn)
         return out
 
     def park(self, conn: Conn) -> None:

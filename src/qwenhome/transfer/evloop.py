@@ -232,6 +232,7 @@ class IoLoop:
         if not data:
             raise ConnectionResetError(errno.ECONNRESET, "connection closed before the answer")
         conn.head += data
+        conn.pace.add(len(data))
         conn.last = self.e.clock()
         parsed = parse_head(conn.head)
         if parsed is None:
@@ -305,6 +306,7 @@ class IoLoop:
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
         self.reads += 1
+        conn.pace.add(moved)
         conn.left -= moved
         conn.got += moved
         conn.last = now = e.clock()
@@ -362,6 +364,9 @@ class IoLoop:
                 host = conn.origin.host
                 self._fail(conn.r, ReadTimeoutError(f"{conn.origin.authority} sent nothing for {limit:g} s",
                                                     code="response-timeout", host=host), conn)
+        for conn in self.pool.slow(now, e.min_rate):
+            if conn.r is not None:
+                self._fail(conn.r, conn.pace.error(conn.origin.authority, conn.origin.host, e.min_rate), conn)
 
 
 def _status_error(f: Item, url: str, head: Head, body: bytes) -> QwenhomeError:

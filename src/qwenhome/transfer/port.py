@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from .pace import MinRate
 from .work import Item, Span
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ class Port(Protocol):
     http: HttpClient  # the client's settings: proxies, TLS context, timeouts, user agent
     clock: Callable[[], float]
     stall_timeout: float  # seconds a body may stay silent
+    min_rate: MinRate  # the least a request must bring over a window (pace.py)
     splice: bool  # plain-HTTP bodies may go socket → file in the kernel
 
     @property

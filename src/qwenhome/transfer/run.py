@@ -17,6 +17,7 @@ from ..progress import RETRY
 from .failover import Retries, retry_delay
 from .files import FileState
 from .hasher import Hasher
+from .pace import MinRate
 from .state import Cancelled, State
 from .work import Item, Span, Status
 from .workers import Workers
@@ -38,11 +39,13 @@ class Run:
     """Every method takes the run's lock unless it says "under the lock"."""
 
     def __init__(self, http: HttpClient, state: State, hasher: Hasher, *, stall_timeout: float,
+                 min_rate: MinRate = MinRate(),
                  retries: Retries = Retries(), splice: bool = True) -> None:
         self.http = http
         self.s = state
         self.clock = state.clock
         self.stall_timeout = stall_timeout
+        self.min_rate = min_rate
         self.splice = splice
         self.hasher = hasher
         self._retries = retries

@@ -27,6 +27,7 @@ from ..net import (
     token_for,
 )
 from ..store.cache import translate_os_error
+from .pace import Pace
 from .sizing import MiB
 from .work import Item, Span
 
@@ -144,6 +145,7 @@ class Workers:
         mv = self._buffer() if pipe is None else None
         gen = r.gen
         _, pos, end = e.bounds(r)
+        pace = Pace(e.clock())
         # One lock round per buffer: record what was written and learn whether
         # the range was split or cancelled meanwhile.
         while gen == f.gen and pos < end and not e.stopped and f.active:
@@ -156,6 +158,10 @@ class Workers:
                     dest.write(mv, n, pos)
             if n <= 0:
                 raise TransferInterrupted(f"{f.name}: body ended early at byte {pos}")
+            pace.add(n)
+            if pace.slow(e.clock(), e.min_rate):  # (each read returns what came: a trickle is seen)
+                origin = Origin.of(resp.url)
+                raise pace.error(origin.authority, origin.host, e.min_rate)
             recorded = e.record(r, pos, n, queue_hash=False)
             if recorded is None:
                 return

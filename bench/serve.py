@@ -376,7 +376,7 @@ def main() -> int:
           f"/health p99 under full load {'under' if health_ok else 'over'} {args.health_p99:g} ms")
     doc.update({
         "model": str(args.model) if args.model else "Qwen2 6x384 (built locally)", "runs": args.runs,
-        "tokens": args.tokens, "threads": args.threads,
+        "tokens": args.tokens, "threads": args.threads, "seconds": args.seconds,
         "chat": {"direct": {"ttft_ms": round(d_ttft * 1e3, 1), "tokens_per_s": round(d_tps, 1), "tokens": d_n,
                             "best_ttft_ms": round(d_best_ttft * 1e3, 1), "best_tokens_per_s": round(d_best_tps, 1)},
                  "api": {"ttft_ms": round(s_ttft * 1e3, 1), "tokens_per_s": round(s_tps, 1), "tokens": s_n,

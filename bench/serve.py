@@ -313,8 +313,8 @@ def main() -> int:
         proc, url = start_server(snapshot, home, args.threads)
         try:
             # One client kept alive, as the openai package keeps one: a new
-            # httpx client per request builds an SSL context first (25-60 ms
-            # here, counted as the API's time to first token until 2026-12-07).
+            # httpx client per request builds an SSL context first (23-58 ms
+            # here), which serve-20261207-064934.json counted as the API's TTFT.
             client = httpx.Client(timeout=600)
             direct.run(8)  # warm-up both sides
             server_run(url, 8, client)

@@ -97,6 +97,28 @@ def mirror(path: Path, doc: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def serve(path: Path, doc: dict[str, Any]) -> list[str]:
+    lines = [*_head(path, doc), "| chat | TTFT ms (median) | tokens/s (median) | best TTFT ms | best tokens/s |",
+             "| --- | --- | --- | --- | --- |"]
+    chat = doc["chat"]
+    for name, side in (("direct `generate()`", chat["direct"]), ("API (worker, SSE over HTTP)", chat["api"])):
+        lines.append(f"| {name} | {side['ttft_ms']:.1f} | {side['tokens_per_s']:.1f} | "
+                     f"{_f(side.get('best_ttft_ms'), '.1f')} | {_f(side.get('best_tokens_per_s'), '.1f')} |")
+    d, a = chat["direct"], chat["api"]
+    best = (f"{a['best_ttft_ms'] / d['best_ttft_ms']:.3f} | {a['best_tokens_per_s'] / d['best_tokens_per_s']:.3f}"
+            if "best_ttft_ms" in d and "best_ttft_ms" in a else "- | -")
+    lines += [f"| API ÷ direct | {chat['ttft_ratio']:.3f} | {chat['tps_ratio']:.3f} | {best} |", "",
+              "| `/health` while | n | p50 ms | p99 ms | max ms | event loop on CPU | event loop waiting for a CPU "
+              "| load average |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    seconds = float(doc.get("seconds") or 15.0)
+    for h in doc["health"]:
+        cpu = _f(h["loop_cpu_s"] / seconds * 100, ".1f") + " %" if "loop_cpu_s" in h else "-"
+        wait = _f(h["loop_runqueue_wait_s"] / seconds * 100, ".1f") + " %" if "loop_runqueue_wait_s" in h else "-"
+        lines.append(f"| {h['while']} | {h['n']} | {h['p50_ms']:.1f} | {h['p99_ms']:.1f} | {h['max_ms']:.1f} | "
+                     f"{cpu} | {wait} | {_f(h.get('loadavg'), '.1f')} |")
+    return [*lines, ""]
+
+
 def xet_format(path: Path, doc: dict[str, Any]) -> list[str]:
     lines = [*_head(path, doc), f"{doc['size'] / 2**20:.0f} MiB, medians of {doc['repeat']}.", "",
              "| row | wall s | CPU s | MB/s | CPU s/GB | CPU ÷ hf_xet |", "| --- | --- | --- | --- | --- | --- |"]
@@ -136,9 +158,11 @@ def main(argv: list[str]) -> int:
         path = Path(name)
         doc = json.loads(path.read_text())
         kind = doc.get("kind")
-        makers = {"transfer": transfer, "offline": offline, "mirror": mirror, "xet_format": xet_format, "xet": xet}
+        makers = {"transfer": transfer, "offline": offline, "mirror": mirror, "xet_format": xet_format, "xet": xet,
+                  "serve": serve}
         if kind not in makers:
-            print(f"{path}: not a result file of transfer.py, offline.py, mirror.py, xet_format.py or xet.py",
+            print(f"{path}: not a result file of transfer.py, offline.py, mirror.py, xet_format.py, xet.py "
+                  "or serve.py",
                   file=sys.stderr)
             return 1
         print("\n".join(makers[kind](path, doc)))

@@ -1,5 +1,6 @@
 """Small pure parts of the app: stop sequences on streamed text, error
-statuses, exit descriptions, the model-state rule, the engine choice."""
+statuses, exit descriptions, the model-state rule, the engine choice, the
+server's frozen heap."""
 
 from __future__ import annotations
 
@@ -202,3 +203,21 @@ def test_the_allow_list_takes_own_names_on_the_own_port_and_allowed_hosts_anywhe
     with pytest.raises(QwenhomeError) as info:
         AllowList.parse("127.0.0.1", ["bad host"])
     assert info.value.code == "invalid-allowed-host"
+
+
+def test_the_servers_heap_is_frozen_so_a_full_collection_skips_what_the_start_made() -> None:
+    # The API process freezes what its imports and start made: a full
+    # collection on the event loop then walks only what requests made since.
+    import gc
+
+    from qwenhome.app.serve import freeze_heap
+
+    made_at_start = [[i] for i in range(1000)]  # long-lived, as the routes' and libraries' objects
+    gc.unfreeze()
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() >= len(made_at_start)
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert not any(id(x) in oldest for x in made_at_start)
+    finally:
+        gc.unfreeze()

@@ -135,7 +135,10 @@ def test_xet_bench_runs_every_tool_and_counts_the_updated_revisions_bytes(tmp_pa
     doc = json.loads(out.read_text())
     none = doc["throughput"]["none"]
     assert set(none) == {"qwenhome", "hf_xet", "hf plain"} and all(s["ok"] == 1 for s in none.values())
-    assert none["qwenhome"]["sent"].get("xorb", 0) >= 4 * 2**20 and none["hf_xet"]["sent"].get("xorb", 0) >= 4 * 2**20
+    # (qwenhome takes a Xet file from xorbs and the bridge at once: Xet the most at equal speed.)
+    ours = none["qwenhome"]["sent"]
+    assert ours.get("xorb", 0) > ours.get("resolve", 0) and ours.get("xorb", 0) + ours.get("resolve", 0) >= 4 * 2**20
+    assert none["hf_xet"]["sent"].get("xorb", 0) >= 4 * 2**20
     assert none["hf plain"]["sent"].get("xorb", 0) == 0
     up = doc["update"]
     assert all(up[t]["ok"] for t in ("qwenhome", "hf_xet", "hf plain"))

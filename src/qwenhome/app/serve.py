@@ -11,6 +11,7 @@ imports no engine. An engine that cannot load at start ends the server with
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -87,6 +88,16 @@ def optional_extensions(settings: Settings, workers: WorkerOptions, ready_wait: 
     return (ext,) if ext is not None else ()
 
 
+def freeze_heap() -> None:
+    """Move every object alive now out of the collector's reach. What the
+    imports and the start made lives as long as the server; left in the
+    oldest generation, each full collection walks all of it (28 ms here, on
+    the event loop: the p99 of ``/health`` under load). Frozen, a full
+    collection walks only what requests made since."""
+    gc.collect()
+    gc.freeze()
+
+
 def _say(msg: str) -> None:
     print(f"qwenhome: {msg}", file=sys.stderr, flush=True)
 
@@ -137,12 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         state.wait_settled()
+        freeze_heap()  # what the start made (the workers' readers, the routes' caches) too
         failed.extend(state.load_errors())
         if failed:
             print(failed[0].one_line(), file=sys.stderr, flush=True)
             server.should_exit = True
 
     threading.Thread(target=watch_start, daemon=True).start()
+    freeze_heap()
     server.run()
     return EXIT_ENGINE_LOAD if failed else 0
 

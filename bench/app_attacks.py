@@ -34,10 +34,13 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import result_header, write_result
 
 MiB = 1 << 20
 MB = 1_000_000
@@ -238,7 +241,9 @@ def attacks(url: str) -> dict[str, Callable[[], list[str]]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=1, help="runs per attack; the worst is shown")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default: bench/results/app_attacks-TIME.json)")
     args = ap.parse_args()
+    doc = result_header("app_attacks", sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="qwenhome-bench-attacks-") as tmp:
         work = Path(tmp)
         home, snapshot = build_home(work)
@@ -261,6 +266,10 @@ def main() -> int:
               f"{o.health_p50_ms:8.1f}" + ("" if o.ok else "   <- goal missed"))
     print(f"after: /health {alive}; traceback in the server log: {'yes' if traceback else 'no'}")
     ok = all(o.ok for o in results) and alive == "ready" and not traceback
+    doc.update(resident_mb_ready=round(rss0, 1), repeat=args.repeat, health_after=alive,
+               traceback_in_log=traceback, goals_met=ok,
+               attacks=[{**asdict(o), "ok": o.ok} for o in results])
+    print(f"result: {write_result(doc, args.out)}")
     print(f"goals (growth < {GROWTH_GOAL_MB} MB, /health < {HEALTH_GOAL_MS} ms): {'met' if ok else 'missed'}")
     return 0 if ok else 1
 

@@ -44,13 +44,14 @@ from .errors import (
 )
 from .hub.hf import HubClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
-from .net import HttpClient
+from .net import HttpClient, Origin
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .repo.manifest import Manifest, RepoFile, check_tree
 from .repo.ref import RepoRef, is_commit
 from .store.cache import FileLock, Store, writing
 from .transfer import partmap
 from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
+from .transfer.preconnect import Preconnect
 from .transfer.retry import call_with_retries
 from .xetpull import XetPull
 
@@ -141,6 +142,7 @@ class Puller:
         # Of the last pull's engine runs: its widest connection count, and the
         # files the worker threads moved (a proxy, a failed handshake, odd answers).
         self.transfer_stats: dict[str, int] = {}
+        self.warm: Preconnect | None = None  # connections opened ahead for the first engine run
 
     # -- metadata ------------------------------------------------------------
     def clients(self) -> list[Client]:
@@ -360,6 +362,34 @@ class Puller:
         t0: float,
         beside_probe: bool = False,
     ) -> PullResult:
+        self.warm = self._preconnect()
+        try:
+            return self._pull_listed(ref, include, exclude, cancel, t0, beside_probe)
+        finally:
+            if self.warm is not None:
+                self.warm.close()
+                self.warm = None
+
+    def _preconnect(self) -> Preconnect | None:
+        """The first source's connections, opened while its listing is asked
+        (a Hub source's files come from it, or through its redirects)."""
+        first = self.order[0] if self.order else None
+        if first is None or first.kind != "hf" or not self.config.loop_threads:
+            return None
+        try:
+            return Preconnect(Origin.of(first.url)) if self.http.direct(first.url) else None
+        except QwenhomeError:  # (a URL the transfer would not take either)
+            return None
+
+    def _pull_listed(
+        self,
+        ref: RepoRef,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        cancel: threading.Event | None,
+        t0: float,
+        beside_probe: bool,
+    ) -> PullResult:
         try:
             got = self._fetch_beside_probe(ref) if beside_probe else self.fetch_manifest(ref)
         except NetworkError as exc:
@@ -517,7 +547,12 @@ class Puller:
             config = replace(self.config, max_retries=FAILOVER_RETRIES) if quick else self.config
             if jobs:
                 engine = TransferEngine(self.http, config, on_event=self.emit, repo=str(ref))
-                errors.update(engine.run(jobs, install, cancel))
+                warm, self.warm = self.warm, None  # (the first round's: later ones connect anew)
+                try:
+                    errors.update(engine.run(jobs, install, cancel, warm))
+                finally:
+                    if warm is not None:
+                        warm.close()  # (those the run did not take)
                 downloaded += int(engine.stats.get("bytes", 0))
                 ts = self.transfer_stats
                 ts["threaded_files"] = ts.get("threaded_files", 0) + int(engine.stats.get("threaded_files", 0))

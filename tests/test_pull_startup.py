@@ -1,9 +1,12 @@
-"""Connections opened while the listing is asked: the first ranges go out on
-them, and those a pull does not use are closed."""
+"""A pull's start-up: connections opened while the listing is asked (the
+first ranges go out on them, those unused are closed), and the transfer
+engine loaded meanwhile rather than before."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,3 +54,18 @@ def test_connections_not_taken_are_closed() -> None:
             peer.settimeout(5)
             assert peer.recv(1) == b"", "closed: the server sees the end of the stream"
             peer.close()
+
+
+def test_the_engine_is_not_loaded_before_the_listing_is_asked(tmp_path: Path) -> None:
+    """Importing the pull and building a Puller loads neither the transfer
+    engine nor the Xet side (20-50 ms of start-up on a busy machine): a pull
+    loads them in a thread while its listing is on the way."""
+    code = ("import sys\n"
+            "from qwenhome.config import load_settings\n"
+            "from qwenhome.pull import Puller\n"
+            "Puller(load_settings({'HOME': sys.argv[1]}, home=sys.argv[1] + '/h', sources=['http://127.0.0.1:9']))\n"
+            "print(sorted(m for m in ('qwenhome.transfer.engine', 'qwenhome.xetpull', 'qwenhome.hub.xet')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])

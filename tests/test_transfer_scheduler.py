@@ -135,6 +135,36 @@ def test_the_end_game_splits_only_an_outlier(tmp_path: Path) -> None:
     item.dest.close()
 
 
+def test_the_end_game_splits_the_span_the_hash_waits_on(tmp_path: Path) -> None:
+    """Nothing left to hand out, no outlier: once more was received past the
+    written prefix than the run has left to receive, the span holding the
+    prefix is split (else it lands with the last wave and the hash starts on
+    everything past it after the last byte); before that, it is left alone."""
+    left = [1 << 40]
+    sizer = RangeSizer(Sizes(chunk_min=16 * MiB, chunk_max=16 * MiB, tail_min=256 * 1024))
+    sizer.carved, sizer.chunk, sizer.ttfb = 4, 16 * MiB, 0.02
+    sched = Scheduler(sizer, Splits(steal_min=1 * MiB, hash_lag=1 << 40), connections=lambda: 4,
+                      left=lambda: left[0])
+    item = _item(tmp_path, "a", 64 * MiB)
+    sched.add([item])
+    spans = [sched.next_span(0.0, slow=False) for _ in range(4)]
+    first = spans[0]
+    assert first is not None and sched.next_span(0.0, slow=False) is None, "all handed out"
+    left[0] = 40 * MiB
+    _receive(first, 8 * MiB)  # the prefix's span: 8 MiB in 2 s, as the last span
+    for s in spans[1:3]:
+        assert s is not None
+        _receive(s, 16 * MiB)
+        sched.drop(s)
+    assert spans[3] is not None
+    _receive(spans[3], 8 * MiB)  # 40 MiB past the prefix
+    assert sched.next_span(2.0, slow=False) is None, "40 MiB still to come: the prefix may catch up"
+    left[0] = 24 * MiB
+    split = sched.next_span(2.0, slow=False)
+    assert split is not None and (split.start, split.end) == (12 * MiB, 16 * MiB) and first.end == 12 * MiB
+    item.dest.close()
+
+
 def test_drop_requeues_what_a_span_left_and_restart_takes_the_whole_item(tmp_path: Path) -> None:
     sched = _scheduler()
     item = _item(tmp_path, "a", 40 * MiB)

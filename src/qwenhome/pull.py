@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from . import sources as netsources
 from .config import Settings, Source
@@ -44,15 +44,19 @@ from .errors import (
 )
 from .hub.hf import HubClient
 from .hub.modelscope import MS_DEFAULT_REVISION, ModelScopeClient, ms_revision
-from .net import HttpClient
+from .net import HttpClient, Origin
 from .progress import DONE, OFFLINE, RETRY, SOURCE, START, EventSink, ProgressEvent
 from .repo.manifest import Manifest, RepoFile, check_tree
 from .repo.ref import RepoRef, is_commit
 from .store.cache import FileLock, Store, writing
 from .transfer import partmap
-from .transfer.engine import Candidate, EngineConfig, FileJob, TransferEngine
-from .transfer.retry import call_with_retries
-from .xetpull import XetPull
+from .transfer.preconnect import Preconnect
+from .transfer.retry import Backoff, call_with_retries
+from .transfer.work import Candidate
+
+if TYPE_CHECKING:  # (loaded while the listing is asked: see _load_transfer)
+    from .transfer.engine import EngineConfig, FileJob
+    from .xetpull import XetPull
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ def select_files(files: Sequence[RepoFile], include: Sequence[str], exclude: Seq
 
 
 def engine_config(settings: Settings) -> EngineConfig:
+    from .transfer.engine import EngineConfig
+
     return EngineConfig(
         connections=settings.max_connections,
         stall_timeout=settings.timeouts.stall,
@@ -129,7 +135,8 @@ class Puller:
         self.store = Store(settings.hub_cache, settings.state_dir)
         self.http = http or HttpClient(settings.timeouts, settings.env)
         self.emit: EventSink = on_event or (lambda _e: None)
-        self.config = config or engine_config(settings)
+        self._config = config
+        self.backoff = config.backoff if config is not None else Backoff()  # (EngineConfig's default)
         self.decide_network: Decider = decide_network or (lambda st, patient: netsources.decide(st, patient=patient))
         self.order: list[Source] = list(settings.sources)
         self.bad_sources: set[str] = set()
@@ -138,10 +145,26 @@ class Puller:
         self.ms_revision = "master"
         self.outcomes: dict[Source, tuple[bool, bool, str]] = {}
         self._blob_index: dict[str, list[Path]] | None = None  # see _reuse_blob
-        self.xet = XetPull(settings, self.store, self.http, lambda e: self.emit(e), self.config.backoff)
+        self._xet: XetPull | None = None
         # Of the last pull's engine runs: its widest connection count, and the
         # files the worker threads moved (a proxy, a failed handshake, odd answers).
         self.transfer_stats: dict[str, int] = {}
+        self.warm: Preconnect | None = None  # connections opened ahead for the first engine run
+
+    @property
+    def config(self) -> EngineConfig:
+        """The engine's options (the engine's module loads on first use)."""
+        if self._config is None:
+            self._config = engine_config(self.settings)
+        return self._config
+
+    @property
+    def xet(self) -> XetPull:
+        if self._xet is None:
+            from .xetpull import XetPull
+
+            self._xet = XetPull(self.settings, self.store, self.http, lambda e: self.emit(e), self.backoff)
+        return self._xet
 
     # -- metadata ------------------------------------------------------------
     def clients(self) -> list[Client]:
@@ -176,7 +199,7 @@ class Puller:
 
             try:
                 manifest = call_with_retries(once, attempts=METADATA_ATTEMPTS,
-                                             backoff=self.config.backoff, on_retry=note)
+                                             backoff=self.backoff, on_retry=note)
                 self._note(client.source, None)
                 if client.source.kind == "hf" and ref.revision and is_commit(ref.revision):
                     # A Hub commit means nothing to ModelScope; its files still
@@ -204,7 +227,7 @@ class Puller:
                 return c.list_files(ref, self.ms_revision)
 
             try:
-                files = call_with_retries(listing, attempts=2, backoff=self.config.backoff)
+                files = call_with_retries(listing, attempts=2, backoff=self.backoff)
                 self.ms_files[s.name] = {f.path: f for f in files}
                 self._note(s, None)
                 self.emit(ProgressEvent(SOURCE, str(ref), message=f"{s.label}: listed {len(files)} file(s)"))
@@ -361,6 +384,36 @@ class Puller:
         t0: float,
         beside_probe: bool = False,
     ) -> PullResult:
+        self.warm = self._preconnect()
+        threading.Thread(target=_load_transfer, daemon=True, name="qh-import").start()
+        try:
+            return self._pull_listed(ref, include, exclude, cancel, t0, beside_probe)
+        finally:
+            if self.warm is not None:
+                self.warm.close()
+                self.warm = None
+
+    def _preconnect(self) -> Preconnect | None:
+        """The first source's connections, opened while its listing is asked
+        (a Hub source's files come from it, or through its redirects)."""
+        first = self.order[0] if self.order else None
+        no_loops = self._config is not None and not self._config.loop_threads  # (the default has loops)
+        if first is None or first.kind != "hf" or no_loops:
+            return None
+        try:
+            return Preconnect(Origin.of(first.url)) if self.http.direct(first.url) else None
+        except QwenhomeError:  # (a URL the transfer would not take either)
+            return None
+
+    def _pull_listed(
+        self,
+        ref: RepoRef,
+        include: Sequence[str],
+        exclude: Sequence[str],
+        cancel: threading.Event | None,
+        t0: float,
+        beside_probe: bool,
+    ) -> PullResult:
         try:
             got = self._fetch_beside_probe(ref) if beside_probe else self.fetch_manifest(ref)
         except NetworkError as exc:
@@ -494,6 +547,8 @@ class Puller:
         failures; failed files are then retried with ModelScope candidates
         added, and a last round uses the full retry count. Ranges on disk stay
         between rounds."""
+        from .transfer.engine import FileJob, TransferEngine  # (loaded already: _load_transfer)
+
         if first.kind == "modelscope":
             self.list_modelscope(ref)  # the only way to learn what else ModelScope has
         downloaded = 0
@@ -518,7 +573,12 @@ class Puller:
             config = replace(self.config, max_retries=FAILOVER_RETRIES) if quick else self.config
             if jobs:
                 engine = TransferEngine(self.http, config, on_event=self.emit, repo=str(ref))
-                errors.update(engine.run(jobs, install, cancel))
+                warm, self.warm = self.warm, None  # (the first round's: later ones connect anew)
+                try:
+                    errors.update(engine.run(jobs, install, cancel, warm))
+                finally:
+                    if warm is not None:
+                        warm.close()  # (those the run did not take)
                 downloaded += int(engine.stats.get("bytes", 0))
                 ts = self.transfer_stats
                 ts["threaded_files"] = ts.get("threaded_files", 0) + int(engine.stats.get("threaded_files", 0))
@@ -609,6 +669,17 @@ class Puller:
         manifest = self.store.load_manifest(ref, snap.name)
         n = len(manifest.files) if manifest else 0
         return PullResult(ref, snap.name, snap, n, 0, manifest.total_size if manifest else 0, True, "cache")
+
+
+def _load_transfer() -> None:
+    """Import the transfer engine and the Xet side of a pull while the
+    listing is asked (20-50 ms of a pull's start-up on a busy machine); the
+    pull would import them after it otherwise."""
+    try:
+        from . import xetpull  # noqa: F401
+        from .transfer import engine  # noqa: F401
+    except Exception:  # the pull's own import says what is wrong
+        log.debug("transfer not loaded ahead", exc_info=True)
 
 
 def _covers(saved: Manifest, files: Sequence[RepoFile]) -> bool:

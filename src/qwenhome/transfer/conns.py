@@ -130,8 +130,17 @@ class Pool:
         if not conns:
             return None
         conn = conns.pop()
+        # (One opened ahead may have been closed by the server meanwhile, as a
+        # pooled one: either is asked once more on a fresh connection.)
         conn.reused = True
+        if conn.state == CONNECTING:  # opened ahead (adopt): its connect is watched from now on
+            self.sel.register(conn.sock, selectors.EVENT_WRITE, conn)
         return conn
+
+    def adopt(self, sock: socket.socket, origin: Origin, now: float) -> None:
+        """A socket whose connect to ``origin`` began before the run: idle
+        until a span takes it (unwatched until then: nothing to read yet)."""
+        self.idle.setdefault(origin, []).append(Conn(sock, origin, now))
 
     def connect(self, origin: Origin, now: float) -> Conn:
         if origin not in self.addrs:

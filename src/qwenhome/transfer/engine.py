@@ -43,6 +43,7 @@ from .files import FileJob, FileState
 from .hasher import Hasher
 from .maps import Saving
 from .pace import MinRate
+from .preconnect import Preconnect
 from .retry import Backoff
 from .run import Run
 from .scheduler import Splits
@@ -119,8 +120,10 @@ class TransferEngine:
         jobs: Sequence[FileJob],
         on_verified: Callable[[FileJob], None],
         cancel: threading.Event | None = None,
+        warm: Preconnect | None = None,
     ) -> dict[str, QwenhomeError]:
-        """Transfer ``jobs``; returns the errors of files that failed (by key)."""
+        """Transfer ``jobs``; returns the errors of files that failed (by key).
+        ``warm``: connections opened ahead, for the event loops to take first."""
         files, resumed = _load(jobs)
         run = self._prepare(files, on_verified)
         state = run.s
@@ -135,6 +138,7 @@ class TransferEngine:
             helpers += [threading.Thread(target=lp.run, daemon=True, name=f"qh-loop-{lp.index}") for lp in loops]
             helpers += [threading.Thread(target=run.hasher.worker, daemon=True, name=f"qh-hash-{i}")
                         for i in range(HASH_THREADS)]
+        _adopt(loops, warm, self.clock())
         if run.xet is not None:
             helpers += run.xet.threads()
         for t in helpers:
@@ -238,6 +242,18 @@ def _load(jobs: Sequence[FileJob]) -> tuple[list[FileState], list[FileState]]:
         if done.prefix() or job.size == 0:
             resumed.append(f)
     return files, resumed
+
+
+def _adopt(loops: list[IoLoop], warm: Preconnect | None, now: float) -> None:
+    """Share the connections opened ahead over the loops (closed without loops)."""
+    if warm is None:
+        return
+    socks = warm.take()
+    for i, sock in enumerate(socks):
+        if loops:
+            loops[i % len(loops)].pool.adopt(sock, warm.origin, now)
+        else:
+            sock.close()
 
 
 def _check_disk(files: list[FileState]) -> None:

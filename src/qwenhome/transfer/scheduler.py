@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .partmap import Intervals
-from .sizing import MiB, RangeSizer, aligned
+from .sizing import KiB, MiB, RangeSizer, aligned
 from .work import Item, Span
 
 # A span younger than this is not split to free an item's prefix: its first
@@ -39,6 +39,11 @@ class Splits:
     # Bytes received past an item's written prefix beyond which the span that
     # holds the prefix is split: the hash can only follow the prefix.
     hash_lag: int = 64 * MiB
+    # At the end of a run a span holding a prefix is split only when its rest
+    # takes longer than this many request round trips at its rate (a split
+    # costs the new span one) and is at least twice this many bytes.
+    end_trips: float = 3.0
+    end_min: int = 256 * KiB
 
 
 class Scheduler:
@@ -244,8 +249,34 @@ class Scheduler:
         return new
 
     def _steal(self, now: float, slow: bool) -> Span | None:
-        """End-game: split the span of an outlier connection (much slower than
-        the others, or silent)."""
+        """End-game: split the span of an outlier connection, else the one
+        holding a prefix the hash waits on."""
+        return self._outlier(now, slow) or self._end_prefix(now, slow)
+
+    def _end_prefix(self, now: float, slow: bool) -> Span | None:
+        """End-game, no outlier: when more was received past an item's
+        written prefix than the run has left to receive, the span holding
+        that prefix decides when the hash ends (the hash can only follow the
+        prefix, and the bytes past it land in the meantime): its second half
+        goes to the idle connection. Every connection at the per-connection
+        cap of a capped link, the prefix's span otherwise lands with the last
+        wave and the hash starts on 50-60 MB after the last byte."""
+        left = self._left()
+        best: Span | None = None
+        most = self.splits.end_trips * max(self.sizer.ttfb, 0.001)
+        for s in self.inflight:
+            item = s.item
+            if (item.slow != slow or item.one_span or s.cur != item.done.prefix() or now - s.t0 < BOOST_AGE
+                    or s.end - s.cur < 2 * self.splits.end_min or item.done.covered() - s.cur <= left):
+                continue
+            rest = (s.end - s.cur) * (now - s.t0) / max(1, s.cur - s.start)  # seconds at its rate
+            if rest > most:
+                best, most = s, rest
+        return None if best is None else self._split(best, now)
+
+    def _outlier(self, now: float, slow: bool) -> Span | None:
+        """Split the span of an outlier connection (much slower than the
+        others, or silent)."""
         speeds: list[float] = []
         for s in self.inflight:
             if s.item.slow != slow:

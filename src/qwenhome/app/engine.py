@@ -25,6 +25,9 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # vLLM's extension: always generate max_tokens (benchmarks)
+    # True: a prompt that leaves less room than max_tokens is refused
+    # (``context-length-exceeded``); False: max_tokens is lowered to the room left.
+    strict_max_tokens: bool = False
 
 
 @dataclass
@@ -48,8 +51,16 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
 
 
+@dataclass(frozen=True)
+class Started:
+    """The engine accepted the prompt (it fits the context) and generates now."""
+
+    prompt_tokens: int
+
+
 Message = dict[str, str]
 TextSink = Callable[[str], None]
+EventSink = Callable[["str | Started"], None]
 
 
 @runtime_checkable
@@ -62,12 +73,12 @@ class LocalEngine(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
-
     def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
+        self, messages: Sequence[Message], params: SamplingParams, sink: EventSink, cancel: threading.Event
     ) -> Completion:
-        """Generate, calling ``sink`` with each new piece of text, until done,
+        """Count the prompt's tokens and refuse one that does not fit the
+        context (raising, before anything reaches ``sink``); else call ``sink``
+        with :class:`Started`, then with each new piece of text, until done,
         ``max_tokens``, or ``cancel`` is set. Runs in a worker thread."""
         ...
 

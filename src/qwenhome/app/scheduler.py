@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import QwenhomeError
-from .engine import Completion, LocalEngine, Message, SamplingParams
+from .engine import Completion, LocalEngine, Message, SamplingParams, Started
 from .errors import ApiError
 
 
@@ -29,11 +29,11 @@ class _Job:
     messages: Sequence[Message]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[str | Completion | BaseException]
+    events: asyncio.Queue[Started | str | Completion | BaseException]
     seq: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def send(self, item: str | Completion | BaseException) -> None:
+    def send(self, item: Started | str | Completion | BaseException) -> None:
         # The loop may be gone when a client disconnected and the server stopped.
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -92,9 +92,12 @@ class Scheduler:
                 with self._lock:
                     self._running = False
 
-    async def stream(self, messages: Sequence[Message], params: SamplingParams) -> AsyncIterator[str | Completion]:
-        """Yield text pieces, then the :class:`Completion`. Raises what the
-        engine raised. Closing the iterator early cancels the job."""
+    async def stream(self, messages: Sequence[Message], params: SamplingParams
+                     ) -> AsyncIterator[Started | str | Completion]:
+        """Yield :class:`Started` once the engine accepted the prompt, text
+        pieces, then the :class:`Completion`. Raises what the engine raised
+        (a refused prompt before :class:`Started`). Closing the iterator early
+        cancels the job."""
         with self._lock:
             if self._waiting >= self.max_queue:
                 raise ApiError(

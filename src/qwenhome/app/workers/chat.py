@@ -2,22 +2,28 @@
 engine, and the API's :class:`RemoteChatEngine` that stands for it.
 
 The API keeps the scheduler (one generation at a time, in arrival order, a
-bounded queue, cancel on disconnect); only ``generate`` and token counting
-cross to the worker. Text pieces come back as they are made.
+bounded queue, cancel on disconnect); only ``generate`` crosses to the
+worker, in one message: the worker counts the prompt's tokens and either
+refuses it (``context-length-exceeded``, ``invalid-messages``) or answers
+``prompt_tokens`` and generates at once. Text pieces come back as they are
+made, handed to the request's sink on the thread that reads the socket.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import QwenhomeError
-from ..engine import Completion, Message, SamplingParams, TextSink, Usage
+from ..engine import Completion, EventSink, Message, SamplingParams, Started, Usage
 from ..errors import status_for
 from .process import WorkerProcess, error_from
 from .protocol import Message as Wire
+
+log = logging.getLogger("qwenhome.app.workers.chat")
 
 DEFAULT_CONTEXT = 4096
 POLL = 0.05  # seconds between looks at the request's cancel flag while it runs
@@ -26,7 +32,7 @@ POLL = 0.05  # seconds between looks at the request's cancel flag while it runs
 class ChatHandler:
     """Runs in the worker: the transformers engine over one snapshot."""
 
-    quick_ops = frozenset({"count"})
+    quick_ops: frozenset[str] = frozenset()
 
     def __init__(self, model: str, snapshot: str, options: dict[str, Any]) -> None:
         from ..transformers_engine import TransformersEngine, quiet_progress_bars
@@ -40,9 +46,8 @@ class ChatHandler:
 
     def handle(self, msg: Wire, emit: Any, cancel: threading.Event) -> Wire:
         try:
-            if msg["op"] == "count":
-                return {"end": "done", "tokens": self.engine.count_prompt_tokens(msg["messages"])}
-            completion = self.engine.generate(msg["messages"], msg["params"], lambda text: emit({"text": text}), cancel)
+            completion = self.engine.generate(msg["messages"], msg["params"], lambda text: emit({"text": text}),
+                                              cancel, started=lambda n: emit({"prompt_tokens": n}))
         except QwenhomeError as exc:
             return {"end": "error", "error": exc.to_dict(), "status": status_for(exc)}
         except Exception as exc:  # torch's own failures (e.g. NaN probabilities), reported as such
@@ -81,27 +86,29 @@ class RemoteChatEngine:
             raise error_from(end.get("error", {}), int(end.get("status", 500)))
         return end
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        call = self.worker.open("count", messages=list(messages))
-        while (msg := call.next()) is not None and "end" not in msg:
-            pass
-        assert msg is not None
-        return int(self._finish(msg)["tokens"])
-
     def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
+        self, messages: Sequence[Message], params: SamplingParams, sink: EventSink, cancel: threading.Event
     ) -> Completion:
         if not self.worker.wait_ready(self.ready_wait):
             raise self.worker.unavailable()
-        call = self.worker.open("generate", messages=list(messages), params=params)
+
+        def progress(msg: Wire) -> None:  # on the worker's reader thread: no hop to this one per piece
+            try:
+                if "text" in msg:
+                    sink(msg["text"])
+                elif "prompt_tokens" in msg:
+                    sink(Started(int(msg["prompt_tokens"])))
+            except Exception:  # never the reader's end: it serves every call
+                log.exception("a chat sink failed")
+                cancel.set()
+
+        call = self.worker.open("generate", progress, messages=list(messages), params=params)
         while True:
             if cancel.is_set():
                 call.cancel()  # once; the worker stops at its next token
             msg = call.next(POLL)
             if msg is None:
                 continue
-            if "text" in msg:
-                sink(msg["text"])
             if "end" in msg:
                 end = self._finish(msg)
                 prompt, generated = end["usage"]

@@ -83,11 +83,16 @@ def error_from(doc: Mapping[str, Any], status: int = 500) -> ApiError:
 
 
 class Call:
-    """One request to the worker. Its messages arrive in order; the last has ``end``."""
+    """One request to the worker. Its messages arrive in order; the last has
+    ``end``. With ``progress``, the messages before the end go to it, called on
+    the thread that reads the worker's socket (it must not block), and only the
+    end to :meth:`next`."""
 
-    def __init__(self, worker: WorkerProcess, call_id: int) -> None:
+    def __init__(self, worker: WorkerProcess, call_id: int,
+                 progress: Callable[[Message], None] | None = None) -> None:
         self.id = call_id
         self._worker = worker
+        self._progress = progress
         self._queue: queue.Queue[Message] = queue.Queue()
         self.ended = False
         self._cancelled = False
@@ -109,7 +114,10 @@ class Call:
             self._worker.send({"op": "cancel", "id": self.id})
 
     def put(self, msg: Message) -> None:
-        self._queue.put(msg)
+        if self._progress is not None and "end" not in msg:
+            self._progress(msg)
+        else:
+            self._queue.put(msg)
 
 
 class WorkerProcess:
@@ -361,13 +369,14 @@ class WorkerProcess:
                 return
         self._spawn()
 
-    def open(self, op: str, **payload: Any) -> Call:
-        """Send a request; raises :meth:`unavailable` unless the worker is ready."""
+    def open(self, op: str, progress: Callable[[Message], None] | None = None, **payload: Any) -> Call:
+        """Send a request; raises :meth:`unavailable` unless the worker is ready.
+        ``progress``: see :class:`Call`."""
         with self._lock:
             channel = self._channel
             if self.state != READY or channel is None:
                 raise self.unavailable()
-            call = Call(self, next(self._ids))
+            call = Call(self, next(self._ids), progress)
             self._calls[call.id] = call
         self.send({"op": op, "id": call.id, **payload}, channel)
         return call

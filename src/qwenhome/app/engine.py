@@ -1,16 +1,15 @@
 """What the API asks of an inference engine, independent of torch or vLLM.
 
-A :class:`LocalEngine` generates while the calling thread (the scheduler's)
-waits, and reports text pieces as they come (the transformers engine in its
-worker process; :class:`.workers.chat.RemoteChatEngine` stands for it in the API); a :class:`ProxyEngine` forwards
+A :class:`LocalEngine` generates on the event loop's behalf and yields text
+pieces as they come (the transformers engine in its worker process;
+:class:`.workers.chat.RemoteChatEngine` stands for it in the API); a :class:`ProxyEngine` forwards
 OpenAI-compatible requests to another server (vLLM) that does its own
 scheduling.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,7 +59,6 @@ class Started:
 
 Message = dict[str, str]
 TextSink = Callable[[str], None]
-EventSink = Callable[["str | Started"], None]
 
 
 @runtime_checkable
@@ -73,13 +71,12 @@ class LocalEngine(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
-    def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: EventSink, cancel: threading.Event
-    ) -> Completion:
+    def generate(self, messages: Sequence[Message], params: SamplingParams
+                 ) -> AsyncGenerator[Started | str | Completion, None]:
         """Count the prompt's tokens and refuse one that does not fit the
-        context (raising, before anything reaches ``sink``); else call ``sink``
-        with :class:`Started`, then with each new piece of text, until done,
-        ``max_tokens``, or ``cancel`` is set. Runs in a worker thread."""
+        context (raising before anything is yielded); else yield
+        :class:`Started`, each new piece of text, then the :class:`Completion`
+        (done or ``max_tokens``). Closing the iterator early cancels it."""
         ...
 
 

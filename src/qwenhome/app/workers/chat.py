@@ -6,27 +6,25 @@ bounded queue, cancel on disconnect); only ``generate`` crosses to the
 worker, in one message: the worker counts the prompt's tokens and either
 refuses it (``context-length-exceeded``, ``invalid-messages``) or answers
 ``prompt_tokens`` and generates at once. Text pieces come back as they are
-made, handed to the request's sink on the thread that reads the socket.
+made, handed from the thread that reads the socket straight to the event
+loop.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import QwenhomeError
-from ..engine import Completion, EventSink, Message, SamplingParams, Started, Usage
+from ..engine import Completion, Message, SamplingParams, Started, Usage
 from ..errors import status_for
 from .process import WorkerProcess, error_from
 from .protocol import Message as Wire
 
-log = logging.getLogger("qwenhome.app.workers.chat")
-
 DEFAULT_CONTEXT = 4096
-POLL = 0.05  # seconds between looks at the request's cancel flag while it runs
 
 
 class ChatHandler:
@@ -61,10 +59,9 @@ class ChatHandler:
 class RemoteChatEngine:
     """The API's :class:`~qwenhome.app.engine.LocalEngine`: the worker generates.
 
-    ``generate`` blocks its thread (the scheduler's) while the text streams
-    back; a worker that is loading or restarting is waited for up to
-    ``ready_wait`` seconds, and a crash ends the generation with
-    ``engine-crashed``."""
+    ``generate`` yields on the event loop as the text streams back; a worker
+    that is loading or restarting is waited for up to ``ready_wait`` seconds,
+    and a crash ends the generation with ``engine-crashed``."""
 
     def __init__(self, worker: WorkerProcess, ready_wait: float) -> None:
         self.worker = worker
@@ -86,30 +83,31 @@ class RemoteChatEngine:
             raise error_from(end.get("error", {}), int(end.get("status", 500)))
         return end
 
-    def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: EventSink, cancel: threading.Event
-    ) -> Completion:
-        if not self.worker.wait_ready(self.ready_wait):
+    async def generate(self, messages: Sequence[Message], params: SamplingParams
+                       ) -> AsyncGenerator[Started | str | Completion, None]:
+        if not await self.worker.until_ready(self.ready_wait):
             raise self.worker.unavailable()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Wire] = asyncio.Queue()
 
-        def progress(msg: Wire) -> None:  # on the worker's reader thread: no hop to this one per piece
+        def deliver(msg: Wire) -> None:  # on the socket's reader thread: straight to the event loop
             try:
-                if "text" in msg:
-                    sink(msg["text"])
-                elif "prompt_tokens" in msg:
-                    sink(Started(int(msg["prompt_tokens"])))
-            except Exception:  # never the reader's end: it serves every call
-                log.exception("a chat sink failed")
-                cancel.set()
+                loop.call_soon_threadsafe(events.put_nowait, msg)
+            except RuntimeError:  # the loop is closed: nobody waits for this answer
+                call.cancel()
 
-        call = self.worker.open("generate", progress, messages=list(messages), params=params)
-        while True:
-            if cancel.is_set():
-                call.cancel()  # once; the worker stops at its next token
-            msg = call.next(POLL)
-            if msg is None:
-                continue
-            if "end" in msg:
-                end = self._finish(msg)
-                prompt, generated = end["usage"]
-                return Completion(end["finish_reason"], Usage(prompt, generated))
+        call = self.worker.open("generate", deliver, messages=list(messages), params=params)
+        try:
+            while True:
+                msg = await events.get()
+                if "end" in msg:
+                    end = self._finish(msg)
+                    prompt, generated = end["usage"]
+                    yield Completion(end["finish_reason"], Usage(prompt, generated))
+                    return
+                if "text" in msg:
+                    yield msg["text"]
+                elif "prompt_tokens" in msg:
+                    yield Started(int(msg["prompt_tokens"]))
+        finally:
+            call.cancel()  # a no-op once it ended; else the worker stops at its next token

@@ -84,15 +84,14 @@ def error_from(doc: Mapping[str, Any], status: int = 500) -> ApiError:
 
 class Call:
     """One request to the worker. Its messages arrive in order; the last has
-    ``end``. With ``progress``, the messages before the end go to it, called on
-    the thread that reads the worker's socket (it must not block), and only the
-    end to :meth:`next`."""
+    ``end``. With ``deliver``, every message goes to it instead of :meth:`next`,
+    called on the thread that reads the worker's socket (it must not block)."""
 
     def __init__(self, worker: WorkerProcess, call_id: int,
-                 progress: Callable[[Message], None] | None = None) -> None:
+                 deliver: Callable[[Message], None] | None = None) -> None:
         self.id = call_id
         self._worker = worker
-        self._progress = progress
+        self._deliver = deliver
         self._queue: queue.Queue[Message] = queue.Queue()
         self.ended = False
         self._cancelled = False
@@ -114,10 +113,15 @@ class Call:
             self._worker.send({"op": "cancel", "id": self.id})
 
     def put(self, msg: Message) -> None:
-        if self._progress is not None and "end" not in msg:
-            self._progress(msg)
-        else:
+        if self._deliver is None:
             self._queue.put(msg)
+            return
+        if "end" in msg:
+            self.ended = True
+        try:
+            self._deliver(msg)
+        except Exception:  # never the reader's end: it serves every call
+            log.exception("a call's receiver failed")
 
 
 class WorkerProcess:
@@ -369,14 +373,14 @@ class WorkerProcess:
                 return
         self._spawn()
 
-    def open(self, op: str, progress: Callable[[Message], None] | None = None, **payload: Any) -> Call:
+    def open(self, op: str, deliver: Callable[[Message], None] | None = None, **payload: Any) -> Call:
         """Send a request; raises :meth:`unavailable` unless the worker is ready.
-        ``progress``: see :class:`Call`."""
+        ``deliver``: see :class:`Call`."""
         with self._lock:
             channel = self._channel
             if self.state != READY or channel is None:
                 raise self.unavailable()
-            call = Call(self, next(self._ids), progress)
+            call = Call(self, next(self._ids), deliver)
             self._calls[call.id] = call
         self.send({"op": op, "id": call.id, **payload}, channel)
         return call

@@ -206,6 +206,19 @@ def test_concurrent_requests_run_one_at_a_time_in_arrival_order(server: SharedSe
             400,
             "context-length-exceeded",
         ),
+        # Streamed: refused before any header, though the worker counts the
+        # prompt in the same message that starts the generation.
+        (
+            b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 500, "stream": true}',
+            400,
+            "context-length-exceeded",
+        ),
+        # No max_tokens, and a prompt longer than the whole context.
+        (
+            b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "' + b"hi " * 700 + b'"}], "stream": true}',
+            400,
+            "context-length-exceeded",
+        ),
         (b'{"model": "qwenhome/tiny-qwen2-demo", "messages": []}', 400, "invalid-request"),
         (
             b'{"model": "qwenhome/tiny-qwen2-demo", "messages": [{"role": "user", "content": "hi"}], "temperature": 7}',

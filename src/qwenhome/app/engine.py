@@ -1,16 +1,15 @@
 """What the API asks of an inference engine, independent of torch or vLLM.
 
-A :class:`LocalEngine` generates while the calling thread (the scheduler's)
-waits, and reports text pieces as they come (the transformers engine in its
-worker process; :class:`.workers.chat.RemoteChatEngine` stands for it in the API); a :class:`ProxyEngine` forwards
+A :class:`LocalEngine` generates on the event loop's behalf and yields text
+pieces as they come (the transformers engine in its worker process;
+:class:`.workers.chat.RemoteChatEngine` stands for it in the API); a :class:`ProxyEngine` forwards
 OpenAI-compatible requests to another server (vLLM) that does its own
 scheduling.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +24,9 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # vLLM's extension: always generate max_tokens (benchmarks)
+    # True: a prompt that leaves less room than max_tokens is refused
+    # (``context-length-exceeded``); False: max_tokens is lowered to the room left.
+    strict_max_tokens: bool = False
 
 
 @dataclass
@@ -48,6 +50,13 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
 
 
+@dataclass(frozen=True)
+class Started:
+    """The engine accepted the prompt (it fits the context) and generates now."""
+
+    prompt_tokens: int
+
+
 Message = dict[str, str]
 TextSink = Callable[[str], None]
 
@@ -62,13 +71,12 @@ class LocalEngine(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int: ...
-
-    def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
-    ) -> Completion:
-        """Generate, calling ``sink`` with each new piece of text, until done,
-        ``max_tokens``, or ``cancel`` is set. Runs in a worker thread."""
+    def generate(self, messages: Sequence[Message], params: SamplingParams
+                 ) -> AsyncGenerator[Started | str | Completion, None]:
+        """Count the prompt's tokens and refuse one that does not fit the
+        context (raising before anything is yielded); else yield
+        :class:`Started`, each new piece of text, then the :class:`Completion`
+        (done or ``max_tokens``). Closing the iterator early cancels it."""
         ...
 
 

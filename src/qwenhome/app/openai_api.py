@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import QwenhomeError
-from .engine import Completion, LocalEngine, Message, SamplingParams
+from .engine import Completion, LocalEngine, Message, SamplingParams, Started
 from .errors import ApiError, error_body
 from .proxy import http_client, proxy_chat
 from .state import AppState, get_state
@@ -129,7 +129,10 @@ def _check_model(state: AppState, name: str) -> None:
         )
 
 
-async def _local_params(engine: LocalEngine, req: ChatRequest, messages: list[Message]) -> SamplingParams:
+def _local_params(engine: LocalEngine, req: ChatRequest) -> SamplingParams:
+    """The sampling parameters; the prompt's fit in the context is checked by
+    the engine as it starts (``context-length-exceeded``), in the same message
+    to the worker as the generation."""
     wanted = req.max_completion_tokens or req.max_tokens
     limit = engine.context_length
     if wanted is not None and wanted > limit:
@@ -139,22 +142,14 @@ async def _local_params(engine: LocalEngine, req: ChatRequest, messages: list[Me
             code="max-tokens-too-large",
             hint=f"ask for at most {limit} tokens, minus the prompt",
         )
-    prompt = await run_in_threadpool(engine.count_prompt_tokens, messages)
-    room = limit - prompt
-    if room < 1 or (wanted is not None and wanted > room):
-        raise ApiError(
-            400,
-            f"the prompt has {prompt} tokens and max_tokens={wanted}; the context holds {limit}",
-            code="context-length-exceeded",
-            hint="shorten the conversation or lower max_tokens",
-        )
     return SamplingParams(
-        max_tokens=wanted if wanted is not None else min(DEFAULT_MAX_TOKENS, room),
+        max_tokens=wanted if wanted is not None else DEFAULT_MAX_TOKENS,
         temperature=req.temperature,
         top_p=req.top_p,
         seed=req.seed,
         stop=req.stops(),
         ignore_eos=req.ignore_eos,
+        strict_max_tokens=wanted is not None,
     )
 
 
@@ -167,13 +162,16 @@ async def chat_completions(request: Request, req: ChatRequest) -> Response | dic
     slot = await state.ready_chat()
     engine = slot.engine
     messages = req.chat_messages()
-    params = await _local_params(engine, req, messages)
+    params = _local_params(engine, req)
     scheduler = slot.scheduler
     rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         pieces = scheduler.stream(messages, params)
+        # A prompt the engine refuses raises here, before any header is sent.
+        first = await anext(pieces)
+        assert isinstance(first, Started)
         return StreamingResponse(
             _sse_chunks(pieces, rid, created, slot.model, include_usage),
             media_type="text/event-stream",
@@ -184,7 +182,7 @@ async def chat_completions(request: Request, req: ChatRequest) -> Response | dic
     async for item in scheduler.stream(messages, params):
         if isinstance(item, Completion):
             completion = item
-        else:
+        elif isinstance(item, str):
             text.append(item)
     assert completion is not None
     return {
@@ -208,7 +206,7 @@ def _sse(obj: Any) -> str:
 
 
 async def _sse_chunks(
-    pieces: AsyncIterator[str | Completion], rid: str, created: int, model: str, include_usage: bool
+    pieces: AsyncIterator[Started | str | Completion], rid: str, created: int, model: str, include_usage: bool
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -226,7 +224,7 @@ async def _sse_chunks(
                 yield _sse(chunk({}, item.finish_reason))
                 if include_usage:
                     yield _sse({**chunk({}), "choices": [], "usage": item.usage.to_dict()})
-            else:
+            elif isinstance(item, str):
                 yield _sse(chunk({"content": item}))
     except QwenhomeError as exc:
         # Headers are sent already: the error travels in the stream, as OpenAI does.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import QwenhomeError, UsageError
 from .engine import Completion, Message, SamplingParams, TextSink, Usage
+from .errors import ApiError
 from .stops import StopMatcher
 
 DEFAULT_CONTEXT = 4096
@@ -77,8 +78,7 @@ class _PieceStreamer:
 
 class TransformersEngine:
     """One causal LM on one device (CPU by default). :meth:`generate` runs one
-    at a time (the worker's main thread); :meth:`count_prompt_tokens` may run
-    meanwhile on another thread (the tokenizer is shared under a lock)."""
+    at a time (the worker's main thread); the tokenizer is used under a lock."""
 
     def __init__(self, snapshot: Path, model_id: str, *, device: str = "cpu", threads: int | None = None) -> None:
         self.snapshot = Path(snapshot)
@@ -144,12 +144,26 @@ class TransformersEngine:
             ) from exc
         return out["input_ids"]
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return int(self._prompt_ids(messages).shape[-1])
+    def _room(self, prompt_len: int, params: SamplingParams) -> int:
+        """How many tokens to generate; refuses a prompt that does not fit."""
+        limit = self._context
+        room = limit - prompt_len
+        if room < 1 or (params.strict_max_tokens and params.max_tokens > room):
+            wanted = params.max_tokens if params.strict_max_tokens else None
+            raise ApiError(
+                400,
+                f"the prompt has {prompt_len} tokens and max_tokens={wanted}; the context holds {limit}",
+                code="context-length-exceeded",
+                hint="shorten the conversation or lower max_tokens",
+            )
+        return min(params.max_tokens, room)
 
     def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
+        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event,
+        started: Callable[[int], None] | None = None,
     ) -> Completion:
+        """Generate; ``started`` is called with the prompt's length once it is
+        known to fit, before the first piece of text."""
         torch = self._torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -159,7 +173,9 @@ class TransformersEngine:
 
         input_ids = self._prompt_ids(messages).to(self.device)
         prompt_len = int(input_ids.shape[-1])
-        max_new = max(1, min(params.max_tokens, self._context - prompt_len))
+        max_new = self._room(prompt_len, params)
+        if started is not None:
+            started(prompt_len)
         matcher = StopMatcher(params.stop)
 
         def on_text(piece: str) -> None:

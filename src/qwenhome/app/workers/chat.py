@@ -2,31 +2,35 @@
 engine, and the API's :class:`RemoteChatEngine` that stands for it.
 
 The API keeps the scheduler (one generation at a time, in arrival order, a
-bounded queue, cancel on disconnect); only ``generate`` and token counting
-cross to the worker. Text pieces come back as they are made.
+bounded queue, cancel on disconnect); only ``generate`` crosses to the
+worker, in one message: the worker counts the prompt's tokens and either
+refuses it (``context-length-exceeded``, ``invalid-messages``) or answers
+``prompt_tokens`` and generates at once. Text pieces come back as they are
+made, handed from the thread that reads the socket straight to the event
+loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import QwenhomeError
-from ..engine import Completion, Message, SamplingParams, TextSink, Usage
+from ..engine import Completion, Message, SamplingParams, Started, Usage
 from ..errors import status_for
 from .process import WorkerProcess, error_from
 from .protocol import Message as Wire
 
 DEFAULT_CONTEXT = 4096
-POLL = 0.05  # seconds between looks at the request's cancel flag while it runs
 
 
 class ChatHandler:
     """Runs in the worker: the transformers engine over one snapshot."""
 
-    quick_ops = frozenset({"count"})
+    quick_ops: frozenset[str] = frozenset()
 
     def __init__(self, model: str, snapshot: str, options: dict[str, Any]) -> None:
         from ..transformers_engine import TransformersEngine, quiet_progress_bars
@@ -40,9 +44,8 @@ class ChatHandler:
 
     def handle(self, msg: Wire, emit: Any, cancel: threading.Event) -> Wire:
         try:
-            if msg["op"] == "count":
-                return {"end": "done", "tokens": self.engine.count_prompt_tokens(msg["messages"])}
-            completion = self.engine.generate(msg["messages"], msg["params"], lambda text: emit({"text": text}), cancel)
+            completion = self.engine.generate(msg["messages"], msg["params"], lambda text: emit({"text": text}),
+                                              cancel, started=lambda n: emit({"prompt_tokens": n}))
         except QwenhomeError as exc:
             return {"end": "error", "error": exc.to_dict(), "status": status_for(exc)}
         except Exception as exc:  # torch's own failures (e.g. NaN probabilities), reported as such
@@ -56,10 +59,9 @@ class ChatHandler:
 class RemoteChatEngine:
     """The API's :class:`~qwenhome.app.engine.LocalEngine`: the worker generates.
 
-    ``generate`` blocks its thread (the scheduler's) while the text streams
-    back; a worker that is loading or restarting is waited for up to
-    ``ready_wait`` seconds, and a crash ends the generation with
-    ``engine-crashed``."""
+    ``generate`` yields on the event loop as the text streams back; a worker
+    that is loading or restarting is waited for up to ``ready_wait`` seconds,
+    and a crash ends the generation with ``engine-crashed``."""
 
     def __init__(self, worker: WorkerProcess, ready_wait: float) -> None:
         self.worker = worker
@@ -81,28 +83,31 @@ class RemoteChatEngine:
             raise error_from(end.get("error", {}), int(end.get("status", 500)))
         return end
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        call = self.worker.open("count", messages=list(messages))
-        while (msg := call.next()) is not None and "end" not in msg:
-            pass
-        assert msg is not None
-        return int(self._finish(msg)["tokens"])
-
-    def generate(
-        self, messages: Sequence[Message], params: SamplingParams, sink: TextSink, cancel: threading.Event
-    ) -> Completion:
-        if not self.worker.wait_ready(self.ready_wait):
+    async def generate(self, messages: Sequence[Message], params: SamplingParams
+                       ) -> AsyncGenerator[Started | str | Completion, None]:
+        if not await self.worker.until_ready(self.ready_wait):
             raise self.worker.unavailable()
-        call = self.worker.open("generate", messages=list(messages), params=params)
-        while True:
-            if cancel.is_set():
-                call.cancel()  # once; the worker stops at its next token
-            msg = call.next(POLL)
-            if msg is None:
-                continue
-            if "text" in msg:
-                sink(msg["text"])
-            if "end" in msg:
-                end = self._finish(msg)
-                prompt, generated = end["usage"]
-                return Completion(end["finish_reason"], Usage(prompt, generated))
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Wire] = asyncio.Queue()
+
+        def deliver(msg: Wire) -> None:  # on the socket's reader thread: straight to the event loop
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, msg)
+            except RuntimeError:  # the loop is closed: nobody waits for this answer
+                call.cancel()
+
+        call = self.worker.open("generate", deliver, messages=list(messages), params=params)
+        try:
+            while True:
+                msg = await events.get()
+                if "end" in msg:
+                    end = self._finish(msg)
+                    prompt, generated = end["usage"]
+                    yield Completion(end["finish_reason"], Usage(prompt, generated))
+                    return
+                if "text" in msg:
+                    yield msg["text"]
+                elif "prompt_tokens" in msg:
+                    yield Started(int(msg["prompt_tokens"]))
+        finally:
+            call.cancel()  # a no-op once it ended; else the worker stops at its next token

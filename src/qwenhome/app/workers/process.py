@@ -83,11 +83,15 @@ def error_from(doc: Mapping[str, Any], status: int = 500) -> ApiError:
 
 
 class Call:
-    """One request to the worker. Its messages arrive in order; the last has ``end``."""
+    """One request to the worker. Its messages arrive in order; the last has
+    ``end``. With ``deliver``, every message goes to it instead of :meth:`next`,
+    called on the thread that reads the worker's socket (it must not block)."""
 
-    def __init__(self, worker: WorkerProcess, call_id: int) -> None:
+    def __init__(self, worker: WorkerProcess, call_id: int,
+                 deliver: Callable[[Message], None] | None = None) -> None:
         self.id = call_id
         self._worker = worker
+        self._deliver = deliver
         self._queue: queue.Queue[Message] = queue.Queue()
         self.ended = False
         self._cancelled = False
@@ -109,7 +113,15 @@ class Call:
             self._worker.send({"op": "cancel", "id": self.id})
 
     def put(self, msg: Message) -> None:
-        self._queue.put(msg)
+        if self._deliver is None:
+            self._queue.put(msg)
+            return
+        if "end" in msg:
+            self.ended = True
+        try:
+            self._deliver(msg)
+        except Exception:  # never the reader's end: it serves every call
+            log.exception("a call's receiver failed")
 
 
 class WorkerProcess:
@@ -361,13 +373,14 @@ class WorkerProcess:
                 return
         self._spawn()
 
-    def open(self, op: str, **payload: Any) -> Call:
-        """Send a request; raises :meth:`unavailable` unless the worker is ready."""
+    def open(self, op: str, deliver: Callable[[Message], None] | None = None, **payload: Any) -> Call:
+        """Send a request; raises :meth:`unavailable` unless the worker is ready.
+        ``deliver``: see :class:`Call`."""
         with self._lock:
             channel = self._channel
             if self.state != READY or channel is None:
                 raise self.unavailable()
-            call = Call(self, next(self._ids))
+            call = Call(self, next(self._ids), deliver)
             self._calls[call.id] = call
         self.send({"op": op, "id": call.id, **payload}, channel)
         return call

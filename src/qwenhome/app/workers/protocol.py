@@ -5,7 +5,7 @@ Both ends are this package, started by the same user from the same
 installation, so pickle carries dataclasses and bytes (image uploads, PNGs)
 without a schema of its own; nothing else ever speaks on the socket.
 
-    API -> worker   {"op": "generate"|"count", "id": n, ...}   {"op": "cancel", "id": n}
+    API -> worker   {"op": "generate", "id": n, ...}           {"op": "cancel", "id": n}
     worker -> API   {"event": "ready", "info": {...}}          {"event": "failed", "error": {...}}
                     {"id": n, ...progress}                     {"id": n, "end": "done"|"error"|"cancelled", ...}
 """
@@ -32,9 +32,8 @@ class Channel:
     def send(self, msg: Message) -> None:
         """Raises OSError when the other end is gone."""
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._send_lock:
-            self.sock.sendall(HEADER.pack(len(data)))
-            self.sock.sendall(data)
+        with self._send_lock:  # one write: the reader wakes once per message
+            self.sock.sendall(HEADER.pack(len(data)) + data)
 
     def recv(self) -> Message | None:
         """The next message, or None once the other end closed (or died)."""

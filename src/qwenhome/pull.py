@@ -50,6 +50,7 @@ from .repo.manifest import Manifest, RepoFile, check_tree
 from .repo.ref import RepoRef, is_commit
 from .store.cache import FileLock, Store, writing
 from .transfer import partmap
+from .transfer.preconnect import COUNT as PRECONNECT
 from .transfer.preconnect import Preconnect
 from .transfer.retry import Backoff, call_with_retries
 from .transfer.work import Candidate
@@ -400,8 +401,12 @@ class Puller:
         no_loops = self._config is not None and not self._config.loop_threads  # (the default has loops)
         if first is None or first.kind != "hf" or no_loops:
             return None
+        # A fixed connection count opens no more ahead than it will use (an
+        # unused one closed before its TLS handshake is a failed one to the server).
+        fixed = self._config.connections if self._config is not None else 0
+        count = min(PRECONNECT, fixed) if fixed > 0 else PRECONNECT
         try:
-            return Preconnect(Origin.of(first.url)) if self.http.direct(first.url) else None
+            return Preconnect(Origin.of(first.url), count) if self.http.direct(first.url) else None
         except QwenhomeError:  # (a URL the transfer would not take either)
             return None
 

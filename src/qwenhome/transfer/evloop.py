@@ -60,6 +60,8 @@ _SLICE = 1 << 20  # bytes moved per readable event and connection
 # (the ones holding the files' written prefixes) still get theirs, so the
 # hash follows the transfer instead of waiting for a wave of ranges to land.
 _TURN = 0.005
+ERROR_BODY_MAX = 1 << 16  # bytes of an error answer read for its message
+ERROR_BODY_WAIT = 0.25  # seconds its body may trail its head (error answers are rare: the loop may wait)
 _HASH_PAUSE = 0.002  # seconds a turn yields to the hash when it is far behind
 
 
@@ -269,7 +271,7 @@ class IoLoop:
             return False
         e.answered(f)
         if head.status >= 400:
-            self._fail(r, _status_error(f, conn.url, head, body), conn)
+            self._fail(r, _status_error(f, conn.url, head, _error_body(conn, head, body)), conn)
             return False
         if not _fits(head, r):
             # Errors, ignored ranges, odd framing: the threaded path asks again
@@ -367,6 +369,34 @@ class IoLoop:
         for conn in self.pool.slow(now, e.min_rate):
             if conn.r is not None:
                 self._fail(conn.r, conn.pace.error(conn.origin.authority, conn.origin.host, e.min_rate), conn)
+
+
+def _error_body(conn: Conn, head: Head, body: bytes) -> bytes:
+    """An error answer's body, which says the server's cause: what came with
+    its head and, when its length is declared, the rest, waited for a
+    moment (the connection is closed after it; a body sent late is otherwise
+    missed at random)."""
+    want = min(ERROR_BODY_MAX, head.length or 0)
+    deadline = time.monotonic() + ERROR_BODY_WAIT
+    buf = bytearray(body)
+    while len(buf) < want and (left := deadline - time.monotonic()) > 0:
+        try:
+            chunk = conn.sock.recv(want - len(buf))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            _wait_readable(conn.sock, left)
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> None:
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        sel.select(timeout)
 
 
 def _status_error(f: Item, url: str, head: Head, body: bytes) -> QwenhomeError:

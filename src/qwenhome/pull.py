@@ -22,11 +22,12 @@ source for the rest of the pull.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -296,7 +297,8 @@ class Puller:
             self.order = netsources.rank(self.settings.sources, decision.results,
                                          netsources.NetState.load(self.settings))
         try:
-            return self._pull_online(ref, include, exclude, cancel, t0, beside_probe)
+            with self._warm_start():
+                return self._pull_online(ref, include, exclude, cancel, t0, beside_probe)
         finally:
             # (A copy: a request beside an unreachable verdict may still be retrying.)
             netsources.record_outcomes(self.settings, dict(self.outcomes))
@@ -376,19 +378,14 @@ class Puller:
             raise error
         return cast(tuple[Manifest, Source], box["manifest"])
 
-    def _pull_online(
-        self,
-        ref: RepoRef,
-        include: Sequence[str],
-        exclude: Sequence[str],
-        cancel: threading.Event | None,
-        t0: float,
-        beside_probe: bool = False,
-    ) -> PullResult:
+    @contextlib.contextmanager
+    def _warm_start(self) -> Iterator[None]:
+        """While the listing is asked: the first source's connections open
+        and the transfer's modules load; what the run did not take is closed."""
         self.warm = self._preconnect()
         threading.Thread(target=_load_transfer, daemon=True, name="qh-import").start()
         try:
-            return self._pull_listed(ref, include, exclude, cancel, t0, beside_probe)
+            yield
         finally:
             if self.warm is not None:
                 self.warm.close()
@@ -410,7 +407,7 @@ class Puller:
         except QwenhomeError:  # (a URL the transfer would not take either)
             return None
 
-    def _pull_listed(
+    def _pull_online(
         self,
         ref: RepoRef,
         include: Sequence[str],

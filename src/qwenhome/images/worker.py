@@ -32,8 +32,6 @@ POLL = 0.05  # seconds between looks at the job's cancel flag while the worker d
 class ImageHandler:
     """Runs in the worker: one Qwen-Image pipeline, loaded at start."""
 
-    quick_ops: frozenset[str] = frozenset()
-
     def __init__(self, model: str, snapshot: str, options: dict[str, Any]) -> None:
         started = time.perf_counter()
         path = Path(snapshot)

@@ -30,8 +30,6 @@ DEFAULT_CONTEXT = 4096
 class ChatHandler:
     """Runs in the worker: the transformers engine over one snapshot."""
 
-    quick_ops: frozenset[str] = frozenset()
-
     def __init__(self, model: str, snapshot: str, options: dict[str, Any]) -> None:
         from ..transformers_engine import TransformersEngine, quiet_progress_bars
 

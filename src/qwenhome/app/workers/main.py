@@ -5,9 +5,7 @@ first message says what to serve (kind, model, snapshot, options, nice,
 threads): the worker sets torch's threads, loads the handler of that kind,
 lowers its priority and says ``ready`` (or ``failed`` with the error, then
 exits with :data:`EXIT_LOAD_FAILED`). Requests then run one at a time, in
-arrival order, except the handler's quick ones (counting a prompt's tokens),
-which run on a thread of their own so they never wait for a generation.
-``cancel`` sets the request's event, whether it runs or waits. When the
+arrival order. ``cancel`` sets the request's event, whether it runs or waits. When the
 socket closes (the API stopped the worker, or died) the worker exits at once.
 """
 
@@ -42,8 +40,6 @@ Emit = Callable[[Message], None]
 
 
 class Handler(Protocol):
-    quick_ops: frozenset[str]
-
     def info(self) -> dict[str, Any]: ...
 
     def handle(self, msg: Message, emit: Emit, cancel: threading.Event) -> Message:
@@ -89,9 +85,7 @@ class Worker:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.jobs: queue.Queue[Message] = queue.Queue()
-        self.quick: queue.Queue[Message] = queue.Queue()
         self.cancels: dict[int, threading.Event] = {}
-        self.quick_ops: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def send(self, msg: Message) -> None:
@@ -112,12 +106,12 @@ class Worker:
                 continue
             with self._lock:
                 self.cancels[msg["id"]] = threading.Event()
-            (self.quick if op in self.quick_ops else self.jobs).put(msg)
+            self.jobs.put(msg)
         os._exit(0)
 
-    def serve(self, handler: Handler, source: queue.Queue[Message]) -> None:
+    def serve(self, handler: Handler) -> None:
         while True:
-            msg = source.get()
+            msg = self.jobs.get()
             with self._lock:
                 cancel = self.cancels.get(msg["id"]) or threading.Event()
             call_id = msg["id"]
@@ -163,11 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the API's priority: at nice 10 beside one busy process it got a tenth of
     # the core (start to ready 167 s against 27 s). Generation yields to the API.
     _lower_priority(int(init.get("nice", 0)))
-    worker.quick_ops = handler.quick_ops  # requests come only after "ready"
     worker.send({"event": "ready", "info": handler.info()})
-    threading.Thread(target=worker.serve, args=(handler, worker.quick), name="qwenhome-worker-quick",
-                     daemon=True).start()
-    worker.serve(handler, worker.jobs)
+    worker.serve(handler)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from typing import Protocol
 
 from .files import FileState
@@ -71,14 +70,11 @@ class Copier:
             copy_range(src, f.dest.fd, c.src_offset + a - c.offset, f.dest.offset + a, b - a)
 
 
-def _parts(f: FileState, c: Copy) -> Iterator[tuple[int, int]]:
+def _parts(f: FileState, c: Copy) -> list[tuple[int, int]]:
     """The ranges of copy ``c`` not on disk yet (read without the lock: at
     worst a range is copied again)."""
     done = Intervals(list(f.done.starts), list(f.done.ends))
-    pos, end = c.offset, c.offset + c.length
-    while (gap := done.first_gap(pos, end)) is not None:
-        yield gap
-        pos = gap[1]
+    return done.gaps(c.offset, c.offset + c.length)
 
 
 def copy_range(src: int, dst: int, src_at: int, dst_at: int, n: int) -> None:

@@ -74,6 +74,14 @@ class Intervals:
         end = self.starts[k] if k < len(self.starts) else limit
         return pos, min(end, limit)
 
+    def gaps(self, start: int, limit: int) -> list[tuple[int, int]]:
+        """Every uncovered ``[s, e)`` of ``[start, limit)``, in order."""
+        out = []
+        while (gap := self.first_gap(start, limit)) is not None:
+            out.append(gap)
+            start = gap[1]
+        return out
+
     def pairs(self) -> list[list[int]]:
         return [[s, e] for s, e in zip(self.starts, self.ends, strict=True)]
 

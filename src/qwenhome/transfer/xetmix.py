@@ -128,19 +128,20 @@ class XetFile:
         return sum(1 for x in self.items if not x.started) + sum(1 for p in self.planning if p.asked)
 
 
+def busy(f: FileState) -> Intervals:
+    """File bytes on disk or being fetched (a copy: the caller may add to it)."""
+    out = Intervals(list(f.done.starts), list(f.done.ends))
+    for sp in f.inflight:
+        out.add(sp.start, sp.end)
+    return out
+
+
 def gaps(f: FileState, start: int, end: int, minus: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """File bytes of ``[start, end)`` neither on disk, nor being fetched, nor in ``minus``."""
-    busy = Intervals(list(f.done.starts), list(f.done.ends))
-    for sp in f.inflight:
-        busy.add(sp.start, sp.end)
+    held = busy(f)
     for a, b in minus:
-        busy.add(a, b)
-    out = []
-    pos = start
-    while (gap := busy.first_gap(pos, end)) is not None:
-        out.append(gap)
-        pos = gap[1]
-    return out
+        held.add(a, b)
+    return held.gaps(start, end)
 
 
 def interleave(pieces: deque[tuple[XetFile, Piece]], lanes: int) -> deque[tuple[XetFile, Piece]]:
@@ -262,10 +263,4 @@ class Sharing:
     def skip(xf: XetFile) -> Intervals | None:
         """File bytes a xorb range of a sharing file does not write: on disk,
         or under way from the plain side (None: the file does not share)."""
-        if not xf.f.mixed:
-            return None
-        f = xf.f
-        out = Intervals(list(f.done.starts), list(f.done.ends))
-        for sp in f.inflight:
-            out.add(sp.start, sp.end)
-        return out
+        return busy(xf.f) if xf.f.mixed else None

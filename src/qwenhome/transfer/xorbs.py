@@ -227,7 +227,7 @@ class ChunkSink(Destination):
             if self.skip is None:
                 writes.add(at, data)
             else:
-                for a, b in _unskipped(self.skip, at, at + n):
+                for a, b in self.skip.gaps(at, at + n):
                     writes.add(a, data[a - at:b - at])
         self.learned[(self.plan.xorb, cur.chunk)] = n
         cur.acc = tuple(acc)
@@ -238,14 +238,6 @@ class ChunkSink(Destination):
             raise XetCorruptError(f"xorb range of {self.plan.stop - self.plan.first} chunks ends after "
                                   f"{self._cur.chunk - self.plan.first}"
                                   + (f" and {len(self._carry)} more bytes" if self._carry else ""))
-
-
-def _unskipped(skip: Intervals, start: int, end: int) -> list[tuple[int, int]]:
-    out = []
-    while (gap := skip.first_gap(start, end)) is not None:
-        out.append(gap)
-        start = gap[1]
-    return out
 
 
 class _Writes:

@@ -193,9 +193,7 @@ class Run:
                 return None
             claimed = n > 0 and f.record(span, pos, n)
             if n > 0:
-                s.received += n
-                if span.share:
-                    s.share_bytes[span.share] = s.share_bytes.get(span.share, 0) + n
+                s.took(span, n)
                 s.done_bytes += n
                 if s.maps.touched(f, n):
                     s.sup.notify()  # bound what a kill -9 can cost, however fast the link
@@ -214,9 +212,7 @@ class Run:
             if span.gen != x.gen or not x.current:
                 return None
             span.cur = pos + n
-            s.received += n
-            if span.share:
-                s.share_bytes[span.share] = s.share_bytes.get(span.share, 0) + n
+            s.took(span, n)
             claimed = False
             added = 0
             for a, b in x.land():

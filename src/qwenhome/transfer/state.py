@@ -19,7 +19,7 @@ from .failover import next_candidate
 from .files import FileState
 from .maps import PartMaps, Saving
 from .scheduler import Scheduler, Splits
-from .work import Item, Status
+from .work import Item, Span, Status
 
 
 class Cancelled(QwenhomeError):
@@ -106,6 +106,12 @@ class State:
             self.files_done += 1
         if not self.active:
             self.wake_all()
+
+    def took(self, span: Span, n: int) -> None:
+        """``span`` brought ``n`` bytes (under the lock): received, and by its share."""
+        self.received += n
+        if span.share:
+            self.share_bytes[span.share] = self.share_bytes.get(span.share, 0) + n
 
     def fail(self, f: FileState, exc: QwenhomeError) -> None:
         """No source is left for ``f`` (under the lock)."""

@@ -20,11 +20,12 @@ import re
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, logs
+from .argtypes import whole
 from .config import (
     MAX_CONNECTIONS,
     MIRROR_TOKEN_ENV,
@@ -57,16 +58,6 @@ def _decimal(text: str) -> float | None:
     return float(text)
 
 
-def _whole(lo: int, hi: int, note: str = "") -> Callable[[str], int]:
-    """An argparse type: a whole number in ``[lo, hi]`` in ASCII digits, else a usage error (exit 2)."""
-    def parse(text: str) -> int:
-        n = int(text) if text.isascii() and text.isdigit() and len(text) <= 40 else None
-        if n is None or not lo <= n <= hi:
-            raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a whole number from {lo} to {hi}{note}")
-        return n
-    return parse
-
-
 def _days(text: str) -> float:
     n = _decimal(text)
     if n is None or not 0 <= n <= MAX_DAYS:
@@ -96,9 +87,9 @@ def _output_file(text: str) -> Path:
 
 
 MAX_DAYS = 36500  # gc --partial-age: a century is "never"
-_LISTEN_PORT = _whole(1, 65535)
-_MIRROR_PORT = _whole(0, 65535, " (0: any free port)")
-_CONNECTIONS = _whole(0, MAX_CONNECTIONS, " (0: adaptive)")
+_LISTEN_PORT = whole(1, 65535)
+_MIRROR_PORT = whole(0, 65535, " (0: any free port)")
+_CONNECTIONS = whole(0, MAX_CONNECTIONS, " (0: adaptive)")
 
 
 class _Parser(argparse.ArgumentParser):

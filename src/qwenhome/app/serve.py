@@ -17,13 +17,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import logs
+from ..argtypes import whole
 from ..config import Settings, load_settings, log_level
 from ..errors import EXIT_USAGE, QwenhomeError
-from ..net.ranges import parse_count
 from .guard import DEFAULT_BODY_LIMIT, AllowList, MiB, body_limit_from_mib
 from .serving import DEFAULT_READY_WAIT
 from .state import AppState, Extension
@@ -32,16 +32,6 @@ from .workers.process import WorkerOptions
 # Exit code when the engine cannot load: the launcher shows the reason and
 # does not retry, since the same snapshot would fail the same way.
 EXIT_ENGINE_LOAD = 3
-
-
-def _count(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse type: ASCII digits (int() also takes 1_000 and １２３) in ``[lo, hi]``."""
-    def parse(text: str) -> int:
-        n = parse_count(text) if text == text.strip() else None
-        if n is None or not lo <= n <= hi:
-            raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a whole number from {lo} to {hi}")
-        return n
-    return parse
 
 
 def _number(text: str) -> float:
@@ -62,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the repository id served (Org/Name)")
     p.add_argument("--snapshot", required=True, type=Path, help="the snapshot folder in the home")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_count(1, 65535), default=8000)
+    p.add_argument("--port", type=whole(1, 65535), default=8000)
     p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
     p.add_argument("--engine-url", default=None, help="the vLLM server to proxy to")
     p.add_argument("--source", action="append", default=[], help="pull sources for the model API")
     p.add_argument("--online", action="store_true", help="pulls from the API may use the network")
-    p.add_argument("--max-queue", type=_count(1, 100_000), default=32)
+    p.add_argument("--max-queue", type=whole(1, 100_000), default=32)
     p.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT]",
                    help="another host name the server answers to (repeatable)")
     p.add_argument("--max-body-mib", type=_number, default=DEFAULT_BODY_LIMIT / MiB,

@@ -4,7 +4,7 @@ The CLI (or any embedding program) calls :func:`load_settings` once with the
 process environment and its flags; everything below receives the frozen
 :class:`Settings` and never looks at ``os.environ`` itself.
 
-Home precedence (DESIGN.md): ``--home`` > ``QWEN_HOME`` > ``HF_HOME`` >
+Home precedence (as the README states it): ``--home`` > ``QWEN_HOME`` > ``HF_HOME`` >
 ``$XDG_CACHE_HOME/huggingface`` > ``~/.cache/huggingface``. When neither
 ``--home`` nor ``QWEN_HOME`` is given but ``HF_HUB_CACHE`` is, the store is
 ``HF_HUB_CACHE`` itself, because the user's other tools already look there.

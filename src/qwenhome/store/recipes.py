@@ -112,9 +112,9 @@ def _complete(path: Path, recipe: FileRecipe) -> list[int]:
     chunker's state is reset, so a run chunks alone as in the whole file)."""
     some = recipe.some_lengths or ()
     out: list[int] = []
+    offsets = recipe.term_offsets()
     with open(path, "rb") as fh:
-        for t, known, start, end in zip(recipe.terms, some, recipe.term_offsets(), recipe.term_offsets()[1:],
-                                        strict=False):
+        for t, known, start, end in zip(recipe.terms, some, offsets, offsets[1:], strict=False):
             pos, k = start, 0
             while k < len(t.range):
                 if known[k]:

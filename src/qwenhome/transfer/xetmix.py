@@ -107,21 +107,21 @@ class XetFile:
 
     def drop(self, sched: Scheduler) -> None:
         """Xet's work on it ends: its xorb ranges and pieces are forgotten."""
-        for x in self.items:
-            x.status = Status.FAILED
-            sched.cancel(x)
-        self.items.clear()
+        self._cancel(list(self.items), sched)
         self.planning.clear()
 
     def release(self, sched: Scheduler) -> bool:
         """Its xorb ranges no connection has started go back to anyone
         (True: some did); what no one takes, Xet plans again when idle."""
         idle = [x for x in self.items if not x.started]
-        for x in idle:
+        self._cancel(idle, sched)
+        return bool(idle)
+
+    def _cancel(self, items: list[XorbItem], sched: Scheduler) -> None:
+        for x in items:
             x.status = Status.FAILED
             sched.cancel(x)
             self.items.discard(x)
-        return bool(idle)
 
     def waiting(self) -> int:
         """Xorb ranges queued but not started, and reconstructions under way."""

@@ -114,6 +114,24 @@ def test_pull_comes_through_xorbs_not_resolve_bodies_and_keeps_the_recipe(
     assert sum(p.stat().st_size for p in recipes.iterdir()) < 0.01 * sum(f.size for f in lfs.values())
 
 
+def test_the_whole_files_answer_serves_its_parts_and_the_token_is_asked_beside_the_first_head(
+        xm: Mirror, xet_repo: GeneratedRepo, tmp_path: Path) -> None:
+    """Each file's whole reconstruction (asked for its recipe) gives the URLs
+    of the parts the engine fetches: no reconstruction of a range follows.
+    The token is asked where the Hub hands it while the first HEAD is out (a
+    round trip each, before the first xorb byte)."""
+    bridge_refuses(xm)
+    xm.faults.latency(0.6, times=1, method="HEAD")
+    home = _home(tmp_path)
+    pull(home, xm)
+    assert_pulled(home, xet_repo)
+    recons = xm.faults.of_kind("reconstruction")
+    assert [r.range for r in recons] == [None, None], [(r.file_path, r.range) for r in recons]
+    head = min((r for r in xm.faults.records() if r.method == "HEAD"), key=lambda r: r.started)
+    [token] = xm.faults.of_kind("xet-read-token")
+    assert token.started < head.ended - 0.3, (token.started - head.started, head.ended - head.started)
+
+
 def test_compressed_xorbs_lz4_and_bg4_lz4_are_decoded_into_place(tmp_path: Path) -> None:
     """Xorbs compressed as the Hub's are (LZ4 frames, BG4-LZ4 for floats, raw
     where nothing shrinks): decoded chunk by chunk, fewer bytes on the wire."""

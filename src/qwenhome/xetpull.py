@@ -16,6 +16,7 @@ the source has answered as a Xet server: a plain pull starts as before.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .transfer.xetjob import Ask, XetJob
     from .xet.recipe import FileRecipe
     from .xet.reconstruction import ReconstructionV2
+    from .xet.slicing import Slicer
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +73,20 @@ class XetPull:
             return {}
         session = XetSession(source, self.http)
         # The largest file first: a source that does not speak Xet costs the
-        # plain path one HEAD, not one per file.
+        # plain path one HEAD, not one per file. The token is asked where the
+        # Hub hands it meanwhile.
         lfs.sort(key=lambda f: f.size, reverse=True)
+        guess = threading.Thread(target=session.guess_token, args=(ref, commit), daemon=True, name="qh-xet-token")
+        guess.start()
         first = session.head(ref, commit, lfs[0].path)
         if first is None:
             return {}
         from .transfer.xetjob import Copy, XetJob
 
-        def recipe_of(f: RepoFile) -> tuple[RepoFile, XetFileInfo, FileRecipe] | None:
+        def recipe_of(f: RepoFile) -> tuple[RepoFile, XetFileInfo, FileRecipe, Slicer] | None:
             info = first if f is lfs[0] else session.head(ref, commit, f.path)
-            recipe = self._recipe(session, f, info) if info is not None and _agrees(f, info) else None
-            return None if info is None or recipe is None else (f, info, recipe)
+            got = self._recipe(session, f, info) if info is not None and _agrees(f, info) else None
+            return None if info is None or got is None else (f, info, *got)
 
         # Per file, its HEAD then its reconstruction; the token meanwhile: one
         # round trip before the reconstructions instead of two.
@@ -90,17 +95,17 @@ class XetPull:
             found = [r for r in pool.map(recipe_of, lfs) if r is not None]
         if not found:
             return {}
-        local = self.recipes.local_chunks({t.hash for _, _, r in found for t in r.terms},
-                                          exclude={f.etag for f, _, _ in found})
+        local = self.recipes.local_chunks({t.hash for _, _, r, _ in found for t in r.terms},
+                                          exclude={f.etag for f, _, _, _ in found})
         xet = Source("xet", "xet", "", named=True)
         jobs: dict[str, XetJob] = {}
-        for f, info, recipe in found:
+        for f, info, recipe, whole in found:
             copies = [Copy(Path(r.key), r.src_offset, r.offset, r.length) for r in local.find(recipe)]
             self.local_bytes += sum(c.length for c in copies)
             learned = {(t.hash, i): n for t in recipe.terms for i in range(t.range.start, t.range.end)
                        if (n := local.length(t.hash, i))}
             jobs[f.etag] = XetJob(replace(xet, url=_cas(session, info)), _asker(session, info), recipe, copies,
-                                  learned)
+                                  learned, whole=whole)
         return jobs
 
     @staticmethod
@@ -110,12 +115,16 @@ class XetPull:
         except QwenhomeError as exc:  # the reconstructions ask again, and say why
             log.debug("Xet token not had ahead: %s", exc)
 
-    def _recipe(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> FileRecipe | None:
+    def _recipe(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> tuple[FileRecipe, Slicer] | None:
+        """The file's recipe, and its whole reconstruction (whose fresh URLs
+        serve the first parts the engine fetches)."""
         from .xet.recipe import FileRecipe
+        from .xet.slicing import Slicer
 
         try:
             answer = self._whole(session, f, info)
             recipe = FileRecipe.from_reconstruction(info.file_hash, answer)
+            whole = Slicer(answer)
         except (QwenhomeError, ValueError) as exc:  # (ValueError: not a whole-file answer)
             msg = exc.one_line() if isinstance(exc, QwenhomeError) else str(exc)
             self.emit(ProgressEvent(SOURCE, "", f.path, message=f"xet: {msg}; fetched over plain HTTP"))
@@ -124,7 +133,7 @@ class XetPull:
         if recipe.size != f.size:
             log.debug("Xet reconstruction of %s is %d bytes, the listing says %d", f.path, recipe.size, f.size)
             return None
-        return recipe
+        return recipe, whole
 
     def _whole(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> ReconstructionV2:
         """The whole file's reconstruction: a server error is asked again a

@@ -132,6 +132,11 @@ class HubClient:
     def file_url(self, ref: RepoRef, commit: str, path: str) -> str:
         return f"{self.base}/{ref.url_prefix}{ref.repo_id}/resolve/{commit}/{quote(path)}"
 
+    def xet_token_url(self, ref: RepoRef, commit: str) -> str:
+        """Where the Hub hands Xet read tokens for a revision (the ``xet-auth``
+        link its resolve answers give, and the reference client's fallback)."""
+        return f"{self.base}/api/{ref.api_prefix}/{ref.repo_id}/xet-read-token/{commit}"
+
 
 def _file(path: str, size: Any, blob_id: Any, sha256: Any) -> RepoFile:
     n = listed_size(size)

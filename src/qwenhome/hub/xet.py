@@ -93,6 +93,17 @@ class XetSession:
         return file_info(path, url, resp.status, resp.header)
 
     # -- the token -----------------------------------------------------------------------------
+    def guess_token(self, ref: RepoRef, commit: str) -> None:
+        """Ask the token where the Hub hands it while the first HEAD is out:
+        when that HEAD's ``xet-auth`` link names the same URL (as the Hub's
+        do), the reconstructions follow it one round trip sooner. A source
+        that does not speak Xet only answers one request in vain."""
+        url = HubClient(self.source, self.http).xet_token_url(ref, commit)
+        try:
+            self.token(url)
+        except QwenhomeError as exc:
+            log.debug("Xet token not had from %s: %s", _where(url), exc)
+
     def token(self, token_url: str, *, refresh: bool = False) -> XetToken:
         """The access token of ``token_url``, asked again shortly before it expires."""
         with self._lock:

@@ -7,6 +7,7 @@ byte range of the file, whenever it needs fresh xorb URLs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,13 @@ from pathlib import Path
 from ..config import Source
 from ..xet.recipe import FileRecipe
 from ..xet.reconstruction import ReconstructionV2
+from ..xet.slicing import Slicer
 
 # A reconstruction of file bytes [start, end) (None: the whole file), with fresh URLs.
 Ask = Callable[[tuple[int, int] | None], ReconstructionV2]
+# Seconds the whole file's answer serves parts of it: signed URLs are short-lived
+# (a 403 asks again anyway; past this, every part is asked).
+WHOLE_FRESH = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,18 @@ class XetJob:
     # recipe kept for the file gets them (written by the decoding threads).
     learned: dict[tuple[str, int], int] = field(default_factory=dict)
     xet_bytes: int = 0  # bytes the file got through xorbs (raw, as received)
+    whole: Slicer | None = None  # the whole file's reconstruction, as the caller asked it
+    whole_at: float = field(default_factory=time.monotonic)
+
+    def slicer(self) -> Slicer | None:
+        """The whole file's answer while its URLs are fresh, else None."""
+        return self.whole if self.whole is not None and time.monotonic() - self.whole_at < WHOLE_FRESH else None
+
+    def part(self, start: int, end: int) -> ReconstructionV2 | None:
+        """File bytes ``[start, end)``'s reconstruction from the whole file's
+        answer, when it is fresh and they are a run of its terms; else None."""
+        whole = self.slicer()
+        return whole.part(start, end) if whole is not None else None
 
     def term_lengths(self) -> tuple[tuple[int, ...], ...]:
         """Per term, its chunks' lengths this pull learnt (0: not learnt)."""

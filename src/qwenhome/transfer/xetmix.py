@@ -240,7 +240,14 @@ class Sharing:
         cap = self.piece_cap()
         a, b = left[0]
         if cap and b - a > cap:
-            left[0:1] = [(a, a + cap), (a + cap, b)]
+            # (at the whole file's answer's last cut within the cap, when the
+            # piece starts on one: its URLs serve it without asking)
+            whole = xf.job.slicer() if not piece.replans else None
+            cut = whole.cut_within(a, a + cap) if whole is not None and whole.is_cut(a) else None
+            at = cut or a + cap
+            # (and the rest from the next cut on, for the same reason)
+            nxt = whole.cut_at_or_after(at, b) if whole is not None else b
+            left[0:1] = [(a, at), (at, nxt), (nxt, b)] if at < nxt < b else [(a, at), (at, b)]
         piece.start, piece.end = left[0]
         more = [Piece(a, b, piece.replans) for a, b in left[1:]]
         xf.planning.extend(more)

@@ -131,11 +131,20 @@ class XetRun:
         """Queue ``ranges`` of the file as pieces to reconstruct (under the lock)."""
         todo = sum(b - a for a, b in ranges)
         size = min(PIECE_MAX, max(PIECE_MIN, todo // PIECES))
+        # While the whole file's answer is fresh, pieces end where its parts
+        # do: the planners take their URLs from it instead of asking.
+        whole = xf.job.slicer() if not replans else None
         for a, b in ranges:
-            for start in range(a, b, size):
-                piece = Piece(start, min(b, start + size), replans)
+            start = a
+            while start < b:
+                end = min(b, start + size)
+                if whole is not None:
+                    cut = whole.cut_at_or_after(end, b)
+                    end = cut if cut - start <= size + PIECE_MAX else end
+                piece = Piece(start, end, replans)
                 xf.planning.append(piece)
                 self._pieces.append((xf, piece))
+                start = end
         self._held(xf)
         self._planned.notify_all()
 
@@ -153,7 +162,8 @@ class XetRun:
                 return
             xf, piece = got
             try:
-                answer = xf.job.ask((piece.start, piece.end))
+                answer = (None if piece.replans else xf.job.part(piece.start, piece.end)) \
+                    or xf.job.ask((piece.start, piece.end))
                 plans = plan_items(answer, piece.start, xf.f.size)
             except QwenhomeError as exc:
                 with self.s.lock:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from ..errors import AuthError, ConnectError, IntegrityError, QwenhomeError, RemoteError
 from ..progress import RETRY, SOURCE
+from ..xet.slicing import Slicer
 from .failover import Retries, retry_delay
 from .files import FileState
 from .hasher import Hasher
@@ -84,6 +85,24 @@ def _fills(xf: XetFile, piece: Piece, plans: list[Plan]) -> bool:
     return sum(b - a for a, b in left) < sum(b - a for a, b in lacking)
 
 
+def _cut(ranges: list[tuple[int, int]], whole: Slicer | None) -> list[tuple[int, int]]:
+    """File ranges cut into pieces; while the whole file's answer is fresh
+    (``whole``), pieces end where its parts do: the planners take their URLs
+    from it instead of asking."""
+    size = min(PIECE_MAX, max(PIECE_MIN, sum(b - a for a, b in ranges) // PIECES))
+    out = []
+    for a, b in ranges:
+        start = a
+        while start < b:
+            end = min(b, start + size)
+            if whole is not None:
+                cut = whole.cut_at_or_after(end, b)
+                end = cut if cut - start <= size + PIECE_MAX else end
+            out.append((start, end))
+            start = end
+    return out
+
+
 class XetRun:
     def __init__(self, state: State, hasher: Hasher, retries: Retries, *, direct: Callable[[str], bool],
                  start_workers: Callable[[], None]) -> None:
@@ -129,22 +148,10 @@ class XetRun:
 
     def _plan(self, xf: XetFile, ranges: list[tuple[int, int]], replans: int = 0) -> None:
         """Queue ``ranges`` of the file as pieces to reconstruct (under the lock)."""
-        todo = sum(b - a for a, b in ranges)
-        size = min(PIECE_MAX, max(PIECE_MIN, todo // PIECES))
-        # While the whole file's answer is fresh, pieces end where its parts
-        # do: the planners take their URLs from it instead of asking.
-        whole = xf.job.slicer() if not replans else None
-        for a, b in ranges:
-            start = a
-            while start < b:
-                end = min(b, start + size)
-                if whole is not None:
-                    cut = whole.cut_at_or_after(end, b)
-                    end = cut if cut - start <= size + PIECE_MAX else end
-                piece = Piece(start, end, replans)
-                xf.planning.append(piece)
-                self._pieces.append((xf, piece))
-                start = end
+        for start, end in _cut(ranges, xf.job.slicer() if not replans else None):
+            piece = Piece(start, end, replans)
+            xf.planning.append(piece)
+            self._pieces.append((xf, piece))
         self._held(xf)
         self._planned.notify_all()
 

@@ -125,6 +125,7 @@ class Faults(Hooks):
         self._released = threading.Event()
         self.log: list[RequestRecord] = []
         self._started: dict[tuple[int, int], float] = {}
+        self._streamed: dict[str, int] = {}  # body bytes sent so far through a writer, by route kind
 
     # -- configuration -------------------------------------------------------------
     def _add(self, kind: str, path: str | None, method: str | None, times: int | None,
@@ -271,6 +272,17 @@ class Faults(Hooks):
         """Logged requests of one route kind (``reconstruction``, ``xorb``, ``resolve``, ...)."""
         return [r for r in self.records() if r.route_kind == kind]
 
+    def streamed(self, *kinds: str) -> int:
+        """Body bytes of these route kinds sent so far, counted as they go
+        (the log counts a body once it ends); only bodies paced or faulted
+        (sent through this wrapper's writer) count."""
+        with self._lock:
+            return sum(self._streamed.get(k, 0) for k in kinds)
+
+    def _stream(self, route_kind: str, n: int) -> None:
+        with self._lock:
+            self._streamed[route_kind] = self._streamed.get(route_kind, 0) + n
+
     def hits(self, kind: str) -> int:
         with self._lock:
             return sum(r.hits for r in self._rules if r.kind == kind)
@@ -322,7 +334,7 @@ class Faults(Hooks):
                 bucket = self._buckets.setdefault(info.connection_id, TokenBucket(rate))
         if not rules and bucket is None:
             return None
-        return _FaultyWriter(rules, bucket, self._released)
+        return _FaultyWriter(rules, bucket, self._released, lambda n: self._stream(info.route_kind, n))
 
     def on_response(self, info: RequestInfo, status: int, body_bytes_sent: int, error: str | None) -> None:
         now = time.monotonic()
@@ -339,7 +351,8 @@ class Faults(Hooks):
 class _FaultyWriter:
     """A Python send loop applying drop/stall/corrupt rules and per-connection pacing."""
 
-    def __init__(self, rules: list[_Rule], bucket: TokenBucket | None, released: threading.Event) -> None:
+    def __init__(self, rules: list[_Rule], bucket: TokenBucket | None, released: threading.Event,
+                 sent: Callable[[int], None]) -> None:
         self.drop = min((r.params["nbytes"] for r in rules if r.kind == "drop"), default=None)
         self.reset = any(r.params.get("reset") for r in rules if r.kind == "drop")
         self.stalls = sorted((r.params["after"], r.params["seconds"]) for r in rules if r.kind == "stall")
@@ -348,6 +361,7 @@ class _FaultyWriter:
         self.corrupt = [r.params["offset"] for r in rules if r.kind == "corrupt"]
         self.bucket = bucket
         self.released = released
+        self.sent = sent
 
     def __call__(self, sock: socket.socket, body: BodySlice) -> int:
         sent = 0
@@ -381,6 +395,7 @@ class _FaultyWriter:
                     self.bucket.take(len(chunk), self.released.wait)
                 sock.sendall(chunk)
                 sent += len(chunk)
+                self.sent(len(chunk))
         except OSError as exc:
             if isinstance(exc, BodyInterrupted):
                 raise

@@ -233,6 +233,7 @@ def _load(jobs: Sequence[FileJob]) -> tuple[list[FileState], list[FileState]]:
     of them whose prefix the hash can start on at once."""
     for folder in {job.partial.parent for job in jobs}:
         folder.mkdir(parents=True, exist_ok=True)
+        partmap.sweep(folder, {job.partial.name for job in jobs if job.partial.parent == folder})
     files: list[FileState] = []
     resumed: list[FileState] = []
     for job in jobs:

@@ -135,6 +135,24 @@ def save(partial: Path, key: str, size: int, done: Intervals, validator: str | N
         raise
 
 
+def sweep(folder: Path, partials: set[str]) -> None:
+    """Remove the temporary maps of ``partials`` (names in ``folder``) that a
+    process killed while saving one left behind (``.NAME.json.SUFFIX``): the
+    caller fetches these files now (it holds their locks), so no other
+    process is saving their maps."""
+    prefixes = tuple(f".{name}.json." for name in partials)
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefixes)]
+    except OSError as exc:
+        log.debug("temporary maps in %s not looked for: %s", folder, exc)
+        return
+    for n in names:
+        try:
+            (folder / n).unlink(missing_ok=True)
+        except OSError as exc:  # only a few bytes stay, until `qwenhome gc`
+            log.debug("temporary map %s not removed: %s", n, exc)
+
+
 def discard(partial: Path) -> None:
     for p in (partial, map_path(partial)):
         p.unlink(missing_ok=True)

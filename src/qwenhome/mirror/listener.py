@@ -13,9 +13,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from ..config import MIRROR_CONNECTIONS, MIRROR_HEAD_TIMEOUT
 from .backends import Backend
 from .cas.service import XetService
 from .catalog import FileEntry, Snapshot
@@ -52,7 +54,20 @@ class Mirror(Protocol):
 # connection waiting for (or reading) a request head is closed to make room:
 # idle keep-alive and slow-loris connections cannot lock out a real request;
 # when every slot carries a request, the newcomer gets a quick 503.
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = MIRROR_CONNECTIONS
+# Seconds a request head may take from its first byte: a client sending it a
+# byte at a time (slow-loris) is cut, a real one sends it at once.
+HEAD_TIMEOUT = MIRROR_HEAD_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of a mirror port (``mirror serve``'s
+    ``--max-connections`` and ``--head-timeout``)."""
+
+    max_connections: int = MAX_CONNECTIONS  # connections served at once, per port
+    head_timeout: float = HEAD_TIMEOUT  # seconds from a request head's first byte to its end
+
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 

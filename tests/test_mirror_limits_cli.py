@@ -1,0 +1,135 @@
+"""``qwenhome mirror serve --max-connections N --head-timeout SECONDS`` as a
+real process: the (N+1)th connection, when N carry requests, gets a quick
+503; a request head still coming after SECONDS is cut; numbers out of range
+or not plain ASCII digits end the command with the usage line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import RunCli
+from tests.support.http import request
+from tests.test_mirror_cli import serve, stop
+
+BODY = b'{"a": 1}\n'
+RESOLVE = "/Org/Small/resolve/main/"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    repo = tmp_path / "repos" / "Org" / "Small"
+    repo.mkdir(parents=True)
+    (repo / "config.json").write_bytes(BODY)
+    (repo / "big.bin").write_bytes(b"\0" * (64 << 20))  # more than the sockets' buffers hold
+    return tmp_path / "repos"
+
+
+@contextlib.contextmanager
+def serving(root: Path, home: Path, *flags: str) -> Iterator[str]:
+    proc, url = serve(["--repos", str(root), *flags], home)
+    try:
+        yield url
+    finally:
+        assert stop(proc) == 0
+
+
+def busy(port: int) -> socket.socket:
+    """A connection whose request stays under way: a big body no one reads
+    (its answer has begun: the request holds its slot)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET {RESOLVE}big.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    status = sock.recv(12)
+    assert status == b"HTTP/1.1 200", status
+    return sock
+
+
+def served_again(url: str) -> bytes:
+    """config.json once the closed connections' slots are free (their threads
+    see the peer gone at their next send)."""
+    deadline = time.monotonic() + 5
+    while (resp := request(url, path=f"{RESOLVE}config.json")).status == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return resp.body
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_the_connection_past_max_connections_gets_a_quick_503(root: Path, qwen_home: Path, n: int) -> None:
+    with serving(root, qwen_home, "--max-connections", str(n)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        held: list[socket.socket] = []
+        try:
+            held += [busy(port) for _ in range(n - 1)]
+            under = request(url, path=f"{RESOLVE}config.json")  # the Nth: served
+            time.sleep(0.3)  # (its thread leaves once it sees the close)
+            held.append(busy(port))
+            t0 = time.monotonic()
+            past = request(url, path=f"{RESOLVE}config.json")  # the (N+1)th
+            elapsed = time.monotonic() - t0
+        finally:
+            for sock in held:
+                sock.close()
+        assert served_again(url) == BODY, "the slots came back"
+    assert under.status == 200 and under.body == BODY, under.status
+    assert past.status == 503, past.status
+    assert "connections" in json.loads(past.body)["error"] and past.header("Retry-After")
+    assert elapsed < 1.0, elapsed
+
+
+def test_a_request_head_still_coming_after_head_timeout_is_cut(root: Path, qwen_home: Path) -> None:
+    with serving(root, qwen_home, "--head-timeout", "1.5") as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = f"GET {RESOLVE}config.json HTTP/1.1\r\nHost: x\r\nX-Pad: ".encode() + b"y" * 200
+            t0 = time.monotonic()
+            cut = None
+            for byte in head:  # a byte every 0.05 s: 13 s in all
+                if select.select([sock], [], [], 0.05)[0]:
+                    cut = time.monotonic() - t0
+                    break
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    cut = time.monotonic() - t0
+                    break
+            assert cut is not None, "the mirror still read the head after 13 s"
+            with contextlib.suppress(OSError):
+                assert b"200 OK" not in sock.recv(65536)
+        assert request(url, path=f"{RESOLVE}config.json").body == BODY, "a head sent at once is served"
+    assert 1.0 < cut < 4.0, cut  # (the default, 10 s, would still be reading)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--max-connections", "0"), ("--max-connections", "-1"), ("--max-connections", "4097"),
+    ("--max-connections", "9" * 5000), ("--max-connections", "2.5"), ("--max-connections", "1_0"),
+    ("--max-connections", "\uff11\uff12"), ("--max-connections", " 8"), ("--max-connections", "x"),
+    ("--head-timeout", "0"), ("--head-timeout", "0.05"), ("--head-timeout", "-1"), ("--head-timeout", "3601"),
+    ("--head-timeout", "nan"), ("--head-timeout", "inf"), ("--head-timeout", "1e3"), ("--head-timeout", "1_0"),
+    ("--head-timeout", "\u0661"), ("--head-timeout", "10 "), ("--head-timeout", ""),
+])
+def test_bad_limits_end_mirror_serve_with_the_usage_line(option: str, value: str, run_cli: RunCli,
+                                                         root: Path) -> None:
+    try:
+        rc, out, err = run_cli(["mirror", "serve", "--port", "0", "--no-xet", "--repos", str(root), option, value],
+                               timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mirror serve {option} {value[:20]!r} was taken: it served")
+    assert rc == 2 and out == "", err
+    assert "Traceback" not in err and err.startswith("usage: qwenhome mirror serve "), err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"error[usage]: qwenhome mirror serve: argument {option}: "), last
+    assert "(hint: qwenhome mirror serve --help)" in last, last
+
+
+def test_in_range_limits_are_taken(root: Path, qwen_home: Path) -> None:
+    with serving(root, qwen_home, "--max-connections", "4096", "--head-timeout", "0.1") as url:
+        assert request(url, path=f"{RESOLVE}config.json").body == BODY

@@ -76,7 +76,8 @@ _MIRROR_PORT = whole(0, 65535, " (0: any free port)")
 _CONNECTIONS = whole(0, MAX_CONNECTIONS, " (0: adaptive)")
 _DAYS = decimal(0, MAX_DAYS, "days")
 _MIRROR_CONNECTIONS = whole(1, MIRROR_CONNECTIONS_MOST)
-_HEAD_TIMEOUT = decimal(*MIRROR_HEAD_TIMEOUT_RANGE, "seconds")
+_HEAD_LO, _HEAD_HI = MIRROR_HEAD_TIMEOUT_RANGE
+_HEAD_TIMEOUT = decimal(_HEAD_LO, _HEAD_HI, "seconds")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -207,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{MIRROR_CONNECTIONS}); past it the oldest idle one is closed, "
                          "or the newcomer gets 503 when all carry requests")
     ms.add_argument("--head-timeout", type=_HEAD_TIMEOUT, default=MIRROR_HEAD_TIMEOUT, metavar="SECONDS",
-                    help="a request head must be whole this long after its first byte, %g to %g (default %g; "
-                         "cuts clients that send it a byte at a time)" % (*MIRROR_HEAD_TIMEOUT_RANGE, MIRROR_HEAD_TIMEOUT))
+                    help=f"a request head must be whole this long after its first byte, {_HEAD_LO:g} to "
+                         f"{_HEAD_HI:g} (default {MIRROR_HEAD_TIMEOUT:g}; cuts clients that send it a byte at a time)")
 
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import select
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import RunCli
+from tests.support.cli import RunCli, clean_env
 from tests.support.http import request
 from tests.test_mirror_cli import serve, stop
 
@@ -133,3 +135,43 @@ def test_bad_limits_end_mirror_serve_with_the_usage_line(option: str, value: str
 def test_in_range_limits_are_taken(root: Path, qwen_home: Path) -> None:
     with serving(root, qwen_home, "--max-connections", "4096", "--head-timeout", "0.1") as url:
         assert request(url, path=f"{RESOLVE}config.json").body == BODY
+
+
+def test_a_cap_past_the_descriptor_limit_is_lowered_to_fit(root: Path, qwen_home: Path) -> None:
+    """Under a hard limit of 256 open files, --max-connections 4096 would let
+    the listener run out of descriptors: it would spin on its socket while
+    newcomers wait unanswered. The cap is lowered to fit (with a warning), so
+    300 idle connections still leave room for a request."""
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwenhome", "mirror", "serve", "--port", "0", "--json", "--no-xet",
+         "--repos", str(root), "--max-connections", "4096"],
+        env=clean_env(qwen_home), cwd=qwen_home.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=low_limit)
+    idle: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        text = ""
+        while not text.endswith("}\n"):  # (the event is pretty-printed over several lines)
+            line = proc.stdout.readline()
+            assert line, "the mirror did not start"
+            text += line
+        event = json.loads(text)
+        port = int(event["url"].rsplit(":", 1)[1])
+        idle += [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        resp = request(event["url"], path=f"{RESOLVE}config.json", timeout=5)
+        elapsed = time.monotonic() - t0
+    finally:
+        for sock in idle:
+            sock.close()
+        rc = stop(proc)  # type: ignore[arg-type]
+    assert resp.status == 200 and resp.body == BODY, resp.status
+    assert elapsed < 2, elapsed
+    assert rc == 0
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "serving at most 64 connections a port, not 4096" in err and "ulimit -n" in err, err
+    assert "Traceback" not in err, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -24,6 +25,8 @@ from .catalog import FileEntry, Snapshot
 from .hooks import Hooks
 from .protocol import Route
 from .pullthrough import PullThroughBackend
+
+log = logging.getLogger(__name__)
 
 
 class Mirror(Protocol):
@@ -70,6 +73,39 @@ class Limits:
 
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+
+
+# Descriptors a connection may hold (its socket, the file it is sent) and
+# those the process keeps besides (listening sockets, the hash cache, logs).
+FDS_PER_CONNECTION = 2
+FD_RESERVE = 128
+
+
+def fit_descriptors(connections: int, ports: int) -> int:
+    """The connection cap each of ``ports`` can keep within the descriptors
+    this process may open. The soft limit is raised toward what the cap
+    needs (up to the hard one); past that, the cap is lowered, with a
+    warning: a listener that cannot accept spins on its ready socket while
+    newcomers wait unanswered, where a cap closes idle ones or answers 503."""
+    try:
+        import resource
+    except ImportError:  # (no such limit to fit)
+        return connections
+    need = ports * connections * FDS_PER_CONNECTION + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return connections
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if want > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    if soft >= need:
+        return connections
+    fit = max(1, (soft - FD_RESERVE) // (ports * FDS_PER_CONNECTION))
+    log.warning("serving at most %d connections a port, not %d: this process may open %d files "
+                "(raise `ulimit -n` for more)", fit, connections, soft)
+    return fit
 
 
 def _busy_answer() -> bytes:

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,26 @@ def root(tmp_path: Path) -> Path:
     (repo / "config.json").write_bytes(BODY)
     (repo / "big.bin").write_bytes(b"\0" * (64 << 20))  # more than the sockets' buffers hold
     return tmp_path / "repos"
+
+
+def start(root: Path, home: Path, *flags: str,
+          preexec: Callable[[], None] | None = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """``mirror serve --repos ROOT FLAGS`` started, and its listening event."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwenhome", "mirror", "serve", "--port", "0", "--json", "--no-xet",
+         "--repos", str(root), *flags],
+        env=clean_env(home), cwd=home.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=preexec)
+    assert proc.stdout is not None
+    text = ""
+    while True:  # (the event is pretty-printed over several lines)
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            pytest.fail(f"the mirror did not start: {proc.stderr.read() if proc.stderr else ''}")
+        text += line
+        with contextlib.suppress(json.JSONDecodeError):
+            return proc, json.loads(text)
 
 
 @contextlib.contextmanager
@@ -133,8 +154,15 @@ def test_bad_limits_end_mirror_serve_with_the_usage_line(option: str, value: str
 
 
 def test_in_range_limits_are_taken(root: Path, qwen_home: Path) -> None:
-    with serving(root, qwen_home, "--max-connections", "4096", "--head-timeout", "0.1") as url:
-        assert request(url, path=f"{RESOLVE}config.json").body == BODY
+    proc, event = start(root, qwen_home, "--max-connections", "4096", "--head-timeout", "0.1")
+    try:
+        assert event["limits"] == {"max_connections": 4096, "head_timeout": 0.1}, event
+        assert request(event["url"], path=f"{RESOLVE}config.json").body == BODY
+    finally:
+        assert stop(proc) == 0
+    proc, event = start(root, qwen_home)
+    assert stop(proc) == 0
+    assert event["limits"] == {"max_connections": 256, "head_timeout": 10.0}, event
 
 
 def test_a_cap_past_the_descriptor_limit_is_lowered_to_fit(root: Path, qwen_home: Path) -> None:
@@ -145,20 +173,10 @@ def test_a_cap_past_the_descriptor_limit_is_lowered_to_fit(root: Path, qwen_home
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwenhome", "mirror", "serve", "--port", "0", "--json", "--no-xet",
-         "--repos", str(root), "--max-connections", "4096"],
-        env=clean_env(qwen_home), cwd=qwen_home.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=low_limit)
+    proc, event = start(root, qwen_home, "--max-connections", "4096", preexec=low_limit)
     idle: list[socket.socket] = []
     try:
-        assert proc.stdout is not None
-        text = ""
-        while not text.endswith("}\n"):  # (the event is pretty-printed over several lines)
-            line = proc.stdout.readline()
-            assert line, "the mirror did not start"
-            text += line
-        event = json.loads(text)
+        assert event["limits"] == {"max_connections": 64, "head_timeout": 10.0}, event
         port = int(event["url"].rsplit(":", 1)[1])
         idle += [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
         time.sleep(0.5)
@@ -168,7 +186,7 @@ def test_a_cap_past_the_descriptor_limit_is_lowered_to_fit(root: Path, qwen_home
     finally:
         for sock in idle:
             sock.close()
-        rc = stop(proc)  # type: ignore[arg-type]
+        rc = stop(proc)
     assert resp.status == 200 and resp.body == BODY, resp.status
     assert elapsed < 2, elapsed
     assert rc == 0

@@ -520,7 +520,9 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     from .mirror import Limits, XetOptions, run_mirror
 
     def ready(server: Any) -> None:
-        msg: dict[str, Any] = {"event": "listening", "url": server.url}
+        msg: dict[str, Any] = {"event": "listening", "url": server.url,
+                               "limits": {"max_connections": server.max_connections,
+                                          "head_timeout": server.head_timeout}}
         if server.xet is not None:
             msg["xet"] = {"cas_port": server.port_of("cas"), "xorb_port": server.port_of("xorb")}
         upstream = [str(s.public()["url"]) for s in settings.sources] if args.pull_through else []

@@ -72,6 +72,9 @@ HUGE = "9" * 5000  # beyond Python's int-string conversion limit
     ["pull", "Org/Name", "--connections", "1_6"], ["pull", "Org/Name", "--connections", "\uff18"],
     ["gc", "--partial-age", "1_0"], ["gc", "--partial-age", "\uff17"], ["gc", "--partial-age", " 7"],
     ["launch", "--max-body-mib", "1_0"], ["launch", "--max-body-mib", "\uff11"],
+    ["mirror", "serve", "--max-connections", "0"], ["mirror", "serve", "--max-connections", "4097"],
+    ["mirror", "serve", "--max-connections", "\uff18"], ["mirror", "serve", "--head-timeout", "0"],
+    ["mirror", "serve", "--head-timeout", "nan"], ["mirror", "serve", "--head-timeout", "3601"],
 ])
 def test_out_of_range_numbers_are_usage_errors_at_parse_time(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:  # (parsing only: nothing runs, whatever the outcome)
@@ -105,6 +108,11 @@ def test_out_of_range_numbers_end_the_real_command_with_a_usage_line(
     (["gc", "--partial-age", "007"], "partial_age", 7.0),
     (["launch", "--port", "08000"], "port", 8000),
     (["launch", "--max-body-mib", "2.5"], "max_body_mib", 2.5),
+    (["mirror", "serve"], "max_connections", 256), (["mirror", "serve"], "head_timeout", 10.0),
+    (["mirror", "serve", "--max-connections", "1"], "max_connections", 1),
+    (["mirror", "serve", "--max-connections", "4096"], "max_connections", 4096),
+    (["mirror", "serve", "--head-timeout", "0.1"], "head_timeout", 0.1),
+    (["mirror", "serve", "--head-timeout", "3600"], "head_timeout", 3600.0),
 ])
 def test_range_bounds_are_accepted(argv: list[str], dest: str, value: float) -> None:
     assert getattr(build_parser().parse_args(argv), dest) == value

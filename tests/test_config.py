@@ -73,6 +73,7 @@ def test_offline_flag_and_hf_hub_offline(tmp_path: Path) -> None:
     "[pull]\nconnections = 2.5\n", "[pull]\nconnections = true\n", "[pull]\nmax_retries = -1\n",
     "[network]\nconnect_timeout = nan\n", "[network]\nread_timeout = inf\n", "[network]\nstall_timeout = 0\n",
     '[network]\nprobe_timeout = "1"\n', "[pull]\nconnections = 99999999999999999999999\n",
+    "[network]\nmin_rate = -1\n", "[network]\nmin_rate = 1e10\n", '[network]\nmin_rate = "256"\n',
 ])
 def test_config_numbers_out_of_range_are_config_errors(tmp_path: Path, toml: str) -> None:
     cfg = tmp_path / "qwenhome" / "config.toml"
@@ -91,6 +92,11 @@ def test_config_numbers_in_range_are_taken(tmp_path: Path) -> None:
     cfg.write_text("[pull]\nconnections = 128\nmax_retries = 0\n[network]\nconnect_timeout = 2\nread_timeout = 0.5\n")
     s = load_settings({"HOME": str(tmp_path)}, home=str(tmp_path))
     assert (s.max_connections, s.max_retries, s.timeouts.connect, s.timeouts.read) == (128, 0, 2.0, 0.5)
+    assert (s.timeouts.min_rate, s.timeouts.rate_window) == (256.0, 30.0)  # (the defaults)
+    cfg.write_text("[network]\nmin_rate = 0\n")
+    assert load_settings({"HOME": str(tmp_path)}, home=str(tmp_path)).timeouts.min_rate == 0
+    cfg.write_text("[network]\nmin_rate = 1024.5\n")
+    assert load_settings({"HOME": str(tmp_path)}, home=str(tmp_path)).timeouts.min_rate == 1024.5
     with pytest.raises(UsageError):
         load_settings({"HOME": str(tmp_path)}, home=str(tmp_path), connections=-1)
 

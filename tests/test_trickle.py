@@ -1,8 +1,9 @@
 """A source that trickles a body (a few bytes every fraction of a second,
 never silent long enough for the stall time-out) is cut by the minimum-rate
 rule on both I/O paths, and the pull ends with ``response-timeout`` instead
-of running forever; the rule's window is set like the stall time-out
-(``[network] rate_window`` in config.toml)."""
+of running forever; the rule's window and rate are set like the stall
+time-out (``[network] rate_window`` and ``min_rate`` in config.toml; a
+min_rate of 0 turns the rule off)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from qwenhome.config import Settings, load_settings
 from qwenhome.errors import QwenhomeError
 from qwenhome.mirror import FolderBackend, HashCache
-from qwenhome.pull import pull
+from qwenhome.pull import engine_config, pull
 from qwenhome.store import RepoRef
 from qwenhome.transfer import EngineConfig
 from qwenhome.transfer.retry import Backoff
@@ -150,3 +151,53 @@ def test_a_trickle_after_a_fast_start_is_cut_though_the_socket_gathers(
         assert_snapshot_matches(qwen_home, small_repo)
     else:
         assert isinstance(exc, QwenhomeError) and exc.code == "response-timeout", exc
+
+
+# -- the rate is configurable too ([network] min_rate; 0 turns the rule off) ---------
+
+def write_config(qwen_home: Path, network: str) -> None:
+    config = qwen_home / "qwenhome" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"[network]\nstall_timeout = 2\nrate_window = 1\n{network}[pull]\nmax_retries = 1\n")
+
+
+def test_a_body_under_the_configured_min_rate_is_cut(run_cli: RunCli, qwen_home: Path, mirror: Mirror) -> None:
+    """800 B/s passes the default floor (256 B/s, the pull would take hours);
+    with min_rate = 2000 it is cut, and the error names that rate."""
+    mirror.faults.trickle(0, 400, 0.5, times=None, path=WEIGHTS)
+    write_config(qwen_home, "min_rate = 2000\n")
+    rc, _, err = run_cli(["pull", "Org/Small", "--source", mirror.url], timeout=30)
+    last = err.strip().splitlines()[-1]
+    assert rc == 5, err
+    assert last.startswith(f"error[response-timeout]: 1 file(s) of Org/Small failed: {WEIGHTS}: "
+                           f"127.0.0.1:{mirror.server.port} sent "), last
+    assert "in 1 s (under 2000 bytes/s)" in last, last
+
+
+@pytest.mark.parametrize("loop_threads", [2, 0], ids=["event-loop", "worker-threads"])
+def test_min_rate_zero_lets_a_trickle_finish(qwen_home: Path, mirror: Mirror, small_repo: GeneratedRepo,
+                                             loop_threads: int) -> None:
+    """1000 bytes at 200 B/s: each attempt is cut under the default floor
+    (256 B/s over a 1 s window); with min_rate = 0 the file comes whole, slowly."""
+    mirror.faults.trickle(0, 20, 0.1, times=None, path="sub/dir/notes.txt")
+    write_config(qwen_home, "min_rate = 0\n")
+    settings = load_settings({"HOME": str(qwen_home.parent)}, home=str(qwen_home), sources=[mirror.url])
+    assert settings.timeouts.min_rate == 0
+    config = replace(engine_config(settings), loop_threads=loop_threads, backoff=SHORT.backoff)
+    t0 = time.monotonic()
+    assert pull_within(settings, config, mirror, BOUND) is None
+    elapsed = time.monotonic() - t0
+    blobs = qwen_home / "hub" / "models--Org--Small" / "blobs"
+    assert (blobs / small_repo.files["sub/dir/notes.txt"].etag).is_file()
+    assert mirror.faults.hits("trickle") == 1, "one attempt, never cut"
+    assert elapsed > 4, elapsed  # (the trickle did run: 1000 bytes at 200 B/s)
+
+
+@pytest.mark.parametrize("value", ["-1", '"256"', "1e12", "nan", "inf", "true", "[256]"])
+def test_a_bad_min_rate_is_one_config_error_line(run_cli: RunCli, qwen_home: Path, value: str) -> None:
+    write_config(qwen_home, f"min_rate = {value}\n")
+    rc, out, err = run_cli(["pull", "Org/Small", "--source", "http://127.0.0.1:9"], timeout=60)
+    assert rc == 2 and out == "", err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error[config-invalid]: ") and "min_rate = " in err, err
+    assert "it must be a number from 0 to " in err and "(hint: fix or remove the file" in err, err

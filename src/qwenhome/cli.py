@@ -16,7 +16,6 @@ import atexit
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import threading
@@ -25,9 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, logs
-from .argtypes import whole
+from .argtypes import decimal, decimal_value, whole
 from .config import (
     MAX_CONNECTIONS,
+    MIRROR_CONNECTIONS,
+    MIRROR_CONNECTIONS_MOST,
+    MIRROR_HEAD_TIMEOUT,
+    MIRROR_HEAD_TIMEOUT_RANGE,
     MIRROR_TOKEN_ENV,
     Settings,
     load_settings,
@@ -46,27 +49,8 @@ _loading.release()
 EXIT_CODES_HELP = __doc__.split("Exit codes (stable): ", 1)[1].strip() if __doc__ else ""
 
 
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
-
-
-def _decimal(text: str) -> float | None:
-    """``text`` as a number when it is plain ASCII digits (with one point):
-    int() and float() also take underscores, other scripts' digits (１２３),
-    signs and surrounding space, which no option means."""
-    if len(text) > 40 or not _DECIMAL.fullmatch(text):
-        return None
-    return float(text)
-
-
-def _days(text: str) -> float:
-    n = _decimal(text)
-    if n is None or not 0 <= n <= MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a number of days from 0 to {MAX_DAYS}")
-    return n
-
-
 def _mib(text: str) -> float:
-    n = _decimal(text)
+    n = decimal_value(text)
     if n is None:  # (its range is checked where the limit is made: body_limit_from_mib)
         raise argparse.ArgumentTypeError(f"{text[:40]!r}: give a number of MiB, e.g. 4 or 0.5")
     return n
@@ -90,6 +74,10 @@ MAX_DAYS = 36500  # gc --partial-age: a century is "never"
 _LISTEN_PORT = whole(1, 65535)
 _MIRROR_PORT = whole(0, 65535, " (0: any free port)")
 _CONNECTIONS = whole(0, MAX_CONNECTIONS, " (0: adaptive)")
+_DAYS = decimal(0, MAX_DAYS, "days")
+_MIRROR_CONNECTIONS = whole(1, MIRROR_CONNECTIONS_MOST)
+_HEAD_LO, _HEAD_HI = MIRROR_HEAD_TIMEOUT_RANGE
+_HEAD_TIMEOUT = decimal(_HEAD_LO, _HEAD_HI, "seconds")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo", metavar="REPO[@REV]")
 
     p = sub.add_parser("gc", parents=[common], help="drop unreferenced blobs and stale partial downloads")
-    p.add_argument("--partial-age", type=_days, default=7.0, metavar="DAYS",
+    p.add_argument("--partial-age", type=_DAYS, default=7.0, metavar="DAYS",
                    help="remove partial downloads untouched for this many days (default 7; 0 removes all)")
 
     p = sub.add_parser("env", parents=[common], help="shell exports that make every library use this home")
@@ -215,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--xet-compression", choices=("none", "lz4", "auto"), default="none",
                     help="none (default): Xet chunks sent as they are, read from the blobs (no copy); lz4, auto: "
                          "compressed as the Hub's are, kept in $QWEN_HOME/qwenhome/xet/xorbs (a compressed copy)")
+    ms.add_argument("--max-connections", type=_MIRROR_CONNECTIONS, default=MIRROR_CONNECTIONS, metavar="N",
+                    help=f"connections served at once on each port, 1 to {MIRROR_CONNECTIONS_MOST} (default "
+                         f"{MIRROR_CONNECTIONS}); past it the oldest idle one is closed, "
+                         "or the newcomer gets 503 when all carry requests")
+    ms.add_argument("--head-timeout", type=_HEAD_TIMEOUT, default=MIRROR_HEAD_TIMEOUT, metavar="SECONDS",
+                    help=f"a request head must be whole this long after its first byte, {_HEAD_LO:g} to "
+                         f"{_HEAD_HI:g} (default {MIRROR_HEAD_TIMEOUT:g}; cuts clients that send it a byte at a time)")
 
     p = sub.add_parser("launch", parents=[common], help="start the complete system: API + web page")
     p.add_argument("--model", default=None, metavar="REPO[@REV]")
@@ -522,10 +517,12 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
-    from .mirror import XetOptions, run_mirror
+    from .mirror import Limits, XetOptions, run_mirror
 
     def ready(server: Any) -> None:
-        msg: dict[str, Any] = {"event": "listening", "url": server.url}
+        msg: dict[str, Any] = {"event": "listening", "url": server.url,
+                               "limits": {"max_connections": server.max_connections,
+                                          "head_timeout": server.head_timeout}}
         if server.xet is not None:
             msg["xet"] = {"cas_port": server.port_of("cas"), "xorb_port": server.port_of("xorb")}
         upstream = [str(s.public()["url"]) for s in settings.sources] if args.pull_through else []
@@ -551,8 +548,9 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     elif args.cas_port is not None or args.xorb_port is not None or args.xet_compression != "none":
         raise UsageError("--cas-port, --xorb-port and --xet-compression serve Xet; --no-xet turns it off",
                          code="invalid-arguments", hint="drop --no-xet, or drop the Xet options")
+    limits = Limits(max_connections=args.max_connections, head_timeout=args.head_timeout)
     run_mirror(settings, args.host, args.port, token, args.repos, pull_through=args.pull_through, on_ready=ready,
-               xet=xet)
+               xet=xet, limits=limits)
     return EXIT_OK
 
 

@@ -58,6 +58,15 @@ TRUE_VALUES = {"1", "on", "yes", "true"}
 # Bounds of the numbers a user sets (flags and config.toml).
 MAX_CONNECTIONS = 128  # the adaptive controller's own ceiling (transfer.engine.EngineConfig)
 MAX_RETRIES = 100
+# [network] min_rate, bytes/s: past a gigabyte a second no request qualifies.
+MAX_MIN_RATE = 1e9
+# `mirror serve --max-connections`: connections served at once on each port
+# (each is a thread and a descriptor); `--head-timeout`: seconds a request
+# head may take from its first byte (slow-loris). Defaults, then bounds.
+MIRROR_CONNECTIONS = 256
+MIRROR_CONNECTIONS_MOST = 4096
+MIRROR_HEAD_TIMEOUT = 10.0
+MIRROR_HEAD_TIMEOUT_RANGE = (0.1, 3600.0)
 
 # `mirror serve`'s bearer token, when not given as --token (which `ps` shows to everyone).
 MIRROR_TOKEN_ENV = "QWENHOME_MIRROR_TOKEN"
@@ -100,9 +109,11 @@ class Timeouts:
     read: float = 30.0
     # A transfer with no byte for this long is considered stalled and retried.
     stall: float = 15.0
-    # A request bringing under 256 bytes/s over this window is a stall too
-    # (a trickled body is never silent; see transfer/pace.py).
+    # A request bringing under min_rate bytes/s over rate_window seconds is a
+    # stall too (a trickled body is never silent; see transfer/pace.py); a
+    # min_rate of 0 turns the rule off.
     rate_window: float = 30.0
+    min_rate: float = 256.0
     # Overall bound of the parallel reachability probe that decides offline
     # when the cache could answer (a pull with nothing cached waits longer).
     probe: float = 0.8
@@ -468,6 +479,7 @@ def load_settings(
         read=float(_number(net_cfg, "read_timeout", Timeouts.read, 0.001, day, config_file)),
         stall=float(_number(net_cfg, "stall_timeout", Timeouts.stall, 0.001, day, config_file)),
         rate_window=float(_number(net_cfg, "rate_window", Timeouts.rate_window, 0.001, day, config_file)),
+        min_rate=float(_number(net_cfg, "min_rate", Timeouts.min_rate, 0, MAX_MIN_RATE, config_file)),
         probe=float(_number(net_cfg, "probe_timeout", Timeouts.probe, 0.001, day, config_file)),
     )
     if connections is None:

@@ -117,6 +117,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         connections=settings.max_connections,
         stall_timeout=settings.timeouts.stall,
         rate_window=settings.timeouts.rate_window,
+        min_rate=settings.timeouts.min_rate,
         max_retries=settings.max_retries,
     )
 

@@ -15,6 +15,7 @@ from .cas import XetOptions
 from .catalog import FileEntry, Snapshot, git_blob_oid, lfs_pointer
 from .hashing import HashCache
 from .hooks import BodyInterrupted, BodySlice, BodyWriter, CannedResponse, Hooks, RequestInfo
+from .listener import Limits
 from .lookup import resolve_target
 from .protocol import BadTarget, Route, parse_range, parse_target
 from .pullthrough import Flight, PullThroughBackend, UpstreamError
@@ -34,6 +35,7 @@ __all__ = [
     "FolderBackend",
     "HashCache",
     "Hooks",
+    "Limits",
     "MirrorServer",
     "PullThroughBackend",
     "RequestInfo",

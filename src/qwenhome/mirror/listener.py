@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from ..config import MIRROR_CONNECTIONS, MIRROR_HEAD_TIMEOUT
 from .backends import Backend
 from .cas.service import XetService
 from .catalog import FileEntry, Snapshot
 from .hooks import Hooks
 from .protocol import Route
 from .pullthrough import PullThroughBackend
+
+log = logging.getLogger(__name__)
 
 
 class Mirror(Protocol):
@@ -52,9 +57,55 @@ class Mirror(Protocol):
 # connection waiting for (or reading) a request head is closed to make room:
 # idle keep-alive and slow-loris connections cannot lock out a real request;
 # when every slot carries a request, the newcomer gets a quick 503.
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = MIRROR_CONNECTIONS
+# Seconds a request head may take from its first byte: a client sending it a
+# byte at a time (slow-loris) is cut, a real one sends it at once.
+HEAD_TIMEOUT = MIRROR_HEAD_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of a mirror port (``mirror serve``'s
+    ``--max-connections`` and ``--head-timeout``)."""
+
+    max_connections: int = MAX_CONNECTIONS  # connections served at once, per port
+    head_timeout: float = HEAD_TIMEOUT  # seconds from a request head's first byte to its end
+
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
+
+
+# Descriptors a connection may hold (its socket, the file it is sent) and
+# those the process keeps besides (listening sockets, the hash cache, logs).
+FDS_PER_CONNECTION = 2
+FD_RESERVE = 128
+
+
+def fit_descriptors(connections: int, ports: int) -> int:
+    """The connection cap each of ``ports`` can keep within the descriptors
+    this process may open. The soft limit is raised toward what the cap
+    needs (up to the hard one); past that, the cap is lowered, with a
+    warning: a listener that cannot accept spins on its ready socket while
+    newcomers wait unanswered, where a cap closes idle ones or answers 503."""
+    try:
+        import resource
+    except ImportError:  # (no such limit to fit)
+        return connections
+    need = ports * connections * FDS_PER_CONNECTION + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return connections
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if want > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    if soft >= need:
+        return connections
+    fit = max(1, (soft - FD_RESERVE) // (ports * FDS_PER_CONNECTION))
+    log.warning("serving at most %d connections a port, not %d: this process may open %d files "
+                "(raise `ulimit -n` for more)", fit, connections, soft)
+    return fit
 
 
 def _busy_answer() -> bytes:

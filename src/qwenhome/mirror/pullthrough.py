@@ -57,7 +57,7 @@ from ..errors import (
 )
 from ..hub.xet import XetSession
 from ..net import HttpClient
-from ..pull import Puller, pull
+from ..pull import Puller, engine_config, pull
 from ..repo.hashing import git_blob_header
 from ..repo.manifest import Manifest, RepoFile, check_tree
 from ..repo.ref import RepoRef, is_commit
@@ -164,7 +164,7 @@ class PullThroughBackend:
         self._http = http or HttpClient(settings.timeouts, settings.env)
         # Clients are streamed what the part map shows on disk: every file's
         # map is saved on each tick, small ones included.
-        self._config = replace(config or EngineConfig(), every_map=True)
+        self._config = replace(config or engine_config(settings), every_map=True)
         self._branches = _TTLCache(ttl, clock)
         self._commits = _TTLCache(3600.0, clock)
         self._lock = threading.Lock()

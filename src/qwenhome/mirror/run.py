@@ -15,6 +15,7 @@ from ..listen import bind_error
 from .backends import Backend, FolderBackend, StoreBackend
 from .cas import XetOptions
 from .hashing import HashCache
+from .listener import Limits
 from .pullthrough import PullThroughBackend
 from .server import MirrorServer
 
@@ -63,12 +64,14 @@ def run_mirror(
     pull_through: bool = False,
     on_ready: Callable[[MirrorServer], None] | None = None,
     xet: XetOptions | None = None,
+    limits: Limits = Limits(),
 ) -> None:
     """Serve until Ctrl+C, then return. Prints nothing; ``on_ready`` gets the
     running server (its ``url``) so the CLI can tell the user where it listens.
 
     With ``xet``, the mirror is also a Xet CAS; its records are kept in
-    ``xet.folder`` (the CLI gives ``$QWEN_HOME/qwenhome/xet``).
+    ``xet.folder`` (the CLI gives ``$QWEN_HOME/qwenhome/xet``). ``limits``
+    bound what clients may hold of each port (connections, a head's time).
 
     With ``pull_through``, repositories the store lacks are fetched from
     ``settings.sources``; a source that is this very mirror would loop, so it is
@@ -79,7 +82,8 @@ def run_mirror(
                                           if not (urlsplit(s.url).port == port and s.host in own)])
     backend = make_backend(settings, repos_dir, pull_through=pull_through)
     try:
-        server = MirrorServer(backend, host=host, port=port, token=token, xet=xet)
+        server = MirrorServer(backend, host=host, port=port, token=token, xet=xet,
+                              max_connections=limits.max_connections, head_timeout=limits.head_timeout)
     except (OSError, OverflowError, ValueError) as exc:  # (UnicodeError is a ValueError)
         raise bind_error(host, port, exc) from exc
     if not pull_through:  # (a pull-through warm-up would ask upstream about every repository)

@@ -21,7 +21,7 @@ from .cas.service import XetOptions, XetService
 from .catalog import FileEntry, Snapshot
 from .handler import Handler
 from .hooks import Hooks
-from .listener import MAX_CONNECTIONS, Listener
+from .listener import HEAD_TIMEOUT, MAX_CONNECTIONS, Listener, fit_descriptors
 from .protocol import Route
 from .pullthrough import PullThroughBackend
 
@@ -57,7 +57,7 @@ class MirrorServer:
         cdn_host: str = "localhost",
         tree_page_size: int = 1000,
         idle_timeout: float = 60.0,
-        head_timeout: float = 10.0,
+        head_timeout: float = HEAD_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         first_byte_wait: float = 5.0,
         xet: XetOptions | None = None,
@@ -104,6 +104,7 @@ class MirrorServer:
         else:
             own.append((xorb_port, {"xorb"}))
         bound: list[Listener] = []
+        self.max_connections = fit_descriptors(self.max_connections, 1 + len(own))
         try:
             for p, roles in [(port, main), *own]:
                 listener = Listener((host, p), self, frozenset(roles), Handler, self.max_connections)

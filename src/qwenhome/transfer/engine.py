@@ -42,7 +42,7 @@ from .failover import Retries
 from .files import FileJob, FileState
 from .hasher import Hasher
 from .maps import Saving
-from .pace import MinRate
+from .pace import MIN_RATE, MinRate
 from .preconnect import Preconnect
 from .retry import Backoff
 from .run import Run
@@ -79,7 +79,8 @@ class EngineConfig:
 
     connections: int = 0  # a fixed connection count; 0: the controller chooses
     stall_timeout: float = 15.0  # seconds a body may stay silent before its range is asked again
-    rate_window: float = 30.0  # a request bringing under pace.MIN_RATE over this many seconds is a stall too
+    rate_window: float = 30.0  # a request bringing under min_rate over this many seconds is a stall too
+    min_rate: float = MIN_RATE  # bytes/s (pace.py); 0 turns the rule off
     max_retries: int = 8  # rounds of failed ranges in a row before a file moves to its next source
     backoff: Backoff = Backoff()  # the wait between retries (a server's Retry-After wins)
     loop_threads: int = 2  # event-loop threads for sources reached without a proxy (0: worker threads only)
@@ -172,7 +173,7 @@ class TransferEngine:
         state = State(files, controller, clock=self.clock, emit=self._emit, repo=self.repo,
                       splits=tuning.splits, saving=saving, bad_sources=self.bad_sources)
         run = Run(self.http, state, Hasher(state, on_verified), stall_timeout=cfg.stall_timeout,
-                  min_rate=MinRate(cfg.rate_window),
+                  min_rate=MinRate(cfg.rate_window, cfg.min_rate),
                   retries=Retries(cfg.max_retries, cfg.backoff), splice=tuning.splice)
         loop_on = cfg.loop_threads > 0 and tuning.splice and hasattr(os, "splice")
         for f in files:

@@ -3,7 +3,8 @@ every second) is never silent long enough for the stall time-out and would
 hold its range, and so the pull, forever. Both I/O paths count each
 request's bytes (head and body) over consecutive windows; a window that
 brought fewer than its floor ends the request as a stall does: retried, then
-the file moves to its next source."""
+the file moves to its next source. config.toml's ``[network] min_rate`` and
+``rate_window`` set the rate and the window; a rate of 0 turns the rule off."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from ..errors import ReadTimeoutError
 
 # Bytes/s over a window: 2 kbit/s on one connection finishes no model, while
-# a 1 Mbit/s link shared by 64 connections still gives each 8 times this.
+# a 1 Mbit/s link shared by 64 connections still gives each 8 times this;
+# config.toml's `[network] min_rate` sets it.
 MIN_RATE = 256.0
 # Seconds: long enough that a slow link's bursts and pauses (TCP recovery, a
 # busy server) average out; config.toml's `[network] rate_window` sets it.
@@ -22,7 +24,7 @@ WINDOW = 30.0
 @dataclass(frozen=True)
 class MinRate:
     window: float = WINDOW
-    rate: float = MIN_RATE
+    rate: float = MIN_RATE  # 0: no floor (the rule is off)
 
     @property
     def floor(self) -> int:
@@ -44,8 +46,9 @@ class Pace:
 
     def slow(self, now: float, m: MinRate) -> bool:
         """Whether the window that just ended brought less than its floor
-        (False while it runs); a window that did starts the next."""
-        if now - self.t < m.window:
+        (False while it runs, and always when the rule is off); a window that
+        did starts the next."""
+        if m.rate <= 0 or now - self.t < m.window:
             return False
         if self.n < m.floor:
             return True

@@ -127,7 +127,7 @@ def test_xet_bench_runs_every_tool_and_counts_the_updated_revisions_bytes(tmp_pa
     revision qwenhome fetches about the new chunks, stock hf_xet everything."""
     out = tmp_path / "xet.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "xet.py"), "--size-mb", "4", "--files", "1", "--repeat", "1",
+        [sys.executable, str(ROOT / "bench" / "xet.py"), "--size-mb", "16", "--files", "1", "--repeat", "1",
          "--scenarios", "none", "update", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
@@ -135,10 +135,11 @@ def test_xet_bench_runs_every_tool_and_counts_the_updated_revisions_bytes(tmp_pa
     doc = json.loads(out.read_text())
     none = doc["throughput"]["none"]
     assert set(none) == {"qwenhome", "hf_xet", "hf plain"} and all(s["ok"] == 1 for s in none.values())
-    # (qwenhome takes a Xet file from xorbs and the bridge at once: Xet the most at equal speed.)
+    # (qwenhome takes a Xet file from xorbs and the bridge at once: Xet the most at equal speed;
+    # a file of a few MB can go to whichever side starts first.)
     ours = none["qwenhome"]["sent"]
-    assert ours.get("xorb", 0) > ours.get("resolve", 0) and ours.get("xorb", 0) + ours.get("resolve", 0) >= 4 * 2**20
-    assert none["hf_xet"]["sent"].get("xorb", 0) >= 4 * 2**20
+    assert ours.get("xorb", 0) > ours.get("resolve", 0) and ours.get("xorb", 0) + ours.get("resolve", 0) >= 16 * 2**20
+    assert none["hf_xet"]["sent"].get("xorb", 0) >= 16 * 2**20
     assert none["hf plain"]["sent"].get("xorb", 0) == 0
     up = doc["update"]
     assert all(up[t]["ok"] for t in ("qwenhome", "hf_xet", "hf plain"))

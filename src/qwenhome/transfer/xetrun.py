@@ -87,8 +87,10 @@ def _fills(xf: XetFile, piece: Piece, plans: list[Plan]) -> bool:
 
 def _cut(ranges: list[tuple[int, int]], whole: Slicer | None) -> list[tuple[int, int]]:
     """File ranges cut into pieces; while the whole file's answer is fresh
-    (``whole``), pieces end where its parts do: the planners take their URLs
-    from it instead of asking."""
+    (``whole``), a piece ends where one of its parts does when one ends near
+    the piece's size: the planners take its URLs from the answer instead of
+    asking. (Never much longer: a xorb range is not split, and a long one
+    alone at the end of a pull is its tail.)"""
     size = min(PIECE_MAX, max(PIECE_MIN, sum(b - a for a, b in ranges) // PIECES))
     out = []
     for a, b in ranges:
@@ -96,8 +98,8 @@ def _cut(ranges: list[tuple[int, int]], whole: Slicer | None) -> list[tuple[int,
         while start < b:
             end = min(b, start + size)
             if whole is not None:
-                cut = whole.cut_at_or_after(end, b)
-                end = cut if cut - start <= size + PIECE_MAX else end
+                cut = whole.cut_within(start + size // 2, end) or whole.cut_at_or_after(end, b)
+                end = cut if cut - start <= size + size // 2 else end
             out.append((start, end))
             start = end
     return out

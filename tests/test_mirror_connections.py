@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from qwenhome.mirror import FolderBackend, MirrorServer
-from tests.support.http import request
+from tests.support.http import drip_head, request
 
 BODY = b'{"a": 1}\n'
 
@@ -44,17 +44,7 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_after_the_bound(root: Path)
     with serving(root, head_timeout=1.0) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         head = b"GET /Org/Small/resolve/main/config.json HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"y" * 200
-        t0 = time.monotonic()
-        cut = None
-        for byte in head:  # 13 s in all
-            if select.select([sock], [], [], 0.05)[0]:
-                cut = time.monotonic() - t0
-                break
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                cut = time.monotonic() - t0
-                break
+        cut = drip_head(sock, head)  # 13 s in all
         assert cut is not None, "the mirror still read the head after 13 s"
         assert cut < 3, cut
         with contextlib.suppress(OSError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
-import select
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import RunCli, clean_env
-from tests.support.http import request
+from tests.support.http import drip_head, request
 from tests.test_mirror_cli import serve, stop
 
 BODY = b'{"a": 1}\n'
@@ -113,17 +112,7 @@ def test_a_request_head_still_coming_after_head_timeout_is_cut(root: Path, qwen_
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             head = f"GET {RESOLVE}config.json HTTP/1.1\r\nHost: x\r\nX-Pad: ".encode() + b"y" * 200
-            t0 = time.monotonic()
-            cut = None
-            for byte in head:  # a byte every 0.05 s: 13 s in all
-                if select.select([sock], [], [], 0.05)[0]:
-                    cut = time.monotonic() - t0
-                    break
-                try:
-                    sock.sendall(bytes([byte]))
-                except OSError:
-                    cut = time.monotonic() - t0
-                    break
+            cut = drip_head(sock, head)  # a byte every 0.05 s: 13 s in all
             assert cut is not None, "the mirror still read the head after 13 s"
             with contextlib.suppress(OSError):
                 assert b"200 OK" not in sock.recv(65536)

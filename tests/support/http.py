@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import select
+import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -68,3 +71,17 @@ def request(url: str, method: str = "GET", path: str = "/", headers: dict[str, s
             timeout: float = 10.0) -> Response:
     with Connection(url, timeout) as conn:
         return conn.request(method, path, headers)
+
+
+def drip_head(sock: socket.socket, head: bytes, every: float = 0.05) -> float | None:
+    """Send ``head`` a byte every ``every`` seconds (a slow-loris client);
+    the seconds until the server answered or closed, None if it never did."""
+    t0 = time.monotonic()
+    for byte in head:
+        if select.select([sock], [], [], every)[0]:
+            return time.monotonic() - t0
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return time.monotonic() - t0
+    return None

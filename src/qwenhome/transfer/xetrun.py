@@ -46,7 +46,7 @@ from .xorbs import Plan, XorbItem, plan_items
 
 log = logging.getLogger(__name__)
 
-PLANNERS = 8  # threads asking reconstructions: each waits a round trip (and the CAS); 8 x 8 MiB pieces at 200 ms is 330 MB/s
+PLANNERS = 16  # threads asking reconstructions: each waits a round trip (and the CAS); 16 x 4 MiB (the pieces before the first judgement) at 200 ms is 330 MB/s
 # File bytes per reconstruction asked: enough xorb ranges for the connections
 # a pull runs (about 64 pieces of what is to fetch), not a request per chunk.
 PIECE_MIN, PIECE_MAX, PIECES = 8 * MiB, 64 * MiB, 64

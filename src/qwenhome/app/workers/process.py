@@ -353,8 +353,21 @@ class WorkerProcess:
             for msg in decoder.feed(data):
                 fatal[0] = self._dispatch(epoch, msg) or fatal[0]
 
+        def attach() -> None:
+            with self._lock:  # stopped meanwhile: its descriptor may be another socket's by now
+                current = self._channel is channel
+            if current:
+                loop.add_reader(channel.sock.fileno(), readable)
+
         try:
-            loop.call_soon_threadsafe(loop.add_reader, channel.sock.fileno(), readable)
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # not on a loop's thread (a restart's timer)
+            on_loop = False
+        if on_loop:
+            attach()
+            return True
+        try:
+            loop.call_soon_threadsafe(attach)
         except RuntimeError:  # the loop is closed
             return False
         return True

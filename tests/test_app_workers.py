@@ -4,12 +4,18 @@ once it serves."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qwenhome.app.engine import SamplingParams
+from qwenhome.app.supervisor import RestartPolicy
 from qwenhome.app.workers.process import LOADING, READY, WorkerOptions, WorkerProcess, WorkerSpec
 from qwenhome.demo import DEMO_REPO
 from tests.app_support.tiny import tiny_model_dir
@@ -53,3 +59,48 @@ def test_a_worker_loads_at_the_apis_priority_and_generates_below_it() -> None:
         assert len(threads) > 1 and set(threads.values()) == {base + 10}, threads
     finally:
         worker.stop()
+
+
+def test_with_an_event_loop_the_loop_reads_the_worker_and_sees_it_crash() -> None:
+    # The loop reads the worker's socket itself: a piece of text reaches the
+    # request without a reader thread's wake-up first (bench/chat_overhead.py).
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = WorkerProcess(WorkerSpec("chat", DEMO_REPO, tiny_model_dir()),
+                               WorkerOptions(restart=RestartPolicy(backoff=(0.1,))), loop=loop)
+        worker.start()
+        try:
+            assert await worker.until_ready(120), worker.describe()
+            names = [t.name for t in threading.enumerate()]
+            assert "qwenhome-chat-worker-reader" not in names, names
+            got: list[dict[str, Any]] = []
+            on: set[int] = set()
+            done = asyncio.Event()
+
+            def deliver(msg: dict[str, Any]) -> None:
+                on.add(threading.get_ident())
+                got.append(msg)
+                if "end" in msg:
+                    done.set()
+
+            worker.open("generate", deliver, messages=[{"role": "user", "content": "Hello"}],
+                        params=SamplingParams(max_tokens=4))
+            await asyncio.wait_for(done.wait(), 60)
+            assert on == {threading.get_ident()}
+            assert got[-1]["end"] == "done" and any("text" in m for m in got), got
+            # A crash is seen on the loop too: the worker is restarted and serves again.
+            pid = worker.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while worker.state == READY and worker.pid in (pid, None):
+                assert time.monotonic() < deadline, worker.describe()
+                await asyncio.sleep(0.02)
+            assert await worker.until_ready(120), worker.describe()
+            assert worker.pid not in (None, pid) and worker.restarts == 1
+            assert "SIGKILL" in worker.last_exit
+        finally:
+            worker.stop()  # on the loop: its reader is removed before the socket closes
+        assert worker.state == "stopped"
+
+    asyncio.run(scenario())

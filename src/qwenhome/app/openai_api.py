@@ -218,22 +218,23 @@ async def _sse_chunks(
         }
 
     yield _sse(chunk({"role": "assistant", "content": ""}))
+    end = ""  # the finish (and usage, or the error) leave with [DONE], in one write
     try:
         async for item in pieces:
             if isinstance(item, Completion):
-                yield _sse(chunk({}, item.finish_reason))
+                end = _sse(chunk({}, item.finish_reason))
                 if include_usage:
-                    yield _sse({**chunk({}), "choices": [], "usage": item.usage.to_dict()})
+                    end += _sse({**chunk({}), "choices": [], "usage": item.usage.to_dict()})
             elif isinstance(item, str):
                 yield _sse(chunk({"content": item}))
     except QwenhomeError as exc:
         # Headers are sent already: the error travels in the stream, as OpenAI does.
-        yield _sse(error_body(exc))
+        end += _sse(error_body(exc))
     finally:
         aclose = getattr(pieces, "aclose", None)
         if aclose is not None:
             await aclose()
-    yield "data: [DONE]\n\n"
+    yield end + "data: [DONE]\n\n"
 
 
 def json_error(exc: QwenhomeError, status: int) -> JSONResponse:

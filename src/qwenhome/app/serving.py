@@ -13,6 +13,7 @@ while one comes back from a crash, ``loading`` while one loads.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,8 +69,9 @@ class ChatSlot:
     kind = "chat"
 
     def __init__(self, model: str, snapshot: Path, options: WorkerOptions, *, max_queue: int,
-                 ready_wait: float, say: Any = None) -> None:
-        self.worker = WorkerProcess(WorkerSpec("chat", model, snapshot), options, say)
+                 ready_wait: float, say: Any = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop``: the server's event loop, which then reads the worker's messages itself."""
+        self.worker = WorkerProcess(WorkerSpec("chat", model, snapshot), options, say, loop)
         self.engine = RemoteChatEngine(self.worker, ready_wait)
         self.scheduler = Scheduler(self.engine, max_queue=max_queue)
 

@@ -9,6 +9,8 @@ engines compute.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -82,17 +84,21 @@ class AppState:
         self.started = int(time.time())
         self.pulls = PullManager(settings)
         self._switch_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once started on it
 
     # -- what is served ------------------------------------------------------------
     def start(self) -> None:
-        """Start the chat worker (it loads in its own process). Idempotent."""
+        """Start the chat worker (it loads in its own process). Idempotent.
+        Called on the server's event loop, the loop reads the worker's messages."""
+        with contextlib.suppress(RuntimeError):  # no loop runs here
+            self.loop = asyncio.get_running_loop()
         if self.snapshot is not None and self.chat is None:
             self.chat = self._chat_slot(self._model_id, self.snapshot)
             self.chat.start()
 
     def _chat_slot(self, model: str, snapshot: Path) -> ChatSlot:
         return ChatSlot(model, snapshot, self.workers, max_queue=self.max_queue, ready_wait=self.ready_wait,
-                        say=self.say)
+                        say=self.say, loop=self.loop)
 
     @property
     def model_id(self) -> str:

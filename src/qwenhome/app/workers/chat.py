@@ -86,9 +86,13 @@ class RemoteChatEngine:
         if not await self.worker.until_ready(self.ready_wait):
             raise self.worker.unavailable()
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
         events: asyncio.Queue[Wire] = asyncio.Queue()
 
-        def deliver(msg: Wire) -> None:  # on the socket's reader thread: straight to the event loop
+        def deliver(msg: Wire) -> None:  # read on this loop (see WorkerProcess), or on a reader thread
+            if threading.get_ident() == loop_thread:
+                events.put_nowait(msg)
+                return
             try:
                 loop.call_soon_threadsafe(events.put_nowait, msg)
             except RuntimeError:  # the loop is closed: nobody waits for this answer

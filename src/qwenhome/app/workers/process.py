@@ -44,7 +44,7 @@ from typing import IO, Any
 from ...errors import QwenhomeError
 from ..errors import ApiError
 from ..supervisor import RestartPolicy, exit_reason, oom_kill_count
-from .protocol import Channel, Message
+from .protocol import Channel, Decoder, Message
 
 log = logging.getLogger("qwenhome.app.workers")
 
@@ -126,8 +126,10 @@ class Call:
 
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec, options: WorkerOptions | None = None,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop``: the event loop that reads the worker's messages (else a thread does)."""
         self.spec = spec
+        self.loop = loop
         self.options = options or WorkerOptions()
         self.name = f"{spec.kind} worker"
         self._say = say or log.warning
@@ -271,8 +273,9 @@ class WorkerProcess:
         self._pump = threading.Thread(target=self._forward_output, args=(out_r,), daemon=True,
                                       name=f"qwenhome-{self.spec.kind}-worker-output")
         self._pump.start()
-        threading.Thread(target=self._read, args=(epoch, proc, channel), daemon=True,
-                         name=f"qwenhome-{self.spec.kind}-worker-reader").start()
+        if not self._watch(epoch, proc, channel):
+            threading.Thread(target=self._read, args=(epoch, proc, channel), daemon=True,
+                             name=f"qwenhome-{self.spec.kind}-worker-reader").start()
         self.send({"op": "init", "kind": self.spec.kind, "model": self.spec.model,
                    "snapshot": str(self.spec.snapshot), "options": dict(self.spec.options),
                    "nice": self.options.nice, "threads": self.options.threads, "parent": os.getpid()},
@@ -304,23 +307,96 @@ class WorkerProcess:
     def _read(self, epoch: int, proc: subprocess.Popen[bytes], channel: Channel) -> None:
         fatal: QwenhomeError | None = None
         while (msg := channel.recv()) is not None:
-            event = msg.get("event")
-            if event == "ready":
-                with self._lock:
-                    if epoch == self._epoch and self.state == LOADING:
-                        self.info = dict(msg.get("info", {}))
-                        self.error = None
-                        self._set(READY)
-            elif event == "failed":
-                fatal = error_from(msg.get("error", {}), 503)
-            else:
-                with self._lock:
-                    call = self._calls.get(msg.get("id", -1))
-                    if call is not None and "end" in msg:
-                        del self._calls[call.id]
-                if call is not None:
-                    call.put(msg)
+            fatal = self._dispatch(epoch, msg) or fatal
         self._exited(epoch, proc.wait(), fatal)
+
+    def _dispatch(self, epoch: int, msg: Message) -> QwenhomeError | None:
+        """Act on one message from the worker; returns the error of a failed load."""
+        event = msg.get("event")
+        if event == "ready":
+            with self._lock:
+                if epoch == self._epoch and self.state == LOADING:
+                    self.info = dict(msg.get("info", {}))
+                    self.error = None
+                    self._set(READY)
+        elif event == "failed":
+            return error_from(msg.get("error", {}), 503)
+        else:
+            with self._lock:
+                call = self._calls.get(msg.get("id", -1))
+                if call is not None and "end" in msg:
+                    del self._calls[call.id]
+            if call is not None:
+                call.put(msg)
+        return None
+
+    # -- reading on the event loop ---------------------------------------------
+    # With a loop, the worker's socket is read by the loop itself: a piece of
+    # text reaches its request without waking a reader thread first and then
+    # the loop (two scheduler wake-ups on the way to the first token; on a
+    # busy machine each costs a share of a millisecond).
+    def _watch(self, epoch: int, proc: subprocess.Popen[bytes], channel: Channel) -> bool:
+        """Read ``channel`` on ``self.loop``; False when there is no loop to read on."""
+        loop = self.loop
+        if loop is None or not hasattr(socket, "MSG_DONTWAIT"):
+            return False
+        decoder = Decoder()
+        fatal: list[QwenhomeError | None] = [None]
+
+        def readable() -> None:
+            data = channel.recv_ready()
+            if data is None:  # the worker is gone: waiting for its exit may block, so not here
+                loop.remove_reader(channel.sock.fileno())
+                threading.Thread(target=lambda: self._exited(epoch, proc.wait(), fatal[0]), daemon=True,
+                                 name=f"qwenhome-{self.spec.kind}-worker-exit").start()
+                return
+            for msg in decoder.feed(data):
+                fatal[0] = self._dispatch(epoch, msg) or fatal[0]
+
+        def attach() -> None:
+            with self._lock:  # stopped meanwhile: its descriptor may be another socket's by now
+                current = self._channel is channel
+            if current:
+                loop.add_reader(channel.sock.fileno(), readable)
+
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # not on a loop's thread (a restart's timer)
+            on_loop = False
+        if on_loop:
+            attach()
+            return True
+        try:
+            loop.call_soon_threadsafe(attach)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _unwatch(self, channel: Channel) -> None:
+        """Stop reading ``channel`` on the loop before it closes (its descriptor may be reused)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        fd = channel.sock.fileno()
+        if fd < 0:
+            return
+        try:
+            if asyncio.get_running_loop() is loop:
+                loop.remove_reader(fd)
+                return
+        except RuntimeError:  # not on a loop's thread
+            pass
+        done = threading.Event()
+
+        def remove() -> None:
+            loop.remove_reader(fd)
+            done.set()
+
+        try:
+            loop.call_soon_threadsafe(remove)
+        except RuntimeError:
+            return
+        done.wait(5.0)
 
     def _exited(self, epoch: int, code: int, fatal: QwenhomeError | None) -> None:
         if code >= 0 and self._pump is not None:
@@ -402,6 +478,7 @@ class WorkerProcess:
         for call in calls:
             call.put({"end": "error", "error": err.to_dict(), "status": status})
         if channel is not None:
+            self._unwatch(channel)
             channel.close()  # the worker exits as soon as its socket closes
         if proc is None or proc.poll() is not None:
             return

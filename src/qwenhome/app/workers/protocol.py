@@ -22,6 +22,25 @@ HEADER = struct.Struct("!Q")
 Message = dict[str, Any]
 
 
+class Decoder:
+    """Messages out of bytes as they arrive, for :meth:`Channel.recv_ready`."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buf)
+            end = HEADER.size + size
+            if len(self._buf) < end:
+                break
+            out.append(pickle.loads(bytes(self._buf[HEADER.size:end])))
+            del self._buf[:end]
+        return out
+
+
 class Channel:
     """One end of the socket: :meth:`send` from any thread, :meth:`recv` from one."""
 
@@ -60,6 +79,18 @@ class Channel:
                 return None
             got += n
         return bytes(buf)
+
+    def recv_ready(self) -> bytes | None:
+        """What the socket holds now, without waiting (b"" when nothing), or
+        None once the other end closed. For a reader on an event loop: the
+        socket stays blocking for :meth:`send` from other threads."""
+        try:
+            data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            return None
+        return data or None
 
     def close(self) -> None:
         try:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "bench")]
 
 from _common import result_header, write_result  # noqa: E402
-from serve import MODEL_ID, PROMPT, Direct, build_model, home_with_image_model, pct, start_server  # noqa: E402
+from serve import MODEL_ID, PROMPT, pct, setup  # noqa: E402
 
 from qwenhome.app.workers.process import WorkerOptions  # noqa: E402
 
@@ -147,11 +147,7 @@ def main() -> int:
     doc = result_header("chat_overhead", sys.argv[1:])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="qwenhome-bench-overhead-") as tmp:
-        snapshot = args.model or build_model(Path(tmp) / "model")
-        home = Path(tmp) / "home"
-        home_with_image_model(home)
-        direct = Direct(snapshot, args.threads, WorkerOptions().nice)
-        proc, url = start_server(snapshot, home, args.threads)
+        _, direct, proc, url = setup(Path(tmp), args.model, args.threads, WorkerOptions().nice)
         client: Any = HttpxClient(url) if args.httpx else RawClient(url)
         try:
             workers = children(proc.pid)

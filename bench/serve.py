@@ -199,6 +199,17 @@ def start_server(snapshot: Path, home: Path, threads: int) -> tuple[subprocess.P
     raise SystemExit("the server did not become ready")
 
 
+def setup(tmp: Path, model: Path | None, threads: int, nice: int) -> tuple[Path, Direct, subprocess.Popen[bytes], str]:
+    """The model (``model``, or the tiny one built in ``tmp``), a home with the
+    image model, the direct side and the API server on them."""
+    snapshot = model or build_model(tmp / "model")
+    home = tmp / "home"
+    home_with_image_model(home)
+    direct = Direct(snapshot, threads, nice)
+    proc, url = start_server(snapshot, home, threads)
+    return snapshot, direct, proc, url
+
+
 class Load:
     """Background work against the server: image jobs one after another, and/or
     ``streams`` chats kept in flight."""
@@ -306,11 +317,7 @@ def main() -> int:
     doc = result_header("serve", sys.argv[1:])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="qwenhome-bench-serve-") as tmp:
-        snapshot = args.model or build_model(Path(tmp) / "model")
-        home = Path(tmp) / "home"
-        home_with_image_model(home)
-        direct = Direct(snapshot, args.threads, args.nice)
-        proc, url = start_server(snapshot, home, args.threads)
+        snapshot, direct, proc, url = setup(Path(tmp), args.model, args.threads, args.nice)
         try:
             # One client kept alive, as the openai package keeps one: a new
             # httpx client per request builds an SSL context first (23-58 ms

@@ -16,7 +16,8 @@ process (its chat and image engines in worker processes):
    for one (runnable, behind other processes), which tells a loop that is
    busy from a machine that is.
 
-    python bench/serve.py                        # a 6-layer Qwen2 and the tiny Qwen-Image, built locally
+    python bench/serve.py                        # Qwen2.5-0.5B's shape (random weights) and the tiny Qwen-Image, built here
+    python bench/serve.py --shape small          # a 6-layer Qwen2 instead: quicker; its 15 ms prefill makes the same ms a bigger share
     python bench/serve.py --model PATH           # any local chat model folder / snapshot
     python bench/serve.py --runs 15 --tokens 128 --seconds 20
 
@@ -55,12 +56,25 @@ STREAMS = 8
 IMAGE_JOB = {"prompt": "a red fox in the snow", "size": "192x192", "num_inference_steps": 50}
 
 
-def build_model(dest: Path) -> Path:
+# Models built locally (random weights, a tokenizer trained here): the shape
+# of the default chat model, Qwen2.5-0.5B (its prefill is what a user waits
+# for, and what the API's few milliseconds are a share of), and a small one
+# for a quick run (its whole prefill is some 15 ms: the same milliseconds
+# are a bigger share).
+SHAPES = {
+    "qwen2.5-0.5b": ("Qwen2.5-0.5B's shape (24x896, random weights)",
+                     {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                      "num_attention_heads": 14, "num_key_value_heads": 2}),
+    "small": ("Qwen2 6x384 (random weights)",
+              {"hidden_size": 384, "intermediate_size": 1024, "num_hidden_layers": 6,
+               "num_attention_heads": 6, "num_key_value_heads": 2}),
+}
+
+
+def build_model(dest: Path, shape: str = "small") -> Path:
     from qwenhome.demo.tinymodel import TinySpec, build_tiny_qwen2
 
-    # Bigger than the demo model so that compute, not Python, dominates a step.
-    spec = TinySpec(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
-                    num_key_value_heads=2, max_position_embeddings=2048, train_steps=0)
+    spec = TinySpec(**SHAPES[shape][1], max_position_embeddings=2048, train_steps=0)
     return build_tiny_qwen2(dest, spec=spec)
 
 
@@ -199,10 +213,11 @@ def start_server(snapshot: Path, home: Path, threads: int) -> tuple[subprocess.P
     raise SystemExit("the server did not become ready")
 
 
-def setup(tmp: Path, model: Path | None, threads: int, nice: int) -> tuple[Path, Direct, subprocess.Popen[bytes], str]:
-    """The model (``model``, or the tiny one built in ``tmp``), a home with the
-    image model, the direct side and the API server on them."""
-    snapshot = model or build_model(tmp / "model")
+def setup(tmp: Path, model: Path | None, threads: int, nice: int,
+          shape: str = "small") -> tuple[Path, Direct, subprocess.Popen[bytes], str]:
+    """The model (``model``, or one of ``shape`` built in ``tmp``), a home with
+    the image model, the direct side and the API server on them."""
+    snapshot = model or build_model(tmp / "model", shape)
     home = tmp / "home"
     home_with_image_model(home)
     direct = Direct(snapshot, threads, nice)
@@ -297,7 +312,9 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None, help="a local chat model folder / snapshot")
+    ap.add_argument("--shape", choices=SHAPES, default="qwen2.5-0.5b",
+                    help="the model built here when no --model is given (default: the default chat model's shape)")
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--tolerance", type=float, default=0.10)
@@ -317,7 +334,7 @@ def main() -> int:
     doc = result_header("serve", sys.argv[1:])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="qwenhome-bench-serve-") as tmp:
-        snapshot, direct, proc, url = setup(Path(tmp), args.model, args.threads, args.nice)
+        snapshot, direct, proc, url = setup(Path(tmp), args.model, args.threads, args.nice, args.shape)
         try:
             # One client kept alive, as the openai package keeps one: a new
             # httpx client per request builds an SSL context first (23-58 ms
@@ -359,7 +376,7 @@ def main() -> int:
     ttft_ratio = s_ttft / d_ttft
     tps_ratio = s_tps / d_tps
     load_after = os.getloadavg()
-    print(f"model: {snapshot if args.model else 'Qwen2 6x384 (built locally)'}; {args.runs} runs, "
+    print(f"model: {snapshot if args.model else SHAPES[args.shape][0]}; {args.runs} runs, "
           f"{args.tokens} new tokens, greedy, {args.threads} threads, {os.cpu_count()} cores; "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"{'chat (medians; best)':28}{'TTFT (ms)':>12}{'tokens/s':>12}{'tokens':>8}{'best TTFT':>11}{'best tok/s':>12}")
@@ -382,7 +399,7 @@ def main() -> int:
     print(f"chat overhead {'within' if chat_ok else 'outside'} {args.tolerance:.0%}; "
           f"/health p99 under full load {'under' if health_ok else 'over'} {args.health_p99:g} ms")
     doc.update({
-        "model": str(args.model) if args.model else "Qwen2 6x384 (built locally)", "runs": args.runs,
+        "model": str(args.model) if args.model else SHAPES[args.shape][0], "runs": args.runs,
         "tokens": args.tokens, "threads": args.threads, "seconds": args.seconds,
         "chat": {"direct": {"ttft_ms": round(d_ttft * 1e3, 1), "tokens_per_s": round(d_tps, 1), "tokens": d_n,
                             "best_ttft_ms": round(d_best_ttft * 1e3, 1), "best_tokens_per_s": round(d_best_tps, 1)},

@@ -53,14 +53,12 @@ class Mirror(Protocol):
     def count(self, kind: str, nbytes: int) -> None: ...
 
 
-# Connections (each a thread) a listener serves at once. Past it, the oldest
+# Past the connections (each a thread) a listener serves at once, the oldest
 # connection waiting for (or reading) a request head is closed to make room:
 # idle keep-alive and slow-loris connections cannot lock out a real request;
-# when every slot carries a request, the newcomer gets a quick 503.
-MAX_CONNECTIONS = MIRROR_CONNECTIONS
-# Seconds a request head may take from its first byte: a client sending it a
+# when every slot carries a request, the newcomer gets a quick 503. A request
+# head must be whole some seconds after its first byte: a client sending it a
 # byte at a time (slow-loris) is cut, a real one sends it at once.
-HEAD_TIMEOUT = MIRROR_HEAD_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,8 @@ class Limits:
     """What one client may hold of a mirror port (``mirror serve``'s
     ``--max-connections`` and ``--head-timeout``)."""
 
-    max_connections: int = MAX_CONNECTIONS  # connections served at once, per port
-    head_timeout: float = HEAD_TIMEOUT  # seconds from a request head's first byte to its end
+    max_connections: int = MIRROR_CONNECTIONS  # connections served at once, per port
+    head_timeout: float = MIRROR_HEAD_TIMEOUT  # seconds from a request head's first byte to its end
 
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
@@ -120,7 +118,7 @@ class Listener(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, addr: tuple[str, int], mirror: Mirror, roles: frozenset[str],
-                 handler: type[BaseHTTPRequestHandler], max_connections: int = MAX_CONNECTIONS) -> None:
+                 handler: type[BaseHTTPRequestHandler], max_connections: int = MIRROR_CONNECTIONS) -> None:
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         self.mirror = mirror

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from types import TracebackType
 from urllib.parse import quote
 
+from ..config import MIRROR_CONNECTIONS, MIRROR_HEAD_TIMEOUT
 from .backends import Backend
 from .cas.service import XetOptions, XetService
 from .catalog import FileEntry, Snapshot
 from .handler import Handler
 from .hooks import Hooks
-from .listener import HEAD_TIMEOUT, MAX_CONNECTIONS, Listener, fit_descriptors
+from .listener import Listener, fit_descriptors
 from .protocol import Route
 from .pullthrough import PullThroughBackend
 
@@ -57,8 +58,8 @@ class MirrorServer:
         cdn_host: str = "localhost",
         tree_page_size: int = 1000,
         idle_timeout: float = 60.0,
-        head_timeout: float = HEAD_TIMEOUT,
-        max_connections: int = MAX_CONNECTIONS,
+        head_timeout: float = MIRROR_HEAD_TIMEOUT,
+        max_connections: int = MIRROR_CONNECTIONS,
         first_byte_wait: float = 5.0,
         xet: XetOptions | None = None,
     ) -> None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import Timeouts
 from ..errors import ReadTimeoutError
 
+# The defaults of config.toml's `[network] min_rate` and `rate_window`.
 # Bytes/s over a window: 2 kbit/s on one connection finishes no model, while
-# a 1 Mbit/s link shared by 64 connections still gives each 8 times this;
-# config.toml's `[network] min_rate` sets it.
-MIN_RATE = 256.0
+# a 1 Mbit/s link shared by 64 connections still gives each 8 times this.
+MIN_RATE = Timeouts.min_rate
 # Seconds: long enough that a slow link's bursts and pauses (TCP recovery, a
-# busy server) average out; config.toml's `[network] rate_window` sets it.
-WINDOW = 30.0
+# busy server) average out.
+WINDOW = Timeouts.rate_window
 
 
 @dataclass(frozen=True)

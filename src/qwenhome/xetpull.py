@@ -91,7 +91,7 @@ class XetPull:
         # Per file, its HEAD then its reconstruction; the token meanwhile: one
         # round trip before the reconstructions instead of two.
         with ThreadPoolExecutor(_RECONSTRUCTIONS) as pool:
-            pool.submit(self._token, session, first)
+            pool.submit(session.prefetch_token, first.token_url)
             found = [r for r in pool.map(recipe_of, lfs) if r is not None]
         if not found:
             return {}
@@ -107,13 +107,6 @@ class XetPull:
             jobs[f.etag] = XetJob(replace(xet, url=_cas(session, info)), _asker(session, info), recipe, copies,
                                   learned, whole=whole)
         return jobs
-
-    @staticmethod
-    def _token(session: XetSession, info: XetFileInfo) -> None:
-        try:
-            session.token(info.token_url)
-        except QwenhomeError as exc:  # the reconstructions ask again, and say why
-            log.debug("Xet token not had ahead: %s", exc)
 
     def _recipe(self, session: XetSession, f: RepoFile, info: XetFileInfo) -> tuple[FileRecipe, Slicer] | None:
         """The file's recipe, and its whole reconstruction (whose fresh URLs

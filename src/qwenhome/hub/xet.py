@@ -98,11 +98,15 @@ class XetSession:
         when that HEAD's ``xet-auth`` link names the same URL (as the Hub's
         do), the reconstructions follow it one round trip sooner. A source
         that does not speak Xet only answers one request in vain."""
-        url = HubClient(self.source, self.http).xet_token_url(ref, commit)
+        self.prefetch_token(HubClient(self.source, self.http).xet_token_url(ref, commit))
+
+    def prefetch_token(self, token_url: str) -> None:
+        """Ask ``token_url``'s token ahead of the reconstructions; a failure
+        only means they ask it again (and say why)."""
         try:
-            self.token(url)
+            self.token(token_url)
         except QwenhomeError as exc:
-            log.debug("Xet token not had from %s: %s", _where(url), exc)
+            log.debug("Xet token not had ahead from %s: %s", _where(token_url), exc)
 
     def token(self, token_url: str, *, refresh: bool = False) -> XetToken:
         """The access token of ``token_url``, asked again shortly before it expires."""

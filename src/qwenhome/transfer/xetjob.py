@@ -47,14 +47,16 @@ class XetJob:
     whole: Slicer | None = None  # the whole file's reconstruction, as the caller asked it
     whole_at: float = field(default_factory=time.monotonic)
 
-    def slicer(self) -> Slicer | None:
-        """The whole file's answer while its URLs are fresh, else None."""
-        return self.whole if self.whole is not None and time.monotonic() - self.whole_at < WHOLE_FRESH else None
+    def slicer(self, replans: int = 0) -> Slicer | None:
+        """The whole file's answer while its URLs are fresh, else None; None
+        too for bytes whose URLs were refused (``replans``): they ask anew."""
+        fresh = self.whole is not None and time.monotonic() - self.whole_at < WHOLE_FRESH
+        return self.whole if fresh and not replans else None
 
-    def part(self, start: int, end: int) -> ReconstructionV2 | None:
+    def part(self, start: int, end: int, replans: int = 0) -> ReconstructionV2 | None:
         """File bytes ``[start, end)``'s reconstruction from the whole file's
-        answer, when it is fresh and they are a run of its terms; else None."""
-        whole = self.slicer()
+        answer, when :meth:`slicer` gives it and they are a run of its terms; else None."""
+        whole = self.slicer(replans)
         return whole.part(start, end) if whole is not None else None
 
     def term_lengths(self) -> tuple[tuple[int, ...], ...]:

@@ -242,7 +242,7 @@ class Sharing:
         if cap and b - a > cap:
             # (at the whole file's answer's last cut within the cap, when the
             # piece starts on one: its URLs serve it without asking)
-            whole = xf.job.slicer() if not piece.replans else None
+            whole = xf.job.slicer(piece.replans)
             cut = whole.cut_within(a, a + cap) if whole is not None and whole.is_cut(a) else None
             at = cut or a + cap
             # (and the rest from the next cut on, for the same reason)

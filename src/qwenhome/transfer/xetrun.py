@@ -150,7 +150,7 @@ class XetRun:
 
     def _plan(self, xf: XetFile, ranges: list[tuple[int, int]], replans: int = 0) -> None:
         """Queue ``ranges`` of the file as pieces to reconstruct (under the lock)."""
-        for start, end in _cut(ranges, xf.job.slicer() if not replans else None):
+        for start, end in _cut(ranges, xf.job.slicer(replans)):
             piece = Piece(start, end, replans)
             xf.planning.append(piece)
             self._pieces.append((xf, piece))
@@ -171,8 +171,7 @@ class XetRun:
                 return
             xf, piece = got
             try:
-                answer = (None if piece.replans else xf.job.part(piece.start, piece.end)) \
-                    or xf.job.ask((piece.start, piece.end))
+                answer = xf.job.part(piece.start, piece.end, piece.replans) or xf.job.ask((piece.start, piece.end))
                 plans = plan_items(answer, piece.start, xf.f.size)
             except QwenhomeError as exc:
                 with self.s.lock:

@@ -124,6 +124,14 @@ class Call:
             log.exception("a call's receiver failed")
 
 
+
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this thread runs ``loop`` (else: another thread, or a restart's timer)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs on this thread
+        return False
+
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec, options: WorkerOptions | None = None,
                  say: Callable[[str], None] | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -359,11 +367,7 @@ class WorkerProcess:
             if current:
                 loop.add_reader(channel.sock.fileno(), readable)
 
-        try:
-            on_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:  # not on a loop's thread (a restart's timer)
-            on_loop = False
-        if on_loop:
+        if _running(loop):
             attach()
             return True
         try:
@@ -380,12 +384,9 @@ class WorkerProcess:
         fd = channel.sock.fileno()
         if fd < 0:
             return
-        try:
-            if asyncio.get_running_loop() is loop:
-                loop.remove_reader(fd)
-                return
-        except RuntimeError:  # not on a loop's thread
-            pass
+        if _running(loop):
+            loop.remove_reader(fd)
+            return
         done = threading.Event()
 
         def remove() -> None:

@@ -9,6 +9,7 @@ import os
 import select
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
@@ -85,10 +86,16 @@ class Response:
             and not self._resp.chunked
         )
 
-    def splice_into(self, fd: int, pos: int, count: int, pipe: tuple[int, int], timeout: float) -> int:
-        """Move up to ``count`` body bytes into ``fd`` at ``pos`` through ``pipe``
-        without copying them through user space; returns how many (0 at EOF).
-        Only after :meth:`can_splice`. Spares the two copies of recv + pwrite."""
+    def splice_into(self, count: int, pipe: tuple[int, int], timeout: float,
+                    land: Callable[[bytes | None, int], bool]) -> int:
+        """Move up to ``count`` body bytes through ``pipe`` without copying them
+        through user space; returns how many (0 at EOF). Only after
+        :meth:`can_splice`. Spares the two copies of recv + pwrite.
+
+        ``land(data, n)`` puts them in place: ``data``, what the header parser
+        read ahead, or None: ``n`` bytes waiting in ``pipe[0]``, which it must
+        empty. It answers False when they were not wanted after all (then this
+        returns -1): the socket wait is not inside it, so it may hold a lock."""
         resp = self._resp
         sock = self._conn.sock
         assert sock is not None and resp.fp is not None and resp.length is not None
@@ -103,10 +110,10 @@ class Response:
                 head = resp.fp.peek(1)[:count]
                 if head:
                     data = resp.fp.read(len(head))
-                    written = os.pwrite(fd, data, pos)
-                    resp.length -= written
+                    resp.length -= len(data)
+                    wanted = land(data, len(data))
                     self._finish_if_done()
-                    return written
+                    return len(data) if wanted else -1
             while True:
                 try:
                     moved = os.splice(sock.fileno(), pipe[1], count)
@@ -118,7 +125,7 @@ class Response:
                         raise TimeoutError(f"no byte for {timeout:.0f} s") from None
             if moved == 0:
                 return 0
-            drain_pipe(pipe[0], fd, pos, moved)
+            wanted = land(None, moved)
         except OSError as exc:
             self.close()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EINVAL, errno.EBADF):
@@ -126,7 +133,7 @@ class Response:
             raise translate(exc, self.url) from exc
         resp.length -= moved
         self._finish_if_done()
-        return moved
+        return moved if wanted else -1
 
     def _finish_if_done(self) -> None:
         if self._resp.length == 0:
@@ -186,3 +193,13 @@ def drain_pipe(pipe_r: int, fd: int, pos: int, count: int) -> None:
         if n <= 0:
             raise OSError(errno.ENOSPC, "short write")
         done += n
+
+
+def discard_pipe(pipe_r: int, count: int) -> None:
+    """Read ``count`` bytes waiting in a pipe and drop them (they were not
+    wanted after all: the pipe must be empty for the next splice)."""
+    while count > 0:
+        data = os.read(pipe_r, min(count, 1 << 20))
+        if not data:
+            raise OSError(errno.EIO, "pipe emptied early")
+        count -= len(data)

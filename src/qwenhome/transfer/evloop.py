@@ -42,7 +42,6 @@ from ..net import (
     translate,
 )
 from ..net.head import Head, parse_head, request_head, request_headers
-from ..net.response import drain_pipe
 from ..net.url import request_target
 from ..store.cache import translate_os_error
 from .conns import BODY, CONNECTING, HANDSHAKE, HEAD, SENDING, Conn, Gather, Pool
@@ -298,13 +297,16 @@ class IoLoop:
                 return
             if more:
                 self.pool.again.add(conn)  # the rest of a record OpenSSL already decrypted
-            f.dest.write(self.buf, moved, pos)
+            wanted = f.dest.put(self.buf, moved, pos, r.gen)
         else:
             try:
                 moved = os.splice(conn.sock.fileno(), self.pipe[1], want)
             except BlockingIOError:
                 return
-            drain_pipe(self.pipe[0], f.dest.fd, f.dest.offset + pos, moved)
+            wanted = f.dest.drain(self.pipe[0], moved, pos, r.gen)
+        if not wanted and moved:  # a duplicate of bytes now hashed, or the file is done
+            self._finish_range(conn, r, early=True)
+            return
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
         self.reads += 1
@@ -321,7 +323,9 @@ class IoLoop:
         f = r.item
         _, pos, end = self.e.bounds(r)
         data = data[: max(0, min(len(data), end - pos, conn.left))]
-        f.dest.write(memoryview(data), len(data), pos)
+        if data and not f.dest.put(memoryview(data), len(data), pos, r.gen):
+            self._finish_range(conn, r, early=True)
+            return
         conn.left -= len(data)
         self._account(conn, r, pos, len(data))
 

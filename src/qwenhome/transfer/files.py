@@ -147,7 +147,8 @@ class FileState(Item):
             f"got {verifier.hexdigest()[:12]}…)", path=self.job.path)
 
     def install(self, on_verified: Callable[[FileJob], None]) -> None:
-        """The verified partial file goes to its owner (who moves it into the store)."""
+        """The verified partial file goes to its owner (who moves it into the
+        store); no write lands after this (the close seals the file's gate)."""
         self.dest.close()
         if self.size == 0:
             self.job.partial.touch()
@@ -158,6 +159,7 @@ class FileState(Item):
         stale) and start again; the caller cancels its spans. Raises OSError
         when the partial file cannot be emptied."""
         self.gen += 1
+        self.dest.gate.renew(self.gen)  # (the writes under way end first; older ones are refused)
         self.done.clear()
         self.verifier = Verifier(self.size, self.job.sha256, self.job.blob_id)
         self.integrity_failures += 1
@@ -169,6 +171,7 @@ class FileState(Item):
         content changed): it starts again from byte 0; the caller gives the
         answer's span the whole file."""
         self.gen += 1
+        self.dest.gate.renew(self.gen)
         self.done.clear()
         self.verifier = Verifier(self.size, self.job.sha256, self.job.blob_id)
         self.no_ranges = no_ranges

@@ -84,6 +84,8 @@ class Hasher:
 
     def _hash_span(self, f: FileState, verifier: Verifier, gen: int, stop: int) -> None:
         """Hash ``[verifier.hashed, stop)`` in slices, then finish the file if whole."""
+        if not f.dest.gate.reserve(gen, verifier.hashed, stop):
+            return  # (the file's bytes were thrown away meanwhile)
         try:
             while verifier.hashed < stop and f.gen == gen and self.s.fatal is None:
                 self.backlog = stop - verifier.hashed

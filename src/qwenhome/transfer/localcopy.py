@@ -14,6 +14,7 @@ import os
 from typing import Protocol
 
 from .files import FileState
+from .gate import REFUSED
 from .partmap import Intervals
 from .sizing import MiB
 from .state import State
@@ -50,7 +51,7 @@ class Copier:
                     if gen is None:
                         continue
                     try:
-                        self._copy(f, c, fds)
+                        self._copy(f, c, gen, fds)
                     except OSError as exc:
                         self.owner.copy_done(f, c, gen, exc)
                     else:
@@ -62,12 +63,19 @@ class Copier:
                 os.close(fd)
 
     @staticmethod
-    def _copy(f: FileState, c: Copy, fds: dict[str, int]) -> None:
+    def _copy(f: FileState, c: Copy, gen: int, fds: dict[str, int]) -> None:
         src = fds.get(str(c.src))
         if src is None:
             src = fds[str(c.src)] = os.open(c.src, os.O_RDONLY)
+        gate = f.dest.gate
         for a, b in _parts(f, c):
-            copy_range(src, f.dest.fd, c.src_offset + a - c.offset, f.dest.offset + a, b - a)
+            at = gate.enter(gen, a, b, whole=False)
+            if at == REFUSED:
+                continue  # hashed meanwhile (so on disk), or the file moved on
+            try:
+                copy_range(src, f.dest.fd, c.src_offset + at - c.offset, f.dest.offset + at, b - at)
+            finally:
+                gate.leave(at, b)
 
 
 def _parts(f: FileState, c: Copy) -> list[tuple[int, int]]:

@@ -20,7 +20,9 @@ from typing import ClassVar
 
 from ..config import Source
 from ..errors import DiskFullError, QwenhomeError
+from ..net.response import discard_pipe, drain_pipe
 from ..store.cache import translate_os_error
+from .gate import REFUSED, WriteGate
 from .partmap import Intervals
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,12 @@ class Destination:
     path: Path
     offset: int = 0
     fd: int = -1
+    gate: WriteGate = field(default_factory=WriteGate)  # (see gate.py: writes go through put/drain)
 
     def open(self, size: int, fresh: bool) -> None:
-        """Open the file; when ``fresh`` (nothing of it on disk), pre-size it."""
-        if self.fd >= 0:
+        """Open the file; when ``fresh`` (nothing of it on disk), pre-size it.
+        Not again once closed: a late span's writes are refused anyway."""
+        if self.fd >= 0 or self.gate.sealed:
             return
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -68,6 +72,8 @@ class Destination:
         self.fd = fd
 
     def close(self) -> None:
+        """Close the file once no write is under way; none lands after."""
+        self.gate.seal()
         if self.fd >= 0:
             try:
                 os.close(self.fd)
@@ -75,9 +81,33 @@ class Destination:
                 log.debug("closing %s: %s", self.path, exc)
             self.fd = -1
 
+    def put(self, mv: memoryview, n: int, pos: int, gen: int) -> bool:
+        """:meth:`write` for the file's generation ``gen``, through the gate:
+        False (nothing written) when the bytes are no longer wanted there."""
+        if self.gate.enter(gen, pos, pos + n, whole=True) == REFUSED:
+            return False
+        try:
+            self.write(mv, n, pos)
+        finally:
+            self.gate.leave(pos, pos + n)
+        return True
+
+    def drain(self, pipe_r: int, n: int, pos: int, gen: int) -> bool:
+        """The ``n`` bytes waiting in a pipe go to byte ``pos`` (splice's
+        second half), through the gate; when refused, they are read out of
+        the pipe and dropped, and the answer is False."""
+        if self.gate.enter(gen, pos, pos + n, whole=True) == REFUSED:
+            discard_pipe(pipe_r, n)
+            return False
+        try:
+            drain_pipe(pipe_r, self.fd, self.offset + pos, n)
+        finally:
+            self.gate.leave(pos, pos + n)
+        return True
+
     def write(self, mv: memoryview, n: int, pos: int) -> None:
         """``pwrite`` all of ``mv[:n]`` at the item's byte ``pos``; a short
-        write means the disk is filling up."""
+        write means the disk is filling up (callers go through :meth:`put`)."""
         written = 0
         try:
             while written < n:

@@ -150,13 +150,15 @@ class Workers:
         # the range was split or cancelled meanwhile.
         while gen == f.gen and pos < end and not e.stopped and f.active:
             if pipe is not None:
-                n = self._splice(resp, dest.fd, dest.offset + pos, min(BUFFER, end - pos), pipe, f)
+                n = self._splice(resp, r, pos, min(BUFFER, end - pos), pipe)
             else:
                 assert mv is not None
                 n = resp.readinto(mv[: min(BUFFER, end - pos)])
-                if n > 0:
-                    dest.write(mv, n, pos)
-            if n <= 0:
+                if n > 0 and not dest.put(mv, n, pos, r.gen):
+                    return  # a duplicate of bytes now hashed, or the file is done
+            if n < 0:
+                return  # (the same, for spliced bytes: read and dropped)
+            if n == 0:
                 raise TransferInterrupted(f"{f.name}: body ended early at byte {pos}")
             pace.add(n)
             if pace.slow(e.clock(), e.min_rate):  # (each read returns what came: a trickle is seen)
@@ -196,9 +198,19 @@ class Workers:
                 os.close(end)
             self._local.pipe = None
 
-    def _splice(self, resp: Response, fd: int, pos: int, want: int, pipe: tuple[int, int], f: Item) -> int:
+    def _splice(self, resp: Response, r: Span, pos: int, want: int, pipe: tuple[int, int]) -> int:
+        """Up to ``want`` bytes of the body into the file at ``pos``: how many,
+        or -1 when the file's gate refused them (read and dropped)."""
+        f = r.item
+        dest = f.dest
+
+        def land(data: bytes | None, n: int) -> bool:
+            if data is None:
+                return dest.drain(pipe[0], n, pos, r.gen)
+            return dest.put(memoryview(data), n, pos, r.gen)
+
         try:
-            return resp.splice_into(fd, pos, want, pipe, self.e.stall_timeout)
+            return resp.splice_into(want, pipe, self.e.stall_timeout, land)
         except BaseException as exc:
             self._drop_pipe()  # it may hold bytes that never reached the file
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):

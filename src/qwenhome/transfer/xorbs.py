@@ -31,6 +31,7 @@ from ..xet.errors import XetAnswerError, XetCorruptError
 from ..xet.reconstruction import ReconstructionV2
 from ..xet.xorb import HEADER_LEN, ChunkHeader
 from .files import FileState
+from .gate import REFUSED
 from .partmap import Intervals
 from .work import Candidate, Destination, Item
 
@@ -122,6 +123,7 @@ class ChunkSink(Destination):
     def __init__(self, file: FileState, plan: Plan, learned: dict[tuple[str, int], int]) -> None:
         super().__init__(file.dest.path)
         self.file = file
+        self.gen = file.gen  # the file's generation its bytes are for (the file's gate refuses others)
         self.plan = plan
         self.learned = learned  # (xorb, chunk) -> length, for the file's recipe
         self._carry = bytearray()
@@ -152,6 +154,12 @@ class ChunkSink(Destination):
         return self._cur.pos, landed
 
     # -- decoding ---------------------------------------------------------------------------
+    def put(self, mv: memoryview, n: int, pos: int, gen: int) -> bool:
+        """Decoding goes on whatever the file's gate says: later chunks may be
+        wanted; each run of file bytes asks the gate itself (see _Writes)."""
+        self.write(mv, n, pos)
+        return True
+
     def write(self, mv: memoryview, n: int, pos: int) -> None:
         """``n`` bytes of ``mv`` at raw offset ``pos``: every chunk they
         complete is checked, decoded and written. Raises XetCorruptError."""
@@ -191,7 +199,7 @@ class ChunkSink(Destination):
         a run of file bytes per system call; returns the bytes used."""
         cur, plan = self._cur, self.plan
         off, total = 0, len(view)
-        writes = _Writes(self.file.dest.fd, self.path, self._landed)
+        writes = _Writes(self.file.dest, self.gen, self._landed)
         try:
             while total - off >= HEADER_LEN:
                 head = ChunkHeader.unpack(view[off:off + HEADER_LEN])
@@ -248,8 +256,8 @@ class _Writes:
     MAX_BUFFERS = 512  # below any system's IOV_MAX
     MAX_BYTES = 8 << 20  # decoded bytes held before they are written
 
-    def __init__(self, fd: int, path: Path, landed: list[tuple[int, int]]) -> None:
-        self.fd, self.path, self.landed = fd, path, landed
+    def __init__(self, dest: Destination, gen: int, landed: list[tuple[int, int]]) -> None:
+        self.dest, self.gen, self.landed = dest, gen, landed
         self.bufs: list[memoryview] = []
         self.start = self.end = 0
 
@@ -263,15 +271,32 @@ class _Writes:
         self.end += len(data)
 
     def flush(self) -> None:
+        """Write the run through the file's gate: what it refuses (hashed
+        bytes, another generation, a sealed file) is dropped, not recorded."""
         if not self.bufs:
             return
-        _pwritev(self.fd, self.bufs, self.start, self.path)
-        landed, start, end = self.landed, self.start, self.end
-        if landed and landed[-1][1] == start:
+        bufs, start, end, dest = self.bufs, self.start, self.end, self.dest
+        self.bufs = []
+        at = dest.gate.enter(self.gen, start, end, whole=False)
+        if at == REFUSED:
+            return
+        try:
+            _pwritev(dest.fd, _drop_front(bufs, at - start), dest.offset + at, dest.path)
+        finally:
+            dest.gate.leave(at, end)
+        landed = self.landed
+        if landed and landed[-1][1] == at:
             landed[-1] = (landed[-1][0], end)
         else:
-            landed.append((start, end))
-        self.bufs = []
+            landed.append((at, end))
+
+
+def _drop_front(bufs: list[memoryview], n: int) -> list[memoryview]:
+    """``bufs`` without their first ``n`` bytes."""
+    while bufs and n >= len(bufs[0]):
+        n -= len(bufs[0])
+        bufs = bufs[1:]
+    return [bufs[0][n:], *bufs[1:]] if n else bufs
 
 
 def _pwritev(fd: int, bufs: list[memoryview], at: int, path: Path) -> None:
@@ -281,11 +306,7 @@ def _pwritev(fd: int, bufs: list[memoryview], at: int, path: Path) -> None:
             if w <= 0:
                 raise DiskFullError(f"no space left writing {path}")
             at += w
-            while bufs and w >= len(bufs[0]):  # a short write: the rest again
-                w -= len(bufs[0])
-                bufs = bufs[1:]
-            if w:
-                bufs = [bufs[0][w:], *bufs[1:]]
+            bufs = _drop_front(bufs, w)  # a short write: the rest again
     except OSError as exc:
         raise translate_os_error(exc, path) from exc
 

@@ -119,8 +119,9 @@ def test_the_whole_files_answer_serves_its_parts_and_the_token_is_asked_beside_t
         xm: Mirror, xet_repo: GeneratedRepo, tmp_path: Path) -> None:
     """Each file's whole reconstruction (asked for its recipe) gives the URLs
     of the parts the engine fetches: no reconstruction of a range follows.
-    The token is asked where the Hub hands it while the first HEAD is out (a
-    round trip each, before the first xorb byte)."""
+    The token is asked where the Hub hands it while the first HEAD is out,
+    and the other files' HEADs with it (a round trip each, before the first
+    xorb byte)."""
     bridge_refuses(xm)
     xm.faults.latency(0.6, times=1, method="HEAD")
     home = _home(tmp_path)
@@ -139,9 +140,15 @@ def test_the_whole_files_answer_serves_its_parts_and_the_token_is_asked_beside_t
     asked = [(r.path, *map(int, r.range.removeprefix("bytes=").split("-"))) for r in recons if r.range]
     assert not [a for a in asked if a[1] in cuts[a[0]] and a[2] + 1 in cuts[a[0]]], asked
     assert sum(b + 1 - a for _, a, b in asked) < SIZE, asked  # (the rest came from the whole answers)
-    head = min((r for r in xm.faults.records() if r.method == "HEAD"), key=lambda r: r.started)
+    heads = [r for r in xm.faults.records() if r.method == "HEAD"]
+    head = min(heads, key=lambda r: r.started)
     [token] = tokens
     assert token.started < head.ended - 0.3, (token.started - head.started, head.ended - head.started)
+    # Both files' HEADs go out at once: the second file's reconstruction is
+    # not a round trip later than the first's.
+    slow = max(heads, key=lambda r: r.ended - r.started)
+    assert len(heads) == 2 and all(h.started < slow.ended - 0.3 for h in heads), \
+        [(h.path, h.started - slow.started, h.ended - slow.started) for h in heads]
 
 
 def test_compressed_xorbs_lz4_and_bg4_lz4_are_decoded_into_place(tmp_path: Path) -> None:
@@ -403,18 +410,21 @@ def test_a_pull_through_xet_loads_numpy_only_for_what_needs_it(xm: Mirror, xet_r
     assert sent(xm, "xorb") > SIZE
 
 
-def test_a_pull_from_a_source_without_xet_asks_one_head_and_loads_no_xet_code(
+def test_a_pull_from_a_source_without_xet_asks_a_few_heads_at_once_and_loads_no_xet_code(
         xet_repo: GeneratedRepo, tmp_path: Path) -> None:
-    """The plain path stays as it was: one HEAD (the largest file's resolve)
-    says the source does not speak Xet; numpy, lz4 and the engine's Xet side
-    are never imported (they cost a plain pull some 0.1-0.3 s of start-up)."""
+    """The plain path stays as it was: the HEADs of the largest files (at
+    most four, at once: a Xet source's reconstructions then all follow one
+    round trip after the listing) say the source does not speak Xet; numpy,
+    lz4 and the engine's Xet side are never imported (they cost a plain pull
+    some 0.1-0.3 s of start-up)."""
     with start_mirror(FolderBackend(xet_repo.root)) as m:
         home = _home(tmp_path)
         out = subprocess.run([sys.executable, "-c", _PLAIN_PULL, "Org/XetPull"], env=clean_env(home, m.url),
                              capture_output=True, text=True, timeout=120, check=False)
         heads = [r for r in m.faults.records() if r.method == "HEAD"]
     assert out.stdout.strip().splitlines()[-1] == "exit 0; loaded: none", (out.stdout[-500:], out.stderr[-2000:])
-    assert len(heads) == 1 and heads[0].file_path == MODEL, [(r.method, r.file_path) for r in heads]
+    lfs = {rel for rel, f in xet_repo.files.items() if f.lfs}
+    assert len(lfs) == 2 and sorted(r.file_path for r in heads) == sorted(lfs), [(r.method, r.file_path) for r in heads]
     assert_pulled(home, xet_repo)
 
 

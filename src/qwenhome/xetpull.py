@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECONSTRUCTIONS = 8  # whole-file reconstructions asked at once
+_EARLY_HEADS = 4  # HEADs asked at once, before the first (the largest file's) says whether the source speaks Xet
 _ATTEMPTS = 4  # tries of a whole-file reconstruction (a server error), as of a listing
 
 
@@ -72,27 +73,32 @@ class XetPull:
         if not lfs or source.kind != "hf" or not self.settings.xet:
             return {}
         session = XetSession(source, self.http)
-        # The largest file first: a source that does not speak Xet costs the
-        # plain path one HEAD, not one per file. The token is asked where the
-        # Hub hands it meanwhile.
+        # The largest files first, their HEADs at once (the first says whether
+        # the source speaks Xet: one that does not costs the plain path a few
+        # HEADs, not one per file); the token is asked where the Hub hands it
+        # meanwhile. So every file's reconstruction is asked one round trip
+        # after the listing, not one more per file beyond the first.
         lfs.sort(key=lambda f: f.size, reverse=True)
         guess = threading.Thread(target=session.guess_token, args=(ref, commit), daemon=True, name="qh-xet-token")
         guess.start()
-        first = session.head(ref, commit, lfs[0].path)
-        if first is None:
-            return {}
-        from .transfer.xetjob import Copy, XetJob
+        pool = ThreadPoolExecutor(_RECONSTRUCTIONS)
+        try:
+            heads = {f.path: pool.submit(session.head, ref, commit, f.path) for f in lfs[:_EARLY_HEADS]}
+            first = heads[lfs[0].path].result()
+            if first is None:
+                return {}
+            from .transfer.xetjob import Copy, XetJob
 
-        def recipe_of(f: RepoFile) -> tuple[RepoFile, XetFileInfo, FileRecipe, Slicer] | None:
-            info = first if f is lfs[0] else session.head(ref, commit, f.path)
-            got = self._recipe(session, f, info) if info is not None and _agrees(f, info) else None
-            return None if info is None or got is None else (f, info, *got)
+            def recipe_of(f: RepoFile) -> tuple[RepoFile, XetFileInfo, FileRecipe, Slicer] | None:
+                early = heads.get(f.path)
+                info = early.result() if early is not None else session.head(ref, commit, f.path)
+                got = self._recipe(session, f, info) if info is not None and _agrees(f, info) else None
+                return None if info is None or got is None else (f, info, *got)
 
-        # Per file, its HEAD then its reconstruction; the token meanwhile: one
-        # round trip before the reconstructions instead of two.
-        with ThreadPoolExecutor(_RECONSTRUCTIONS) as pool:
             pool.submit(session.prefetch_token, first.token_url)
             found = [r for r in pool.map(recipe_of, lfs) if r is not None]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # (a plain source's other HEADs end on their own)
         if not found:
             return {}
         local = self.recipes.local_chunks({t.hash for _, _, r, _ in found for t in r.terms},

@@ -29,7 +29,7 @@ from ..store.cache import translate_os_error
 from ..xet.compression import Scheme, decompress
 from ..xet.errors import XetAnswerError, XetCorruptError
 from ..xet.reconstruction import ReconstructionV2
-from ..xet.xorb import HEADER_LEN, ChunkHeader
+from ..xet.xorb import HEADER_LEN, header_at
 from .files import FileState
 from .gate import REFUSED
 from .partmap import Intervals
@@ -111,7 +111,10 @@ class _Cursor:
 
     pos: int
     chunk: int
-    acc: tuple[int, ...]
+    acc: list[int]
+
+    def copy(self) -> _Cursor:
+        return _Cursor(self.pos, self.chunk, list(self.acc))
 
 
 class ChunkSink(Destination):
@@ -127,8 +130,8 @@ class ChunkSink(Destination):
         self.plan = plan
         self.learned = learned  # (xorb, chunk) -> length, for the file's recipe
         self._carry = bytearray()
-        self._cur = _Cursor(0, plan.first, (0,) * len(plan.placements))
-        self._committed = _Cursor(0, plan.first, self._cur.acc)
+        self._cur = _Cursor(0, plan.first, [0] * len(plan.placements))
+        self._committed = self._cur.copy()
         self._landed: list[tuple[int, int]] = []
         # File bytes not to write: on disk, or being fetched plainly, when the
         # item was queued (set once, before its first span; never changed).
@@ -140,7 +143,7 @@ class ChunkSink(Destination):
         there again (what was decoded past it is written again)."""
         self.file.open()
         self._carry.clear()
-        self._cur = _Cursor(self._committed.pos, self._committed.chunk, self._committed.acc)
+        self._cur = self._committed.copy()
         self._landed.clear()
 
     def close(self) -> None:
@@ -149,7 +152,7 @@ class ChunkSink(Destination):
     def commit(self) -> tuple[int, list[tuple[int, int]]]:
         """(raw bytes of whole chunks written so far, the file ranges written
         since the last commit), for the run to record (under its lock)."""
-        self._committed = _Cursor(self._cur.pos, self._cur.chunk, self._cur.acc)
+        self._committed = self._cur.copy()
         landed, self._landed = self._landed, []
         return self._cur.pos, landed
 
@@ -186,7 +189,7 @@ class ChunkSink(Destination):
         carry += view[:used]
         if len(carry) < HEADER_LEN:
             return used
-        need = HEADER_LEN + ChunkHeader.unpack(carry).payload_length - len(carry)
+        need = HEADER_LEN + header_at(carry, 0)[0] - len(carry)
         more = min(need, len(view) - used)
         carry += view[used:used + more]
         if more == need:
@@ -202,15 +205,14 @@ class ChunkSink(Destination):
         writes = _Writes(self.file.dest, self.gen, self._landed)
         try:
             while total - off >= HEADER_LEN:
-                head = ChunkHeader.unpack(view[off:off + HEADER_LEN])
-                end = off + HEADER_LEN + head.payload_length
+                plen, scheme, length = header_at(view, off)
+                end = off + HEADER_LEN + plen
                 if end > total:
                     break
                 if cur.chunk >= plan.stop:
                     raise XetCorruptError(f"xorb range holds more than its {plan.stop - plan.first} chunks")
                 payload = view[off + HEADER_LEN:end]
-                data = payload if head.scheme == Scheme.NONE else memoryview(
-                    decompress(payload, head.scheme, head.length))
+                data = payload if scheme == Scheme.NONE else memoryview(decompress(payload, scheme, length))
                 self._place(data, writes)
                 off = end
         finally:
@@ -222,24 +224,24 @@ class ChunkSink(Destination):
         """Write chunk ``cur.chunk`` wherever the file uses it."""
         cur = self._cur
         n = len(data)
-        acc = list(cur.acc)
+        chunk, acc, skip = cur.chunk, cur.acc, self.skip
         for i, p in enumerate(self.plan.placements):
-            if not p.first <= cur.chunk < p.end:
+            if not p.first <= chunk < p.end:
                 continue
             at = p.offset + acc[i]
-            acc[i] += n
-            if acc[i] > p.length or (cur.chunk == p.end - 1 and acc[i] != p.length):
+            filled = acc[i] + n
+            if filled > p.length or (chunk == p.end - 1 and filled != p.length):
                 raise XetCorruptError(f"xorb {self.plan.xorb[:12]}… chunks {p.first}-{p.end} decode to "
-                                      f"{'more than ' if acc[i] > p.length else ''}{acc[i]} bytes, "
+                                      f"{'more than ' if filled > p.length else ''}{filled} bytes, "
                                       f"the reconstruction says {p.length}")
-            if self.skip is None:
+            acc[i] = filled  # (in place: a failed chunk is decoded again from the committed cursor, a copy)
+            if skip is None:
                 writes.add(at, data)
             else:
-                for a, b in self.skip.gaps(at, at + n):
+                for a, b in skip.gaps(at, at + n):
                     writes.add(a, data[a - at:b - at])
-        self.learned[(self.plan.xorb, cur.chunk)] = n
-        cur.acc = tuple(acc)
-        cur.chunk += 1
+        self.learned[(self.plan.xorb, chunk)] = n
+        cur.chunk = chunk + 1
 
     def _check_end(self) -> None:
         if self._carry or self._cur.chunk != self.plan.stop:

@@ -37,6 +37,7 @@ MAX_XORB_CHUNKS = 8 * 1024
 FOOTER_MAGIC = b"XETBLOB"
 _U24_MAX = (1 << 24) - 1
 _SCHEMES = frozenset(Scheme)  # (a header per chunk: no enum walk each time)
+_WORDS = struct.Struct("<II")  # a header as two words: version | payload length << 8, scheme | length << 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,18 @@ class ChunkHeader:
             raise XetCorruptError(f"chunk payload length {head.payload_length} does not fit its "
                                   f"length {head.length} (scheme {scheme})")
         return head
+
+
+def header_at(buf: bytes | bytearray | memoryview, off: int) -> tuple[int, int, int]:
+    """The header at ``buf[off:]`` as (payload length, scheme, length), checked
+    as :meth:`ChunkHeader.unpack` checks it (which says what is wrong): the
+    decoder's path, a call per chunk without building an object."""
+    w0, w1 = _WORDS.unpack_from(buf, off)
+    payload, scheme, length = w0 >> 8, w1 & 0xFF, w1 >> 8
+    if (w0 & 0xFF != CHUNK_VERSION or scheme not in _SCHEMES or not 0 < length <= MAX_CHUNK_SIZE
+            or payload == 0 or (scheme == Scheme.NONE and payload != length)):
+        ChunkHeader.unpack(memoryview(buf)[off:off + HEADER_LEN])
+    return payload, scheme, length
 
 
 @dataclass(frozen=True)

@@ -304,9 +304,8 @@ class IoLoop:
             except BlockingIOError:
                 return
             wanted = f.dest.drain(self.pipe[0], moved, pos, r.gen)
-        if not wanted and moved:  # a duplicate of bytes now hashed, or the file is done
-            self._finish_range(conn, r, early=True)
-            return
+        if not wanted:  # a duplicate of bytes now hashed, or the file is done
+            return self._finish_range(conn, r, early=True)
         if moved == 0:
             raise ConnectionResetError(errno.ECONNRESET, f"body ended early at byte {pos}")
         self.reads += 1
@@ -323,9 +322,8 @@ class IoLoop:
         f = r.item
         _, pos, end = self.e.bounds(r)
         data = data[: max(0, min(len(data), end - pos, conn.left))]
-        if data and not f.dest.put(memoryview(data), len(data), pos, r.gen):
-            self._finish_range(conn, r, early=True)
-            return
+        if not f.dest.put(memoryview(data), len(data), pos, r.gen):
+            return self._finish_range(conn, r, early=True)
         conn.left -= len(data)
         self._account(conn, r, pos, len(data))
 

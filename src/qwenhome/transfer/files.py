@@ -58,6 +58,7 @@ class FileState(Item):
     unmapped: bool = False  # verified: its part map is gone and must not be written again
     dirty_since: float = 0.0  # when its part map last became out of date
     held_ranges: list[tuple[int, int]] = field(default_factory=list)  # what its Xet side fills (see held)
+    overtake_ranges: list[tuple[int, int]] | None = None  # (see overtake: what Xet holds but for its ranges under way)
     # Its plain candidates (the bridge, mirrors) fetch ranges beside its Xet
     # side, each kind with its share of the connections (see xetrun.py).
     mixed: bool = False
@@ -88,6 +89,9 @@ class FileState(Item):
 
     def held(self) -> Iterable[tuple[int, int]]:
         return self.held_ranges
+
+    def overtake(self) -> Iterable[tuple[int, int]] | None:
+        return self.overtake_ranges
 
     def share(self) -> str:
         return "plain" if self.mixed else ""

@@ -205,7 +205,9 @@ class Scheduler:
             busy.add(a, b)
         gap = busy.first_gap(0, size)
         if gap is None:
-            return None
+            gap = _overtaking(item)
+            if gap is None:
+                return None
         start, end = gap
         if not item.one_span:
             chunk = self.sizer.next_size(self._left(), self._connections())
@@ -303,3 +305,17 @@ class Scheduler:
                 continue
             best, best_left = s, left
         return None if best is None else self._split(best, now)
+
+
+def _overtaking(item: Item) -> tuple[int, int] | None:
+    """The first range ``item`` may fetch beside another item already
+    fetching it (see Item.overtake), or None."""
+    skips = item.overtake()
+    if skips is None:
+        return None
+    busy = Intervals(list(item.done.starts), list(item.done.ends))
+    for s in item.inflight:
+        busy.add(s.start, s.end)
+    for a, b in skips:
+        busy.add(a, b)
+    return busy.first_gap(0, item.size)

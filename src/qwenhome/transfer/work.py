@@ -83,9 +83,10 @@ class Destination:
 
     def put(self, mv: memoryview, n: int, pos: int, gen: int) -> bool:
         """:meth:`write` for the file's generation ``gen``, through the gate:
-        False (nothing written) when the bytes are no longer wanted there."""
+        False (nothing written) when the bytes are no longer wanted there
+        (no bytes are always wanted)."""
         if self.gate.enter(gen, pos, pos + n, whole=True) == REFUSED:
-            return False
+            return n == 0
         try:
             self.write(mv, n, pos)
         finally:
@@ -98,7 +99,7 @@ class Destination:
         the pipe and dropped, and the answer is False."""
         if self.gate.enter(gen, pos, pos + n, whole=True) == REFUSED:
             discard_pipe(pipe_r, n)
-            return False
+            return n == 0
         try:
             drain_pipe(pipe_r, self.fd, self.offset + pos, n)
         finally:
@@ -169,6 +170,11 @@ class Item:
         """Ranges ``[start, end)`` of the item that other items are fetching
         (a file's ranges its Xet items fill): not carved from it."""
         return ()
+
+    def overtake(self) -> Iterable[tuple[int, int]] | None:
+        """When :meth:`held` leaves nothing to carve: the ranges still not
+        carved, the others being fetched by this item too (None: nothing)."""
+        return None
 
     def share(self) -> str:
         """The share of the connections its spans count against ("" for

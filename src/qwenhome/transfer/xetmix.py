@@ -58,6 +58,7 @@ PLAIN_START = 0.0  # before the first judgement (a pull of a few hundred MB last
 # connection (at least PIECE_FIRST, the size until a rate is measured): what
 # it claims, the plain side cannot take, and a xorb range is never split.
 PIECE_TIME, PIECE_FIRST = 1.0, 4 * MiB
+FIRST_WHOLE = 16 * MiB  # (see Sharing.claim)
 
 
 @dataclass(eq=False)
@@ -95,6 +96,22 @@ class XetFile:
         if self.plain_off:
             return [(0, self.f.size)]
         return [] if self.gave_up and not self.copying else self.held()
+
+    def skips(self, overtake: bool) -> None:
+        """Tell the file item what its carve skips (under the lock). With
+        ``overtake`` (its plain side is judged faster), once nothing else is
+        left, its carve may take the bytes of xorb ranges under way too: the
+        plain side fetches them beside a slow xorb connection, and the
+        first to land counts (the file's write gate keeps the other's off
+        bytes hashed already). Pieces asked, local copies and xorb ranges
+        not started stay Xet's."""
+        f = self.f
+        f.held_ranges = self.carve_skips()
+        if overtake and f.mixed and not self.plain_off and not self.gave_up:
+            f.overtake_ranges = ([x.extent for x in self.items if x.active and not x.started]
+                                 + [(p.start, p.end) for p in self.planning if p.asked] + self.copying)
+        else:
+            f.overtake_ranges = None
 
     def stop_plain(self) -> list[tuple[int, int]]:
         """Its plain candidates serve it no more: every piece is Xet's; the
@@ -201,6 +218,7 @@ class Sharing:
         got = self.s.share_bytes
         rate = {k: (got.get(k, 0) - self._bytes0[k]) / self._conn_s[k] for k in SHARES}
         self.xorb_rate = rate["xorb"]
+        overtook = self.overtakes()
         self.judged = True
         ratio = rate["plain"] / max(1.0, rate["xorb"])
         self.plain_part = next(part for least, part in PLAIN_PARTS if ratio >= least)
@@ -208,19 +226,28 @@ class Sharing:
                   rate["plain"] / 1e6, rate["xorb"] / 1e6, self.plain_part, self.s.ctl.target)
         self._conn_s = dict.fromkeys(SHARES, 0.0)
         self._bytes0 = {k: got.get(k, 0) for k in SHARES}
-        if self.plain_part > PLAIN_PARTS[-1][1]:
-            self._release()
+        faster = self.plain_part > PLAIN_PARTS[-1][1]
+        if faster or overtook:
+            self._judged(release=faster)
 
-    def _release(self) -> None:
-        """The plain side is faster: what Xet claimed and has not started is
-        anyone's again (claimed while Xet had most connections, it would
-        wait for the few it has now)."""
+    def _judged(self, release: bool) -> None:
+        """The plain side is judged faster (``release``), or no longer: what
+        Xet claimed and has not started is anyone's again (claimed while Xet
+        had most connections, it would wait for the few it has now), and the
+        plain side may overtake xorb ranges under way, or no longer."""
         sched = self.s.sched
         for xf in self.files.values():
-            if xf.f.mixed and xf.f.active and xf.release(sched):
-                xf.f.held_ranges = xf.carve_skips()
+            if xf.f.mixed and xf.f.active:
+                if release:
+                    xf.release(sched)
+                xf.skips(self.overtakes())
                 sched.requeue(xf.f)
         self.s.work.notify_all()
+
+    def overtakes(self) -> bool:
+        """The plain side may fetch what xorb ranges under way fetch (when
+        it has nothing else): its connections are judged clearly faster."""
+        return self.judged and self.plain_part > PLAIN_PARTS[-1][1]
 
     def may_claim(self) -> bool:
         """Xet may claim another piece of a sharing file: its xorb ranges do
@@ -243,11 +270,19 @@ class Sharing:
             # (at the whole file's answer's last cut within the cap, when the
             # piece starts on one: its URLs serve it without asking)
             whole = xf.job.slicer(piece.replans)
-            cut = whole.cut_within(a, a + cap) if whole is not None and whole.is_cut(a) else None
+            on_cut = whole is not None and whole.is_cut(a)
+            cut = whole.cut_within(a, a + cap) if whole is not None and on_cut else None
+            if cut is None and whole is not None and on_cut and not self.judged:
+                # Before the first judgement, a run of whole terms up to
+                # FIRST_WHOLE rather than a part of one: its URLs are at hand,
+                # a part costs a round trip first (and should its xorb
+                # connection prove slow, the plain side overtakes it).
+                cut = whole.cut_within(a, min(b, a + FIRST_WHOLE))
             at = cut or a + cap
             # (and the rest from the next cut on, for the same reason)
             nxt = whole.cut_at_or_after(at, b) if whole is not None else b
-            left[0:1] = [(a, at), (at, nxt), (nxt, b)] if at < nxt < b else [(a, at), (at, b)]
+            parts = [(a, at), (at, nxt), (nxt, b)] if at < nxt < b else [(a, at), (at, b)]
+            left[0:1] = [(x, y) for x, y in parts if x < y]
         piece.start, piece.end = left[0]
         more = [Piece(a, b, piece.replans) for a, b in left[1:]]
         xf.planning.extend(more)

@@ -160,7 +160,7 @@ class XetRun:
     def _held(self, xf: XetFile) -> None:
         """The file item's carve skips what its Xet side holds; what it
         releases is the file item's to fetch (under the lock)."""
-        xf.f.held_ranges = xf.carve_skips()
+        xf.skips(self.sharing.overtakes())
         self.s.sched.requeue(xf.f)
 
     # -- the planners ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the server's own byte counters, per route, say which way the bytes came."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,22 @@ def test_a_slow_xorb_host_leaves_most_of_the_file_to_a_fast_bridge(xm: Mirror, r
     assert bridge > size / 2, (bridge, xorb, size)
     assert xorb > 0, "both kinds ran"
     assert bridge + xorb < 1.1 * size, (bridge, xorb, size)  # each byte fetched about once
+
+
+def test_xorb_ranges_under_way_on_a_crawling_xorb_host_are_overtaken_by_the_bridge(
+        xm: Mirror, repo: GeneratedRepo, tmp_path: Path) -> None:
+    """Before the first judgement Xet claims its pieces (4 MiB each); at
+    100 KB/s a connection, each would take most of a minute. Once the bridge is
+    judged faster and has nothing else to fetch, it fetches their bytes too:
+    the pull ends in seconds, verified, instead of waiting for them."""
+    xm.faults.bandwidth(100_000, predicate=kind("xorb"))
+    t0 = time.monotonic()
+    pull_verified(xm, repo, tmp_path)
+    took = time.monotonic() - t0
+    xorb_ranges = [r for r in xm.faults.of_kind("xorb") if r.method == "GET"]
+    assert xorb_ranges, "Xet had ranges under way"
+    # (a 4 MiB range alone takes 42 s at this rate: waiting for one is unmistakable)
+    assert took < 20, (took, sent(xm, "resolve"), sent(xm, "xorb"))
 
 
 def test_a_slow_bridge_leaves_most_of_the_file_to_fast_xorbs(xm: Mirror, repo: GeneratedRepo,

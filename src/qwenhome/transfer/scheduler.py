@@ -10,6 +10,7 @@ reading; the cost of a step does not grow with the number of items.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,19 +58,22 @@ class Scheduler:
     def __init__(self, sizer: RangeSizer, splits: Splits = Splits(), *,
                  connections: Callable[[], int], left: Callable[[], int],
                  on_start: Callable[[Item], None] = lambda _i: None,
-                 wake: Callable[[], None] = lambda: None) -> None:
+                 wake: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sizer = sizer
         self.splits = splits
         self._connections = connections
         self._left = left
         self._on_start = on_start
         self._wake = wake
+        self._clock = clock
         self.fast: deque[Item] = deque()  # items the event loops serve
         self.slow: deque[Item] = deque()  # items the worker threads serve
         self.inflight: set[Span] = set()
         # A share's spans under way, and how many it may have (None: no bound):
         # a Xet file's plain spans and its xorb ranges share the connections.
         self.shares: dict[str, int] = {}
+        self._share_secs: dict[str, float] = {}  # connection-seconds of a share's ended spans
         self.quota: Callable[[str], int | None] = lambda _share: None
         self._small_turn = False  # _carve_next alternates between the ends of a queue
 
@@ -106,6 +110,14 @@ class Scheduler:
             self.inflight.discard(span)
             if span.share:
                 self.shares[span.share] -= 1
+                secs = self._share_secs.get(span.share, 0.0)
+                self._share_secs[span.share] = secs + max(0.0, self._clock() - span.t0)
+
+    def share_seconds(self, share: str, now: float) -> float:
+        """The connection-seconds ``share``'s spans took so far, those under
+        way up to ``now`` (exact: a side whose spans end between two looks
+        at those under way is measured all the same)."""
+        return self._share_secs.get(share, 0.0) + sum(now - s.t0 for s in self.inflight if s.share == share)
 
     def requeue(self, item: Item) -> None:
         """``item`` has bytes to hand out again."""

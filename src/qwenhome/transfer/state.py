@@ -56,7 +56,7 @@ class State:
         self.loop_on = False  # the event loops serve direct sources (cleared if they cannot)
         self.sched = Scheduler(controller.sizer, splits, connections=lambda: self.ctl.target,
                                left=lambda: self.total - self.done_bytes, on_start=self._started,
-                               wake=self.work.notify)
+                               wake=self.work.notify, clock=clock)
         self.maps = PartMaps(lock, clock, saving)
         # Sources that served bytes failing verification: left for the rest of the run.
         self.bad_sources: set[str] = set() if bad_sources is None else bad_sources

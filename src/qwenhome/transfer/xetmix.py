@@ -58,7 +58,6 @@ PLAIN_START = 0.0  # before the first judgement (a pull of a few hundred MB last
 # connection (at least PIECE_FIRST, the size until a rate is measured): what
 # it claims, the plain side cannot take, and a xorb range is never split.
 PIECE_TIME, PIECE_FIRST = 1.0, 4 * MiB
-FIRST_WHOLE = 16 * MiB  # (see Sharing.claim)
 
 
 @dataclass(eq=False)
@@ -186,9 +185,8 @@ class Sharing:
         self.s = state
         self.files = files
         self.plain_part = PLAIN_START
-        self._last = -1.0  # the last tick's clock
         self._began = -1.0  # when the window began
-        self._conn_s = dict.fromkeys(SHARES, 0.0)  # connection-seconds in the window, by share
+        self._secs0 = dict.fromkeys(SHARES, 0.0)  # the share's connection-seconds when the window began
         self._bytes0 = dict.fromkeys(SHARES, 0)  # the share's bytes when the window began
         self.xorb_rate = 0.0  # bytes/s of a xorb connection, as last judged
         self.judged = False  # the shares were judged once
@@ -202,21 +200,23 @@ class Sharing:
         return plain if share == "plain" else max(1, target - plain)
 
     def observe(self, now: float) -> None:
-        """The supervisor's tick: the shares' connection-seconds add up;
-        once a window has enough of both, the plain part is judged again."""
-        if self._last >= 0:
-            dt = now - self._last
-            for share in SHARES:
-                self._conn_s[share] += self.s.sched.shares.get(share, 0) * dt
-        self._last = now
+        """The supervisor's tick: once a window has enough of both shares'
+        connection-seconds, the plain part is judged again."""
+        secs = {k: self.s.sched.share_seconds(k, now) for k in SHARES}
         if self._began < 0:
-            self._began = now
-        # (a window long, and one connection each for a window at least)
-        if now - self._began < WINDOW or min(self._conn_s.values()) < WINDOW:
+            self._began, self._secs0 = now, secs
             return
-        self._began = now
         got = self.s.share_bytes
-        rate = {k: (got.get(k, 0) - self._bytes0[k]) / self._conn_s[k] for k in SHARES}
+        conn_s = {k: secs[k] - self._secs0[k] for k in SHARES}
+        moved = {k: got.get(k, 0) - self._bytes0[k] for k in SHARES}
+        # (a window long, and one connection each for a window at least, or
+        # a side fast enough to bring a few MiB in less: the plain side can
+        # fetch all it may before a slow xorb host's ranges are a window in)
+        if now - self._began < WINDOW or not all(
+                conn_s[k] >= WINDOW or (conn_s[k] > 0 and moved[k] >= PIECE_FIRST) for k in SHARES):
+            return
+        self._began, self._secs0 = now, secs
+        rate = {k: moved[k] / conn_s[k] for k in SHARES}
         self.xorb_rate = rate["xorb"]
         overtook = self.overtakes()
         self.judged = True
@@ -224,7 +224,6 @@ class Sharing:
         self.plain_part = next(part for least, part in PLAIN_PARTS if ratio >= least)
         log.debug("shares: plain %.1f MB/s, xorb %.1f MB/s per connection; plain part %.3f of %d",
                   rate["plain"] / 1e6, rate["xorb"] / 1e6, self.plain_part, self.s.ctl.target)
-        self._conn_s = dict.fromkeys(SHARES, 0.0)
         self._bytes0 = {k: got.get(k, 0) for k in SHARES}
         faster = self.plain_part > PLAIN_PARTS[-1][1]
         if faster or overtook:
@@ -270,14 +269,7 @@ class Sharing:
             # (at the whole file's answer's last cut within the cap, when the
             # piece starts on one: its URLs serve it without asking)
             whole = xf.job.slicer(piece.replans)
-            on_cut = whole is not None and whole.is_cut(a)
-            cut = whole.cut_within(a, a + cap) if whole is not None and on_cut else None
-            if cut is None and whole is not None and on_cut and not self.judged:
-                # Before the first judgement, a run of whole terms up to
-                # FIRST_WHOLE rather than a part of one: its URLs are at hand,
-                # a part costs a round trip first (and should its xorb
-                # connection prove slow, the plain side overtakes it).
-                cut = whole.cut_within(a, min(b, a + FIRST_WHOLE))
+            cut = whole.cut_within(a, a + cap) if whole is not None and whole.is_cut(a) else None
             at = cut or a + cap
             # (and the rest from the next cut on, for the same reason)
             nxt = whole.cut_at_or_after(at, b) if whole is not None else b

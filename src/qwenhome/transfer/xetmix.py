@@ -123,17 +123,17 @@ class XetFile:
 
     def drop(self, sched: Scheduler) -> None:
         """Xet's work on it ends: its xorb ranges and pieces are forgotten."""
-        self._cancel(list(self.items), sched)
+        self.cancel(list(self.items), sched)
         self.planning.clear()
 
     def release(self, sched: Scheduler) -> bool:
         """Its xorb ranges no connection has started go back to anyone
         (True: some did); what no one takes, Xet plans again when idle."""
         idle = [x for x in self.items if not x.started]
-        self._cancel(idle, sched)
+        self.cancel(idle, sched)
         return bool(idle)
 
-    def _cancel(self, items: list[XorbItem], sched: Scheduler) -> None:
+    def cancel(self, items: list[XorbItem], sched: Scheduler) -> None:
         for x in items:
             x.status = Status.FAILED
             sched.cancel(x)
@@ -200,8 +200,10 @@ class Sharing:
         return plain if share == "plain" else max(1, target - plain)
 
     def observe(self, now: float) -> None:
-        """The supervisor's tick: once a window has enough of both shares'
-        connection-seconds, the plain part is judged again."""
+        """The supervisor's tick: overtaken xorb ranges whose bytes are all
+        in end; once a window has enough of both shares' connection-seconds,
+        the plain part is judged again."""
+        self._end_overtaken()
         secs = {k: self.s.sched.share_seconds(k, now) for k in SHARES}
         if self._began < 0:
             self._began, self._secs0 = now, secs
@@ -228,6 +230,20 @@ class Sharing:
         faster = self.plain_part > PLAIN_PARTS[-1][1]
         if faster or overtook:
             self._judged(release=faster)
+
+    def _end_overtaken(self) -> None:
+        """Xorb ranges whose bytes the plain side has overtaken (on disk or
+        under way from it) are cancelled, their connections closed: the
+        rest of their bytes would come twice. (Should its ranges fail, the
+        plain side carves them again, or hands them back to Xet.)"""
+        for xf in self.files.values():
+            if xf.f.overtake_ranges is None or not xf.f.active:
+                continue
+            held = busy(xf.f)
+            done = [x for x in xf.items if x.started and held.covers(*x.extent)]
+            if done:
+                xf.cancel(done, self.s.sched)
+                xf.skips(self.overtakes())
 
     def _judged(self, release: bool) -> None:
         """The plain side is judged faster (``release``), or no longer: what

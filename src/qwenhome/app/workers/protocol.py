@@ -16,6 +16,7 @@ import pickle
 import socket
 import struct
 import threading
+from collections import deque
 from typing import Any
 
 HEADER = struct.Struct("!Q")
@@ -23,7 +24,9 @@ Message = dict[str, Any]
 
 
 class Decoder:
-    """Messages out of bytes as they arrive, for :meth:`Channel.recv_ready`."""
+    """Messages out of bytes as they arrive: the one framing both readers
+    use (:meth:`Channel.recv` blocking, :meth:`Channel.recv_ready` on an
+    event loop)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -36,7 +39,8 @@ class Decoder:
             end = HEADER.size + size
             if len(self._buf) < end:
                 break
-            out.append(pickle.loads(bytes(self._buf[HEADER.size:end])))
+            with memoryview(self._buf) as view:  # (released before the buffer shrinks)
+                out.append(pickle.loads(view[HEADER.size:end]))
             del self._buf[:end]
         return out
 
@@ -47,6 +51,8 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._send_lock = threading.Lock()
+        self._decoder = Decoder()
+        self._ready: deque[Message] = deque()
 
     def send(self, msg: Message) -> None:
         """Raises OSError when the other end is gone."""
@@ -56,29 +62,15 @@ class Channel:
 
     def recv(self) -> Message | None:
         """The next message, or None once the other end closed (or died)."""
-        head = self._exactly(HEADER.size)
-        if head is None:
-            return None
-        (size,) = HEADER.unpack(head)
-        data = self._exactly(size)
-        if data is None:
-            return None
-        msg: Message = pickle.loads(data)
-        return msg
-
-    def _exactly(self, size: int) -> bytes | None:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
+        while not self._ready:
             try:
-                n = self.sock.recv_into(view[got:])
+                data = self.sock.recv(1 << 16)
             except OSError:
                 return None
-            if n == 0:
+            if not data:
                 return None
-            got += n
-        return bytes(buf)
+            self._ready.extend(self._decoder.feed(data))
+        return self._ready.popleft()
 
     def recv_ready(self) -> bytes | None:
         """What the socket holds now, without waiting (b"" when nothing), or

@@ -200,8 +200,8 @@ class Sharing:
         return plain if share == "plain" else max(1, target - plain)
 
     def observe(self, now: float) -> None:
-        """The supervisor's tick: overtaken xorb ranges whose bytes are all
-        in end; once a window has enough of both shares' connection-seconds,
+        """The supervisor's tick: xorb ranges the plain side has overtaken
+        end; once a window has enough of both shares' connection-seconds,
         the plain part is judged again."""
         self._end_overtaken()
         secs = {k: self.s.sched.share_seconds(k, now) for k in SHARES}

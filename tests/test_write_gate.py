@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from qwenhome.transfer.files import FileJob, FileState
@@ -89,22 +90,23 @@ def test_the_hash_waits_for_a_write_under_way_into_its_range() -> None:
     assert gate.enter(0, 120, 260, whole=True) == REFUSED  # a plain span's duplicate ends instead
 
 
-def test_new_bytes_refuse_the_old_generation_and_wait_for_its_writes() -> None:
-    gate = WriteGate()
+def _waits_for_a_write(gate: WriteGate, step: Callable[[], None], what: str) -> None:
+    """``step`` (in a thread) does not return while a write is under way,
+    and does once it ends."""
     at = gate.enter(0, 0, 10, whole=True)
-    renewed = threading.Event()
-
-    def renew() -> None:
-        gate.renew(1)
-        renewed.set()
-
-    t = threading.Thread(target=renew)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (step(), done.set()))
     t.start()
     time.sleep(0.2)
-    assert not renewed.is_set(), "the file was truncated under a write"
+    assert not done.is_set(), what
     gate.leave(at, 10)
-    assert renewed.wait(5)
+    assert done.wait(5)
     t.join()
+
+
+def test_new_bytes_refuse_the_old_generation_and_wait_for_its_writes() -> None:
+    gate = WriteGate()
+    _waits_for_a_write(gate, lambda: gate.renew(1), "the file was truncated under a write")
     assert gate.enter(0, 0, 10, whole=False) == REFUSED  # a span of the old bytes
     assert gate.enter(1, 0, 10, whole=False) == 0
     assert not gate.reserve(0, 0, 10)  # a hash of the old bytes is stale
@@ -112,13 +114,5 @@ def test_new_bytes_refuse_the_old_generation_and_wait_for_its_writes() -> None:
 
 def test_the_seal_waits_for_writes_under_way_then_refuses_all() -> None:
     gate = WriteGate()
-    at = gate.enter(0, 0, 10, whole=True)
-    sealed = threading.Event()
-    t = threading.Thread(target=lambda: (gate.seal(), sealed.set()))
-    t.start()
-    time.sleep(0.2)
-    assert not sealed.is_set(), "the file was closed under a write"
-    gate.leave(at, 10)
-    assert sealed.wait(5)
-    t.join()
+    _waits_for_a_write(gate, gate.seal, "the file was closed under a write")
     assert gate.enter(0, 20, 30, whole=False) == REFUSED

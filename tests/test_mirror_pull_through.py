@@ -114,15 +114,18 @@ def test_two_concurrent_clients_share_one_upstream_transfer_streamed_then_served
         # Streamed: bytes reached the client long before the transfer ended.
         assert first.first_byte - t0 < 0.6 * (first.done - t0)
         assert second.first_byte < first.done
-        # One upstream transfer: exactly the file's bytes left the upstream, once.
-        assert upstream.faults.bytes_sent(WEIGHTS) == expected.size
+        # One upstream transfer: the file's bytes left the upstream once (a
+        # range split near its end sends what was in the socket past the cut
+        # twice, see test_two_mirror_processes_on_one_home_share_one_upstream_transfer).
+        sent = upstream.faults.bytes_sent(WEIGHTS)
+        assert expected.size <= sent < expected.size + 512 * 1024, sent
         assert backend.upstream_transfers == 1
 
         upstream.faults.bandwidth(None)
         third = request(mirror.url, path=path)
         assert hashlib.sha256(third.body).hexdigest() == expected.sha256
         assert "last-modified" in third.headers  # from the store, not a stream
-        assert upstream.faults.bytes_sent(WEIGHTS) == expected.size
+        assert upstream.faults.bytes_sent(WEIGHTS) == sent
     ref = RepoRef("Org/Small")
     blob = Store(qwen_home / "hub", qwen_home / "qwenhome").blob_path(ref, expected.etag)
     assert sha256_file(blob) == expected.sha256
@@ -240,7 +243,11 @@ def test_two_mirror_processes_on_one_home_share_one_upstream_transfer(
         for client in (first, second):
             assert client.error is None and hashlib.sha256(client.body).hexdigest() == expected.sha256
         assert second.first_byte < first.done  # followed the other server's transfer
-        assert upstream.faults.bytes_sent(WEIGHTS) == expected.size
+        # One upstream transfer: a second would send the file again. (When the
+        # engine splits a range near its end, what the server had already put
+        # in the socket past the cut is sent twice: 64 KiB here, seen 2 in 8.)
+        sent = upstream.faults.bytes_sent(WEIGHTS)
+        assert expected.size <= sent < expected.size + 512 * 1024, sent
 
 
 def test_a_corrupt_transfer_refetched_upstream_never_completes_a_response_with_wrong_bytes(

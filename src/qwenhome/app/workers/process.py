@@ -44,7 +44,7 @@ from typing import IO, Any
 from ...errors import QwenhomeError
 from ..errors import ApiError
 from ..supervisor import RestartPolicy, exit_reason, oom_kill_count
-from .protocol import Channel, Decoder, Message
+from .protocol import Channel, Message
 
 log = logging.getLogger("qwenhome.app.workers")
 
@@ -124,13 +124,13 @@ class Call:
             log.exception("a call's receiver failed")
 
 
-
 def _running(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether this thread runs ``loop`` (else: another thread, or a restart's timer)."""
     try:
         return asyncio.get_running_loop() is loop
     except RuntimeError:  # no loop runs on this thread
         return False
+
 
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec, options: WorkerOptions | None = None,
@@ -348,17 +348,16 @@ class WorkerProcess:
         loop = self.loop
         if loop is None or not hasattr(socket, "MSG_DONTWAIT"):
             return False
-        decoder = Decoder()
         fatal: list[QwenhomeError | None] = [None]
 
         def readable() -> None:
-            data = channel.recv_ready()
-            if data is None:  # the worker is gone: waiting for its exit may block, so not here
+            msgs = channel.recv_ready()
+            if msgs is None:  # the worker is gone: waiting for its exit may block, so not here
                 loop.remove_reader(channel.sock.fileno())
                 threading.Thread(target=lambda: self._exited(epoch, proc.wait(), fatal[0]), daemon=True,
                                  name=f"qwenhome-{self.spec.kind}-worker-exit").start()
                 return
-            for msg in decoder.feed(data):
+            for msg in msgs:
                 fatal[0] = self._dispatch(epoch, msg) or fatal[0]
 
         def attach() -> None:

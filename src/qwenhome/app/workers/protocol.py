@@ -24,9 +24,9 @@ Message = dict[str, Any]
 
 
 class Decoder:
-    """Messages out of bytes as they arrive: the one framing both readers
-    use (:meth:`Channel.recv` blocking, :meth:`Channel.recv_ready` on an
-    event loop)."""
+    """Messages out of bytes as they arrive: the one framing of both of a
+    channel's readers (:meth:`Channel.recv` blocking, :meth:`Channel.recv_ready`
+    on an event loop)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -72,17 +72,18 @@ class Channel:
             self._ready.extend(self._decoder.feed(data))
         return self._ready.popleft()
 
-    def recv_ready(self) -> bytes | None:
-        """What the socket holds now, without waiting (b"" when nothing), or
-        None once the other end closed. For a reader on an event loop: the
-        socket stays blocking for :meth:`send` from other threads."""
+    def recv_ready(self) -> list[Message] | None:
+        """The messages the socket's bytes complete now, without waiting (none
+        yet: an empty list), or None once the other end closed. For a reader
+        on an event loop: the socket stays blocking for :meth:`send` from
+        other threads."""
         try:
             data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return b""
+            return []
         except OSError:
             return None
-        return data or None
+        return self._decoder.feed(data) if data else None
 
     def close(self) -> None:
         try:

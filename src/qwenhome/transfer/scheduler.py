@@ -210,14 +210,11 @@ class Scheduler:
         size = item.size
         if size == 0 or (item.one_span and item.inflight):
             return None
-        busy = Intervals(list(item.done.starts), list(item.done.ends))
-        for s in item.inflight:
-            busy.add(s.start, s.end)
-        for a, b in item.held():
-            busy.add(a, b)
-        gap = busy.first_gap(0, size)
+        gap = _first_free(item, item.held())
         if gap is None:
-            gap = _overtaking(item)
+            # (nothing else: the ranges another item fetches that this one may fetch too)
+            overtake = item.overtake()
+            gap = _first_free(item, overtake) if overtake is not None else None
             if gap is None:
                 return None
         start, end = gap
@@ -319,12 +316,8 @@ class Scheduler:
         return None if best is None else self._split(best, now)
 
 
-def _overtaking(item: Item) -> tuple[int, int] | None:
-    """The first range ``item`` may fetch beside another item already
-    fetching it (see Item.overtake), or None."""
-    skips = item.overtake()
-    if skips is None:
-        return None
+def _first_free(item: Item, skips: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
+    """The first range of ``item`` neither on disk, nor under way, nor in ``skips``."""
     busy = Intervals(list(item.done.starts), list(item.done.ends))
     for s in item.inflight:
         busy.add(s.start, s.end)

@@ -83,10 +83,12 @@ class XetFile:
     rounds: int = 0  # reconstructions that left bytes unfilled, in a row
     failures: int = 0  # failed reconstructions, in a row
 
-    def held(self) -> list[tuple[int, int]]:
-        """What its Xet side holds: the file item's carve skips it."""
+    def held(self, under_way: bool = True) -> list[tuple[int, int]]:
+        """What its Xet side holds: the file item's carve skips it (without
+        ``under_way``: but for the xorb ranges a connection has started)."""
         mixed = self.f.mixed
-        return (spans_of(self.items) + [(p.start, p.end) for p in self.planning if p.asked or not mixed]
+        items = self.items if under_way else [x for x in self.items if not x.started]
+        return (spans_of(items) + [(p.start, p.end) for p in self.planning if p.asked or not mixed]
                 + self.copying)
 
     def carve_skips(self) -> list[tuple[int, int]]:
@@ -106,11 +108,8 @@ class XetFile:
         not started stay Xet's."""
         f = self.f
         f.held_ranges = self.carve_skips()
-        if overtake and f.mixed and not self.plain_off and not self.gave_up:
-            f.overtake_ranges = ([x.extent for x in self.items if x.active and not x.started]
-                                 + [(p.start, p.end) for p in self.planning if p.asked] + self.copying)
-        else:
-            f.overtake_ranges = None
+        overtaking = overtake and f.mixed and not self.plain_off and not self.gave_up
+        f.overtake_ranges = self.held(under_way=False) if overtaking else None
 
     def stop_plain(self) -> list[tuple[int, int]]:
         """Its plain candidates serve it no more: every piece is Xet's; the
@@ -289,8 +288,7 @@ class Sharing:
             at = cut or a + cap
             # (and the rest from the next cut on, for the same reason)
             nxt = whole.cut_at_or_after(at, b) if whole is not None else b
-            parts = [(a, at), (at, nxt), (nxt, b)] if at < nxt < b else [(a, at), (at, b)]
-            left[0:1] = [(x, y) for x, y in parts if x < y]
+            left[0:1] = [(a, at), (at, nxt), (nxt, b)] if at < nxt < b else [(a, at), (at, b)]
         piece.start, piece.end = left[0]
         more = [Piece(a, b, piece.replans) for a, b in left[1:]]
         xf.planning.extend(more)

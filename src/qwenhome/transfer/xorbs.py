@@ -126,7 +126,9 @@ class ChunkSink(Destination):
     def __init__(self, file: FileState, plan: Plan, learned: dict[tuple[str, int], int]) -> None:
         super().__init__(file.dest.path)
         self.file = file
-        self.gen = file.gen  # the file's generation its bytes are for (the file's gate refuses others)
+        # The file's generation when planned: its bytes are for that one (the
+        # file's gate refuses others; a file fetched again voids its items).
+        self.gen = file.gen
         self.plan = plan
         self.learned = learned  # (xorb, chunk) -> length, for the file's recipe
         self._carry = bytearray()
@@ -320,7 +322,6 @@ class XorbItem(Item):
     decoded: ClassVar[bool] = True
 
     file: FileState
-    file_gen: int  # the file's gen when planned: a file fetched again voids its items
     plan: Plan
     sink: ChunkSink
     replans: int = 0  # fresh URLs asked for it, in a row, without a byte
@@ -332,7 +333,7 @@ class XorbItem(Item):
         sink = ChunkSink(file, plan, learned)
         return cls(name=f"{file.name} (xorb {plan.xorb[:8]}, chunks {plan.first}-{plan.stop})", size=plan.size,
                    candidates=[Candidate(source, plan.url)], dest=sink, parent=file, base=plan.start, whole=False, splittable=False,
-                   answered=True, file=file, file_gen=file.gen, plan=plan, sink=sink, replans=replans,
+                   answered=True, file=file, plan=plan, sink=sink, replans=replans,
                    extent=plan.file_range())
 
     def share(self) -> str:
@@ -341,7 +342,7 @@ class XorbItem(Item):
     @property
     def current(self) -> bool:
         """Its file has not been fetched again since it was planned (under the lock)."""
-        return self.file_gen == self.file.gen
+        return self.sink.gen == self.file.gen
 
     def land(self) -> list[tuple[int, int]]:
         """Record what the sink decoded since the last call: the item's raw

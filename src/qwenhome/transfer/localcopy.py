@@ -22,6 +22,7 @@ from .xetjob import Copy
 
 # copy_file_range cannot serve these files (another filesystem, an old kernel): copied through a buffer
 _FALLBACK = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+COPY_STEP = 8 * MiB  # bytes copied per registration with the file's write gate
 
 
 class Owner(Protocol):
@@ -69,13 +70,17 @@ class Copier:
             src = fds[str(c.src)] = os.open(c.src, os.O_RDONLY)
         gate = f.dest.gate
         for a, b in _parts(f, c):
-            at = gate.enter(gen, a, b, whole=False)
-            if at == REFUSED:
-                continue  # hashed meanwhile (so on disk), or the file moved on
-            try:
-                copy_range(src, f.dest.fd, c.src_offset + at - c.offset, f.dest.offset + at, b - at)
-            finally:
-                gate.leave(at, b)
+            # A step at a time: a new generation (under the run's lock) or the
+            # hash waits for the write under way, so it must be short on a slow disk too.
+            for step in range(a, b, COPY_STEP):
+                end = min(b, step + COPY_STEP)
+                at = gate.enter(gen, step, end, whole=False)
+                if at == REFUSED:
+                    continue  # hashed meanwhile (so on disk), or the file moved on
+                try:
+                    copy_range(src, f.dest.fd, c.src_offset + at - c.offset, f.dest.offset + at, end - at)
+                finally:
+                    gate.leave(at, end)
 
 
 def _parts(f: FileState, c: Copy) -> list[tuple[int, int]]:

@@ -65,7 +65,12 @@ class Destination:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if fresh:
-                os.ftruncate(fd, 0)
+                # Emptied only when something is there: on ext4 a truncation
+                # to zero marks the file to be flushed on close (the
+                # "replace via truncate" guard), which stalls the install
+                # and every journal user for tens of ms on a big file.
+                if os.fstat(fd).st_size:
+                    os.ftruncate(fd, 0)
                 os.ftruncate(fd, self.offset + size)
         except OSError as exc:
             raise translate_os_error(exc, self.path) from exc

@@ -79,6 +79,9 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=None, help="seconds before each response")
     ap.add_argument("--bandwidth-on", default=None,
                     help="pace only this route kind (xorb, resolve, ...): one host capped, the others not")
+    ap.add_argument("--refuse-bridge", action="store_true",
+                    help="answer every GET of a weights file's bytes on the resolve route with a 403, as the "
+                         "Hub does for very large files (HEADs still answer): Xet alone serves them")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--hashes", type=Path, default=None, help="hash cache file kept across runs")
     ap.add_argument("--redirect-lfs", action="store_true",
@@ -90,6 +93,9 @@ def main() -> int:
         faults.bandwidth(args.bandwidth, predicate=kind(args.bandwidth_on) if args.bandwidth_on else None)
     if args.latency:
         faults.latency(args.latency, times=None)
+    if args.refuse_bridge:
+        faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
+                    and info.file_path.endswith((".safetensors", ".bin")))
     hashes = HashCache(args.hashes) if args.hashes else HashCache()
     backend: Backend
     if args.store is not None:

@@ -21,7 +21,9 @@ request, as the transfer benchmark's own server does): ``none`` (no limit),
 (50 ms per request), ``xorb-capped`` (the xorb route alone at 20 MB/s per
 connection, the resolve bridge not; 20 ms per request everywhere),
 ``xorb-slow`` (the same at 2 MB/s per xorb connection: there qwenhome's
-bridge ranges should carry most of a Xet file).
+bridge ranges should carry most of a Xet file), ``xet-only`` (no limit, and
+the resolve bridge refuses every body with a 403, as the Hub does for very
+large files: Xet alone serves them; ``hf plain`` is not run there).
 Reported: wall time, MB/s, the ratio to hf_xet (goal:
 at least 1.3 in every scenario), the client's CPU seconds per GB (goal: no
 more than hf_xet's), bytes the server sent.
@@ -86,7 +88,9 @@ SCENARIOS: dict[str, tuple[float | None, float | None]] = {  # name -> (bytes/s 
     "latency": (None, 0.05),
     "xorb-capped": (20 * MB, 0.02),
     "xorb-slow": (2 * MB, 0.02),
+    "xet-only": (None, None),
 }
+REFUSING = {"xet-only"}  # scenarios whose resolve bridge refuses file bodies
 BASE_SRC: Path | None = None  # (--base)
 CAPPED_ON = {"xorb-capped": "xorb", "xorb-slow": "xorb"}  # scenario -> the one route kind paced
 THROUGHPUT_REPO, UPDATE_REPO = "Bench/XetThroughput", "Bench/XetUpdate"
@@ -225,10 +229,11 @@ def throughput(args: argparse.Namespace, hub: Path, records: Path, expected: dic
         if sc == "update":
             continue
         bandwidth, latency = SCENARIOS[sc]
-        runs: dict[str, list[Run]] = {t: [] for t in args.tools}
-        with _server(hub, records, bandwidth, latency, CAPPED_ON.get(sc)) as server:
+        tools = [t for t in args.tools if not (sc in REFUSING and t == "hf plain")]  # (it has no other path)
+        runs: dict[str, list[Run]] = {t: [] for t in tools}
+        with _server(hub, records, bandwidth, latency, CAPPED_ON.get(sc), refuse_bridge=sc in REFUSING) as server:
             for i in range(args.repeat):
-                for tool in args.tools:  # interleaved, so that the machine's noise hits every tool
+                for tool in tools:  # interleaved, so that the machine's noise hits every tool
                     run_dir = Path(tempfile.mkdtemp(prefix=f"{sc}-{tool.replace(' ', '_')}-", dir=work))
                     r = measure(tool, sc, server, THROUGHPUT_REPO, None, expected, run_dir, args.timeout)
                     runs[tool].append(r)
@@ -271,10 +276,10 @@ def update(args: argparse.Namespace, hub: Path, records: Path, expected: dict[st
 
 
 def _server(hub: Path, records: Path, bandwidth: float | None, latency: float | None,
-            paced: str | None = None) -> ServerProcess:
+            paced: str | None = None, refuse_bridge: bool = False) -> ServerProcess:
     argv = [sys.executable, str(BENCH / "_server.py"), "--store", str(hub), "--xet", str(records),
             *(["--bandwidth", str(bandwidth)] if bandwidth else []), *(["--latency", str(latency)] if latency else []),
-            *(["--bandwidth-on", paced] if paced else [])]
+            *(["--bandwidth-on", paced] if paced else []), *(["--refuse-bridge"] if refuse_bridge else [])]
     return ServerProcess(hub, bandwidth=bandwidth, latency=latency, argv=argv)
 
 

@@ -145,3 +145,26 @@ def test_a_term_split_over_two_fetch_ranges_is_xet_unsupported(xm: Mirror, repo:
     assert codes and all(code == "xet-unsupported" for code in codes), events
     assert_pulled_from_the_bridge(tmp_path / "home", repo, xm)
 
+
+
+def test_a_cas_that_ignores_range_on_reconstructions_still_serves_the_file_once(
+        xm: Mirror, repo: GeneratedRepo, tmp_path: Path) -> None:
+    """A CAS that answers every piece's reconstruction with the whole file's
+    (the ``Range`` ignored, as a server without ranged reconstructions
+    would): with the bridge refusing bodies, Xet alone serves the file,
+    verified, and its one xorb range is fetched about once, not once per
+    piece (three were asked before: 3x the file). A second pass can come
+    when the first skipped bytes a bridge range held, which the bridge
+    then refused."""
+    doc = whole_answer(xm, repo)
+    xm.faults.respond(200, json.dumps(doc), predicate=ranged, times=None)
+    xm.faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
+                   and info.file_path == MODEL)
+    home = tmp_path / "home"
+    (home / "qwenhome").mkdir(parents=True)
+    res = run_cli(["pull", "Org/XetAnswers", "--json"], home=home, endpoint=xm.url, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    snap = next((home / "hub" / "models--Org--XetAnswers" / "snapshots").iterdir())
+    assert sha256_file(snap / MODEL) == repo.files[MODEL].sha256
+    xorb = sum(r.bytes_sent for r in xm.faults.of_kind("xorb"))
+    assert 0 < xorb <= 2 * SIZE + 4096, xorb

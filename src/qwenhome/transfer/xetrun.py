@@ -41,8 +41,8 @@ from .sizing import MiB
 from .state import State
 from .work import Span, Status
 from .xetjob import Copy
-from .xetmix import Piece, Sharing, XetFile, gaps, interleave
-from .xorbs import Plan, XorbItem, plan_items
+from .xetmix import Piece, Sharing, XetFile, busy, gaps, interleave
+from .xorbs import Plan, XorbItem, plan_items, spans_of
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,17 @@ def _fills(xf: XetFile, piece: Piece, plans: list[Plan]) -> bool:
         return True
     left = gaps(xf.f, piece.start, piece.end, [p.file_range() for p in plans])
     return sum(b - a for a, b in left) < sum(b - a for a, b in lacking)
+
+
+def _new(xf: XetFile, plans: list[Plan]) -> list[Plan]:
+    """The ``plans`` whose file bytes are not all on disk, being fetched or
+    planned already (under the lock): a server that answers a piece with
+    more than the piece (the whole file, its ``Range`` ignored) would
+    otherwise have each xorb range fetched once per piece."""
+    held = busy(xf.f)
+    for a, b in spans_of(xf.items):
+        held.add(a, b)
+    return [p for p in plans if held.gaps(*p.file_range())]
 
 
 def _cut(ranges: list[tuple[int, int]], whole: Slicer | None) -> list[tuple[int, int]]:
@@ -217,7 +228,7 @@ class XetRun:
         xf.failures = 0
         xf.rounds = 0 if _fills(xf, piece, plans) else xf.rounds + 1
         items = []
-        for plan in plans:
+        for plan in _new(xf, plans):
             x = XorbItem.of(xf.f, plan, xf.job.source, xf.job.learned, replans=piece.replans)
             x.slow = not (self.s.loop_on and self.direct(plan.url))
             x.sink.skip = self.sharing.skip(xf)

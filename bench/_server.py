@@ -82,6 +82,12 @@ def main() -> int:
     ap.add_argument("--refuse-bridge", action="store_true",
                     help="answer every GET of a weights file's bytes on the resolve route with a 403, as the "
                          "Hub does for very large files (HEADs still answer): Xet alone serves them")
+    ap.add_argument("--xet-compression", choices=("none", "lz4", "auto"), default="none",
+                    help="how the xorbs are stored: as served (none), LZ4, or per chunk the smaller of LZ4 "
+                         "and BG4-LZ4 where it is smaller (auto, as the Hub's are)")
+    ap.add_argument("--split-hosts", action="store_true",
+                    help="reconstructions and xorb bytes each on a port of their own, as the Hub's CAS and "
+                         "its xorb host are separate hosts")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--hashes", type=Path, default=None, help="hash cache file kept across runs")
     ap.add_argument("--redirect-lfs", action="store_true",
@@ -106,7 +112,9 @@ def main() -> int:
         backend = FolderBackend(args.root, hashes=hashes, ttl=3600)  # the files never change
         warm(backend)
         hashes.save()
-    xet = XetOptions(folder=args.xet) if args.xet is not None else None
+    own_port = 0 if args.split_hosts else None
+    xet = (XetOptions(folder=args.xet, compression=args.xet_compression, cas_port=own_port, xorb_port=own_port)
+           if args.xet is not None else None)
     server = MirrorServer(backend, port=args.port, hooks=faults, redirect_lfs=args.redirect_lfs,
                           cdn_host="127.0.0.1", xet=xet).start()
     if server.xet is not None and not server.xet.wait_idle(3600):

@@ -92,6 +92,7 @@ SCENARIOS: dict[str, tuple[float | None, float | None]] = {  # name -> (bytes/s 
 }
 REFUSING = {"xet-only"}  # scenarios whose resolve bridge refuses file bodies
 BASE_SRC: Path | None = None  # (--base)
+SERVER_ARGS: list[str] = []  # (--compression, --split-hosts)
 CAPPED_ON = {"xorb-capped": "xorb", "xorb-slow": "xorb"}  # scenario -> the one route kind paced
 THROUGHPUT_REPO, UPDATE_REPO = "Bench/XetThroughput", "Bench/XetUpdate"
 OLD, NEW = "1" * 40, "2" * 40
@@ -114,8 +115,24 @@ class Run:
         return self.nbytes / MB / self.wall_s if self.ok and self.wall_s else 0.0
 
 
+DATA = "random"  # (--data)
+
+
 def _bytes(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
+    """``size`` bytes without repeats: random ones, or (``--data weights``)
+    bf16 values of a normal distribution, as a model's tensors hold: their
+    exponent bytes repeat, so BG4-LZ4 shrinks them as it does real weights."""
+    if DATA == "random":
+        return random.Random(seed).randbytes(size)
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = bytearray()
+    while len(out) < size:
+        step = min(size - len(out), 16 * MiB)
+        f32 = rng.normal(0.0, 0.02, (step + 1) // 2).astype(np.float32)
+        out += (f32.view(np.uint32) >> 16).astype(np.uint16).tobytes()[:step]
+    return bytes(out)
 
 
 def _edit(data: bytes, seed: int, *, edits: int, size: int, insert: int = 0) -> bytes:
@@ -279,7 +296,8 @@ def _server(hub: Path, records: Path, bandwidth: float | None, latency: float | 
             paced: str | None = None, refuse_bridge: bool = False) -> ServerProcess:
     argv = [sys.executable, str(BENCH / "_server.py"), "--store", str(hub), "--xet", str(records),
             *(["--bandwidth", str(bandwidth)] if bandwidth else []), *(["--latency", str(latency)] if latency else []),
-            *(["--bandwidth-on", paced] if paced else []), *(["--refuse-bridge"] if refuse_bridge else [])]
+            *(["--bandwidth-on", paced] if paced else []), *(["--refuse-bridge"] if refuse_bridge else []),
+            *SERVER_ARGS]
     return ServerProcess(hub, bandwidth=bandwidth, latency=latency, argv=argv)
 
 
@@ -317,11 +335,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tools", nargs="+", default=list(TOOLS), choices=(*TOOLS, BASE))
     ap.add_argument("--base", type=Path, default=None, help="the src folder of the qwenhome to compare with")
     ap.add_argument("--scenarios", nargs="+", default=[*SCENARIOS, "update"], choices=[*SCENARIOS, "update"])
+    ap.add_argument("--data", choices=("random", "weights"), default="random",
+                    help="the files' bytes: random (incompressible), or bf16 weights (BG4-LZ4 shrinks them)")
+    ap.add_argument("--compression", choices=("none", "lz4", "auto"), default="none",
+                    help="how the server stores its xorbs (auto: per chunk the smaller of LZ4 and BG4-LZ4, "
+                         "as the Hub does)")
+    ap.add_argument("--split-hosts", action="store_true",
+                    help="reconstructions and xorb bytes each on a port of their own")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    global BASE_SRC
-    BASE_SRC = args.base
+    global BASE_SRC, DATA, SERVER_ARGS
+    BASE_SRC, DATA = args.base, args.data
+    SERVER_ARGS = ["--xet-compression", args.compression, *(["--split-hosts"] if args.split_hosts else [])]
     if args.base is not None and BASE not in args.tools:
         args.tools.insert(1, BASE)
     doc = result_header("xet", argv)

@@ -399,7 +399,7 @@ print(f"exit {rc}; loaded: {','.join(heavy) or 'none'}")
 def test_a_pull_through_xet_loads_numpy_only_for_what_needs_it(xm: Mirror, xet_repo: GeneratedRepo,
                                                                tmp_path: Path) -> None:
     """Reconstructions, xorb ranges of raw and LZ4 chunks: no numpy (its
-    import costs a pull 0.1-0.4 s here); it is for chunking a blob and BG4."""
+    import costs a pull 0.1-0.4 s here); it is for chunking a blob."""
     bridge_refuses(xm)
     home = _home(tmp_path)
     out = subprocess.run([sys.executable, "-c", _PLAIN_PULL, "Org/XetPull"], env=clean_env(home, xm.url),

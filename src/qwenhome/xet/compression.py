@@ -38,24 +38,26 @@ class Policy(enum.Enum):
 
 
 def bg4_split(data: bytes | bytearray | memoryview) -> bytes:
-    import numpy as np  # (here: a client that meets no BG4 chunk never loads it)
+    # (Extended slices of bytes: as fast as numpy here, without loading it.)
+    raw = bytes(data)
+    return b"".join(raw[k::4] for k in range(4))
 
-    a = np.frombuffer(data, dtype=np.uint8)
-    return b"".join(a[k::4].tobytes() for k in range(4))
 
-
-def bg4_regroup(data: bytes | bytearray | memoryview) -> bytes:
-    import numpy as np
-
-    a = np.frombuffer(data, dtype=np.uint8)
-    n = len(a)
-    out = np.empty(n, dtype=np.uint8)
+def bg4_regroup(data: bytes | bytearray | memoryview) -> bytearray:
+    """The bytes of a BG4 payload back in their order: group ``k`` (its
+    length ``n // 4``, one more for the first ``n % 4``) goes to every 4th
+    byte from ``k``. Extended-slice assignment is a C loop as fast as numpy's
+    strided copy (about 1 GB/s), and loads nothing: numpy's import costs a
+    pull 0.1-0.4 s and starts OpenBLAS threads that spin for CPU."""
+    n = len(data)
+    m, r = divmod(n, 4)
+    out = bytearray(n)
     pos = 0
     for k in range(4):
-        size = n // 4 + (1 if k < n % 4 else 0)
-        out[k::4] = a[pos:pos + size]
+        size = m + (k < r)
+        out[k::4] = data[pos:pos + size]
         pos += size
-    return out.tobytes()
+    return out
 
 
 def _lz4(data: bytes | bytearray | memoryview) -> bytes:
@@ -102,7 +104,7 @@ def _lz4_decompress(payload: bytes | bytearray | memoryview, expected: int) -> b
     return out
 
 
-def decompress(payload: bytes | bytearray | memoryview, scheme: int, expected: int) -> bytes:
+def decompress(payload: bytes | bytearray | memoryview, scheme: int, expected: int) -> bytes | bytearray:
     """The chunk's bytes; raises XetCorruptError unless they are exactly ``expected`` long."""
     if scheme == Scheme.NONE:
         if len(payload) != expected:

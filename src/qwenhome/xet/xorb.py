@@ -231,7 +231,7 @@ def read_headers(buf: bytes | memoryview) -> list[ChunkHeader]:
 @dataclass(frozen=True)
 class DecodedChunk:
     index: int  # the chunk's index in its xorb
-    data: bytes  # decompressed; len(data) is the chunk's length
+    data: bytes | bytearray  # decompressed; len(data) is the chunk's length
 
 
 def iter_chunks(buf: bytes | bytearray | memoryview, *, first_index: int = 0, count: int | None = None,

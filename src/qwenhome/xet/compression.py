@@ -44,20 +44,27 @@ def bg4_split(data: bytes | bytearray | memoryview) -> bytes:
 
 
 def bg4_regroup(data: bytes | bytearray | memoryview) -> bytearray:
-    """The bytes of a BG4 payload back in their order: group ``k`` (its
-    length ``n // 4``, one more for the first ``n % 4``) goes to every 4th
-    byte from ``k``. Extended-slice assignment is a C loop as fast as numpy's
-    strided copy (about 1 GB/s), and loads nothing: numpy's import costs a
-    pull 0.1-0.4 s and starts OpenBLAS threads that spin for CPU."""
+    """The bytes of a BG4 payload back in their order (see :func:`bg4_regroup_into`)."""
+    out = bytearray(len(data))
+    bg4_regroup_into(data, out, 0)
+    return out
+
+
+def bg4_regroup_into(data: bytes | bytearray | memoryview, out: bytearray, at: int) -> None:
+    """Write the bytes of a BG4 payload back in their order at ``out[at:]``:
+    group ``k`` (its length ``n // 4``, one more for the first ``n % 4``)
+    goes to every 4th byte from ``at + k``. Extended-slice assignment is a C
+    loop as fast as numpy's strided copy and loads nothing (numpy's import
+    costs a pull 0.1-0.4 s and starts OpenBLAS threads that spin); into a
+    buffer the caller reuses it runs twice as fast as into a new one, whose
+    pages the system must zero and map (2.0 against 1.1 GB/s here)."""
     n = len(data)
     m, r = divmod(n, 4)
-    out = bytearray(n)
     pos = 0
     for k in range(4):
         size = m + (k < r)
-        out[k::4] = data[pos:pos + size]
+        out[at + k:at + n:4] = data[pos:pos + size]
         pos += size
-    return out
 
 
 def _lz4(data: bytes | bytearray | memoryview) -> bytes:
@@ -89,7 +96,7 @@ def choose_and_compress(data: bytes | bytearray | memoryview, policy: Policy) ->
     return best
 
 
-def _lz4_decompress(payload: bytes | bytearray | memoryview, expected: int) -> bytes:
+def lz4_decompress(payload: bytes | bytearray | memoryview, expected: int) -> bytes:
     dec = lz4.frame.LZ4FrameDecompressor()
     try:
         # One byte more than announced, to tell "too long" from "exactly right".
@@ -111,7 +118,7 @@ def decompress(payload: bytes | bytearray | memoryview, scheme: int, expected: i
             raise XetCorruptError(f"uncompressed chunk holds {len(payload)} bytes, its header says {expected}")
         return bytes(payload)
     if scheme == Scheme.LZ4:
-        return _lz4_decompress(payload, expected)
+        return lz4_decompress(payload, expected)
     if scheme == Scheme.BG4_LZ4:
-        return bg4_regroup(_lz4_decompress(payload, expected))
+        return bg4_regroup(lz4_decompress(payload, expected))
     raise XetCorruptError(f"unknown chunk compression scheme {scheme}")

@@ -172,3 +172,37 @@ def test_xorb_index_json_rejects_garbage_with_a_code() -> None:
         with pytest.raises(XetAnswerError) as caught:
             XorbInfo.from_json(bad)
         assert caught.value.code == "xet-bad-recipe"
+
+
+_FRAMES = {  # frames another writer may send: every option of the LZ4 frame format
+    "plain": {},
+    "checksums": {"block_checksum": True, "content_checksum": True},
+    "content size": {"store_size": True},
+    "linked blocks": {"block_linked": True},
+    "256 KiB blocks": {"block_size": lz4.frame.BLOCKSIZE_MAX256KB},
+}
+
+
+@pytest.mark.parametrize("options", list(_FRAMES.values()), ids=list(_FRAMES))
+def test_any_lz4_frame_decodes_as_the_frame_reader_does(options: dict[str, object]) -> None:
+    """Chunks are read a block at a time (faster than the frame reader on
+    64 KiB chunks); any frame decodes the same, over several blocks too,
+    with raw (incompressible) blocks among compressed ones."""
+    kw: dict[str, object] = {"block_size": lz4.frame.BLOCKSIZE_MAX64KB, "store_size": False, **options}
+    data = _floats(40_000, 5) + random.Random(6).randbytes(70_000) + bytes(20_000)  # 3+ blocks of 64 KiB
+    for scheme, body in ((Scheme.LZ4, data), (Scheme.BG4_LZ4, bg4_split(data))):
+        payload = lz4.frame.compress(body, **kw)  # type: ignore[arg-type]
+        assert decompress(payload, scheme, len(data)) == data
+
+
+def test_a_truncated_or_padded_lz4_frame_is_corrupt_never_a_traceback() -> None:
+    data = _floats(40_000, 7)
+    payload = compress(data, Scheme.LZ4)
+    for cut in range(0, len(payload)):
+        with pytest.raises(XetCorruptError):
+            decompress(payload[:cut], Scheme.LZ4, len(data))
+    with pytest.raises(XetCorruptError):
+        decompress(payload + b"\0", Scheme.LZ4, len(data))
+    for wrong in (len(data) - 1, len(data) + 1, 1):  # the chunk header's length disagrees
+        with pytest.raises(XetCorruptError):
+            decompress(payload, Scheme.LZ4, wrong)

@@ -35,6 +35,14 @@ chunk data that is really new, computed here by Xet chunking), time, and
 the disk its folder uses afterwards (blocks, hard links once: the cache and
 any chunk cache the tool keeps beside it).
 
+``--data weights`` fills the files with bf16 values of a normal
+distribution instead of random bytes (their exponent bytes repeat, as a
+model's do); ``--compression auto`` has the server store its xorbs as the
+Hub does (per chunk the smaller of LZ4 and BG4-LZ4, where it is smaller),
+so the clients decompress; ``--split-hosts`` puts the reconstructions and
+the xorb bytes each on a port of their own, as the Hub's CAS and xorb
+hosts are separate.
+
 ``--base SRC`` adds the tool ``qwenhome base``: qwenhome from another
 source tree (e.g. ``git archive <commit> src | tar -x -C /tmp/base``), run
 alternately with this one; the table then gives each qwenhome run's ratio

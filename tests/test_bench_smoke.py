@@ -145,3 +145,22 @@ def test_xet_bench_runs_every_tool_and_counts_the_updated_revisions_bytes(tmp_pa
     up = doc["update"]
     assert all(up[t]["ok"] for t in ("qwenhome", "hf_xet", "hf plain"))
     assert up["qwenhome"]["fetched_vs_new_chunks"] <= 1.2 < up["hf_xet"]["fetched_vs_new_chunks"]
+
+
+def test_xet_bench_serves_compressed_weights_from_split_hosts_with_the_bridge_refusing(tmp_path: Path) -> None:
+    """bench/xet.py --data weights --compression auto --split-hosts, xet-only:
+    both Xet clients verified from xorbs alone (compressed: fewer bytes than
+    the file), the bridge's bodies refused, and hf plain not run there."""
+    out = tmp_path / "xet.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "xet.py"), "--size-mb", "8", "--files", "1", "--repeat", "1",
+         "--scenarios", "xet-only", "--data", "weights", "--compression", "auto", "--split-hosts",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(out.read_text())["throughput"]["xet-only"]
+    assert set(runs) == {"qwenhome", "hf_xet"} and all(s["ok"] == 1 for s in runs.values()), runs
+    for tool, s in runs.items():
+        assert 0 < s["sent"].get("xorb", 0) < 0.95 * 8 * 2**20, (tool, s["sent"])
+        assert s["sent"].get("resolve", 0) < 4096, (tool, s["sent"])  # (403 bodies at most)

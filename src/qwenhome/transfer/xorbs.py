@@ -260,7 +260,7 @@ class ChunkSink(Destination):
                                   + (f" and {len(self._carry)} more bytes" if self._carry else ""))
 
 
-ARENA = 4 << 20  # bytes of a decoding thread's buffer for regrouped BG4 chunks
+ARENA = 1 << 20  # bytes of a decoding thread's buffer for regrouped BG4 chunks (a worker thread each: bounded)
 
 
 class _Arena(threading.local):

@@ -117,3 +117,35 @@ def test_after_a_corrupt_chunk_decoding_starts_again_from_the_first_chunk_not_re
 def _feed_from(sink: ChunkSink, raw: bytes, pos: int) -> list[tuple[int, int]]:
     sink.write(memoryview(raw[pos:]), len(raw) - pos, pos)
     return sink.commit()[1]
+
+
+@pytest.mark.parametrize("places", [1, 2])
+def test_bg4_chunks_beyond_a_threads_regroup_buffer_land_whole(tmp_path: Path, places: int) -> None:
+    """Float chunks (stored BG4-LZ4) decoding to more than the decoding
+    thread's reused buffer in one read, into one run of the file (written
+    by one call, unless the buffer is full), or each chunk at two places:
+    the buffer is written out and reused, never overwritten under a run
+    not yet written."""
+    import numpy as np
+
+    from qwenhome.transfer.xorbs import ARENA
+    from qwenhome.xet.compression import Scheme
+    from qwenhome.xet.xorb import HEADER_LEN, ChunkHeader
+
+    rng = np.random.default_rng(3)
+    chunks = [(rng.standard_normal(16_000 + 3 * i) * 0.02).astype(np.float32).tobytes() + b"xyz"[: i % 4]
+              for i in range(3 * ARENA // 64_000)]
+    raw = b"".join(encode_chunk(c, Policy.AUTO).blob for c in chunks)
+    assert ChunkHeader.unpack(raw[:HEADER_LEN]).scheme == Scheme.BG4_LZ4
+    whole = b"".join(chunks)
+    expected = whole * places
+    assert len(whole) > 2 * ARENA
+    f = _file(tmp_path, len(expected))
+    n = len(chunks)
+    plan = Plan("z" * 64, "http://127.0.0.1/z", 0, len(raw) - 1, 0, n,
+                tuple(Placement(0, n, k * len(whole), len(whole)) for k in range(places)))
+    sink = ChunkSink(f, plan, {})
+    sink.open(plan.size, fresh=True)
+    _feed(sink, raw, [len(raw)])
+    f.dest.close()
+    assert (tmp_path / "model.part").read_bytes() == expected

@@ -7,6 +7,8 @@ import random
 import lz4.frame
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qwenhome.errors import IntegrityError
 from qwenhome.xet.chunking import MAX_CHUNK_SIZE
@@ -206,3 +208,30 @@ def test_a_truncated_or_padded_lz4_frame_is_corrupt_never_a_traceback() -> None:
     for wrong in (len(data) - 1, len(data) + 1, 1):  # the chunk header's length disagrees
         with pytest.raises(XetCorruptError):
             decompress(payload, Scheme.LZ4, wrong)
+
+
+_FUZZ_DATA = _floats(20_000, 8) + bytes(30_000)  # two 64 KiB blocks: one compressed, one stored raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(scheme=st.sampled_from([Scheme.LZ4, Scheme.BG4_LZ4]), options=st.sampled_from(list(_FRAMES.values())),
+       edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=4),
+       cut=st.integers(0, 1 << 20), extra=st.binary(max_size=8), wrong=st.integers(-2, 2))
+def test_a_hostile_lz4_frame_is_corrupt_or_exactly_the_announced_length(
+        scheme: Scheme, options: dict[str, object], edits: list[tuple[int, int]], cut: int, extra: bytes,
+        wrong: int) -> None:
+    """Whatever a server does to a chunk's frame (bytes changed, cut, padded,
+    a header length off by a few), decoding ends in ``xet-corrupt`` or in
+    exactly the announced length: never another exception, never more."""
+    kw: dict[str, object] = {"block_size": lz4.frame.BLOCKSIZE_MAX64KB, "store_size": False, **options}
+    body = _FUZZ_DATA if scheme == Scheme.LZ4 else bg4_split(_FUZZ_DATA)
+    payload = bytearray(lz4.frame.compress(body, **kw))  # type: ignore[arg-type]
+    for at, value in edits:
+        payload[at % len(payload)] = value
+    payload = payload[:len(payload) - cut % 16] + extra if cut % 3 == 0 else payload
+    expected = max(1, len(_FUZZ_DATA) + wrong)
+    try:
+        out = decompress(bytes(payload), scheme, expected)
+    except XetCorruptError:
+        return
+    assert len(out) == expected

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .partmap import Intervals
 from .sizing import KiB, MiB, RangeSizer, aligned
 from .work import Item, Span
 
@@ -210,11 +209,11 @@ class Scheduler:
         size = item.size
         if size == 0 or (item.one_span and item.inflight):
             return None
-        gap = _first_free(item, item.held())
+        gap = item.busy(item.held()).first_gap(0, size)
         if gap is None:
             # (nothing else: the ranges another item fetches that this one may fetch too)
             overtake = item.overtake()
-            gap = _first_free(item, overtake) if overtake is not None else None
+            gap = item.busy(overtake).first_gap(0, size) if overtake is not None else None
             if gap is None:
                 return None
         start, end = gap
@@ -315,12 +314,3 @@ class Scheduler:
             best, best_left = s, left
         return None if best is None else self._split(best, now)
 
-
-def _first_free(item: Item, skips: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
-    """The first range of ``item`` neither on disk, nor under way, nor in ``skips``."""
-    busy = Intervals(list(item.done.starts), list(item.done.ends))
-    for s in item.inflight:
-        busy.add(s.start, s.end)
-    for a, b in skips:
-        busy.add(a, b)
-    return busy.first_gap(0, item.size)

@@ -171,6 +171,15 @@ class Item:
         ranges, or the bytes must come in order (a run of xorb chunks)."""
         return self.no_ranges or not self.splittable
 
+    def busy(self, also: Iterable[tuple[int, int]] = ()) -> Intervals:
+        """Its bytes on disk or under way, and ``also`` (a copy: the caller may add to it)."""
+        out = Intervals(list(self.done.starts), list(self.done.ends))
+        for s in self.inflight:
+            out.add(s.start, s.end)
+        for a, b in also:
+            out.add(a, b)
+        return out
+
     def held(self) -> Iterable[tuple[int, int]]:
         """Ranges ``[start, end)`` of the item that other items are fetching
         (a file's ranges its Xet items fill): not carved from it."""

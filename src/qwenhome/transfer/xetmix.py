@@ -143,20 +143,9 @@ class XetFile:
         return sum(1 for x in self.items if not x.started) + sum(1 for p in self.planning if p.asked)
 
 
-def busy(f: FileState) -> Intervals:
-    """File bytes on disk or being fetched (a copy: the caller may add to it)."""
-    out = Intervals(list(f.done.starts), list(f.done.ends))
-    for sp in f.inflight:
-        out.add(sp.start, sp.end)
-    return out
-
-
 def gaps(f: FileState, start: int, end: int, minus: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """File bytes of ``[start, end)`` neither on disk, nor being fetched, nor in ``minus``."""
-    held = busy(f)
-    for a, b in minus:
-        held.add(a, b)
-    return held.gaps(start, end)
+    return f.busy(minus).gaps(start, end)
 
 
 def interleave(pieces: deque[tuple[XetFile, Piece]], lanes: int) -> deque[tuple[XetFile, Piece]]:
@@ -238,7 +227,7 @@ class Sharing:
         for xf in self.files.values():
             if xf.f.overtake_ranges is None or not xf.f.active:
                 continue
-            held = busy(xf.f)
+            held = xf.f.busy()
             done = [x for x in xf.items if x.started and held.covers(*x.extent)]
             if done:
                 xf.cancel(done, self.s.sched)
@@ -311,4 +300,4 @@ class Sharing:
     def skip(xf: XetFile) -> Intervals | None:
         """File bytes a xorb range of a sharing file does not write: on disk,
         or under way from the plain side (None: the file does not share)."""
-        return busy(xf.f) if xf.f.mixed else None
+        return xf.f.busy() if xf.f.mixed else None

@@ -41,7 +41,7 @@ from .sizing import MiB
 from .state import State
 from .work import Span, Status
 from .xetjob import Copy
-from .xetmix import Piece, Sharing, XetFile, busy, gaps, interleave
+from .xetmix import Piece, Sharing, XetFile, gaps, interleave
 from .xorbs import Plan, XorbItem, plan_items, spans_of
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,7 @@ def _new(xf: XetFile, plans: list[Plan]) -> list[Plan]:
     planned already (under the lock): a server that answers a piece with
     more than the piece (the whole file, its ``Range`` ignored) would
     otherwise have each xorb range fetched once per piece."""
-    held = busy(xf.f)
-    for a, b in spans_of(xf.items):
-        held.add(a, b)
+    held = xf.f.busy(spans_of(xf.items))
     return [p for p in plans if held.gaps(*p.file_range())]
 
 

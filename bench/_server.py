@@ -40,6 +40,7 @@ from qwenhome.mirror import (  # noqa: E402
     warm,
 )
 from tests.support.faults import Faults, kind  # noqa: E402
+from tests.support.xet_mirror import refuse_bridge  # noqa: E402
 
 
 def _cpu() -> float:
@@ -100,8 +101,7 @@ def main() -> int:
     if args.latency:
         faults.latency(args.latency, times=None)
     if args.refuse_bridge:
-        faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
-                    and info.file_path.endswith((".safetensors", ".bin")))
+        refuse_bridge(faults)
     hashes = HashCache(args.hashes) if args.hashes else HashCache()
     backend: Backend
     if args.store is not None:

@@ -101,6 +101,7 @@ SCENARIOS: dict[str, tuple[float | None, float | None]] = {  # name -> (bytes/s 
 REFUSING = {"xet-only"}  # scenarios whose resolve bridge refuses file bodies
 BASE_SRC: Path | None = None  # (--base)
 SERVER_ARGS: list[str] = []  # (--compression, --split-hosts)
+DATA = "random"  # (--data)
 CAPPED_ON = {"xorb-capped": "xorb", "xorb-slow": "xorb"}  # scenario -> the one route kind paced
 THROUGHPUT_REPO, UPDATE_REPO = "Bench/XetThroughput", "Bench/XetUpdate"
 OLD, NEW = "1" * 40, "2" * 40
@@ -121,9 +122,6 @@ class Run:
     @property
     def mbps(self) -> float:
         return self.nbytes / MB / self.wall_s if self.ok and self.wall_s else 0.0
-
-
-DATA = "random"  # (--data)
 
 
 def _bytes(size: int, seed: int) -> bytes:

@@ -28,7 +28,13 @@ from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.faults import Faults, kind
 from tests.support.mirror import Mirror, start_mirror
 from tests.support.repos import GeneratedRepo, make_repo, make_store_repo, sha256_file
-from tests.support.xet_mirror import random_bytes, reconstruction, start_xet_mirror, token_for
+from tests.support.xet_mirror import (
+    random_bytes,
+    reconstruction,
+    refuse_bridge,
+    start_xet_mirror,
+    token_for,
+)
 
 MiB = 1 << 20
 MODEL = "model.safetensors"
@@ -80,8 +86,7 @@ def bridge_refuses(m: Mirror) -> None:
     the Hub does for very large files: Xet alone serves them. (A Xet file's
     bytes otherwise come from xorbs and the bridge together: see
     tests/test_xet_mix.py.)"""
-    m.faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
-                  and info.file_path.endswith((".safetensors", ".bin")))
+    refuse_bridge(m.faults)
 
 
 def assert_pulled(home: Path, repo: GeneratedRepo, commit: str | None = None) -> Path:

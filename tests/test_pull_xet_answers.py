@@ -18,7 +18,13 @@ from tests.support.faults import kind
 from tests.support.http import request
 from tests.support.mirror import Mirror
 from tests.support.repos import GeneratedRepo, make_repo, sha256_file
-from tests.support.xet_mirror import random_bytes, reconstruction, start_xet_mirror, token_for
+from tests.support.xet_mirror import (
+    random_bytes,
+    reconstruction,
+    refuse_bridge,
+    start_xet_mirror,
+    token_for,
+)
 
 MiB = 1 << 20
 MODEL = "model.safetensors"
@@ -158,8 +164,7 @@ def test_a_cas_that_ignores_range_on_reconstructions_still_serves_the_file_once(
     then refused."""
     doc = whole_answer(xm, repo)
     xm.faults.respond(200, json.dumps(doc), predicate=ranged, times=None)
-    xm.faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
-                   and info.file_path == MODEL)
+    refuse_bridge(xm.faults)
     home = tmp_path / "home"
     (home / "qwenhome").mkdir(parents=True)
     res = run_cli(["pull", "Org/XetAnswers", "--json"], home=home, endpoint=xm.url, timeout=120)

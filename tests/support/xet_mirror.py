@@ -39,6 +39,13 @@ def start_xet_mirror(backend: Backend, folder: Path, *, token: str | None = None
     return Mirror(server, faults)
 
 
+def refuse_bridge(faults: Faults) -> None:
+    """The resolve bridge refuses every weights body (403; HEAD still
+    answers), as the Hub does for very large files: Xet alone serves them."""
+    faults.fail(403, times=None, predicate=lambda info: info.route_kind == "resolve" and info.method == "GET"
+                and info.file_path.endswith((".safetensors", ".bin")))
+
+
 def random_bytes(size: int, seed: int) -> bytes:
     """Incompressible bytes without repeats (generated repos repeat 1 MiB blocks, which Xet deduplicates)."""
     return random.Random(seed).randbytes(size)

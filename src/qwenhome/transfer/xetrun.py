@@ -226,10 +226,11 @@ class XetRun:
         xf.failures = 0
         xf.rounds = 0 if _fills(xf, piece, plans) else xf.rounds + 1
         items = []
+        skip = self.sharing.skip(xf)  # (read only: the answer's ranges share it)
         for plan in _new(xf, plans):
             x = XorbItem.of(xf.f, plan, xf.job.source, xf.job.learned, replans=piece.replans)
             x.slow = not (self.s.loop_on and self.direct(plan.url))
-            x.sink.skip = self.sharing.skip(xf)
+            x.sink.skip = skip
             items.append(x)
         xf.items.update(items)
         self.s.sched.add(items)
